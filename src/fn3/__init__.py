@@ -1,0 +1,44 @@
+"""fn3: Fully Nested Neural Networks (FN3) in PyTorch.
+
+Train one network with ordered dropout and get a nested family of sub-models that drop bits,
+neurons, channels, residual paths and layers; pick the best one for each hardware budget.
+
+Example:
+    >>> import torch, fn3
+    >>> model = fn3.create_model("resnet20", num_classes=10, in_channels=3)
+    >>> space = fn3.space(model)
+    >>> spec = space.uniform({"channels": 0.5, "bits": 4})
+    >>> with fn3.active(model, spec):
+    ...     logits = model(torch.randn(1, 3, 32, 32))
+    >>> logits.shape
+    torch.Size([1, 10])
+"""
+
+from fn3.errors import BudgetError, ConfigError, DataError, FileFormatError, Fn3Error, SpecError
+from fn3.models import create_model, list_models, register_model
+from fn3.nest import active, current_spec, set_active, space
+from fn3.sampling import OrderedDropout, Sandwich
+from fn3.spec import KINDS, Axis, Space, Spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KINDS",
+    "Axis",
+    "BudgetError",
+    "ConfigError",
+    "DataError",
+    "FileFormatError",
+    "Fn3Error",
+    "OrderedDropout",
+    "Sandwich",
+    "Space",
+    "Spec",
+    "active",
+    "create_model",
+    "current_spec",
+    "list_models",
+    "register_model",
+    "set_active",
+    "space",
+]

@@ -1,0 +1,14 @@
+"""The ``fn3`` command line: thin commands that parse flags, build a config and call one function.
+
+User errors (:class:`fn3.Fn3Error`, bad flags) print one line and exit with code 2; anything else is a
+bug in fn3 and exits with code 1 and a hint to report it.
+"""
+
+from __future__ import annotations
+
+from fn3.cli._app import app, main
+
+# Each module adds its commands to ``app`` when imported.
+from fn3.cli import train as _train  # noqa: E402,F401  isort: skip
+
+__all__ = ["app", "main"]

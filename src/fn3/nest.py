@@ -1,0 +1,94 @@
+"""Find a model's axes and switch it between sub-models: `space`, `active`, `set_active`.
+
+The active sub-model lives in the model's :class:`~fn3.nn.slot.AxisSlot` objects. :func:`active` is a
+context manager that sets every slot from a :class:`~fn3.Spec` and restores the previous state on exit,
+so nested uses compose and an exception never leaves the model half switched.
+
+Example:
+    >>> import torch, fn3
+    >>> model = fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=8)
+    >>> space = fn3.space(model)
+    >>> small = space.uniform({"neurons": 0.25, "bits": 4})
+    >>> with fn3.active(model, small):
+    ...     y = model(torch.randn(2, 1, 8, 8))
+    >>> y.shape, fn3.current_spec(model) == space.largest()
+    (torch.Size([2, 10]), True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from torch import nn
+
+from fn3.errors import SpecError
+from fn3.nn.base import NestedModule
+from fn3.nn.slot import AxisSlot
+from fn3.spec import Space, Spec
+
+__all__ = ["active", "current_spec", "set_active", "slots", "space"]
+
+
+def slots(model: nn.Module) -> dict[str, AxisSlot]:
+    """Every axis slot of ``model`` by axis name, in module order."""
+    found: dict[str, AxisSlot] = {}
+    for module in model.modules():
+        if isinstance(module, NestedModule):
+            for slot in module.fn3_slots():
+                other = found.setdefault(slot.axis.name, slot)
+                if other is not slot:
+                    raise SpecError(f"two different axes are named {slot.axis.name!r} in this model")
+    return found
+
+
+def space(model: nn.Module) -> Space:
+    """The :class:`~fn3.Space` of a nested model: all its axes, in module order.
+
+    The result is cached on the model (its axes never change after construction).
+    """
+    cached = getattr(model, "_fn3_space", None)
+    if cached is None:
+        cached = Space(s.axis for s in slots(model).values())
+        object.__setattr__(model, "_fn3_space", cached)
+    return cached
+
+
+def _slot_map(model: nn.Module) -> dict[str, AxisSlot]:
+    cached = getattr(model, "_fn3_slots", None)
+    if cached is None:
+        cached = slots(model)
+        object.__setattr__(model, "_fn3_slots", cached)
+    return cached
+
+
+def current_spec(model: nn.Module) -> Spec:
+    """The sub-model the model computes now."""
+    return Spec({name: s.blocks for name, s in _slot_map(model).items()})
+
+
+def set_active(model: nn.Module, spec: Spec | None) -> Spec:
+    """Switch ``model`` to ``spec`` (``None``: the full model) and return the previous spec.
+
+    Prefer :func:`active`, which restores the previous sub-model for you.
+    """
+    previous = current_spec(model)
+    table = _slot_map(model)
+    if spec is None:
+        for s in table.values():
+            s.set(None)
+        return previous
+    space(model).validate(spec)
+    for name, blocks in spec:
+        table[name].set(blocks)
+    return previous
+
+
+@contextmanager
+def active(model: nn.Module, spec: Spec | None) -> Iterator[nn.Module]:
+    """Run ``model`` as the sub-model ``spec`` inside the ``with`` block; restore on exit."""
+    previous = set_active(model, spec)
+    try:
+        yield model
+    finally:
+        set_active(model, previous)

@@ -1,0 +1,81 @@
+"""`NestedModule`, the base of every nested layer, and the quantizer modules the layers share.
+
+A nested module keeps its maximum-size parameters and, in ``forward``, computes with the active part
+only (slicing, never masking), as read from the :class:`~fn3.nn.slot.AxisSlot` objects it holds.
+``fn3_slots()`` lists those slots so that :func:`fn3.space` can find every axis of a model.
+
+Example:
+    >>> import torch
+    >>> from fn3.spec import Axis
+    >>> from fn3.nn.slot import AxisSlot
+    >>> q = NestedActQuant(AxisSlot(Axis("a.abits", "bits", 8, min_size=2)))
+    >>> q.slot.set((0, 1))              # keep the 2 most significant bits
+    >>> sorted(set(q(torch.linspace(0, 4, 9)).tolist()))[:3]
+    [0.0, 1.003921627998352, 2.007843255996704]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from fn3.nn.functional import fake_quant_act, fake_quant_weight, weight_scale
+from fn3.nn.slot import AxisSlot, Selection
+
+__all__ = ["NestedActQuant", "NestedModule", "full", "select"]
+
+
+class NestedModule(nn.Module):
+    """Base class: a module that reads one or more axis slots."""
+
+    def fn3_slots(self) -> Iterator[AxisSlot]:
+        """The slots this module reads directly (not those of its children)."""
+        for value in vars(self).values():
+            if isinstance(value, AxisSlot):
+                yield value
+
+
+def full(n: int) -> Selection:
+    """Selection of all ``n`` entries."""
+    return Selection(n, None)
+
+
+def select(slot: AxisSlot | None, n: int, per_unit: int = 1) -> Selection:
+    """Active entries of a dimension of size ``n`` governed by ``slot`` (all of them if ``None``)."""
+    return full(n) if slot is None else slot.select(per_unit)
+
+
+class NestedActQuant(NestedModule):
+    """Nested activation quantizer: one learned clipping level shared by every bit-width.
+
+    Args:
+        slot: the bits axis (block 0 = most significant bit).
+        total_bits: B, the width of the code that every kept bit-width truncates.
+        signed: ``False`` after a ReLU (range ``[0, alpha]``), ``True`` for signed inputs.
+        alpha: initial clipping level.
+    """
+
+    def __init__(self, slot: AxisSlot, total_bits: int = 8, signed: bool = False, alpha: float = 4.0):
+        super().__init__()
+        self.slot = slot
+        self.total_bits = total_bits
+        self.signed = signed
+        self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fake_quant_act(x, self.alpha, self.total_bits, self.slot.units, self.signed,
+                              self.slot.bit_mask(self.total_bits))
+
+    def extra_repr(self) -> str:
+        return f"{self.slot.axis.name}, total_bits={self.total_bits}, signed={self.signed}"
+
+
+def quantized_weight(w: torch.Tensor, full_weight: torch.Tensor, out: Selection, slot: AxisSlot | None,
+                     total_bits: int) -> torch.Tensor:
+    """Fake-quantize the active slice ``w`` of ``full_weight`` (scale per output channel of the full)."""
+    if slot is None:
+        return w
+    scale = out.take(weight_scale(full_weight, total_bits), 0)  # (out_active,)
+    return fake_quant_weight(w, scale, total_bits, slot.units, slot.bit_mask(total_bits))

@@ -1,0 +1,56 @@
+"""`NestedBatchNorm2d`: one shared BatchNorm whose statistics and affine parameters are sliced.
+
+The paper uses one BatchNorm shared by every sub-model; its running statistics then describe a mixture
+of sub-models, which is why :func:`fn3.recalibrate_bn` re-estimates them for a given spec before it is
+evaluated. In training mode only the active slice of the running statistics is updated.
+
+Example:
+    >>> import torch
+    >>> from fn3.spec import Axis
+    >>> from fn3.nn.slot import AxisSlot
+    >>> width = AxisSlot(Axis("w", "channels", 8, step=4))
+    >>> bn = NestedBatchNorm2d(8, axis=width)
+    >>> width.set((0,))
+    >>> bn(torch.randn(2, 4, 3, 3)).shape
+    torch.Size([2, 4, 3, 3])
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fn3.nn.base import NestedModule, select
+from fn3.nn.slot import AxisSlot
+
+__all__ = ["NestedBatchNorm2d"]
+
+
+class NestedBatchNorm2d(nn.BatchNorm2d, NestedModule):
+    """``nn.BatchNorm2d`` over the active channels of ``axis`` (``per_unit`` channels per unit)."""
+
+    def __init__(self, num_features: int, *, axis: AxisSlot | None = None, per_unit: int = 1,
+                 eps: float = 1e-5, momentum: float | None = 0.1):
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.axis, self.per_unit = axis, per_unit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C_active, H, W)
+        sel = select(self.axis, self.num_features, self.per_unit)
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        else:
+            factor = 0.0
+        use_batch = self.training or self.running_mean is None
+        w, b = sel.take(self.weight, 0), sel.take(self.bias, 0)
+        if self.running_mean is None:
+            return F.batch_norm(x, None, None, w, b, True, factor, self.eps)
+        rm, rv = sel.take(self.running_mean, 0), sel.take(self.running_var, 0)
+        y = F.batch_norm(x, rm, rv, w, b, use_batch, factor, self.eps)
+        if use_batch and sel.index is not None:
+            # A gathered slice is a copy: write the updated statistics back to their channels.
+            self.running_mean.index_copy_(0, sel.index, rm)
+            self.running_var.index_copy_(0, sel.index, rv)
+        return y

@@ -1,0 +1,139 @@
+"""Ordered dropout: which sub-model each training step trains.
+
+:class:`OrderedDropout` draws, for every axis, one number of kept blocks ``k`` per step (shared by the
+whole mini-batch) and keeps the prefix ``0..k-1``: block 0 is always trained, the last block rarely.
+
+* ``dist="geometric"`` (default): truncated geometric, ``P(block m kept) = rho ** (m - m0)`` for blocks
+  past the ``m0`` mandatory ones; the tail's mass lands on the full axis.
+* ``dist="uniform"``: ``k`` uniform over ``m0..M``.
+
+The draw for step ``t`` is a pure function of ``(seed, t)`` (a fresh ``torch.Generator`` seeded from
+both), not of a generator advanced step by step. That choice makes three things free: a resumed run
+draws exactly the specs it would have drawn, every distributed rank draws the same spec at the same
+step without communicating, and the sampler's whole state is the step counter.
+
+:class:`Sandwich` is the US-Nets rule (largest + smallest + ``n`` random specs per step), offered for
+comparison; the paper uses plain ordered dropout.
+
+Example:
+    >>> import fn3
+    >>> model = fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=8)
+    >>> odo = fn3.OrderedDropout(fn3.space(model), dist="geometric", rho=0.9, seed=0)
+    >>> odo.step_specs(0) == odo.step_specs(0)    # same step, same draw
+    True
+    >>> len(fn3.Sandwich(fn3.space(model), n=2, seed=0).step_specs(0))
+    4
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fn3.errors import ConfigError
+from fn3.spec import Axis, Space, Spec
+
+__all__ = ["DISTRIBUTIONS", "OrderedDropout", "Sandwich", "keep_probabilities", "sample_blocks"]
+
+DISTRIBUTIONS = ("geometric", "uniform")
+
+
+def _check(dist: str, rho: float) -> None:
+    if dist not in DISTRIBUTIONS:
+        raise ConfigError(f"unknown ordered-dropout distribution {dist!r}; use one of {', '.join(DISTRIBUTIONS)}")
+    if not 0.0 < rho <= 1.0:
+        raise ConfigError(f"rho must be in (0, 1], got {rho}")
+
+
+def blocks_from_uniform(axis: Axis, u: float, dist: str, rho: float) -> int:
+    """Number of kept blocks for a uniform draw ``u`` in [0, 1) (inverse CDF)."""
+    m0, m = axis.min_blocks, axis.num_blocks
+    if dist == "uniform":
+        return m0 + min(int(u * (m - m0 + 1)), m - m0)
+    if rho >= 1.0 or u <= 0.0:
+        return m
+    # P(k >= m0 + j) = rho^j  <=>  k = m0 + floor(log(u) / log(rho)), truncated at m.
+    return min(m, m0 + int(math.floor(math.log(u) / math.log(rho))))
+
+
+def sample_blocks(axis: Axis, generator: torch.Generator | None, dist: str = "geometric",
+                  rho: float = 0.9) -> int:
+    """One draw of the number of kept blocks of ``axis``."""
+    _check(dist, rho)
+    u = float(torch.rand((), generator=generator))
+    return blocks_from_uniform(axis, u, dist, rho)
+
+
+def keep_probabilities(axis: Axis, dist: str = "geometric", rho: float = 0.9) -> list[float]:
+    """``P(exactly k blocks kept)`` for ``k = 1..num_blocks`` (zero below the minimum)."""
+    _check(dist, rho)
+    m0, m = axis.min_blocks, axis.num_blocks
+    p = [0.0] * m
+    for k in range(m0, m + 1):
+        if dist == "uniform":
+            p[k - 1] = 1.0 / (m - m0 + 1)
+        else:
+            p[k - 1] = rho ** (k - m0) * ((1 - rho) if k < m else 1.0)
+    return p
+
+
+def _step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
+    # SplitMix-style mixing so that neighbouring (seed, step) pairs give unrelated streams.
+    x = (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + salt * 0x94D049BB133111EB) & (2**63 - 1)
+    x ^= x >> 31
+    return torch.Generator().manual_seed(x)
+
+
+class OrderedDropout:
+    """Ordered-dropout sampler: one prefix :class:`~fn3.Spec` per training step.
+
+    Args:
+        space: the model's space (``fn3.space(model)``).
+        dist: ``"geometric"`` (default) or ``"uniform"``.
+        rho: keep rate of the geometric distribution, shared by every axis (the paper's single
+            hyper-parameter).
+        seed: the draws are a pure function of ``(seed, step)``.
+    """
+
+    def __init__(self, space: Space, dist: str = "geometric", rho: float = 0.9, seed: int = 0):
+        _check(dist, rho)
+        self.space, self.dist, self.rho, self.seed = space, dist, rho, seed
+
+    def sample(self, step: int) -> Spec:
+        """The spec of training step ``step``."""
+        g = _step_generator(self.seed, step)
+        u = torch.rand(len(self.space), generator=g, dtype=torch.float64).tolist()
+        return self.space.prefix({a.name: blocks_from_uniform(a, ui, self.dist, self.rho)
+                                  for a, ui in zip(self.space, u, strict=True)})
+
+    def step_specs(self, step: int) -> list[Spec]:
+        """The specs trained at ``step`` (one for ordered dropout)."""
+        return [self.sample(step)]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"rule": "odo", "dist": self.dist, "rho": self.rho, "seed": self.seed}
+
+
+class Sandwich(OrderedDropout):
+    """US-Nets sandwich rule: the largest, the smallest and ``n`` sampled specs every step."""
+
+    def __init__(self, space: Space, n: int = 2, dist: str = "uniform", rho: float = 0.9, seed: int = 0):
+        super().__init__(space, dist, rho, seed)
+        if n < 0:
+            raise ConfigError(f"sandwich n must be >= 0, got {n}")
+        self.n = n
+        self._largest, self._smallest = space.largest(), space.smallest()
+
+    def step_specs(self, step: int) -> list[Spec]:
+        gen = [self._draw(step, i) for i in range(self.n)]
+        return [self._largest, self._smallest, *gen]
+
+    def _draw(self, step: int, i: int) -> Spec:
+        g = _step_generator(self.seed, step, salt=i + 1)
+        u = torch.rand(len(self.space), generator=g, dtype=torch.float64).tolist()
+        return self.space.prefix({a.name: blocks_from_uniform(a, ui, self.dist, self.rho)
+                                  for a, ui in zip(self.space, u, strict=True)})
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "rule": "sandwich", "n": self.n}
