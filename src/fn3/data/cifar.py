@@ -1,4 +1,4 @@
-"""CIFAR-10 in its two official on-disk formats: binary batches and (safely unpickled) python batches.
+"""CIFAR-10 in its two official formats: binary batches and (safely unpickled) python batches.
 
 *Binary* (``cifar-10-batches-bin/``): ``data_batch_1.bin`` .. ``data_batch_5.bin`` and
 ``test_batch.bin``, each a sequence of 3073-byte records: 1 label byte, then the 32x32 image as
@@ -136,7 +136,9 @@ def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as err:
-        raise DataError(f"cannot read {path}: {err.strerror or err}; expected a readable file") from err
+        raise DataError(
+            f"cannot read {path}: {err.strerror or err}; expected a readable file"
+        ) from err
 
 
 def _batch_paths(directory: Path, split: str, suffix: str) -> list[Path]:

@@ -61,7 +61,9 @@ class ImageDataset:
             )
         if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.ndim != 1:
             got = _describe(labels)
-            raise DataError(f"dataset {self.name!r}: labels are {got}; expected an int64 tensor (N,)")
+            raise DataError(
+                f"dataset {self.name!r}: labels are {got}; expected an int64 tensor (N,)"
+            )
         if images.shape[0] != labels.shape[0]:
             raise DataError(
                 f"dataset {self.name!r} has {images.shape[0]} images but {labels.shape[0]} labels;"

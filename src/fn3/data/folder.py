@@ -39,6 +39,7 @@ import os
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
@@ -48,7 +49,7 @@ import torch
 from PIL import Image
 
 from fn3.data.dataset import ImageDataset
-from fn3.errors import DataError
+from fn3.errors import ConfigError, DataError
 
 __all__ = ["ARCHIVE_SUFFIXES", "IMAGE_EXTENSIONS", "cache_dir", "is_archive", "load_image_folder"]
 
@@ -59,8 +60,9 @@ _SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 _CACHE_VERSION = 1
 
-# One image found in the tree: (class name, file name, where it came from, encoded bytes).
-_Entry = tuple[str, str, str, bytes]
+# One image found in the tree: (class name, file name, where it came from, encoded bytes or the
+# path to read them from, so that a directory tree only reads the files ``limit`` keeps).
+_Entry = tuple[str, str, str, bytes | Path]
 
 
 def is_archive(path: str | Path) -> bool:
@@ -102,11 +104,12 @@ def load_image_folder(
         are grayscale), ordered by class, then file name.
 
     Raises:
+        ConfigError: ``limit`` is not a positive integer.
         DataError: missing root or split, unsafe archive member, corrupt image, mixed sizes.
     """
     root = Path(root)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise DataError(f"limit is {limit!r}; expected a positive number of images per class")
+        raise ConfigError(f"limit is {limit!r}; expected a positive number of images per class")
     if not root.exists():
         raise DataError(
             f"{root} does not exist; expected a directory or .tar(.gz) archive with"
@@ -130,7 +133,9 @@ def load_image_folder(
         entries, classes = _scan_directory(root, split)
     entries = _select(entries, classes, limit)
     if not entries:
-        raise DataError(f"{root} has no images in {split}/<class>/; expected *.jpg, *.jpeg or *.png")
+        raise DataError(
+            f"{root} has no images in {split}/<class>/; expected *.jpg, *.jpeg or *.png"
+        )
     pixels = _decode(entries)  # (N, H, W, C) uint8
     class_index = {c: i for i, c in enumerate(classes)}
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
@@ -183,8 +188,7 @@ def _scan_directory(root: Path, split: str) -> tuple[list[_Entry], tuple[str, ..
             if files:
                 classes.add(class_dir.name)
             if split_name == split:
-                for f in files:
-                    entries.append((class_dir.name, f.name, str(f), _read(f)))
+                entries.extend((class_dir.name, f.name, str(f), f) for f in files)
     return entries, tuple(sorted(classes))
 
 
@@ -192,7 +196,9 @@ def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as err:
-        raise DataError(f"cannot read {path}: {err.strerror or err}; expected a readable file") from err
+        raise DataError(
+            f"cannot read {path}: {err.strerror or err}; expected a readable file"
+        ) from err
 
 
 # --------------------------------------------------------------------------- tar archives
@@ -233,7 +239,7 @@ def _scan_archive(archive: Path, split: str) -> tuple[list[_Entry], tuple[str, .
                     data = handle.read() if handle is not None else b""
                     source = f"{archive}:{member.name}"
                     entries.setdefault(prefix, []).append((class_name, parts[-1], source, data))
-    except (tarfile.TarError, OSError, EOFError) as err:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
         raise DataError(
             f"{archive} is not a readable tar archive ({err}); expected a complete .tar(.gz) file"
         ) from err
@@ -256,6 +262,8 @@ def _decode(entries: list[_Entry]) -> np.ndarray:
     """Decode all entries into one ``uint8 (N, H, W, C)`` array (C = 3 or 1)."""
     opened: deque[Image.Image] = deque()
     for _, _, source, data in entries:  # pass 1: headers only (mode and size), cheap
+        if isinstance(data, Path):
+            data = _read(data)
         try:
             opened.append(Image.open(io.BytesIO(data)))
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:

@@ -54,7 +54,9 @@ def read_bytes_maybe_gzip(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise DataError(f"cannot read {path}: {err.strerror or err}; expected a readable file") from err
+        raise DataError(
+            f"cannot read {path}: {err.strerror or err}; expected a readable file"
+        ) from err
     if data[:2] == GZIP_MAGIC:
         try:
             data = gzip.decompress(data)
@@ -146,7 +148,9 @@ def load_idx_dataset(
     image_path = find_idx_file(directory, f"{prefix}-images", 3)
     label_path = find_idx_file(directory, f"{prefix}-labels", 1)
     if image_path is None or label_path is None:
-        missing = f"{prefix}-images-idx3-ubyte" if image_path is None else f"{prefix}-labels-idx1-ubyte"
+        missing = (
+            f"{prefix}-images-idx3-ubyte" if image_path is None else f"{prefix}-labels-idx1-ubyte"
+        )
         raise DataError(
             f"{directory} has no {missing}[.gz] for {name}/{split}; expected"
             f" {prefix}-images-idx3-ubyte[.gz] and {prefix}-labels-idx1-ubyte[.gz] there"
