@@ -14,11 +14,15 @@ Example:
     torch.Size([1, 10])
 """
 
+from fn3.config import TrainConfig
 from fn3.errors import BudgetError, ConfigError, DataError, FileFormatError, Fn3Error, SpecError
 from fn3.models import create_model, list_models, register_model
 from fn3.nest import active, current_spec, set_active, space
 from fn3.sampling import OrderedDropout, Sandwich
-from fn3.spec import KINDS, Axis, Space, Spec
+from fn3.evaluate import recalibrate_bn
+from fn3.run import load_run
+from fn3.spec import KINDS, Axis, Space, Spec, parse_spec
+from fn3.train import fit
 
 __version__ = "0.1.0"
 
@@ -34,10 +38,16 @@ __all__ = [
     "Sandwich",
     "Space",
     "Spec",
+    "SpecError",
+    "TrainConfig",
     "active",
     "create_model",
     "current_spec",
+    "fit",
     "list_models",
+    "load_run",
+    "parse_spec",
+    "recalibrate_bn",
     "register_model",
     "set_active",
     "space",

@@ -38,7 +38,9 @@ def slots(model: nn.Module) -> dict[str, AxisSlot]:
             for slot in module.fn3_slots():
                 other = found.setdefault(slot.axis.name, slot)
                 if other is not slot:
-                    raise SpecError(f"two different axes are named {slot.axis.name!r} in this model")
+                    raise SpecError(
+                        f"two different axes are named {slot.axis.name!r} in this model"
+                    )
     return found
 
 

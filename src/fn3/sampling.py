@@ -41,7 +41,9 @@ DISTRIBUTIONS = ("geometric", "uniform")
 
 def _check(dist: str, rho: float) -> None:
     if dist not in DISTRIBUTIONS:
-        raise ConfigError(f"unknown ordered-dropout distribution {dist!r}; use one of {', '.join(DISTRIBUTIONS)}")
+        raise ConfigError(
+            f"unknown ordered-dropout distribution {dist!r}; use one of {', '.join(DISTRIBUTIONS)}"
+        )
     if not 0.0 < rho <= 1.0:
         raise ConfigError(f"rho must be in (0, 1], got {rho}")
 
@@ -57,8 +59,9 @@ def blocks_from_uniform(axis: Axis, u: float, dist: str, rho: float) -> int:
     return min(m, m0 + int(math.floor(math.log(u) / math.log(rho))))
 
 
-def sample_blocks(axis: Axis, generator: torch.Generator | None, dist: str = "geometric",
-                  rho: float = 0.9) -> int:
+def sample_blocks(
+    axis: Axis, generator: torch.Generator | None, dist: str = "geometric", rho: float = 0.9
+) -> int:
     """One draw of the number of kept blocks of ``axis``."""
     _check(dist, rho)
     u = float(torch.rand((), generator=generator))
@@ -80,7 +83,9 @@ def keep_probabilities(axis: Axis, dist: str = "geometric", rho: float = 0.9) ->
 
 def _step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
     # SplitMix-style mixing so that neighbouring (seed, step) pairs give unrelated streams.
-    x = (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + salt * 0x94D049BB133111EB) & (2**63 - 1)
+    x = (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + salt * 0x94D049BB133111EB) & (
+        2**63 - 1
+    )
     x ^= x >> 31
     return torch.Generator().manual_seed(x)
 
@@ -104,8 +109,12 @@ class OrderedDropout:
         """The spec of training step ``step``."""
         g = _step_generator(self.seed, step)
         u = torch.rand(len(self.space), generator=g, dtype=torch.float64).tolist()
-        return self.space.prefix({a.name: blocks_from_uniform(a, ui, self.dist, self.rho)
-                                  for a, ui in zip(self.space, u, strict=True)})
+        return self.space.prefix(
+            {
+                a.name: blocks_from_uniform(a, ui, self.dist, self.rho)
+                for a, ui in zip(self.space, u, strict=True)
+            }
+        )
 
     def step_specs(self, step: int) -> list[Spec]:
         """The specs trained at ``step`` (one for ordered dropout)."""
@@ -118,7 +127,9 @@ class OrderedDropout:
 class Sandwich(OrderedDropout):
     """US-Nets sandwich rule: the largest, the smallest and ``n`` sampled specs every step."""
 
-    def __init__(self, space: Space, n: int = 2, dist: str = "uniform", rho: float = 0.9, seed: int = 0):
+    def __init__(
+        self, space: Space, n: int = 2, dist: str = "uniform", rho: float = 0.9, seed: int = 0
+    ):
         super().__init__(space, dist, rho, seed)
         if n < 0:
             raise ConfigError(f"sandwich n must be >= 0, got {n}")
@@ -132,8 +143,12 @@ class Sandwich(OrderedDropout):
     def _draw(self, step: int, i: int) -> Spec:
         g = _step_generator(self.seed, step, salt=i + 1)
         u = torch.rand(len(self.space), generator=g, dtype=torch.float64).tolist()
-        return self.space.prefix({a.name: blocks_from_uniform(a, ui, self.dist, self.rho)
-                                  for a, ui in zip(self.space, u, strict=True)})
+        return self.space.prefix(
+            {
+                a.name: blocks_from_uniform(a, ui, self.dist, self.rho)
+                for a, ui in zip(self.space, u, strict=True)
+            }
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {**super().to_dict(), "rule": "sandwich", "n": self.n}

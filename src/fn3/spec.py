@@ -35,7 +35,7 @@ import torch
 
 from fn3.errors import SpecError
 
-__all__ = ["KINDS", "Axis", "Space", "Spec"]
+__all__ = ["KINDS", "Axis", "Space", "Spec", "parse_spec"]
 
 #: The five nesting levels of FN3, in the paper's order.
 KINDS: tuple[str, ...] = ("bits", "neurons", "channels", "paths", "layers")
@@ -68,11 +68,17 @@ class Axis:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise SpecError(f"axis {self.name!r}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+            raise SpecError(
+                f"axis {self.name!r}: kind {self.kind!r} is not one of {', '.join(KINDS)}"
+            )
         if self.size < 1 or self.step < 1:
-            raise SpecError(f"axis {self.name!r}: size and step must be >= 1 (got {self.size}, {self.step})")
+            raise SpecError(
+                f"axis {self.name!r}: size and step must be >= 1 (got {self.size}, {self.step})"
+            )
         if not 1 <= self.min_size <= self.size:
-            raise SpecError(f"axis {self.name!r}: min_size must be in 1..{self.size}, got {self.min_size}")
+            raise SpecError(
+                f"axis {self.name!r}: min_size must be in 1..{self.size}, got {self.min_size}"
+            )
 
     @property
     def num_blocks(self) -> int:
@@ -97,8 +103,13 @@ class Axis:
         return min(max(math.ceil(size / self.step), self.min_blocks), self.num_blocks)
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "kind": self.kind, "size": self.size, "step": self.step,
-                "min_size": self.min_size}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "size": self.size,
+            "step": self.step,
+            "min_size": self.min_size,
+        }
 
 
 @dataclass(frozen=True)
@@ -195,20 +206,26 @@ class Spec:
     def from_dict(cls, data: Mapping[str, object], space: Space | None = None) -> Spec:
         """Inverse of :meth:`to_dict`; ``{"size": n}`` entries need ``space`` to convert units to blocks."""
         if not isinstance(data, Mapping) or data.get("format") != SPEC_FORMAT:
-            raise SpecError(f"not an fn3 spec: expected an object with \"format\": \"{SPEC_FORMAT}\"")
+            raise SpecError(f'not an fn3 spec: expected an object with "format": "{SPEC_FORMAT}"')
         if data.get("version") != SPEC_VERSION:
-            raise SpecError(f"spec version {data.get('version')!r} is not supported (expected {SPEC_VERSION})")
+            raise SpecError(
+                f"spec version {data.get('version')!r} is not supported (expected {SPEC_VERSION})"
+            )
         unknown = set(data) - {"format", "version", "axes"}
         if unknown:
-            raise SpecError(f"spec has unknown keys {sorted(unknown)}; expected format, version, axes")
+            raise SpecError(
+                f"spec has unknown keys {sorted(unknown)}; expected format, version, axes"
+            )
         axes = data.get("axes")
         if not isinstance(axes, Mapping):
-            raise SpecError("spec field \"axes\" must be an object {axis name: {size|prefix|blocks}}")
+            raise SpecError('spec field "axes" must be an object {axis name: {size|prefix|blocks}}')
         keep: dict[str, tuple[int, ...]] = {}
         for name, entry in axes.items():
             if not isinstance(entry, Mapping) or len(entry) != 1:
-                raise SpecError(f"axis {name!r}: expected one of {{\"size\": n}}, {{\"prefix\": n}}, {{\"blocks\": [...]}}")
-            (key, value), = entry.items()
+                raise SpecError(
+                    f'axis {name!r}: expected one of {{"size": n}}, {{"prefix": n}}, {{"blocks": [...]}}'
+                )
+            ((key, value),) = entry.items()
             if key == "blocks" and isinstance(value, list) and all(_is_int(v) for v in value):
                 keep[name] = tuple(value)
             elif key == "prefix" and _is_int(value) and value >= 1:
@@ -217,15 +234,23 @@ class Spec:
                 if space is None:
                     raise SpecError(f"axis {name!r}: a size needs the model's space to be read")
                 if name not in space:
-                    raise SpecError(f"spec axis {name!r} is not in the model; axes are {', '.join(space.names)}")
+                    raise SpecError(
+                        f"spec axis {name!r} is not in the model; axes are {', '.join(space.names)}"
+                    )
                 ax = space[name]
                 if value > ax.size:
-                    raise SpecError(f"axis {name!r}: size {value} is larger than the axis ({ax.size})")
+                    raise SpecError(
+                        f"axis {name!r}: size {value} is larger than the axis ({ax.size})"
+                    )
                 if value % ax.step and value != ax.size:
-                    raise SpecError(f"axis {name!r}: size {value} is not a multiple of its step {ax.step}")
+                    raise SpecError(
+                        f"axis {name!r}: size {value} is not a multiple of its step {ax.step}"
+                    )
                 keep[name] = tuple(range(ax.blocks_for(value)))
             else:
-                raise SpecError(f"axis {name!r}: bad entry {entry!r}; expected {{\"size\": n}} or {{\"blocks\": [...]}}")
+                raise SpecError(
+                    f'axis {name!r}: bad entry {entry!r}; expected {{"size": n}} or {{"blocks": [...]}}'
+                )
         spec = cls(keep)
         return space.validate(spec) if space is not None else spec
 
@@ -240,7 +265,11 @@ class Spec:
     def __repr__(self) -> str:
         parts = []
         for name, blocks in self.keep:
-            parts.append(f"{name}={len(blocks)}" if blocks == tuple(range(len(blocks))) else f"{name}={list(blocks)}")
+            parts.append(
+                f"{name}={len(blocks)}"
+                if blocks == tuple(range(len(blocks)))
+                else f"{name}={list(blocks)}"
+            )
         return "Spec(" + ", ".join(parts) + ")"
 
 
@@ -275,7 +304,9 @@ class Space:
         try:
             return self._by_name[name]
         except KeyError:
-            raise SpecError(f"no axis {name!r} in this model; axes are {', '.join(self.names)}") from None
+            raise SpecError(
+                f"no axis {name!r} in this model; axes are {', '.join(self.names)}"
+            ) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
@@ -293,7 +324,11 @@ class Space:
         return hash(self.axes)
 
     def __repr__(self) -> str:
-        return f"Space({len(self.axes)} axes: " + ", ".join(f"{a.name}[{a.kind} {a.size}]" for a in self.axes) + ")"
+        return (
+            f"Space({len(self.axes)} axes: "
+            + ", ".join(f"{a.name}[{a.kind} {a.size}]" for a in self.axes)
+            + ")"
+        )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -322,7 +357,9 @@ class Space:
         for name, n in blocks.items():
             ax = self[name]
             if not ax.min_blocks <= n <= ax.num_blocks:
-                raise SpecError(f"axis {name!r}: {n} blocks is outside {ax.min_blocks}..{ax.num_blocks}")
+                raise SpecError(
+                    f"axis {name!r}: {n} blocks is outside {ax.min_blocks}..{ax.num_blocks}"
+                )
             keep[name] = range(n)
         return Spec(keep)
 
@@ -351,8 +388,13 @@ class Space:
                 raise SpecError(f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
             for ax in self.of_kind(kind):
                 if kind == "bits":
-                    if not (isinstance(frac, int) or float(frac).is_integer()) or not 1 <= frac <= ax.size:
-                        raise SpecError(f"bits={frac!r}: give a whole number of bits in 1..{ax.size}")
+                    if (
+                        not (isinstance(frac, int) or float(frac).is_integer())
+                        or not 1 <= frac <= ax.size
+                    ):
+                        raise SpecError(
+                            f"bits={frac!r}: give a whole number of bits in 1..{ax.size}"
+                        )
                     units = int(frac)
                 else:
                     if not 0.0 < frac <= 1.0:
@@ -361,8 +403,9 @@ class Space:
                 blocks[ax.name] = ax.blocks_for(units)
         return self.prefix(blocks)
 
-    def sample(self, generator: torch.Generator | None = None, *, dist: str = "uniform",
-               rho: float = 0.9) -> Spec:
+    def sample(
+        self, generator: torch.Generator | None = None, *, dist: str = "uniform", rho: float = 0.9
+    ) -> Spec:
         """A random prefix spec (one index per axis); see :class:`fn3.OrderedDropout` for training."""
         from fn3.sampling import sample_blocks  # late import: sampling depends on this module
 
@@ -377,15 +420,23 @@ class Space:
         missing = [n for n in self.names if n not in names]
         extra = sorted(names - set(self.names))
         if extra:
-            raise SpecError(f"spec axis {extra[0]!r} is not in the model; axes are {', '.join(self.names)}")
+            raise SpecError(
+                f"spec axis {extra[0]!r} is not in the model; axes are {', '.join(self.names)}"
+            )
         if missing:
-            raise SpecError(f"spec has no entry for axis {missing[0]!r} ({len(missing)} axes missing)")
+            raise SpecError(
+                f"spec has no entry for axis {missing[0]!r} ({len(missing)} axes missing)"
+            )
         for name, blocks in spec:
             ax = self._by_name[name]
             if blocks[-1] >= ax.num_blocks or blocks[0] < 0:
-                raise SpecError(f"axis {name!r}: block {blocks[-1]} is outside 0..{ax.num_blocks - 1}")
+                raise SpecError(
+                    f"axis {name!r}: block {blocks[-1]} is outside 0..{ax.num_blocks - 1}"
+                )
             if blocks[: ax.min_blocks] != tuple(range(ax.min_blocks)):
-                raise SpecError(f"axis {name!r}: the first {ax.min_blocks} block(s) must always be kept")
+                raise SpecError(
+                    f"axis {name!r}: the first {ax.min_blocks} block(s) must always be kept"
+                )
         return spec
 
     def fill(self, partial: Mapping[str, Iterable[int]]) -> Spec:
@@ -402,12 +453,77 @@ class Space:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Space:
-        if not isinstance(data, Mapping) or data.get("format") != "fn3.space" or data.get("version") != 1:
+        if (
+            not isinstance(data, Mapping)
+            or data.get("format") != "fn3.space"
+            or data.get("version") != 1
+        ):
             raise SpecError("not an fn3 space (expected format fn3.space, version 1)")
         axes = data.get("axes")
         if not isinstance(axes, list):
-            raise SpecError("space field \"axes\" must be a list")
+            raise SpecError('space field "axes" must be a list')
         try:
             return cls(Axis(**a) for a in axes)
         except TypeError as err:
             raise SpecError(f"bad axis in space: {err}") from None
+
+
+def parse_spec(text: str, space: Space) -> Spec:
+    """Read a spec as users write it on the command line.
+
+    Accepted forms: ``largest``, ``smallest``; ``kind=value,...`` (a kept fraction per kind, bits as a
+    bit count, e.g. ``channels=0.5,bits=4``); ``axis=units,...`` (e.g. ``fc1.width=64``), which may be
+    mixed with kinds (axes override kinds); or the path of a spec JSON file.
+
+    Example:
+        >>> space = Space([Axis("fc1.width", "neurons", 64, step=16), Axis("fc1.wbits", "bits", 8)])
+        >>> parse_spec("neurons=0.5,bits=4", space)
+        Spec(fc1.wbits=4, fc1.width=2)
+    """
+    from pathlib import Path
+
+    text = text.strip()
+    if text in ("largest", "full"):
+        return space.largest()
+    if text == "smallest":
+        return space.smallest()
+    if text.endswith(".json") or Path(text).is_file():
+        try:
+            return Spec.from_json(Path(text).read_text(), space)
+        except OSError as err:
+            raise SpecError(f"cannot read spec file {text}: {err.strerror}") from None
+    kinds: dict[str, float] = {}
+    axes: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep:
+            raise SpecError(
+                f"cannot read spec {text!r}: expected largest, smallest, kind=value pairs "
+                "(e.g. channels=0.5,bits=4) or a spec JSON file"
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            raise SpecError(f"spec entry {part!r}: {value!r} is not a number") from None
+        if key in KINDS:
+            if key not in space.kinds():
+                raise SpecError(
+                    f"spec entry {part!r}: the model does not nest {key}; it nests "
+                    f"{', '.join(space.kinds())}"
+                )
+            kinds[key] = number
+        elif key in space:
+            if not number.is_integer():
+                raise SpecError(f"spec entry {part!r}: an axis takes a whole number of units")
+            axes[key] = int(number)
+        else:
+            raise SpecError(
+                f"spec entry {part!r}: {key!r} is neither a kind ({', '.join(KINDS)}) "
+                "nor an axis of the model (see `fn3 info RUN`)"
+            )
+    base = space.uniform(kinds)
+    if not axes:
+        return base
+    sized = space.spec(**axes)
+    return Spec({**base.as_dict(), **{n: sized.kept(n) for n in axes}})

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 from rich.console import Console
 
 from fn3.errors import Fn3Error
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="fn3: train one Fully Nested Neural Network, deploy every budget.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="fn3: train one Fully Nested Neural Network, deploy every budget.",
+)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 console = Console(highlight=False)
 
@@ -31,24 +34,30 @@ def main(argv: list[str] | None = None) -> int:
     except Fn3Error as err:
         err_console.print(f"error: {err}", markup=False)
         return 2
-    except click.exceptions.Exit as ex:
-        return ex.exit_code
     except typer.Exit as ex:
         return ex.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err_console.print("aborted", markup=False)
         return 130
-    except click.ClickException as err:
+    except typer.TyperException as err:
+        ctx = getattr(err, "ctx", None)
+        if type(err).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            console.print(ctx.get_help(), markup=False)
+            return 2
         # A bad flag, a missing argument, a non-numeric value: one line, exit 2.
-        err_console.print(f"error: {err.format_message()}", markup=False)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        err_console.print(f"error: {err.format_message()}{hint}", markup=False)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False)
         return 130
     except Exception as err:  # noqa: BLE001  (anything else is a bug: say so, exit 1)
         err_console.print(f"internal error: {type(err).__name__}: {err}", markup=False)
-        err_console.print("this is a bug in fn3; please report it with the command you ran "
-                          "(set FN3_DEBUG=1 to see the traceback)", markup=False)
+        err_console.print(
+            "this is a bug in fn3; please report it with the command you ran "
+            "(set FN3_DEBUG=1 to see the traceback)",
+            markup=False,
+        )
         import os
 
         if os.environ.get("FN3_DEBUG"):

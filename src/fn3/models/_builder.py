@@ -15,8 +15,9 @@ class AxisFactory:
         self.levels = set(levels)
         self.total_bits, self.min_bits = total_bits, min_bits
 
-    def axis(self, name: str, kind: str, size: int, blocks: int | None = None,
-             min_fraction: float = 0.0) -> AxisSlot | None:
+    def axis(
+        self, name: str, kind: str, size: int, blocks: int | None = None, min_fraction: float = 0.0
+    ) -> AxisSlot | None:
         """An axis of ``size`` units in ``blocks`` blocks keeping at least ``min_fraction`` of them."""
         if kind not in self.levels:
             return None
@@ -32,7 +33,8 @@ class AxisFactory:
                 return (None, None)
             name = f"{prefix}.{layer}" if layer else prefix
             mk = lambda suffix: AxisSlot(  # noqa: E731
-                Axis(f"{name}.{suffix}", "bits", self.total_bits, min_size=self.min_bits))
+                Axis(f"{name}.{suffix}", "bits", self.total_bits, min_size=self.min_bits)
+            )
             return (mk("wbits"), mk("abits"))
 
         return make

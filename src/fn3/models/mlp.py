@@ -31,8 +31,17 @@ __all__ = ["NestedMLP"]
 class NestedMLP(nn.Module):
     """``flatten -> [NestedLinear -> ReLU] * len(hidden) -> NestedLinear``."""
 
-    def __init__(self, num_classes: int, in_features: int, hidden: Sequence[int], levels: tuple[str, ...],
-                 width_blocks: int = 16, total_bits: int = 8, min_bits: int = 2, quantize_ends: bool = False):
+    def __init__(
+        self,
+        num_classes: int,
+        in_features: int,
+        hidden: Sequence[int],
+        levels: tuple[str, ...],
+        width_blocks: int = 16,
+        total_bits: int = 8,
+        min_bits: int = 2,
+        quantize_ends: bool = False,
+    ):
         super().__init__()
         f = AxisFactory(levels, total_bits, min_bits)
         layers = []
@@ -43,8 +52,18 @@ class NestedMLP(nn.Module):
             out_axis = None if last else f.axis(f"fc{i + 1}.width", "neurons", h, width_blocks)
             quant = quantize_ends or (0 < i < n - 1)
             wb, ab = f.bits(f"fc{i + 1}")("") if quant else (None, None)
-            layers.append(NestedLinear(prev, h, in_axis=prev_axis, out_axis=out_axis, wbits=wb, abits=ab,
-                                       total_bits=total_bits, signed_input=(i == 0)))
+            layers.append(
+                NestedLinear(
+                    prev,
+                    h,
+                    in_axis=prev_axis,
+                    out_axis=out_axis,
+                    wbits=wb,
+                    abits=ab,
+                    total_bits=total_bits,
+                    signed_input=(i == 0),
+                )
+            )
             prev_axis, prev = out_axis, h
         self.layers = nn.ModuleList(layers)
 
@@ -59,7 +78,16 @@ class NestedMLP(nn.Module):
 
 
 @register_model("mlp", levels=("neurons", "bits"))
-def mlp(*, num_classes: int, in_channels: int, input_size: tuple[int, int], levels: tuple[str, ...],
-        hidden: Sequence[int] = (512, 256), **kwargs: object) -> NestedMLP:
+def mlp(
+    *,
+    num_classes: int,
+    in_channels: int,
+    input_size: tuple[int, int],
+    levels: tuple[str, ...],
+    hidden: Sequence[int] = (512, 256),
+    **kwargs: object,
+) -> NestedMLP:
     """MLP with nested hidden neurons and bits (default hidden sizes 512, 256)."""
-    return NestedMLP(num_classes, in_channels * input_size[0] * input_size[1], tuple(hidden), levels, **kwargs)
+    return NestedMLP(
+        num_classes, in_channels * input_size[0] * input_size[1], tuple(hidden), levels, **kwargs
+    )

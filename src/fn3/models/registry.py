@@ -29,7 +29,9 @@ __all__ = ["create_model", "list_models", "model_levels", "register_model"]
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {}
 
 
-def register_model(name: str, levels: Iterable[str]) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_model(
+    name: str, levels: Iterable[str]
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a builder under ``name`` that supports the nesting ``levels``."""
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -56,7 +58,9 @@ def _entry(name: str) -> tuple[Callable[..., nn.Module], tuple[str, ...]]:
     return _REGISTRY[name]
 
 
-def parse_levels(levels: str | Iterable[str] | None, supported: tuple[str, ...], model: str) -> tuple[str, ...]:
+def parse_levels(
+    levels: str | Iterable[str] | None, supported: tuple[str, ...], model: str
+) -> tuple[str, ...]:
     """Normalise ``levels`` ("channels,bits", a list, or None for all supported ones)."""
     if levels is None:
         return supported
@@ -67,13 +71,22 @@ def parse_levels(levels: str | Iterable[str] | None, supported: tuple[str, ...],
         if lv not in KINDS:
             raise ConfigError(f"unknown level {lv!r}; levels are {', '.join(KINDS)}")
         if lv not in supported:
-            raise ConfigError(f"model {model!r} cannot nest {lv!r}; it supports {', '.join(supported)}")
+            raise ConfigError(
+                f"model {model!r} cannot nest {lv!r}; it supports {', '.join(supported)}"
+            )
     return tuple(k for k in KINDS if k in levels)
 
 
-def create_model(name: str, *, num_classes: int = 10, in_channels: int = 3,
-                 input_size: int | tuple[int, int] = 32, levels: str | Iterable[str] | None = None,
-                 seed: int = 0, **kwargs: object) -> nn.Module:
+def create_model(
+    name: str,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    input_size: int | tuple[int, int] = 32,
+    levels: str | Iterable[str] | None = None,
+    seed: int = 0,
+    **kwargs: object,
+) -> nn.Module:
     """Build a registered nested model.
 
     Args:
@@ -90,9 +103,22 @@ def create_model(name: str, *, num_classes: int = 10, in_channels: int = 3,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            model = fn(num_classes=num_classes, in_channels=in_channels, input_size=size, levels=lv, **kwargs)
+            model = fn(
+                num_classes=num_classes,
+                in_channels=in_channels,
+                input_size=size,
+                levels=lv,
+                **kwargs,
+            )
         except TypeError as err:
             raise ConfigError(f"model {name!r}: {err}") from None
-    model.fn3_config = {"name": name, "num_classes": num_classes, "in_channels": in_channels,
-                        "input_size": list(size), "levels": list(lv), "seed": seed, **kwargs}
+    model.fn3_config = {
+        "name": name,
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "input_size": list(size),
+        "levels": list(lv),
+        "seed": seed,
+        **kwargs,
+    }
     return model

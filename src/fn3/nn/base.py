@@ -57,7 +57,9 @@ class NestedActQuant(NestedModule):
         alpha: initial clipping level.
     """
 
-    def __init__(self, slot: AxisSlot, total_bits: int = 8, signed: bool = False, alpha: float = 4.0):
+    def __init__(
+        self, slot: AxisSlot, total_bits: int = 8, signed: bool = False, alpha: float = 4.0
+    ):
         super().__init__()
         self.slot = slot
         self.total_bits = total_bits
@@ -65,15 +67,26 @@ class NestedActQuant(NestedModule):
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fake_quant_act(x, self.alpha, self.total_bits, self.slot.units, self.signed,
-                              self.slot.bit_mask(self.total_bits))
+        return fake_quant_act(
+            x,
+            self.alpha,
+            self.total_bits,
+            self.slot.units,
+            self.signed,
+            self.slot.bit_mask(self.total_bits),
+        )
 
     def extra_repr(self) -> str:
         return f"{self.slot.axis.name}, total_bits={self.total_bits}, signed={self.signed}"
 
 
-def quantized_weight(w: torch.Tensor, full_weight: torch.Tensor, out: Selection, slot: AxisSlot | None,
-                     total_bits: int) -> torch.Tensor:
+def quantized_weight(
+    w: torch.Tensor,
+    full_weight: torch.Tensor,
+    out: Selection,
+    slot: AxisSlot | None,
+    total_bits: int,
+) -> torch.Tensor:
     """Fake-quantize the active slice ``w`` of ``full_weight`` (scale per output channel of the full)."""
     if slot is None:
         return w

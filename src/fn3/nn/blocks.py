@@ -51,24 +51,64 @@ class BasicBlock(nn.Module):
         bits: maps a layer name (``"conv1"``, ``"conv2"``, ``"shortcut"``) to its (wbits, abits) slots.
     """
 
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, stride: int = 1, *,
-                 in_axis: AxisSlot | None = None, mid_axis: AxisSlot | None = None,
-                 out_axis: AxisSlot | None = None, bits=_no_bits, total_bits: int = 8):
+    def __init__(
+        self,
+        in_channels: int,
+        mid_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        *,
+        in_axis: AxisSlot | None = None,
+        mid_axis: AxisSlot | None = None,
+        out_axis: AxisSlot | None = None,
+        bits=_no_bits,
+        total_bits: int = 8,
+    ):
         super().__init__()
         w1, a1 = bits("conv1")
         w2, a2 = bits("conv2")
-        self.conv1 = NestedConv2d(in_channels, mid_channels, 3, stride, 1, in_axis=in_axis, out_axis=mid_axis,
-                                  wbits=w1, abits=a1, total_bits=total_bits)
+        self.conv1 = NestedConv2d(
+            in_channels,
+            mid_channels,
+            3,
+            stride,
+            1,
+            in_axis=in_axis,
+            out_axis=mid_axis,
+            wbits=w1,
+            abits=a1,
+            total_bits=total_bits,
+        )
         self.bn1 = NestedBatchNorm2d(mid_channels, axis=mid_axis)
-        self.conv2 = NestedConv2d(mid_channels, out_channels, 3, 1, 1, in_axis=mid_axis, out_axis=out_axis,
-                                  wbits=w2, abits=a2, total_bits=total_bits)
+        self.conv2 = NestedConv2d(
+            mid_channels,
+            out_channels,
+            3,
+            1,
+            1,
+            in_axis=mid_axis,
+            out_axis=out_axis,
+            wbits=w2,
+            abits=a2,
+            total_bits=total_bits,
+        )
         self.bn2 = NestedBatchNorm2d(out_channels, axis=out_axis)
         self.shortcut: nn.Module | None = None
         if stride != 1 or in_channels != out_channels:
             ws, as_ = bits("shortcut")
             self.shortcut = nn.Sequential(
-                NestedConv2d(in_channels, out_channels, 1, stride, 0, in_axis=in_axis, out_axis=out_axis,
-                             wbits=ws, abits=as_, total_bits=total_bits),
+                NestedConv2d(
+                    in_channels,
+                    out_channels,
+                    1,
+                    stride,
+                    0,
+                    in_axis=in_axis,
+                    out_axis=out_axis,
+                    wbits=ws,
+                    abits=as_,
+                    total_bits=total_bits,
+                ),
                 NestedBatchNorm2d(out_channels, axis=out_axis),
             )
 
@@ -91,9 +131,20 @@ class ResNeXtBlock(nn.Module):
         group_width: d, channels per path.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, cardinality: int, group_width: int,
-                 stride: int = 1, *, in_axis: AxisSlot | None = None, out_axis: AxisSlot | None = None,
-                 path_axis: AxisSlot | None = None, bits=_no_bits, total_bits: int = 8):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        cardinality: int,
+        group_width: int,
+        stride: int = 1,
+        *,
+        in_axis: AxisSlot | None = None,
+        out_axis: AxisSlot | None = None,
+        path_axis: AxisSlot | None = None,
+        bits=_no_bits,
+        total_bits: int = 8,
+    ):
         super().__init__()
         mid = cardinality * group_width
         d = group_width
@@ -101,21 +152,59 @@ class ResNeXtBlock(nn.Module):
         w2, a2 = bits("conv2")
         w3, a3 = bits("conv3")
         # conv1/conv3 see the paths axis as a channel axis with d channels per path.
-        self.conv1 = NestedConv2d(in_channels, mid, 1, in_axis=in_axis, out_axis=path_axis, out_per_unit=d,
-                                  wbits=w1, abits=a1, total_bits=total_bits)
+        self.conv1 = NestedConv2d(
+            in_channels,
+            mid,
+            1,
+            in_axis=in_axis,
+            out_axis=path_axis,
+            out_per_unit=d,
+            wbits=w1,
+            abits=a1,
+            total_bits=total_bits,
+        )
         self.bn1 = NestedBatchNorm2d(mid, axis=path_axis, per_unit=d)
-        self.conv2 = NestedConv2d(mid, mid, 3, stride, 1, groups=cardinality, path_axis=path_axis,
-                                  wbits=w2, abits=a2, total_bits=total_bits)
+        self.conv2 = NestedConv2d(
+            mid,
+            mid,
+            3,
+            stride,
+            1,
+            groups=cardinality,
+            path_axis=path_axis,
+            wbits=w2,
+            abits=a2,
+            total_bits=total_bits,
+        )
         self.bn2 = NestedBatchNorm2d(mid, axis=path_axis, per_unit=d)
-        self.conv3 = NestedConv2d(mid, out_channels, 1, in_axis=path_axis, in_per_unit=d, out_axis=out_axis,
-                                  wbits=w3, abits=a3, total_bits=total_bits)
+        self.conv3 = NestedConv2d(
+            mid,
+            out_channels,
+            1,
+            in_axis=path_axis,
+            in_per_unit=d,
+            out_axis=out_axis,
+            wbits=w3,
+            abits=a3,
+            total_bits=total_bits,
+        )
         self.bn3 = NestedBatchNorm2d(out_channels, axis=out_axis)
         self.shortcut: nn.Module | None = None
         if stride != 1 or in_channels != out_channels:
             ws, as_ = bits("shortcut")
             self.shortcut = nn.Sequential(
-                NestedConv2d(in_channels, out_channels, 1, stride, 0, in_axis=in_axis, out_axis=out_axis,
-                             wbits=ws, abits=as_, total_bits=total_bits),
+                NestedConv2d(
+                    in_channels,
+                    out_channels,
+                    1,
+                    stride,
+                    0,
+                    in_axis=in_axis,
+                    out_axis=out_axis,
+                    wbits=ws,
+                    abits=as_,
+                    total_bits=total_bits,
+                ),
                 NestedBatchNorm2d(out_channels, axis=out_axis),
             )
 

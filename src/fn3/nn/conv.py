@@ -38,26 +38,55 @@ class NestedConv2d(NestedModule):
         wbits, abits, total_bits, signed_input: as :class:`~fn3.nn.linear.NestedLinear`.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, groups: int = 1, bias: bool = False, *,
-                 in_axis: AxisSlot | None = None, out_axis: AxisSlot | None = None,
-                 in_per_unit: int = 1, out_per_unit: int = 1, path_axis: AxisSlot | None = None,
-                 wbits: AxisSlot | None = None, abits: AxisSlot | None = None,
-                 total_bits: int = 8, signed_input: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+        bias: bool = False,
+        *,
+        in_axis: AxisSlot | None = None,
+        out_axis: AxisSlot | None = None,
+        in_per_unit: int = 1,
+        out_per_unit: int = 1,
+        path_axis: AxisSlot | None = None,
+        wbits: AxisSlot | None = None,
+        abits: AxisSlot | None = None,
+        total_bits: int = 8,
+        signed_input: bool = False,
+    ):
         super().__init__()
         if path_axis is not None and (groups != path_axis.axis.size or in_axis or out_axis):
             raise ValueError("a path-nested convolution needs groups == paths and no channel axes")
         if in_channels % groups or out_channels % groups:
             raise ValueError("in_channels and out_channels must be divisible by groups")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding, self.groups = kernel_size, stride, padding, groups
-        self.in_axis, self.out_axis, self.path_axis, self.wbits = in_axis, out_axis, path_axis, wbits
+        self.kernel_size, self.stride, self.padding, self.groups = (
+            kernel_size,
+            stride,
+            padding,
+            groups,
+        )
+        self.in_axis, self.out_axis, self.path_axis, self.wbits = (
+            in_axis,
+            out_axis,
+            path_axis,
+            wbits,
+        )
         self.in_per_unit, self.out_per_unit = in_per_unit, out_per_unit
         self.total_bits = total_bits
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size))
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size)
+        )
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.act_quant = (NestedActQuant(abits, total_bits, signed_input, 3.0 if signed_input else 4.0)
-                          if abits is not None else None)
+        self.act_quant = (
+            NestedActQuant(abits, total_bits, signed_input, 3.0 if signed_input else 4.0)
+            if abits is not None
+            else None
+        )
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
 
     def active_groups(self) -> int:
@@ -70,8 +99,11 @@ class NestedConv2d(NestedModule):
             w = out.take(self.weight, 0)  # each kept group keeps all its (in / groups) inputs
         else:
             out = select(self.out_axis, self.out_channels, self.out_per_unit)
-            inp = select(self.in_axis, self.in_channels, self.in_per_unit) if self.groups == 1 else full(
-                self.in_channels // self.groups)
+            inp = (
+                select(self.in_axis, self.in_channels, self.in_per_unit)
+                if self.groups == 1
+                else full(self.in_channels // self.groups)
+            )
             w = out.take(inp.take(self.weight, 1), 0)
         w = quantized_weight(w, self.weight, out, self.wbits, self.total_bits)
         b = out.take(self.bias, 0) if self.bias is not None else None
@@ -85,5 +117,7 @@ class NestedConv2d(NestedModule):
         return F.conv2d(x, w, b, self.stride, self.padding, 1, self.active_groups())
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, groups={self.groups}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, groups={self.groups}"
+        )

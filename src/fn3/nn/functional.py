@@ -2,7 +2,7 @@
 
 A weight tensor is coded once at ``total_bits`` (B = 8 by default) with a scale per output channel::
 
-    code = clamp(round(w / s), -(2^(B-1) - 1), 2^(B-1) - 1)        # signed, two's complement
+    code = clamp(round(w / s), -2^(B-1), 2^(B-1) - 1)        # signed, two's complement
 
 Keeping ``c`` bits is truncating the ``B - c`` least significant bits of that code
 (``floor(code / 2^(B-c)) * 2^(B-c)``), so the c-bit grid is a subset of the (c+1)-bit grid and the
@@ -52,10 +52,14 @@ def weight_codes(w: torch.Tensor, scale: torch.Tensor, total_bits: int) -> torch
     """Integer-valued float codes of ``w`` (out, ...) at ``total_bits``, given ``scale`` (out,)."""
     qmax = 2 ** (total_bits - 1) - 1
     s = scale.reshape(-1, *([1] * (w.dim() - 1)))
-    return torch.clamp(torch.round(w.detach() / s), -qmax, qmax)
+    # The full two's-complement range: truncating -127 to fewer bits gives -128, which must stay a
+    # point of the B-bit grid for the grids to nest.
+    return torch.clamp(torch.round(w.detach() / s), -qmax - 1, qmax)
 
 
-def truncate_codes(codes: torch.Tensor, total_bits: int, keep: int, mask: int | None = None) -> torch.Tensor:
+def truncate_codes(
+    codes: torch.Tensor, total_bits: int, keep: int, mask: int | None = None
+) -> torch.Tensor:
     """Keep the top ``keep`` bits of integer-valued ``codes`` (or the planes in ``mask``).
 
     Returns codes still on the B-bit scale (the dropped low bits are zero), so ``value = code * step``
@@ -70,8 +74,9 @@ def truncate_codes(codes: torch.Tensor, total_bits: int, keep: int, mask: int | 
     return torch.floor(codes / unit) * unit
 
 
-def fake_quant_weight(w: torch.Tensor, scale: torch.Tensor, total_bits: int, keep: int,
-                      mask: int | None = None) -> torch.Tensor:
+def fake_quant_weight(
+    w: torch.Tensor, scale: torch.Tensor, total_bits: int, keep: int, mask: int | None = None
+) -> torch.Tensor:
     """``w`` (out, ...) quantized to ``keep`` of ``total_bits`` bits, straight-through gradient."""
     codes = truncate_codes(weight_codes(w, scale, total_bits), total_bits, keep, mask)
     wq = codes * scale.reshape(-1, *([1] * (w.dim() - 1)))
@@ -91,8 +96,14 @@ def act_codes(x: torch.Tensor, alpha: torch.Tensor, total_bits: int, signed: boo
     return torch.round(xc / act_step(alpha, total_bits, signed))
 
 
-def fake_quant_act(x: torch.Tensor, alpha: torch.Tensor, total_bits: int, keep: int, signed: bool,
-                   mask: int | None = None) -> torch.Tensor:
+def fake_quant_act(
+    x: torch.Tensor,
+    alpha: torch.Tensor,
+    total_bits: int,
+    keep: int,
+    signed: bool,
+    mask: int | None = None,
+) -> torch.Tensor:
     """Activations quantized to ``keep`` bits with a clipping level shared by every bit-width.
 
     Forward: the truncated code times the step. Backward: identity inside the clipping range and the

@@ -39,18 +39,30 @@ class NestedLinear(NestedModule):
         signed_input: the input may be negative (the network input); otherwise it follows a ReLU.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 in_axis: AxisSlot | None = None, out_axis: AxisSlot | None = None,
-                 wbits: AxisSlot | None = None, abits: AxisSlot | None = None,
-                 total_bits: int = 8, signed_input: bool = False):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        in_axis: AxisSlot | None = None,
+        out_axis: AxisSlot | None = None,
+        wbits: AxisSlot | None = None,
+        abits: AxisSlot | None = None,
+        total_bits: int = 8,
+        signed_input: bool = False,
+    ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.in_axis, self.out_axis, self.wbits = in_axis, out_axis, wbits
         self.total_bits = total_bits
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
-        self.act_quant = (NestedActQuant(abits, total_bits, signed_input, 3.0 if signed_input else 4.0)
-                          if abits is not None else None)
+        self.act_quant = (
+            NestedActQuant(abits, total_bits, signed_input, 3.0 if signed_input else 4.0)
+            if abits is not None
+            else None
+        )
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             bound = 1 / math.sqrt(in_features)
@@ -72,4 +84,5 @@ class NestedLinear(NestedModule):
         return F.linear(x, w, b)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        bias = self.bias is not None
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={bias}"

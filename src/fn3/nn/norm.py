@@ -30,8 +30,15 @@ __all__ = ["NestedBatchNorm2d"]
 class NestedBatchNorm2d(nn.BatchNorm2d, NestedModule):
     """``nn.BatchNorm2d`` over the active channels of ``axis`` (``per_unit`` channels per unit)."""
 
-    def __init__(self, num_features: int, *, axis: AxisSlot | None = None, per_unit: int = 1,
-                 eps: float = 1e-5, momentum: float | None = 0.1):
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        axis: AxisSlot | None = None,
+        per_unit: int = 1,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+    ):
         super().__init__(num_features, eps=eps, momentum=momentum)
         self.axis, self.per_unit = axis, per_unit
 
@@ -40,7 +47,9 @@ class NestedBatchNorm2d(nn.BatchNorm2d, NestedModule):
         sel = select(self.axis, self.num_features, self.per_unit)
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            factor = (
+                1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            )
         else:
             factor = 0.0
         use_batch = self.training or self.running_mean is None

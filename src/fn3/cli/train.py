@@ -1,0 +1,272 @@
+"""``fn3 demo``, ``fn3 train``, ``fn3 eval`` and ``fn3 info``."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from fn3.cli._app import app, console
+from fn3.config import TrainConfig, load_config_file
+from fn3.errors import ConfigError
+
+RunArg = Annotated[Path, typer.Argument(help="Run directory written by `fn3 train --out`.")]
+
+
+def _model_args(pairs: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--model-arg {pair!r}: expected key=value, e.g. hidden=[256,128]")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@app.command()
+def train(
+    model: Annotated[str | None, typer.Option(help="Model name (see `fn3 info --models`).")] = None,
+    levels: Annotated[
+        str | None, typer.Option(help="Levels to nest, e.g. channels,bits (default: all).")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="digits, mnist, fashion-mnist, cifar10, imagefolder.")
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="Folder or archive with the data ($FN3_DATA_DIR).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Mini-batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (cosine schedule).")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd or adamw.")] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="Weight decay (not on 1-D parameters).")
+    ] = None,
+    label_smoothing: Annotated[
+        float | None, typer.Option(help="Label smoothing in [0, 1).")
+    ] = None,
+    rule: Annotated[str | None, typer.Option(help="odo, sandwich, full or fixed.")] = None,
+    dist: Annotated[
+        str | None, typer.Option(help="Ordered-dropout distribution: geometric or uniform.")
+    ] = None,
+    rho: Annotated[
+        float | None, typer.Option(help="Geometric keep rate, shared by all axes.")
+    ] = None,
+    sandwich_n: Annotated[
+        int | None, typer.Option(help="Random specs per step for rule=sandwich.")
+    ] = None,
+    distill: Annotated[
+        bool | None, typer.Option("--distill/--no-distill", help="In-place distillation.")
+    ] = None,
+    fixed_spec: Annotated[str | None, typer.Option(help="Spec trained by rule=fixed.")] = None,
+    eval_spec: Annotated[
+        list[str] | None, typer.Option(help="Spec to evaluate each epoch (repeat).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="At most this many training images per class.")
+    ] = None,
+    val_fraction: Annotated[
+        float | None, typer.Option(help="Held-out share of the training set.")
+    ] = None,
+    augment: Annotated[str | None, typer.Option(help="auto, none, crop or crop+flip.")] = None,
+    model_arg: Annotated[
+        list[str] | None, typer.Option(help="Model option key=value (repeat).")
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Steps between checkpoints (0: epoch end).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of everything random.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML or JSON config; flags override it.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory to create.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the stopped run in this directory.")
+    ] = None,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
+    ] = True,
+) -> None:
+    """Train one nested model with ordered dropout and write a run directory."""
+    from fn3.run import train_run
+
+    if resume is not None:
+        if out is not None and out != resume:
+            raise ConfigError("give either --resume RUN or --out DIR, not both")
+        result = train_run(TrainConfig(), resume, resume=True, progress=progress)
+        _report(result, resume)
+        return
+    if out is None:
+        raise ConfigError(
+            "missing --out DIR: where to write the run (or --resume RUN to continue one)"
+        )
+    overrides: dict[str, Any] = load_config_file(config) if config else {}
+    flags = dict(
+        model=model,
+        levels=levels,
+        data=data,
+        data_dir=data_dir,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        rule=rule,
+        dist=dist,
+        rho=rho,
+        sandwich_n=sandwich_n,
+        distill=distill,
+        fixed_spec=fixed_spec,
+        limit=limit,
+        val_fraction=val_fraction,
+        augment=augment,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
+    )
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    if eval_spec:
+        overrides["eval_specs"] = tuple(eval_spec)
+    if model_arg:
+        overrides["model_kwargs"] = {**overrides.get("model_kwargs", {}), **_model_args(model_arg)}
+    if overrides.get("data_dir") is None:
+        from fn3.run import default_data_dir
+
+        overrides["data_dir"] = default_data_dir()
+    cfg = TrainConfig().merged(overrides)
+    result = train_run(cfg, out, progress=progress)
+    _report(result, out)
+
+
+def _report(result: Any, out: Path) -> None:
+    if result.interrupted:
+        console.print(f"stopped at step {result.step}; continue with: fn3 train --resume {out}")
+        return
+    final = result.history[-1].get("test_accuracy", {}) if result.history else {}
+    table = Table(title=f"test accuracy ({out})")
+    table.add_column("spec")
+    table.add_column("accuracy", justify="right")
+    for name, acc in final.items():
+        table.add_row(name, f"{acc * 100:.2f}%")
+    console.print(table)
+    console.print(f"{result.step} steps in {result.wall_time:.1f} s; run directory: {out}")
+
+
+@app.command("eval")
+def eval_(
+    run: RunArg,
+    spec: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="largest, smallest, kind=value pairs (channels=0.5,bits=4), axis=units, or a spec JSON file."
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="test or val.")] = "test",
+    recalibrate: Annotated[
+        bool,
+        typer.Option(
+            "--recalibrate/--no-recalibrate", help="Re-estimate BatchNorm statistics per spec."
+        ),
+    ] = True,
+    batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 256,
+) -> None:
+    """Accuracy of one or more sub-models of a trained run."""
+    from fn3.run import load_run
+    from fn3.spec import parse_spec
+    from fn3.train import evaluate_specs
+
+    if split not in ("test", "val"):
+        raise ConfigError(f"--split {split!r}: use test or val")
+    r = load_run(run)
+    specs = {name: parse_spec(name, r.space) for name in (spec or ["largest", "smallest"])}
+    train_ds, val_ds, test_ds = r.datasets()
+    ds = test_ds if split == "test" else val_ds
+    if ds is None:
+        raise ConfigError(f"run {run} has no validation split (trained with --val-fraction 0)")
+    cfg = r.config if recalibrate else r.config.replace(recalibrate_batches=0)
+    accs = evaluate_specs(r.model, specs, ds, cfg, train_ds, batch_size)
+    shape = train_ds.image_shape
+    try:
+        from fn3.cost import costs
+    except ImportError:  # the cost models are optional here
+        costs = None
+    table = Table(title=f"{split} accuracy of {run}")
+    for col in ("spec", "accuracy", "params", "MFLOPs"):
+        table.add_column(col, justify="left" if col == "spec" else "right")
+    for name, s in specs.items():
+        c = costs(r.model, s, ("params", "flops"), input_shape=shape) if costs else {}
+        table.add_row(
+            name,
+            f"{accs[name] * 100:.2f}%",
+            f"{c.get('params', float('nan')):,.0f}",
+            f"{c.get('flops', float('nan')) / 1e6:.2f}",
+        )
+    console.print(table)
+
+
+@app.command()
+def info(
+    run: Annotated[Path | None, typer.Argument(help="Run directory (omit with --models).")] = None,
+    models: Annotated[bool, typer.Option("--models", help="List the registered models.")] = False,
+) -> None:
+    """The space of a run: its axes, their kinds, sizes, steps and minimums."""
+    from fn3.models import list_models, model_levels
+    from fn3.run import load_run
+
+    if models or run is None:
+        table = Table(title="registered models")
+        table.add_column("model")
+        table.add_column("levels")
+        for name in list_models():
+            table.add_row(name, ", ".join(model_levels(name)))
+        console.print(table)
+        if run is None:
+            return
+    r = load_run(run)
+    cfg = r.config
+    console.print(
+        f"run {run}: model {cfg.model}, data {cfg.data}, {r.step} steps, "
+        f"levels {', '.join(r.space.kinds())}, {len(r.space)} axes"
+    )
+    table = Table()
+    for col in ("axis", "kind", "size", "step", "min", "blocks"):
+        table.add_column(col, justify="left" if col in ("axis", "kind") else "right")
+    for a in r.space:
+        table.add_row(a.name, a.kind, str(a.size), str(a.step), str(a.min_size), str(a.num_blocks))
+    console.print(table)
+
+
+@app.command()
+def demo(
+    epochs: Annotated[int, typer.Option(help="Epochs per model.")] = 30,
+    out: Annotated[Path | None, typer.Option(help="Keep the run directories here.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Train nested models on the bundled digits and show the accuracy of their sub-models.
+
+    Two models cover the five levels: an MLP (neurons, bits) and a small ResNeXt (channels, paths,
+    layers, bits), each trained once with ordered dropout.
+    """
+    from fn3.demo import run_demo
+
+    root = out or Path(tempfile.mkdtemp(prefix="fn3-demo-"))
+    t0 = time.perf_counter()
+    for title, rows in run_demo(root, epochs=epochs, seed=seed):
+        table = Table(title=title)
+        cols = ["level", *rows[0][1].keys()]
+        for col in cols:
+            table.add_column(col, justify="left" if col == "level" else "right")
+        for level, accs in rows:
+            table.add_row(
+                level, *(f"{a * 100:.1f}%" if a is not None else "-" for a in accs.values())
+            )
+        console.print(table)
+    console.print(f"demo done in {time.perf_counter() - t0:.0f} s; runs in {root}")

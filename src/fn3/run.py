@@ -1,0 +1,189 @@
+"""Run directories: train from a config into a folder, and load everything back from it.
+
+A run directory holds:
+
+* ``config.json`` - the resolved :class:`~fn3.config.TrainConfig` (normalisation included);
+* ``checkpoint.safetensors`` - the latest model + optimizer state (for ``--resume``);
+* ``model.safetensors`` - the final weights, written when training ends;
+* ``metrics.jsonl`` - one line per epoch (loss, throughput, validation accuracy of chosen specs).
+
+:func:`load_run` rebuilds the model from ``config.json`` and the weights; :meth:`Run.datasets` gives
+the same train / validation / test split the run used, so a search scores sub-models on the
+held-out validation split, never on the test set.
+
+Example:
+    >>> import tempfile, fn3
+    >>> from fn3.config import TrainConfig
+    >>> from fn3.run import train_run, load_run
+    >>> out = tempfile.mkdtemp()
+    >>> _ = train_run(TrainConfig(model="mlp", model_kwargs={"hidden": [32]}, epochs=1), out, progress=False)
+    >>> run = load_run(out)
+    >>> run.space.kinds()
+    ('bits', 'neurons')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from fn3._io import atomic_write_text
+from fn3.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from fn3.config import TrainConfig
+from fn3.data import ImageDataset, batches, channel_stats, load_dataset, train_val_split
+from fn3.errors import ConfigError, FileFormatError
+from fn3.models import create_model
+from fn3.nest import space
+from fn3.spec import Space
+from fn3.train import CHECKPOINT_NAME, FitResult, evaluate_specs, fit
+
+__all__ = ["Run", "build_model", "load_data", "load_run", "train_run"]
+
+CONFIG_NAME = "config.json"
+MODEL_NAME = "model.safetensors"
+
+
+def load_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset | None, ImageDataset]:
+    """(train, validation or None, test) splits for ``cfg``; validation is held out of train."""
+    full = load_dataset(cfg.data, "train", cfg.data_dir, limit=cfg.limit)
+    test = load_dataset(cfg.data, "test", cfg.data_dir)
+    if cfg.val_fraction > 0:
+        train, val = train_val_split(full, cfg.val_fraction, cfg.seed)
+    else:
+        train, val = full, None
+    return train, val, test
+
+
+def build_model(cfg: TrainConfig, ds: ImageDataset) -> nn.Module:
+    """The nested model ``cfg`` describes, sized for ``ds``."""
+    c, h, w = ds.image_shape
+    return create_model(
+        cfg.model,
+        num_classes=ds.num_classes,
+        in_channels=c,
+        input_size=(h, w),
+        levels=cfg.levels,
+        seed=cfg.seed,
+        **cfg.model_kwargs,
+    )
+
+
+def _resolve(cfg: TrainConfig, train: ImageDataset) -> TrainConfig:
+    if cfg.mean is None or cfg.std is None:
+        mean, std = channel_stats(train)
+        cfg = cfg.replace(mean=cfg.mean or mean, std=cfg.std or std)
+    return cfg
+
+
+def train_run(
+    cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True
+) -> FitResult:
+    """Train ``cfg`` into run directory ``out`` (or resume the run there) and evaluate on the test set.
+
+    With ``resume=True`` the saved ``config.json`` is used and ``cfg`` is ignored.
+    """
+    out = Path(out)
+    if resume:
+        cfg = read_config(out)
+    elif (out / CONFIG_NAME).exists():
+        raise ConfigError(
+            f"run directory {out} already holds a run; resume it with --resume {out} "
+            "or choose another --out"
+        )
+    train, val, test = load_data(cfg)
+    cfg = _resolve(cfg, train)
+    model = build_model(cfg, train)
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / CONFIG_NAME, json.dumps(cfg.to_dict(), indent=2) + "\n")
+    result = fit(model, train, cfg, val=val, run_dir=out, resume=resume, progress=progress)
+    if not result.interrupted:
+        final = {"test_accuracy": evaluate_specs(model, _eval_specs(model, cfg), test, cfg, train)}
+        save_checkpoint(
+            out / MODEL_NAME,
+            model,
+            None,
+            {"config": cfg.to_dict(), "step": result.step, "model": model.fn3_config, **final},
+        )
+        result.history.append(final)
+    return result
+
+
+def _eval_specs(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
+    from fn3.spec import parse_spec
+
+    return {name: parse_spec(name, space(model)) for name in cfg.eval_specs}
+
+
+def read_config(run: str | Path) -> TrainConfig:
+    """The resolved config of run directory ``run``."""
+    path = Path(run) / CONFIG_NAME
+    if not Path(run).is_dir():
+        raise ConfigError(
+            f"run directory {run} does not exist (train one with `fn3 train --out {run}`)"
+        )
+    if not path.is_file():
+        raise FileFormatError(f"{run} is not an fn3 run directory: {CONFIG_NAME} is missing")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise FileFormatError(f"{path} is not valid JSON ({err})") from None
+    return TrainConfig.from_dict(data)
+
+
+@dataclass
+class Run:
+    """A trained (or training) run: its config, model (weights loaded) and space."""
+
+    path: Path
+    config: TrainConfig
+    model: nn.Module
+    step: int
+
+    @property
+    def space(self) -> Space:
+        return space(self.model)
+
+    def datasets(self) -> tuple[ImageDataset, ImageDataset | None, ImageDataset]:
+        """The run's (train, validation, test) splits."""
+        return load_data(self.config)
+
+    def batches(self, ds: ImageDataset, batch_size: int = 256) -> list:
+        """Normalised, unshuffled batches of ``ds`` as the run saw them (a list, reusable)."""
+        return list(
+            batches(ds, batch_size, shuffle=False, mean=self.config.mean, std=self.config.std)
+        )
+
+
+def load_run(path: str | Path, *, checkpoint: bool = False) -> Run:
+    """Load a run directory: the final weights, or the latest checkpoint if training did not finish.
+
+    ``checkpoint=True`` always loads the latest checkpoint.
+    """
+    run = Path(path)
+    cfg = read_config(run)
+    weights = run / MODEL_NAME
+    if checkpoint or not weights.is_file():
+        weights = run / CHECKPOINT_NAME
+    if not weights.is_file():
+        raise FileFormatError(
+            f"run {run} has no weights yet ({MODEL_NAME} and {CHECKPOINT_NAME} are missing)"
+        )
+    meta = read_checkpoint_meta(weights)
+    model_cfg = dict(meta.get("model") or {})
+    if "name" not in model_cfg:
+        raise FileFormatError(f"{weights} does not say which model it holds (no model metadata)")
+    model = create_model(model_cfg.pop("name"), **model_cfg)
+    info = load_checkpoint(weights, model)
+    model.eval()
+    return Run(path=run, config=cfg, model=model, step=int(info.get("step", 0)))
+
+
+def default_data_dir() -> str | None:
+    """``$FN3_DATA_DIR`` if set."""
+    return os.environ.get("FN3_DATA_DIR")

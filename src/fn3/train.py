@@ -1,0 +1,414 @@
+"""Training a nested model: small pieces (`make_optimizer`, `lr_at`, `train_step`) and `fit`.
+
+``fit`` is a short, readable loop over those pieces; a user who wants another loop can build it from
+the same parts. Each step trains the sub-model(s) a *rule* picks (:class:`fn3.OrderedDropout` by
+default), with one shared BatchNorm and plain cross-entropy, as the paper does.
+
+Determinism and resume: the data order, augmentation and ordered-dropout draw of step ``t`` depend
+only on ``(seed, t)``, the learning rate is a pure function of ``t``, and checkpoints hold the model
+and optimizer tensors. A run stopped at any checkpoint and resumed ends with bit-identical weights
+on CPU.
+
+Example:
+    >>> import fn3
+    >>> from fn3.config import TrainConfig
+    >>> from fn3.data import load_dataset
+    >>> from fn3.train import fit
+    >>> train = load_dataset("digits", "train")
+    >>> model = fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=8, hidden=(32,))
+    >>> result = fit(model, train, TrainConfig(epochs=1, batch_size=64), progress=False)
+    >>> result.step
+    22
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fn3._io import atomic_write_text
+from fn3.checkpoint import load_checkpoint, save_checkpoint
+from fn3.config import TrainConfig
+from fn3.data import ImageDataset, batches, num_batches
+from fn3.errors import Fn3Error
+from fn3.evaluate import accuracy, bn_recalibrated
+from fn3.nest import active, space
+from fn3.sampling import OrderedDropout, Sandwich
+from fn3.spec import Spec, parse_spec
+
+__all__ = [
+    "FitResult",
+    "TrainingError",
+    "augment_mode",
+    "fit",
+    "lr_at",
+    "make_optimizer",
+    "make_rule",
+    "train_step",
+]
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+METRICS_NAME = "metrics.jsonl"
+
+
+class TrainingError(Fn3Error):
+    """Training cannot go on (a non-finite loss); the message names the step, spec and checkpoint."""
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did: final step, per-epoch history and wall time (seconds)."""
+
+    step: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    wall_time: float = 0.0
+    interrupted: bool = False
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (Nesterov momentum) or AdamW; no weight decay on 1-D parameters (BN, biases, clip levels)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0) -> float:
+    """Linear warm-up, then cosine decay to zero over ``total_steps``."""
+    if warmup_steps and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]:
+    """``rule(step) -> specs to train at that step``, from ``cfg.rule``."""
+    sp = space(model)
+    if cfg.rule == "odo":
+        return OrderedDropout(sp, cfg.dist, cfg.rho, cfg.seed).step_specs
+    if cfg.rule == "sandwich":
+        return Sandwich(sp, cfg.sandwich_n, dist="uniform", rho=cfg.rho, seed=cfg.seed).step_specs
+    fixed = sp.largest() if cfg.rule == "full" else parse_spec(cfg.fixed_spec or "", sp)
+    return lambda step: [fixed]
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    specs: Sequence[Spec],
+    *,
+    label_smoothing: float = 0.0,
+    distill: bool = False,
+) -> float:
+    """One optimizer step on the sub-models ``specs``; returns the mean loss.
+
+    Gradients of every spec accumulate before the single step (the sandwich rule trains several specs
+    per step). With ``distill=True`` the first spec (the largest, for the sandwich rule) is the teacher
+    and the others learn its soft predictions (US-Nets' in-place distillation).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    teacher: torch.Tensor | None = None
+    for i, spec in enumerate(specs):
+        with active(model, spec):
+            logits = model(x)  # (B, classes)
+        if distill and teacher is not None:
+            loss = F.cross_entropy(logits, teacher)  # soft targets (B, classes)
+        else:
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        if distill and i == 0:
+            teacher = logits.detach().softmax(dim=1)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingError(f"loss is {value} for spec {spec}")
+        loss.backward()  # the graph recorded the sliced weights; no need to stay inside active()
+        total += value
+    optimizer.step()
+    return total / len(specs)
+
+
+def augment_mode(cfg: TrainConfig, ds: ImageDataset) -> bool | str:
+    """``auto``: random crop + flip for colour images of 16 px or more, none otherwise."""
+    if cfg.augment == "auto":
+        c, h, _ = ds.image_shape
+        return "crop+flip" if c == 3 and h >= 16 else False
+    return False if cfg.augment == "none" else cfg.augment
+
+
+class _StopFlag:
+    """SIGINT sets a flag; the loop stops after the current step and saves (a second ^C aborts)."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._old: Any = None
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def evaluate_specs(
+    model: nn.Module,
+    specs: dict[str, Spec],
+    eval_data: ImageDataset,
+    cfg: TrainConfig,
+    calib_data: ImageDataset,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Accuracy of each named spec, after BN re-estimation on training batches when configured."""
+    mean, std = cfg.mean, cfg.std
+    out = {}
+    for name, spec in specs.items():
+        eval_batches = list(batches(eval_data, batch_size, shuffle=False, mean=mean, std=std))
+        if cfg.recalibrate_batches > 0:
+            calib = batches(
+                calib_data, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, mean=mean, std=std
+            )
+            with bn_recalibrated(model, spec, calib, cfg.recalibrate_batches):
+                out[name] = accuracy(model, eval_batches, spec)
+        else:
+            out[name] = accuracy(model, eval_batches, spec)
+    return out
+
+
+def fit(
+    model: nn.Module,
+    train: ImageDataset,
+    cfg: TrainConfig,
+    *,
+    val: ImageDataset | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> FitResult:
+    """Train ``model`` on ``train`` as ``cfg`` says; checkpoint to ``run_dir`` if given.
+
+    Args:
+        model: a nested model (``fn3.create_model``); trained in place.
+        train: training images; ``cfg.mean``/``cfg.std`` normalise them (0.5/0.5 when unset).
+        cfg: the run's settings.
+        val: evaluated every epoch on ``cfg.eval_specs`` (skipped when ``None``).
+        run_dir: where ``checkpoint.safetensors`` and ``metrics.jsonl`` go.
+        resume: continue from ``run_dir``'s checkpoint (same config).
+        progress: show a progress bar with the loss and throughput.
+        max_steps: stop (and checkpoint) once the run reaches this global step, as if interrupted;
+            the schedule still spans ``cfg.epochs``, so a later ``resume=True`` finishes the run.
+    """
+    run = Path(run_dir) if run_dir is not None else None
+    sp = space(model)
+    optimizer = make_optimizer(model, cfg)
+    rule = make_rule(model, cfg)
+    eval_specs = {name: parse_spec(name, sp) for name in cfg.eval_specs}
+    drop_last = len(train) >= cfg.batch_size
+    per_epoch = num_batches(len(train), cfg.batch_size, drop_last)
+    total = per_epoch * cfg.epochs
+    aug = augment_mode(cfg, train)
+    result = FitResult(step=0)
+    if resume:
+        if run is None or not (run / CHECKPOINT_NAME).is_file():
+            raise TrainingError(f"nothing to resume: {run}/{CHECKPOINT_NAME} does not exist")
+        info = load_checkpoint(run / CHECKPOINT_NAME, model, optimizer)
+        result.step = int(info["step"])
+        result.history = list(info.get("history", []))
+        _truncate_metrics(run / METRICS_NAME, result.step)
+    start = time.perf_counter()
+    bar = _Progress(total, enabled=progress)
+    model.train()
+    with _StopFlag() as flag, bar:
+        bar.advance_to(result.step)
+        while result.step < total and not flag.stop:
+            epoch, first = divmod(result.step, per_epoch)
+            seen, t0, losses = 0, time.perf_counter(), []
+            for x, y in batches(
+                train,
+                cfg.batch_size,
+                shuffle=True,
+                seed=cfg.seed,
+                epoch=epoch,
+                augment=aug,
+                mean=cfg.mean,
+                std=cfg.std,
+                start=first,
+                drop_last=drop_last,
+            ):
+                lr = lr_at(result.step, total, cfg.lr, cfg.warmup_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                specs = rule(result.step)
+                try:
+                    loss = train_step(
+                        model,
+                        optimizer,
+                        x,
+                        y,
+                        specs,
+                        label_smoothing=cfg.label_smoothing,
+                        distill=cfg.distill,
+                    )
+                except TrainingError as err:
+                    last = (
+                        f"{run / CHECKPOINT_NAME}"
+                        if run and (run / CHECKPOINT_NAME).is_file()
+                        else "none"
+                    )
+                    raise TrainingError(
+                        f"training diverged at step {result.step}: {err}; weights were not "
+                        f"saved; last good checkpoint: {last} (try a lower --lr)"
+                    ) from None
+                result.step += 1
+                seen += len(y)
+                losses.append(loss)
+                rate = seen / max(1e-9, time.perf_counter() - t0)
+                bar.update(
+                    result.step, f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f} {rate:,.0f} img/s"
+                )
+                at_end = result.step % per_epoch == 0
+                if (
+                    run is not None
+                    and cfg.checkpoint_every
+                    and result.step % cfg.checkpoint_every == 0
+                    and not at_end
+                ):
+                    _save(run, model, optimizer, cfg, result)
+                if max_steps is not None and result.step >= max_steps:
+                    flag.stop = True
+                if flag.stop:
+                    break
+            if flag.stop and result.step % per_epoch:
+                result.interrupted = True
+                if run is not None:
+                    _save(run, model, optimizer, cfg, result)
+                break
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "step": result.step,
+                "lr": lr,
+                "loss": sum(losses) / max(1, len(losses)),
+                "images_per_s": seen / max(1e-9, time.perf_counter() - t0),
+            }
+            if val is not None and eval_specs:
+                record["val_accuracy"] = evaluate_specs(model, eval_specs, val, cfg, train)
+                model.train()
+            result.history.append(record)
+            if run is not None:
+                _save(run, model, optimizer, cfg, result)
+                with open(run / METRICS_NAME, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            bar.log(_format_record(record))
+            result.interrupted = flag.stop
+    result.wall_time = time.perf_counter() - start
+    return result
+
+
+def _save(
+    run: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    result: FitResult,
+) -> None:
+    save_checkpoint(
+        run / CHECKPOINT_NAME,
+        model,
+        optimizer,
+        {
+            "step": result.step,
+            "history": result.history,
+            "config": cfg.to_dict(),
+            "model": getattr(model, "fn3_config", None),
+        },
+    )
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from (a crash between the two)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            break  # a torn last line
+    atomic_write_text(path, "".join(k + "\n" for k in keep))
+
+
+def _format_record(r: dict[str, Any]) -> str:
+    parts = [f"epoch {r['epoch']}", f"loss {r['loss']:.4f}", f"{r['images_per_s']:,.0f} img/s"]
+    parts += [f"{k} {v * 100:.2f}%" for k, v in r.get("val_accuracy", {}).items()]
+    return "  ".join(parts)
+
+
+class _Progress:
+    """A rich progress bar (or nothing): steps done, loss and throughput."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.enabled, self.total = enabled, total
+        self._bar: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task("training", total=self.total)
+        return self
+
+    def advance_to(self, step: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step)
+
+    def update(self, step: int, text: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step, description=text)
+
+    def log(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)

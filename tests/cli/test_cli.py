@@ -1,0 +1,127 @@
+"""The command line: a real train / eval / info round trip, and bad inputs get one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fn3.cli import main
+
+
+def _fn3(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fn3", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "mlp"
+    rc = main(
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--data",
+            "digits",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "64",
+            "--lr",
+            "0.1",
+            "--model-arg",
+            "hidden=[64,64]",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    return out
+
+
+def test_train_writes_a_run_directory(run_dir):
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["format"] == "fn3.train-config" and cfg["epochs"] == 4
+    assert cfg["mean"] and cfg["std"]  # normalisation resolved and saved
+    assert (run_dir / "model.safetensors").is_file()
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and "val_accuracy" in json.loads(lines[-1])
+
+
+def test_eval_and_info(run_dir, capsys):
+    assert main(["eval", str(run_dir), "--spec", "largest", "--spec", "neurons=0.5,bits=4"]) == 0
+    out = capsys.readouterr().out
+    assert "neurons=0.5,bits=4" in out and "%" in out
+    assert main(["info", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "fc1.width" in out and "neurons" in out
+
+
+def test_resume_finished_run_is_a_no_op(run_dir):
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 0
+
+
+def test_python_m_and_config_file(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('model = "mlp"\nepochs = 1\nbatch_size = 256\n[model_kwargs]\nhidden = [16]\n')
+    proc = _fn3("train", "--config", str(cfg), "--epochs", "2", "--out", str(tmp_path / "r"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["epochs"] == 2 and saved["batch_size"] == 256 and saved["model_kwargs"] == {"hidden": [16]}
+
+
+BAD = [
+    (["train", "--model", "vgg", "--out", "{tmp}/o"], "unknown model 'vgg'"),
+    (["train", "--levels", "widths", "--out", "{tmp}/o"], "unknown level 'widths'"),
+    (["train", "--model", "mlp", "--levels", "channels", "--out", "{tmp}/o"], "cannot nest 'channels'"),
+    (["train", "--epochs", "abc", "--out", "{tmp}/o"], "--epochs"),
+    (["train", "--epochs", "0", "--out", "{tmp}/o"], "epochs=0"),
+    (["train", "--data", "mnist", "--data-dir", "{tmp}/missing", "--out", "{tmp}/o"], "missing"),
+    (["train", "--data", "imagenet", "--out", "{tmp}/o"], "imagenet"),
+    (["train", "--out", "{tmp}/o", "--rule", "magic"], "rule="),
+    (["train"], "--out"),
+    (["train", "--config", "{tmp}/nope.toml", "--out", "{tmp}/o"], "cannot read config"),
+    (["train", "--resume", "{tmp}/nothing"], "does not exist"),
+    (["eval", "{tmp}/nothing"], "does not exist"),
+    (["info", "{tmp}/nothing"], "does not exist"),
+    (["train", "--nonsense"], "No such option"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD)
+def test_bad_input_one_line_exit_2(tmp_path, args, message):
+    proc = _fn3(*[a.format(tmp=tmp_path) for a in args])
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert message in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()  # nothing half written
+
+
+def test_corrupt_data_file(tmp_path):
+    d = tmp_path / "mnist"
+    d.mkdir()
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (d / name).write_bytes(b"\x00\x00\x08\x03garbage")
+    proc = _fn3("train", "--data", "mnist", "--data-dir", str(d), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "train-images" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_spec_for_run(run_dir):
+    proc = _fn3("eval", str(run_dir), "--spec", "channels=0.5")
+    assert proc.returncode == 2 and "does not nest channels" in proc.stderr
+    proc = _fn3("eval", str(run_dir), "--spec", "fc1.width=1000")
+    assert proc.returncode == 2 and "fc1.width" in proc.stderr

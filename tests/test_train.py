@@ -1,0 +1,114 @@
+"""Training on real digits: the loss falls, the full model passes 90%, resume is bit-identical."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fn3
+from fn3.checkpoint import load_checkpoint, save_checkpoint
+from fn3.config import TrainConfig
+from fn3.data import channel_stats, load_dataset
+from fn3.train import CHECKPOINT_NAME, TrainingError, evaluate_specs, fit, lr_at, train_step
+
+HIDDEN = (128, 128)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    mean, std = channel_stats(train)
+    return train, test, mean, std
+
+
+def _model():
+    return fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=8, hidden=HIDDEN)
+
+
+def _cfg(mean, std, **kw):
+    base = dict(
+        model="mlp",
+        epochs=6,
+        batch_size=64,
+        lr=0.1,
+        mean=mean,
+        std=std,
+        model_kwargs={"hidden": list(HIDDEN)},
+        eval_specs=("largest",),
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def test_odo_training_learns_digits(digits):
+    train, test, mean, std = digits
+    model = _model()
+    result = fit(model, train, _cfg(mean, std, epochs=10), val=test, progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.5 * losses[0]
+    space = fn3.space(model)
+    acc = evaluate_specs(
+        model,
+        {"full": space.largest(), "half": space.uniform({"neurons": 0.5})},
+        test,
+        _cfg(mean, std),
+        train,
+    )
+    assert acc["full"] > 0.90
+    assert acc["half"] > 0.85  # a nested sub-model works without retraining
+
+
+@pytest.mark.parametrize("stop_at", [7, 22])  # mid-epoch and exactly at an epoch end
+def test_resume_is_bit_identical(digits, tmp_path, stop_at):
+    train, _, mean, std = digits
+    cfg = _cfg(mean, std, epochs=3)
+    full = _model()
+    fit(full, train, cfg, run_dir=tmp_path / "a", progress=False)
+    part = _model()
+    first = fit(part, train, cfg, run_dir=tmp_path / "b", progress=False, max_steps=stop_at)
+    assert first.interrupted and first.step == stop_at
+    resumed = _model()  # a fresh process would start from a fresh model
+    second = fit(resumed, train, cfg, run_dir=tmp_path / "b", resume=True, progress=False)
+    assert second.step == 3 * 22
+    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_lr_schedule():
+    assert lr_at(0, 100, 0.1) == pytest.approx(0.1)
+    assert lr_at(50, 100, 0.1) == pytest.approx(0.05)
+    assert lr_at(100, 100, 0.1) == pytest.approx(0.0)
+    assert lr_at(4, 100, 0.1, warmup_steps=10) == pytest.approx(0.05)
+
+
+def test_non_finite_loss_stops_training(digits):
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [p.clone() for p in model.parameters()]
+    x = torch.full((4, 1, 8, 8), float("nan"))
+    with pytest.raises(TrainingError, match="loss is nan"):
+        train_step(model, opt, x, torch.zeros(4, dtype=torch.long), [fn3.space(model).largest()])
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("rule", ["sandwich", "full", "fixed"])
+def test_other_rules_train(digits, rule):
+    train, test, mean, std = digits
+    model = _model()
+    cfg = _cfg(mean, std, epochs=2, rule=rule, fixed_spec="neurons=0.5", distill=rule == "sandwich")
+    result = fit(model, train, cfg, val=test, progress=False)
+    assert result.history[-1]["loss"] < result.history[0]["loss"] * 1.05
+    assert result.history[-1]["val_accuracy"]["largest"] > 0.3
+
+
+def test_checkpoint_errors(tmp_path):
+    model = _model()
+    path = tmp_path / CHECKPOINT_NAME
+    save_checkpoint(path, model, None, {"step": 1})
+    other = fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=8, hidden=(64,))
+    with pytest.raises(fn3.FileFormatError, match="does not match the model"):
+        load_checkpoint(path, other)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(fn3.FileFormatError, match=str(path.name)):
+        load_checkpoint(path, model)
+    with pytest.raises(fn3.FileFormatError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.safetensors", model)
