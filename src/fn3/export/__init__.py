@@ -1,0 +1,62 @@
+"""Export: physically small, truly low-bit sub-models, their files, ONNX, and one nested file.
+
+``fn3.export`` is both this package and its main verb: ``fn3.export(model, spec)`` calls
+:func:`export` (the package is callable), and ``fn3.export.to_onnx``, ``fn3.export.save_nested``, ...
+are its other functions.
+
+==========================  ==========================================================================
+:func:`export`              a plain, physically sliced ``nn.Module`` for one spec (codes + scales)
+:func:`save` / :func:`load` one safetensors file per export, codes bit-packed; ``load`` also reads
+                            a sub-model out of a nested file
+:func:`save_nested`         the whole FN3 in importance order; :func:`load_nested` reads one spec's bytes
+:func:`to_onnx`             a single-file ONNX model (QDQ for quantized weights)
+:func:`evaluate_exported`   accuracy of an exported model on a dataset
+==========================  ==========================================================================
+
+Example:
+    >>> import torch, fn3
+    >>> import fn3.export
+    >>> net = fn3.create_model("resnet20", num_classes=10, in_channels=3).eval()
+    >>> small = fn3.export(net, fn3.space(net).uniform({"channels": 0.5, "bits": 4}))
+    >>> type(small).__name__, small(torch.randn(1, 3, 32, 32)).shape
+    ('ExportedModel', torch.Size([1, 10]))
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+from fn3.export.arch import describe, register_describer
+from fn3.export.io import ideal_size, save
+from fn3.export.loading import load
+from fn3.export.nested import NestedRead, load_nested, save_nested
+from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinear, Residual
+from fn3.export.slice import export
+
+__all__ = [
+    "ActQuant",
+    "ExportedModel",
+    "NestedRead",
+    "QuantConv2d",
+    "QuantLinear",
+    "Residual",
+    "describe",
+    "export",
+    "ideal_size",
+    "load",
+    "load_nested",
+    "register_describer",
+    "save",
+    "save_nested",
+]
+
+
+class _CallableModule(types.ModuleType):
+    """Makes ``fn3.export(model, spec)`` call :func:`export` while ``fn3.export.*`` stays a package."""
+
+    def __call__(self, model, spec=None, **kwargs):  # noqa: ANN001, ANN204 (same as export)
+        return export(model, spec, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,103 @@
+"""`load`: open any fn3 export file (a dedicated export or a nested file) and get a module back.
+
+Example:
+    >>> import os, tempfile, fn3
+    >>> from fn3.export import export, load, save, save_nested
+    >>> net = fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=8, hidden=(32,))
+    >>> d = tempfile.mkdtemp()
+    >>> _ = save(export(net), os.path.join(d, "model.safetensors"))
+    >>> _ = save_nested(net, os.path.join(d, "nested.safetensors"))
+    >>> spec = fn3.space(net).uniform({"neurons": 0.5, "bits": 4})
+    >>> small = load(os.path.join(d, "nested.safetensors"), spec=spec)
+    >>> small.meta["bytes_read"] < os.path.getsize(os.path.join(d, "nested.safetensors"))
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from fn3.errors import ConfigError
+from fn3.export import container
+from fn3.export.io import FORMAT as EXPORTED_FORMAT
+from fn3.export.io import load_exported
+from fn3.export.nested import FORMAT as NESTED_FORMAT
+from fn3.export.nested import load_nested
+from fn3.export.qmodules import ExportedModel
+from fn3.spec import Spec
+
+__all__ = ["file_format", "load", "resolve_file"]
+
+
+def resolve_file(path: str | Path) -> Path:
+    """``path`` itself, or for a directory the fn3 file inside it (model first, then nested)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in ("model.safetensors", "nested.safetensors"):
+            if (p / name).is_file():
+                return p / name
+        raise ConfigError(f"{p}: no model.safetensors or nested.safetensors in this directory")
+    return p
+
+
+def file_format(path: str | Path) -> str:
+    """``"fn3.exported"`` or ``"fn3.nested"`` (reads the header only)."""
+    with container.Reader(resolve_file(path)) as r:
+        fmt = r.metadata.get("format", "")
+        if fmt not in (EXPORTED_FORMAT, NESTED_FORMAT):
+            raise r.fail(f"format is {fmt!r}, expected {EXPORTED_FORMAT!r} or {NESTED_FORMAT!r}")
+        return fmt
+
+
+def _budget_spec(budget: str | Mapping[str, float], front: str | Path | None) -> Spec:
+    """The best spec under ``budget`` from a search front file (needs :mod:`fn3.search`)."""
+    if front is None:
+        raise ConfigError("budget= needs front= (a search front JSON written by `fn3 search`)")
+    try:
+        from fn3.search import SearchResult  # type: ignore[attr-defined]
+    except ImportError:
+        raise ConfigError(
+            "budget= needs fn3.search, which this installation lacks; pass spec= instead"
+        ) from None
+    result = SearchResult.load(front)
+    return result.best_under(budget).spec
+
+
+def load(
+    path: str | Path,
+    spec: Spec | None = None,
+    *,
+    budget: str | Mapping[str, float] | None = None,
+    front: str | Path | None = None,
+) -> ExportedModel:
+    """Load an exported model; from a nested file, read only the bytes of sub-model ``spec``.
+
+    Args:
+        path: a file written by :func:`fn3.export.save` or :func:`fn3.export.save_nested`, or a directory
+            holding ``model.safetensors`` or ``nested.safetensors``.
+        spec: for a nested file, the sub-model to read (default: the full model). A dedicated export
+            is one sub-model already: a ``spec`` must then equal the one it was exported with.
+        budget, front: instead of ``spec``, a budget such as ``"flops=20M"`` resolved through the
+            search front ``front`` (``SearchResult.best_under``; needs :mod:`fn3.search`).
+
+    For a nested file, ``model.meta["bytes_read"]`` and ``["file_size"]`` report what the read cost.
+    Raises :class:`~fn3.errors.FileFormatError` for a truncated, corrupted or mismatched file.
+    """
+    if budget is not None:
+        if spec is not None:
+            raise ConfigError("give spec= or budget=, not both")
+        spec = _budget_spec(budget, front)
+    file = resolve_file(path)
+    if file_format(file) == NESTED_FORMAT:
+        read = load_nested(file, spec)
+        read.model.meta.update(bytes_read=read.bytes_read, file_size=read.file_size)
+        return read.model
+    with container.Reader(file) as r:
+        model = load_exported(r)
+    if spec is not None and Spec.from_dict(model.meta.get("spec", {})) != spec:
+        raise ConfigError(
+            f"{file} holds another sub-model than the spec asked for; "
+            "export that spec, or load it from a nested file"
+        )
+    return model

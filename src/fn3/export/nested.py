@@ -1,0 +1,246 @@
+"""The nested file: the whole trained FN3 in one file, from which every sub-model reads only its bytes.
+
+``save_nested(model, path)`` stores every tensor once, in importance order: channels and paths are
+already in rank order (ordered dropout makes the first blocks the important ones), and every quantized
+weight is stored as bit-planes, most significant first (see :mod:`fn3.export.layout`). The file is a
+plain safetensors file (``format: fn3.nested``) with two tensors: ``meta`` (zlib-compressed JSON: the
+model description, its space and metadata; the byte layout follows from it) and ``data``.
+
+``load_nested(path, spec)`` reads the header, then seeks to and reads only the tiles and bit-planes
+that ``spec`` keeps, and builds exactly the module :func:`fn3.export.export` builds for that spec (the
+same code runs on file bytes instead of model parameters). It reports the bytes it read.
+
+Integrity: the header is CRC-checked and every size is checked against the description; a partial read
+cannot checksum the bytes it skips, so a flipped bit inside the weight data goes unnoticed here (the
+dedicated file of :func:`fn3.export.save` checks every byte).
+
+Example:
+    >>> import os, tempfile, torch, fn3
+    >>> from fn3.export import export, save_nested, load_nested
+    >>> net = fn3.create_model("resnet20", num_classes=10, in_channels=3).eval()
+    >>> path = os.path.join(tempfile.mkdtemp(), "nested.safetensors")
+    >>> _ = save_nested(net, path)
+    >>> spec = fn3.space(net).uniform({"channels": 0.25, "bits": 2})
+    >>> read = load_nested(path, spec)
+    >>> read.bytes_read < read.file_size / 10
+    True
+    >>> x = torch.randn(1, 3, 32, 32)
+    >>> bool(torch.equal(read.model(x), export(net, spec)(x)))
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fn3.errors import SpecError
+from fn3.export import container
+from fn3.export.arch import describe
+from fn3.export.io import check_header, read_checked, read_meta
+from fn3.export.layout import Record, records
+from fn3.export.pack import from_planes, to_planes, unpack_bits
+from fn3.export.qmodules import ExportedModel
+from fn3.export.slice import Sels, build, export_meta
+from fn3.nest import space as model_space
+from fn3.nn.functional import weight_codes, weight_scale
+from fn3.nn.slot import Selection
+from fn3.spec import Space, Spec
+
+__all__ = ["FORMAT", "VERSION", "NestedRead", "load_nested", "save_nested"]
+
+FORMAT, VERSION = "fn3.nested", "1"
+
+
+def _tiles(t: torch.Tensor, rec: Record, space: Space) -> list[torch.Tensor]:
+    """The tiles of ``t`` (shape ``rec.shape``) in storage order."""
+    grid = rec.blocks(space)
+    out = []
+    for tile in rec.tiles(space):
+        part = t
+        for d, b in enumerate(tile):
+            r = grid[d][b]
+            part = part.narrow(d, r.start, len(r))
+        out.append(part.reshape(-1))
+    return out
+
+
+def save_nested(model: nn.Module, path: str | Path, *, meta: dict | None = None) -> Path:
+    """Write the whole nested ``model`` to one file, in importance order; returns the file path.
+
+    ``path`` is a file or an existing directory (then ``DIR/nested.safetensors``).
+    """
+    path = Path(path)
+    path = path / "nested.safetensors" if path.is_dir() else path
+    arch, space = describe(model), model_space(model)
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    bits_of = {r.key: r.bits for r in records(arch) if r.kind == "planes"}
+    chunks = []
+    for rec in records(arch):
+        if rec.key.endswith(".weight.scale"):  # the B-bit step of the full weight, per output channel
+            weight = rec.key[: -len(".scale")]
+            t = weight_scale(tensors[weight].detach(), bits_of[weight])
+        else:
+            t = tensors[rec.key].detach()
+        if tuple(t.shape) != rec.shape:
+            raise ValueError(f"{rec.key}: shape {tuple(t.shape)} does not match {rec.shape}")
+        if rec.kind == "f32":
+            flat = torch.cat(_tiles(t, rec, space)) if rec.shape else t.reshape(1)
+            chunks.append(flat.to(torch.float32).numpy().astype("<f4").tobytes())
+        else:
+            codes = weight_codes(t, weight_scale(t, rec.bits), rec.bits)  # (out, ...) B-bit
+            planes = torch.from_numpy(to_planes(codes, rec.bits))  # (B, *shape) 0/1
+            for p in range(rec.bits):
+                chunks.append(np.packbits(torch.cat(_tiles(planes[p], rec, space)).numpy()).tobytes())
+    data = b"".join(chunks)
+    header = {"arch": arch, "space": space.to_dict(), "meta": export_meta(model, space.largest(), meta)}
+    header["meta"].pop("spec", None)
+    blob_m = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
+    tensors_out = [("meta", "U8", [len(blob_m)], blob_m), ("data", "U8", [len(data)], data)]
+    crc = json.dumps({"meta": f"{zlib.crc32(blob_m):08x}"})
+    container.write(path, tensors_out, {"format": FORMAT, "version": VERSION, "crc32": crc})
+    return path
+
+
+class _NestedSource:
+    """Reads the kept tiles and bit-planes of a spec from an open nested file (``TensorSource``)."""
+
+    def __init__(self, reader: container.Reader, arch: dict, space: Space, spec: Spec):
+        self.r, self.space, self.spec = reader, space, spec
+        self.records, offset = {}, reader.entries["data"].start
+        for rec in records(arch):
+            self.records[rec.key] = (rec, offset)
+            offset += rec.nbytes()
+        if offset != reader.entries["data"].end:
+            raise reader.fail(
+                f"data holds {reader.entries['data'].end - reader.entries['data'].start} bytes, "
+                f"the description needs {offset - reader.entries['data'].start}"
+            )
+
+    def _kept(self, rec: Record) -> list[list[int]]:
+        """Kept block indices of every governed dimension (all blocks of an ungoverned one)."""
+        out = []
+        for _d, ref in enumerate(rec.dims):
+            out.append([0] if ref is None else list(self.spec.kept(ref[0])))
+        return out
+
+    def _read(self, rec: Record, base: int, bits: int) -> dict[tuple[int, ...], np.ndarray]:
+        """The kept tiles of one stream (a float record or one plane), as flat numpy arrays."""
+        tiles, sizes, kept = rec.tiles(self.space), rec.tile_numel(self.space), self._kept(rec)
+        want = [all(t[d] in kept[d] for d in range(len(t))) for t in tiles]
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64) * bits  # bit offsets
+        out, i = {}, 0
+        while i < len(tiles):  # one read per run of consecutive kept tiles
+            if not want[i]:
+                i += 1
+                continue
+            j = i
+            while j + 1 < len(tiles) and want[j + 1]:
+                j += 1
+            b0, b1 = int(starts[i]), int(starts[j + 1])
+            raw = self.r.read_range(base + b0 // 8, (b1 + 7) // 8 - b0 // 8)
+            if bits == 32:
+                vals = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+                cuts = (starts[i : j + 2] - b0) // 32
+            else:
+                vals = unpack_bits(raw, b1 - b0, b0 % 8)
+                cuts = starts[i : j + 2] - b0
+            for k in range(i, j + 1):
+                out[tiles[k]] = vals[cuts[k - i] : cuts[k - i + 1]]
+            i = j + 1
+        return out
+
+    def _assemble(
+        self, rec: Record, parts: dict[tuple[int, ...], np.ndarray], lead: tuple[int, ...]
+    ) -> np.ndarray:
+        """Place tiles into the kept tensor (kept blocks in ascending order along each dimension)."""
+        grid, kept = rec.blocks(self.space), self._kept(rec)
+        sizes = [sum(len(grid[d][b]) for b in kept[d]) for d in range(len(kept))]
+        rest = rec.shape[len(rec.dims) :]
+        sample = next(iter(parts.values()))
+        out = np.zeros((*lead, *sizes, *rest), dtype=sample.dtype)
+        pos = [np.cumsum([0] + [len(grid[d][b]) for b in kept[d]]) for d in range(len(kept))]
+        for tile, vals in parts.items():
+            idx = tuple(
+                slice(int(pos[d][kept[d].index(b)]), int(pos[d][kept[d].index(b)]) + len(grid[d][b]))
+                for d, b in enumerate(tile)
+            )
+            shape = tuple(len(grid[d][b]) for d, b in enumerate(tile)) + tuple(rest)
+            out[(slice(None),) * len(lead) + idx] = vals.reshape(*lead, *shape)
+        return out
+
+    def _record(self, key: str, kind: str, sels: Sels) -> tuple[Record, int]:
+        if key not in self.records:
+            raise self.r.fail(f"the description has no tensor {key!r}")
+        rec, base = self.records[key]
+        if rec.kind != kind:
+            raise self.r.fail(f"tensor {key!r} is stored as {rec.kind}, expected {kind}")
+        return rec, base
+
+    def floats(self, key: str, sels: Sels) -> torch.Tensor:
+        rec, base = self._record(key, "f32", sels)
+        if not rec.shape:
+            return torch.from_numpy(
+                np.frombuffer(self.r.read_range(base, 4), dtype="<f4").astype(np.float32)
+            ).reshape(())
+        out = self._assemble(rec, self._read(rec, base, 32), ())
+        return torch.from_numpy(np.ascontiguousarray(out))
+
+    def codes(self, key: str, sels: Sels, planes: tuple[int, ...], total_bits: int) -> torch.Tensor:
+        rec, base = self._record(key, "planes", sels)
+        if total_bits != rec.bits:
+            raise self.r.fail(f"{key!r} has {rec.bits}-bit codes, the description says {total_bits}")
+        plane_bytes = rec.nbytes() // rec.bits
+        read = [self._read(rec, base + p * plane_bytes, 1) for p in planes]
+        stacked = {t: np.stack([r[t] for r in read]) for t in read[0]}  # (c, tile numel)
+        bits = self._assemble(rec, stacked, (len(planes),))
+        return from_planes(bits, planes)
+
+    def scale(self, key: str, out: Selection | None, total_bits: int) -> torch.Tensor:
+        return self.floats(f"{key}.scale", (out,))
+
+
+@dataclass(frozen=True)
+class NestedRead:
+    """A sub-model read from a nested file, and what reading it cost."""
+
+    model: ExportedModel
+    spec: Spec
+    space: Space
+    bytes_read: int
+    file_size: int
+
+
+def open_nested(r: container.Reader) -> tuple[dict, Space]:
+    """Check an open nested file and return its header (description, metadata) and space."""
+    crc = check_header(r, FORMAT, VERSION)
+    if set(r.entries) != {"meta", "data"}:
+        raise r.fail(f"expected tensors meta, data; found {sorted(r.entries)}")
+    header = read_meta(r, read_checked(r, "meta", crc))
+    try:
+        space = Space.from_dict(header["space"])
+        assert isinstance(header["arch"], dict) and isinstance(header["meta"], dict)
+    except (KeyError, TypeError, AssertionError, SpecError) as err:
+        raise r.fail(f"bad header: {err}") from None
+    return header, space
+
+
+def load_nested(path: str | Path, spec: Spec | None = None) -> NestedRead:
+    """Read sub-model ``spec`` (``None``: the full model) from a nested file, reading only its bytes."""
+    p = Path(path)
+    with container.Reader(p / "nested.safetensors" if p.is_dir() else p) as r:
+        header, space = open_nested(r)
+        spec = space.largest() if spec is None else space.validate(spec)
+        try:
+            net = build(header["arch"], _NestedSource(r, header["arch"], space, spec), spec, space)
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise r.fail(f"bad model description: {type(err).__name__}: {err}") from None
+        layers = list(net) if type(net) is nn.Sequential else [net]
+        model = ExportedModel(*layers, meta={**header["meta"], "spec": spec.to_dict()}).eval()
+        return NestedRead(model, spec, space, r.bytes_read, r.size)

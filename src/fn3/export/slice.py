@@ -1,0 +1,251 @@
+"""`export(model, spec)`: a plain, physically sliced PyTorch module computing the sub-model ``spec``.
+
+The model is first described (:func:`fn3.export.arch.describe`); :func:`build` then turns that
+description into ``torch.nn`` layers of the kept sizes, reading every tensor from a *source*: the
+model's own parameters here, the byte ranges of a nested file in :mod:`fn3.export.nested`. Both paths
+run the same code, so a sub-model read from the nested file equals the dedicated export.
+
+What the exported module holds:
+
+* ``nn.Linear`` / ``nn.Conv2d`` of the kept sizes for float layers; kept channels of a non-prefix
+  set are gathered (``index_select``), so the order of the kept units is kept;
+* :class:`~fn3.export.qmodules.QuantLinear` / ``QuantConv2d`` for quantized layers: the ``c``-bit
+  codes of the kept planes of the full weight's ``B``-bit code, and that weight's per-channel scale;
+* an :class:`~fn3.export.qmodules.ActQuant` before a layer whose input is quantized;
+* residual blocks dropped by a ``layers`` axis are absent; a ResNeXt block keeps ``c`` groups;
+* BatchNorm stays ``nn.BatchNorm2d`` with the sliced running statistics. It is **not folded** into
+  the convolution: folding changes the float rounding of the convolution output, and the next
+  activation quantizer turns a last-bit difference into a whole quantization step now and then, so
+  the exported model would not equal the nested one; for quantized layers folding would also change
+  the stored codes. (ONNX Runtime fuses BatchNorm into float convolutions itself.)
+
+Example:
+    >>> import torch, fn3
+    >>> from fn3.export import export
+    >>> net = fn3.create_model("resnet20", num_classes=10, in_channels=3).eval()
+    >>> spec = fn3.space(net).uniform({"channels": 0.5, "bits": 4})
+    >>> small = export(net, spec)
+    >>> x = torch.randn(2, 3, 32, 32)
+    >>> with torch.no_grad(), fn3.active(net, spec):
+    ...     ref = net(x)
+    >>> bool((small(x) - ref).abs().max() <= 1e-5)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from fn3.errors import FileFormatError
+from fn3.export.arch import describe
+from fn3.export.pack import keep_planes
+from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinear, Residual
+from fn3.nest import active, space
+from fn3.nn.functional import weight_codes, weight_scale
+from fn3.nn.slot import AxisSlot, Selection
+from fn3.spec import Space, Spec
+
+__all__ = ["ModelSource", "TensorSource", "build", "export"]
+
+Sels = tuple[Selection | None, ...]  # one selection per leading dimension (None: the whole dimension)
+
+
+class TensorSource(Protocol):
+    """Where :func:`build` reads tensors from (the model, or a nested file)."""
+
+    def floats(self, key: str, sels: Sels) -> torch.Tensor:
+        """Float tensor ``key`` restricted to ``sels`` along its first dimensions."""
+
+    def codes(self, key: str, sels: Sels, planes: tuple[int, ...], total_bits: int) -> torch.Tensor:
+        """``c``-bit codes of the kept ``planes`` of weight ``key``'s ``B``-bit code, sliced by ``sels``."""
+
+    def scale(self, key: str, out: Selection | None, total_bits: int) -> torch.Tensor:
+        """Per-output-channel ``B``-bit step of the full weight ``key``, restricted to ``out``."""
+
+
+def _take(t: torch.Tensor, sels: Sels) -> torch.Tensor:
+    for dim, sel in enumerate(sels):
+        if sel is not None:
+            t = sel.take(t, dim)
+    return t
+
+
+class ModelSource:
+    """Reads tensors from a nested model's parameters and buffers (codes computed as in training)."""
+
+    def __init__(self, model: nn.Module):
+        self.tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+    def floats(self, key: str, sels: Sels) -> torch.Tensor:
+        return _take(self.tensors[key].detach(), sels).clone()
+
+    def codes(self, key: str, sels: Sels, planes: tuple[int, ...], total_bits: int) -> torch.Tensor:
+        w = self.tensors[key].detach()
+        full = weight_codes(w, weight_scale(w, total_bits), total_bits)  # (out, ...) B-bit codes
+        return keep_planes(_take(full, sels), total_bits, planes)
+
+    def scale(self, key: str, out: Selection | None, total_bits: int) -> torch.Tensor:
+        return _take(weight_scale(self.tensors[key].detach(), total_bits), (out,)).clone()
+
+
+class _Selector:
+    """Turns axis references of the description into index selections for one spec."""
+
+    def __init__(self, space: Space, spec: Spec):
+        self.space, self.spec = space, spec
+        self._slots: dict[str, AxisSlot] = {}
+
+    def units(self, name: str) -> tuple[int, ...]:
+        axis = self.space[name]
+        return tuple(u for b in self.spec.kept(name) for u in axis.block_units(b))
+
+    def __call__(self, ref: list | None) -> Selection | None:
+        if ref is None:
+            return None
+        name, per_unit = ref
+        slot = self._slots.get(name)
+        if slot is None:
+            slot = self._slots[name] = AxisSlot(self.space[name])
+            slot.set(self.spec.kept(name))
+        return slot.select(int(per_unit))
+
+
+def _act(node: Mapping, name: str, src: TensorSource, sel: _Selector) -> ActQuant:
+    return ActQuant(
+        src.floats(f"{name}.alpha", ()),
+        planes=sel.units(node["abits"]),
+        total_bits=node["total_bits"],
+        signed=node["signed"],
+    )
+
+
+def _layer(node: Mapping, src: TensorSource, sel: _Selector) -> nn.Module:
+    """A conv or linear node: (ActQuant ->) float or quantized layer of the kept size."""
+    name, conv = node["name"], node["type"] == "conv"
+    groups = node["groups"] if conv else 1
+    if conv and node["path_axis"] is not None:
+        out, inp = sel(node["path_axis"]), None
+        groups = len(sel.units(node["path_axis"][0]))  # c kept paths = c groups
+    else:
+        out, inp = sel(node["out_axis"]), (sel(node["in_axis"]) if groups == 1 else None)
+    bias = src.floats(f"{name}.bias", (out,)) if node["bias"] else None
+    if node["wbits"] is not None:
+        planes, bits = sel.units(node["wbits"]), node["total_bits"]
+        codes = src.codes(f"{name}.weight", (out, inp), planes, bits)
+        scale = src.scale(f"{name}.weight", out, bits)
+        if conv:
+            layer = QuantConv2d(
+                codes,
+                scale,
+                bias,
+                stride=node["stride"],
+                padding=node["padding"],
+                groups=groups,
+                planes=planes,
+                total_bits=bits,
+            )
+        else:
+            layer = QuantLinear(codes, scale, bias, planes=planes, total_bits=bits)
+    else:
+        w = src.floats(f"{name}.weight", (out, inp))
+        if conv:
+            layer = nn.Conv2d(
+                w.shape[1] * groups,
+                w.shape[0],
+                node["k"],
+                node["stride"],
+                node["padding"],
+                groups=groups,
+                bias=bias is not None,
+            )
+        else:
+            layer = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+            if bias is not None:
+                layer.bias.copy_(bias)
+    if node["act"] is None:
+        return layer
+    return nn.Sequential(_act(node["act"], f"{name}.act_quant", src, sel), layer)
+
+
+def _bn(node: Mapping, src: TensorSource, sel: _Selector) -> nn.BatchNorm2d:
+    name, s = node["name"], (sel(node["axis"]),)
+    w = src.floats(f"{name}.weight", s)
+    bn = nn.BatchNorm2d(w.shape[0], eps=node["eps"])
+    with torch.no_grad():
+        bn.weight.copy_(w)
+        bn.bias.copy_(src.floats(f"{name}.bias", s))
+        bn.running_mean.copy_(src.floats(f"{name}.running_mean", s))
+        bn.running_var.copy_(src.floats(f"{name}.running_var", s))
+    return bn.eval()
+
+
+def build(node: Mapping, src: TensorSource, spec: Spec, space: Space) -> nn.Module:
+    """The plain module for description ``node`` as sub-model ``spec`` (tensors from ``src``)."""
+    return _build(node, src, _Selector(space, spec))
+
+
+def _build(node: Mapping, src: TensorSource, sel: _Selector) -> nn.Module:
+    kind = node["type"]
+    if kind == "seq":
+        return nn.Sequential(*[_build(c, src, sel) for c in node["children"]])
+    if kind == "stage":
+        keep = range(len(node["blocks"])) if node["depth"] is None else sel.units(node["depth"])
+        return nn.Sequential(*[_build(node["blocks"][i], src, sel) for i in keep])
+    if kind == "residual":
+        short = None if node["shortcut"] is None else _build(node["shortcut"], src, sel)
+        return Residual(_build(node["body"], src, sel), short)
+    if kind in ("conv", "linear"):
+        return _layer(node, src, sel)
+    if kind == "bn":
+        return _bn(node, src, sel)
+    if kind == "act":
+        return _act(node, node["name"], src, sel)
+    simple = {
+        "relu": nn.ReLU,
+        "flatten": nn.Flatten,
+        "identity": nn.Identity,
+        "gap": lambda: nn.AdaptiveAvgPool2d(1),
+    }
+    if kind in simple:
+        return simple[kind]()
+    raise FileFormatError(f"unknown node type {kind!r} in the model description")
+
+
+def export_meta(model: nn.Module, spec: Spec, extra: Mapping | None = None) -> dict:
+    """The JSON-ready ``meta`` of an export: spec, source model config, input shape, extras."""
+    meta: dict = {"spec": spec.to_dict()}
+    config = getattr(model, "fn3_config", None)
+    if isinstance(config, Mapping):
+        meta["model"] = dict(config)
+        size = config.get("input_size")
+        if config.get("in_channels") and isinstance(size, (list, tuple)) and len(size) == 2:
+            meta["input_shape"] = [int(config["in_channels"]), int(size[0]), int(size[1])]
+    meta.update(extra or {})
+    return meta
+
+
+@torch.no_grad()
+def export(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | None = None) -> ExportedModel:
+    """A plain, physically small module computing ``model`` as sub-model ``spec``, in eval mode.
+
+    Args:
+        model: a nested model built from :mod:`fn3.nn` layers (any registered model).
+        spec: the sub-model (``None``: the full model); validated against ``fn3.space(model)``.
+        meta: extra JSON-ready entries for ``exported.meta`` (e.g. the input normalisation).
+
+    The result needs only torch (and fn3's small export modules), holds no axis slot, and equals
+    ``model(x)`` under ``fn3.active(model, spec)`` in eval mode. To export with BatchNorm statistics
+    re-estimated for this spec, export inside :func:`fn3.evaluate.bn_recalibrated`.
+    """
+    sp = space(model)
+    spec = sp.largest() if spec is None else sp.validate(spec)
+    with active(model, spec):  # validates and leaves the model as it was
+        net = build(describe(model), ModelSource(model), spec, sp)
+    layers = list(net) if type(net) is nn.Sequential else [net]
+    return ExportedModel(*layers, meta=export_meta(model, spec, meta)).eval()
