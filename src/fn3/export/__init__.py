@@ -31,7 +31,9 @@ from fn3.export.arch import describe, register_describer
 from fn3.export.io import ideal_size, save
 from fn3.export.loading import load
 from fn3.export.nested import NestedRead, load_nested, save_nested
+from fn3.export.onnx import to_onnx
 from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinear, Residual
+from fn3.export.runs import evaluate_exported, export_run
 from fn3.export.slice import export
 
 __all__ = [
@@ -42,13 +44,16 @@ __all__ = [
     "QuantLinear",
     "Residual",
     "describe",
+    "evaluate_exported",
     "export",
+    "export_run",
     "ideal_size",
     "load",
     "load_nested",
     "register_describer",
     "save",
     "save_nested",
+    "to_onnx",
 ]
 
 

@@ -223,8 +223,10 @@ class ActQuant(nn.Module):
         return self.codes(x) * self.step()
 
     def extra_repr(self) -> str:
-        return (f"bits={self.bits}, planes={list(self.planes)}, total_bits={self.total_bits}, "
-                f"signed={self.signed}")
+        return (
+            f"bits={self.bits}, planes={list(self.planes)}, total_bits={self.total_bits}, "
+            f"signed={self.signed}"
+        )
 
 
 class Residual(nn.Module):

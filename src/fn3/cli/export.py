@@ -1,0 +1,143 @@
+"""``fn3 export`` and ``fn3 bench``: write a deployable sub-model, and measure one.
+
+fn3 export RUN --spec channels=0.5,bits=4 --out DIR [--format onnx]
+fn3 export RUN --budget flops=20M --front front.json --out DIR
+fn3 export RUN --nested --out DIR            # one file, every sub-model
+fn3 export DIR/nested.safetensors --spec smallest --out SMALL
+fn3 bench DIR [--spec ...]                    # latency (PyTorch, ONNX Runtime), size, FLOPs
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from fn3.cli._app import app, console
+from fn3.errors import ConfigError
+
+SpecOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="largest, smallest, kind=value pairs (channels=0.5,bits=4), axis=units, or a spec JSON."
+    ),
+]
+
+
+def _spec(text: str | None, budget: str | None, front: Path | None, space, run_dir: Path | None):
+    """The spec from --spec or --budget (resolved through a search front)."""
+    from fn3.spec import parse_spec
+
+    if text and budget:
+        raise ConfigError("give --spec or --budget, not both")
+    if budget:
+        from fn3.search import SearchResult, parse_budget
+
+        if front is None and run_dir is not None and (run_dir / "front.json").is_file():
+            front = run_dir / "front.json"
+        if front is None:
+            raise ConfigError("--budget needs --front FRONT.json (written by `fn3 search`)")
+        metric, value = parse_budget(budget)
+        return SearchResult.load(front).best_under({metric: value}).spec
+    return parse_spec(text or "largest", space)
+
+
+@app.command("export")
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="A run directory, or a nested file to read a sub-model from.")],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    spec: SpecOpt = None,
+    budget: Annotated[str | None, typer.Option(help="Best spec under a budget, e.g. flops=20M.")] = None,
+    front: Annotated[Path | None, typer.Option(help="Search front JSON for --budget.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="fn3 (safetensors) or onnx (both files).")] = "fn3",
+    nested: Annotated[bool, typer.Option(help="Write the nested file of the whole model.")] = False,
+    recalibrate: Annotated[
+        bool, typer.Option("--recalibrate/--no-recalibrate", help="Re-estimate BatchNorm for the spec.")
+    ] = True,
+) -> None:
+    """Export a sub-model (or, with --nested, the whole nested model) of a trained run."""
+    from fn3.export import io, load
+    from fn3.export.loading import file_format
+    from fn3.export.runs import export_run
+
+    if run.is_file():  # a nested file: read the sub-model's bytes and write a dedicated export
+        if nested:
+            raise ConfigError(f"{run} is already a file; --nested exports a run directory")
+        if file_format(run) != "fn3.nested":
+            raise ConfigError(f"{run} is a dedicated export; export from its run or a nested file")
+        from fn3.export import container
+        from fn3.export.nested import load_nested, open_nested
+
+        with container.Reader(run) as r:
+            _, space = open_nested(r)
+        read = load_nested(run, _spec(spec, budget, front, space, None))
+        out.mkdir(parents=True, exist_ok=True)
+        files = [io.save(read.model, out / "model.safetensors")]
+        if fmt == "onnx":
+            from fn3.export.onnx import to_onnx
+
+            files.append(to_onnx(read.model, out / "model.onnx"))
+        console.print(f"read {read.bytes_read:,} of {read.file_size:,} bytes of {run}")
+    else:
+        from fn3.run import load_run
+
+        r = load_run(run)
+        chosen = r.space.largest() if nested else _spec(spec, budget, front, r.space, run)
+        files = export_run(r, chosen, out, fmt=fmt, nested=nested, recalibrate=recalibrate)
+    for f in files:
+        console.print(f"wrote {f} ({os.path.getsize(f):,} bytes)")
+    if not nested:
+        model = load(out / "model.safetensors")
+        console.print(f"ideal size {io.ideal_size(model):,} bytes (codes x bits / 8 + floats x 4)")
+
+
+@app.command("bench")
+def bench_cmd(
+    path: Annotated[Path, typer.Argument(help="An export directory or file (model or nested).")],
+    spec: SpecOpt = None,
+    repeats: Annotated[int, typer.Option(help="Timed runs per measurement (median).")] = 20,
+    batches: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,64",
+) -> None:
+    """Latency (PyTorch and ONNX Runtime), size and FLOPs of an exported model."""
+    from fn3.export import load
+    from fn3.export.bench import count_flops, count_params, ort_latency, ort_session, torch_latency
+    from fn3.export.io import ideal_size
+    from fn3.export.loading import file_format, resolve_file
+
+    file = resolve_file(path)
+    parsed = None
+    if spec is not None:
+        if file_format(file) != "fn3.nested":
+            raise ConfigError("--spec applies to a nested file; this export holds one sub-model")
+        from fn3.export import container
+        from fn3.export.nested import open_nested
+        from fn3.spec import parse_spec
+
+        with container.Reader(file) as r:
+            parsed = parse_spec(spec, open_nested(r)[1])
+    model = load(file, parsed)
+    shape = model.meta.get("input_shape")
+    if shape is None:
+        raise ConfigError(f"{file} does not record its input shape")
+    try:
+        sizes = [int(b) for b in batches.split(",") if b.strip()]
+        assert sizes and min(sizes) >= 1 and repeats >= 1
+    except (ValueError, AssertionError):
+        raise ConfigError(f"--batches {batches!r} / --repeats {repeats}: give positive integers") from None
+    session = ort_session(model, shape)
+    table = Table(title=f"{file}")
+    for col in ("batch", "PyTorch ms", "ONNX Runtime ms"):
+        table.add_column(col, justify="right")
+    for b in sizes:
+        t = torch_latency(model, shape, batch=b, repeats=repeats)
+        o = ort_latency(session, shape, batch=b, repeats=repeats)
+        table.add_row(str(b), f"{t * 1e3:.3f}", f"{o * 1e3:.3f}")
+    console.print(table)
+    size = model.meta.get("bytes_read", os.path.getsize(file))
+    console.print(
+        f"file {size:,} bytes (ideal {ideal_size(model):,}); params {count_params(model):,}; "
+        f"MFLOPs {count_flops(model, shape) / 1e6:.2f} for input {tuple(shape)}"
+    )

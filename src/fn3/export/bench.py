@@ -1,0 +1,100 @@
+"""Measure an exported model: latency with PyTorch and ONNX Runtime, FLOPs, parameters, file size.
+
+Latency is the median of ``repeats`` timed forward passes after ``warmup`` untimed ones, in eval mode
+without gradients, on a fixed random input; ONNX Runtime runs the graph :func:`fn3.export.to_onnx`
+writes, with its default optimisations. FLOPs are counted by ``torch.utils.flop_counter`` on the
+exported module (a multiply-add counts 2).
+
+Example:
+    >>> import torch, fn3
+    >>> from fn3.export import export
+    >>> from fn3.export.bench import count_flops, torch_latency
+    >>> net = fn3.create_model("resnet20", num_classes=10, in_channels=3).eval()
+    >>> small = export(net, fn3.space(net).uniform({"channels": 0.5}))
+    >>> count_flops(small, (3, 32, 32)) < count_flops(export(net), (3, 32, 32)) / 3
+    True
+    >>> torch_latency(small, (3, 32, 32), batch=1, repeats=3) > 0
+    True
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from fn3.export.qmodules import QuantConv2d, QuantLinear
+
+__all__ = ["count_flops", "count_params", "ort_latency", "ort_session", "torch_latency"]
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """FLOPs of one forward pass on one input of shape ``input_shape`` (C, H, W)."""
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *input_shape))
+    return int(counter.get_total_flops())
+
+
+def count_params(model: nn.Module) -> int:
+    """Weights and biases (quantized codes count one each), BatchNorm affine parameters included."""
+    n = sum(p.numel() for p in model.parameters())
+    return n + sum(m.codes.numel() for m in model.modules() if isinstance(m, (QuantConv2d, QuantLinear)))
+
+
+def _median_time(fn, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def torch_latency(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    batch: int = 1,
+    warmup: int = 3,
+    repeats: int = 20,
+    seed: int = 0,
+) -> float:
+    """Median seconds of one PyTorch forward pass of a batch of ``batch`` inputs."""
+    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(seed))
+    model.eval()
+    return _median_time(lambda: model(x), warmup, repeats)
+
+
+def ort_session(model: nn.Module | str | Path, input_shape: Sequence[int] | None = None):
+    """An ONNX Runtime session for an exported module (written to a temporary file) or an .onnx file."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if isinstance(model, nn.Module):
+        from fn3.export.onnx import to_onnx
+
+        with tempfile.TemporaryDirectory() as d:
+            path = to_onnx(model, Path(d) / "model.onnx", input_shape)
+            return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+
+
+def ort_latency(
+    session, input_shape: Sequence[int], *, batch: int = 1, warmup: int = 3, repeats: int = 20, seed: int = 0
+) -> float:
+    """Median seconds of one ONNX Runtime run of a batch of ``batch`` inputs."""
+    x = np.random.default_rng(seed).standard_normal((batch, *input_shape), dtype=np.float32)
+    name = session.get_inputs()[0].name
+    return _median_time(lambda: session.run(None, {name: x}), warmup, repeats)

@@ -1,0 +1,150 @@
+"""Export from a trained run directory, and evaluate an exported model on a dataset.
+
+:func:`export_run` is what ``fn3 export RUN`` calls: it re-estimates BatchNorm statistics for the spec
+exactly as ``fn3 eval RUN`` does (same calibration batches), exports, and writes the export directory
+(``model.safetensors``, optionally ``model.onnx``, ``spec.json``); with ``nested=True`` it writes the
+nested file of the whole model instead. The input normalisation and the dataset of the run go into
+the export's metadata, so :func:`evaluate_exported` needs nothing but the directory.
+
+Example:
+    >>> import tempfile, fn3
+    >>> from fn3.config import TrainConfig
+    >>> from fn3.run import load_run, train_run
+    >>> from fn3.export.runs import evaluate_exported, export_run
+    >>> run_dir, out = tempfile.mkdtemp(), tempfile.mkdtemp()
+    >>> _ = train_run(TrainConfig(model="mlp", model_kwargs={"hidden": [32]}, epochs=1), run_dir,
+    ...               progress=False)
+    >>> run = load_run(run_dir)
+    >>> files = export_run(run, run.space.uniform({"neurons": 0.5, "bits": 4}), out)
+    >>> sorted(p.name for p in files)
+    ['model.safetensors', 'spec.json']
+    >>> 0.0 <= evaluate_exported(out) <= 1.0
+    True
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fn3.errors import ConfigError
+from fn3.evaluate import bn_recalibrated
+from fn3.export.container import atomic_write
+from fn3.export.io import save
+from fn3.export.loading import load
+from fn3.export.nested import save_nested
+from fn3.export.slice import export
+from fn3.spec import Spec
+
+__all__ = ["evaluate_exported", "export_run", "run_meta"]
+
+FORMATS = ("fn3", "onnx")
+
+
+def run_meta(run: Any) -> dict:
+    """What an export must remember of its run: input normalisation and dataset."""
+    cfg = run.config
+    return {
+        "mean": list(cfg.mean) if cfg.mean else None,
+        "std": list(cfg.std) if cfg.std else None,
+        "dataset": cfg.data,
+        "data_dir": cfg.data_dir,
+        "run": str(run.path),
+    }
+
+
+def _calibration(run: Any) -> tuple[list, int]:
+    """The BatchNorm calibration batches ``fn3 eval`` uses for a run (training split, seed + 1)."""
+    from fn3.data import batches
+
+    cfg = run.config
+    train, _, _ = run.datasets()
+    calib = batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, mean=cfg.mean, std=cfg.std)
+    return calib, cfg.recalibrate_batches
+
+
+def export_run(
+    run: Any, spec: Spec, out: str | Path, *, fmt: str = "fn3", nested: bool = False, recalibrate: bool = True
+) -> list[Path]:
+    """Export sub-model ``spec`` of a loaded run (:func:`fn3.run.load_run`) into directory ``out``.
+
+    Args:
+        run: the run (its ``model``, ``config``, ``datasets()``).
+        spec: the sub-model.
+        out: the export directory (created if missing).
+        fmt: ``"fn3"`` (``model.safetensors``) or ``"onnx"`` (``model.onnx`` as well).
+        nested: write ``nested.safetensors`` (the whole model, every spec) instead of one sub-model.
+        recalibrate: re-estimate BatchNorm statistics for ``spec`` as ``fn3 eval`` does (when the run's
+            ``recalibrate_batches > 0``). The nested file keeps the shared statistics.
+
+    Returns the files written.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = run_meta(run)
+    if nested:
+        return [save_nested(run.model, out / "nested.safetensors", meta=meta)]
+    calib, n = _calibration(run) if recalibrate else ([], 0)
+    if n > 0:
+        with bn_recalibrated(run.model, spec, calib, n):
+            exported = export(run.model, spec, meta={**meta, "bn_recalibrated": n})
+    else:
+        exported = export(run.model, spec, meta=meta)
+    files = [save(exported, out / "model.safetensors")]
+    spec_json = json.dumps(spec.to_dict(run.space), indent=1, sort_keys=True) + "\n"
+    atomic_write(out / "spec.json", [spec_json.encode()])
+    files.append(out / "spec.json")
+    if fmt == "onnx":
+        from fn3.export.onnx import to_onnx
+
+        files.append(to_onnx(exported, out / "model.onnx"))
+    return files
+
+
+@torch.no_grad()
+def evaluate_exported(
+    model: nn.Module | str | Path,
+    dataset: str | Any | None = None,
+    *,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
+    batch_size: int = 256,
+    mean: Any = None,
+    std: Any = None,
+) -> float:
+    """Top-1 accuracy in [0, 1] of an exported model (or export directory / file) on a dataset.
+
+    Args:
+        model: an exported module, or a path :func:`fn3.export.load` opens.
+        dataset: a dataset name for :func:`fn3.data.load_dataset`, an ``ImageDataset``, or ``None`` for
+            the dataset recorded in the export's metadata.
+        split, data_dir, limit: passed to ``load_dataset`` (``data_dir`` defaults to the recorded one).
+        mean, std: input normalisation; default: the one recorded in the export's metadata.
+    """
+    from fn3.data import batches, load_dataset
+
+    if not isinstance(model, nn.Module):
+        model = load(model)
+    meta = getattr(model, "meta", {}) or {}
+    mean = meta.get("mean") if mean is None else mean
+    std = meta.get("std") if std is None else std
+    if mean is None or std is None:
+        raise ConfigError("the exported model does not record its input normalisation; pass mean= and std=")
+    if dataset is None or isinstance(dataset, str):
+        name = dataset or meta.get("dataset")
+        if name is None:
+            raise ConfigError("the exported model does not record its dataset; pass dataset=")
+        dataset = load_dataset(name, split, data_dir or meta.get("data_dir"), limit=limit)
+    model.eval()
+    correct = total = 0
+    for x, y in batches(dataset, batch_size, shuffle=False, mean=mean, std=std):
+        correct += int((model(x).argmax(dim=1) == y).sum())
+        total += len(y)
+    return correct / total if total else 0.0

@@ -1,0 +1,23 @@
+"""Fixtures of the export tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from export_helpers import make_model
+
+import fn3
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, torch.nn.Module]:
+    return {name: make_model(name) for name in fn3.list_models()}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one intra-op thread is faster, and steady when other jobs share the 2 cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,142 @@
+"""export(model, spec) equals the nested model under fn3.active, for every registered model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from export_helpers import INPUT, specs_for
+from torch import nn
+
+import fn3
+from fn3.export import ActQuant, QuantConv2d, QuantLinear, Residual, export
+from fn3.export.slice import ModelSource
+from fn3.nn.functional import weight_scale
+from fn3.nn.slot import AxisSlot
+
+PLAIN = (
+    nn.Sequential,
+    nn.Conv2d,
+    nn.Linear,
+    nn.BatchNorm2d,
+    nn.ReLU,
+    nn.Flatten,
+    nn.AdaptiveAvgPool2d,
+    nn.Identity,
+    QuantConv2d,
+    QuantLinear,
+    ActQuant,
+    Residual,
+)
+
+
+@pytest.mark.parametrize("name", fn3.list_models())
+def test_export_equals_nested(models, name):
+    model = models[name]
+    space = fn3.space(model)
+    g = torch.Generator().manual_seed(3)
+    for spec in specs_for(space, 24):
+        exported = export(model, spec)
+        x = torch.randn(3, *INPUT, generator=g) * 2
+        with torch.no_grad(), fn3.active(model, spec):
+            ref = model(x)
+        out = exported(x)
+        assert out.shape == ref.shape
+        assert (out - ref).abs().max().item() <= 1e-5, spec
+        assert fn3.current_spec(model) == space.largest()  # restored
+
+
+@pytest.mark.parametrize("name", fn3.list_models())
+def test_exported_codes_are_the_nested_codes(models, name):
+    """Every quantized layer stores the kept bits of the full weight's B-bit code, and its scale."""
+    model = models[name]
+    space = fn3.space(model)
+    for spec in specs_for(space, 4, seed=5):
+        exported = export(model, spec)
+        quant = [m for m in exported.modules() if isinstance(m, (QuantConv2d, QuantLinear))]
+        with fn3.active(model, spec):
+            layers = list(_active_quant_layers(model))
+            assert len(quant) == len(layers)
+            for layer, q in zip(layers, quant, strict=True):
+                full_scale = weight_scale(layer.weight.detach(), layer.total_bits).tolist()
+                assert q.scale.numel() == q.codes.shape[0] and set(q.scale.tolist()) <= set(full_scale)
+                w_active, _ = layer.active_weight()  # what the nested layer computes with
+                s = q.scale.reshape(-1, *([1] * (q.codes.dim() - 1)))
+                nested_codes = torch.round(w_active.detach() / s)  # exact integers on the B-bit grid
+                assert torch.equal(q.grid_codes(), nested_codes)
+                assert q.codes.dtype == torch.int8 and q.bits == layer.wbits.units
+                assert int(q.codes.min()) >= -(2 ** (q.bits - 1)) and int(q.codes.max()) < 2 ** (q.bits - 1)
+                # the exported weight is the nested one up to the last float bit
+                assert (q.weight() - w_active).abs().max() <= 1e-6 * w_active.abs().max()
+
+
+def _active_quant_layers(model):
+    """Nested quantized layers in forward order, skipping residual blocks the spec drops."""
+    from fn3.nn import NestedConv2d, NestedLinear, NestedStage
+
+    def walk(m):
+        if isinstance(m, NestedStage):
+            for i in m.active_blocks():
+                yield from walk(m.blocks[i])
+            return
+        if isinstance(m, (NestedConv2d, NestedLinear)):
+            if m.wbits is not None:
+                yield m
+            return
+        for c in m.children():
+            yield from walk(c)
+
+    yield from walk(model)
+
+
+def test_physically_sliced_and_plain(models):
+    model = models["resnet20"]
+    space = fn3.space(model)
+    spec = space.uniform({"channels": 0.5, "bits": 3, "layers": 0.34})
+    exported = export(model, spec)
+    assert all(isinstance(m, PLAIN) for m in exported.modules())
+    assert not any(isinstance(v, AxisSlot) for m in exported.modules() for v in vars(m).values())
+    residuals = [m for m in exported.modules() if isinstance(m, Residual)]
+    assert len(residuals) == 3  # one block per stage kept
+    convs = [m for m in exported.modules() if isinstance(m, QuantConv2d)]
+    assert {m.bits for m in convs} == {3}
+    assert convs[0].codes.shape[:2] == (
+        space["stage1.block0.width"].units(spec.kept("stage1.block0.width")),
+        8,
+    )
+    # a 3-bit export stores 3-bit codes: 8 x fewer bits than float32 for the quantized weights
+    assert sum(m.codes.numel() for m in convs) < sum(p.numel() for p in model.parameters()) / 4
+
+
+def test_resnext_keeps_fewer_groups(models):
+    model = models["resnext_tiny"]
+    space = fn3.space(model)
+    spec = space.uniform({"paths": 0.25})
+    grouped = [
+        m for m in export(model, spec).modules() if isinstance(m, (QuantConv2d, nn.Conv2d)) and m.groups > 1
+    ]
+    assert grouped and all(m.groups == 2 for m in grouped)  # 2 of 8 paths
+
+
+def test_model_source_reads_full_weight_scale(models):
+    model = models["mlp"]
+    src = ModelSource(model)
+    w = model.layers[1].weight.detach()
+    assert torch.equal(src.scale("layers.1.weight", None, 8), weight_scale(w, 8))
+
+
+def test_callable_package_and_bad_spec(models):
+    import fn3.export as fx
+
+    model = models["mlp"]
+    assert isinstance(fx(model), fx.ExportedModel)
+    with pytest.raises(fn3.SpecError):
+        fx.export(model, fn3.Spec({"nope": (0,)}))
+
+
+def test_unknown_module_is_a_clear_error():
+    class Odd(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(fn3.ConfigError, match="register_describer"):
+        fn3.export.describe(nn.Sequential(Odd()))
