@@ -1,0 +1,244 @@
+"""How well does a latency table predict a sub-model's real latency on this machine?
+
+For ResNet-20 (CIFAR, 32x32) and each back-end (PyTorch, ONNX Runtime; CPU), this script
+
+1. measures a latency table with :func:`fn3.cost.latency.measure_latency_table`;
+2. draws ``--specs`` random sub-models (spread from small to full; the smallest and the largest are
+   always in), builds each one *physically sliced* (plain ``nn.Conv2d`` / ``nn.BatchNorm2d`` /
+   ``nn.Linear`` holding the active weight slices, dropped residual blocks removed) and measures its
+   real latency (interleaved rounds, medians; ONNX Runtime runs the ``torch.onnx.export`` of it);
+3. compares predicted with measured: Spearman rank correlation and median absolute percentage error,
+   against the targets rho >= 0.9 and median error <= 15%, side by side with the baseline proxy
+   "latency proportional to FLOPs" (the full model's measured latency times the FLOPs ratio).
+
+It prints a table and writes ``docs/benchmarks/latency.md`` and ``docs/benchmarks/latency.png``.
+
+    python benchmarks/latency.py                 # full run (a few minutes)
+    python benchmarks/latency.py --quick         # smoke test in seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import fn3
+from fn3.cost import cost, cost_plan, measure_latency_table
+from fn3.cost._timing import make_backend, time_interleaved, torch_threads
+from fn3.nn import NestedBatchNorm2d, NestedConv2d, NestedLinear, NestedStage
+from fn3.nn.base import select
+from fn3.spec import Space, Spec
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_RHO, TARGET_ERR = 0.9, 0.15
+
+
+# -- the physically sliced sub-model (benchmark-only; fn3.export is the library's version) --------
+
+
+def sliced_model(model: nn.Module, spec: Spec) -> nn.Module:
+    """A plain float copy of sub-model ``spec``: every nested layer replaced by its active slice."""
+    sub = copy.deepcopy(model).eval()
+    fn3.set_active(sub, spec)
+    with torch.no_grad():
+        for name, m in reversed(list(sub.named_modules())):  # children before their parents
+            new: nn.Module | None = None
+            if isinstance(m, NestedConv2d):
+                w, b = m.active_weight()
+                new = nn.Conv2d(w.shape[1] * m.active_groups(), w.shape[0], m.kernel_size, m.stride,
+                                m.padding, groups=m.active_groups(), bias=b is not None)
+                new.weight.copy_(w)
+                if b is not None:
+                    new.bias.copy_(b)
+            elif isinstance(m, NestedLinear):
+                w, b = m.active_weight()
+                new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+                new.weight.copy_(w)
+                if b is not None:
+                    new.bias.copy_(b)
+            elif isinstance(m, NestedBatchNorm2d):
+                sel = select(m.axis, m.num_features, m.per_unit)
+                new = nn.BatchNorm2d(sel.n, eps=m.eps).eval()
+                for attr in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(new, attr).copy_(sel.take(getattr(m, attr), 0))
+            elif isinstance(m, NestedStage):
+                new = nn.Sequential(*[m.blocks[i] for i in m.active_blocks()])
+            if new is not None:
+                parent, _, leaf = name.rpartition(".")
+                setattr(sub.get_submodule(parent) if parent else sub, leaf, new)
+    return sub.eval()
+
+
+# -- specs spread from small to large -------------------------------------------------------------
+
+
+def spread_specs(space: Space, n: int, seed: int) -> list[Spec]:
+    """``n`` random prefix specs: a random overall fraction per spec, jittered per axis."""
+    gen = torch.Generator().manual_seed(seed)
+    specs = [space.smallest(), space.largest()]
+    while len(specs) < n:
+        f = 0.15 + 0.85 * float(torch.rand((), generator=gen))
+        blocks = {}
+        for ax in space:
+            u = min(1.0, max(0.0, f + 0.5 * (float(torch.rand((), generator=gen)) - 0.5)))
+            blocks[ax.name] = max(ax.min_blocks, min(ax.num_blocks, round(u * ax.num_blocks)))
+        spec = space.prefix(blocks)
+        if spec not in specs:
+            specs.append(spec)
+    return specs
+
+
+# -- statistics -----------------------------------------------------------------------------------
+
+
+def ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share the mean rank), as Spearman's rho needs."""
+    order = np.argsort(x, kind="stable")
+    r = np.empty(len(x))
+    r[order] = np.arange(len(x), dtype=float)
+    for v in np.unique(x):
+        idx = x == v
+        r[idx] = r[idx].mean()
+    return r
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+def median_ape(pred: np.ndarray, real: np.ndarray) -> float:
+    return float(np.median(np.abs(pred - real) / real))
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+
+def measure_real(model: nn.Module, specs: list[Spec], backend: str, batch: int, threads: int,
+                 repeats: int, seed: int, clock: str) -> np.ndarray:
+    """Median seconds per forward of each physically sliced sub-model, interleaved."""
+    engine = make_backend(backend, threads)
+    x = torch.randn(batch, *cost_plan(model).input_shape)
+    with torch_threads(threads):
+        runs = [engine.prepare(sliced_model(model, s), (x,)) for s in specs]
+        timed = time_interleaved(runs, repeats, seed, clock=clock)
+    return np.array([med for med, _ in timed]) * 1e3  # ms
+
+
+def run_backend(model: nn.Module, specs: list[Spec], backend: str, args: argparse.Namespace) -> dict:
+    t0 = time.perf_counter()
+    table = measure_latency_table(model, backend=backend, batch_size=args.batch_size, repeats=args.repeats,
+                                  seed=args.seed, threads=args.threads, clock=args.clock,
+                                  specs=specs if args.quick else None)
+    t_table = time.perf_counter() - t0
+    pred = np.array([cost(model, s, "latency", table=table) for s in specs])
+    t0 = time.perf_counter()
+    real = measure_real(model, specs, backend, args.batch_size, args.threads, args.repeats, args.seed + 1,
+                        args.clock)
+    t_real = time.perf_counter() - t0
+    flops = np.array([cost(model, s, "flops") for s in specs])
+    proxy = real[1] * flops / flops[1]  # specs[1] is the largest: its measured latency, scaled by FLOPs
+    return {"backend": backend, "entries": len(table.entries), "overhead_us": table.overhead_us,
+            "t_table": t_table, "t_real": t_real, "pred": pred, "real": real, "proxy": proxy,
+            "rho": spearman(pred, real), "err": median_ape(pred, real),
+            "rho_proxy": spearman(proxy, real), "err_proxy": median_ape(proxy[2:], real[2:])}
+
+
+def report(results: list[dict], args: argparse.Namespace, n_specs: int) -> str:
+    lines = [
+        "# Latency tables: predicted vs measured sub-model latency",
+        "",
+        f"ResNet-20, input 3x32x32, batch {args.batch_size}, {args.threads} thread(s), {n_specs} sub-models "
+        f"(physically sliced), {args.repeats} interleaved rounds, medians. "
+        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads available; "
+        f"torch {torch.__version__}.",
+        "",
+        f"Targets: Spearman rho >= {TARGET_RHO}, median absolute error <= {TARGET_ERR:.0%}. "
+        "Baseline: latency proportional to FLOPs, scaled from the full model's measured latency "
+        "(its error excludes the smallest and largest specs, the second of which it is fitted on).",
+        "",
+        "| back-end | table entries | table time (s) | rho (table) | median error (table) "
+        "| rho (FLOPs proxy) | median error (FLOPs proxy) | error ratio proxy/table | targets met |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in results:
+        met = r["rho"] >= TARGET_RHO and r["err"] <= TARGET_ERR
+        lines.append(f"| {r['backend']} | {r['entries']} | {r['t_table']:.1f} | {r['rho']:.3f} | "
+                     f"{r['err']:.1%} | {r['rho_proxy']:.3f} | {r['err_proxy']:.1%} | "
+                     f"{r['err_proxy'] / max(r['err'], 1e-9):.1f}x | {'yes' if met else 'NO'} |")
+    lines += ["", "Latency range measured (ms): " + "; ".join(
+        f"{r['backend']} {r['real'].min():.3f} - {r['real'].max():.3f}" for r in results), "",
+        "![predicted vs measured](latency.png)", "",
+        f"Command: `python benchmarks/latency.py {' '.join(sys.argv[1:])}`".rstrip(), ""]
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.5), squeeze=False)
+    for ax, r in zip(axes[0], results, strict=True):
+        lo, hi = min(r["real"].min(), r["pred"].min()), max(r["real"].max(), r["pred"].max())
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+        ax.scatter(r["real"], r["pred"], s=18, label=f"table (rho {r['rho']:.2f}, err {r['err']:.0%})")
+        ax.scatter(r["real"], r["proxy"], s=12, marker="x", alpha=0.7,
+                   label=f"FLOPs proxy (rho {r['rho_proxy']:.2f}, err {r['err_proxy']:.0%})")
+        ax.set_xlabel("measured latency (ms)")
+        ax.set_ylabel("predicted latency (ms)")
+        ax.set_title(f"ResNet-20 sub-models, {r['backend']}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backends", default="torch,onnxruntime")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--specs", type=int, default=30)
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="cpu: the thread's CPU time (threads=1), robust on a machine shared with other jobs")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output directory (default docs/benchmarks; a temp directory with --quick)")
+    p.add_argument("--quick", action="store_true", help="6 specs, 3 rounds, only the units they need")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.specs, args.repeats = 6, 3
+    if args.out is None:
+        quick_dir = Path(tempfile.mkdtemp(prefix="fn3-latency-")) if args.quick else None
+        args.out = quick_dir or ROOT / "docs" / "benchmarks"
+    model = fn3.create_model("resnet20", num_classes=10, in_channels=3, input_size=32)
+    specs = spread_specs(fn3.space(model), args.specs, args.seed)
+    results = []
+    for backend in args.backends.split(","):
+        r = run_backend(model, specs, backend, args)
+        results.append(r)
+        print(f"{backend:12s} entries {r['entries']:4d}  table {r['t_table']:6.1f}s  "
+              f"real {r['t_real']:6.1f}s  "
+              f"rho {r['rho']:.3f}  err {r['err']:6.1%}  |  FLOPs proxy rho {r['rho_proxy']:.3f}  "
+              f"err {r['err_proxy']:6.1%}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot(results, args.out / "latency.png")
+    md = report(results, args, len(specs))
+    (args.out / "latency.md").write_text(md, encoding="utf-8")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

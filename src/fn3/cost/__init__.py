@@ -1,0 +1,55 @@
+"""Cost models of sub-models: analytic metrics (params, bits, MACs, FLOPs, BitOPs, memory) and
+latency predicted from a table measured on your own device.
+
+``fn3.cost`` is both this package and a function: ``fn3.cost(model, spec, "flops")`` calls
+:func:`fn3.cost.metrics.cost`. (The package is made callable so that ``fn3.cost(...)`` and
+``fn3.cost.latency`` can both work; a plain function of the same name would hide the sub-modules.)
+
+Every cost is computed from the model's compiled :class:`~fn3.cost.plan.CostPlan` (one trace of the
+full model, cached on it) by arithmetic over the spec's kept blocks, in tens of microseconds, so a
+search can price many candidates; see :mod:`fn3.cost.metrics` for exactly what each metric counts.
+
+Example:
+    >>> import fn3
+    >>> import fn3.cost
+    >>> model = fn3.create_model("resnet20", input_size=32)
+    >>> spec = fn3.space(model).uniform({"channels": 0.5, "bits": 4})
+    >>> flops = fn3.cost(model, spec, "flops")
+    >>> fn3.cost.costs(model, spec, ["flops", "params"])["flops"] == flops
+    True
+    >>> fn3.cost.list_metrics()[:3]
+    ['bitops', 'bits', 'flops']
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+from fn3.cost.latency import LatencyTable, load_latency_table, measure_latency_table
+from fn3.cost.metrics import Metric, cost, costs, get_metric, list_metrics, register_metric
+from fn3.cost.plan import CostPlan, cost_plan
+
+__all__ = [
+    "CostPlan",
+    "LatencyTable",
+    "Metric",
+    "cost",
+    "cost_plan",
+    "costs",
+    "get_metric",
+    "list_metrics",
+    "load_latency_table",
+    "measure_latency_table",
+    "register_metric",
+]
+
+
+class _CallableModule(types.ModuleType):
+    """This package's module type: calling it calls :func:`fn3.cost.metrics.cost`."""
+
+    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        return cost(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,246 @@
+"""The compiled *cost plan* of a nested model: every cost of every sub-model by arithmetic alone.
+
+A plan is built once per ``(model, input_shape)`` from one forward trace of the full model at batch 1
+(module hooks on the nested layers and a :class:`~torch.overrides.TorchFunctionMode` that sees the
+functional ReLUs, residual additions and poolings between them). It records, for each layer, which
+axis sets its input/output channels and groups (a :class:`Dim`), which axes set its weight and
+activation bits, its spatial sizes, and which residual block of a ``NestedStage`` gates it. After that
+a sub-model's cost is pure Python over the spec's kept blocks: no forward pass, and the model's active
+sub-model is never touched (the trace itself runs under ``fn3.active(model, None)`` in eval mode and
+restores both).
+
+The plan is cached on the model (``cost_plan(model, shape)`` twice returns the same object).
+
+Example:
+    >>> import fn3
+    >>> from fn3.cost.plan import cost_plan
+    >>> model = fn3.create_model("resnet20", input_size=8)
+    >>> plan = cost_plan(model, (3, 8, 8))
+    >>> len(plan.layers), plan is cost_plan(model, (3, 8, 8))
+    (22, True)
+    >>> sizes = plan.resolve(fn3.space(model).largest())
+    >>> sizes.units["stage1.width"]
+    16
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from torch import nn
+
+from fn3.errors import ConfigError, SpecError
+from fn3.nest import space as model_space
+from fn3.spec import Axis, Space, Spec
+
+__all__ = ["CostPlan", "Dim", "Layer", "Norm", "Op", "Sizes", "TensorInfo", "cost_plan", "Gate"]
+
+#: ``((depth axis name, block index), ...)``: the residual blocks an op sits in; it runs iff every
+#: one of them is kept. Empty for ops outside gated blocks.
+Gate = tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class Dim:
+    """A size that an axis may set: ``units(axis) * per_unit``, or ``full`` when ``axis`` is None."""
+
+    axis: str | None
+    per_unit: int
+    full: int
+
+    def size(self, units: dict[str, int]) -> int:
+        return units[self.axis] * self.per_unit if self.axis is not None else self.full
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A convolution or dense layer (weights live here; MACs happen here)."""
+
+    name: str
+    kind: str  # "conv" | "linear"
+    in_dim: Dim
+    out_dim: Dim
+    groups: Dim
+    kernel: int
+    stride: int
+    padding: int
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    bias: bool
+    wbits: str | None  # bits axis of the weight (None: float, 32 bits)
+    abits: str | None  # bits axis of the input activation (None: float)
+    gate: Gate
+
+
+@dataclass(frozen=True)
+class Norm:
+    """A batch norm over ``dim`` channels (2 learned numbers per channel)."""
+
+    name: str
+    dim: Dim
+    gate: Gate
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """An activation tensor of the trace: ``dim`` channels (or features) times ``hw`` positions.
+
+    ``standin``: the output of a droppable residual block; when the block is dropped its input (of the
+    same shape) takes its place, so the tensor still exists in the sub-model.
+    """
+
+    dim: Dim
+    hw: tuple[int, int]
+    gate: Gate
+    standin: bool = False
+
+
+@dataclass(frozen=True)
+class Op:
+    """One step of the forward pass: ``conv``, ``linear``, ``bn``, ``relu``, ``add`` or ``pool``."""
+
+    kind: str
+    name: str
+    inputs: tuple[int, ...]  # tensor indices
+    output: int
+    gate: Gate
+    layer: Layer | None = None
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """A spec resolved against a plan: kept units per axis and kept block indices per axis."""
+
+    units: dict[str, int]
+    blocks: dict[str, tuple[int, ...]]
+    memo: dict[object, object] = field(default_factory=dict, repr=False)  # per-spec results
+
+    def runs(self, gate: Gate) -> bool:
+        """True when every residual block in ``gate`` is kept."""
+        return all(i in self.blocks[a] for a, i in gate)
+
+
+@dataclass
+class CostPlan:
+    """Everything the analytic metrics need, recorded from one trace of the full model.
+
+    Attributes:
+        input_shape: ``(C, H, W)`` of one sample.
+        layers: convolutions / dense layers in execution order.
+        norms: batch norms in execution order.
+        tensors: activation tensors of the trace (index 0 is the model input).
+        ops: the forward pass as a list of :class:`Op`.
+        live: for each op, the tensors alive while it runs (inputs, output, and tensors kept for later,
+            such as a residual block's input waiting for the addition).
+        notes: ops the plan treats as free (views and element-wise ops it does not model).
+    """
+
+    input_shape: tuple[int, int, int]
+    axes: dict[str, Axis]
+    layers: list[Layer]
+    norms: list[Norm]
+    tensors: list[TensorInfo]
+    ops: list[Op]
+    live: list[tuple[int, ...]]
+    notes: list[str] = field(default_factory=list)
+    # name -> (num_blocks, step, units missing from the last block, mandatory blocks)
+    _axis_info: dict[str, tuple[int, int, int, int]] = field(default_factory=dict, repr=False)
+    # id(spec) -> (spec, sizes): an identity cache (a Spec's hash walks all its axes, ~3 us); holding
+    # the spec keeps its id from being reused while the entry lives.
+    _resolved: dict[int, tuple[Spec, Sizes]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for name, ax in self.axes.items():
+            short = ax.step - len(ax.block_units(ax.num_blocks - 1))
+            self._axis_info[name] = (ax.num_blocks, ax.step, short, ax.min_blocks)
+
+    def __hash__(self) -> int:  # identity: a plan keys per-plan caches (latency tables)
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def resolve(self, spec: Spec) -> Sizes:
+        """Validate ``spec`` against the model's axes and count its kept units.
+
+        Works for any kept set, prefix or not: a set's size is the number of units it keeps. This is
+        the hot path of every cost (a search prices many specs), hence the terse loop and the cache.
+        """
+        hit = self._resolved.get(id(spec))
+        if hit is not None and hit[0] is spec:
+            return hit[1]
+        info = self._axis_info
+        keep = spec.keep
+        if len(keep) != len(info):
+            _raise_spec_error(self.axes, spec)
+        units: dict[str, int] = {}
+        try:
+            for name, kept in keep:
+                nb, step, short, m0 = info[name]
+                n, last = len(kept), kept[-1]
+                # kept is sorted and unique: kept[m0 - 1] == m0 - 1 means the mandatory blocks are in.
+                if n < m0 or kept[m0 - 1] != m0 - 1 or kept[0] < 0 or last >= nb:
+                    _raise_spec_error(self.axes, spec)
+                units[name] = n * step - short if last == nb - 1 else n * step
+        except KeyError:
+            _raise_spec_error(self.axes, spec)
+        sizes = Sizes(units, dict(keep))
+        if len(self._resolved) >= 4096:  # bounded: a search visits many specs once
+            self._resolved.clear()
+        self._resolved[id(spec)] = (spec, sizes)
+        return sizes
+
+    def achievable_units(self, name: str) -> list[int]:
+        """Every number of units that some kept set of axis ``name`` has (sorted)."""
+        ax = self.axes[name]
+        mandatory = ax.units(range(ax.min_blocks))
+        sums = {mandatory}
+        for b in range(ax.min_blocks, ax.num_blocks):
+            n = len(ax.block_units(b))
+            sums |= {s + n for s in sums}
+        return sorted(sums)
+
+
+def _raise_spec_error(axes: dict[str, Axis], spec: Spec) -> NoReturn:
+    """Raise the space's own readable :class:`SpecError` for a spec that does not fit."""
+    Space(axes.values()).validate(spec)
+    raise SpecError(f"spec {spec!r} does not fit the model")  # not reached: validate() raised
+
+
+# -- building ------------------------------------------------------------------------------------
+
+
+def cost_plan(model: nn.Module, input_shape: Sequence[int] | None = None) -> CostPlan:
+    """The (cached) cost plan of ``model`` for one sample of ``input_shape`` = ``(C, H, W)``.
+
+    ``input_shape`` defaults to the model's creation arguments (``in_channels``, ``input_size``).
+    """
+    shape = resolve_input_shape(model, input_shape)
+    cache = getattr(model, "_fn3_cost_plans", None)
+    if cache is None:
+        cache = {}
+        object.__setattr__(model, "_fn3_cost_plans", cache)
+    plan = cache.get(shape)
+    if plan is None:
+        from fn3.cost._trace import trace_plan  # late: the tracer pulls in torch.overrides
+
+        axes = {a.name: a for a in model_space(model)}
+        plan = trace_plan(model, shape, axes)
+        cache[shape] = plan
+    return plan
+
+
+def resolve_input_shape(model: nn.Module, input_shape: Sequence[int] | None) -> tuple[int, int, int]:
+    """``(C, H, W)`` from the argument, else from the model's ``fn3_config``; a ConfigError if neither."""
+    if input_shape is None:
+        cfg = getattr(model, "fn3_config", None)
+        if not isinstance(cfg, dict) or "in_channels" not in cfg or "input_size" not in cfg:
+            raise ConfigError("give input_shape=(C, H, W): this model does not record its input size")
+        h, w = cfg["input_size"]
+        input_shape = (cfg["in_channels"], h, w)
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"input_shape must be (C, H, W) with positive sizes, got {tuple(input_shape)}")
+    return shape  # type: ignore[return-value]
