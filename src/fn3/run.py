@@ -32,6 +32,7 @@ from typing import Any
 
 from torch import nn
 
+from fn3 import distributed as dist
 from fn3._io import atomic_write_text
 from fn3.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from fn3.config import TrainConfig
@@ -88,6 +89,7 @@ def train_run(
     With ``resume=True`` the saved ``config.json`` is used and ``cfg`` is ignored.
     """
     out = Path(out)
+    dist.setup()  # no-op unless launched by torchrun
     if resume:
         cfg = read_config(out)
     elif (out / CONFIG_NAME).exists():
@@ -98,18 +100,17 @@ def train_run(
     train, val, test = load_data(cfg)
     cfg = _resolve(cfg, train)
     model = build_model(cfg, train)
-    if not resume:
+    dist.barrier()  # every rank has checked the directory before rank 0 writes into it
+    if not resume and dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / CONFIG_NAME, json.dumps(cfg.to_dict(), indent=2) + "\n")
     result = fit(model, train, cfg, val=val, run_dir=out, resume=resume, progress=progress)
     if not result.interrupted:
         final = {"test_accuracy": evaluate_specs(model, _eval_specs(model, cfg), test, cfg, train)}
-        save_checkpoint(
-            out / MODEL_NAME,
-            model,
-            None,
-            {"config": cfg.to_dict(), "step": result.step, "model": model.fn3_config, **final},
-        )
+        if dist.is_main():
+            meta = {"config": cfg.to_dict(), "step": result.step, "model": model.fn3_config, **final}
+            save_checkpoint(out / MODEL_NAME, model, None, meta)
+        dist.barrier()
         result.history.append(final)
     return result
 

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -41,6 +42,8 @@ from fn3._io import atomic_write_text
 from fn3.checkpoint import load_checkpoint, save_checkpoint
 from fn3.config import TrainConfig
 from fn3.data import ImageDataset, batches, num_batches
+from fn3.distributed import all_reduce_sum, barrier, check_same, is_main, shard
+from fn3.distributed import setup as dist_setup
 from fn3.errors import Fn3Error
 from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.nest import active, space
@@ -117,29 +120,37 @@ def train_step(
     *,
     label_smoothing: float = 0.0,
     distill: bool = False,
+    wrapper: nn.Module | None = None,
 ) -> float:
     """One optimizer step on the sub-models ``specs``; returns the mean loss.
 
     Gradients of every spec accumulate before the single step (the sandwich rule trains several specs
     per step). With ``distill=True`` the first spec (the largest, for the sandwich rule) is the teacher
-    and the others learn its soft predictions (US-Nets' in-place distillation).
+    and the others learn its soft predictions (US-Nets' in-place distillation). ``wrapper`` is the
+    module to call instead of ``model`` (``DistributedDataParallel(model)``); its gradient all-reduce
+    runs once, on the last spec's backward.
     """
+    forward = wrapper if wrapper is not None else model
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     teacher: torch.Tensor | None = None
     for i, spec in enumerate(specs):
-        with active(model, spec):
-            logits = model(x)  # (B, classes)
-        if distill and teacher is not None:
-            loss = F.cross_entropy(logits, teacher)  # soft targets (B, classes)
-        else:
-            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        if distill and i == 0:
-            teacher = logits.detach().softmax(dim=1)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise TrainingError(f"loss is {value} for spec {spec}")
-        loss.backward()  # the graph recorded the sliced weights; no need to stay inside active()
+        last = i == len(specs) - 1
+        # DDP all-reduces gradients on the last spec's backward only (the others accumulate locally).
+        sync = forward.no_sync() if (wrapper is not None and not last) else contextlib.nullcontext()
+        with sync:
+            with active(model, spec):
+                logits = forward(x)  # (B, classes)
+            if distill and teacher is not None:
+                loss = F.cross_entropy(logits, teacher)  # soft targets (B, classes)
+            else:
+                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            if distill and i == 0:
+                teacher = logits.detach().softmax(dim=1)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingError(f"loss is {value} for spec {spec}")
+            loss.backward()  # the graph recorded the sliced weights; no need to stay inside active()
         total += value
     optimizer.step()
     return total / len(specs)
@@ -189,9 +200,7 @@ def evaluate_specs(
     for name, spec in specs.items():
         eval_batches = list(batches(eval_data, batch_size, shuffle=False, mean=mean, std=std))
         if cfg.recalibrate_batches > 0:
-            calib = batches(
-                calib_data, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, mean=mean, std=std
-            )
+            calib = batches(calib_data, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, mean=mean, std=std)
             with bn_recalibrated(model, spec, calib, cfg.recalibrate_batches):
                 out[name] = accuracy(model, eval_batches, spec)
         else:
@@ -224,6 +233,8 @@ def fit(
             the schedule still spans ``cfg.epochs``, so a later ``resume=True`` finishes the run.
     """
     run = Path(run_dir) if run_dir is not None else None
+    distributed = dist_setup()
+    main_rank = is_main()
     sp = space(model)
     optimizer = make_optimizer(model, cfg)
     rule = make_rule(model, cfg)
@@ -239,15 +250,17 @@ def fit(
         info = load_checkpoint(run / CHECKPOINT_NAME, model, optimizer)
         result.step = int(info["step"])
         result.history = list(info.get("history", []))
-        _truncate_metrics(run / METRICS_NAME, result.step)
+        if main_rank:
+            _truncate_metrics(run / METRICS_NAME, result.step)
+    wrapper = _ddp(model) if distributed else None
     start = time.perf_counter()
-    bar = _Progress(total, enabled=progress)
+    bar = _Progress(total, enabled=progress and main_rank)
     model.train()
     with _StopFlag() as flag, bar:
         bar.advance_to(result.step)
         while result.step < total and not flag.stop:
             epoch, first = divmod(result.step, per_epoch)
-            seen, t0, losses = 0, time.perf_counter(), []
+            seen, t0, losses, lr = 0, time.perf_counter(), [], cfg.lr
             for x, y in batches(
                 train,
                 cfg.batch_size,
@@ -264,55 +277,49 @@ def fit(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 specs = rule(result.step)
+                if distributed:  # every rank must train the same sub-model (and stop together)
+                    flag.stop = check_same(json.dumps([s.to_dict() for s in specs]), flag.stop)
+                xs, ys = shard(x, y)
                 try:
                     loss = train_step(
                         model,
                         optimizer,
-                        x,
-                        y,
+                        xs,
+                        ys,
                         specs,
                         label_smoothing=cfg.label_smoothing,
                         distill=cfg.distill,
+                        wrapper=wrapper,
                     )
                 except TrainingError as err:
-                    last = (
-                        f"{run / CHECKPOINT_NAME}"
-                        if run and (run / CHECKPOINT_NAME).is_file()
-                        else "none"
-                    )
-                    raise TrainingError(
-                        f"training diverged at step {result.step}: {err}; weights were not "
-                        f"saved; last good checkpoint: {last} (try a lower --lr)"
-                    ) from None
+                    raise _diverged(err, result.step, run) from None
                 result.step += 1
                 seen += len(y)
                 losses.append(loss)
                 rate = seen / max(1e-9, time.perf_counter() - t0)
-                bar.update(
-                    result.step, f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f} {rate:,.0f} img/s"
-                )
-                at_end = result.step % per_epoch == 0
-                if (
-                    run is not None
-                    and cfg.checkpoint_every
-                    and result.step % cfg.checkpoint_every == 0
-                    and not at_end
-                ):
-                    _save(run, model, optimizer, cfg, result)
+                bar.update(result.step, f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f} {rate:,.0f} img/s")
                 if max_steps is not None and result.step >= max_steps:
                     flag.stop = True
                 if flag.stop:
                     break
+                if (
+                    run is not None
+                    and cfg.checkpoint_every
+                    and result.step % cfg.checkpoint_every == 0
+                    and result.step % per_epoch
+                ):
+                    _save(run, model, optimizer, cfg, result)
             if flag.stop and result.step % per_epoch:
                 result.interrupted = True
                 if run is not None:
                     _save(run, model, optimizer, cfg, result)
                 break
+            (loss_sum, count) = all_reduce_sum([sum(losses), len(losses)])
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "step": result.step,
                 "lr": lr,
-                "loss": sum(losses) / max(1, len(losses)),
+                "loss": loss_sum / max(1, count),
                 "images_per_s": seen / max(1e-9, time.perf_counter() - t0),
             }
             if val is not None and eval_specs:
@@ -321,32 +328,47 @@ def fit(
             result.history.append(record)
             if run is not None:
                 _save(run, model, optimizer, cfg, result)
-                with open(run / METRICS_NAME, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                if main_rank:
+                    with open(run / METRICS_NAME, "a") as f:
+                        f.write(json.dumps(record) + "\n")
             bar.log(_format_record(record))
             result.interrupted = flag.stop
     result.wall_time = time.perf_counter() - start
     return result
 
 
-def _save(
-    run: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    cfg: TrainConfig,
-    result: FitResult,
-) -> None:
-    save_checkpoint(
-        run / CHECKPOINT_NAME,
-        model,
-        optimizer,
-        {
-            "step": result.step,
-            "history": result.history,
-            "config": cfg.to_dict(),
-            "model": getattr(model, "fn3_config", None),
-        },
+def _ddp(model: nn.Module) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    # Ordered dropout leaves whole residual blocks without gradients in a step.
+    return DistributedDataParallel(model, find_unused_parameters=True)
+
+
+def _diverged(err: TrainingError, step: int, run: Path | None) -> TrainingError:
+    last = f"{run / CHECKPOINT_NAME}" if run and (run / CHECKPOINT_NAME).is_file() else "none"
+    return TrainingError(
+        f"training diverged at step {step}: {err}; weights were not saved; "
+        f"last good checkpoint: {last} (try a lower --lr)"
     )
+
+
+def _save(
+    run: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, result: FitResult
+) -> None:
+    """Rank 0 writes the checkpoint; the others wait, so none runs ahead of a half-saved state."""
+    if is_main():
+        save_checkpoint(
+            run / CHECKPOINT_NAME,
+            model,
+            optimizer,
+            {
+                "step": result.step,
+                "history": result.history,
+                "config": cfg.to_dict(),
+                "model": getattr(model, "fn3_config", None),
+            },
+        )
+    barrier()
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -28,6 +28,7 @@ def fail(message: str) -> typer.Exit:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fn3`` console script and ``python -m fn3``."""
     import fn3.cli  # noqa: F401  (registers the commands)
+    from fn3 import distributed
 
     try:
         app(args=argv, prog_name="fn3", standalone_mode=False)
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("FN3_DEBUG"):
             raise
         return 1
+    finally:
+        distributed.cleanup()
     return 0
 
 

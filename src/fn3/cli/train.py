@@ -147,6 +147,10 @@ def train(
 
 
 def _report(result: Any, out: Path) -> None:
+    from fn3 import distributed
+
+    if not distributed.is_main():
+        return
     if result.interrupted:
         console.print(f"stopped at step {result.step}; continue with: fn3 train --resume {out}")
         return
