@@ -342,4 +342,4 @@ def load_exported(r: container.Reader) -> ExportedModel:
             state[key] = unpack_codes(blob_c[oc : oc + n], bits, t.numel()).reshape(t.shape)
             oc += n
     model.load_state_dict(state, strict=False)
-    return model.eval()
+    return model.eval().requires_grad_(False)

@@ -242,5 +242,6 @@ def load_nested(path: str | Path, spec: Spec | None = None) -> NestedRead:
         except (KeyError, TypeError, ValueError, IndexError) as err:
             raise r.fail(f"bad model description: {type(err).__name__}: {err}") from None
         layers = list(net) if type(net) is nn.Sequential else [net]
-        model = ExportedModel(*layers, meta={**header["meta"], "spec": spec.to_dict()}).eval()
+        model = ExportedModel(*layers, meta={**header["meta"], "spec": spec.to_dict()})
+        model = model.eval().requires_grad_(False)
         return NestedRead(model, spec, space, r.bytes_read, r.size)

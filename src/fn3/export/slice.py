@@ -239,13 +239,14 @@ def export(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | None =
         spec: the sub-model (``None``: the full model); validated against ``fn3.space(model)``.
         meta: extra JSON-ready entries for ``exported.meta`` (e.g. the input normalisation).
 
-    The result needs only torch (and fn3's small export modules), holds no axis slot, and equals
-    ``model(x)`` under ``fn3.active(model, spec)`` in eval mode. To export with BatchNorm statistics
-    re-estimated for this spec, export inside :func:`fn3.evaluate.bn_recalibrated`.
+    The result is an inference artifact (eval mode, ``requires_grad=False``), needs only torch (and
+    fn3's small export modules), holds no axis slot, and equals ``model(x)`` under
+    ``fn3.active(model, spec)`` in eval mode. To export with BatchNorm statistics re-estimated for
+    this spec, export inside :func:`fn3.evaluate.bn_recalibrated`.
     """
     sp = space(model)
     spec = sp.largest() if spec is None else sp.validate(spec)
     with active(model, spec):  # validates and leaves the model as it was
         net = build(describe(model), ModelSource(model), spec, sp)
     layers = list(net) if type(net) is nn.Sequential else [net]
-    return ExportedModel(*layers, meta=export_meta(model, spec, meta)).eval()
+    return ExportedModel(*layers, meta=export_meta(model, spec, meta)).eval().requires_grad_(False)

@@ -1,0 +1,103 @@
+"""``fn3 export`` / ``fn3 bench`` on a real (tiny) trained run, and the evaluation of the export."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+import fn3
+import fn3.cli.export  # noqa: F401  (registers the commands until the lead imports it in fn3.cli)
+from fn3.cli import main
+from fn3.export import evaluate_exported, load
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from fn3.config import TrainConfig
+    from fn3.run import load_run, train_run
+
+    out = tmp_path_factory.mktemp("run") / "r20"
+    cfg = TrainConfig(
+        model="resnet20",
+        model_kwargs={"width": 8},
+        data="digits",
+        limit=20,
+        epochs=1,
+        batch_size=32,
+        recalibrate_batches=2,
+        eval_specs=("largest",),
+    )
+    train_run(cfg, out, progress=False)
+    return load_run(out)
+
+
+def test_export_matches_eval_of_the_run(run, tmp_path):
+    from fn3.train import evaluate_specs
+
+    spec_text = "channels=0.5,bits=4"
+    out = tmp_path / "e"
+    assert main(["export", str(run.path), "--spec", spec_text, "--out", str(out), "--format", "onnx"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.safetensors", "spec.json"]
+    spec = fn3.spec.parse_spec(spec_text, run.space)
+    train, _, test = run.datasets()
+    want = evaluate_specs(run.model, {"s": spec}, test, run.config, train)["s"]
+    assert evaluate_exported(out) == pytest.approx(want, abs=1e-6)  # same BN re-estimation as fn3 eval
+    model = load(out)
+    x = torch.randn(2, *model.meta["input_shape"])
+    y = ort.InferenceSession(str(out / "model.onnx")).run(None, {"input": x.numpy()})[0]
+    assert np.linalg.norm(y - model(x).numpy()) <= 0.15 * np.linalg.norm(y)
+
+
+def test_nested_then_sub_model(run, tmp_path, capsys):
+    nested = tmp_path / "n"
+    assert main(["export", str(run.path), "--nested", "--out", str(nested)]) == 0
+    small = tmp_path / "s"
+    assert (
+        main(["export", str(nested / "nested.safetensors"), "--spec", "smallest", "--out", str(small)]) == 0
+    )
+    assert "bytes of" in capsys.readouterr().out
+    direct = fn3.export(run.model, run.space.smallest())
+    x = torch.randn(2, *direct.meta["input_shape"])
+    assert torch.equal(load(small)(x), direct(x))
+    assert main(["bench", str(nested), "--spec", "smallest", "--repeats", "2", "--batches", "1,4"]) == 0
+    printed = capsys.readouterr().out
+    assert "MFLOPs" in printed and "ONNX Runtime" in printed
+
+
+def test_budget_through_a_search_front(run, tmp_path):
+    from fn3.search import SearchResult
+    from fn3.search.pareto import Point
+
+    specs = [run.space.largest(), run.space.uniform({"channels": 0.5}), run.space.smallest()]
+    pts = [
+        Point(s, acc, {"flops": f}) for s, acc, f in zip(specs, (0.9, 0.8, 0.5), (3e6, 1e6, 2e5), strict=True)
+    ]
+    res = SearchResult("flops", pts, run.space, min_costs={"flops": 2e5}, max_costs={"flops": 3e6})
+    res.save(tmp_path / "front.json")
+    out = tmp_path / "b"
+    args = ["export", str(run.path), "--budget", "flops=1.5M", "--front", str(tmp_path / "front.json")]
+    assert main([*args, "--out", str(out)]) == 0
+    assert fn3.Spec.from_dict(load(out).meta["spec"]) == specs[1]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--spec", "neurons=0.5"], "neurons"),
+        (["--spec", "largest", "--budget", "flops=1M"], "not both"),
+        (["--budget", "flops=1M"], "--front"),
+        (["--format", "tflite"], "tflite"),
+    ],
+)
+def test_bad_input_one_line_exit_2(run, tmp_path, capsys, args, message):
+    assert main(["export", str(run.path), "--out", str(tmp_path / "x"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_inputs(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    assert main(["bench", str(tmp_path)]) == 2
+    assert "no model.safetensors" in capsys.readouterr().err
