@@ -1,0 +1,311 @@
+"""Does an exported sub-model get really smaller and faster, and does the nested file serve it cheaply?
+
+ResNet-20 (CIFAR layout, 32x32 inputs, all of channels / layers / bits nested), random weights (size
+and speed do not depend on training). Side by side in one run:
+
+1. **Latency vs FLOPs.** Sub-models at ~100/75/50/25% of the full model's FLOPs (the uniform channel
+   fraction whose FLOPs are nearest each target, 8 bits) and at 8/4/2 bits (all channels): median
+   latency of the exported model with PyTorch and with ONNX Runtime at batch 1 and 64, relative to the
+   full model, against its FLOPs ratio; the baseline is the nested model run as that sub-model with
+   ``fn3.active`` (PyTorch). Target: at batch 64, latency ratio <= 1.5 x FLOPs ratio.
+2. **File size vs bits.** ``fn3.export.save`` file size relative to the float32 file of the same
+   architecture, against the ideal bits ratio (every kept weight at its bits, scales and the float
+   layers at 32 bits); the naive ratio c/32 is shown too. Target: within 5% of the bits ratio.
+3. **Nested file.** Bytes read from the nested file for each budget relative to the dedicated export
+   file of that budget. Target: <= 1.1x.
+
+One intra-op thread for PyTorch and ONNX Runtime (the machine is shared; single-threaded numbers are
+steadier), interleaved repeats, medians.
+
+    python benchmarks/export.py            # full (a few minutes)
+    python benchmarks/export.py --quick    # seconds, smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import fn3
+import fn3.export as fx
+from fn3.export.bench import count_flops, ort_session
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = (3, 32, 32)
+
+
+def timings(fns: dict[str, object], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds of each callable, repeats interleaved so that machine noise hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def flops_specs(model, space) -> list[tuple[str, fn3.Spec]]:
+    """For 100/75/50/25% FLOPs, the uniform channel fraction (in 1/8 steps) whose FLOPs are nearest."""
+    full = count_flops(fx.export(model), SHAPE)
+    cands = []
+    for k in range(2, 9):
+        spec = space.uniform({"channels": k / 8})
+        cands.append((count_flops(fx.export(model, spec), SHAPE) / full, k / 8, spec))
+    out = []
+    for target in (1.0, 0.75, 0.5, 0.25):
+        ratio, frac, spec = min(cands, key=lambda c: abs(c[0] - target))
+        out.append((f"{target:.0%} FLOPs (channels {frac:.3g})", spec))
+    return out
+
+
+def latency_rows(model, specs, batches, repeats) -> list[dict]:
+    rows = []
+    base: dict[tuple[str, int], float] = {}
+    full_flops = count_flops(fx.export(model), SHAPE)
+    for label, spec in specs:
+        exported = fx.export(model, spec)
+        sess = ort_session(exported, SHAPE)
+        row = {"spec": label, "flops_ratio": count_flops(exported, SHAPE) / full_flops}
+        for b in batches:
+            x = torch.randn(b, *SHAPE, generator=torch.Generator().manual_seed(b))
+            xn = x.numpy()
+
+            def nested(x=x, spec=spec):
+                with torch.no_grad(), fn3.active(model, spec):
+                    model(x)
+
+            with torch.no_grad():
+                t = timings(
+                    {
+                        "torch": lambda x=x, e=exported: e(x),
+                        "ort": lambda xn=xn, s=sess: s.run(None, {"input": xn}),
+                        "nested": nested,
+                    },
+                    repeats,
+                )
+            for k, v in t.items():
+                base.setdefault((k, b), v)  # the first spec is the full model
+                row[f"{k}_{b}_ms"] = v * 1e3
+                row[f"{k}_{b}"] = v / base[(k, b)]
+        rows.append(row)
+    return rows
+
+
+def size_rows(model, float_model, specs, tmp: Path) -> tuple[list[dict], int]:
+    f32 = os.path.getsize(fx.save(fx.export(float_model), tmp / "f32.safetensors"))
+    rows = []
+    for label, spec, bits in specs:
+        exported = fx.export(model, spec)
+        size = os.path.getsize(fx.save(exported, tmp / "q.safetensors"))
+        rows.append(
+            {
+                "spec": label,
+                "bits": bits,
+                "size": size,
+                "ideal": fx.ideal_size(exported),
+                "ratio": size / f32,
+                "bits_ratio": fx.ideal_size(exported) / f32,
+                "naive": bits / 32,
+            }
+        )
+    return rows, f32
+
+
+def nested_rows(model, specs, tmp: Path) -> tuple[list[dict], int]:
+    path = fx.save_nested(model, tmp / "nested.safetensors")
+    rows = []
+    for label, spec in specs:
+        read = fx.load_nested(path, spec)
+        dedicated = os.path.getsize(fx.save(fx.export(model, spec), tmp / "d.safetensors"))
+        rows.append(
+            {
+                "spec": label,
+                "read": read.bytes_read,
+                "dedicated": dedicated,
+                "ratio": read.bytes_read / dedicated,
+            }
+        )
+    return rows, os.path.getsize(path)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="few repeats, small batch: a smoke test")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    repeats = args.repeats or (3 if args.quick else 30)
+    batches = (1, 8) if args.quick else (1, 64)
+    model = fn3.create_model("resnet20", num_classes=10, in_channels=3, input_size=32).eval()
+    float_model = fn3.create_model(
+        "resnet20", num_classes=10, in_channels=3, levels=("channels", "layers")
+    ).eval()
+    space = fn3.space(model)
+    t0 = time.time()
+
+    lat_specs = flops_specs(model, space) + [(f"{b} bits", space.uniform({"bits": b})) for b in (4, 2)]
+    lat = latency_rows(model, lat_specs, batches, repeats)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        sizes, f32 = size_rows(
+            model, float_model, [(f"{b} bits", space.uniform({"bits": b}), b) for b in (8, 4, 2)], tmp
+        )
+        budgets = [
+            (f"channels {f}, {b} bits", space.uniform({"channels": f, "bits": b}))
+            for f in (1.0, 0.75, 0.5, 0.25)
+            for b in (8, 4, 2)
+        ]
+        nested, nested_size = nested_rows(model, budgets, tmp)
+
+    b_hi = batches[-1]
+    lat_md = table(
+        [
+            "sub-model",
+            "FLOPs ratio",
+            *(f"{k} b={b}" for b in batches for k in ("PyTorch", "ORT", "nested")),
+            f"b={b_hi} target (<= 1.5x FLOPs)",
+        ],
+        [
+            [
+                r["spec"],
+                f"{r['flops_ratio']:.3f}",
+                *(
+                    f"{r[f'{k}_{b}']:.3f} ({r[f'{k}_{b}_ms']:.2f} ms)"
+                    for b in batches
+                    for k in ("torch", "ort", "nested")
+                ),
+                (
+                    "met"
+                    if max(r[f"torch_{b_hi}"], r[f"ort_{b_hi}"]) <= 1.5 * r["flops_ratio"]
+                    else f"MISSED (worst {max(r[f'torch_{b_hi}'], r[f'ort_{b_hi}']) / r['flops_ratio']:.2f}x)"
+                ),
+            ]
+            for r in lat
+        ],
+    )
+    size_md = table(
+        [
+            "sub-model",
+            "file bytes",
+            "ideal bytes",
+            "file / float32",
+            "ideal bits ratio",
+            "naive c/32",
+            "target (5%)",
+        ],
+        [
+            [
+                r["spec"],
+                f"{r['size']:,}",
+                f"{r['ideal']:,}",
+                f"{r['ratio']:.4f}",
+                f"{r['bits_ratio']:.4f}",
+                f"{r['naive']:.4f}",
+                "met" if r["ratio"] <= 1.05 * r["bits_ratio"] else "MISSED",
+            ]
+            for r in sizes
+        ],
+    )
+    nested_md = table(
+        ["budget", "bytes read", "dedicated file", "ratio", "target (<= 1.1x)"],
+        [
+            [
+                r["spec"],
+                f"{r['read']:,}",
+                f"{r['dedicated']:,}",
+                f"{r['ratio']:.3f}",
+                "met" if r["ratio"] <= 1.1 else "MISSED",
+            ]
+            for r in nested
+        ],
+    )
+    wall = time.time() - t0
+    text = f"""# Export benchmark
+
+`python benchmarks/export.py{" --quick" if args.quick else ""}` (ResNet-20, 32x32, random weights;
+one thread for PyTorch and ONNX Runtime; {repeats} interleaved repeats, medians;
+torch {torch.__version__}; {wall:.0f} s).
+Latency ratios are relative to the full model (all channels, 8 bits) measured the same way; "nested"
+is the baseline: the nested model run as that sub-model with `fn3.active` (PyTorch).
+
+## Latency against FLOPs
+
+{lat_md}
+
+## File size against bits (float32 file of the same architecture: {f32:,} bytes)
+
+{size_md}
+
+The quantized files store every quantized weight at its kept bits; the stem, the classifier, the
+BatchNorm parameters and the per-channel scales stay float32, which is why the ideal ratio is above c/32.
+
+## Bytes read from the nested file ({nested_size:,} bytes) per budget
+
+{nested_md}
+"""
+    print(text)
+    if not args.quick:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "export.md").write_text(text + "\n![export](export.png)\n")
+        plot(lat, sizes, nested, batches, args.out / "export.png")
+    return 0
+
+
+def plot(lat, sizes, nested, batches, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax = axes[0]
+    fl = [r for r in lat if "FLOPs" in r["spec"]]
+    x = [r["flops_ratio"] for r in fl]
+    ax.plot([0, 1], [0, 1], "k:", label="latency = FLOPs")
+    ax.plot([0, 1], [0, 1.5], "k--", lw=0.8, label="target bound 1.5x")
+    for k, marker in (("torch", "o"), ("ort", "s"), ("nested", "^")):
+        for b, ls in zip(batches, ("-", "-."), strict=True):
+            ax.plot(x, [r[f"{k}_{b}"] for r in fl], marker=marker, ls=ls, label=f"{k} b={b}")
+    ax.set(xlabel="FLOPs ratio", ylabel="latency ratio", title="latency vs FLOPs (8 bits)")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    bits = [r["bits"] for r in sizes]
+    ax.plot(bits, [r["ratio"] for r in sizes], "o-", label="file / float32")
+    ax.plot(bits, [r["bits_ratio"] for r in sizes], "s--", label="ideal bits ratio")
+    ax.plot(bits, [r["naive"] for r in sizes], "k:", label="c / 32")
+    ax.set(xlabel="weight bits", ylabel="size ratio", title="file size vs bits")
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    ax.bar(range(len(nested)), [r["ratio"] for r in nested])
+    ax.axhline(1.1, color="k", ls="--", lw=0.8)
+    ax.set_xticks(
+        range(len(nested)),
+        [r["spec"].replace("channels ", "c").replace(" bits", "b") for r in nested],
+        rotation=60,
+        fontsize=7,
+    )
+    ax.set(ylabel="bytes read / dedicated file", title="nested file reads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
