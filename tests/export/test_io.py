@@ -114,3 +114,19 @@ def test_mismatched_spec_is_refused(models, tmp_path):
     assert isinstance(load(path, spec=space.smallest()), fn3.export.ExportedModel)
     with pytest.raises(fn3.ConfigError, match="another sub-model"):
         load(path, spec=space.largest())
+
+
+def test_budget_resolved_through_a_front(models, tmp_path):
+    from fn3.search import SearchResult
+    from fn3.search.pareto import Point
+
+    model = models["mlp"]
+    space = fn3.space(model)
+    path = fn3.export.save_nested(model, tmp_path / "n.safetensors")
+    specs = [space.largest(), space.uniform({"neurons": 0.5}), space.smallest()]
+    pts = [Point(s, a, {"flops": f}) for s, a, f in zip(specs, (0.9, 0.8, 0.5), (3e6, 1e6, 2e5), strict=True)]
+    SearchResult("flops", pts, space, min_costs={"flops": 2e5}).save(tmp_path / "front.json")
+    small = load(path, budget="flops=1.5M", front=tmp_path / "front.json")
+    assert fn3.Spec.from_dict(small.meta["spec"]) == specs[1]
+    with pytest.raises(fn3.ConfigError, match="front"):
+        load(path, budget="flops=1M")

@@ -84,3 +84,12 @@ def test_bad_opset_and_missing_shape(models, tmp_path):
     exported.meta.pop("input_shape")
     with pytest.raises(fn3.ConfigError, match="input_shape"):
         to_onnx(exported, tmp_path / "m.onnx")
+
+
+def test_signed_input_quantizer_model(tmp_path):
+    """quantize_ends=True: the network input goes through a signed (Clip + int8 QDQ) quantizer."""
+    model = make_model("resnet20", quantize_ends=True)
+    exported = export(model, fn3.space(model).uniform({"bits": 8}))
+    x = torch.randn(8, *INPUT)
+    y, ref = _run(to_onnx(exported, tmp_path / "m.onnx", INPUT), x, optimize=False), exported(x).numpy()
+    assert np.linalg.norm(y - ref) <= 2e-2 * np.linalg.norm(ref)

@@ -140,3 +140,20 @@ def test_unknown_module_is_a_clear_error():
 
     with pytest.raises(fn3.ConfigError, match="register_describer"):
         fn3.export.describe(nn.Sequential(Odd()))
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet20"])
+def test_quantized_ends_export(name, tmp_path):
+    """First and last layers quantized too: a signed input quantizer and a quantized classifier."""
+    from export_helpers import make_model
+
+    model = make_model(name, quantize_ends=True)
+    x = torch.randn(4, *INPUT)
+    for spec in specs_for(fn3.space(model), 6, seed=7):
+        exported = export(model, spec)
+        assert any(isinstance(m, ActQuant) and m.signed for m in exported.modules())
+        with torch.no_grad(), fn3.active(model, spec):
+            ref = model(x)
+        assert (exported(x) - ref).abs().max() <= 1e-5
+        loaded = fn3.export.load(fn3.export.save(exported, tmp_path / "m.safetensors"))
+        assert torch.equal(loaded(x), exported(x))

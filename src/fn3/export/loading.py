@@ -60,8 +60,11 @@ def _budget_spec(budget: str | Mapping[str, float], front: str | Path | None) ->
         raise ConfigError(
             "budget= needs fn3.search, which this installation lacks; pass spec= instead"
         ) from None
-    result = SearchResult.load(front)
-    return result.best_under(budget).spec
+    if isinstance(budget, str):  # "flops=20M" or "flops=20M,bits=2e6"
+        from fn3.search import parse_budget
+
+        budget = dict(parse_budget(part) for part in budget.split(",") if part.strip())
+    return SearchResult.load(front).best_under(budget).spec
 
 
 def load(
