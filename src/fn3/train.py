@@ -244,14 +244,16 @@ def fit(
     total = per_epoch * cfg.epochs
     aug = augment_mode(cfg, train)
     result = FitResult(step=0)
-    if resume:
-        if run is None or not (run / CHECKPOINT_NAME).is_file():
-            raise TrainingError(f"nothing to resume: {run}/{CHECKPOINT_NAME} does not exist")
+    if resume and run is None:
+        raise TrainingError("resume=True needs the run_dir to resume from")
+    # A run killed before its first checkpoint restarts from step 0: the model's initial weights are a
+    # function of the seed, so that is exactly where it was.
+    if resume and (run / CHECKPOINT_NAME).is_file():
         info = load_checkpoint(run / CHECKPOINT_NAME, model, optimizer)
         result.step = int(info["step"])
         result.history = list(info.get("history", []))
-        if main_rank:
-            _truncate_metrics(run / METRICS_NAME, result.step)
+    if resume and main_rank:
+        _truncate_metrics(run / METRICS_NAME, result.step)
     wrapper = _ddp(model) if distributed else None
     start = time.perf_counter()
     bar = _Progress(total, enabled=progress and main_rank)
@@ -327,10 +329,12 @@ def fit(
                 model.train()
             result.history.append(record)
             if run is not None:
-                _save(run, model, optimizer, cfg, result)
+                # The metrics line goes first: if the run dies before the checkpoint lands, resuming
+                # drops the line (its step is past the checkpoint) and the epoch writes it again.
                 if main_rank:
                     with open(run / METRICS_NAME, "a") as f:
                         f.write(json.dumps(record) + "\n")
+                _save(run, model, optimizer, cfg, result)
             bar.log(_format_record(record))
             result.interrupted = flag.stop
     result.wall_time = time.perf_counter() - start
