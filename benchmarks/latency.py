@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import itertools
+import os
 import platform
 import sys
 import tempfile
@@ -32,7 +35,7 @@ import torch
 from torch import nn
 
 import fn3
-from fn3.cost import cost, cost_plan, measure_latency_table
+from fn3.cost import LatencyTable, cost, cost_plan, measure_latency_table
 from fn3.cost._timing import make_backend, time_interleaved, torch_threads
 from fn3.nn import NestedBatchNorm2d, NestedConv2d, NestedLinear, NestedStage
 from fn3.nn.base import select
@@ -97,6 +100,34 @@ def spread_specs(space: Space, n: int, seed: int) -> list[Spec]:
     return specs
 
 
+# -- how fast is an analytic cost? -----------------------------------------------------------------
+
+
+def cost_speed(model: nn.Module, n: int, seed: int) -> dict[str, float]:
+    """Microseconds per ``cost()`` call over ``n`` fresh random specs (median of 5 passes, CPU time)."""
+    space = fn3.space(model)
+    gen = torch.Generator().manual_seed(seed)
+    specs = [space.sample(gen) for _ in range(n)]
+    cost(model, specs[0], "flops")  # builds the plan once (one traced forward)
+    out = {}
+    for metric in ("params", "bits", "flops", "bitops", "memory"):
+        passes = []
+        for _ in range(5):
+            fresh = [Spec(s.keep) for s in specs]  # new objects: no per-spec cache hit
+            t0 = time.process_time()
+            for s in fresh:
+                cost(model, s, metric)
+            passes.append((time.process_time() - t0) / n * 1e6)
+        out[metric] = float(np.median(passes))
+    for s in specs:
+        cost(model, s, "flops")
+    t0 = time.process_time()
+    for s in specs:
+        cost(model, s, "flops")  # the same objects again: resolved sizes and results are cached
+    out["flops (same spec object again)"] = (time.process_time() - t0) / n * 1e6
+    return out
+
+
 # -- statistics -----------------------------------------------------------------------------------
 
 
@@ -133,50 +164,100 @@ def measure_real(model: nn.Module, specs: list[Spec], backend: str, batch: int, 
     return np.array([med for med, _ in timed]) * 1e3  # ms
 
 
-def run_backend(model: nn.Module, specs: list[Spec], backend: str, args: argparse.Namespace) -> dict:
-    t0 = time.perf_counter()
-    table = measure_latency_table(model, backend=backend, batch_size=args.batch_size, repeats=args.repeats,
-                                  seed=args.seed, threads=args.threads, clock=args.clock,
-                                  specs=specs if args.quick else None)
-    t_table = time.perf_counter() - t0
+def run_backend(model: nn.Module, specs: list[Spec], backend: str, clock: str,
+                args: argparse.Namespace, seed: int) -> dict:
+    """Table and real latencies measured in ABBA order (table, real, real, table), each half the
+    rounds: a slow drift of the machine's load (other jobs) then shifts both sides alike."""
+    half = max(1, args.repeats // 2)
+    t_table = t_real = 0.0
+    tables, reals = [], []
+    for step, what in enumerate("ABBA"):
+        t0 = time.perf_counter()
+        if what == "A":
+            tables.append(measure_latency_table(
+                model, backend=backend, batch_size=args.batch_size, repeats=half, seed=seed + step,
+                threads=args.threads, clock=clock, specs=specs if args.quick else None))
+            t_table += time.perf_counter() - t0
+        else:
+            reals.append(measure_real(model, specs, backend, args.batch_size, args.threads, half,
+                                      seed + step, clock))
+            t_real += time.perf_counter() - t0
+    table = average_tables(tables)
     pred = np.array([cost(model, s, "latency", table=table) for s in specs])
-    t0 = time.perf_counter()
-    real = measure_real(model, specs, backend, args.batch_size, args.threads, args.repeats, args.seed + 1,
-                        args.clock)
-    t_real = time.perf_counter() - t0
+    real = np.mean(reals, axis=0)
     flops = np.array([cost(model, s, "flops") for s in specs])
     proxy = real[1] * flops / flops[1]  # specs[1] is the largest: its measured latency, scaled by FLOPs
-    return {"backend": backend, "entries": len(table.entries), "overhead_us": table.overhead_us,
+    return {"backend": backend, "clock": clock, "entries": len(table.entries),
+            "overhead_us": table.overhead_us,
             "t_table": t_table, "t_real": t_real, "pred": pred, "real": real, "proxy": proxy,
             "rho": spearman(pred, real), "err": median_ape(pred, real),
             "rho_proxy": spearman(proxy, real), "err_proxy": median_ape(proxy[2:], real[2:])}
 
 
-def report(results: list[dict], args: argparse.Namespace, n_specs: int) -> str:
+def average_tables(tables: list[LatencyTable]) -> LatencyTable:
+    """One table whose entries and overhead are the mean of the tables' medians."""
+    first = tables[0]
+    entries = {k: {"median_us": float(np.mean([t.entries[k]["median_us"] for t in tables])),
+                   "iqr_us": float(np.mean([t.entries[k]["iqr_us"] for t in tables]))}
+               for k in first.entries}
+    overhead = float(np.mean([t.overhead_us for t in tables]))
+    return dataclasses.replace(first, entries=entries, overhead_us=overhead)
+
+
+def _span(values: list[float], fmt: str) -> str:
+    """``median [min - max]`` of a metric over trials (just the value for one trial)."""
+    med = float(np.median(values))
+    if len(values) == 1:
+        return format(med, fmt)
+    return f"{format(med, fmt)} [{format(min(values), fmt)} - {format(max(values), fmt)}]"
+
+
+def report(trials: list[list[dict]], args: argparse.Namespace, n_specs: int,
+           speed: dict[str, float], load: str) -> str:
+    n = len(trials)
     lines = [
         "# Latency tables: predicted vs measured sub-model latency",
         "",
         f"ResNet-20, input 3x32x32, batch {args.batch_size}, {args.threads} thread(s), {n_specs} sub-models "
-        f"(physically sliced), {args.repeats} interleaved rounds, medians. "
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads available; "
-        f"torch {torch.__version__}.",
+        f"(physically sliced), {args.repeats} interleaved rounds, medians; table and sub-models measured "
+        "in ABBA order (half the rounds each time) so that a drift of the machine's load cancels. "
+        f"Machine: {platform.machine()}, {os.cpu_count()} logical CPUs, shared with other jobs "
+        f"(load average {load}); torch {torch.__version__}. "
+        + (f"The whole protocol ran {n} times (fresh tables, fresh measurements): each cell is the "
+           "median over trials [min - max]." if n > 1 else ""),
         "",
         f"Targets: Spearman rho >= {TARGET_RHO}, median absolute error <= {TARGET_ERR:.0%}. "
         "Baseline: latency proportional to FLOPs, scaled from the full model's measured latency "
         "(its error excludes the smallest and largest specs, the second of which it is fitted on).",
         "",
-        "| back-end | table entries | table time (s) | rho (table) | median error (table) "
-        "| rho (FLOPs proxy) | median error (FLOPs proxy) | error ratio proxy/table | targets met |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "Clock `wall` is latency as a user sees it; `cpu` is the timing thread's CPU time (one thread, "
+        "so it equals the latency with the core to itself): on a machine shared with other jobs it is "
+        "immune to preemption, which otherwise inflates long runs (whole models) more than short ones "
+        "(table entries).",
+        "",
+        "| back-end | clock | table entries | table time (s) | rho (table) | median error (table) "
+        "| rho (FLOPs proxy) | median error (FLOPs proxy) | targets met (trials) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for r in results:
-        met = r["rho"] >= TARGET_RHO and r["err"] <= TARGET_ERR
-        lines.append(f"| {r['backend']} | {r['entries']} | {r['t_table']:.1f} | {r['rho']:.3f} | "
-                     f"{r['err']:.1%} | {r['rho_proxy']:.3f} | {r['err_proxy']:.1%} | "
-                     f"{r['err_proxy'] / max(r['err'], 1e-9):.1f}x | {'yes' if met else 'NO'} |")
-    lines += ["", "Latency range measured (ms): " + "; ".join(
-        f"{r['backend']} {r['real'].min():.3f} - {r['real'].max():.3f}" for r in results), "",
+    for i, r in enumerate(trials[0]):
+        runs = [t[i] for t in trials]
+        met = sum(x["rho"] >= TARGET_RHO and x["err"] <= TARGET_ERR for x in runs)
+        lines.append(
+            f"| {r['backend']} | {r['clock']} | {r['entries']} "
+            f"| {np.median([x['t_table'] for x in runs]):.1f} "
+            f"| {_span([x['rho'] for x in runs], '.3f')} | {_span([100 * x['err'] for x in runs], '.1f')}% "
+            f"| {_span([x['rho_proxy'] for x in runs], '.3f')} "
+            f"| {_span([100 * x['err_proxy'] for x in runs], '.1f')}% | {met}/{n} |")
+    last = trials[-1]
+    lines += ["", "Latency range measured (ms, last trial): " + "; ".join(
+        f"{r['backend']}/{r['clock']} {r['real'].min():.3f} - {r['real'].max():.3f}" for r in last), "",
         "![predicted vs measured](latency.png)", "",
+        "Scatter plot: the last trial.", "",
+        "## Analytic cost speed", "",
+        "Microseconds per `fn3.cost(model, spec, metric)` call for ResNet-20 (55 axes), fresh random "
+        "specs, CPU time (the first call of a model builds its cost plan, one traced forward):", "",
+        "| metric | us / call |", "| --- | ---: |",
+        *[f"| {k} | {v:.1f} |" for k, v in speed.items()], "",
         f"Command: `python benchmarks/latency.py {' '.join(sys.argv[1:])}`".rstrip(), ""]
     return "\n".join(lines)
 
@@ -187,7 +268,7 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 4.4), squeeze=False)
     for ax, r in zip(axes[0], results, strict=True):
         lo, hi = min(r["real"].min(), r["pred"].min()), max(r["real"].max(), r["pred"].max())
         ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
@@ -196,7 +277,7 @@ def plot(results: list[dict], path: Path) -> None:
                    label=f"FLOPs proxy (rho {r['rho_proxy']:.2f}, err {r['err_proxy']:.0%})")
         ax.set_xlabel("measured latency (ms)")
         ax.set_ylabel("predicted latency (ms)")
-        ax.set_title(f"ResNet-20 sub-models, {r['backend']}")
+        ax.set_title(f"ResNet-20 sub-models, {r['backend']} ({r['clock']} clock)", fontsize=10)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -211,30 +292,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--specs", type=int, default=30)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                   help="cpu: the thread's CPU time (threads=1), robust on a machine shared with other jobs")
+    p.add_argument("--clocks", default="wall,cpu",
+                   help="wall and/or cpu (the thread's CPU time, threads=1: robust on a shared machine)")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default docs/benchmarks; a temp directory with --quick)")
-    p.add_argument("--quick", action="store_true", help="6 specs, 3 rounds, only the units they need")
+    p.add_argument("--trials", type=int, default=3, help="repeat the whole protocol (fresh tables)")
+    p.add_argument("--quick", action="store_true", help="6 specs, 3 rounds, 1 trial, only needed units")
     args = p.parse_args(argv)
     if args.quick:
-        args.specs, args.repeats = 6, 3
+        args.specs, args.repeats, args.trials = 6, 3, 1
     if args.out is None:
         quick_dir = Path(tempfile.mkdtemp(prefix="fn3-latency-")) if args.quick else None
         args.out = quick_dir or ROOT / "docs" / "benchmarks"
     model = fn3.create_model("resnet20", num_classes=10, in_channels=3, input_size=32)
     specs = spread_specs(fn3.space(model), args.specs, args.seed)
-    results = []
-    for backend in args.backends.split(","):
-        r = run_backend(model, specs, backend, args)
-        results.append(r)
-        print(f"{backend:12s} entries {r['entries']:4d}  table {r['t_table']:6.1f}s  "
-              f"real {r['t_real']:6.1f}s  "
-              f"rho {r['rho']:.3f}  err {r['err']:6.1%}  |  FLOPs proxy rho {r['rho_proxy']:.3f}  "
-              f"err {r['err_proxy']:6.1%}", flush=True)
+    speed = cost_speed(model, 200 if args.quick else 2000, args.seed)
+    print("cost() us/call: " + ", ".join(f"{k} {v:.1f}" for k, v in speed.items()), flush=True)
+    trials = []
+    for trial in range(args.trials):
+        results = []
+        for backend, clock in itertools.product(args.backends.split(","), args.clocks.split(",")):
+            r = run_backend(model, specs, backend, clock, args, seed=args.seed + 100 * trial)
+            results.append(r)
+            print(f"trial {trial} {backend:12s} {clock:4s} entries {r['entries']:4d}  "
+                  f"table {r['t_table']:6.1f}s  real {r['t_real']:6.1f}s  "
+                  f"rho {r['rho']:.3f}  err {r['err']:6.1%}  |  FLOPs proxy rho {r['rho_proxy']:.3f}  "
+                  f"err {r['err_proxy']:6.1%}", flush=True)
+        trials.append(results)
     args.out.mkdir(parents=True, exist_ok=True)
     plot(results, args.out / "latency.png")
-    md = report(results, args, len(specs))
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    md = report(trials, args, len(specs), speed, load)
     (args.out / "latency.md").write_text(md, encoding="utf-8")
     print(md)
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -149,6 +151,10 @@ def test_cost_leaves_the_model_alone_and_caches_its_plan() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN stats too
     assert cost_plan(model, SHAPE) is cost_plan(model, SHAPE)
     assert cost_plan(model, (3, 16, 16)) is not cost_plan(model, SHAPE)
+    twin = copy.deepcopy(model)  # a copy does not drag the plans (and their caches) along
+    assert len(twin._fn3_cost_plans) == 0
+    assert cost(twin, space.largest(), "flops", input_shape=SHAPE) == cost(
+        model, space.largest(), "flops", input_shape=SHAPE)
 
 
 def test_input_shape_defaults_to_the_model_and_changes_spatial_costs() -> None:

@@ -133,3 +133,21 @@ def test_cli_writes_a_table_without_a_run(tmp_path: Path, capsys: pytest.Capture
     assert "expected C,H,W" in capsys.readouterr().err
     assert main(["latency-table", "--out", str(out)]) == 2
     assert "give either a run directory or --model" in capsys.readouterr().err
+
+
+def test_cli_reads_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import fn3.cli.cost  # noqa: F401
+    from fn3.cli._app import main
+    from fn3.run import load_run
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--batch-size", "128",
+                 "--model-arg", "hidden=[16]", "--out", str(run), "--no-progress"]) == 0
+    out = tmp_path / "table.json"
+    assert main(["latency-table", str(run), "--out", str(out), "--repeats", "2", "--threads", "1",
+                 "--backend", "onnxruntime"]) == 0, capsys.readouterr().err
+    table = load_latency_table(out)
+    model = load_run(run).model
+    assert table.backend == "onnxruntime" and table.missing(model) == []
+    assert cost(model, fn3.space(model).largest(), "latency", table=table) > 0
+    assert main(["latency-table", str(run), "--model", "mlp", "--out", str(out)]) == 2

@@ -84,7 +84,8 @@ class LatencyTable:
     device: Mapping[str, object] = field(default_factory=dict)
     versions: Mapping[str, str] = field(default_factory=dict)
     measurement: Mapping[str, object] = field(default_factory=dict)
-    _compiled: dict = field(default_factory=dict, repr=False, compare=False)
+    # plan -> [(unit, gate, {unit sizes: net us})]: lookups resolved once per plan, not per call
+    _compiled: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # -- prediction ---------------------------------------------------------------------------
     def predict(self, model: nn.Module, spec: Spec, input_shape: Sequence[int] | None = None) -> float:

@@ -220,7 +220,7 @@ def cost_plan(model: nn.Module, input_shape: Sequence[int] | None = None) -> Cos
     shape = resolve_input_shape(model, input_shape)
     cache = getattr(model, "_fn3_cost_plans", None)
     if cache is None:
-        cache = {}
+        cache = PlanCache()
         object.__setattr__(model, "_fn3_cost_plans", cache)
     plan = cache.get(shape)
     if plan is None:
@@ -230,6 +230,17 @@ def cost_plan(model: nn.Module, input_shape: Sequence[int] | None = None) -> Cos
         plan = trace_plan(model, shape, axes)
         cache[shape] = plan
     return plan
+
+
+class PlanCache(dict):
+    """``{input_shape: CostPlan}`` on a model; a deep copy of the model starts with an empty cache.
+
+    (A plan holds up to thousands of resolved specs: copying them with every ``copy.deepcopy(model)``
+    would be slow, and a copy may be changed afterwards; it traces its own plan when asked.)
+    """
+
+    def __deepcopy__(self, memo: dict) -> PlanCache:
+        return PlanCache()
 
 
 def resolve_input_shape(model: nn.Module, input_shape: Sequence[int] | None) -> tuple[int, int, int]:
