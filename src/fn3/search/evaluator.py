@@ -1,0 +1,190 @@
+"""`Evaluator`: scores sub-models by held-out accuracy, fast enough for a search.
+
+Three things make it fast:
+
+* **a cache**: each distinct :class:`~fn3.Spec` is scored once (``evals`` counts scorings,
+  ``hits`` the requests answered from the cache);
+* **pre-built tensors**: the validation (and calibration) batches are materialised once;
+* **shared prefixes**: :meth:`Evaluator.evaluate_many` scores a batch of specs together and, for the
+  registered MLP and ResNet models, runs each distinct prefix of the forward pass once (the layers
+  before the first layer whose kept blocks differ). The heuristic's candidates differ from their
+  parent in one block, so most of them recompute only the layers from that block onwards. Other
+  models are scored spec by spec.
+
+With ``recalibrate`` (a few training batches), each spec is scored after re-estimating its
+BatchNorm statistics (:func:`fn3.evaluate.bn_recalibrated`); the shared statistics are restored
+afterwards. The scores are bit-identical to :func:`fn3.evaluate.accuracy` with or without the
+prefix sharing.
+
+Example:
+    >>> import torch, fn3
+    >>> from fn3.search import Evaluator
+    >>> model = fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=8, hidden=(32, 32))
+    >>> val = [(torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,)))]
+    >>> ev = Evaluator(model, val)
+    >>> space = fn3.space(model)
+    >>> scores = ev.evaluate_many([space.largest(), space.smallest(), space.largest()])
+    >>> scores[0] == scores[2], ev.evals, ev.hits
+    (True, 2, 1)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from itertools import islice
+
+import torch
+from torch import nn
+
+from fn3.errors import ConfigError
+from fn3.evaluate import accuracy, bn_recalibrated
+from fn3.nest import current_spec, set_active, slots, space
+from fn3.search._segments import score_tree, segments_of
+from fn3.spec import Spec
+
+__all__ = ["Evaluator"]
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def _materialise(batches: Batches, what: str,
+                 limit: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    out = []
+    for item in islice(batches, limit):
+        if not (isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], torch.Tensor)):
+            raise ConfigError(f"{what} batches must be (inputs, labels) tensor pairs")
+        x, y = item
+        out.append((x.detach().contiguous(), torch.as_tensor(y).detach()))
+    return out
+
+
+def _bns(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+
+
+class Evaluator:
+    """Validation accuracy of sub-models, cached per spec, scored in batches with shared prefixes.
+
+    Args:
+        model: the trained nested model (its state is restored after every call).
+        batches: the held-out validation batches ``(x, y)`` (never the test set); kept in memory.
+        recalibrate: training batches for BatchNorm re-estimation per spec, or ``None`` to use the
+            shared statistics. Ignored for models without BatchNorm.
+        num_batches: calibration batches used (the first ones).
+        reuse: share the common prefix of the forward pass across specs (registered models only).
+    """
+
+    def __init__(self, model: nn.Module, batches: Batches, *, recalibrate: Batches | None = None,
+                 num_batches: int = 20, reuse: bool = True):
+        if num_batches < 1:
+            raise ConfigError(f"num_batches must be >= 1, got {num_batches}")
+        self.model = model
+        self.space = space(model)
+        self._val = _materialise(batches, "validation")
+        if not self._val:
+            raise ConfigError("the Evaluator needs at least one validation batch")
+        self._calib = (_materialise(recalibrate, "calibration", num_batches)
+                       if recalibrate is not None and _bns(model) else None)
+        self.num_batches = num_batches
+        self._slots = slots(model)
+        self._segments = segments_of(model) if reuse else None
+        if self._segments is not None and not self._segments_match():
+            self._segments = None  # the model's forward is not what the segments assume
+        self._cache: dict[Spec, float] = {}
+        self.evals = 0
+        self.hits = 0
+        self.seconds = 0.0
+
+    @property
+    def reuse(self) -> bool:
+        """True when prefix sharing is in use."""
+        return self._segments is not None
+
+    @property
+    def recalibrate(self) -> bool:
+        return self._calib is not None
+
+    @property
+    def num_samples(self) -> int:
+        return sum(len(y) for _, y in self._val)
+
+    @property
+    def evals_per_second(self) -> float:
+        return self.evals / self.seconds if self.seconds > 0 else float("inf")
+
+    def __call__(self, spec: Spec) -> float:
+        return self.evaluate_many([spec])[0]
+
+    def cached(self, spec: Spec) -> float | None:
+        """The cached score of ``spec``, or ``None``."""
+        return self._cache.get(spec)
+
+    def clear(self) -> None:
+        """Forget every cached score and reset the counters."""
+        self._cache.clear()
+        self.evals = self.hits = 0
+        self.seconds = 0.0
+
+    def evaluate_many(self, specs: Iterable[Spec]) -> list[float]:
+        """Accuracy of every spec, in order; new distinct specs are scored together."""
+        specs = [self.space.validate(s) for s in specs]
+        new = list(dict.fromkeys(s for s in specs if s not in self._cache))
+        if new:
+            start = time.perf_counter()
+            scores = self._score(new)
+            self.seconds += time.perf_counter() - start
+            self._cache.update(zip(new, scores, strict=True))
+            self.evals += len(new)
+        self.hits += len(specs) - len(new)
+        return [self._cache[s] for s in specs]
+
+    # -- scoring --------------------------------------------------------------------------------
+    def _score(self, specs: Sequence[Spec]) -> list[float]:
+        model = self.model
+        was_training = model.training
+        previous = current_spec(model)
+        bns = _bns(model) if self._calib is not None else []
+        saved = [(bn.momentum, bn.running_mean.clone(), bn.running_var.clone(),
+                  bn.num_batches_tracked.clone()) for bn in bns]
+        try:
+            model.eval()
+            if self._segments is not None:
+                for bn in bns:
+                    bn.momentum = None  # cumulative average, as fn3.evaluate.recalibrate_bn does
+                calib = None if self._calib is None else [x for x, _ in self._calib]
+                return score_tree(self._segments, self._slots, specs, self._val, calib)
+            out = []
+            for s in specs:
+                if self._calib is None:
+                    out.append(accuracy(model, self._val, s))
+                else:
+                    with bn_recalibrated(model, s, self._calib, self.num_batches):
+                        out.append(accuracy(model, self._val, s))
+            return out
+        finally:
+            for bn, (momentum, mean, var, count) in zip(bns, saved, strict=True):
+                bn.momentum = momentum
+                bn.running_mean.copy_(mean)
+                bn.running_var.copy_(var)
+                bn.num_batches_tracked.copy_(count)
+            set_active(self.model, previous)
+            model.train(was_training)
+
+    @torch.no_grad()
+    def _segments_match(self) -> bool:
+        """Check once that running the segments equals ``model(x)`` (full model, first batch)."""
+        model = self.model
+        was_training, previous = model.training, current_spec(model)
+        try:
+            model.eval()
+            set_active(model, None)
+            x = self._val[0][0][:8]
+            y = x
+            for seg in self._segments or []:
+                y = seg.run(y)
+            return torch.equal(y, model(x))
+        finally:
+            set_active(model, previous)
+            model.train(was_training)
