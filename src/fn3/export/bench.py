@@ -76,12 +76,17 @@ def torch_latency(
     return _median_time(lambda: model(x), warmup, repeats)
 
 
-def ort_session(model: nn.Module | str | Path, input_shape: Sequence[int] | None = None):
-    """An ONNX Runtime session for an exported module (written to a temporary file) or an .onnx file."""
+def ort_session(model: nn.Module | str | Path, input_shape: Sequence[int] | None = None, *, threads: int = 0):
+    """An ONNX Runtime session for an exported module (written to a temporary file) or an .onnx file.
+
+    ``threads``: intra-op threads (0: ONNX Runtime's default, one per core).
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
     if isinstance(model, nn.Module):
         from fn3.export.onnx import to_onnx
 
