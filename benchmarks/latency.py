@@ -4,9 +4,10 @@ For ResNet-20 (CIFAR, 32x32) and each back-end (PyTorch, ONNX Runtime; CPU), thi
 
 1. measures a latency table with :func:`fn3.cost.latency.measure_latency_table`;
 2. draws ``--specs`` random sub-models (spread from small to full; the smallest and the largest are
-   always in), builds each one *physically sliced* (plain ``nn.Conv2d`` / ``nn.BatchNorm2d`` /
-   ``nn.Linear`` holding the active weight slices, dropped residual blocks removed) and measures its
-   real latency (interleaved rounds, medians; ONNX Runtime runs the ``torch.onnx.export`` of it);
+   always in) and has the table time each one *physically sliced* (plain ``nn.Conv2d`` /
+   ``nn.BatchNorm2d`` / ``nn.Linear`` holding the active weight slices, dropped residual blocks
+   removed; ONNX Runtime runs its ``torch.onnx.export``) as a *reference*, in the same interleaved
+   rounds as the units, so that the machine's load cannot differ between the two sides;
 3. compares predicted with measured: Spearman rank correlation and median absolute percentage error,
    against the targets rho >= 0.9 and median error <= 15%, side by side with the baseline proxy
    "latency proportional to FLOPs" (the full model's measured latency times the FLOPs ratio).
@@ -20,8 +21,6 @@ It prints a table and writes ``docs/benchmarks/latency.md`` and ``docs/benchmark
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import itertools
 import os
 import platform
@@ -35,69 +34,12 @@ import torch
 from torch import nn
 
 import fn3
-from fn3.cost import LatencyTable, cost, cost_plan, measure_latency_table
-from fn3.cost._timing import make_backend, time_interleaved, torch_threads
-from fn3.nn import NestedBatchNorm2d, NestedConv2d, NestedLinear, NestedStage
-from fn3.nn.base import select
-from fn3.spec import Space, Spec
+from fn3.cost import cost, measure_latency_table
+from fn3.cost._plain import spread_specs
+from fn3.spec import Spec
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RHO, TARGET_ERR = 0.9, 0.15
-
-
-# -- the physically sliced sub-model (benchmark-only; fn3.export is the library's version) --------
-
-
-def sliced_model(model: nn.Module, spec: Spec) -> nn.Module:
-    """A plain float copy of sub-model ``spec``: every nested layer replaced by its active slice."""
-    sub = copy.deepcopy(model).eval()
-    fn3.set_active(sub, spec)
-    with torch.no_grad():
-        for name, m in reversed(list(sub.named_modules())):  # children before their parents
-            new: nn.Module | None = None
-            if isinstance(m, NestedConv2d):
-                w, b = m.active_weight()
-                new = nn.Conv2d(w.shape[1] * m.active_groups(), w.shape[0], m.kernel_size, m.stride,
-                                m.padding, groups=m.active_groups(), bias=b is not None)
-                new.weight.copy_(w)
-                if b is not None:
-                    new.bias.copy_(b)
-            elif isinstance(m, NestedLinear):
-                w, b = m.active_weight()
-                new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
-                new.weight.copy_(w)
-                if b is not None:
-                    new.bias.copy_(b)
-            elif isinstance(m, NestedBatchNorm2d):
-                sel = select(m.axis, m.num_features, m.per_unit)
-                new = nn.BatchNorm2d(sel.n, eps=m.eps).eval()
-                for attr in ("weight", "bias", "running_mean", "running_var"):
-                    getattr(new, attr).copy_(sel.take(getattr(m, attr), 0))
-            elif isinstance(m, NestedStage):
-                new = nn.Sequential(*[m.blocks[i] for i in m.active_blocks()])
-            if new is not None:
-                parent, _, leaf = name.rpartition(".")
-                setattr(sub.get_submodule(parent) if parent else sub, leaf, new)
-    return sub.eval()
-
-
-# -- specs spread from small to large -------------------------------------------------------------
-
-
-def spread_specs(space: Space, n: int, seed: int) -> list[Spec]:
-    """``n`` random prefix specs: a random overall fraction per spec, jittered per axis."""
-    gen = torch.Generator().manual_seed(seed)
-    specs = [space.smallest(), space.largest()]
-    while len(specs) < n:
-        f = 0.15 + 0.85 * float(torch.rand((), generator=gen))
-        blocks = {}
-        for ax in space:
-            u = min(1.0, max(0.0, f + 0.5 * (float(torch.rand((), generator=gen)) - 0.5)))
-            blocks[ax.name] = max(ax.min_blocks, min(ax.num_blocks, round(u * ax.num_blocks)))
-        spec = space.prefix(blocks)
-        if spec not in specs:
-            specs.append(spec)
-    return specs
 
 
 # -- how fast is an analytic cost? -----------------------------------------------------------------
@@ -153,55 +95,25 @@ def median_ape(pred: np.ndarray, real: np.ndarray) -> float:
 # -- the run ----------------------------------------------------------------------------------------
 
 
-def measure_real(model: nn.Module, specs: list[Spec], backend: str, batch: int, threads: int,
-                 repeats: int, seed: int, clock: str) -> np.ndarray:
-    """Median seconds per forward of each physically sliced sub-model, interleaved."""
-    engine = make_backend(backend, threads)
-    x = torch.randn(batch, *cost_plan(model).input_shape)
-    with torch_threads(threads):
-        runs = [engine.prepare(sliced_model(model, s), (x,)) for s in specs]
-        timed = time_interleaved(runs, repeats, seed, clock=clock)
-    return np.array([med for med, _ in timed]) * 1e3  # ms
-
-
 def run_backend(model: nn.Module, specs: list[Spec], backend: str, clock: str,
                 args: argparse.Namespace, seed: int) -> dict:
-    """Table and real latencies measured in ABBA order (table, real, real, table), each half the
-    rounds: a slow drift of the machine's load (other jobs) then shifts both sides alike."""
-    half = max(1, args.repeats // 2)
-    t_table = t_real = 0.0
-    tables, reals = [], []
-    for step, what in enumerate("ABBA"):
-        t0 = time.perf_counter()
-        if what == "A":
-            tables.append(measure_latency_table(
-                model, backend=backend, batch_size=args.batch_size, repeats=half, seed=seed + step,
-                threads=args.threads, clock=clock, specs=specs if args.quick else None))
-            t_table += time.perf_counter() - t0
-        else:
-            reals.append(measure_real(model, specs, backend, args.batch_size, args.threads, half,
-                                      seed + step, clock))
-            t_real += time.perf_counter() - t0
-    table = average_tables(tables)
-    pred = np.array([cost(model, s, "latency", table=table) for s in specs])
-    real = np.mean(reals, axis=0)
+    """One table, with the evaluation sub-models timed as its references in the same rounds as its
+    units (so a change of the machine's load between phases cannot bias the comparison)."""
+    t0 = time.perf_counter()
+    table = measure_latency_table(model, backend=backend, batch_size=args.batch_size, repeats=args.repeats,
+                                  seed=seed, threads=args.threads, clock=clock, references=specs,
+                                  specs=specs if args.quick else None)
+    t_table = time.perf_counter() - t0
+    checked = table.check(model)
+    assert [s for s, _, _ in checked] == specs
+    pred = np.array([p for _, p, _ in checked])
+    real = np.array([m for _, _, m in checked])
     flops = np.array([cost(model, s, "flops") for s in specs])
     proxy = real[1] * flops / flops[1]  # specs[1] is the largest: its measured latency, scaled by FLOPs
     return {"backend": backend, "clock": clock, "entries": len(table.entries),
-            "overhead_us": table.overhead_us,
-            "t_table": t_table, "t_real": t_real, "pred": pred, "real": real, "proxy": proxy,
-            "rho": spearman(pred, real), "err": median_ape(pred, real),
+            "overhead_us": table.overhead_us, "t_table": t_table, "pred": pred, "real": real,
+            "proxy": proxy, "rho": spearman(pred, real), "err": median_ape(pred, real),
             "rho_proxy": spearman(proxy, real), "err_proxy": median_ape(proxy[2:], real[2:])}
-
-
-def average_tables(tables: list[LatencyTable]) -> LatencyTable:
-    """One table whose entries and overhead are the mean of the tables' medians."""
-    first = tables[0]
-    entries = {k: {"median_us": float(np.mean([t.entries[k]["median_us"] for t in tables])),
-                   "iqr_us": float(np.mean([t.entries[k]["iqr_us"] for t in tables]))}
-               for k in first.entries}
-    overhead = float(np.mean([t.overhead_us for t in tables]))
-    return dataclasses.replace(first, entries=entries, overhead_us=overhead)
 
 
 def _span(values: list[float], fmt: str) -> str:
@@ -219,8 +131,8 @@ def report(trials: list[list[dict]], args: argparse.Namespace, n_specs: int,
         "# Latency tables: predicted vs measured sub-model latency",
         "",
         f"ResNet-20, input 3x32x32, batch {args.batch_size}, {args.threads} thread(s), {n_specs} sub-models "
-        f"(physically sliced), {args.repeats} interleaved rounds, medians; table and sub-models measured "
-        "in ABBA order (half the rounds each time) so that a drift of the machine's load cancels. "
+        f"(physically sliced float models, timed as the table's references: in the same {args.repeats} "
+        "interleaved rounds as the table's units, medians). "
         f"Machine: {platform.machine()}, {os.cpu_count()} logical CPUs, shared with other jobs "
         f"(load average {load}); torch {torch.__version__}. "
         + (f"The whole protocol ran {n} times (fresh tables, fresh measurements): each cell is the "
@@ -315,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             r = run_backend(model, specs, backend, clock, args, seed=args.seed + 100 * trial)
             results.append(r)
             print(f"trial {trial} {backend:12s} {clock:4s} entries {r['entries']:4d}  "
-                  f"table {r['t_table']:6.1f}s  real {r['t_real']:6.1f}s  "
+                  f"table {r['t_table']:6.1f}s  "
                   f"rho {r['rho']:.3f}  err {r['err']:6.1%}  |  FLOPs proxy rho {r['rho_proxy']:.3f}  "
                   f"err {r['err_proxy']:6.1%}", flush=True)
         trials.append(results)

@@ -10,6 +10,8 @@ import torch
 
 import fn3
 from fn3.cost import LatencyTable, cost, load_latency_table, measure_latency_table
+from fn3.cost._plain import float_submodel
+from fn3.cost.latency import prediction_quality
 from fn3.cost.plan import cost_plan
 from fn3.cost.units import latency_units
 from fn3.errors import ConfigError, FileFormatError
@@ -25,7 +27,8 @@ def net() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def torch_table(net: torch.nn.Module) -> LatencyTable:
-    return measure_latency_table(net, SHAPE, backend="torch", repeats=5, threads=1, clock="cpu")
+    return measure_latency_table(net, SHAPE, backend="torch", repeats=5, threads=1, clock="cpu",
+                                 references=3)
 
 
 def test_table_covers_every_unit_at_every_size(net: torch.nn.Module, torch_table: LatencyTable) -> None:
@@ -58,6 +61,30 @@ def test_prediction_is_overhead_plus_the_kept_units(net: torch.nn.Module, torch_
     assert torch_table.predict(net, space.uniform({"layers": 0.34}), SHAPE) < full
 
 
+def test_reference_sub_models_are_timed_with_the_table(net: torch.nn.Module,
+                                                      torch_table: LatencyTable) -> None:
+    space = fn3.space(net)
+    rows = torch_table.check(net, SHAPE)
+    assert [s for s, _, _ in rows][:2] == [space.smallest(), space.largest()] and len(rows) == 3
+    for spec, predicted, measured in rows:
+        assert predicted == torch_table.predict(net, spec, SHAPE) and measured > 0
+    rho, err = prediction_quality([(None, 1.0, 1.0), (None, 2.0, 2.5), (None, 3.0, 2.0)])
+    assert rho == pytest.approx(0.5) and err == pytest.approx(0.2)
+
+
+def test_float_submodel_computes_what_the_nested_model_computes() -> None:
+    model = fn3.create_model("resnext_tiny", input_size=8, levels=("channels", "paths", "layers")).eval()
+    space = fn3.space(model)
+    x = torch.randn(2, *SHAPE)
+    for spec in (space.largest(), space.uniform({"channels": 0.5, "paths": 0.25, "layers": 0.5})):
+        with torch.no_grad(), fn3.active(model, spec):
+            want = model(x)
+        sub = float_submodel(model, spec)
+        assert torch.allclose(sub(x), want, atol=1e-5)
+        assert sum(p.numel() for p in sub.parameters()) == cost(model, spec, "params", input_shape=SHAPE)
+    assert fn3.current_spec(model) == space.largest()  # the model itself is untouched
+
+
 def test_onnxruntime_table_records_its_session_settings(net: torch.nn.Module) -> None:
     space = fn3.space(net)
     specs = [space.largest(), space.smallest()]
@@ -79,7 +106,8 @@ def test_json_round_trip_is_atomic_and_exact(tmp_path: Path, torch_table: Latenc
     assert data["format"] == "fn3.latency-table" and data["version"] == 1
     again = load_latency_table(path)
     assert again.to_dict() == torch_table.to_dict()
-    assert again == torch_table
+    assert again == torch_table and len(again.references) == 3
+    assert again.check(fn3.create_model("resnet20", input_size=8, width=8, width_blocks=2), SHAPE)
 
 
 @pytest.mark.parametrize(("mutate", "message"), [
@@ -90,6 +118,7 @@ def test_json_round_trip_is_atomic_and_exact(tmp_path: Path, torch_table: Latenc
     (lambda d: d.update(extra=1), "unknown keys"),
     (lambda d: d["entries"].update({"relu(c=1,h=1,w=1)": {"median_us": -1}}), "entry 'relu"),
     (lambda d: d.update(entries={}), '"entries" must be a non-empty object'),
+    (lambda d: d.update(references=[{"spec": {}}]), '"references" must be a list'),
 ])
 def test_bad_table_files_name_the_file(tmp_path: Path, torch_table: LatencyTable, mutate, message) -> None:
     data = torch_table.to_dict()
@@ -124,7 +153,7 @@ def test_cli_writes_a_table_without_a_run(tmp_path: Path, capsys: pytest.Capture
 
     out = tmp_path / "t.json"
     code = main(["latency-table", "--model", "mlp", "--input-shape", "1,8,8", "--out", str(out),
-                 "--repeats", "2", "--threads", "1", "--batch-size", "4"])
+                 "--repeats", "2", "--threads", "1", "--batch-size", "4", "--check", "0"])
     assert code == 0, capsys.readouterr()
     table = load_latency_table(out)
     assert table.batch_size == 4 and table.measurement["model"] == "mlp"
@@ -145,7 +174,8 @@ def test_cli_reads_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture
                  "--model-arg", "hidden=[16]", "--out", str(run), "--no-progress"]) == 0
     out = tmp_path / "table.json"
     assert main(["latency-table", str(run), "--out", str(out), "--repeats", "2", "--threads", "1",
-                 "--backend", "onnxruntime"]) == 0, capsys.readouterr().err
+                 "--backend", "onnxruntime", "--check", "3"]) == 0, capsys.readouterr().err
+    assert "check on 3 measured sub-models: rank correlation" in capsys.readouterr().out
     table = load_latency_table(out)
     model = load_run(run).model
     assert table.backend == "onnxruntime" and table.missing(model) == []

@@ -43,6 +43,9 @@ def latency_table(
         str, typer.Option(help="ONNX Runtime graph optimization: disable, basic, extended, all.")
     ] = "all",
     seed: Annotated[int, typer.Option(help="Seeds the unit weights and the visiting order.")] = 0,
+    check: Annotated[
+        int, typer.Option(help="Also time this many whole sub-models to check the predictions.")
+    ] = 8,
     model: Annotated[
         str | None, typer.Option(help="Model name, to measure without a run (see `fn3 info`).")
     ] = None,
@@ -52,9 +55,10 @@ def latency_table(
 ) -> None:
     """Time every layer of a model at every kept size on this machine; write a latency table.
 
-    The table predicts any sub-model's latency: fn3.cost(model, spec, "latency", table=...).
+    The table predicts any sub-model's latency: fn3.cost(model, spec, "latency", table=...). With
+    --check N it also times N whole sub-models in the same rounds and reports how well it predicts.
     """
-    from fn3.cost.latency import measure_latency_table
+    from fn3.cost.latency import measure_latency_table, prediction_quality
     from fn3.cost.plan import cost_plan
     from fn3.nest import space
 
@@ -83,10 +87,16 @@ def latency_table(
 
         table = measure_latency_table(net, plan.input_shape, backend=backend, batch_size=batch_size,
                                       repeats=repeats, seed=seed, threads=threads, clock=clock,
-                                      optimization=optimization, progress=progress)
+                                      optimization=optimization, references=check,
+                                      progress=progress)
     path = table.save(out)
     sp = space(net)
     full, small = table.predict(net, sp.largest(), shape), table.predict(net, sp.smallest(), shape)
     console.print(f"{len(table.entries)} entries ({table.backend}, batch {table.batch_size}, "
                   f"{table.threads} thread(s), overhead {table.overhead_us:.1f} us) -> {path}")
     console.print(f"predicted latency: full model {full:.3f} ms, smallest sub-model {small:.3f} ms")
+    rows = table.check(net, shape)
+    if len(rows) >= 2:
+        rho, err = prediction_quality(rows)
+        console.print(f"check on {len(rows)} measured sub-models: rank correlation {rho:.3f}, "
+                      f"median error {err:.1%} (predicted vs measured)")

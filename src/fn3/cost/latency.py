@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fn3.cost._plain import float_submodel, spread_specs
 from fn3.cost._timing import (
     BACKENDS,
     check_clock,
@@ -52,15 +53,16 @@ from fn3.cost._timing import (
 from fn3.cost.plan import CostPlan, Sizes, cost_plan
 from fn3.cost.units import Unit, latency_units
 from fn3.errors import ConfigError, FileFormatError
+from fn3.nest import space as model_space
 from fn3.spec import Spec
 
-__all__ = ["LatencyTable", "load_latency_table", "measure_latency_table"]
+__all__ = ["LatencyTable", "load_latency_table", "measure_latency_table", "prediction_quality"]
 
 FORMAT = "fn3.latency-table"
 VERSION = 1
 EMPTY = "empty"  # the entry of the empty model
 _KEYS = {"format", "version", "backend", "batch_size", "threads", "device", "versions", "measurement",
-         "overhead_us", "entries"}
+         "overhead_us", "entries", "references"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class LatencyTable:
         overhead_us: median time of the empty model (the fixed cost of one call).
         entries: unit signature -> ``{"median_us": ..., "iqr_us": ...}``.
         device, versions, measurement: where, with what, and how the table was measured.
+        references: whole sub-models timed in the same rounds as the units, to check predictions on
+            this device: ``{"spec": spec JSON, "median_us": ..., "iqr_us": ...}`` (see :meth:`check`).
     """
 
     backend: str
@@ -84,6 +88,7 @@ class LatencyTable:
     device: Mapping[str, object] = field(default_factory=dict)
     versions: Mapping[str, str] = field(default_factory=dict)
     measurement: Mapping[str, object] = field(default_factory=dict)
+    references: tuple[Mapping[str, object], ...] = ()
     # plan -> [(unit, gate, {unit sizes: net us})]: lookups resolved once per plan, not per call
     _compiled: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -118,6 +123,16 @@ class LatencyTable:
                               "model or input shape; measure one for this model (fn3 latency-table)")
         return float(got["median_us"])
 
+    def check(self, model: nn.Module, input_shape: Sequence[int] | None = None,
+              ) -> list[tuple[Spec, float, float]]:
+        """``(spec, predicted ms, measured ms)`` for every reference sub-model timed with the table."""
+        space = model_space(model)
+        out = []
+        for ref in self.references:
+            spec = Spec.from_dict(ref["spec"], space)  # type: ignore[arg-type]
+            out.append((spec, self.predict(model, spec, input_shape), float(ref["median_us"]) / 1000.0))
+        return out
+
     def missing(self, model: nn.Module, input_shape: Sequence[int] | None = None) -> list[str]:
         """Signatures some sub-model of ``model`` needs that this table lacks (empty: it covers all)."""
         have = set(self.entries)
@@ -129,7 +144,8 @@ class LatencyTable:
                 "batch_size": self.batch_size, "threads": self.threads, "device": dict(self.device),
                 "versions": dict(self.versions), "measurement": dict(self.measurement),
                 "overhead_us": self.overhead_us,
-                "entries": {k: dict(v) for k, v in sorted(self.entries.items())}}
+                "entries": {k: dict(v) for k, v in sorted(self.entries.items())},
+                "references": [dict(r) for r in self.references]}
 
     @classmethod
     def from_dict(cls, data: object, source: str = "latency table") -> LatencyTable:
@@ -163,10 +179,16 @@ class LatencyTable:
         for key in ("device", "versions", "measurement"):
             if not isinstance(data.get(key, {}), dict):
                 raise bad(f'"{key}" must be an object')
+        refs = data.get("references", [])
+        if not isinstance(refs, list) or not all(
+                isinstance(r, dict) and isinstance(r.get("spec"), dict) and _is_time(r.get("median_us"))
+                for r in refs):
+            raise bad('"references" must be a list of {"spec": {...}, "median_us": t}')
         return cls(data["backend"], data["batch_size"], data["threads"], float(overhead),
                    {k: {"median_us": float(v["median_us"]), "iqr_us": float(v.get("iqr_us", 0.0))}
                     for k, v in entries.items()},
-                   data.get("device", {}), data.get("versions", {}), data.get("measurement", {}))
+                   data.get("device", {}), data.get("versions", {}), data.get("measurement", {}),
+                   tuple(refs))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the table as JSON atomically (a temp file in the same directory, then a rename)."""
@@ -198,6 +220,27 @@ class LatencyTable:
         except json.JSONDecodeError as err:
             raise FileFormatError(f"{path}: the latency table is not valid JSON ({err})") from None
         return cls.from_dict(data, str(path))
+
+
+def prediction_quality(rows: Sequence[tuple[object, float, float]]) -> tuple[float, float]:
+    """``(Spearman rank correlation, median absolute relative error)`` of ``(_, predicted, measured)``
+    rows, e.g. :meth:`LatencyTable.check`'s (ties share their mean rank; NaN below 2 rows)."""
+    if len(rows) < 2:
+        return float("nan"), float("nan")
+    pred = torch.tensor([r[1] for r in rows], dtype=torch.float64)
+    real = torch.tensor([r[2] for r in rows], dtype=torch.float64)
+
+    def ranks(x: torch.Tensor) -> torch.Tensor:
+        r = torch.empty_like(x)
+        r[torch.argsort(x, stable=True)] = torch.arange(len(x), dtype=torch.float64)
+        for v in torch.unique(x):  # ties: the mean of their ranks
+            r[x == v] = r[x == v].mean()
+        return r
+
+    a, b = ranks(pred) - ranks(pred).mean(), ranks(real) - ranks(real).mean()
+    denom = float(a.norm() * b.norm())
+    rho = float((a * b).sum()) / denom if denom > 0 else float("nan")
+    return rho, float(((pred - real).abs() / real).median())
 
 
 def load_latency_table(path: str | os.PathLike[str]) -> LatencyTable:
@@ -239,6 +282,7 @@ def measure_latency_table(model: nn.Module, input_shape: Sequence[int] | None = 
                           backend: str = "torch", batch_size: int = 1, repeats: int = 30, seed: int = 0,
                           threads: int | None = None, specs: Iterable[Spec] | None = None,
                           optimization: str = "all", clock: str = "wall",
+                          references: int | Iterable[Spec] = 0,
                           progress: Callable[[str, int, int], None] | None = None) -> LatencyTable:
     """Measure a latency table for ``model`` on this machine.
 
@@ -252,6 +296,9 @@ def measure_latency_table(model: nn.Module, input_shape: Sequence[int] | None = 
         threads: intra-op threads (default: ``torch.get_num_threads()``); recorded in the table.
         specs: measure only the units these sub-models need (default: every size the space allows).
         optimization: ONNX Runtime graph optimization level (``disable|basic|extended|all``).
+        references: whole sub-models (specs, or a number of them spread from the smallest to the
+            largest) to time, physically sliced, in the same rounds as the units; stored in the table
+            so that :meth:`LatencyTable.check` compares predicted and measured latency on this device.
         clock: ``"wall"`` (default) or ``"cpu"``, the calling thread's CPU time, for a shared machine
             where other processes preempt the measurements (needs ``threads=1``; see
             :func:`fn3.cost._timing.time_interleaved`).
@@ -265,19 +312,29 @@ def measure_latency_table(model: nn.Module, input_shape: Sequence[int] | None = 
     check_clock(clock, threads)
     plan = cost_plan(model, input_shape)
     todo = _all_signatures(plan) if specs is None else _spec_signatures(plan, specs)
+    space = model_space(model)
+    refs = (spread_specs(space, references, seed) if isinstance(references, int)
+            else [space.validate(s) for s in references])
     engine = make_backend(backend, threads, optimization)
     names = [EMPTY, *todo]
     with torch_threads(threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        runs = [engine.prepare(nn.Identity(), (torch.randn(batch_size, *plan.input_shape),))]
+        x = torch.randn(batch_size, *plan.input_shape)
+        runs = [engine.prepare(nn.Identity(), (x,))]
         for i, (unit, key) in enumerate(todo.values()):
             runs.append(engine.prepare(*unit.build(key, batch_size)))
             if progress is not None:
-                progress("build", i + 1, len(todo))
+                progress("build", i + 1, len(todo) + len(refs))
+        for i, spec in enumerate(refs):
+            runs.append(engine.prepare(float_submodel(model, spec), (x,)))
+            if progress is not None:
+                progress("build", len(todo) + i + 1, len(todo) + len(refs))
         report = None if progress is None else lambda d, t: progress("time", d, t)
         timed = time_interleaved(runs, repeats, seed, progress=report, clock=clock)
-    entries = {name: {"median_us": round(med * 1e6, 3), "iqr_us": round(iqr * 1e6, 3)}
-               for name, (med, iqr) in zip(names, timed, strict=True)}
+    stats = [{"median_us": round(med * 1e6, 3), "iqr_us": round(iqr * 1e6, 3)} for med, iqr in timed]
+    entries = dict(zip(names, stats[: len(names)], strict=True))
+    measured_refs = tuple({"spec": s.to_dict(), **st}
+                          for s, st in zip(refs, stats[len(names):], strict=True))
     overhead = entries.pop(EMPTY)["median_us"]
     cfg = getattr(model, "fn3_config", {})
     measurement = {"repeats": repeats, "seed": seed, "statistic": "median of interleaved rounds",
@@ -289,4 +346,4 @@ def measure_latency_table(model: nn.Module, input_shape: Sequence[int] | None = 
         measurement["ort_optimization"] = optimization
         measurement["exporter"] = "torch.onnx.export(dynamo=False, opset_version=17)"
     return LatencyTable(backend, batch_size, threads, overhead, entries, device_info(), engine.versions(),
-                        measurement)
+                        measurement, measured_refs)
