@@ -165,12 +165,31 @@ def report(trials: list[list[dict]], args: argparse.Namespace, n_specs: int,
         f"{r['backend']}/{r['clock']} {r['real'].min():.3f} - {r['real'].max():.3f}" for r in last), "",
         "![predicted vs measured](latency.png)", "",
         "Scatter plot: the last trial.", "",
+        "Notes:", "",
+        "- What is predicted: the latency of the physically sliced *float* sub-model (what a float "
+        "back-end runs). Bits do not enter: on PyTorch and ONNX Runtime CPU, quantized weights are "
+        "still float tensors.",
+        "- Prediction = the empty model's time (`nn.Identity`, or a one-node ONNX graph) + the sum, "
+        "over the sub-model's kept units, of (entry - empty model). Every entry is one call timed "
+        "right after a call of another unit (random order per round), so it starts with the caches "
+        "another layer left, as inside a model; timing back-to-back calls of one unit keeps it hot and "
+        "underestimated ResNet-20 sub-models by 10-15% in our first attempt.",
+        "- ONNX Runtime entries are single-unit graphs (`Conv` with its batch norm folded and `Relu` "
+        "fused, as the whole-model graph gets them), exported with `torch.onnx.export(dynamo=False)` "
+        "(about 10 ms per graph; the dynamo exporter takes seconds per graph) and run with all graph "
+        "optimizations, one intra-op thread, sequential execution.",
+        "- Wall clock on this shared machine: runs of a few milliseconds are often preempted by other "
+        "jobs, short unit runs rarely, so the largest models' wall-clock medians can be far above their "
+        "CPU time (the torch/wall outliers in the plot); the `cpu` clock is the same measurement "
+        "without that artefact. On a quiet device the two agree.",
+        "- The FLOPs proxy ranks sub-models nearly as well but misses the fixed per-layer and per-call "
+        "costs that dominate small sub-models at batch 1, hence its large errors.", "",
         "## Analytic cost speed", "",
         "Microseconds per `fn3.cost(model, spec, metric)` call for ResNet-20 (55 axes), fresh random "
         "specs, CPU time (the first call of a model builds its cost plan, one traced forward):", "",
         "| metric | us / call |", "| --- | ---: |",
         *[f"| {k} | {v:.1f} |" for k, v in speed.items()], "",
-        f"Command: `python benchmarks/latency.py {' '.join(sys.argv[1:])}`".rstrip(), ""]
+        "Command: `" + " ".join(["python benchmarks/latency.py", *sys.argv[1:]]) + "`", ""]
     return "\n".join(lines)
 
 
