@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "one_line"]
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -62,3 +62,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def one_line(text: object, limit: int = 160) -> str:
+    """``text`` (e.g. a library's exception message quoting file content) on one shortened line.
+
+    fn3's errors are one line; a message that embeds what a corrupt file holds must not break that.
+
+    Example:
+        >>> one_line("bad header:\\n  - gz: empty file")
+        'bad header: - gz: empty file'
+    """
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fn3._io import one_line
 from fn3.errors import ConfigError
 from fn3.sampling import DISTRIBUTIONS
 
@@ -77,8 +79,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, want: str) -> ConfigError:
-            return ConfigError(f"{name}={value!r} is invalid; expected {want}")
+            return ConfigError(f"{name}={one_line(repr(value), 80)} is invalid; expected {want}")
 
+        _check_types(self, bad)
         if self.epochs < 1:
             raise bad("epochs", self.epochs, "a whole number >= 1")
         if self.batch_size < 1:
@@ -105,6 +108,11 @@ class TrainConfig:
             raise bad("limit", self.limit, "a whole number >= 1")
         if self.checkpoint_every < 0 or self.warmup_steps < 0 or self.sandwich_n < 0:
             raise ConfigError("checkpoint_every, warmup_steps and sandwich_n must be >= 0")
+        for name in ("momentum", "weight_decay", "recalibrate_batches", "seed"):
+            if getattr(self, name) < 0:  # torch would reject these later, far from the config
+                raise bad(name, getattr(self, name), "a value >= 0")
+        if self.std is not None and not all(s > 0 for s in self.std):
+            raise bad("std", self.std, "positive standard deviations")
         # Normalise sequences to tuples so that equal configs compare equal.
         for name in ("levels", "eval_specs", "mean", "std"):
             value = getattr(self, name)
@@ -135,6 +143,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, partial: bool = False) -> TrainConfig:
         """Build from :meth:`to_dict` output (or, with ``partial=True``, any subset of the fields)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a train config must be a table of settings, not {type(data).__name__}")
         data = dict(data)
         fmt, ver = data.pop("format", None), data.pop("version", None)
         if not partial and (fmt != CONFIG_FORMAT or ver != CONFIG_VERSION):
@@ -154,6 +164,8 @@ class TrainConfig:
 
     def merged(self, overrides: Mapping[str, Any]) -> TrainConfig:
         """This config with ``overrides`` (a subset of the fields, e.g. from a file or flags)."""
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(f"config overrides must be a table, not {type(overrides).__name__}")
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known - {"format", "version"})
         if unknown:
@@ -162,6 +174,59 @@ class TrainConfig:
             )
         clean = {k: v for k, v in overrides.items() if k in known}
         return self.replace(**clean)
+
+
+# The type of every field, checked before any comparison so that a string for ``epochs`` in a config
+# file is a ConfigError, not a TypeError. Integers are accepted where a float is expected.
+_INT, _FLOAT, _STR, _BOOL = "int", "float", "str", "bool"
+_FIELD_TYPES: dict[str, tuple[str, bool]] = {  # name -> (kind, may be None)
+    **{n: (_INT, False) for n in ("epochs", "batch_size", "warmup_steps", "sandwich_n",
+                                 "recalibrate_batches", "checkpoint_every", "seed")},
+    "limit": (_INT, True),
+    **{n: (_FLOAT, False) for n in ("val_fraction", "lr", "momentum", "weight_decay",
+                                   "label_smoothing", "rho")},
+    **{n: (_STR, False) for n in ("model", "data", "augment", "optimizer", "rule", "dist")},
+    "data_dir": (_STR, True),
+    "fixed_spec": (_STR, True),
+    "distill": (_BOOL, False),
+}
+_INT_LIMIT = 2**63  # seeds and counts go to torch as int64
+
+
+def _is_kind(value: object, kind: str) -> bool:
+    if kind == _INT:
+        return type(value) is int and -_INT_LIMIT < value < _INT_LIMIT
+    if kind == _FLOAT:
+        return type(value) in (int, float) and math.isfinite(value)
+    return type(value) is {_STR: str, _BOOL: bool}[kind]
+
+
+def _check_types(cfg: TrainConfig, bad: Any) -> None:
+    """Raise ``bad(name, value, want)`` for the first field whose value has the wrong type."""
+    want = {_INT: "a whole number", _FLOAT: "a finite number", _STR: "a string", _BOOL: "true/false"}
+    for name, (kind, optional) in _FIELD_TYPES.items():
+        value = getattr(cfg, name)
+        if not (_is_kind(value, kind) or (optional and value is None)):
+            raise bad(name, value, want[kind] + (" or null" if optional else ""))
+    levels = cfg.levels
+    if not (
+        levels is None
+        or isinstance(levels, str)
+        or (isinstance(levels, list | tuple) and all(isinstance(v, str) for v in levels))
+    ):
+        raise bad("levels", levels, 'a list of levels such as ["channels", "bits"], or null')
+    specs = cfg.eval_specs
+    if not (isinstance(specs, list | tuple) and all(isinstance(v, str) for v in specs)):
+        raise bad("eval_specs", specs, 'a list of specs such as ["largest", "smallest"]')
+    for name in ("mean", "std"):
+        value = getattr(cfg, name)
+        if value is not None and not (
+            isinstance(value, list | tuple) and value and all(_is_kind(v, _FLOAT) for v in value)
+        ):
+            raise bad(name, value, "a list of finite numbers (one per channel), or null")
+    kwargs = cfg.model_kwargs
+    if not (isinstance(kwargs, Mapping) and all(isinstance(k, str) for k in kwargs)):
+        raise bad("model_kwargs", kwargs, "a table of model arguments {name: value}")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -175,8 +240,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         data = json.loads(raw) if p.suffix == ".json" else tomllib.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(
-            f"config file {p} is not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {err}"
+            f"config file {p} is not valid {'JSON' if p.suffix == '.json' else 'TOML'}: "
+            f"{one_line(err)}"
         ) from None
+    except RecursionError:  # both parsers recurse once per nesting level
+        raise ConfigError(f"config file {p} nests too deeply; expected a flat table") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a table of settings")
     return data

@@ -42,6 +42,8 @@ KINDS: tuple[str, ...] = ("bits", "neurons", "channels", "paths", "layers")
 
 SPEC_FORMAT = "fn3.spec"
 SPEC_VERSION = 1
+#: The most blocks a spec read without its space may keep on one axis (bounds what a file can ask).
+MAX_BLOCKS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,10 @@ class Spec:
             if key == "blocks" and isinstance(value, list) and all(_is_int(v) for v in value):
                 keep[name] = tuple(value)
             elif key == "prefix" and _is_int(value) and value >= 1:
+                # Check before building range(value): a hostile file may say 10**30.
+                most = space[name].num_blocks if space is not None and name in space else MAX_BLOCKS
+                if value > most:
+                    raise SpecError(f"axis {name!r}: prefix of {value} blocks; the axis has {most}")
                 keep[name] = tuple(range(value))
             elif key == "size" and _is_int(value) and value >= 1:
                 if space is None:
@@ -260,6 +266,8 @@ class Spec:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise SpecError(f"spec is not valid JSON ({err})") from None
+        except RecursionError:
+            raise SpecError("spec JSON nests too deeply; expected {format, version, axes}") from None
         return cls.from_dict(data, space)
 
     def __repr__(self) -> str:
@@ -487,11 +495,16 @@ def parse_spec(text: str, space: Space) -> Spec:
         return space.largest()
     if text == "smallest":
         return space.smallest()
-    if text.endswith(".json") or Path(text).is_file():
+    if text.endswith(".json") or _is_file(text):
         try:
-            return Spec.from_json(Path(text).read_text(), space)
-        except OSError as err:
-            raise SpecError(f"cannot read spec file {text}: {err.strerror}") from None
+            content = Path(text).read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise SpecError(f"spec file {text} is not UTF-8 text ({err.reason})") from None
+        except (OSError, ValueError) as err:  # ValueError: an embedded NUL, never a file name
+            raise SpecError(
+                f"cannot read spec file {text!r}: {getattr(err, 'strerror', None) or err}"
+            ) from None
+        return Spec.from_json(content, space)
     kinds: dict[str, float] = {}
     axes: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -527,3 +540,13 @@ def parse_spec(text: str, space: Space) -> Spec:
         return base
     sized = space.spec(**axes)
     return Spec({**base.as_dict(), **{n: sized.kept(n) for n in axes}})
+
+
+def _is_file(text: str) -> bool:
+    """Whether ``text`` names an existing file (False for what cannot be a path at all)."""
+    from pathlib import Path
+
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # a name too long for the OS, an embedded NUL
+        return False

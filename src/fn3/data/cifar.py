@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fn3._io import one_line
 from fn3.data.dataset import ImageDataset
 from fn3.errors import DataError
 
@@ -114,8 +115,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             return RestrictedUnpickler._ALLOWED[(module, name)]
         except KeyError:
             raise DataError(
-                f"{self.source} references the global {module}.{name}, which a data file must not"
-                " use; expected only numpy arrays, lists, dicts, numbers and strings"
+                f"{self.source} references the global {one_line(f'{module}.{name}')}, which a data"
+                " file must not use; expected only numpy arrays, lists, dicts, numbers and strings"
             ) from None
 
 
@@ -127,7 +128,7 @@ def restricted_loads(data: bytes, source: str = "<pickle>") -> Any:
         raise
     except Exception as err:  # malformed pickles raise many types (UnpicklingError, EOF, ...)
         raise DataError(
-            f"{source} is not a valid pickle ({type(err).__name__}: {err});"
+            f"{source} is not a valid pickle ({type(err).__name__}: {one_line(err)});"
             " expected a CIFAR python batch file"
         ) from err
 
@@ -228,7 +229,8 @@ def load_cifar_python(directory: str | Path, split: str = "train") -> ImageDatas
     classes = _python_classes(directory)
     images, labels = [], []
     for path in paths:
-        batch = restricted_loads(_read(path), str(path))
+        raw = _read(path)
+        batch = restricted_loads(raw, str(path))
         if not isinstance(batch, dict):
             raise DataError(f"{path} holds a {type(batch).__name__}; expected a dict")
         data = _get(batch, "data", path)
@@ -241,6 +243,11 @@ def load_cifar_python(directory: str | Path, split: str = "train") -> ImageDatas
         ):
             got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data)
             raise DataError(f"{path} has data {got}; expected a uint8 array of shape (N, 3072)")
+        if data.nbytes > len(raw):  # numpy can unpickle a huge array over a few bytes (0 strides)
+            raise DataError(
+                f"{path} claims {len(data)} images ({data.nbytes} bytes) in a {len(raw)}-byte file;"
+                " expected the pixels to be stored in the file"
+            )
         if not isinstance(label_list, list | tuple | np.ndarray) or len(label_list) != len(data):
             n = len(label_list) if hasattr(label_list, "__len__") else type(label_list).__name__
             raise DataError(f"{path} has {n} labels for {len(data)} images; expected one per image")

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fn3._io import one_line
 from fn3.data.dataset import ImageDataset
 from fn3.errors import ConfigError, DataError
 
@@ -241,7 +242,8 @@ def _scan_archive(archive: Path, split: str) -> tuple[list[_Entry], tuple[str, .
                     entries.setdefault(prefix, []).append((class_name, parts[-1], source, data))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
         raise DataError(
-            f"{archive} is not a readable tar archive ({err}); expected a complete .tar(.gz) file"
+            f"{archive} is not a readable tar archive ({one_line(err)}); expected a complete .tar(.gz)"
+            " file"
         ) from err
     if not entries:
         raise DataError(
@@ -268,7 +270,7 @@ def _decode(entries: list[_Entry]) -> np.ndarray:
             opened.append(Image.open(io.BytesIO(data)))
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
             raise DataError(
-                f"{source} is not a readable image ({err}); expected a JPEG or PNG"
+                f"{source} is not a readable image ({one_line(err)}); expected a JPEG or PNG"
             ) from err
     mode = "L" if all(im.mode in _GRAY_MODES for im in opened) else "RGB"
     width, height = opened[0].size
@@ -285,7 +287,7 @@ def _decode(entries: list[_Entry]) -> np.ndarray:
             pixels = np.asarray(im if im.mode == mode else im.convert(mode))  # (H, W[, 3])
         except (OSError, SyntaxError, ValueError) as err:
             raise DataError(
-                f"{entry[2]} is a corrupt image ({err}); expected a valid JPEG or PNG"
+                f"{entry[2]} is a corrupt image ({one_line(err)}); expected a valid JPEG or PNG"
             ) from err
         out[i] = pixels.reshape(height, width, -1)
     return out
@@ -322,6 +324,9 @@ def _load_cache(path: Path) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]
         and labels.shape == images.shape[:1]
         and classes.dtype.kind == "U"
         and classes.ndim == 1
+        and classes.size >= 1
+        # labels index the classes; a cache is a file too, so check before trusting it
+        and (labels.size == 0 or (int(labels.min()) >= 0 and int(labels.max()) < classes.size))
     )
     if not ok:
         return None

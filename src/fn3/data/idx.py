@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,7 +99,8 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
         )
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = _IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    # Python ints: an int64 product of hostile dimensions can wrap around (to 0, even).
+    expected = math.prod(dims) * dtype.itemsize
     actual = len(data) - header_len
     if actual != expected:
         what = "truncated" if actual < expected else "too long"
