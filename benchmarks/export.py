@@ -293,9 +293,11 @@ BatchNorm parameters and the per-channel scales stay float32, which is why the i
   activation kept at c < 8 bits costs two more element-wise operations than at 8 bits (clearing the
   dropped bits), which makes the 4- and 2-bit models slower than the 8-bit one, not faster.
 - The baseline, the nested model run with `fn3.active`, slices and fake-quantizes its full weights on
-  every forward pass; the export does that once.
-- Timings come from a machine shared with other jobs (see the load average): compare ratios, not
-  absolute times, and expect a few percent of noise even on minima.
+  every forward pass; the export does that once, which matters most at batch 1 (at batch 64 the
+  convolutions dominate both).
+- Timings come from a machine shared with other jobs (see the load average): the ratios use the CPU
+  time of the single compute thread, which other jobs do not inflate as they do wall-clock time;
+  expect a few percent of noise still (caches are shared).
 """
     print(text)
     if not args.quick:
