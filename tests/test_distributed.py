@@ -88,6 +88,40 @@ def test_two_processes_equal_one(two_process_run, tmp_path):
     assert proc.stdout.count("test accuracy") == 1  # only rank 0 reports
 
 
+def test_resnet_with_batchnorm_two_processes_equal_one(tmp_path):
+    # BatchNorm statistics are synchronised across ranks, so the first steps agree to float rounding.
+    # (Over many steps training amplifies rounding: one process with 1 vs 2 threads drifts as much.)
+    args = [
+        "train",
+        "--model",
+        "resnet20",
+        "--levels",
+        "channels,layers",
+        "--data",
+        "digits",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "2",
+        "--eval-spec",
+        "largest",
+        "--no-progress",
+    ]
+    runs = {}
+    for n in (1, 2):
+        runs[n] = tmp_path / f"r{n}"
+        proc = _torchrun(*args, "--out", str(runs[n]), nproc=n)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    w1 = load_file(str(runs[1] / "checkpoint.safetensors"))
+    w2 = load_file(str(runs[2] / "checkpoint.safetensors"))
+    for k in w1:
+        if k.startswith("model.") and w1[k].is_floating_point():
+            diff = (w1[k] - w2[k]).abs().max() / w1[k].abs().max().clamp_min(1e-12)
+            assert diff <= 1e-4, (k, float(diff))
+
+
 def test_every_rank_draws_the_same_specs():
     # The draw is a pure function of (seed, step); a fresh sampler per "rank" reproduces it exactly,
     # and the training loop additionally all-gathers a hash of each step's specs (checked by the run).

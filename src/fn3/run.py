@@ -82,11 +82,17 @@ def _resolve(cfg: TrainConfig, train: ImageDataset) -> TrainConfig:
 
 
 def train_run(
-    cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    max_steps: int | None = None,
 ) -> FitResult:
     """Train ``cfg`` into run directory ``out`` (or resume the run there) and evaluate on the test set.
 
-    With ``resume=True`` the saved ``config.json`` is used and ``cfg`` is ignored.
+    With ``resume=True`` the saved ``config.json`` is used and ``cfg`` is ignored. ``max_steps`` stops
+    (with a checkpoint) at that global step, to train in chunks.
     """
     out = Path(out)
     dist.setup()  # no-op unless launched by torchrun
@@ -94,8 +100,7 @@ def train_run(
         cfg = read_config(out)
     elif (out / CONFIG_NAME).exists():
         raise ConfigError(
-            f"run directory {out} already holds a run; resume it with --resume {out} "
-            "or choose another --out"
+            f"run directory {out} already holds a run; resume it with --resume {out} or choose another --out"
         )
     train, val, test = load_data(cfg)
     cfg = _resolve(cfg, train)
@@ -104,7 +109,9 @@ def train_run(
     if not resume and dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / CONFIG_NAME, json.dumps(cfg.to_dict(), indent=2) + "\n")
-    result = fit(model, train, cfg, val=val, run_dir=out, resume=resume, progress=progress)
+    result = fit(
+        model, train, cfg, val=val, run_dir=out, resume=resume, progress=progress, max_steps=max_steps
+    )
     if not result.interrupted:
         final = {"test_accuracy": evaluate_specs(model, _eval_specs(model, cfg), test, cfg, train)}
         if dist.is_main():
@@ -125,9 +132,7 @@ def read_config(run: str | Path) -> TrainConfig:
     """The resolved config of run directory ``run``."""
     path = Path(run) / CONFIG_NAME
     if not Path(run).is_dir():
-        raise ConfigError(
-            f"run directory {run} does not exist (train one with `fn3 train --out {run}`)"
-        )
+        raise ConfigError(f"run directory {run} does not exist (train one with `fn3 train --out {run}`)")
     if not path.is_file():
         raise FileFormatError(f"{run} is not an fn3 run directory: {CONFIG_NAME} is missing")
     try:
@@ -156,9 +161,7 @@ class Run:
 
     def batches(self, ds: ImageDataset, batch_size: int = 256) -> list:
         """Normalised, unshuffled batches of ``ds`` as the run saw them (a list, reusable)."""
-        return list(
-            batches(ds, batch_size, shuffle=False, mean=self.config.mean, std=self.config.std)
-        )
+        return list(batches(ds, batch_size, shuffle=False, mean=self.config.mean, std=self.config.std))
 
 
 def load_run(path: str | Path, *, checkpoint: bool = False) -> Run:

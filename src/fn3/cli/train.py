@@ -47,53 +47,34 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Mini-batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (cosine schedule).")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd or adamw.")] = None,
-    weight_decay: Annotated[
-        float | None, typer.Option(help="Weight decay (not on 1-D parameters).")
-    ] = None,
-    label_smoothing: Annotated[
-        float | None, typer.Option(help="Label smoothing in [0, 1).")
-    ] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Weight decay (not on 1-D parameters).")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing in [0, 1).")] = None,
     rule: Annotated[str | None, typer.Option(help="odo, sandwich, full or fixed.")] = None,
     dist: Annotated[
         str | None, typer.Option(help="Ordered-dropout distribution: geometric or uniform.")
     ] = None,
-    rho: Annotated[
-        float | None, typer.Option(help="Geometric keep rate, shared by all axes.")
-    ] = None,
-    sandwich_n: Annotated[
-        int | None, typer.Option(help="Random specs per step for rule=sandwich.")
-    ] = None,
+    rho: Annotated[float | None, typer.Option(help="Geometric keep rate, shared by all axes.")] = None,
+    sandwich_n: Annotated[int | None, typer.Option(help="Random specs per step for rule=sandwich.")] = None,
     distill: Annotated[
         bool | None, typer.Option("--distill/--no-distill", help="In-place distillation.")
     ] = None,
     fixed_spec: Annotated[str | None, typer.Option(help="Spec trained by rule=fixed.")] = None,
-    eval_spec: Annotated[
-        list[str] | None, typer.Option(help="Spec to evaluate each epoch (repeat).")
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option(help="At most this many training images per class.")
-    ] = None,
-    val_fraction: Annotated[
-        float | None, typer.Option(help="Held-out share of the training set.")
-    ] = None,
+    eval_spec: Annotated[list[str] | None, typer.Option(help="Spec to evaluate each epoch (repeat).")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many training images per class.")] = None,
+    val_fraction: Annotated[float | None, typer.Option(help="Held-out share of the training set.")] = None,
     augment: Annotated[str | None, typer.Option(help="auto, none, crop or crop+flip.")] = None,
-    model_arg: Annotated[
-        list[str] | None, typer.Option(help="Model option key=value (repeat).")
-    ] = None,
+    model_arg: Annotated[list[str] | None, typer.Option(help="Model option key=value (repeat).")] = None,
     checkpoint_every: Annotated[
         int | None, typer.Option(help="Steps between checkpoints (0: epoch end).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of everything random.")] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="TOML or JSON config; flags override it.")
-    ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML or JSON config; flags override it.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory to create.")] = None,
-    resume: Annotated[
-        Path | None, typer.Option(help="Continue the stopped run in this directory.")
+    resume: Annotated[Path | None, typer.Option(help="Continue the stopped run in this directory.")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Stop (with a checkpoint) at this global step; resume later.")
     ] = None,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
-    ] = True,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Train one nested model with ordered dropout and write a run directory."""
     from fn3.run import train_run
@@ -101,13 +82,11 @@ def train(
     if resume is not None:
         if out is not None and out != resume:
             raise ConfigError("give either --resume RUN or --out DIR, not both")
-        result = train_run(TrainConfig(), resume, resume=True, progress=progress)
+        result = train_run(TrainConfig(), resume, resume=True, progress=progress, max_steps=max_steps)
         _report(result, resume)
         return
     if out is None:
-        raise ConfigError(
-            "missing --out DIR: where to write the run (or --resume RUN to continue one)"
-        )
+        raise ConfigError("missing --out DIR: where to write the run (or --resume RUN to continue one)")
     overrides: dict[str, Any] = load_config_file(config) if config else {}
     flags = dict(
         model=model,
@@ -142,7 +121,7 @@ def train(
 
         overrides["data_dir"] = default_data_dir()
     cfg = TrainConfig().merged(overrides)
-    result = train_run(cfg, out, progress=progress)
+    result = train_run(cfg, out, progress=progress, max_steps=max_steps)
     _report(result, out)
 
 
@@ -176,9 +155,7 @@ def eval_(
     split: Annotated[str, typer.Option(help="test or val.")] = "test",
     recalibrate: Annotated[
         bool,
-        typer.Option(
-            "--recalibrate/--no-recalibrate", help="Re-estimate BatchNorm statistics per spec."
-        ),
+        typer.Option("--recalibrate/--no-recalibrate", help="Re-estimate BatchNorm statistics per spec."),
     ] = True,
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 256,
 ) -> None:
@@ -269,8 +246,6 @@ def demo(
         for col in cols:
             table.add_column(col, justify="left" if col == "level" else "right")
         for level, accs in rows:
-            table.add_row(
-                level, *(f"{a * 100:.1f}%" if a is not None else "-" for a in accs.values())
-            )
+            table.add_row(level, *(f"{a * 100:.1f}%" if a is not None else "-" for a in accs.values()))
         console.print(table)
     console.print(f"demo done in {time.perf_counter() - t0:.0f} s; runs in {root}")

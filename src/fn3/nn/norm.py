@@ -4,6 +4,11 @@ The paper uses one BatchNorm shared by every sub-model; its running statistics t
 of sub-models, which is why :func:`fn3.recalibrate_bn` re-estimates them for a given spec before it is
 evaluated. In training mode only the active slice of the running statistics is updated.
 
+Under ``torchrun`` (an initialised process group with more than one rank) the batch statistics are
+synchronised across ranks (one autograd-aware all-reduce of the per-channel sums per layer), so a
+distributed step normalises with the statistics of the whole global batch and equals the
+single-process step; ``sync=False`` keeps per-rank statistics, as plain DDP does.
+
 Example:
     >>> import torch
     >>> from fn3.spec import Axis
@@ -38,18 +43,17 @@ class NestedBatchNorm2d(nn.BatchNorm2d, NestedModule):
         per_unit: int = 1,
         eps: float = 1e-5,
         momentum: float | None = 0.1,
+        sync: bool = True,
     ):
         super().__init__(num_features, eps=eps, momentum=momentum)
-        self.axis, self.per_unit = axis, per_unit
+        self.axis, self.per_unit, self.sync = axis, per_unit, sync
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C_active, H, W)
         sel = select(self.axis, self.num_features, self.per_unit)
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
-            factor = (
-                1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            )
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         else:
             factor = 0.0
         use_batch = self.training or self.running_mean is None
@@ -57,9 +61,47 @@ class NestedBatchNorm2d(nn.BatchNorm2d, NestedModule):
         if self.running_mean is None:
             return F.batch_norm(x, None, None, w, b, True, factor, self.eps)
         rm, rv = sel.take(self.running_mean, 0), sel.take(self.running_var, 0)
-        y = F.batch_norm(x, rm, rv, w, b, use_batch, factor, self.eps)
+        if use_batch and self.sync and _distributed():
+            y = sync_batch_norm(x, rm, rv, w, b, factor, self.eps)
+        else:
+            y = F.batch_norm(x, rm, rv, w, b, use_batch, factor, self.eps)
         if use_batch and sel.index is not None:
             # A gathered slice is a copy: write the updated statistics back to their channels.
             self.running_mean.index_copy_(0, sel.index, rm)
             self.running_var.index_copy_(0, sel.index, rv)
         return y
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def sync_batch_norm(
+    x: torch.Tensor,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    momentum: float,
+    eps: float,
+) -> torch.Tensor:
+    """Batch norm over the global batch of all ranks; updates the running statistics in place.
+
+    The per-channel sums are accumulated in float64 so that ``E[x^2] - E[x]^2`` does not cancel.
+    """
+    from torch.distributed.nn.functional import all_reduce
+
+    c = x.shape[1]
+    xd = x.double()  # (B, C, H, W)
+    count = x.new_full((1,), x.numel() // c, dtype=torch.float64)
+    stats = all_reduce(torch.cat([xd.sum((0, 2, 3)), (xd * xd).sum((0, 2, 3)), count]))  # (2C + 1,)
+    n = stats[-1]
+    mean = stats[:c] / n
+    var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0.0)  # biased, as batch norm normalises
+    with torch.no_grad():
+        running_mean.mul_(1 - momentum).add_(mean.float(), alpha=momentum)
+        running_var.mul_(1 - momentum).add_((var * n / (n - 1).clamp_min(1)).float(), alpha=momentum)
+    scale = (torch.rsqrt(var + eps).float() * weight)[None, :, None, None]
+    return (x - mean.float()[None, :, None, None]) * scale + bias[None, :, None, None]
