@@ -14,13 +14,15 @@ Example:
     torch.Size([1, 10])
 """
 
+from fn3 import cost, export, search
 from fn3.config import TrainConfig
 from fn3.errors import BudgetError, ConfigError, DataError, FileFormatError, Fn3Error, SpecError
+from fn3.evaluate import recalibrate_bn
+from fn3.export import load, save
 from fn3.models import create_model, list_models, register_model
 from fn3.nest import active, current_spec, set_active, space
-from fn3.sampling import OrderedDropout, Sandwich
-from fn3.evaluate import recalibrate_bn
 from fn3.run import load_run
+from fn3.sampling import OrderedDropout, Sandwich
 from fn3.spec import KINDS, Axis, Space, Spec, parse_spec
 from fn3.train import fit
 
@@ -41,14 +43,19 @@ __all__ = [
     "SpecError",
     "TrainConfig",
     "active",
+    "cost",
     "create_model",
     "current_spec",
+    "export",
     "fit",
     "list_models",
+    "load",
     "load_run",
     "parse_spec",
     "recalibrate_bn",
     "register_model",
+    "save",
+    "search",
     "set_active",
     "space",
 ]

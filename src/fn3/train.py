@@ -252,6 +252,8 @@ def fit(
         info = load_checkpoint(run / CHECKPOINT_NAME, model, optimizer)
         result.step = int(info["step"])
         result.history = list(info.get("history", []))
+    if run is not None and main_rank:
+        run.mkdir(parents=True, exist_ok=True)
     if resume and main_rank:
         _truncate_metrics(run / METRICS_NAME, result.step)
     wrapper = _ddp(model) if distributed else None

@@ -166,6 +166,9 @@ def eval_(
 
     if split not in ("test", "val"):
         raise ConfigError(f"--split {split!r}: use test or val")
+    if not (run / "config.json").exists() and (run.is_file() or (run / "model.safetensors").is_file()):
+        _eval_exported(run, spec, split, batch_size)
+        return
     r = load_run(run)
     specs = {name: parse_spec(name, r.space) for name in (spec or ["largest", "smallest"])}
     train_ds, val_ds, test_ds = r.datasets()
@@ -190,6 +193,25 @@ def eval_(
             f"{c.get('params', float('nan')):,.0f}",
             f"{c.get('flops', float('nan')) / 1e6:.2f}",
         )
+    console.print(table)
+
+
+def _eval_exported(path: Path, spec: list[str] | None, split: str, batch_size: int) -> None:
+    """``fn3 eval DIR`` on an exported model: its accuracy on the dataset its metadata names."""
+    from fn3.export import evaluate_exported, load
+
+    if spec:
+        raise ConfigError(
+            "an exported model is one sub-model already; drop --spec (export another spec "
+            "with `fn3 export RUN --spec ...`)"
+        )
+    if split == "val":
+        raise ConfigError("an exported model has no validation split; use --split test")
+    acc = evaluate_exported(load(path), split=split, batch_size=batch_size)
+    table = Table(title=f"{split} accuracy of exported model {path}")
+    table.add_column("model")
+    table.add_column("accuracy", justify="right")
+    table.add_row(str(path), f"{acc * 100:.2f}%")
     console.print(table)
 
 
