@@ -1,0 +1,287 @@
+"""Shared runner of the reproduction experiments (issue 5): same data, model, epochs, seed per arm.
+
+An :class:`Experiment` is a base :class:`~fn3.config.TrainConfig` (model, data, subset, epochs,
+optimizer, seed), a list of :class:`Budget` s (the sub-models of interest) and a list of
+:class:`Arm` s (how to train: ordered dropout, one independent model per budget, sandwich, joint
+bit-widths, or an evaluation-only ablation of another arm's model). :func:`run_experiment` trains
+every arm into its own run directory, evaluates each budget on the TEST set (with and without BN
+re-estimation when the model has BatchNorm) and writes one JSON per experiment.
+
+Resumable: the JSON is rewritten atomically after every finished arm and finished arms are skipped
+on a rerun; an arm killed mid-training continues from its run directory's checkpoint.
+
+    python benchmarks/repro/exp1_neurons.py --quick     # seconds, results in benchmarks/results/quick
+    python benchmarks/repro/exp1_neurons.py             # the full run, benchmarks/results/exp1_*.json
+
+Example (the quick MNIST experiment, in-process):
+    >>> import runner, exp1_neurons                                    # doctest: +SKIP
+    >>> runner.main([exp1_neurons.experiment()], ["--quick"])           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fn3.config import TrainConfig
+from fn3.data import ImageDataset, channel_stats, load_dataset, train_val_split
+from fn3.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+DATA = ROOT.parent / "shared" / "data"
+RESULT_FORMAT, RESULT_VERSION = "fn3.repro-result", 1
+#: Arm kinds: one nested run; one run per budget (rule=fixed); every budget in every step (AdaBits);
+#: the model of another arm with blocks removed in random order; a searched front (experiment 6).
+KINDS = ("nested", "independent", "joint", "random-order", "search")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One sub-model of interest: ``spec`` is ``fn3.parse_spec`` text (also the ``fixed_spec``)."""
+
+    label: str  # "50%", "4 bits", "2/3 blocks"
+    x: float  # plotted value: kept fraction, bits, blocks per stage
+    spec: str  # "neurons=0.5", "bits=4", "layers=0.6666666666666666"
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() else "_" for c in self.label).strip("_")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One way of getting the family of sub-models.
+
+    Args:
+        name: shown in tables and plots.
+        kind: one of :data:`KINDS`.
+        train: :class:`TrainConfig` overrides of this arm (``rule``, ``dist``, ``distill``, ``levels``).
+        budgets: this arm's budgets (default: the experiment's).
+        source: for ``random-order``: the arm whose trained model is ablated.
+        draws: for ``random-order``: random kept sets drawn per budget.
+        options: kind-specific settings (``search``: metric, beam, candidates, max_evals).
+    """
+
+    name: str
+    kind: str = "nested"
+    train: Mapping[str, Any] = field(default_factory=dict)
+    budgets: tuple[Budget, ...] | None = None
+    source: str | None = None
+    draws: int = 5
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"arm {self.name!r}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.kind == "random-order" and not self.source:
+            raise ConfigError(f"arm {self.name!r}: a random-order arm needs source=<arm name>")
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() else "_" for c in self.name.lower()).strip("_")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Everything every arm shares, plus the arms.
+
+    ``base`` is the full-mode config; ``quick`` its overrides for ``--quick`` (tiny subset, 1 epoch).
+    ``test_limit`` caps the test images per class (``None``: the whole test split).
+    """
+
+    key: str  # file name of the JSON: "exp1_neurons"
+    title: str
+    level: str  # the nesting level(s) studied, e.g. "neurons"
+    x_label: str
+    budgets: tuple[Budget, ...]
+    arms: tuple[Arm, ...]
+    base: TrainConfig
+    quick: Mapping[str, Any] = field(default_factory=dict)
+    test_limit: int | None = None
+    quick_test_limit: int = 10
+    notes: str = ""
+
+    def config(self, quick: bool) -> TrainConfig:
+        cfg = self.base.replace(eval_specs=())  # the runner evaluates; no per-epoch validation
+        return cfg.replace(**self.quick) if quick else cfg
+
+
+@dataclass
+class Context:
+    """What the arms of one experiment share at run time (data, batches, paths)."""
+
+    exp: Experiment
+    cfg: TrainConfig  # the resolved base config (mean/std filled)
+    train: ImageDataset
+    val: ImageDataset | None
+    test: ImageDataset
+    runs_dir: Path
+    quick: bool
+    results: dict[str, Any]
+    cache: dict[str, Any] = field(default_factory=dict)  # test / calibration batches, built once
+
+
+def main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None) -> list[Path]:
+    """Command-line entry of every experiment script; returns the JSON files written."""
+    p = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="seconds: tiny subset, 1 epoch, tiny model")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="where the JSON goes (default benchmarks/results, or .../quick with --quick)")
+    p.add_argument("--runs-dir", type=Path, default=None,
+                   help="run directories with checkpoints (default <results-dir>/runs)")
+    p.add_argument("--only", nargs="*", default=None, help="run only these experiment keys")
+    args = p.parse_args(list(argv) if argv is not None else None)
+    results_dir = args.results_dir or (RESULTS / "quick" if args.quick else RESULTS)
+    runs_dir = args.runs_dir or results_dir / "runs"
+    script = Path(sys.argv[0]).resolve() if argv is None else None
+    cmd = _command(script, list(argv) if argv is not None else sys.argv[1:])
+    out = []
+    for exp in experiments:
+        if args.only and exp.key not in args.only:
+            continue
+        out.append(run_experiment(exp, results_dir, runs_dir, quick=args.quick, command=cmd))
+    return out
+
+
+def _command(script: Path | None, argv: list[str]) -> str:
+    if script is None:  # called in-process (tests): name the script from the experiment's module
+        script = Path(sys.modules["__main__"].__file__ or "benchmarks/repro/<script>.py")
+    try:
+        rel = script.resolve().relative_to(ROOT)
+    except ValueError:
+        rel = script
+    return "python " + " ".join(shlex.quote(a) for a in [str(rel), *argv])
+
+
+def run_experiment(exp: Experiment, results_dir: Path, runs_dir: Path, *, quick: bool,
+                   command: str) -> Path:
+    """Train and evaluate every arm not yet in ``results_dir/<key>.json``; returns that path."""
+    import arms as arm_impl  # the training/evaluation of each kind (same folder)
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    cfg = exp.config(quick)
+    full = load_dataset(cfg.data, "train", cfg.data_dir, limit=cfg.limit)
+    if cfg.val_fraction > 0:
+        train, val = train_val_split(full, cfg.val_fraction, cfg.seed)
+    else:
+        train, val = full, None
+    mean, std = channel_stats(train)
+    cfg = cfg.replace(mean=mean, std=std)
+    test_limit = exp.quick_test_limit if quick else exp.test_limit
+    test = load_dataset(cfg.data, "test", cfg.data_dir, limit=test_limit)
+    path = results_dir / f"{exp.key}.json"
+    settings = {
+        "train": cfg.to_dict(),
+        "train_images": len(train),
+        "val_images": len(val) if val is not None else 0,
+        "test_images": len(test),
+        "test_limit_per_class": test_limit,
+        "image_shape": list(train.image_shape),
+    }
+    results = _load_or_new(path, exp, settings, quick, command)
+    ctx = Context(exp, cfg, train, val, test, runs_dir / exp.key, quick, results)
+    for arm in exp.arms:
+        if arm.name in results["arms"]:
+            print(f"[{exp.key}] {arm.name}: done already (in {path.name}), skipped", flush=True)
+            continue
+        print(f"[{exp.key}] {arm.name}: training/evaluating", flush=True)
+        entry = arm_impl.run_arm(ctx, arm)
+        entry.update(kind=arm.kind, train=dict(arm.train), commit=git_commit(),
+                     finished_at=_now())
+        results["arms"][arm.name] = entry
+        results["updated_at"] = _now()
+        write_json(path, results)
+        print(f"[{exp.key}] {arm.name}: {_summary(entry)}", flush=True)
+    return path
+
+
+def _summary(entry: Mapping[str, Any]) -> str:
+    acc = entry.get("accuracy", {})
+    mode = "bn_recal" if "bn_recal" in acc else "plain"
+    parts = [f"{k} {v * 100:.2f}" for k, v in acc.get(mode, {}).items()]
+    return f"{entry.get('wall_time_s', 0):.0f} s train; test % ({mode}): " + ", ".join(parts)
+
+
+def _load_or_new(path: Path, exp: Experiment, settings: dict[str, Any], quick: bool,
+                 command: str) -> dict[str, Any]:
+    if path.is_file():
+        data = json.loads(path.read_text())
+        if data.get("format") != RESULT_FORMAT or data.get("version") != RESULT_VERSION:
+            raise ConfigError(f"{path} is not a {RESULT_FORMAT} v{RESULT_VERSION} file; move it away")
+        if data.get("settings") != json.loads(json.dumps(settings)):
+            raise ConfigError(f"{path} was run with other settings; delete it (and its runs) to rerun")
+        if command not in data["commands"]:
+            data["commands"].append(command)  # a resumed run may be started by another command
+        return data
+    return {
+        "format": RESULT_FORMAT,
+        "version": RESULT_VERSION,
+        "experiment": exp.key,
+        "title": exp.title,
+        "level": exp.level,
+        "x_label": exp.x_label,
+        "notes": exp.notes,
+        "quick": quick,
+        "commands": [command],
+        "commit": git_commit(),
+        "machine": machine_info(),
+        "started_at": _now(),
+        "updated_at": _now(),
+        "settings": settings,
+        "budgets": [{"label": b.label, "x": b.x, "spec": b.spec} for b in exp.budgets],
+        "arms": {},
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    """Platform, CPU count, torch version, threads and load: enough to judge wall times."""
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average_at_start": load,
+    }
+
+
+def git_commit() -> str:
+    """``git rev-parse HEAD`` of the repository (``+dirty`` is not tracked: others edit the tree)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True, timeout=10)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Atomic write: a temp file in the same folder, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
