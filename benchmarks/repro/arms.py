@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from runner import Arm, Budget, Context, write_json
+from runner import QUICK_DRAWS, QUICK_MAX_EVALS, Arm, Budget, Context, write_json
 from torch import nn
 
 import fn3
@@ -32,9 +32,9 @@ from fn3.config import TrainConfig
 from fn3.data import batches, num_batches
 from fn3.errors import ConfigError
 from fn3.evaluate import accuracy, bn_recalibrated
-from fn3.run import CONFIG_NAME, MODEL_NAME, build_model, load_run, read_config, train_run
+from fn3.run import CONFIG_NAME, MODEL_NAME, build_model, load_run, read_config
 from fn3.spec import Spec, parse_spec
-from fn3.train import CHECKPOINT_NAME, augment_mode, lr_at, make_optimizer, train_step
+from fn3.train import CHECKPOINT_NAME, augment_mode, fit, lr_at, make_optimizer, train_step
 
 TIME_NAME = "repro_time.json"  # training seconds summed over the segments of a resumed run
 COST_METRICS = ("flops", "bitops", "params")
@@ -83,11 +83,7 @@ def _train(ctx: Context, cfg: TrainConfig, run_dir: Path, joint: list[str] | Non
         resume = (run_dir / CONFIG_NAME).is_file()
         if resume and _canon(read_config(run_dir)) != _canon(saved_cfg):
             raise ConfigError(f"{run_dir} holds a run with other settings; delete it to rerun")
-        if joint:
-            wall, interrupted = _train_joint(saved_cfg, run_dir, joint, resume)
-        else:
-            res = train_run(cfg, run_dir, resume=resume, progress=False)
-            wall, interrupted = res.wall_time, res.interrupted
+        wall, interrupted = _fit_run(ctx, saved_cfg, run_dir, resume, joint)
         seconds = {"seconds": seconds["seconds"] + wall, "segments": seconds["segments"] + 1}
         write_json(timing, seconds)
         if interrupted:
@@ -96,22 +92,38 @@ def _train(ctx: Context, cfg: TrainConfig, run_dir: Path, joint: list[str] | Non
             "segments": seconds["segments"], "threads": torch.get_num_threads()}
 
 
+def _fit_run(ctx: Context, cfg: TrainConfig, run_dir: Path, resume: bool,
+             joint: list[str] | None) -> tuple[float, bool]:
+    """What :func:`fn3.run.train_run` does, on the data already in memory (every arm the same)."""
+    model = build_model(cfg, ctx.train)
+    if not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / CONFIG_NAME, cfg.to_dict())
+    if joint:
+        wall = _train_joint(ctx, model, cfg, run_dir, joint, resume)
+        step, interrupted = -1, False
+    else:
+        res = fit(model, ctx.train, cfg, run_dir=run_dir, resume=resume, progress=False)
+        wall, step, interrupted = res.wall_time, res.step, res.interrupted
+    if not interrupted:  # the final weights: load_run(run_dir) reads them
+        save_checkpoint(run_dir / MODEL_NAME, model, None,
+                        {"config": cfg.to_dict(), "step": step, "model": model.fn3_config})
+    return wall, interrupted
+
+
 def _canon(cfg: TrainConfig) -> str:
     return json.dumps(cfg.to_dict(), sort_keys=True)
 
 
-def _train_joint(cfg: TrainConfig, run_dir: Path, spec_texts: list[str], resume: bool
-                 ) -> tuple[float, bool]:
+def _train_joint(ctx: Context, model: nn.Module, cfg: TrainConfig, run_dir: Path,
+                 spec_texts: list[str], resume: bool) -> float:
     """AdaBits-style joint training: every spec of ``spec_texts`` in every step, one optimizer step.
 
     Same data order, augmentation, optimizer and schedule as :func:`fn3.train.fit`; checkpoints at
     the end of each epoch (resume restarts the interrupted epoch from its first batch: the batch
     order is a pure function of (seed, epoch)).
     """
-    from fn3.run import load_data
-
-    train, _, _ = load_data(cfg)
-    model = build_model(cfg, train)
+    train = ctx.train
     specs = [parse_spec(s, fn3.space(model)) for s in spec_texts]
     opt = make_optimizer(model, cfg)
     drop_last = len(train) >= cfg.batch_size
@@ -120,8 +132,6 @@ def _train_joint(cfg: TrainConfig, run_dir: Path, spec_texts: list[str], resume:
     step, ckpt = 0, run_dir / CHECKPOINT_NAME
     if resume and ckpt.is_file():
         step = int(load_checkpoint(ckpt, model, opt)["step"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / CONFIG_NAME, cfg.to_dict())
     meta = lambda: {"step": step, "config": cfg.to_dict(), "model": model.fn3_config}  # noqa: E731
     start = time.perf_counter()
     model.train()
@@ -136,8 +146,7 @@ def _train_joint(cfg: TrainConfig, run_dir: Path, spec_texts: list[str], resume:
             train_step(model, opt, x, y, specs, label_smoothing=cfg.label_smoothing)
             step += 1
         save_checkpoint(ckpt, model, opt, meta())
-    save_checkpoint(run_dir / MODEL_NAME, model, None, meta())
-    return time.perf_counter() - start, False
+    return time.perf_counter() - start
 
 
 def _cached(ctx: Context, key: str, make: Any) -> Any:
@@ -213,7 +222,8 @@ def _random_order(ctx: Context, arm: Arm, budgets: tuple[Budget, ...]) -> dict[s
     draws: dict[str, dict[str, list[float]]] = {}
     for b in budgets:
         prefix = parse_spec(b.spec, space)
-        specs = {f"{b.label}#{i}": random_kept(prefix, space, kinds, gen) for i in range(arm.draws)}
+        n = min(arm.draws, QUICK_DRAWS) if ctx.quick else arm.draws
+        specs = {f"{b.label}#{i}": random_kept(prefix, space, kinds, gen) for i in range(n)}
         if all(s == prefix for s in specs.values()):
             specs = {f"{b.label}#0": prefix}  # nothing to remove: the full model
         for mode, values in evaluate(ctx, model, specs).items():
@@ -235,6 +245,8 @@ def _search(ctx: Context, arm: Arm, model: nn.Module) -> dict[str, Any]:
     calib = _calib_batches(ctx) if cfg.recalibrate_batches > 0 else None
     ev = Evaluator(model, val, recalibrate=calib, num_batches=max(1, cfg.recalibrate_batches))
     metric = opts.pop("metric", "bitops")
+    if ctx.quick:
+        opts["max_evals"] = QUICK_MAX_EVALS
     res = search(model, ev, metric, opts.pop("strategy", "heuristic"),
                  input_shape=tuple(ctx.train.image_shape), seed=cfg.seed,
                  metrics=[m for m in COST_METRICS if m != metric], **opts)

@@ -45,6 +45,11 @@ DATA = ROOT.parent / "shared" / "data"
 RESULT_FORMAT, RESULT_VERSION = "fn3.repro-result", 1
 #: Arm kinds: one nested run; one run per budget (rule=fixed); every budget in every step (AdaBits);
 #: the model of another arm with blocks removed in random order; a searched front (experiment 6).
+#: ``--quick`` overrides of the ResNet experiments: 5 images per class, 1 epoch (2 steps), a 4-wide
+#: ResNet, one calibration batch. Only to prove the harness runs end to end.
+CIFAR_QUICK: Mapping[str, Any] = {"limit": 5, "epochs": 1, "batch_size": 25,
+                                  "model_kwargs": {"width": 4}, "recalibrate_batches": 1}
+QUICK_DRAWS, QUICK_MAX_EVALS = 2, 12  # random-order draws and search evaluations in --quick
 KINDS = ("nested", "independent", "joint", "random-order", "search")
 
 
@@ -111,7 +116,7 @@ class Experiment:
     base: TrainConfig
     quick: Mapping[str, Any] = field(default_factory=dict)
     test_limit: int | None = None
-    quick_test_limit: int = 10
+    quick_test_limit: int = 5
     notes: str = ""
 
     def config(self, quick: bool) -> TrainConfig:

@@ -1,0 +1,46 @@
+"""Experiment 2, FN3-channel: CIFAR-10 (JPEG copy), ResNet-20, nested channels (100/75/50/25%).
+
+Arms (same data subset, model, epochs, optimizer, seed): fn3 ODO geometric and uniform; one
+independently trained ResNet-20 per width (rule ``fixed``); US-Nets-style sandwich rule with in-place
+distillation; the ODO (geometric) model with channels removed in random order instead of from the
+tail. Every budget is evaluated with the shared BatchNorm statistics and with statistics re-estimated
+for that sub-model.
+
+CPU budget: 1,000 training images per class (10,000), 6 epochs, 200 test images per class (2,000).
+
+    python benchmarks/repro/exp2_channels.py            # full (~1 h on 2 busy cores)
+    python benchmarks/repro/exp2_channels.py --quick    # seconds
+"""
+
+from __future__ import annotations
+
+from runner import CIFAR_QUICK, DATA, Arm, Budget, Experiment, main
+
+from fn3.config import TrainConfig
+
+WIDTHS = (1.0, 0.75, 0.5, 0.25)
+
+
+def experiment() -> Experiment:
+    budgets = tuple(Budget(f"{w * 100:g}%", w, f"channels={w}") for w in WIDTHS)
+    base = TrainConfig(model="resnet20", levels=("channels",), data="cifar10",
+                       data_dir=str(DATA / "cifar10-jpeg"), limit=1000, val_fraction=0.0, epochs=6,
+                       batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4, seed=0,
+                       recalibrate_batches=10)
+    arms = (
+        Arm("fn3 ODO (geometric)", train={"rule": "odo", "dist": "geometric"}),
+        Arm("fn3 ODO (uniform)", train={"rule": "odo", "dist": "uniform"}),
+        Arm("independent (one per width)", kind="independent"),
+        Arm("US-Nets sandwich + distillation", train={"rule": "sandwich", "distill": True}),
+        Arm("fn3 ODO, random-order removal", kind="random-order", source="fn3 ODO (geometric)"),
+    )
+    return Experiment(
+        key="exp2_channels", title="FN3-channel: CIFAR-10, ResNet-20", level="channels",
+        x_label="channels kept (fraction of every layer)", budgets=budgets, arms=arms, base=base,
+        quick=CIFAR_QUICK, test_limit=200,
+        notes="Every channel axis (stage streams and block inner widths) keeps the same fraction; "
+              "crop+flip augmentation.")
+
+
+if __name__ == "__main__":
+    main([experiment()])

@@ -1,0 +1,44 @@
+"""Experiment 3, FN3-layer: CIFAR-10 (JPEG copy), ResNet-20 and ResNet-32, nested residual blocks.
+
+Budgets: blocks kept per stage (ResNet-20: 3, 2, 1; ResNet-32: 5..1), removed from the tail of each
+stage. Arms (same data subset, model, epochs, optimizer, seed): fn3 ODO geometric and uniform; one
+independently trained network per depth (rule ``fixed``); the ODO (geometric) model with blocks
+removed in random order instead of from the tail (the paper's ablation). With and without BN
+re-estimation.
+
+CPU budget: 500 training images per class (5,000), 6 epochs, 200 test images per class (2,000).
+
+    python benchmarks/repro/exp3_layers.py                         # both depths (~1.5 h)
+    python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet20
+    python benchmarks/repro/exp3_layers.py --quick                 # seconds
+"""
+
+from __future__ import annotations
+
+from runner import CIFAR_QUICK, DATA, Arm, Budget, Experiment, main
+
+from fn3.config import TrainConfig
+
+
+def experiment(depth: int = 20) -> Experiment:
+    n = (depth - 2) // 6  # blocks per stage
+    budgets = tuple(Budget(f"{k}/{n} blocks", k, f"layers={k / n!r}") for k in range(n, 0, -1))
+    base = TrainConfig(model=f"resnet{depth}", levels=("layers",), data="cifar10",
+                       data_dir=str(DATA / "cifar10-jpeg"), limit=500, val_fraction=0.0, epochs=6,
+                       batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4, seed=0,
+                       recalibrate_batches=10)
+    arms = (
+        Arm("fn3 ODO (geometric)", train={"rule": "odo", "dist": "geometric"}),
+        Arm("fn3 ODO (uniform)", train={"rule": "odo", "dist": "uniform"}),
+        Arm("independent (one per depth)", kind="independent"),
+        Arm("fn3 ODO, random-order removal", kind="random-order", source="fn3 ODO (geometric)"),
+    )
+    return Experiment(
+        key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",
+        level="layers", x_label="residual blocks kept per stage", budgets=budgets, arms=arms,
+        base=base, quick=CIFAR_QUICK, test_limit=200,
+        notes="Every stage keeps the same number of blocks; the first block of a stage always runs.")
+
+
+if __name__ == "__main__":
+    main([experiment(20), experiment(32)])

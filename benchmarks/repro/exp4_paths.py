@@ -1,0 +1,43 @@
+"""Experiment 4, FN3-path: CIFAR-10 (JPEG copy), small ResNeXt (3 stages x 2 blocks, 8 paths each).
+
+Budgets: 100/75/50/25/12.5% of the parallel paths of every block. Arms (same data subset, model,
+epochs, optimizer, seed): fn3 ODO geometric and uniform; one independently trained ResNeXt per path
+count (rule ``fixed``); the ODO (geometric) model with paths removed in random order. With and
+without BN re-estimation.
+
+CPU budget: 500 training images per class (5,000), 6 epochs, 200 test images per class (2,000).
+
+    python benchmarks/repro/exp4_paths.py            # full
+    python benchmarks/repro/exp4_paths.py --quick    # seconds
+"""
+
+from __future__ import annotations
+
+from runner import CIFAR_QUICK, DATA, Arm, Budget, Experiment, main
+
+from fn3.config import TrainConfig
+
+FRACTIONS = (1.0, 0.75, 0.5, 0.25, 0.125)
+
+
+def experiment() -> Experiment:
+    budgets = tuple(Budget(f"{f * 100:g}%", f, f"paths={f}") for f in FRACTIONS)
+    base = TrainConfig(model="resnext_tiny", levels=("paths",), data="cifar10",
+                       data_dir=str(DATA / "cifar10-jpeg"), limit=500, val_fraction=0.0, epochs=6,
+                       batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4, seed=0,
+                       recalibrate_batches=10)
+    arms = (
+        Arm("fn3 ODO (geometric)", train={"rule": "odo", "dist": "geometric"}),
+        Arm("fn3 ODO (uniform)", train={"rule": "odo", "dist": "uniform"}),
+        Arm("independent (one per path count)", kind="independent"),
+        Arm("fn3 ODO, random-order removal", kind="random-order", source="fn3 ODO (geometric)"),
+    )
+    quick = {**CIFAR_QUICK, "model_kwargs": {"widths": [16, 32, 64]}}
+    return Experiment(
+        key="exp4_paths", title="FN3-path: CIFAR-10, ResNeXt (tiny)", level="paths",
+        x_label="paths kept (fraction of every block)", budgets=budgets, arms=arms, base=base,
+        quick=quick, test_limit=200, notes="Every block keeps the same fraction of its 8 paths.")
+
+
+if __name__ == "__main__":
+    main([experiment()])

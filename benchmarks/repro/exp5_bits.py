@@ -1,0 +1,44 @@
+"""Experiment 5, FN3-bit: CIFAR-10 (JPEG copy), ResNet-20, nested bits of weights and activations.
+
+Budgets: 8/6/4/3/2 bits for every quantized weight and activation (stem and classifier stay in
+float, as in Any-Precision DNN and AdaBits). Arms (same data subset, model, epochs, optimizer,
+seed): fn3 ODO geometric and uniform; one independently trained network per bit-width (rule
+``fixed``); AdaBits-style joint training (every bit-width in every step, gradients summed; with
+fn3's shared clipping levels, not AdaBits' switchable ones). With and without BN re-estimation.
+
+CPU budget: 500 training images per class (5,000), 6 epochs, 200 test images per class (2,000).
+
+    python benchmarks/repro/exp5_bits.py            # full
+    python benchmarks/repro/exp5_bits.py --quick    # seconds
+"""
+
+from __future__ import annotations
+
+from runner import CIFAR_QUICK, DATA, Arm, Budget, Experiment, main
+
+from fn3.config import TrainConfig
+
+BITS = (8, 6, 4, 3, 2)
+
+
+def experiment() -> Experiment:
+    budgets = tuple(Budget(f"{b} bits", b, f"bits={b}") for b in BITS)
+    base = TrainConfig(model="resnet20", levels=("bits",), data="cifar10",
+                       data_dir=str(DATA / "cifar10-jpeg"), limit=500, val_fraction=0.0, epochs=6,
+                       batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4, seed=0,
+                       recalibrate_batches=10)
+    arms = (
+        Arm("fn3 ODO (geometric)", train={"rule": "odo", "dist": "geometric"}),
+        Arm("fn3 ODO (uniform)", train={"rule": "odo", "dist": "uniform"}),
+        Arm("independent (one per bit-width)", kind="independent"),
+        Arm("AdaBits-style joint training", kind="joint"),
+    )
+    return Experiment(
+        key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",
+        x_label="bits (weights and activations)", budgets=budgets, arms=arms, base=base,
+        quick=CIFAR_QUICK, test_limit=200,
+        notes="Nested 8-bit codes: c bits keep the c most significant bits of the 8-bit code.")
+
+
+if __name__ == "__main__":
+    main([experiment()])

@@ -1,0 +1,52 @@
+"""Experiment 6, all levels at once: Fashion-MNIST, ResNet-20 nested in bits, channels and layers.
+
+One ODO model nested in all three levels together; ``fn3.search`` (the paper's heuristic, scored on
+a held-out 10% validation split of the training subset, never the test set) gives its Pareto front
+of test accuracy against BitOPs. Beside it, on the same data, the single-level ODO models of
+experiments 2, 3 and 5 (channels only, layers only, bits only), each at its budgets. With and
+without BN re-estimation.
+
+CPU budget: 500 training images per class (4,500 after the validation split), 6 epochs, 200 test
+images per class (2,000).
+
+    python benchmarks/repro/exp6_all_levels.py            # full
+    python benchmarks/repro/exp6_all_levels.py --quick    # seconds
+"""
+
+from __future__ import annotations
+
+from runner import CIFAR_QUICK, Arm, Budget, Experiment, main
+
+from fn3.config import TrainConfig
+
+CHANNELS = tuple(Budget(f"channels {w * 100:g}%", w, f"channels={w}") for w in (1.0, 0.75, 0.5, 0.25))
+LAYERS = tuple(Budget(f"{k}/3 blocks", k / 3, f"layers={k / 3!r}") for k in (3, 2, 1))
+BITS = tuple(Budget(f"{b} bits", b / 8, f"bits={b}") for b in (8, 6, 4, 3, 2))
+ALL = (Budget("full", 1.0, "largest"),
+       Budget("channels 50%, 2/3 blocks, 4 bits", 0.5, f"channels=0.5,layers={2 / 3!r},bits=4"),
+       Budget("smallest", 0.0, "smallest"))
+
+
+def experiment() -> Experiment:
+    base = TrainConfig(model="resnet20", levels=("bits", "channels", "layers"),
+                       data="fashion-mnist", data_dir=None, limit=500, val_fraction=0.1, epochs=6,
+                       batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4, seed=0,
+                       recalibrate_batches=10)
+    arms = (
+        Arm("fn3 ODO all levels (searched front)", kind="search", budgets=ALL,
+            train={"rule": "odo", "dist": "geometric"},
+            options={"metric": "bitops", "beam": 4, "candidates": 8, "max_evals": 400}),
+        Arm("fn3 ODO channels only", budgets=CHANNELS, train={"levels": ("channels",)}),
+        Arm("fn3 ODO layers only", budgets=LAYERS, train={"levels": ("layers",)}),
+        Arm("fn3 ODO bits only", budgets=BITS, train={"levels": ("bits",)}),
+    )
+    quick = {**CIFAR_QUICK}
+    return Experiment(
+        key="exp6_all_levels", title="All levels at once: Fashion-MNIST, ResNet-20",
+        level="bits,channels,layers", x_label="BitOPs", budgets=ALL, arms=arms, base=base,
+        quick=quick, test_limit=200,
+        notes="BitOPs: multiply-accumulates times weight bits times activation bits (float = 32).")
+
+
+if __name__ == "__main__":
+    main([experiment()])

@@ -1,0 +1,138 @@
+"""The targets of issue 5, checked against one experiment's results, and the paper's/peers' numbers.
+
+Each row is ``(experiment, target, measured, verdict)``; a missed target says by how much. Accuracy
+comparisons use BN re-estimated statistics when the model has BatchNorm (both arms alike).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+TAIL_MARGIN = 0.01  # "clearly better": tail removal beats the random draws' mean by >= 1 point
+
+#: Their numbers, quoted from ../shared/METHOD.md (a third-party summary of the paper).
+THEIRS: dict[str, list[str]] = {
+    "exp1": ["The paper evaluates FN3-neuron on MNIST; METHOD.md quotes no number for it."],
+    "exp2": [
+        "Paper (ImageNet, not CIFAR-10): FN3-channel beats US-Net with far more sub-networks, "
+        "trained 400 epochs against 250 epochs per width for US-Net (no number in METHOD.md).",
+        "US-Nets recipe: sandwich rule (largest + smallest + 2 random widths per step), in-place "
+        "distillation, BN statistics recalibrated per width after training (our sandwich arm).",
+    ],
+    "exp3": [
+        "Paper: removing blocks at random instead of from the tail makes accuracy fluctuate "
+        "strongly (the order matters); no number in METHOD.md.",
+        "Torch-Pruning (one-shot structured pruning, not nested), ResNet-56 / CIFAR-10: 93.53 -> "
+        "93.77% at 2.13x speed-up.",
+    ],
+    "exp4": ["The paper nests ResNeXt paths on CIFAR-10/100; METHOD.md quotes no number for it."],
+    "exp5": [
+        "Paper, CIFAR-10, 2 bits: FN3-bit 93.64% vs AdaBits 58.98%; FN3-bit loses 0.64 point going "
+        "from 4 to 2 bits.",
+        "Any-Precision DNN, ResNet-20 / CIFAR-10, one model at 1/2/4/8/32 bits: 91.89 / 93.90 / "
+        "93.86 / 93.75 / 94.11% (dedicated models per bit-width: 91.50 / 93.26 / 93.62 / 93.42 / "
+        "93.58%).",
+    ],
+    "exp6": ["The paper combines levels on CIFAR/ImageNet; METHOD.md quotes no number for it."],
+}
+
+
+def main_mode(res: Mapping[str, Any]) -> str:
+    """``bn_recal`` when the experiment's models have BatchNorm, else ``plain``."""
+    return "bn_recal" if any("bn_recal" in a["accuracy"] for a in res["arms"].values()) else "plain"
+
+
+def _find(res: Mapping[str, Any], prefix: str) -> tuple[str, dict[str, Any]] | None:
+    for name, arm in res["arms"].items():
+        if name.startswith(prefix):
+            return name, arm
+    return None
+
+
+def _worst(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[float, str] | None:
+    """The smallest ``a - b`` over the budgets both have, and its budget."""
+    gaps = [(a[k] - b[k], k) for k in a if k in b]
+    return min(gaps) if gaps else None
+
+
+def _verdict(value: float, limit: float, unit: str = " pt") -> str:
+    """``met`` if ``value >= limit``, else by how much it is missed."""
+    return "**met**" if value >= limit - 1e-12 else f"**missed** by {(limit - value) * 100:.2f}{unit}"
+
+
+def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Rows ``(experiment, target, measured, verdict)`` for every target that applies."""
+    key, mode = res["experiment"], main_mode(res)
+    rows: list[tuple[str, str, str, str]] = []
+    acc = lambda arm: arm["accuracy"].get(mode, {})  # noqa: E731
+    fn3 = [f for f in (_find(res, "fn3 ODO (geometric)"), _find(res, "fn3 ODO (uniform)")) if f]
+    indep = _find(res, "independent")
+    if indep:
+        for name, arm in fn3:
+            w = _worst(acc(arm), acc(indep[1]))
+            if w:
+                rows.append((key, f"every {name} sub-model within 0.5 pt of its independent twin",
+                             f"worst gap {w[0] * 100:+.2f} pt ({w[1]})", _verdict(w[0], -0.005)))
+    for peer in ("US-Nets sandwich", "AdaBits"):
+        found = _find(res, peer)
+        if not found or not fn3:
+            continue
+        (name, arm), (pname, parm) = fn3[0], found
+        w = _worst(acc(arm), acc(parm))
+        if w:
+            rows.append((key, f"{name} at least as accurate as {pname} at each budget",
+                         f"worst difference {w[0] * 100:+.2f} pt ({w[1]})", _verdict(w[0], 0.0)))
+        if parm["wall_time_s"] > 0:
+            ratio = arm["wall_time_s"] / parm["wall_time_s"]
+            rows.append((key, f"{name} trains in at most half the time of {pname}",
+                         f"{arm['wall_time_s']:.0f} s vs {parm['wall_time_s']:.0f} s "
+                         f"({ratio:.2f}x)",
+                         "**met**" if ratio <= 0.5 else f"**missed**: {ratio:.2f}x, not <= 0.50x"))
+    if key.startswith("exp5") and fn3:
+        for name, arm in fn3:
+            a = acc(arm)
+            if "8 bits" in a and "2 bits" in a:
+                drop = a["8 bits"] - a["2 bits"]
+                rows.append((key, f"2-bit {name} within 1.5 pt of its 8-bit model",
+                             f"8 bits {a['8 bits'] * 100:.2f}%, 2 bits {a['2 bits'] * 100:.2f}% "
+                             f"(drop {drop * 100:.2f} pt)", _verdict(-drop, -0.015)))
+    rnd = _find(res, "fn3 ODO, random-order")
+    if rnd and fn3:
+        (name, arm), draws = fn3[0], rnd[1].get("draws", {}).get(mode, {})
+        gaps = [(acc(arm)[lb] - sum(d) / len(d), lb) for lb, d in draws.items()
+                if len(d) > 1 and lb in acc(arm)]
+        if gaps:
+            worst = min(gaps)
+            mean = sum(g for g, _ in gaps) / len(gaps)
+            rows.append((key, "tail removal clearly better than random-order removal "
+                              f"(>= {TAIL_MARGIN * 100:.0f} pt at every truncated budget)",
+                         f"tail - random: mean {mean * 100:+.2f} pt, worst {worst[0] * 100:+.2f} pt "
+                         f"({worst[1]})", _verdict(worst[0], TAIL_MARGIN)))
+    if fn3 and (indep or _find(res, "US-Nets") or _find(res, "AdaBits")):
+        name, arm = fn3[0]
+        parts = [f"{name}: {arm['wall_time_s']:.0f} s"]
+        for other in ("independent", "US-Nets", "AdaBits"):
+            o = _find(res, other)
+            if o and arm["wall_time_s"] > 0:
+                parts.append(f"{o[0]}: {o[1]['wall_time_s']:.0f} s "
+                             f"({o[1]['wall_time_s'] / arm['wall_time_s']:.2f}x)")
+        rows.append((key, "cost of the whole family (training wall time)", "; ".join(parts), "info"))
+    if key.startswith("exp6"):
+        rows += _front_rows(res)
+    return rows
+
+
+def _front_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """How many single-level points the all-levels searched front dominates (BitOPs vs test acc)."""
+    mode = main_mode(res)
+    front = [(p["costs"]["bitops"], p["test_accuracy"].get(mode, 0.0))
+             for a in res["arms"].values() for p in a.get("search", {}).get("front", [])]
+    if not front:
+        return []
+    points = [(a["costs"][lb]["bitops"], v) for n, a in res["arms"].items() if not a.get("search")
+              for lb, v in a["accuracy"].get(mode, {}).items()]
+    dominated = sum(any(fb <= b and fa >= v for fb, fa in front) for b, v in points)
+    return [(res["experiment"], "all-levels searched front against the single-level models",
+             f"{dominated} of {len(points)} single-level points matched or beaten (no more "
+             "BitOPs, no less test accuracy)", "info")]
