@@ -41,4 +41,4 @@ def experiment(depth: int = 20) -> Experiment:
 
 
 if __name__ == "__main__":
-    main([experiment(20), experiment(32)])
+    main([experiment(20), experiment(32)], script=__file__)

@@ -40,4 +40,4 @@ def experiment() -> Experiment:
 
 
 if __name__ == "__main__":
-    main([experiment()])
+    main([experiment()], script=__file__)

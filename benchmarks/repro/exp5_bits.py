@@ -41,4 +41,4 @@ def experiment() -> Experiment:
 
 
 if __name__ == "__main__":
-    main([experiment()])
+    main([experiment()], script=__file__)

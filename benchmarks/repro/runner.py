@@ -139,8 +139,13 @@ class Context:
     cache: dict[str, Any] = field(default_factory=dict)  # test / calibration batches, built once
 
 
-def main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None) -> list[Path]:
-    """Command-line entry of every experiment script; returns the JSON files written."""
+def main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *,
+         script: str | None = None) -> list[Path]:
+    """Command-line entry of every experiment script; returns the JSON files written.
+
+    ``argv`` defaults to ``sys.argv[1:]``; ``script`` (the experiment script's ``__file__``) names the
+    command recorded in the results.
+    """
     p = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="seconds: tiny subset, 1 epoch, tiny model")
@@ -152,19 +157,18 @@ def main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None) -
     args = p.parse_args(list(argv) if argv is not None else None)
     results_dir = args.results_dir or (RESULTS / "quick" if args.quick else RESULTS)
     runs_dir = args.runs_dir or results_dir / "runs"
-    script = Path(sys.argv[0]).resolve() if argv is None else None
-    cmd = _command(script, list(argv) if argv is not None else sys.argv[1:])
-    out = []
-    for exp in experiments:
-        if args.only and exp.key not in args.only:
-            continue
-        out.append(run_experiment(exp, results_dir, runs_dir, quick=args.quick, command=cmd))
-    return out
+    cmd = _command(Path(script or sys.argv[0]), list(argv) if argv is not None else sys.argv[1:])
+    threads = torch.get_num_threads()
+    # One thread unless OMP_NUM_THREADS says otherwise: wall times comparable between arms and runs.
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    try:
+        return [run_experiment(exp, results_dir, runs_dir, quick=args.quick, command=cmd)
+                for exp in experiments if not args.only or exp.key in args.only]
+    finally:
+        torch.set_num_threads(threads)
 
 
-def _command(script: Path | None, argv: list[str]) -> str:
-    if script is None:  # called in-process (tests): name the script from the experiment's module
-        script = Path(sys.modules["__main__"].__file__ or "benchmarks/repro/<script>.py")
+def _command(script: Path, argv: list[str]) -> str:
     try:
         rel = script.resolve().relative_to(ROOT)
     except ValueError:
@@ -177,7 +181,6 @@ def run_experiment(exp: Experiment, results_dir: Path, runs_dir: Path, *, quick:
     """Train and evaluate every arm not yet in ``results_dir/<key>.json``; returns that path."""
     import arms as arm_impl  # the training/evaluation of each kind (same folder)
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     cfg = exp.config(quick)
     full = load_dataset(cfg.data, "train", cfg.data_dir, limit=cfg.limit)
     if cfg.val_fraction > 0:

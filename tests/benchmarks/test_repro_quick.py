@@ -1,0 +1,148 @@
+"""The reproduction harness (benchmarks/repro) end to end: every experiment's --quick mode on real
+data subsets, resume after a finished or half-finished arm, and the rendered page.
+
+Runs in-process (one torch import) into a temp dir; nothing is written to benchmarks/results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fn3
+
+ROOT = Path(__file__).resolve().parents[2]
+REPRO = ROOT / "benchmarks" / "repro"
+SCRIPTS = ("exp1_neurons", "exp2_channels", "exp3_layers", "exp4_paths", "exp5_bits",
+           "exp6_all_levels")
+
+
+def _load(name: str):
+    """Import a module of the script folder as the scripts themselves do (``from runner import``)."""
+    if str(REPRO) not in sys.path:
+        sys.path.insert(0, str(REPRO))
+    return importlib.import_module(name)
+
+
+def _experiments(mod):
+    return [mod.experiment(20), mod.experiment(32)] if mod.__name__.endswith("layers") else [
+        mod.experiment()]
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory, data_root):
+    from fn3.data import load_dataset
+
+    try:
+        load_dataset("fashion-mnist", "test", limit=1)
+    except fn3.Fn3Error:
+        pytest.skip("Fashion-MNIST not installed (apt-get install -y dataset-fashion-mnist)")
+    out = tmp_path_factory.mktemp("repro")
+    runner = _load("runner")
+    mods = {name: _load(name) for name in SCRIPTS}
+    for mod in mods.values():
+        runner.main(_experiments(mod), ["--quick", "--results-dir", str(out)], script=mod.__file__)
+    return out, mods, runner
+
+
+def test_every_quick_experiment_writes_its_arms_and_numbers(quick_results):
+    out, mods, runner = quick_results
+    exps = [e for mod in mods.values() for e in _experiments(mod)]
+    assert len(exps) == 7
+    for exp in exps:
+        res = json.loads((out / f"{exp.key}.json").read_text())
+        assert res["quick"] is True and re.fullmatch(r"[0-9a-f]{40}", res["commit"])
+        assert res["machine"]["cpu_count"] >= 1 and res["machine"]["torch"] == torch.__version__
+        assert res["commands"][0].startswith("python benchmarks/repro/exp")
+        assert "--quick" in res["commands"][0]
+        assert list(res["arms"]) == [a.name for a in exp.arms]  # every arm, in order
+        assert res["settings"]["train"]["epochs"] == 1
+        for arm, spec in zip(res["arms"].values(), exp.arms, strict=True):
+            labels = [b.label for b in (spec.budgets or exp.budgets)]
+            modes = ["plain"] if exp.key == "exp1_neurons" else ["plain", "bn_recal"]
+            assert sorted(arm["accuracy"]) == sorted(modes)  # the MLP has no BatchNorm
+            for mode in modes:
+                assert list(arm["accuracy"][mode]) == labels
+                assert all(0.0 <= v <= 1.0 for v in arm["accuracy"][mode].values())
+            assert arm["wall_time_s"] >= 0.0
+            if spec.kind == "independent":
+                assert list(arm["runs"]) == labels  # one run per budget, times summed
+                assert arm["wall_time_s"] == pytest.approx(
+                    sum(r["wall_time_s"] for r in arm["runs"].values()))
+            if spec.kind == "random-order":
+                assert all(len(d) >= 1 for d in arm["draws"][modes[0]].values())
+            assert all(c["flops"] > 0 for c in arm["costs"].values())
+    front = json.loads((out / "exp6_all_levels.json").read_text())["arms"]
+    points = front["fn3 ODO all levels (searched front)"]["search"]["front"]
+    assert points and all(0.0 <= p["test_accuracy"]["bn_recal"] <= 1.0 for p in points)
+
+
+def test_rerun_skips_finished_arms_and_resumes_an_unfinished_one(quick_results):
+    out, mods, runner = quick_results
+    path = out / "exp1_neurons.json"
+    before = json.loads(path.read_text())
+    # Pretend the uniform arm was killed after its last checkpoint, before its final weights.
+    name = "fn3 ODO (uniform)"
+    run_dir = Path(before["arms"][name]["runs"]["model"]["run_dir"])
+    (run_dir / "model.safetensors").unlink()
+    partial = dict(before, arms={k: v for k, v in before["arms"].items() if k != name})
+    runner.write_json(path, partial)
+    mod = mods["exp1_neurons"]
+    runner.main([mod.experiment()], ["--quick", "--results-dir", str(out)], script=mod.__file__)
+    after = json.loads(path.read_text())
+    assert list(after["arms"]) == [n for n in before["arms"] if n != name] + [name]
+    for n, arm in before["arms"].items():
+        if n != name:
+            assert after["arms"][n]["finished_at"] == arm["finished_at"]  # skipped, not rerun
+    # Resumed from the checkpoint at the end of its only epoch: the very same weights.
+    assert after["arms"][name]["accuracy"] == before["arms"][name]["accuracy"]
+    assert after["arms"][name]["runs"]["model"]["segments"] == 2
+
+
+def test_other_settings_are_refused(quick_results):
+    out, mods, runner = quick_results
+    exp = mods["exp1_neurons"].experiment()
+    changed = dataclasses.replace(exp, quick={**exp.quick, "epochs": 2})
+    with pytest.raises(fn3.ConfigError, match="other settings"):
+        runner.main([changed], ["--quick", "--results-dir", str(out)])
+
+
+def test_random_order_keeps_as_many_blocks_and_the_mandatory_ones():
+    _load("runner")
+    arms = _load("arms")
+    model = fn3.create_model("resnet20", num_classes=10, in_channels=3, levels=("channels",))
+    space = fn3.space(model)
+    prefix = space.uniform({"channels": 0.5})
+    gen = torch.Generator().manual_seed(0)
+    draws = [arms.random_kept(prefix, space, ("channels",), gen) for _ in range(5)]
+    assert any(not d.is_prefix for d in draws)
+    for d in draws:
+        for ax in space:
+            kept = d.kept(ax.name)
+            assert len(kept) == len(prefix.kept(ax.name))
+            assert kept[: ax.min_blocks] == tuple(range(ax.min_blocks))
+
+
+def test_render_writes_the_page_plots_and_lists_missing_experiments(quick_results, tmp_path):
+    out, mods, runner = quick_results
+    render = _load("render")
+    page = render.render(out, tmp_path / "reproduction.md")
+    text = page.read_text()
+    for key, _ in render.EXPECTED:
+        assert f"## {key}: " in text and (tmp_path / "reproduction" / f"{key}.png").stat().st_size
+    assert "QUICK smoke run" in text and "## Targets of issue 5" in text
+    assert "theirs, not ours" in text and "93.64%" in text  # the paper's number, marked as theirs
+    assert re.search(r"\| exp1_neurons \| every fn3 ODO \(geometric\) .* \| \*\*(met|missed)", text)
+    # With only experiment 1's result, the others are listed as not yet run.
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "exp1_neurons.json").write_text((out / "exp1_neurons.json").read_text())
+    text = render.render(only, tmp_path / "one.md").read_text()
+    assert "## exp2_channels: not yet run" in text and "## exp6_all_levels: not yet run" in text
