@@ -54,15 +54,16 @@ def run_arm(ctx: Context, arm: Arm) -> dict[str, Any]:
             _merge(acc, evaluate(ctx, model, specs))
             costs.update(spec_costs(ctx, model, specs))
             runs[b.label] = run
-        total = sum(r["wall_time_s"] for r in runs.values())
-        return {"runs": runs, "wall_time_s": total, "accuracy": acc, "costs": costs}
+        return {"runs": runs, "wall_time_s": sum(r["wall_time_s"] for r in runs.values()),
+                "cpu_time_s": sum(r["cpu_time_s"] for r in runs.values()), "accuracy": acc,
+                "costs": costs}
     if arm.kind == "random-order":
         return _random_order(ctx, arm, budgets)
     joint = [b.spec for b in budgets] if arm.kind == "joint" else None
     run = _train(ctx, cfg, home / "model", joint=joint)
     model = load_run(run["run_dir"]).model
     specs = {b.label: parse_spec(b.spec, fn3.space(model)) for b in budgets}
-    entry = {"runs": {"model": run}, "wall_time_s": run["wall_time_s"],
+    entry = {"runs": {"model": run}, "wall_time_s": run["wall_time_s"], "cpu_time_s": run["cpu_time_s"],
              "accuracy": evaluate(ctx, model, specs), "costs": spec_costs(ctx, model, specs)}
     if arm.kind == "search":
         entry["search"] = _search(ctx, arm, model)
@@ -77,19 +78,24 @@ def _merge(into: dict[str, dict[str, float]], new: dict[str, dict[str, float]]) 
 def _train(ctx: Context, cfg: TrainConfig, run_dir: Path, joint: list[str] | None = None) -> dict:
     """Train into ``run_dir`` unless finished there; resume a run that was stopped."""
     timing = run_dir / TIME_NAME
-    seconds = json.loads(timing.read_text()) if timing.is_file() else {"seconds": 0.0, "segments": 0}
+    seconds = (json.loads(timing.read_text()) if timing.is_file()
+               else {"seconds": 0.0, "cpu_seconds": 0.0, "segments": 0})
     saved_cfg = cfg.replace(rule="full") if joint else cfg
     if not (run_dir / MODEL_NAME).is_file():
         resume = (run_dir / CONFIG_NAME).is_file()
         if resume and _canon(read_config(run_dir)) != _canon(saved_cfg):
             raise ConfigError(f"{run_dir} holds a run with other settings; delete it to rerun")
+        cpu = time.process_time()
         wall, interrupted = _fit_run(ctx, saved_cfg, run_dir, resume, joint)
-        seconds = {"seconds": seconds["seconds"] + wall, "segments": seconds["segments"] + 1}
+        seconds = {"seconds": seconds["seconds"] + wall,
+                   "cpu_seconds": seconds["cpu_seconds"] + time.process_time() - cpu,
+                   "segments": seconds["segments"] + 1}
         write_json(timing, seconds)
         if interrupted:
             raise SystemExit(f"interrupted; rerun the same command to resume {run_dir}")
     return {"run_dir": str(run_dir), "wall_time_s": seconds["seconds"],
-            "segments": seconds["segments"], "threads": torch.get_num_threads()}
+            "cpu_time_s": seconds["cpu_seconds"], "segments": seconds["segments"],
+            "threads": torch.get_num_threads()}
 
 
 def _fit_run(ctx: Context, cfg: TrainConfig, run_dir: Path, resume: bool,
@@ -230,7 +236,7 @@ def _random_order(ctx: Context, arm: Arm, budgets: tuple[Budget, ...]) -> dict[s
             vals = list(values.values())
             draws.setdefault(mode, {})[b.label] = vals
             acc.setdefault(mode, {})[b.label] = sum(vals) / len(vals)
-    return {"runs": {}, "wall_time_s": 0.0, "accuracy": acc, "draws": draws,
+    return {"runs": {}, "wall_time_s": 0.0, "cpu_time_s": 0.0, "accuracy": acc, "draws": draws,
             "costs": spec_costs(ctx, model, {b.label: parse_spec(b.spec, space) for b in budgets})}
 
 

@@ -38,6 +38,11 @@ THEIRS: dict[str, list[str]] = {
 }
 
 
+def train_time(arm: Mapping[str, Any]) -> float:
+    """Training CPU seconds of an arm (robust on a shared machine), else its wall seconds."""
+    return float(arm.get("cpu_time_s") or arm.get("wall_time_s") or 0.0)
+
+
 def main_mode(res: Mapping[str, Any]) -> str:
     """``bn_recal`` when the experiment's models have BatchNorm, else ``plain``."""
     return "bn_recal" if any("bn_recal" in a["accuracy"] for a in res["arms"].values()) else "plain"
@@ -83,11 +88,12 @@ def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         if w:
             rows.append((key, f"{name} at least as accurate as {pname} at each budget",
                          f"worst difference {w[0] * 100:+.2f} pt ({w[1]})", _verdict(w[0], 0.0)))
-        if parm["wall_time_s"] > 0:
-            ratio = arm["wall_time_s"] / parm["wall_time_s"]
+        if train_time(parm) > 0:
+            ratio = train_time(arm) / train_time(parm)
             rows.append((key, f"{name} trains in at most half the time of {pname}",
-                         f"{arm['wall_time_s']:.0f} s vs {parm['wall_time_s']:.0f} s "
-                         f"({ratio:.2f}x)",
+                         f"{train_time(arm):.0f} s vs {train_time(parm):.0f} s of CPU "
+                         f"({ratio:.2f}x; wall {arm['wall_time_s']:.0f} s vs "
+                         f"{parm['wall_time_s']:.0f} s)",
                          "**met**" if ratio <= 0.5 else f"**missed**: {ratio:.2f}x, not <= 0.50x"))
     if key.startswith("exp5") and fn3:
         for name, arm in fn3:
@@ -111,13 +117,13 @@ def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
                          f"({worst[1]})", _verdict(worst[0], TAIL_MARGIN)))
     if fn3 and (indep or _find(res, "US-Nets") or _find(res, "AdaBits")):
         name, arm = fn3[0]
-        parts = [f"{name}: {arm['wall_time_s']:.0f} s"]
+        parts = [f"{name}: {train_time(arm):.0f} s"]
         for other in ("independent", "US-Nets", "AdaBits"):
             o = _find(res, other)
-            if o and arm["wall_time_s"] > 0:
-                parts.append(f"{o[0]}: {o[1]['wall_time_s']:.0f} s "
-                             f"({o[1]['wall_time_s'] / arm['wall_time_s']:.2f}x)")
-        rows.append((key, "cost of the whole family (training wall time)", "; ".join(parts), "info"))
+            if o and train_time(arm) > 0:
+                parts.append(f"{o[0]}: {train_time(o[1]):.0f} s "
+                             f"({train_time(o[1]) / train_time(arm):.2f}x)")
+        rows.append((key, "cost of the whole family (training CPU time)", "; ".join(parts), "info"))
     if key.startswith("exp6"):
         rows += _front_rows(res)
     return rows
