@@ -22,8 +22,9 @@ def plot_experiment(res: Mapping[str, Any], figs: Path, mode: str) -> list[Path]
     key = res["experiment"]
     path = figs / f"{key}.png"
     if key.startswith("exp6"):
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        _front(ax, res, mode)
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+        _front(axes[0], res, mode, "bitops")
+        _front(axes[1], res, mode, "flops")
     else:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         metric = "bitops" if res["level"] == "bits" else "flops"
@@ -73,20 +74,21 @@ def _lines(ax: Any, res: Mapping[str, Any], mode: str, metric: str | None) -> No
     ax.legend(fontsize=7)
 
 
-def _front(ax: Any, res: Mapping[str, Any], mode: str) -> None:
+def _front(ax: Any, res: Mapping[str, Any], mode: str, metric: str) -> None:
     for i, (name, arm) in enumerate(res["arms"].items()):
         s = arm.get("search")
         if s:
-            pts = sorted((p["costs"]["bitops"], p["test_accuracy"].get(mode, 0.0) * 100)
+            pts = sorted((p["costs"][metric], p["test_accuracy"].get(mode, 0.0) * 100)
                          for p in s["front"])
             ax.plot([p[0] for p in pts], [p[1] for p in pts], f"C{i}-", drawstyle="steps-post",
                     marker=".", label=f"{name} (test acc. of the val-searched front)")
             continue
         accs = arm["accuracy"].get(mode, {})
-        pts = sorted((arm["costs"][lb]["bitops"], v * 100) for lb, v in accs.items())
+        pts = sorted((arm["costs"][lb][metric], v * 100) for lb, v in accs.items())
         ax.plot([p[0] for p in pts], [p[1] for p in pts], f"C{i}o--", label=name)
     ax.set_xscale("log")
-    ax.set_xlabel("BitOPs of the sub-model")
+    ax.set_xlabel(f"{'BitOPs' if metric == 'bitops' else 'FLOPs'} of the sub-model"
+                  + (" (BitOPs front; float layers count 32 bits)" if metric == "bitops" else ""))
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -62,7 +62,8 @@ def render(results_dir: Path, out: Path) -> Path:
         if key in results:
             lines += _section(results[key], out, figs)
         else:
-            lines += [f"## {key}: not yet run", "", f"Command of the full run: `{cmd}`.", ""]
+            lines += [f"## {key}: not yet run", "", f"Command of the full run: `{cmd}`. "
+                      + _planned(key), ""]
     for key in sorted(set(results) - {k for k, _ in EXPECTED}):
         lines += _section(results[key], out, figs)
     text = "\n".join(lines).rstrip() + "\n"
@@ -71,6 +72,20 @@ def render(results_dir: Path, out: Path) -> Path:
     tmp.write_text(text)
     os.replace(tmp, out)
     return out
+
+
+def _planned(key: str) -> str:
+    """The full-mode settings and arms an experiment script would run (nothing measured)."""
+    import importlib
+
+    name, _, depth = key.partition("_resnet")
+    mod = importlib.import_module(name)
+    exp = mod.experiment(int(depth)) if depth else mod.experiment()
+    c = exp.base
+    per_class = f"{c.limit} training images per class" if c.limit else "the whole training split"
+    test = f"{exp.test_limit} test images per class" if exp.test_limit else "the whole test split"
+    return (f"Planned: `{c.model}` on `{c.data}`, {per_class}, {c.epochs} epochs, {test}; arms: "
+            + ", ".join(a.name for a in exp.arms) + ".")
 
 
 def _intro(results: Mapping[str, Any]) -> list[str]:
