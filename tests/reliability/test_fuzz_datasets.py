@@ -149,7 +149,7 @@ def _opcode_streams(draw: st.DrawFn) -> bytes:
     return bytes(out + b".")
 
 
-@settings(max_examples=400, **FUZZ)
+@settings(max_examples=300, **FUZZ)
 @given(blob=_opcode_streams())
 def test_random_pickle_opcodes(blob: bytes) -> None:
     """Random opcode streams (with dangerous global names sprinkled in): DataError or plain data."""

@@ -98,7 +98,7 @@ def _exported_meta(blob: bytes, where: Path) -> dict:
         return json.loads(zlib.decompress(r.read("meta")))
 
 
-@settings(max_examples=150, **FUZZ)
+@settings(max_examples=100, **FUZZ)
 @given(data=st.data())
 def test_exported_description_edited(tmp_path_factory: pytest.TempPathFactory, files, data) -> None:
     """Any value of the architecture description replaced (CRCs made to match)."""
@@ -182,7 +182,7 @@ def _write_nested(path: Path, header: object, blob: bytes) -> None:
     container.write(path, tensors, {"format": "fn3.nested", "version": "1", "crc32": crc})
 
 
-@settings(max_examples=150, **FUZZ)
+@settings(max_examples=100, **FUZZ)
 @given(data=st.data())
 def test_nested_description_edited(tmp_path_factory: pytest.TempPathFactory, files, data) -> None:
     d = tmp_path_factory.mktemp("edit")
@@ -223,7 +223,7 @@ def test_latency_table_damaged(tmp_path_factory: pytest.TempPathFactory, table_t
         assert math.isfinite(out.overhead_us) and out.entries
 
 
-@settings(max_examples=150, **FUZZ)
+@settings(max_examples=100, **FUZZ)
 @given(data=st.data())
 def test_latency_table_edited(tmp_path_factory: pytest.TempPathFactory, table_text, data) -> None:
     path = tmp_path_factory.mktemp("edit") / "table.json"

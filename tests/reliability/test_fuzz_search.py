@@ -65,7 +65,7 @@ def test_search_result_not_utf8(tmp_path: Path) -> None:
     expect_only(FileFormatError, lambda: SearchResult.load(path))
 
 
-@settings(max_examples=200, **FUZZ)
+@settings(max_examples=120, **FUZZ)
 @given(doc=edited_json(json.loads(TEXT)))
 def test_search_result_edited(tmp_path_factory: pytest.TempPathFactory, doc: object) -> None:
     path = tmp_path_factory.mktemp("edit") / "front.json"
