@@ -132,7 +132,8 @@ def main() -> None:
             rows.append((name, tp1, tp2, tp2 / tp1, walls[1], walls[2], max_rel_diff(outs[1], outs[2])))
             print(rows[-1], flush=True)
     lines = [
-        "| run | 1 proc img/s | 2 procs img/s | 2 / 1 | 1 proc wall s | 2 procs wall s | max rel. weight diff |",
+        "| run | 1 proc img/s | 2 procs img/s | 2 / 1 | 1 proc wall s | 2 procs wall s "
+        "| max rel. weight diff |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [

@@ -79,7 +79,7 @@ def run(levels: tuple[str, ...], batch: int, repeats: int, steps: int) -> dict[s
     x = torch.randn(batch, 3, 32, 32, generator=gen)
     y = torch.randint(0, 10, (batch,), generator=gen)
     times: dict[str, list[float]] = {k: [] for k in arms}
-    for name, rule in arms.items():  # warm-up
+    for rule in arms.values():  # warm-up
         train_step(model, opt, x, y, rule(0))
     for r in range(repeats):
         for name, rule in arms.items():

@@ -16,7 +16,8 @@ Example:
     >>> from fn3.config import TrainConfig
     >>> from fn3.run import train_run, load_run
     >>> out = tempfile.mkdtemp()
-    >>> _ = train_run(TrainConfig(model="mlp", model_kwargs={"hidden": [32]}, epochs=1), out, progress=False)
+    >>> cfg = TrainConfig(model="mlp", model_kwargs={"hidden": [32, 32]}, epochs=1)
+    >>> _ = train_run(cfg, out, progress=False)
     >>> run = load_run(out)
     >>> run.space.kinds()
     ('bits', 'neurons')
@@ -139,7 +140,10 @@ def read_config(run: str | Path) -> TrainConfig:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise FileFormatError(f"{path} is not valid JSON ({err})") from None
-    return TrainConfig.from_dict(data)
+    try:
+        return TrainConfig.from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 @dataclass
@@ -182,7 +186,10 @@ def load_run(path: str | Path, *, checkpoint: bool = False) -> Run:
     model_cfg = dict(meta.get("model") or {})
     if "name" not in model_cfg:
         raise FileFormatError(f"{weights} does not say which model it holds (no model metadata)")
-    model = create_model(model_cfg.pop("name"), **model_cfg)
+    try:
+        model = create_model(model_cfg.pop("name"), **model_cfg)
+    except ConfigError as err:
+        raise FileFormatError(f"{weights}: its model description is invalid ({err})") from None
     info = load_checkpoint(weights, model)
     model.eval()
     return Run(path=run, config=cfg, model=model, step=int(info.get("step", 0)))

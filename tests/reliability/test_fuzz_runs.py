@@ -102,14 +102,6 @@ def _rewrite_meta(path: Path, change) -> None:  # noqa: ANN001
     path.write_bytes(save(tensors, metadata={"fn3": text, "fn3_crc32": ckpt._text_crc(text)}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fn3.run.load_run passes the checkpoint's model metadata to fn3.create_model, which wraps "
-    "a builder's TypeError as ConfigError but not errors of its own argument handling: levels 5 -> "
-    "TypeError, input_size [8] -> IndexError, seed null -> TypeError, seed 'x' -> ValueError, "
-    "in_channels 0 -> ZeroDivisionError, num_classes 10**12 -> RuntimeError from the allocator "
-    "(src/fn3/run.py, src/fn3/models/registry.py)",
-)
 @pytest.mark.parametrize(
     "change",
     [
@@ -131,11 +123,6 @@ def test_run_model_metadata_edited(tmp_path: Path, run_dir: Path, change: dict) 
     expect_only((ConfigError, FileFormatError), lambda: load_run(run))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fn3.run.read_config re-raises TrainConfig.from_dict's ConfigError as is: the message "
-    "('epochs=\"ten\" is invalid; ...') does not name the config.json it came from (src/fn3/run.py)",
-)
 def test_run_config_error_names_the_file(tmp_path: Path, run_dir: Path) -> None:
     run = _copy(run_dir, tmp_path / "run")
     doc = json.loads((run_dir / "config.json").read_text())

@@ -115,7 +115,10 @@ def train(
     if eval_spec:
         overrides["eval_specs"] = tuple(eval_spec)
     if model_arg:
-        overrides["model_kwargs"] = {**overrides.get("model_kwargs", {}), **_model_args(model_arg)}
+        base = overrides.get("model_kwargs", {})
+        if not isinstance(base, dict):
+            raise ConfigError(f"model_kwargs in {config} must be a table of options, got {base!r}")
+        overrides["model_kwargs"] = {**base, **_model_args(model_arg)}
     if overrides.get("data_dir") is None:
         from fn3.run import default_data_dir
 
@@ -249,7 +252,9 @@ def info(
 
 @app.command()
 def demo(
-    epochs: Annotated[int, typer.Option(help="Epochs per model.")] = 30,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs per model (default: MLP 20, ResNeXt 15).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Keep the run directories here.")] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:

@@ -26,6 +26,19 @@ from fn3.spec import KINDS
 
 __all__ = ["create_model", "list_models", "model_levels", "register_model"]
 
+#: Largest class / channel count accepted (guards against absurd sizes from edited files).
+MAX_WIDTH = 1 << 20
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_int(name: str, v: object, lo: int, hi: int) -> None:
+    if not _is_int(v) or not lo <= v <= hi:  # type: ignore[operator]
+        raise ConfigError(f"{name}={v!r} is invalid; expected a whole number in {lo}..{hi}")
+
+
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {}
 
 
@@ -71,9 +84,7 @@ def parse_levels(
         if lv not in KINDS:
             raise ConfigError(f"unknown level {lv!r}; levels are {', '.join(KINDS)}")
         if lv not in supported:
-            raise ConfigError(
-                f"model {model!r} cannot nest {lv!r}; it supports {', '.join(supported)}"
-            )
+            raise ConfigError(f"model {model!r} cannot nest {lv!r}; it supports {', '.join(supported)}")
     return tuple(k for k in KINDS if k in levels)
 
 
@@ -98,8 +109,17 @@ def create_model(
         kwargs: model-specific options (e.g. ``hidden=(512, 256)``, ``total_bits=8``).
     """
     fn, supported = _entry(name)
+    if not isinstance(name, str) or not (levels is None or isinstance(levels, (str, list, tuple, set, frozenset))):
+        raise ConfigError(f"levels={levels!r}: give a comma-separated string or a list of level names")
     lv = parse_levels(levels, supported, name)
-    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    size = (input_size, input_size) if _is_int(input_size) else tuple(input_size)  # type: ignore[arg-type]
+    _check_int("num_classes", num_classes, 1, MAX_WIDTH)
+    _check_int("in_channels", in_channels, 1, MAX_WIDTH)
+    _check_int("seed", seed, 0, 2**63 - 1)
+    if len(size) != 2:
+        raise ConfigError(f"input_size={input_size!r}: give one size or (height, width)")
+    for v in size:
+        _check_int("input_size", v, 1, 1 << 16)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
@@ -110,8 +130,10 @@ def create_model(
                 levels=lv,
                 **kwargs,
             )
-        except TypeError as err:
+        except (TypeError, ValueError, IndexError, ZeroDivisionError) as err:
             raise ConfigError(f"model {name!r}: {err}") from None
+        except RuntimeError as err:  # e.g. the allocator refusing an absurd width
+            raise ConfigError(f"model {name!r} cannot be built with these options ({err})") from None
     model.fn3_config = {
         "name": name,
         "num_classes": num_classes,
