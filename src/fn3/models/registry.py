@@ -109,7 +109,7 @@ def create_model(
         kwargs: model-specific options (e.g. ``hidden=(512, 256)``, ``total_bits=8``).
     """
     fn, supported = _entry(name)
-    if not isinstance(name, str) or not (levels is None or isinstance(levels, (str, list, tuple, set, frozenset))):
+    if not (levels is None or isinstance(levels, (str, list, tuple, set, frozenset))):
         raise ConfigError(f"levels={levels!r}: give a comma-separated string or a list of level names")
     lv = parse_levels(levels, supported, name)
     size = (input_size, input_size) if _is_int(input_size) else tuple(input_size)  # type: ignore[arg-type]
