@@ -30,7 +30,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -41,7 +41,7 @@ from fn3._io import atomic_write_text
 from fn3.checkpoint import load_checkpoint, save_checkpoint
 from fn3.config import TrainConfig
 from fn3.data import batches, channel_stats, load_dataset, train_val_split
-from fn3.search import Evaluator, Heuristic, search
+from fn3.search import Evaluator, Heuristic, hypervolume, search
 from fn3.search.plot import plot_fronts
 from fn3.train import fit
 
@@ -57,14 +57,16 @@ class Case:
     model: torch.nn.Module
     val: list
     train_info: str
+    test: list
     axes: list[str] | None
     heuristic: dict
     rows: list = field(default_factory=list)
+    sweep: list = field(default_factory=list)
     notes: list = field(default_factory=list)
 
 
 def train_case(name, model_name, data, limit, val_fraction, epochs, lr, model_kwargs, data_dir, levels,
-               cache=None, batch_size=128):
+               cache=None, test_limit=None, batch_size=128):
     full = load_dataset(data, "train", data_dir, limit=limit)
     train, val = train_val_split(full, val_fraction, seed=0)
     mean, std = channel_stats(train)
@@ -87,7 +89,10 @@ def train_case(name, model_name, data, limit, val_fraction, epochs, lr, model_kw
             f"({secs:.0f} s); validation split: {len(val)} held-out training images")
     print(info, flush=True)
     model.eval()
-    return model, list(batches(val, 500, shuffle=False, mean=mean, std=std)), info
+    test = load_dataset(data, "test", data_dir, limit=test_limit)
+    info += f"; test subset (reporting only): {len(test)} images"
+    return (model, list(batches(val, 500, shuffle=False, mean=mean, std=std)), info,
+            list(batches(test, 500, shuffle=False, mean=mean, std=std)))
 
 
 def budgets_grid(lo: float, hi: float, n: int = 12) -> list[float]:
@@ -99,9 +104,20 @@ def regret(res, ref, grid):
     return 100 * statistics.mean(diffs), 100 * max(diffs)
 
 
-def run_case(case: Case, seeds: list[int], timing: bool) -> list:
+def test_hv(res, tester: Evaluator, ref: float | None = None) -> float:
+    """Hypervolume of the validation-chosen front, re-scored on the test subset (no winner's curse)."""
+    front = res.front
+    accs = tester.evaluate_many([p.spec for p in front])
+    pts = [replace(p, accuracy=a) for p, a in zip(front, accs, strict=True)]
+    hv = hypervolume(pts, res.max_costs["flops"], metric="flops", min_cost=res.min_costs["flops"],
+                     ref_accuracy=0.1)
+    return hv if ref is None else hv / ref
+
+
+def run_case(case: Case, seeds: list[int], timing: bool, sweep: bool) -> list:
     model, kw = case.model, dict(axes=case.axes)
     shared = Evaluator(model, case.val)  # holds every prefix score after exhaustive
+    tester = Evaluator(model, case.test)
     t = time.perf_counter()
     ex = search(model, shared, "flops", "exhaustive", **kw, limit=5000)
     ex_time = time.perf_counter() - t
@@ -114,6 +130,7 @@ def run_case(case: Case, seeds: list[int], timing: bool) -> list:
     lo, hi = ex.min_costs["flops"], ex.max_costs["flops"]
     grid = budgets_grid(lo, hi)
     hv_ref = ex.hypervolume(ref_accuracy=0.1)
+    hv_test_ref = test_hv(ex, tester)
     hk = case.heuristic
     plans = [("heuristic", lambda s: dict(strategy=Heuristic(**hk))),
              ("heuristic (efficiency)", lambda s: dict(strategy=Heuristic(**hk, rank="efficiency"))),
@@ -130,7 +147,8 @@ def run_case(case: Case, seeds: list[int], timing: bool) -> list:
             res = search(model, shared, "flops", opts.pop("strategy"), seed=seed, **kw, **opts)
             if label == "heuristic":
                 n_h[seed] = res.evals
-            stats.append((res.evals, res.hypervolume(ref_accuracy=0.1) / hv_ref, *regret(res, ex, grid)))
+            stats.append((res.evals, res.hypervolume(ref_accuracy=0.1) / hv_ref, *regret(res, ex, grid),
+                          test_hv(res, tester, hv_test_ref)))
             if seed == seeds[0]:
                 fronts.append(_relabel(res, label))
         wall = eps = float("nan")
@@ -142,18 +160,24 @@ def run_case(case: Case, seeds: list[int], timing: bool) -> list:
         evals = statistics.mean(s[0] for s in stats)
         rows.append((label, evals, 100 * evals / ex.evals, statistics.mean(s[1] for s in stats),
                      min(s[1] for s in stats), statistics.mean(s[2] for s in stats),
-                     max(s[3] for s in stats), wall, eps))
+                     max(s[3] for s in stats), statistics.mean(s[4] for s in stats), wall, eps))
         print(f"  {label}: {rows[-1]}", flush=True)
-    rows.append(("exhaustive", ex.evals, 100.0, 1.0, 1.0, 0.0, 0.0, ex_time, ex.evals / ex_time))
+    rows.append(("exhaustive", ex.evals, 100.0, 1.0, 1.0, 0.0, 0.0, 1.0, ex_time, ex.evals / ex_time))
     case.rows = rows
+    for beam, cands in ((1, 4), (2, 4), (3, 4), (2, 8), (4, 8)) if sweep else ():
+        runs = [search(model, shared, "flops", Heuristic(**{**hk, "beam": beam, "candidates": cands}),
+                       seed=seed, **kw) for seed in seeds]
+        case.sweep.append((beam, cands, statistics.mean(r.evals for r in runs) / ex.evals * 100,
+                           statistics.mean(r.hypervolume(ref_accuracy=0.1) / hv_ref for r in runs),
+                           min(r.hypervolume(ref_accuracy=0.1) / hv_ref for r in runs),
+                           statistics.mean(test_hv(r, tester, hv_test_ref) for r in runs)))
+        print(f"  sweep {case.sweep[-1]}", flush=True)
     plot_fronts(fronts, DOCS / f"search_quality_{case.name}.png",
                 title=f"{case.name}: validation accuracy vs FLOPs, each strategy's front (seed {seeds[0]})")
     return rows
 
 
 def _relabel(res, label):
-    from dataclasses import replace
-
     return replace(res, strategy=label)
 
 
@@ -171,14 +195,21 @@ def reuse_speedup(case: Case, reps: int) -> tuple[float, float, int]:
 
 
 def table(case: Case) -> str:
-    head = ("| strategy | evals | % of exhaustive | hypervolume vs exhaustive (mean / worst seed) | "
-            "regret mean (pts) | regret worst (pts) | wall time (s) | evals/s |\n"
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+    head = ("| strategy | evals | % of exhaustive | val hypervolume vs exhaustive (mean / worst seed) | "
+            "regret mean (pts) | regret worst (pts) | test hypervolume vs exhaustive | wall time (s) | "
+            "evals/s |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
     lines = []
-    for label, evals, pct, hv, hv_min, reg, reg_max, wall, eps in case.rows:
+    for label, evals, pct, hv, hv_min, reg, reg_max, thv, wall, eps in case.rows:
         lines.append(f"| {label} | {evals:.0f} | {pct:.1f}% | {100 * hv:.2f}% / {100 * hv_min:.2f}% | "
-                     f"{reg:+.2f} | {reg_max:+.2f} | {wall:.1f} | {eps:.1f} |")
-    return head + "\n".join(lines) + "\n"
+                     f"{reg:+.2f} | {reg_max:+.2f} | {100 * thv:.2f}% | {wall:.1f} | {eps:.1f} |")
+    out = head + "\n".join(lines) + "\n"
+    if case.sweep:
+        out += ("\nHeuristic beam (K) and candidates (C), same window step, mean over seeds:\n\n"
+                "| K | C | % of exhaustive evals | val hypervolume (mean / worst) | test hypervolume |\n"
+                "| ---: | ---: | ---: | ---: | ---: |\n")
+        out += "\n".join(f"| {k} | {c} | {pct:.1f}% | {100 * hv:.2f}% / {100 * lo:.2f}% | {100 * t:.2f}% |"
+                          for k, c, pct, hv, lo, t in case.sweep) + "\n"
+    return out
 
 
 def verdict(case: Case) -> list[str]:
@@ -191,7 +222,8 @@ def verdict(case: Case) -> list[str]:
         o = rows[other]
         out.append(f"heuristic vs {other} ({o[1]:.0f} evals): hypervolume {100 * h[3]:.2f}% vs "
                    f"{100 * o[3]:.2f}%, "
-                   f"mean regret {h[5]:+.2f} vs {o[5]:+.2f} pts -> "
+                   f"mean regret {h[5]:+.2f} vs {o[5]:+.2f} pts, test hypervolume {100 * h[7]:.2f}% vs "
+                   f"{100 * o[7]:.2f}% -> "
                    f"{'heuristic better' if h[3] > o[3] else 'heuristic NOT better'}")
     return out
 
@@ -203,6 +235,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=os.environ.get("FN3_DATA_DIR", str(ROOT.parent / "shared" / "data")))
     p.add_argument("--seeds", type=int, default=3, help="seeds per randomised strategy")
     p.add_argument("--cache", default=None, help="folder to keep the trained weights in (reused)")
+    p.add_argument("--sweep", action="store_true", help="also sweep the heuristic's beam and candidates")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -213,17 +246,18 @@ def main() -> None:
     mlp = Case("mlp", *train_case(
         "mlp", "mlp", "digits" if q else "mnist", None, 0.15 if q else 1 / 12, 3 if q else 4, 0.05,
         {"hidden": (32, 32, 32) if q else (128, 128, 128), "width_blocks": 8 if q else 16}, args.data_dir,
-        levels_mlp, args.cache), axes=None, heuristic=dict(beam=2, candidates=4, step=0.125))
+        levels_mlp, args.cache, 50 if q else None),
+        axes=None, heuristic=dict(beam=2, candidates=4, step=0.125))
     res = Case("resnet", *train_case(
         "resnet", "resnet20", "cifar10", 30 if q else 1000, 0.2 if q else 0.05, 1 if q else 5, 0.1,
-        {"width_blocks": 4}, args.data_dir, levels_res, args.cache),
+        {"width_blocks": 4}, args.data_dir, levels_res, args.cache, 10 if q else 100),
         axes=["stage?.depth", "stage3.width"] if q else ["stage?.width", "stage?.depth"],
         heuristic=dict(beam=2, candidates=4, step=0.25))
     load = os.getloadavg()[0]
     sections = []
     for case in (mlp, res):
         print(f"{case.name}:", flush=True)
-        run_case(case, seeds, timing=not q)
+        run_case(case, seeds, timing=not q, sweep=args.sweep)
         on, off, n = reuse_speedup(case, 1 if q else 2)
         case.notes.append(f"Evaluator reuse of shared prefixes, heuristic ({n} evaluations): {on:.1f} s with "
                           f"reuse vs {off:.1f} s without, {off / on:.2f}x (median of interleaved runs)")

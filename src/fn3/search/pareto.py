@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from fn3.errors import ConfigError
@@ -144,8 +144,3 @@ def hypervolume(points: Iterable[Point], ref_cost: float, *, metric: str | None 
         area += (nxt - c) * (p.accuracy - ref_accuracy)
     return area
 
-
-def spread(points: Sequence[Point], metric: str) -> tuple[float, float]:
-    """Smallest and largest cost under ``metric`` among ``points``."""
-    costs = [p.cost(metric) for p in points]
-    return (min(costs), max(costs)) if costs else (math.nan, math.nan)
