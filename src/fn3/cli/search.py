@@ -52,9 +52,9 @@ def search_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Search a trained run for the best sub-models per cost and write the front."""
-    from fn3.cost import get_metric
-    from fn3.search import Evaluator, make_strategy, search
-    from fn3.search.budget import normalize_budgets
+    from fn3.cost import cost, get_metric
+    from fn3.search import Evaluator, make_strategy, restrict, search
+    from fn3.search.budget import check_budgets, normalize_budgets
 
     # Cheap checks first: a typo should not wait for the data to load.
     get_metric(metric)
@@ -77,6 +77,9 @@ def search_command(
         raise ConfigError(f"run {run} has no validation split (trained with --val-fraction 0); the search "
                           "never scores on the test set")
     shape = train_ds.image_shape
+    # An impossible budget fails here, before any data is scored or a progress bar is drawn.
+    smallest = restrict(r.space, axes).smallest()
+    check_budgets(limits, {m: cost(model, smallest, m, input_shape=shape) for m in limits})
     calib = None
     if recalibrate and cfg.recalibrate_batches > 0:
         calib = batches(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, mean=cfg.mean, std=cfg.std)
