@@ -149,6 +149,7 @@ def _section(res: Mapping[str, Any], page: Path, figs: Path) -> list[str]:
     ]
     if res.get("notes"):
         lines += [res["notes"], ""]
+    lines += [_resolution(res, mode), ""]
     if key == "exp6_all_levels":
         lines += _exp6_tables(res)
     else:
@@ -166,6 +167,17 @@ def _section(res: Mapping[str, Any], page: Path, figs: Path) -> list[str]:
     for png in plot_experiment(res, figs, mode):
         lines += [f"![{key}]({os.path.relpath(png, page.parent)})", ""]
     return lines
+
+
+def _resolution(res: Mapping[str, Any], mode: str) -> str:
+    """How finely the test set resolves an accuracy, from the full model's accuracy (binomial)."""
+    n = res["settings"]["test_images"]
+    accs = [v for a in res["arms"].values() for v in a["accuracy"].get(mode, {}).values()]
+    p = max(accs) if accs else 0.5
+    se = (p * (1 - p) / max(1, n)) ** 0.5
+    return (f"Resolution: with {n:,} test images, one accuracy near {p * 100:.0f}% has a standard "
+            f"error of about {se * 100:.2f} pt (binomial), the difference of two independent models "
+            f"about {se * 2 ** 0.5 * 100:.2f} pt; gaps of that size are within noise (one seed per arm).")
 
 
 def _accuracy_tables(res: Mapping[str, Any], mode: str) -> list[str]:
