@@ -32,7 +32,8 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("exp5_bits", "python benchmarks/repro/exp5_bits.py"),
     ("exp6_all_levels", "python benchmarks/repro/exp6_all_levels.py"),
 )
-MODE_NAMES = {"bn_recal": "BN re-estimated per sub-model", "plain": "shared BN statistics"}
+MODE_NAMES = {"bn_recal": "BN re-estimated per sub-model", "plain": "shared BN statistics",
+              "nobn": "the model has no BatchNorm"}
 
 
 def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:
@@ -74,13 +75,23 @@ def render(results_dir: Path, out: Path) -> Path:
     return out
 
 
-def _planned(key: str) -> str:
-    """The full-mode settings and arms an experiment script would run (nothing measured)."""
+def _experiment(key: str) -> Any:
+    """The :class:`runner.Experiment` of result key ``key`` (from its script)."""
     import importlib
 
     name, _, depth = key.partition("_resnet")
     mod = importlib.import_module(name)
-    exp = mod.experiment(int(depth)) if depth else mod.experiment()
+    return mod.experiment(int(depth)) if depth else mod.experiment()
+
+
+def _missing_arms(res: Mapping[str, Any]) -> list[str]:
+    """Arms the experiment's script defines that its result does not hold yet."""
+    return [a.name for a in _experiment(res["experiment"]).arms if a.name not in res["arms"]]
+
+
+def _planned(key: str) -> str:
+    """The full-mode settings and arms an experiment script would run (nothing measured)."""
+    exp = _experiment(key)
     c = exp.base
     per_class = f"{c.limit} training images per class" if c.limit else "the whole training split"
     test = f"{exp.test_limit} test images per class" if exp.test_limit else "the whole test split"
@@ -89,10 +100,12 @@ def _planned(key: str) -> str:
 
 
 def _intro(results: Mapping[str, Any]) -> list[str]:
-    ran = [k for k, _ in EXPECTED if k in results and not results[k].get("quick")]
+    done = [k for k, _ in EXPECTED if k in results and not results[k].get("quick")]
+    ran = [k for k in done if not _missing_arms(results[k])]
+    partial = [k for k in done if k not in ran]
     quick = [k for k, _ in EXPECTED if k in results and results[k].get("quick")]
     missing = [k for k, _ in EXPECTED if k not in results]
-    rows = [row for k in ran + quick for row in target_rows(results[k])]
+    rows = [row for k in ran + partial + quick for row in target_rows(results[k])]
     lines = [
         "# Reproducing the FN3 paper's experiments on CPU",
         "",
@@ -104,7 +117,8 @@ def _intro(results: Mapping[str, Any]) -> list[str]:
         "accuracies as those of short runs, and compare arms with each other, not with the paper.",
         "",
         f"Experiments run in full: {', '.join(ran) or 'none'}. "
-        f"Not yet run: {', '.join(missing) or 'none'}."
+        + (f"Partly run (some arms still missing): {', '.join(partial)}. " if partial else "")
+        + f"Not yet run: {', '.join(missing) or 'none'}."
         + (f" Quick smoke runs only: {', '.join(quick)}." if quick else ""),
         "",
     ]
@@ -149,6 +163,10 @@ def _section(res: Mapping[str, Any], page: Path, figs: Path) -> list[str]:
     ]
     if res.get("notes"):
         lines += [res["notes"], ""]
+    missing = _missing_arms(res)
+    if missing:
+        lines += [f"**Partial result: arms not run yet: {', '.join(missing)}** (rerun the command to "
+                  "resume; finished arms are kept).", ""]
     lines += [_resolution(res, mode), ""]
     if key == "exp6_all_levels":
         lines += _exp6_tables(res)
@@ -184,7 +202,7 @@ def _accuracy_tables(res: Mapping[str, Any], mode: str) -> list[str]:
     labels = [b["label"] for b in res["budgets"]]
     out = []
     for md in [mode] + (["plain"] if mode != "plain" else []):
-        out += [f"Test accuracy (%), {MODE_NAMES[md]}:", "",
+        out += [f"Test accuracy (%), {MODE_NAMES[md if mode != 'plain' else 'nobn']}:", "",
                 "| arm | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
         for name, arm in res["arms"].items():
             accs = arm["accuracy"].get(md, {})

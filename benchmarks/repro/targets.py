@@ -55,6 +55,12 @@ def _find(res: Mapping[str, Any], prefix: str) -> tuple[str, dict[str, Any]] | N
     return None
 
 
+def _noise(res: Mapping[str, Any], p: float) -> str:
+    """Two standard errors of the difference of two accuracies near ``p`` on this test set."""
+    n = max(1, res["settings"]["test_images"])
+    return f"2 s.e. of a difference: {2 * (2 * p * (1 - p) / n) ** 0.5 * 100:.2f} pt"
+
+
 def _worst(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[float, str] | None:
     """The smallest ``a - b`` over the budgets both have, and its budget."""
     gaps = [(a[k] - b[k], k) for k in a if k in b]
@@ -78,7 +84,8 @@ def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
             w = _worst(acc(arm), acc(indep[1]))
             if w:
                 rows.append((key, f"every {name} sub-model within 0.5 pt of its independent twin",
-                             f"worst gap {w[0] * 100:+.2f} pt ({w[1]})", _verdict(w[0], -0.005)))
+                             f"worst gap {w[0] * 100:+.2f} pt ({w[1]}; "
+                             f"{_noise(res, acc(indep[1])[w[1]])})", _verdict(w[0], -0.005)))
     for peer in ("US-Nets sandwich", "AdaBits"):
         found = _find(res, peer)
         if not found or not fn3:
@@ -87,7 +94,8 @@ def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         w = _worst(acc(arm), acc(parm))
         if w:
             rows.append((key, f"{name} at least as accurate as {pname} at each budget",
-                         f"worst difference {w[0] * 100:+.2f} pt ({w[1]})", _verdict(w[0], 0.0)))
+                         f"worst difference {w[0] * 100:+.2f} pt ({w[1]}; "
+                         f"{_noise(res, acc(parm)[w[1]])})", _verdict(w[0], 0.0)))
         if train_time(parm) > 0:
             ratio = train_time(arm) / train_time(parm)
             rows.append((key, f"{name} trains in at most half the time of {pname}",
@@ -114,7 +122,8 @@ def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
             rows.append((key, "tail removal clearly better than random-order removal "
                               f"(>= {TAIL_MARGIN * 100:.0f} pt at every truncated budget)",
                          f"tail - random: mean {mean * 100:+.2f} pt, worst {worst[0] * 100:+.2f} pt "
-                         f"({worst[1]})", _verdict(worst[0], TAIL_MARGIN)))
+                         f"({worst[1]}; {_noise(res, acc(arm)[worst[1]])})",
+                         _verdict(worst[0], TAIL_MARGIN)))
     if fn3 and (indep or _find(res, "US-Nets") or _find(res, "AdaBits")):
         name, arm = fn3[0]
         parts = [f"{name}: {train_time(arm):.0f} s"]
