@@ -96,7 +96,8 @@ def main() -> None:
     md = (f"### FN3-neuron on MNIST (MLP 784-512-256-10, {epochs} epochs, SGD lr 0.05, batch 128)\n\n"
           f"Command: `{cmd}`. Test accuracy (%) of each hidden width (both hidden layers at that "
           f"fraction). Target: nested within 0.5 point of the independent twin: **{verdict}**.\n\n"
-          f"{table}\n\nWall time of training:\n\n| arm | time |\n| --- | ---: |\n{timing}\n")
+          f"{table}\n\nWall time of training (arms run one after another on a shared machine: "
+          f"compare them only roughly):\n\n| arm | time |\n| --- | ---: |\n{timing}\n")
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mnist_neurons.md").write_text(md)

@@ -97,22 +97,37 @@ def run(levels: tuple[str, ...], batch: int, repeats: int, steps: int) -> dict[s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--steps", type=int, default=8, help="steps per repeat (ODO varies per step)")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=6, help="steps per repeat (ODO varies per step)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1 keeps timings stable on a shared 2-core machine",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     args = ap.parse_args()
     if args.quick:
         args.batch, args.repeats, args.steps = 16, 2, 2
     torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
     level_sets = [("channels", "layers"), ("bits", "channels", "layers")]
     rows = []
     for levels in level_sets:
         res = run(levels, args.batch, args.repeats, args.steps)
         base = res["full width"]
         for name, r in res.items():
-            rows.append((",".join(levels), name, r["time"] * 1e3, r["time"] / base["time"],
-                         r["memory"] / 2**20, r["memory"] / base["memory"]))
+            rows.append(
+                (
+                    ",".join(levels),
+                    name,
+                    r["time"] * 1e3,
+                    r["time"] / base["time"],
+                    r["memory"] / 2**20,
+                    r["memory"] / base["memory"],
+                )
+            )
     header = "| levels | step | ms / step | time vs full | saved MiB | memory vs full |"
     lines = [header, "| --- | --- | ---: | ---: | ---: | ---: |"]
     lines += [f"| {a} | {b} | {c:.1f} | {d:.2f}x | {e:.1f} | {f:.2f}x |" for a, b, c, d, e, f in rows]
@@ -120,10 +135,13 @@ def main() -> None:
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     cmd = "python benchmarks/train_cost.py" + (" --quick" if args.quick else "")
-    md = (f"### Training step cost (ResNet-20, 32x32, batch {args.batch})\n\n"
-          f"Command: `{cmd}` ({args.repeats} interleaved repeats x {args.steps} steps, median; "
-          "memory = bytes autograd saves for backward, peak over a step's specs).\n"
-          "Target: ODO step <= 0.80x the full-width step's time, memory <= 1.2x.\n\n" + table + "\n")
+    md = (
+        f"### Training step cost (ResNet-20, 32x32, batch {args.batch})\n\n"
+        f"Command: `{cmd}` ({args.repeats} interleaved repeats x {args.steps} steps, median, "
+        f"{args.threads} thread(s); "
+        "memory = bytes autograd saves for backward, peak over a step's specs).\n"
+        "Target: ODO step <= 0.80x the full-width step's time, memory <= 1.2x.\n\n" + table + "\n"
+    )
     (args.out / "train_cost.md").write_text(md)
     _plot(rows, args.out / "train_cost.png")
 
@@ -137,8 +155,13 @@ def _plot(rows, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 3.5))
     labels = [f"{b}\n[{a}]" for a, b, *_ in rows]
     ax.barh(range(len(rows)), [r[3] for r in rows], color="tab:blue", label="time vs full")
-    ax.barh([i + 0.35 for i in range(len(rows))], [r[5] for r in rows], height=0.35, color="tab:orange",
-            label="memory vs full")
+    ax.barh(
+        [i + 0.35 for i in range(len(rows))],
+        [r[5] for r in rows],
+        height=0.35,
+        color="tab:orange",
+        label="memory vs full",
+    )
     ax.axvline(0.8, color="gray", ls="--", lw=1)
     ax.set_yticks(range(len(rows)), labels, fontsize=6)
     ax.set_xlabel("ratio to the full-width step")
