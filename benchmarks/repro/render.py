@@ -20,7 +20,7 @@ from typing import Any
 
 from plots import plot_experiment
 from runner import RESULT_FORMAT, RESULTS, ROOT
-from targets import THEIRS, main_mode, target_rows, train_time
+from targets import REMARKS, THEIRS, main_mode, target_rows, train_time
 
 #: Every experiment of issue 5: (result key, command of its full run).
 EXPECTED: tuple[tuple[str, str], ...] = (
@@ -177,6 +177,9 @@ def _section(res: Mapping[str, Any], page: Path, figs: Path) -> list[str]:
     if rows:
         lines += ["Targets:", "", "| target | measured | verdict |", "| --- | --- | --- |"]
         lines += [f"| {r[1]} | {r[2]} | {r[3]} |" for r in rows] + [""]
+    remarks = REMARKS.get(key.split("_")[0], [])
+    if remarks:
+        lines += ["Remarks:", ""] + [f"- {x}" for x in remarks] + [""]
     theirs = THEIRS.get(key.split("_")[0], [])
     if theirs:
         lines += ["Their numbers (quoted from `../shared/METHOD.md`; **theirs, not ours**, full "
