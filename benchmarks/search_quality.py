@@ -60,8 +60,13 @@ class Case:
     test: list
     axes: list[str] | None
     heuristic: dict
+    calib: list | None = None  # training batches for BatchNorm re-estimation per sub-model
     rows: list = field(default_factory=list)
     sweep: list = field(default_factory=list)
+    heuristic_timing: tuple[float, float] = (float("nan"), float("nan"))
+
+    def evaluator(self, batches_: list, reuse: bool = True) -> Evaluator:
+        return Evaluator(self.model, batches_, recalibrate=self.calib, num_batches=4, reuse=reuse)
     notes: list = field(default_factory=list)
 
 
@@ -91,8 +96,9 @@ def train_case(name, model_name, data, limit, val_fraction, epochs, lr, model_kw
     model.eval()
     test = load_dataset(data, "test", data_dir, limit=test_limit)
     info += f"; test subset (reporting only): {len(test)} images"
+    calib = list(batches(train, 64, shuffle=True, seed=1, mean=mean, std=std, start=0))[:4]
     return (model, list(batches(val, 500, shuffle=False, mean=mean, std=std)), info,
-            list(batches(test, 500, shuffle=False, mean=mean, std=std)))
+            list(batches(test, 500, shuffle=False, mean=mean, std=std)), calib)
 
 
 def budgets_grid(lo: float, hi: float, n: int = 12) -> list[float]:
@@ -116,8 +122,8 @@ def test_hv(res, tester: Evaluator, ref: float | None = None) -> float:
 
 def run_case(case: Case, seeds: list[int], timing: bool, sweep: bool) -> list:
     model, kw = case.model, dict(axes=case.axes)
-    shared = Evaluator(model, case.val)  # holds every prefix score after exhaustive
-    tester = Evaluator(model, case.test)
+    shared = case.evaluator(case.val)  # holds every prefix score after exhaustive
+    tester = case.evaluator(case.test)
     t = time.perf_counter()
     ex = search(model, shared, "flops", "exhaustive", **kw, limit=5000)
     ex_time = time.perf_counter() - t
@@ -152,9 +158,11 @@ def run_case(case: Case, seeds: list[int], timing: bool, sweep: bool) -> list:
             if seed == seeds[0]:
                 fronts.append(_relabel(res, label))
         wall = eps = float("nan")
-        if timing:  # a fresh cache: this strategy pays for every one of its evaluations
+        if label == "heuristic":
+            wall, eps = case.heuristic_timing  # measured by reuse_speedup, with a fresh cache too
+        elif timing:  # a fresh cache: this strategy pays for every one of its evaluations
             opts = plan(seeds[0])
-            r = search(model, Evaluator(model, case.val), "flops", opts.pop("strategy"), seed=seeds[0],
+            r = search(model, case.evaluator(case.val), "flops", opts.pop("strategy"), seed=seeds[0],
                        **kw, **opts)
             wall, eps = r.wall_time, r.evals_per_second
         evals = statistics.mean(s[0] for s in stats)
@@ -187,10 +195,12 @@ def reuse_speedup(case: Case, reps: int) -> tuple[float, float, int]:
     n = 0
     for _ in range(reps):
         for reuse in (True, False):
-            ev = Evaluator(case.model, case.val, reuse=reuse)
+            ev = case.evaluator(case.val, reuse=reuse)
             res = search(case.model, ev, "flops", Heuristic(**case.heuristic), axes=case.axes, seed=0)
             times[reuse].append(ev.seconds)
             n = res.evals
+            if reuse:
+                case.heuristic_timing = (res.wall_time, res.evals_per_second)
     return statistics.median(times[True]), statistics.median(times[False]), n
 
 
@@ -215,16 +225,19 @@ def table(case: Case) -> str:
 def verdict(case: Case) -> list[str]:
     rows = {r[0]: r for r in case.rows}
     h = rows["heuristic"]
-    out = [f"heuristic: {100 * h[3]:.2f}% of the exhaustive hypervolume (worst seed {100 * h[4]:.2f}%) with "
-           f"{h[2]:.1f}% of its evaluations -> target >= 98% with <= 10%: "
-           f"{'MET' if h[4] >= 0.98 and h[2] <= 10 else 'MISSED'}"]
+    met = h[3] >= 0.98 and h[2] <= 10
+    out = [f"heuristic: {100 * h[3]:.2f}% of the exhaustive validation hypervolume on average (worst seed "
+           f"{100 * h[4]:.2f}%) with {h[2]:.1f}% of its evaluations -> target >= 98% with <= 10%: "
+           + ("MET" if met else "MISSED")
+           + (" on the mean, not on every seed" if met and h[4] < 0.98 else "")]
     for other in ("random", "uniform"):
         o = rows[other]
-        out.append(f"heuristic vs {other} ({o[1]:.0f} evals): hypervolume {100 * h[3]:.2f}% vs "
-                   f"{100 * o[3]:.2f}%, "
-                   f"mean regret {h[5]:+.2f} vs {o[5]:+.2f} pts, test hypervolume {100 * h[7]:.2f}% vs "
-                   f"{100 * o[7]:.2f}% -> "
-                   f"{'heuristic better' if h[3] > o[3] else 'heuristic NOT better'}")
+        better = h[3] > o[3] and h[5] < o[5]
+        out.append(f"heuristic vs {other} ({o[1]:.0f} evals): validation hypervolume {100 * h[3]:.2f}% vs "
+                   f"{100 * o[3]:.2f}%, mean regret {h[5]:+.2f} vs {o[5]:+.2f} pts -> "
+                   f"{'heuristic better' if better else 'heuristic NOT better'}; re-scored on the test "
+                   f"subset: {100 * h[7]:.2f}% vs {100 * o[7]:.2f}% -> "
+                   f"{'heuristic better' if h[7] > o[7] else 'heuristic NOT better'}")
     return out
 
 
@@ -243,38 +256,62 @@ def main() -> None:
     q = args.quick
     seeds = list(range(1 if q else args.seeds))
     levels_mlp, levels_res = ("neurons",), ("channels", "layers")
-    mlp = Case("mlp", *train_case(
+    *mlp_parts, _ = train_case(
         "mlp", "mlp", "digits" if q else "mnist", None, 0.15 if q else 1 / 12, 3 if q else 4, 0.05,
         {"hidden": (32, 32, 32) if q else (128, 128, 128), "width_blocks": 8 if q else 16}, args.data_dir,
-        levels_mlp, args.cache, 50 if q else None),
-        axes=None, heuristic=dict(beam=2, candidates=4, step=0.125))
-    res = Case("resnet", *train_case(
+        levels_mlp, args.cache, 50 if q else None)
+    mlp = Case("mlp", *mlp_parts, axes=None, heuristic=dict(beam=2, candidates=4, step=0.125))
+    *res_parts, calib = train_case(
         "resnet", "resnet20", "cifar10", 30 if q else 1000, 0.2 if q else 0.05, 1 if q else 5, 0.1,
-        {"width_blocks": 4}, args.data_dir, levels_res, args.cache, 10 if q else 100),
-        axes=["stage?.depth", "stage3.width"] if q else ["stage?.width", "stage?.depth"],
-        heuristic=dict(beam=2, candidates=4, step=0.25))
+        {"width_blocks": 4}, args.data_dir, levels_res, args.cache, 10 if q else 50)
+    res = Case("resnet", *res_parts, axes=["stage?.depth", "stage3.width"] if q else
+               ["stage?.width", "stage?.depth"], heuristic=dict(beam=2, candidates=4, step=0.25), calib=calib)
+    res.train_info += "; BatchNorm re-estimated per sub-model on 4 training batches of 64"
     load = os.getloadavg()[0]
     sections = []
     for case in (mlp, res):
         print(f"{case.name}:", flush=True)
+        reps = 1 if q or case.calib else 2
+        on, off, n = reuse_speedup(case, reps)
         run_case(case, seeds, timing=not q, sweep=args.sweep)
-        on, off, n = reuse_speedup(case, 1 if q else 2)
         case.notes.append(f"Evaluator reuse of shared prefixes, heuristic ({n} evaluations): {on:.1f} s with "
-                          f"reuse vs {off:.1f} s without, {off / on:.2f}x (median of interleaved runs)")
+                          f"reuse vs {off:.1f} s without, {off / on:.2f}x ("
+                          f"{'median of interleaved runs' if reps > 1 else 'one run each'})")
         print(table(case) + "\n".join(verdict(case) + case.notes), flush=True)
         sections.append(_section(case, seeds))
     md = ["# Search quality: the FN3 heuristic against exhaustive search and the baselines", "",
           f"Command: `python benchmarks/search_quality.py{' --quick' if q else ''}"
-          f"{f' --threads {args.threads}' if args.threads else ''}` ({time.perf_counter() - start:.0f} s, "
+          f"{f' --threads {args.threads}' if args.threads else ''}{' --sweep' if args.sweep else ''}` "
+          f"({time.perf_counter() - start:.0f} s{', trained weights from --cache' if args.cache else ''}, "
           f"torch threads {torch.get_num_threads()}, load average at start {load:.1f} on "
           f"{os.cpu_count()} cores). Metric: FLOPs (fn3.cost); accuracy: the validation split held out of "
           "the training data. Hypervolume: cost normalised over the space's smallest..largest sub-model, "
           "accuracy floor 10% (chance). Regret: exhaustive optimum minus the strategy's best accuracy "
           "under 12 log-spaced FLOPs budgets (negative: better than the best prefix sub-model, which the "
           "heuristic can reach with non-prefix sets). Random and evolutionary get exactly the heuristic's "
-          "number of evaluations; uniform and greedy use what they need.", "", *sections]
+          "number of evaluations; uniform and greedy use what they need.", "", *sections, *NOTES]
     atomic_write_text(DOCS / "search_quality.md", "\n".join(md) + "\n")
     print(f"wrote {DOCS / 'search_quality.md'} in {time.perf_counter() - start:.0f} s")
+
+
+NOTES = [
+    "## Reading the numbers", "",
+    "- *Validation* hypervolume compares every strategy with the best *prefix* sub-model at each cost, "
+    "as scored on the same validation split. Exhaustive search maximises over every sub-model's "
+    "validation noise (500 CIFAR images: about +-2 pts per score), so its front is optimistic; the "
+    "*test* column re-scores each strategy's validation-chosen front on a test subset, which is what a "
+    "user gets (values above 100%: the strategy's picks generalise better than exhaustive's).",
+    "- The heuristic may keep non-prefix sets inside its window, so it can beat the best prefix "
+    "sub-model (negative regret, hypervolume above 100%).",
+    "- `heuristic` ranks its pool by accuracy alone, as the paper's Algorithm 1 does; "
+    "`heuristic (efficiency)` is fn3's option `rank=\"efficiency\"` (accuracy lost per unit of "
+    "cost saved), which matters when blocks of different axes cost very different amounts.",
+    "- Each heuristic round scores up to K*C candidates and it takes one round per removable block, so "
+    "its evaluations grow with the *sum* of the axes' blocks while exhaustive grows with their "
+    "*product*: the fewer the axes, the larger its share of exhaustive.",
+    "- Wall times come from a fresh cache per strategy; strategies that submit big batches (random, "
+    "exhaustive) share more layers per batch in the Evaluator and reach more evaluations per second. "
+    "The machine is shared: the load average at start is printed above.", ""]
 
 
 def _section(case: Case, seeds: list[int]) -> str:
