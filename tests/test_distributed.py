@@ -184,3 +184,30 @@ def test_killing_a_rank_fails_fast_with_a_message(tmp_path):
     assert proc.returncode != 0
     assert "Signal 9" in err or "SIGKILL" in err or "failed" in err.lower(), err[-2000:]
     assert (out / "checkpoint.safetensors").exists()  # the last good checkpoint survives
+
+
+def _front(path: Path) -> list:
+    res = json.loads(path.read_text())["results"][0]
+    return [(p["accuracy"], p["costs"], json.dumps(p["spec"], sort_keys=True)) for p in res["points"]]
+
+
+def test_distributed_search_front_equals_single_process(two_process_run, tmp_path):
+    from fn3.cli import main
+
+    run, _ = two_process_run
+    args = [
+        "search",
+        str(run),
+        "--metric",
+        "flops",
+        "--strategy",
+        "heuristic",
+        "--max-evals",
+        "24",
+        "--no-progress",
+    ]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    proc = _torchrun(*args, "--out", str(tmp_path / "two"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = _front(tmp_path / "one" / "front.json"), _front(tmp_path / "two" / "front.json")
+    assert len(one) >= 10 and one == two  # every rank scored its share; the union is the same search

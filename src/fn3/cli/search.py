@@ -67,8 +67,13 @@ def search_command(
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
 
+    from fn3 import distributed
     from fn3.data import batches
     from fn3.run import load_run
+
+    # Under torchrun every rank runs the same search; each scores its share of every step's candidates.
+    distributed.setup()
+    progress = progress and distributed.is_main()
 
     r = load_run(run)
     model, cfg = r.model, r.config
@@ -103,7 +108,11 @@ def search_command(
     scores = dict(zip(wanted, tester.evaluate_many(wanted), strict=True))
     results = [res.with_test_accuracy(scores) for res in results]
     chosen = {res.strategy: res.best_under(limits) for res in results} if limits else {}
+    if not distributed.is_main():
+        distributed.barrier()
+        return
     _write(results, chosen, out or Path(run) / "search", run, limits)
+    distributed.barrier()
     _print_fronts(results, metric)
     if chosen:
         _print_chosen(results, chosen, limits)

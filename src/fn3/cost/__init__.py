@@ -23,9 +23,7 @@ Example:
 
 from __future__ import annotations
 
-import sys
-import types
-
+from fn3._callable import make_callable
 from fn3.cost.latency import LatencyTable, load_latency_table, measure_latency_table
 from fn3.cost.metrics import Metric, cost, costs, get_metric, list_metrics, register_metric
 from fn3.cost.plan import CostPlan, cost_plan
@@ -45,11 +43,4 @@ __all__ = [
 ]
 
 
-class _CallableModule(types.ModuleType):
-    """This package's module type: calling it calls :func:`fn3.cost.metrics.cost`."""
-
-    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003
-        return cost(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, cost)

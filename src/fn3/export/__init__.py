@@ -24,9 +24,7 @@ Example:
 
 from __future__ import annotations
 
-import sys
-import types
-
+from fn3._callable import make_callable
 from fn3.export.arch import describe, register_describer
 from fn3.export.io import ideal_size, save
 from fn3.export.loading import load
@@ -57,11 +55,4 @@ __all__ = [
 ]
 
 
-class _CallableModule(types.ModuleType):
-    """Makes ``fn3.export(model, spec)`` call :func:`export` while ``fn3.export.*`` stays a package."""
-
-    def __call__(self, model, spec=None, **kwargs):  # noqa: ANN001, ANN204 (same as export)
-        return export(model, spec, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, export)

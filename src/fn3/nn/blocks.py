@@ -41,6 +41,36 @@ def _no_bits(_: str) -> Bits:
     return (None, None)
 
 
+def _projection(
+    in_channels: int,
+    out_channels: int,
+    stride: int,
+    in_axis: AxisSlot | None,
+    out_axis: AxisSlot | None,
+    bits,
+    total_bits: int,
+) -> nn.Module | None:
+    """The 1x1 convolution + BatchNorm shortcut a block needs when it changes shape, else ``None``."""
+    if stride == 1 and in_channels == out_channels:
+        return None
+    ws, as_ = bits("shortcut")
+    return nn.Sequential(
+        NestedConv2d(
+            in_channels,
+            out_channels,
+            1,
+            stride,
+            0,
+            in_axis=in_axis,
+            out_axis=out_axis,
+            wbits=ws,
+            abits=as_,
+            total_bits=total_bits,
+        ),
+        NestedBatchNorm2d(out_channels, axis=out_axis),
+    )
+
+
 class BasicBlock(nn.Module):
     """CIFAR ResNet basic block ``relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))``.
 
@@ -93,24 +123,7 @@ class BasicBlock(nn.Module):
             total_bits=total_bits,
         )
         self.bn2 = NestedBatchNorm2d(out_channels, axis=out_axis)
-        self.shortcut: nn.Module | None = None
-        if stride != 1 or in_channels != out_channels:
-            ws, as_ = bits("shortcut")
-            self.shortcut = nn.Sequential(
-                NestedConv2d(
-                    in_channels,
-                    out_channels,
-                    1,
-                    stride,
-                    0,
-                    in_axis=in_axis,
-                    out_axis=out_axis,
-                    wbits=ws,
-                    abits=as_,
-                    total_bits=total_bits,
-                ),
-                NestedBatchNorm2d(out_channels, axis=out_axis),
-            )
+        self.shortcut = _projection(in_channels, out_channels, stride, in_axis, out_axis, bits, total_bits)
 
     @property
     def has_projection(self) -> bool:
@@ -189,24 +202,7 @@ class ResNeXtBlock(nn.Module):
             total_bits=total_bits,
         )
         self.bn3 = NestedBatchNorm2d(out_channels, axis=out_axis)
-        self.shortcut: nn.Module | None = None
-        if stride != 1 or in_channels != out_channels:
-            ws, as_ = bits("shortcut")
-            self.shortcut = nn.Sequential(
-                NestedConv2d(
-                    in_channels,
-                    out_channels,
-                    1,
-                    stride,
-                    0,
-                    in_axis=in_axis,
-                    out_axis=out_axis,
-                    wbits=ws,
-                    abits=as_,
-                    total_bits=total_bits,
-                ),
-                NestedBatchNorm2d(out_channels, axis=out_axis),
-            )
+        self.shortcut = _projection(in_channels, out_channels, stride, in_axis, out_axis, bits, total_bits)
 
     @property
     def has_projection(self) -> bool:

@@ -37,6 +37,7 @@ from itertools import islice
 import torch
 from torch import nn
 
+from fn3.distributed import rank, world_size
 from fn3.errors import ConfigError
 from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.nest import current_spec, set_active, slots, space
@@ -133,7 +134,7 @@ class Evaluator:
         new = list(dict.fromkeys(s for s in specs if s not in self._cache))
         if new:
             start = time.perf_counter()
-            scores = self._score(new)
+            scores = self._score_distributed(new) if world_size() > 1 else self._score(new)
             self.seconds += time.perf_counter() - start
             self._cache.update(zip(new, scores, strict=True))
             self.evals += len(new)
@@ -141,6 +142,31 @@ class Evaluator:
         return [self._cache[s] for s in specs]
 
     # -- scoring --------------------------------------------------------------------------------
+    def _score_distributed(self, specs: Sequence[Spec]) -> list[float]:
+        """Under torchrun: rank r scores specs r, r + world, ...; one all-reduce gives every rank all
+        scores, so every rank holds the same cache and the search proceeds identically everywhere.
+
+        Each spec is scored by one rank on the whole validation split with the same calibration
+        batches, so the scores equal a single process's. BatchNorm synchronisation is switched off
+        meanwhile: ranks re-estimate statistics for different specs at the same time.
+        """
+        import torch.distributed as dist
+
+        r, w = rank(), world_size()
+        mine = list(specs[r::w])
+        syncing = [m for m in self.model.modules() if getattr(m, "sync", False) is True]
+        for m in syncing:
+            m.sync = False
+        try:
+            local = self._score(mine) if mine else []
+        finally:
+            for m in syncing:
+                m.sync = True
+        out = torch.zeros(len(specs), dtype=torch.float64)
+        out[r::w] = torch.tensor(local, dtype=torch.float64)
+        dist.all_reduce(out)  # every position was filled by exactly one rank
+        return out.tolist()
+
     def _score(self, specs: Sequence[Spec]) -> list[float]:
         model = self.model
         was_training = model.training
