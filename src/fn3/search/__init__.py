@@ -33,9 +33,8 @@ The package itself is callable (``fn3.search(...)`` is :func:`search`), so ``fn3
 both the function and the namespace of these names.
 """
 
-import sys as _sys
-import types as _types
 
+from fn3._callable import make_callable
 from fn3.search import baselines as _baselines  # noqa: F401  (registers strategies)
 from fn3.search import evolutionary as _evolutionary  # noqa: F401
 from fn3.search import heuristic as _heuristic  # noqa: F401
@@ -78,11 +77,4 @@ __all__ = [
 ]
 
 
-class _CallableModule(_types.ModuleType):
-    """Lets ``fn3.search(...)`` call :func:`search` while ``fn3.search.Evaluator`` stays reachable."""
-
-    def __call__(self, *args, **kwargs):
-        return search(*args, **kwargs)
-
-
-_sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, search)
