@@ -127,6 +127,11 @@ def _intro(results: Mapping[str, Any]) -> list[str]:
                   ""]
     if rows:
         lines += ["## Targets of issue 5", "",
+                  "Comparisons between two arms take each arm at its better BN protocol per budget "
+                  "(shared or re-estimated statistics); comparisons within one model (tail vs "
+                  "random order, 2 vs 8 bits) use re-estimated statistics. 'fn3' is ordered dropout "
+                  "with the geometric distribution (the default) unless the row names the uniform "
+                  "one. One seed per arm: the noise level of each gap is given beside it.", "",
                   "| experiment | target | measured | verdict |", "| --- | --- | --- | --- |"]
         lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |" for r in rows]
         lines += [""]

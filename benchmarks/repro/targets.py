@@ -1,7 +1,9 @@
 """The targets of issue 5, checked against one experiment's results, and the paper's/peers' numbers.
 
 Each row is ``(experiment, target, measured, verdict)``; a missed target says by how much. Accuracy
-comparisons use BN re-estimated statistics when the model has BatchNorm (both arms alike).
+comparisons between two arms take each arm at its better BN protocol per budget (shared statistics
+or re-estimated, whichever is more accurate: how each would be deployed); comparisons within one
+model (tail vs random order, 2 vs 8 bits) use re-estimated statistics when the model has BatchNorm.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ REMARKS: dict[str, list[str]] = {
         "all 12 draws agree; the sandwich rule trains the largest and the smallest sub-model "
         "every step, and each independent model trains exactly its budget.",
         "One shared BatchNorm holds the statistics of the mixture of sub-models trained; compare "
-        "the two tables to see what re-estimating them per sub-model is worth.",
+        "the two tables to see what re-estimating them per sub-model is worth. The re-estimation "
+        "uses 10 un-augmented training batches; an independently trained model can do better "
+        "with its own running statistics, so the targets take every arm at its better protocol.",
     ],
     "exp3": ["Each stage's depth is drawn independently every step; the random-order ablation "
              "keeps the first block of each stage (it holds the projection shortcut) and a "
@@ -61,6 +65,15 @@ REMARKS: dict[str, list[str]] = {
 def train_time(arm: Mapping[str, Any]) -> float:
     """Training CPU seconds of an arm (robust on a shared machine), else its wall seconds."""
     return float(arm.get("cpu_time_s") or arm.get("wall_time_s") or 0.0)
+
+
+def best_accuracy(arm: Mapping[str, Any]) -> dict[str, float]:
+    """Per budget, the better of the arm's BN protocols (shared or re-estimated statistics)."""
+    out: dict[str, float] = {}
+    for accs in arm["accuracy"].values():
+        for label, v in accs.items():
+            out[label] = max(v, out.get(label, 0.0))
+    return out
 
 
 def main_mode(res: Mapping[str, Any]) -> str:
@@ -101,28 +114,32 @@ def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     key, mode = res["experiment"], main_mode(res)
     rows: list[tuple[str, str, str, str]] = []
     acc = lambda arm: arm["accuracy"].get(mode, {})  # noqa: E731
+    best = best_accuracy
     fn3 = [f for f in (_find(res, "fn3 ODO (geometric)"), _find(res, "fn3 ODO (uniform)")) if f]
     indep = _find(res, "independent")
     if indep:
         for name, arm in fn3:
-            w = _worst(acc(arm), acc(indep[1]))
+            w = _worst(best(arm), best(indep[1]))
             if w:
                 verdict = _verdict(w[0], -0.005)
-                if verdict == "**met**" and _se2(res, acc(indep[1])[w[1]]) > 0.005:
+                if verdict == "**met**" and _se2(res, best(indep[1])[w[1]]) > 0.005:
                     verdict += " (but the test set cannot resolve 0.5 pt)"
                 rows.append((key, f"every {name} sub-model within 0.5 pt of its independent twin",
                              f"worst gap {w[0] * 100:+.2f} pt ({w[1]}; "
-                             f"{_noise(res, acc(indep[1])[w[1]])})", verdict))
+                             f"{_noise(res, best(indep[1])[w[1]])})", verdict))
     for peer in ("US-Nets sandwich", "AdaBits"):
         found = _find(res, peer)
         if not found or not fn3:
             continue
         (name, arm), (pname, parm) = fn3[0], found
-        w = _worst(acc(arm), acc(parm))
+        w = _worst(best(arm), best(parm))
         if w:
+            verdict = _verdict(w[0], 0.0)
+            if abs(w[0]) < _se2(res, best(parm)[w[1]]):
+                verdict += " (within the test set's noise)"
             rows.append((key, f"{name} at least as accurate as {pname} at each budget",
                          f"worst difference {w[0] * 100:+.2f} pt ({w[1]}; "
-                         f"{_noise(res, acc(parm)[w[1]])})", _verdict(w[0], 0.0)))
+                         f"{_noise(res, best(parm)[w[1]])})", verdict))
         if train_time(parm) > 0:
             ratio = train_time(arm) / train_time(parm)
             rows.append((key, f"{name} trains in at most half the time of {pname}",
