@@ -5,7 +5,7 @@ trained MLP per width (rule ``fixed``); US-Nets-style sandwich rule with in-plac
 ODO (geometric) model with neurons removed in random order instead of from the tail. The MLP has no
 BatchNorm, so there is no BN re-estimation here.
 
-    python benchmarks/repro/exp1_neurons.py            # full: 60,000 images, 20 epochs (~15 min)
+    python benchmarks/repro/exp1_neurons.py            # full: 60,000 images, 20 epochs (~20 min)
     python benchmarks/repro/exp1_neurons.py --quick    # seconds
 """
 

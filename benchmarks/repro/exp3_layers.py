@@ -8,7 +8,7 @@ re-estimation.
 
 CPU budget: 500 training images per class (5,000), 6 epochs, 200 test images per class (2,000).
 
-    python benchmarks/repro/exp3_layers.py                         # both depths (~1.5 h)
+    python benchmarks/repro/exp3_layers.py                         # both depths (ResNet-20 alone: ~20 min)
     python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet20
     python benchmarks/repro/exp3_layers.py --quick                 # seconds
 """
