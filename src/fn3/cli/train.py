@@ -253,7 +253,7 @@ def info(
 @app.command()
 def demo(
     epochs: Annotated[
-        int | None, typer.Option(help="Epochs per model (default: MLP 20, ResNeXt 15).")
+        int | None, typer.Option(help="Epochs per model (default: 30 for both).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Keep the run directories here.")] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
