@@ -30,6 +30,8 @@ def main() -> None:
             text = pages[name].read_text().strip()
             # Plots live beside the page in docs/benchmarks/: rewrite relative links for this level.
             text = text.replace("](" + name, "](benchmarks/" + name)
+            if text.startswith("# "):  # a page with its own title becomes a section of this one
+                text = "\n".join("#" + ln if ln.startswith("#") else ln for ln in text.splitlines())
             parts.append(text)
         else:
             parts.append(f"### {name}\n\nNot run yet: `python benchmarks/{name}.py`.")
