@@ -211,3 +211,23 @@ def test_distributed_search_front_equals_single_process(two_process_run, tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = _front(tmp_path / "one" / "front.json"), _front(tmp_path / "two" / "front.json")
     assert len(one) >= 10 and one == two  # every rank scored its share; the union is the same search
+
+
+def test_resume_on_another_number_of_ranks(two_process_run, tmp_path):
+    # Stop a 2-process run mid-way, finish it in one process: the same model as the 2-process run.
+    out2, _ = two_process_run
+    part = tmp_path / "part"
+    proc = _torchrun(*ARGS, "--max-steps", "15", "--out", str(part))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (part / "model.safetensors").exists()
+    done = subprocess.run(
+        [sys.executable, "-m", "fn3", "train", "--resume", str(part), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    w_resumed, w_two = _weights(part), _weights(out2)
+    for k in w_two:
+        diff = (w_resumed[k] - w_two[k]).abs().max() / w_two[k].abs().max().clamp_min(1e-12)
+        assert diff <= 1e-4, (k, float(diff))
