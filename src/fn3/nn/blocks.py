@@ -71,7 +71,21 @@ def _projection(
     )
 
 
-class BasicBlock(nn.Module):
+class _ResidualBlock(nn.Module):
+    """What both residual blocks share: the optional projection and the final ``relu(y + shortcut(x))``."""
+
+    shortcut: nn.Module | None
+
+    @property
+    def has_projection(self) -> bool:
+        return self.shortcut is not None
+
+    def add_shortcut(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # x: (B, C_in_active, H, W), y: (B, C_out_active, H', W')
+        return F.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class BasicBlock(_ResidualBlock):
     """CIFAR ResNet basic block ``relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))``.
 
     Args:
@@ -125,18 +139,14 @@ class BasicBlock(nn.Module):
         self.bn2 = NestedBatchNorm2d(out_channels, axis=out_axis)
         self.shortcut = _projection(in_channels, out_channels, stride, in_axis, out_axis, bits, total_bits)
 
-    @property
-    def has_projection(self) -> bool:
-        return self.shortcut is not None
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in_active, H, W) -> (B, C_out_active, H/stride, W/stride)
         y = F.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
-        return F.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+        return self.add_shortcut(x, y)
 
 
-class ResNeXtBlock(nn.Module):
+class ResNeXtBlock(_ResidualBlock):
     """ResNeXt block: 1x1 (in -> C*d), grouped 3x3 (C paths of d channels), 1x1 (C*d -> out).
 
     Args:
@@ -204,16 +214,12 @@ class ResNeXtBlock(nn.Module):
         self.bn3 = NestedBatchNorm2d(out_channels, axis=out_axis)
         self.shortcut = _projection(in_channels, out_channels, stride, in_axis, out_axis, bits, total_bits)
 
-    @property
-    def has_projection(self) -> bool:
-        return self.shortcut is not None
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in_active, H, W); paths: (B, c*d, H', W')
         y = F.relu(self.bn1(self.conv1(x)))
         y = F.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
-        return F.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+        return self.add_shortcut(x, y)
 
 
 class NestedStage(NestedModule):
