@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -57,12 +58,19 @@ def places(tmp_path_factory):
     (base / "bad.toml").write_text('epochs = "ten"\n')
     (base / "unk.toml").write_text("nonsense = 1\n")
     (base / "trunc.safetensors").write_bytes((run / "model.safetensors").read_bytes()[:100])
+    (base / "bad-journal").mkdir()
+    (base / "bad-journal" / "scores-val.jsonl").write_text("garbage\n")
+    (base / "other-journal").mkdir()
+    header = {"format": "fn3.search-journal", "version": 1, "key": "0" * 64, "meta": {}}
+    (base / "other-journal" / "scores-val.jsonl").write_text(json.dumps(header) + "\n")
     return {
         "run": str(run),
         "bad_json": str(base / "bad.json"),
         "bad_toml": str(base / "bad.toml"),
         "unk_toml": str(base / "unk.toml"),
         "trunc": str(base / "trunc.safetensors"),
+        "bad_journal": str(base / "bad-journal"),
+        "other_journal": str(base / "other-journal"),
     }
 
 

@@ -101,3 +101,67 @@ def test_sigint_stops_after_saving_and_resume_finishes(tmp_path):
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     _same_weights(out, _reference(tmp_path))
+
+
+def _search(run: Path, out: Path, resume: bool) -> subprocess.Popen:
+    args = [str(run), "--strategy", "random", "--strategy", "heuristic", "--max-evals", "60",
+            "--budget", "flops=2M", "--no-progress", "--out", str(out), *(["--resume"] if resume else [])]
+    return subprocess.Popen([sys.executable, "-m", "fn3", "search", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _points(out: Path) -> list[list[tuple]]:
+    from fn3.search.result import load_results
+
+    return [[(p.spec, p.accuracy, p.test_accuracy, tuple(sorted(p.costs.items()))) for p in res.points]
+            for res in load_results(out / "front.json")]
+
+
+def test_search_sigkill_at_random_moments_then_resume_gives_the_same_front(tmp_path):
+    """`fn3 search --resume` after SIGKILLs (during start-up, scoring or writing) ends with the points
+    and front of an uninterrupted search, re-scoring nothing the journal already held."""
+    from fn3.config import TrainConfig
+    from fn3.run import train_run
+
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    train_run(TrainConfig(model="resnet20", levels=("channels", "layers"), data="digits", epochs=1,
+                          batch_size=64, seed=0), run, progress=False)
+    out = tmp_path / "search"
+    rng = random.Random(99)
+    journal = out / "scores-val.jsonl"
+    kills, reused, deadline = 0, [], time.monotonic() + 300
+    while True:
+        proc = _search(run, out, resume=kills > 0)
+        if kills < 4:
+            # The first kill lands at a random moment (likely start-up); the others once the journal
+            # holds a random number of new scores, plus a random delay: mid-scoring or mid-writing.
+            before = len(journal.read_text().splitlines()) if journal.exists() else 0
+            want = before + rng.randint(3, 25)
+            wait_until = time.monotonic() + (rng.uniform(0.5, 3.0) if kills == 0 else 60)
+            while proc.poll() is None and time.monotonic() < wait_until:
+                if kills and journal.exists() and len(journal.read_text().splitlines()) >= want:
+                    time.sleep(rng.uniform(0.0, 0.4))
+                    break
+                time.sleep(0.02)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+                kills += 1
+                continue
+        stdout, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        assert proc.returncode == 0, err[-2000:]
+        reused += [int(line.split()[1]) for line in stdout.splitlines() if line.startswith("resuming:")]
+        break
+    assert kills >= 3 and time.monotonic() < deadline
+    ref = tmp_path / "reference"
+    proc = _search(run, ref, resume=False)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert _points(out) == _points(ref)
+    assert (out / "best.json").read_text() == (ref / "best.json").read_text()
+    # The journal holds each scored spec once: nothing already journaled was scored again.
+    lines = (out / "scores-val.jsonl").read_text().splitlines()[1:]
+    specs = [json.loads(line)["spec"] for line in lines if line]
+    assert len(specs) == len({json.dumps(s, sort_keys=True) for s in specs})
+    assert reused and reused[0] >= 3  # the last run started from the journal, not from scratch

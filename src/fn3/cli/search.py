@@ -4,6 +4,10 @@ Scores sub-models on the run's held-out validation split (never the test set), w
 (every scored point of every strategy, fronts marked), ``front.csv`` (the front points: costs,
 validation and test accuracy, spec) and ``front.png`` (accuracy vs cost, one front per strategy), and
 with ``--budget`` prints the chosen sub-model and writes its spec to ``best.json``.
+
+Every score is journaled as it is made (``scores-val.jsonl``, ``scores-test.jsonl`` in the output
+folder, fsynced per scored batch); ``fn3 search RUN --resume`` after a kill replays the search with
+those scores and ends with the front an uninterrupted search would have written.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ def search_command(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN/search).")] = None,
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 256,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Reuse the scores of an earlier (killed) search in OUT.")
+    ] = False,
 ) -> None:
     """Search a trained run for the best sub-models per cost and write the front."""
     from fn3.cost import cost, get_metric
@@ -90,6 +97,15 @@ def search_command(
         calib = batches(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, mean=cfg.mean, std=cfg.std)
     n_cal = max(1, cfg.recalibrate_batches)
     evaluator = Evaluator(model, r.batches(val_ds, batch_size), recalibrate=calib, num_batches=n_cal)
+    # Every score is journaled as it is made, so a killed search loses nothing: `--resume` replays the
+    # same (seeded, deterministic) strategies with those scores cached and scores only the rest.
+    out_dir = out or Path(run) / "search"
+    if distributed.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
+    reused = evaluator.attach_journal(out_dir / "scores-val.jsonl", resume=resume)
+    if resume and distributed.is_main():
+        console.print(f"resuming: {reused} validation scores from {out_dir / 'scores-val.jsonl'}")
 
     results = []
     for strat in strategies:
@@ -102,21 +118,24 @@ def search_command(
     calib = (batches(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, mean=cfg.mean, std=cfg.std)
              if recalibrate and cfg.recalibrate_batches > 0 else None)
     tester = Evaluator(model, r.batches(test_ds, batch_size), recalibrate=calib, num_batches=n_cal)
+    tester.attach_journal(out_dir / "scores-test.jsonl", resume=resume)
     chosen = {res.strategy: res.best_under(limits) for res in results} if limits else {}
     wanted = list(dict.fromkeys([p.spec for res in results for p in res.front]
                                 + [p.spec for p in chosen.values()]))
     scores = dict(zip(wanted, tester.evaluate_many(wanted), strict=True))
+    evaluator.close()
+    tester.close()
     results = [res.with_test_accuracy(scores) for res in results]
     chosen = {res.strategy: res.best_under(limits) for res in results} if limits else {}
     if not distributed.is_main():
         distributed.barrier()
         return
-    _write(results, chosen, out or Path(run) / "search", run, limits)
+    _write(results, chosen, out_dir, run, limits)
     distributed.barrier()
     _print_fronts(results, metric)
     if chosen:
         _print_chosen(results, chosen, limits)
-    console.print(f"outputs in {out or Path(run) / 'search'}: front.json, front.csv, front.png"
+    console.print(f"outputs in {out_dir}: front.json, front.csv, front.png"
                   + (", best.json" if chosen else ""))
 
 

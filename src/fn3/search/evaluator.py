@@ -16,6 +16,9 @@ BatchNorm statistics (:func:`fn3.evaluate.bn_recalibrated`); the shared statisti
 afterwards. The scores are bit-identical to :func:`fn3.evaluate.accuracy` with or without the
 prefix sharing.
 
+:meth:`Evaluator.attach_journal` makes the scores durable: a killed search run again with the journal
+resumed re-scores nothing it had already scored (:mod:`fn3.search.journal`).
+
 Example:
     >>> import torch, fn3
     >>> from fn3.search import Evaluator
@@ -33,6 +36,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from itertools import islice
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -42,6 +46,7 @@ from fn3.errors import ConfigError
 from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.nest import current_spec, set_active, slots, space
 from fn3.search._segments import score_tree, segments_of
+from fn3.search.journal import ScoreJournal, fingerprint
 from fn3.spec import Spec
 
 __all__ = ["Evaluator"]
@@ -94,8 +99,10 @@ class Evaluator:
         if self._segments is not None and not self._segments_match():
             self._segments = None  # the model's forward is not what the segments assume
         self._cache: dict[Spec, float] = {}
+        self._journal: ScoreJournal | None = None
         self.evals = 0
         self.hits = 0
+        self.resumed = 0
         self.seconds = 0.0
 
     @property
@@ -122,6 +129,40 @@ class Evaluator:
         """The cached score of ``spec``, or ``None``."""
         return self._cache.get(spec)
 
+    def fingerprint(self) -> str:
+        """SHA-256 of everything a score depends on: weights, validation and calibration tensors, settings."""
+        return fingerprint(self.model, self._val, self._calib or [], self.num_batches)
+
+    def attach_journal(self, path: str | Path, *, resume: bool = False) -> int:
+        """Record every new score in the journal at ``path`` (fsynced per scored batch).
+
+        With ``resume``, the scores already in the journal fill the cache first, so a search that was
+        killed and is run again replays its decisions without scoring those specs again (see
+        :mod:`fn3.search.journal`). Under torchrun every rank reads the journal and rank 0 writes it.
+
+        Returns:
+            The number of scores taken from the journal (also in :attr:`resumed`).
+
+        Raises:
+            ConfigError: ``resume`` and the journal was written for another model, data or setup.
+            FileFormatError: ``resume`` and ``path`` is not a journal.
+        """
+        if self._journal is not None:
+            self._journal.close()
+        self._journal = ScoreJournal.open(path, self.space, self.fingerprint(), resume=resume,
+                                          write=rank() == 0,
+                                          meta={"samples": self.num_samples, "recalibrate": self.recalibrate})
+        fresh = {s: a for s, a in self._journal.scores.items() if s not in self._cache}
+        self._cache.update(fresh)
+        self.resumed = len(fresh)
+        return self.resumed
+
+    def close(self) -> None:
+        """Close the journal, if one is attached."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
     def clear(self) -> None:
         """Forget every cached score and reset the counters."""
         self._cache.clear()
@@ -138,6 +179,8 @@ class Evaluator:
             self.seconds += time.perf_counter() - start
             self._cache.update(zip(new, scores, strict=True))
             self.evals += len(new)
+            if self._journal is not None:
+                self._journal.append(new, scores)
         self.hits += len(specs) - len(new)
         return [self._cache[s] for s in specs]
 
