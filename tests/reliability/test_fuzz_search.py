@@ -1,8 +1,8 @@
 """Never trust a search result file (what ``fn3.export.load(..., budget=, front=)`` reads).
 
 ``SearchResult.load`` / ``load_results`` answer a damaged or edited file with
-:class:`fn3.errors.FileFormatError`. ``fn3.search`` belongs to a colleague: bugs found here are
-``xfail(strict=True)`` tests with the bug in the reason.
+:class:`fn3.errors.FileFormatError` naming the file: not UTF-8, nested too deeply, numbers too large
+for a float, fields of the wrong type.
 """
 
 from __future__ import annotations
@@ -57,12 +57,6 @@ def test_search_result_damaged(tmp_path_factory: pytest.TempPathFactory, blob: b
     expect_only(FileFormatError, lambda: load_results(path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fn3.search.result.SearchResult.load reads with Path.read_text() and catches only "
-    "OSError: a file that is not UTF-8 raises UnicodeDecodeError instead of FileFormatError "
-    "(from_json's except clause never sees it: it gets a str)",
-)
 def test_search_result_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "front.json"
     path.write_bytes(TEXT.encode().replace(b'"bits"', b'"bi\xe9ts"', 1))
@@ -77,12 +71,6 @@ def test_search_result_edited(tmp_path_factory: pytest.TempPathFactory, doc: obj
     expect_only(FileFormatError, lambda: SearchResult.load(path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fn3.search.result.SearchResult.from_dict converts with float()/int() but does not catch "
-    "OverflowError: an integer of 401 digits for an accuracy, a cost or wall_time, or 1e400 (read as "
-    "inf) for seed, raises OverflowError instead of FileFormatError",
-)
 @pytest.mark.parametrize("where", ["accuracy", "cost", "wall_time", "seed"])
 def test_search_result_huge_number(tmp_path: Path, where: str) -> None:
     doc = json.loads(TEXT)
@@ -99,11 +87,6 @@ def test_search_result_huge_number(tmp_path: Path, where: str) -> None:
     expect_only(FileFormatError, lambda: SearchResult.load(path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fn3.search.result.SearchResult.from_json / load_results catch JSONDecodeError but not "
-    "RecursionError: a file nested 100,000 levels deep escapes as RecursionError",
-)
 def test_search_result_too_deep(tmp_path: Path) -> None:
     path = tmp_path / "front.json"
     path.write_text(deep_json())
@@ -111,11 +94,6 @@ def test_search_result_too_deep(tmp_path: Path) -> None:
     expect_only(FileFormatError, lambda: load_results(path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fn3.search.result: FileFormatError messages of SearchResult.load ('search result is "
-    "malformed (...)', 'not an fn3 search result') do not name the file that is wrong",
-)
 def test_search_result_error_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "front.json"
     path.write_text(json.dumps({**json.loads(TEXT), "version": 99}))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fn3._io import atomic_write_text
+from fn3._io import atomic_write_text, one_line
 from fn3.errors import BudgetError, ConfigError, FileFormatError
 from fn3.search.budget import Budget, check_budgets, describe, format_number, meets
 from fn3.search.pareto import Point, hypervolume, pareto_front
@@ -177,18 +177,16 @@ class SearchResult:
                        wall_time=float(data.get("wall_time", 0.0)),
                        min_costs=dict(data.get("min_costs", {})), max_costs=dict(data.get("max_costs", {})),
                        info=dict(data.get("info", {})))
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
+            # OverflowError: float(10**400) or int(1e400) of an edited file.
             if isinstance(err, FileFormatError | ConfigError):
                 raise
-            raise FileFormatError(f"search result is malformed ({type(err).__name__}: {err})") from None
+            raise FileFormatError(f"search result is malformed ({type(err).__name__}: "
+                                  f"{one_line(err, 100)})") from None
 
     @classmethod
     def from_json(cls, text: str) -> SearchResult:
-        try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise FileFormatError(f"search result is not valid JSON ({err})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(_parse(text, "search result"))
 
     def save(self, path: str | Path) -> None:
         """Write :meth:`to_json` atomically."""
@@ -196,10 +194,8 @@ class SearchResult:
 
     @classmethod
     def load(cls, path: str | Path) -> SearchResult:
-        try:
-            return cls.from_json(Path(path).read_text())
-        except OSError as err:
-            raise FileFormatError(f"cannot read search result {path}: {err.strerror}") from None
+        """Read a file written by :meth:`save`; a bad file raises FileFormatError naming it."""
+        return _naming(path, lambda: cls.from_dict(_parse(_read(path, "search result"), "search result")))
 
     def to_csv(self, path: str | Path | None = None, *, front_only: bool = False) -> str:
         """CSV text (written atomically to ``path`` if given): one row per point.
@@ -260,14 +256,48 @@ def save_results(results: Sequence[SearchResult], path: str | Path, **extra: Any
 
 def load_results(path: str | Path) -> list[SearchResult]:
     """Read a file written by :func:`save_results` or :meth:`SearchResult.save`."""
+
+    def read() -> list[SearchResult]:
+        data = _parse(_read(path, "search results"), "search results")
+        if isinstance(data, Mapping) and data.get("format") == FRONTS_FORMAT:
+            if data.get("version") != RESULT_VERSION:
+                raise FileFormatError(f"version {data.get('version')!r} is not supported "
+                                      f"(expected {RESULT_VERSION})")
+            results = data.get("results", [])
+            if not isinstance(results, list):
+                raise FileFormatError('"results" must be a list of search results')
+            return [SearchResult.from_dict(r) for r in results]
+        return [SearchResult.from_dict(data)]
+
+    return _naming(path, read)
+
+
+def _read(path: str | Path, what: str) -> str:
     try:
-        data = json.loads(Path(path).read_text())
+        raw = Path(path).read_bytes()
     except OSError as err:
-        raise FileFormatError(f"cannot read search results {path}: {err.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise FileFormatError(f"{path} is not valid JSON ({err})") from None
-    if isinstance(data, Mapping) and data.get("format") == FRONTS_FORMAT:
-        if data.get("version") != RESULT_VERSION:
-            raise FileFormatError(f"{path}: version {data.get('version')!r} is not supported")
-        return [SearchResult.from_dict(r) for r in data.get("results", [])]
-    return [SearchResult.from_dict(data)]
+        raise FileFormatError(f"cannot read {what} {path}: {err.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise FileFormatError(f"{path}: {what} is not UTF-8 text (byte {err.start}); is it the JSON "
+                              "file fn3 search wrote?") from None
+
+
+def _parse(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise FileFormatError(f"{what} is not valid JSON ({err})") from None
+    except RecursionError:
+        raise FileFormatError(f"{what} JSON nests too deeply to be a search result") from None
+
+
+def _naming(path: str | Path, read: Any) -> Any:
+    """Run ``read()``; a FileFormatError that does not name ``path`` gets it as a prefix."""
+    try:
+        return read()
+    except FileFormatError as err:
+        if str(path) in str(err):
+            raise
+        raise FileFormatError(f"{path}: {err}") from None
