@@ -73,3 +73,24 @@ def test_bad_settings():
         fn3.OrderedDropout(Space(AXES), dist="normal")
     with pytest.raises(fn3.ConfigError, match="rho"):
         fn3.OrderedDropout(Space(AXES), rho=1.5)
+
+
+def test_tie_kind_keeps_the_same_fraction_on_every_axis_of_a_kind():
+    model = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8,
+                             levels=("channels", "layers"))
+    space = fn3.space(model)
+    odo = fn3.OrderedDropout(space, dist="uniform", seed=3, tie="kind")
+    widths = [a for a in space.of_kind("channels")]
+    assert len(widths) > 1 and len({a.num_blocks for a in widths}) == 1
+    seen = set()
+    for step in range(40):
+        spec = odo.sample(step)
+        kept = {len(spec.kept(a.name)) for a in widths}
+        assert len(kept) == 1  # one fraction for every channel axis this step
+        seen |= kept
+        assert spec == odo.sample(step)
+    assert len(seen) > 3  # and it still varies from step to step
+    untied = fn3.OrderedDropout(space, dist="uniform", seed=3)
+    assert any(len({len(untied.sample(t).kept(a.name)) for a in widths}) > 1 for t in range(5))
+    with pytest.raises(fn3.ConfigError, match="tie"):
+        fn3.OrderedDropout(space, tie="layer")

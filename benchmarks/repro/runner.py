@@ -224,13 +224,24 @@ def _summary(entry: Mapping[str, Any]) -> str:
     return f"{entry.get('wall_time_s', 0):.0f} s train; test % ({mode}): " + ", ".join(parts)
 
 
+def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:
+    """``settings`` without the train-config fields added to fn3 after ``old`` was written, when they
+    hold their default (so an older result file still matches and can be resumed or extended)."""
+    if not (isinstance(old, dict) and isinstance(old.get("train"), dict)):
+        return settings
+    defaults = TrainConfig().to_dict()
+    train = {k: v for k, v in settings["train"].items()
+             if k in old["train"] or k not in defaults or v != defaults[k]}
+    return {**settings, "train": train}
+
+
 def _load_or_new(path: Path, exp: Experiment, settings: dict[str, Any], quick: bool,
                  command: str) -> dict[str, Any]:
     if path.is_file():
         data = json.loads(path.read_text())
         if data.get("format") != RESULT_FORMAT or data.get("version") != RESULT_VERSION:
             raise ConfigError(f"{path} is not a {RESULT_FORMAT} v{RESULT_VERSION} file; move it away")
-        if data.get("settings") != json.loads(json.dumps(settings)):
+        if data.get("settings") != _as_old(json.loads(json.dumps(settings)), data.get("settings")):
             raise ConfigError(f"{path} was run with other settings; delete it (and its runs) to rerun")
         if command not in data["commands"]:
             data["commands"].append(command)  # a resumed run may be started by another command

@@ -26,7 +26,7 @@ from typing import Any
 
 from fn3._io import one_line
 from fn3.errors import ConfigError
-from fn3.sampling import DISTRIBUTIONS
+from fn3.sampling import DISTRIBUTIONS, TIES
 
 __all__ = ["RULES", "TrainConfig", "load_config_file"]
 
@@ -68,6 +68,7 @@ class TrainConfig:
     rule: str = "odo"
     dist: str = "geometric"
     rho: float = 0.9
+    tie: str = "none"  # none: every axis drawn independently (paper) | kind: one draw per kind
     sandwich_n: int = 2
     distill: bool = False
     fixed_spec: str | None = None  # for rule="fixed": "channels=0.5", "largest", a JSON file
@@ -98,6 +99,8 @@ class TrainConfig:
             raise bad("dist", self.dist, "one of " + ", ".join(DISTRIBUTIONS))
         if not 0.0 < self.rho <= 1.0:
             raise bad("rho", self.rho, "a keep rate in (0, 1]")
+        if self.tie not in TIES:
+            raise bad("tie", self.tie, "one of " + ", ".join(TIES))
         if not 0.0 <= self.label_smoothing < 1.0:
             raise bad("label_smoothing", self.label_smoothing, "a value in [0, 1)")
         if self.augment not in ("auto", "none", "crop", "crop+flip"):
@@ -185,7 +188,7 @@ _FIELD_TYPES: dict[str, tuple[str, bool]] = {  # name -> (kind, may be None)
     "limit": (_INT, True),
     **{n: (_FLOAT, False) for n in ("val_fraction", "lr", "momentum", "weight_decay",
                                    "label_smoothing", "rho")},
-    **{n: (_STR, False) for n in ("model", "data", "augment", "optimizer", "rule", "dist")},
+    **{n: (_STR, False) for n in ("model", "data", "augment", "optimizer", "rule", "dist", "tie")},
     "data_dir": (_STR, True),
     "fixed_spec": (_STR, True),
     "distill": (_BOOL, False),

@@ -7,6 +7,13 @@ whole mini-batch) and keeps the prefix ``0..k-1``: block 0 is always trained, th
   past the ``m0`` mandatory ones; the tail's mass lands on the full axis.
 * ``dist="uniform"``: ``k`` uniform over ``m0..M``.
 
+``tie`` says which axes share one draw. ``"none"`` (default, the paper's rule: one index per group)
+draws every axis independently, so a sub-model that keeps 25% of *every* layer is rarely trained as
+such when there are many axes. ``"kind"`` draws one number per kind (channels, bits, ...) and maps it
+through each axis's own distribution, so all axes of a kind keep the same fraction that step, as
+US-Nets' single width multiplier does; an fn3 option, measured against the paper's rule in
+``docs/reproduction.md`` (experiment 2).
+
 The draw for step ``t`` is a pure function of ``(seed, t)`` (a fresh ``torch.Generator`` seeded from
 both), not of a generator advanced step by step. That choice makes three things free: a resumed run
 draws exactly the specs it would have drawn, every distributed rank draws the same spec at the same
@@ -34,12 +41,15 @@ import torch
 from fn3.errors import ConfigError
 from fn3.spec import Axis, Space, Spec
 
-__all__ = ["DISTRIBUTIONS", "OrderedDropout", "Sandwich", "keep_probabilities", "sample_blocks"]
+__all__ = ["DISTRIBUTIONS", "TIES", "OrderedDropout", "Sandwich", "keep_probabilities", "sample_blocks"]
 
 DISTRIBUTIONS = ("geometric", "uniform")
+TIES = ("none", "kind")
 
 
-def _check(dist: str, rho: float) -> None:
+def _check(dist: str, rho: float, tie: str = "none") -> None:
+    if tie not in TIES:
+        raise ConfigError(f"unknown ordered-dropout tie {tie!r}; use one of {', '.join(TIES)}")
     if dist not in DISTRIBUTIONS:
         raise ConfigError(
             f"unknown ordered-dropout distribution {dist!r}; use one of {', '.join(DISTRIBUTIONS)}"
@@ -99,16 +109,25 @@ class OrderedDropout:
         rho: keep rate of the geometric distribution, shared by every axis (the paper's single
             hyper-parameter).
         seed: the draws are a pure function of ``(seed, step)``.
+        tie: ``"none"`` (default): every axis drawn independently; ``"kind"``: one draw per kind.
     """
 
-    def __init__(self, space: Space, dist: str = "geometric", rho: float = 0.9, seed: int = 0):
-        _check(dist, rho)
-        self.space, self.dist, self.rho, self.seed = space, dist, rho, seed
+    def __init__(self, space: Space, dist: str = "geometric", rho: float = 0.9, seed: int = 0,
+                 tie: str = "none"):
+        _check(dist, rho, tie)
+        self.space, self.dist, self.rho, self.seed, self.tie = space, dist, rho, seed, tie
 
     def sample(self, step: int) -> Spec:
         """The spec of training step ``step``."""
-        g = _step_generator(self.seed, step)
+        return self._spec(_step_generator(self.seed, step))
+
+    def _spec(self, g: torch.Generator) -> Spec:
         u = torch.rand(len(self.space), generator=g, dtype=torch.float64).tolist()
+        if self.tie == "kind":  # the first axis of each kind lends its draw to the others
+            first = {}
+            for a, ui in zip(self.space, u, strict=True):
+                first.setdefault(a.kind, ui)
+            u = [first[a.kind] for a in self.space]
         return self.space.prefix(
             {
                 a.name: blocks_from_uniform(a, ui, self.dist, self.rho)
@@ -121,16 +140,17 @@ class OrderedDropout:
         return [self.sample(step)]
 
     def to_dict(self) -> dict[str, object]:
-        return {"rule": "odo", "dist": self.dist, "rho": self.rho, "seed": self.seed}
+        return {"rule": "odo", "dist": self.dist, "rho": self.rho, "seed": self.seed, "tie": self.tie}
 
 
 class Sandwich(OrderedDropout):
     """US-Nets sandwich rule: the largest, the smallest and ``n`` sampled specs every step."""
 
     def __init__(
-        self, space: Space, n: int = 2, dist: str = "uniform", rho: float = 0.9, seed: int = 0
+        self, space: Space, n: int = 2, dist: str = "uniform", rho: float = 0.9, seed: int = 0,
+        tie: str = "none",
     ):
-        super().__init__(space, dist, rho, seed)
+        super().__init__(space, dist, rho, seed, tie)
         if n < 0:
             raise ConfigError(f"sandwich n must be >= 0, got {n}")
         self.n = n
@@ -141,14 +161,7 @@ class Sandwich(OrderedDropout):
         return [self._largest, self._smallest, *gen]
 
     def _draw(self, step: int, i: int) -> Spec:
-        g = _step_generator(self.seed, step, salt=i + 1)
-        u = torch.rand(len(self.space), generator=g, dtype=torch.float64).tolist()
-        return self.space.prefix(
-            {
-                a.name: blocks_from_uniform(a, ui, self.dist, self.rho)
-                for a, ui in zip(self.space, u, strict=True)
-            }
-        )
+        return self._spec(_step_generator(self.seed, step, salt=i + 1))
 
     def to_dict(self) -> dict[str, object]:
         return {**super().to_dict(), "rule": "sandwich", "n": self.n}

@@ -104,9 +104,10 @@ def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]
     """``rule(step) -> specs to train at that step``, from ``cfg.rule``."""
     sp = space(model)
     if cfg.rule == "odo":
-        return OrderedDropout(sp, cfg.dist, cfg.rho, cfg.seed).step_specs
+        return OrderedDropout(sp, cfg.dist, cfg.rho, cfg.seed, cfg.tie).step_specs
     if cfg.rule == "sandwich":
-        return Sandwich(sp, cfg.sandwich_n, dist="uniform", rho=cfg.rho, seed=cfg.seed).step_specs
+        return Sandwich(sp, cfg.sandwich_n, dist="uniform", rho=cfg.rho, seed=cfg.seed,
+                        tie=cfg.tie).step_specs
     fixed = sp.largest() if cfg.rule == "full" else parse_spec(cfg.fixed_spec or "", sp)
     return lambda step: [fixed]
 

@@ -54,6 +54,9 @@ def train(
         str | None, typer.Option(help="Ordered-dropout distribution: geometric or uniform.")
     ] = None,
     rho: Annotated[float | None, typer.Option(help="Geometric keep rate, shared by all axes.")] = None,
+    tie: Annotated[
+        str | None, typer.Option(help="none (each axis drawn alone, the paper) or kind (one draw per kind).")
+    ] = None,
     sandwich_n: Annotated[int | None, typer.Option(help="Random specs per step for rule=sandwich.")] = None,
     distill: Annotated[
         bool | None, typer.Option("--distill/--no-distill", help="In-place distillation.")
@@ -102,6 +105,7 @@ def train(
         rule=rule,
         dist=dist,
         rho=rho,
+        tie=tie,
         sandwich_n=sandwich_n,
         distill=distill,
         fixed_spec=fixed_spec,
