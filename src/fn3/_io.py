@@ -4,6 +4,10 @@ Write to a temporary file in the destination's directory, flush and fsync it, th
 over the destination (atomic on POSIX), and fsync the directory so the rename itself survives a power
 loss.
 
+:func:`loads_untrusted` is the read-side companion: JSON from a file fn3 did not necessarily write
+(damaged, edited or crafted), with every way ``json.loads`` can fail turned into one
+:class:`~fn3.errors.FileFormatError` that names the file.
+
 Example:
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -16,12 +20,15 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "one_line"]
+from fn3.errors import FileFormatError
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "loads_untrusted", "one_line"]
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -75,3 +82,34 @@ def one_line(text: object, limit: int = 160) -> str:
     """
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def loads_untrusted(data: str | bytes, path: str | Path, what: str) -> object:
+    """Parse JSON ``data`` read from the file ``path``; any failure is a one-line FileFormatError.
+
+    ``json.loads`` fails in more ways than ``JSONDecodeError`` on a damaged or crafted file: bytes that
+    are not UTF-8 (``UnicodeDecodeError``), nesting deeper than the interpreter's recursion limit
+    (``RecursionError``, e.g. ``[[[[...`` 100,000 levels deep), an integer of more than 4,300 digits
+    (``ValueError``). Each becomes ``FileFormatError("<path>: <what> is not valid JSON (<reason>)")``,
+    so a loader needs one call and no ``except`` list of its own. The result is any JSON value: the
+    caller still checks that it has the expected structure.
+
+    Example:
+        >>> loads_untrusted(b'{"bits": [2, 4]}', "front.json", "search front")
+        {'bits': [2, 4]}
+        >>> loads_untrusted("[" * 100_000, "front.json", "search front")
+        Traceback (most recent call last):
+        ...
+        fn3.errors.FileFormatError: front.json: search front is not valid JSON (nested too deeply)
+        >>> loads_untrusted(b"\\xff", "front.json", "search front")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        fn3.errors.FileFormatError: front.json: search front is not valid JSON ('utf-8' codec can't ...)
+    """
+    try:
+        return json.loads(data)
+    except RecursionError:
+        reason = "nested too deeply"
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
+        reason = one_line(err, 100)
+    raise FileFormatError(f"{path}: {what} is not valid JSON ({reason})")

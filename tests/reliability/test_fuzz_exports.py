@@ -109,13 +109,9 @@ def test_exported_description_edited(tmp_path_factory: pytest.TempPathFactory, f
     expect_only(FileFormatError, lambda: load(path), names=path, seconds=5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fn3.export.io.load_exported builds the modules of the description before checking the "
-    "stored sizes: a crafted 300-byte file declaring a Linear of 2**24 x 2**24 makes torch allocate "
-    "2**48 codes and raise RuntimeError instead of FileFormatError (src/fn3/export/io.py)",
-)
 def test_exported_huge_description_is_rejected_before_allocating(tmp_path: Path, files) -> None:
+    """A crafted 300-byte file describing a 2**24 x 2**24 layer is rejected by comparing the sizes the
+    description implies with the header's, before any module (or tensor) is built."""
     meta = _exported_meta(files["exported"], tmp_path / "orig.safetensors")
     huge = {"t": "QuantLinear", "in": 1 << 24, "out": 1 << 24, "bias": False, "planes": [0], "B": 1}
     meta["arch"] = {"t": "ExportedModel", "c": [{"t": "Flatten"}, huge]}
@@ -124,13 +120,8 @@ def test_exported_huge_description_is_rejected_before_allocating(tmp_path: Path,
     expect_only(FileFormatError, lambda: load(path), names=path, seconds=5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fn3.export.container.Reader._parse catches only UnicodeDecodeError/JSONDecodeError "
-    "around json.loads of the header: a header nested 100,000 levels deep raises RecursionError "
-    "instead of FileFormatError (src/fn3/export/container.py)",
-)
 def test_exported_header_too_deep(tmp_path: Path) -> None:
+    """A header nested 100,000 levels deep (RecursionError in ``json.loads``) is a bad file."""
     header = deep_json().encode()
     header += b" " * (-len(header) % 8)
     path = tmp_path / "model.safetensors"
@@ -138,13 +129,8 @@ def test_exported_header_too_deep(tmp_path: Path) -> None:
     expect_only(FileFormatError, lambda: load(path), names=path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fn3.export.io.read_meta catches zlib.error/UnicodeDecodeError/JSONDecodeError but not "
-    "RecursionError: a CRC-valid description nested 100,000 levels deep escapes as RecursionError "
-    "(src/fn3/export/io.py; the nested file's header goes through the same function)",
-)
 def test_exported_description_too_deep(tmp_path: Path, files) -> None:
+    """So is a CRC-valid description nested that deep (the nested file's header is read the same way)."""
     path = tmp_path / "model.safetensors"
     _write_exported(path, None, files["exported"], text=deep_json())
     expect_only(FileFormatError, lambda: load(path), names=path)

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fn3._io import atomic_path, loads_untrusted
 from fn3.errors import FileFormatError
 
 __all__ = ["DTYPE_SIZES", "Entry", "Reader", "atomic_write", "write"]
@@ -56,17 +56,11 @@ class Entry:
 
 
 def atomic_write(path: str | Path, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` to ``path`` through a temporary file in the same directory + ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``chunks`` to ``path`` atomically and durably (:func:`fn3._io.atomic_path`: temp file,
+    fsync, rename, fsync of the directory), streaming them so no joined copy of the file is built."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
 
 
 def write(
@@ -120,10 +114,7 @@ class Reader:
         n = int.from_bytes(self.read_range(0, 8), "little")
         if n > min(MAX_HEADER, self.size - 8):
             raise self.fail(f"header size {n} exceeds the file ({self.size} bytes): truncated or not fn3")
-        try:
-            header = json.loads(self.read_range(8, n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise self.fail(f"header is not valid JSON ({err})") from None
+        header = loads_untrusted(self.read_range(8, n), self.path, "header")
         if not isinstance(header, dict):
             raise self.fail("header is not a JSON object")
         meta = header.pop("__metadata__", {})

@@ -12,8 +12,9 @@ File layout (``format: fn3.exported``, ``version: 1``), a plain safetensors file
 The header's ``__metadata__`` holds ``format``, ``version`` and a CRC-32 of every tensor. Tensor names
 and shapes are not stored per layer: they follow from the architecture, which keeps the file within a
 few hundred bytes of the ideal ``sum(kept weights x bits) / 8 + 4 x float values`` even for a tiny
-sub-model. Loading rebuilds the modules from the architecture, checks that the byte counts match it
-exactly and that every CRC matches, and raises :class:`~fn3.errors.FileFormatError` naming the file
+sub-model. Loading parses the architecture, checks that the byte counts match it exactly *before*
+building any module (a crafted description cannot make it allocate more than the file holds) and that
+every CRC matches, and raises :class:`~fn3.errors.FileFormatError` naming the file
 and the problem otherwise (truncated, corrupted, wrong format or version, mismatched sizes).
 
 Example:
@@ -31,19 +32,34 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from fn3._io import loads_untrusted, one_line
 from fn3.errors import FileFormatError
 from fn3.export import container
 from fn3.export.pack import pack_codes, packed_size, unpack_codes
 from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinear, Residual, code_dtype
 
-__all__ = ["FORMAT", "VERSION", "ideal_size", "load_exported", "model_file", "save", "to_tree"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Layer",
+    "ideal_size",
+    "load_exported",
+    "model_file",
+    "parse_tree",
+    "save",
+    "to_tree",
+]
 
 FORMAT, VERSION = "fn3.exported", "1"
 MODEL_FILE = "model.safetensors"
@@ -109,6 +125,15 @@ def to_tree(m: nn.Module) -> dict:
     raise FileFormatError(f"cannot save a module of type {type(m).__name__}: not part of an fn3 export")
 
 
+# Bounds of a description (a crafted file must not make the loader recurse or loop without end):
+MAX_LAYERS = 100_000  # nodes; fn3's largest registered models have a few hundred
+MAX_DEPTH = 64  # nesting levels; fn3's models nest 4 deep (model > stage > residual > body)
+MAX_META = 64 * 1024 * 1024  # bytes of a decompressed description (stops a zlib bomb)
+
+Stored = tuple[str, tuple[int, ...], int]
+"""One stored tensor: ``(state_dict key, shape, bits per value)``, ``bits = 32`` for a float."""
+
+
 class _Check:
     """Validates the fields of one architecture node while it is rebuilt."""
 
@@ -143,70 +168,155 @@ class _Check:
         return p, b
 
 
+_SIMPLE = {
+    "ReLU": nn.ReLU,
+    "Flatten": nn.Flatten,
+    "Identity": nn.Identity,
+    "AdaptiveAvgPool2d": lambda: nn.AdaptiveAvgPool2d(1),
+}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One checked node of an architecture description: type, fields and children, but no tensors.
+
+    :func:`parse_tree` turns a description into these, checking every field; :meth:`tensors` then lists
+    the shape of every tensor the modules will hold without allocating any, so a loader compares the
+    sizes a description implies with the bytes its file holds *before* :meth:`build` allocates them
+    (a 300-byte file can describe a 2**24 x 2**24 layer).
+
+    Example:
+        >>> arch = parse_tree({"t": "ExportedModel", "c": [{"t": "Flatten"},
+        ...     {"t": "QuantLinear", "in": 64, "out": 10, "bias": True, "planes": [0, 1], "B": 8}]})
+        >>> list(arch.tensors())
+        [('1.bias', (10,), 32), ('1.codes', (10, 64), 2), ('1.scale', (10,), 32)]
+        >>> type(arch.build()[1]).__name__
+        'QuantLinear'
+    """
+
+    t: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    kids: tuple[tuple[str, Layer | None], ...] = ()  # (attribute name, child or None) in module order
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        f = self.fields
+        if self.t in ("Conv2d", "QuantConv2d"):
+            return (f["out"], f["in"] // f["g"], f["k"], f["k"])
+        return (f["out"], f["in"])
+
+    def own_tensors(self) -> list[Stored]:
+        """This node's own stored tensors, keys relative to it, in ``state_dict`` order (parameters,
+        then persistent buffers; BatchNorm's ``num_batches_tracked`` is not stored)."""
+        f, t = self.fields, self.t
+        if t in ("Conv2d", "Linear", "QuantConv2d", "QuantLinear"):
+            bias = [("bias", (f["out"],), 32)] if f["bias"] else []
+            if t.startswith("Quant"):  # bias is a parameter, codes and scale are buffers
+                return [*bias, ("codes", self._weight_shape(), len(f["planes"])), ("scale", (f["out"],), 32)]
+            return [("weight", self._weight_shape(), 32), *bias]
+        if t == "BatchNorm2d":
+            return [(name, (f["n"],), 32) for name in ("weight", "bias", "running_mean", "running_var")]
+        if t == "ActQuant":
+            return [("alpha", (), 32)]
+        return []
+
+    def tensors(self, prefix: str = "") -> Iterator[Stored]:
+        """Every stored tensor of this subtree in ``state_dict`` order: what ``_stored`` lists for the
+        modules of :meth:`build`, computed from the description alone."""
+        for name, shape, bits in self.own_tensors():
+            yield prefix + name, shape, bits
+        for name, kid in self.kids:
+            if kid is not None:
+                yield from kid.tensors(f"{prefix}{name}.")
+
+    def build(self) -> nn.Module:
+        """The modules, holding placeholder tensors of the right shapes (a loader then loads the file's)."""
+        f, t = self.fields, self.t
+        kids = [None if k is None else k.build() for _, k in self.kids]
+        if t == "ExportedModel":
+            return ExportedModel(*kids)
+        if t == "Sequential":
+            return nn.Sequential(*kids)
+        if t == "Residual":
+            return Residual(*kids)
+        if t == "Conv2d":
+            return nn.Conv2d(f["in"], f["out"], f["k"], f["s"], f["p"], groups=f["g"], bias=f["bias"])
+        if t == "Linear":
+            return nn.Linear(f["in"], f["out"], bias=f["bias"])
+        if t in ("QuantConv2d", "QuantLinear"):
+            codes = torch.zeros(self._weight_shape(), dtype=code_dtype(len(f["planes"])))
+            bias = torch.zeros(f["out"]) if f["bias"] else None
+            quant = {"planes": f["planes"], "total_bits": f["B"]}
+            if t == "QuantLinear":
+                return QuantLinear(codes, torch.ones(f["out"]), bias, **quant)
+            return QuantConv2d(
+                codes, torch.ones(f["out"]), bias, stride=f["s"], padding=f["p"], groups=f["g"], **quant
+            )
+        if t == "ActQuant":
+            return ActQuant(1.0, planes=f["planes"], total_bits=f["B"], signed=f["signed"])
+        if t == "BatchNorm2d":
+            return nn.BatchNorm2d(f["n"], eps=f["eps"]).eval()
+        return _SIMPLE[t]()
+
+
+def parse_tree(node: object, where: str = "model") -> Layer:
+    """Check a :func:`to_tree` description and return it as :class:`Layer` s; ``ValueError`` if malformed.
+
+    Checks the type and range of every field, group divisibility, bit-planes, and bounds the nesting
+    (:data:`MAX_DEPTH`) and the number of layers (:data:`MAX_LAYERS`). Allocates no tensor.
+    """
+    count = 0
+
+    def parse(node: object, where: str, depth: int) -> Layer:
+        nonlocal count
+        count += 1
+        if count > MAX_LAYERS:
+            raise ValueError(f"more than {MAX_LAYERS} layers")
+        if depth > MAX_DEPTH:
+            raise ValueError(f"{where}: nested more than {MAX_DEPTH} levels deep")
+        c = _Check(node, where)
+        t = node["t"]
+        if t in ("ExportedModel", "Sequential"):
+            kids = node.get("c")
+            if not isinstance(kids, list) or (t == "ExportedModel" and depth > 0):
+                raise ValueError(f"{where}: bad children")
+            return Layer(
+                t, {}, tuple((str(i), parse(k, f"{where}.{i}", depth + 1)) for i, k in enumerate(kids))
+            )
+        if t == "Residual":
+            short = node.get("shortcut")
+            body = parse(node.get("body"), f"{where}.body", depth + 1)
+            shortcut = None if short is None else parse(short, f"{where}.shortcut", depth + 1)
+            return Layer(t, {}, (("body", body), ("shortcut", shortcut)))
+        f: dict[str, Any]
+        if t in ("QuantConv2d", "Conv2d", "QuantLinear", "Linear"):
+            f = {"in": c.int("in"), "out": c.int("out"), "bias": c.bool("bias")}
+            if t.endswith("Conv2d"):
+                f.update(g=c.int("g"), k=c.int("k", 1, 64), s=c.int("s", 1, 64), p=c.int("p", 0, 64))
+                if f["in"] % f["g"] or f["out"] % f["g"]:
+                    raise ValueError(
+                        f"{where}: channels {f['in']}->{f['out']} not divisible by {f['g']} groups"
+                    )
+        elif t == "ActQuant":
+            f = {"signed": c.bool("signed")}
+        elif t == "BatchNorm2d":
+            eps = node.get("eps")
+            if type(eps) is not float or not 0 < eps < 1:
+                raise ValueError(f"{where}: bad eps {eps!r}")
+            f = {"n": c.int("n"), "eps": eps}
+        elif t in _SIMPLE:
+            f = {}
+        else:
+            raise ValueError(f"{where}: unknown module type {t!r}")
+        if t.startswith("Quant") or t == "ActQuant":
+            f["planes"], f["B"] = c.planes()
+        return Layer(t, f)
+
+    return parse(node, where, 0)
+
+
 def from_tree(node: object, where: str = "model") -> nn.Module:
     """Rebuild modules (placeholder tensors) from :func:`to_tree` output; ``ValueError`` if malformed."""
-    c = _Check(node, where)
-    t = node["t"]
-    if t in ("ExportedModel", "Sequential"):
-        kids = node.get("c")
-        if not isinstance(kids, list) or (t == "ExportedModel" and where != "model"):
-            raise ValueError(f"{where}: bad children")
-        mods = [from_tree(k, f"{where}.{i}") for i, k in enumerate(kids)]
-        return ExportedModel(*mods) if t == "ExportedModel" else nn.Sequential(*mods)
-    if t == "Residual":
-        short = node.get("shortcut")
-        return Residual(
-            from_tree(node.get("body"), f"{where}.body"),
-            None if short is None else from_tree(short, f"{where}.shortcut"),
-        )
-    if t in ("QuantConv2d", "Conv2d"):
-        i, o, k, g = c.int("in"), c.int("out"), c.int("k", 1, 64), c.int("g")
-        s, p, bias = c.int("s", 1, 64), c.int("p", 0, 64), c.bool("bias")
-        if i % g or o % g:
-            raise ValueError(f"{where}: channels {i}->{o} not divisible by {g} groups")
-        if t == "Conv2d":
-            return nn.Conv2d(i, o, k, s, p, groups=g, bias=bias)
-        planes, b = c.planes()
-        codes = torch.zeros(o, i // g, k, k, dtype=code_dtype(len(planes)))
-        return QuantConv2d(
-            codes,
-            torch.ones(o),
-            torch.zeros(o) if bias else None,
-            stride=s,
-            padding=p,
-            groups=g,
-            planes=planes,
-            total_bits=b,
-        )
-    if t in ("QuantLinear", "Linear"):
-        i, o, bias = c.int("in"), c.int("out"), c.bool("bias")
-        if t == "Linear":
-            return nn.Linear(i, o, bias=bias)
-        planes, b = c.planes()
-        return QuantLinear(
-            torch.zeros(o, i, dtype=code_dtype(len(planes))),
-            torch.ones(o),
-            torch.zeros(o) if bias else None,
-            planes=planes,
-            total_bits=b,
-        )
-    if t == "ActQuant":
-        planes, b = c.planes()
-        return ActQuant(1.0, planes=planes, total_bits=b, signed=c.bool("signed"))
-    if t == "BatchNorm2d":
-        eps = node.get("eps")
-        if type(eps) is not float or not 0 < eps < 1:
-            raise ValueError(f"{where}: bad eps {eps!r}")
-        return nn.BatchNorm2d(c.int("n"), eps=eps).eval()
-    simple = {
-        "ReLU": nn.ReLU,
-        "Flatten": nn.Flatten,
-        "Identity": nn.Identity,
-        "AdaptiveAvgPool2d": lambda: nn.AdaptiveAvgPool2d(1),
-    }
-    if t in simple:
-        return simple[t]()
-    raise ValueError(f"{where}: unknown module type {t!r}")
+    return parse_tree(node, where).build()
 
 
 # -- tensors <-> blobs ------------------------------------------------------------------------------
@@ -282,11 +392,11 @@ def check_header(r: container.Reader, fmt: str, version: str) -> dict[str, str]:
         raise r.fail(f"format is {got!r}, expected {fmt!r}")
     if r.metadata.get("version") != version:
         raise r.fail(f"version {r.metadata.get('version')!r} is not supported (this fn3 reads {version})")
-    try:
-        crc = json.loads(r.metadata.get("crc32", ""))
-        assert isinstance(crc, dict)
-    except (json.JSONDecodeError, AssertionError):
-        raise r.fail("missing or malformed crc32 metadata") from None
+    if "crc32" not in r.metadata:
+        raise r.fail("no crc32 metadata (every fn3 file stores a CRC-32 of its tensors)")
+    crc = loads_untrusted(r.metadata["crc32"], r.path, "crc32 metadata")
+    if not isinstance(crc, dict):
+        raise r.fail("crc32 metadata is not a JSON object of tensor name -> CRC-32")
     return crc
 
 
@@ -299,38 +409,61 @@ def read_checked(r: container.Reader, name: str, crc: dict[str, str]) -> bytes:
 
 
 def read_meta(r: container.Reader, data: bytes) -> dict:
-    """Decompress and parse a JSON ``meta`` tensor."""
+    """Decompress (to at most :data:`MAX_META` bytes) and parse a JSON ``meta`` tensor."""
+    unzip = zlib.decompressobj()
     try:
-        meta = json.loads(zlib.decompress(data))
-    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise r.fail(f"metadata is not valid compressed JSON ({err})") from None
+        raw = unzip.decompress(data, MAX_META)
+    except zlib.error as err:
+        raise r.fail(f"metadata is not valid zlib-compressed data ({one_line(err)})") from None
+    if not unzip.eof:  # stopped at the size bound, or the compressed stream ends early
+        problem = f"expands to more than {MAX_META} bytes" if len(raw) >= MAX_META else "is truncated"
+        raise r.fail(f"compressed metadata {problem}")
+    meta = loads_untrusted(raw, r.path, "metadata")
     if not isinstance(meta, dict):
         raise r.fail("metadata is not a JSON object")
     return meta
 
 
+_TENSORS = {"codes": "U8", "floats": "F32", "meta": "U8"}  # the tensors of a file, and their dtypes
+
+
 def load_exported(r: container.Reader) -> ExportedModel:
-    """Rebuild an exported model from an open ``fn3.exported`` file."""
+    """Rebuild an exported model from an open ``fn3.exported`` file.
+
+    Every size is checked before anything is allocated: the description is parsed into
+    :class:`Layer` s, the shapes of the tensors it implies are summed and compared with the tensor
+    sizes of the file's header (which the reader has checked against the file's length). Only a file
+    whose description and data agree byte for byte gets its modules built.
+    """
     crc = check_header(r, FORMAT, VERSION)
-    if set(r.entries) != {"codes", "floats", "meta"}:
+    if set(r.entries) != set(_TENSORS):
         raise r.fail(f"expected tensors codes, floats, meta; found {sorted(r.entries)}")
+    for name, dtype in _TENSORS.items():
+        e = r.entries[name]
+        if e.dtype != dtype or len(e.shape) != 1:
+            raise r.fail(f"tensor {name!r} is {e.dtype}{e.shape}, expected a 1-D {dtype} tensor")
     meta = read_meta(r, read_checked(r, "meta", crc))
     try:
-        model = from_tree(meta.get("arch"))
+        arch = parse_tree(meta.get("arch"))
     except (ValueError, TypeError, RecursionError) as err:
         raise r.fail(f"bad architecture: {err}") from None
-    if not isinstance(model, ExportedModel) or not isinstance(meta.get("meta"), dict):
+    if arch.t != "ExportedModel" or not isinstance(meta.get("meta"), dict):
         raise r.fail("the architecture root must be an ExportedModel with a meta object")
-    model.meta = meta["meta"]
-    blob_c, blob_f = read_checked(r, "codes", crc), read_checked(r, "floats", crc)
-    stored = _stored(model)
-    want_c = sum(packed_size(t.numel(), b) for _, t, b in stored if b != 32)
-    want_f = sum(t.numel() for _, t, b in stored if b == 32)
-    if len(blob_c) != want_c or len(blob_f) != 4 * want_f:
+    expected = list(arch.tensors())
+    want_c = sum(packed_size(math.prod(shape), bits) for _, shape, bits in expected if bits != 32)
+    want_f = sum(math.prod(shape) for _, shape, bits in expected if bits == 32)
+    have_c, have_f = r.entries["codes"].shape[0], r.entries["floats"].shape[0]
+    if (have_c, have_f) != (want_c, want_f):
         raise r.fail(
-            f"tensor sizes do not match the architecture: {len(blob_c)} code bytes and "
-            f"{len(blob_f) // 4} floats, expected {want_c} and {want_f}"
+            f"tensor sizes do not match the architecture: {have_c} code bytes and "
+            f"{have_f} floats, expected {want_c} and {want_f}"
         )
+    blob_c, blob_f = read_checked(r, "codes", crc), read_checked(r, "floats", crc)
+    model = arch.build()  # now bounded: its tensors hold no more values than the file holds
+    model.meta = meta["meta"]
+    stored = _stored(model)
+    if [(key, tuple(t.shape), bits) for key, t, bits in stored] != expected:
+        raise RuntimeError("fn3 bug: Layer.tensors() disagrees with the modules Layer.build() makes")
     floats = torch.from_numpy(np.frombuffer(blob_f, dtype="<f4").astype(np.float32))
     state, oc, of = {}, 0, 0
     for key, t, bits in stored:

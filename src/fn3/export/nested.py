@@ -223,10 +223,11 @@ def open_nested(r: container.Reader) -> tuple[dict, Space]:
     if set(r.entries) != {"meta", "data"}:
         raise r.fail(f"expected tensors meta, data; found {sorted(r.entries)}")
     header = read_meta(r, read_checked(r, "meta", crc))
+    if not (isinstance(header.get("arch"), dict) and isinstance(header.get("meta"), dict)):
+        raise r.fail("bad header: 'arch' and 'meta' must be JSON objects")
     try:
         space = Space.from_dict(header["space"])
-        assert isinstance(header["arch"], dict) and isinstance(header["meta"], dict)
-    except (KeyError, TypeError, AssertionError, SpecError) as err:
+    except (KeyError, TypeError, SpecError) as err:
         raise r.fail(f"bad header: {err}") from None
     return header, space
 
