@@ -2,8 +2,7 @@
 
 ``fn3.export.load`` / ``load_nested`` and ``fn3.cost.load_latency_table`` answer a damaged or
 edited file with :class:`fn3.errors.FileFormatError` naming it (or, for an undetectable change such
-as a flipped weight inside a nested file's unchecksummed data, load it). Tests of bugs in code that
-colleagues own are marked ``xfail(strict=True)`` with the bug in the reason.
+as a flipped weight inside a nested file's unchecksummed data, load it).
 """
 
 from __future__ import annotations
@@ -217,11 +216,6 @@ def test_latency_table_edited(tmp_path_factory: pytest.TempPathFactory, table_te
     expect_only(FileFormatError, lambda: load_latency_table(path), names=path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fn3.cost.latency._is_time calls math.isfinite on any int: an integer time written as "
-    "401 digits (10**400) raises OverflowError instead of FileFormatError (src/fn3/cost/latency.py)",
-)
 @pytest.mark.parametrize("key", ["overhead_us", "median_us"])
 def test_latency_table_huge_integer(tmp_path: Path, table_text: str, key: str) -> None:
     doc = json.loads(table_text)
@@ -234,11 +228,6 @@ def test_latency_table_huge_integer(tmp_path: Path, table_text: str, key: str) -
     expect_only(FileFormatError, lambda: load_latency_table(path), names=path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fn3.cost.latency.LatencyTable.load catches only JSONDecodeError around json.loads: a "
-    "table nested 100,000 levels deep raises RecursionError instead of FileFormatError",
-)
 def test_latency_table_too_deep(tmp_path: Path) -> None:
     path = tmp_path / "table.json"
     path.write_text(deep_json())

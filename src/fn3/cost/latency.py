@@ -33,7 +33,6 @@ import itertools
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fn3._io import atomic_write_text
 from fn3.cost._plain import float_submodel, spread_specs
 from fn3.cost._timing import (
     BACKENDS,
@@ -193,16 +193,7 @@ class LatencyTable:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the table as JSON atomically (a temp file in the same directory, then a rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=1)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")  # temp, fsync, rename
         return path
 
     @classmethod
@@ -219,6 +210,8 @@ class LatencyTable:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise FileFormatError(f"{path}: the latency table is not valid JSON ({err})") from None
+        except RecursionError:
+            raise FileFormatError(f"{path}: the latency table's JSON nests too deeply") from None
         return cls.from_dict(data, str(path))
 
 
@@ -249,7 +242,12 @@ def load_latency_table(path: str | os.PathLike[str]) -> LatencyTable:
 
 
 def _is_time(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v) and v >= 0
+    except OverflowError:  # an int too large for a float (10**400) is not a time either
+        return False
 
 
 # -- measuring -----------------------------------------------------------------------------------
