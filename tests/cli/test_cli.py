@@ -117,3 +117,14 @@ def test_bad_spec_for_run(run_dir):
     assert proc.returncode == 2 and "does not nest channels" in proc.stderr
     proc = _fn3("eval", str(run_dir), "--spec", "fc1.width=1000")
     assert proc.returncode == 2 and "fc1.width" in proc.stderr
+
+
+def test_levels_repeated_or_comma_joined_mean_the_same(tmp_path):
+    from fn3.run import load_run, read_config
+
+    common = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--max-steps", "1", "--no-progress"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", *common, "--levels", "channels", "--levels", "layers", "--out", str(a)]) == 0
+    assert main(["train", *common, "--levels", "channels,layers", "--out", str(b)]) == 0
+    assert read_config(a).levels == read_config(b).levels
+    assert set(load_run(a).space.kinds()) == {"channels", "layers"}

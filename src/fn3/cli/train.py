@@ -35,7 +35,8 @@ def _model_args(pairs: list[str] | None) -> dict[str, Any]:
 def train(
     model: Annotated[str | None, typer.Option(help="Model name (see `fn3 info --models`).")] = None,
     levels: Annotated[
-        str | None, typer.Option(help="Levels to nest, e.g. channels,bits (default: all).")
+        list[str] | None,
+        typer.Option(help="Levels to nest, e.g. channels,bits or repeated (default: all)."),
     ] = None,
     data: Annotated[
         str | None, typer.Option(help="digits, mnist, fashion-mnist, cifar10, imagefolder.")
@@ -93,7 +94,8 @@ def train(
     overrides: dict[str, Any] = load_config_file(config) if config else {}
     flags = dict(
         model=model,
-        levels=levels,
+        # `--levels channels --levels bits` and `--levels channels,bits` mean the same.
+        levels=",".join(levels) if levels else None,
         data=data,
         data_dir=data_dir,
         epochs=epochs,
