@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,79 @@ def write_python(directory: Path, batches: dict, protocol: int = 2) -> None:
     (directory / "batches.meta").write_bytes(pickle.dumps(meta, protocol=protocol))
 
 
+def py2_pickle(obj: object) -> bytes:
+    """``obj`` pickled as Python 2's cPickle (protocol 2) with numpy 1.x wrote the official
+    ``cifar-10-batches-py`` files: ``str`` as (SHORT_)BINSTRING, which Python 3 reads as bytes with
+    ``encoding="bytes"``; arrays as ``numpy.core.multiarray._reconstruct`` + BUILD, the dtype's
+    arguments as ints ``(0, 1)``; memo indices from 1, LONG_BINPUT past 255. Handles the types a
+    CIFAR batch holds: dict, list, int, bytes, and C-contiguous number arrays."""
+    out = bytearray(b"\x80\x02")
+    memo = [0]
+
+    def put() -> None:
+        memo[0] += 1
+        out.extend(b"q" + bytes([memo[0]]) if memo[0] < 256 else b"r" + struct.pack("<I", memo[0]))
+
+    def save(x: object) -> None:
+        if isinstance(x, int):
+            out.extend(b"K" + bytes([x]) if 0 <= x < 256 else b"J" + struct.pack("<i", x))
+        elif isinstance(x, bytes):
+            out.extend((b"U" + bytes([len(x)]) if len(x) < 256 else b"T" + struct.pack("<i", len(x))) + x)
+            put()
+        elif isinstance(x, list):
+            out.extend(b"]")
+            put()
+            for start in range(0, len(x), 1000):  # cPickle batched APPENDS by 1000
+                out.extend(b"(")
+                for v in x[start : start + 1000]:
+                    save(v)
+                out.extend(b"e")
+        elif isinstance(x, dict):
+            out.extend(b"}")
+            put()
+            out.extend(b"(")
+            for k, v in x.items():
+                save(k)
+                save(v)
+            out.extend(b"u")
+        elif isinstance(x, np.ndarray):
+            out.extend(b"cnumpy.core.multiarray\n_reconstruct\n")
+            put()
+            out.extend(b"cnumpy\nndarray\n")
+            put()
+            out.extend(b"K\x00\x85U\x01b\x87R")  # (ndarray, (0,), 'b')
+            put()
+            out.extend(b"(K\x01(" + b"".join(b"J" + struct.pack("<i", d) for d in x.shape) + b"t")
+            out.extend(b"cnumpy\ndtype\n")
+            put()
+            code, order = x.dtype.str[1:].encode(), x.dtype.str[:1].encode()
+            out.extend(b"U" + bytes([len(code)]) + code + b"K\x00K\x01\x87R")
+            put()
+            out.extend(b"(K\x03U\x01" + order + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89")
+            save(x.tobytes())
+            out.extend(b"tb")
+        else:
+            raise TypeError(type(x))
+
+    save(obj)
+    return bytes(out + b".")
+
+
+def write_python2(directory: Path, batches: dict) -> None:
+    """The official layout, as Python 2 wrote it (see :func:`py2_pickle`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, (images, labels) in batches.items():
+        batch = {
+            b"batch_label": f"testing batch 1 of 1 ({name})".encode(),
+            b"labels": [int(v) for v in labels],
+            b"data": images.reshape(len(images), -1),  # (n, 3072)
+            b"filenames": [f"leptodactylus_pentadactylus_s_{i:06d}.png".encode() for i in range(len(images))],
+        }
+        (directory / name).write_bytes(py2_pickle(batch))
+    meta = {b"num_cases_per_batch": 10000, b"label_names": [c.encode() for c in CIFAR10_CLASSES]}
+    (directory / "batches.meta").write_bytes(py2_pickle(meta | {b"num_vis": 3072}))
+
+
 def expected(batches: dict, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     images = torch.from_numpy(np.concatenate([batches[n][0] for n in names]))
@@ -81,6 +155,43 @@ def test_python_roundtrip(tmp_path: Path, protocol: int) -> None:
         images, labels = expected(batches, split)
         assert torch.equal(ds.images, images) and torch.equal(ds.labels, labels)
         assert ds.classes == CIFAR10_CLASSES
+
+
+def test_python2_written_batches(tmp_path: Path) -> None:
+    """The real cifar-10-batches-py files come from Python 2: bytes keys, numpy.core, int dtype args."""
+    batches = make_batches(2)
+    write_python2(tmp_path / "cifar-10-batches-py", batches)
+    blob = (tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes()
+    reference = pickle.loads(blob, encoding="bytes")  # the writer makes what pickle itself reads
+    assert np.array_equal(restricted_loads(blob)[b"data"], reference[b"data"])
+    for split in ("train", "test"):
+        ds = load_dataset("cifar10", split, tmp_path)
+        images, labels = expected(batches, split)
+        assert torch.equal(ds.images, images) and torch.equal(ds.labels, labels)
+        assert ds.classes == CIFAR10_CLASSES
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_number_arrays_round_trip(protocol: int) -> None:
+    """Every plain number dtype, byte order and memory order numpy pickles, empty and 0-d arrays."""
+    rng = np.random.default_rng(3)
+    arrays = [
+        np.arange(12, dtype=">i4").reshape(3, 4),
+        np.asfortranarray(rng.normal(size=(3, 5))),  # float64, Fortran order
+        rng.normal(size=4).astype("<f2"),
+        (rng.normal(size=3) + 1j).astype(np.complex128),
+        np.array([True, False]),
+        np.zeros((0, 3072), np.uint8),
+        np.array(7, dtype=np.uint64),  # 0-d
+    ]
+    blob = pickle.dumps({"arrays": arrays, "same": [arrays[0], arrays[0]]}, protocol)
+    out = restricted_loads(blob)
+    reference = pickle.loads(blob)  # numpy itself makes '>i4' native, except with protocol 5
+    for got, want in zip(out["arrays"], reference["arrays"], strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+        assert got.flags.f_contiguous == want.flags.f_contiguous
+    assert all(np.array_equal(got, want) for got, want in zip(out["arrays"], arrays, strict=True))
+    assert out["same"][0] is out["same"][1]  # the memo keeps shared references shared
 
 
 def test_python_str_keys_are_accepted(tmp_path: Path) -> None:

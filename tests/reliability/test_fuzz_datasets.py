@@ -11,6 +11,8 @@ import gzip
 import pickle
 import pickletools
 import struct
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -122,11 +124,12 @@ def test_valid_python_batch(tmp_path: Path) -> None:
         assert ds.labels.tolist() == [3, 7]
 
 
-@pytest.mark.skip(reason="known bug, not fixed yet: some damaged python-format CIFAR pickles make the "
-                  "restricted unpickler run for minutes and allocate GBs before failing (found by this "
-                  "test; see the issue 7 note). Skipped so the suite stays fast; the other pickle tests run.")
+# One damage that made the old loader (the C unpickler) slow: a flipped byte turns a BINPUT (memo index
+# 0..255) into a LONG_BINPUT whose index is read from the next 4 bytes, here 0x4718603, and the C
+# unpickler sized its memo array by that index (about 1.2 GB, zeroed). 200 examples take under a second.
 @settings(max_examples=200, **FUZZ)
 @given(blob=st.one_of(*(corrupted(b, header=128) for b in PY_BATCHES)))
+@example(blob=PY_BATCHES[0][:46] + b"r" + PY_BATCHES[0][47:])
 def test_cifar_python_damaged(tmp_path_factory: pytest.TempPathFactory, blob: bytes) -> None:
     root = tmp_path_factory.mktemp("cifar-py")
     (root / "test_batch").write_bytes(blob)
@@ -236,3 +239,106 @@ def test_pickle_cannot_allocate_beyond_its_size(tmp_path: Path) -> None:
     (tmp_path / "test_batch").write_bytes(blob)
     with pytest.raises(DataError, match="test_batch"):
         load_cifar_python(tmp_path, "test")
+
+
+# -- crafted pickles: cheap to reject, whatever they claim ------------------------------------------
+
+
+def _doubling(levels: int) -> bytes:
+    """Protocol-4 opcodes leaving t_levels on the stack, where t_0 = () and t_i = (t_(i-1), t_(i-1))
+    through the memo: 9 bytes a level, and hashing t_levels takes 2**levels steps."""
+    out = bytearray(b")\x940")  # EMPTY_TUPLE, MEMOIZE (as 0), POP
+    for i in range(levels):
+        out += b"h" + bytes([i]) + b"h" + bytes([i]) + b"\x86\x940"  # BINGET i twice, TUPLE2, MEMOIZE, POP
+    return bytes(out + b"h" + bytes([levels]))
+
+
+def _array_ops(raw_memo: int, build_twice: bool = False) -> bytes:
+    """Protocol-4 opcodes for a (1, len) uint8 array whose bytes are the memo's entry ``raw_memo``."""
+    state = (
+        b"(K\x01K\x01M\x00\x0c\x86\x8c\x05numpy\x8c\x05dtype\x93\x8c\x02u1\x89\x88\x87R"
+        b"(K\x03\x8c\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89h" + bytes([raw_memo]) + b"t"
+    )
+    return (
+        b"\x8c\x16numpy._core.multiarray\x8c\x0c_reconstruct\x93\x8c\x05numpy\x8c\x07ndarray\x93"
+        b"K\x00\x85C\x01b\x87R\x94" + state + b"b" + (b"\x94" + state + b"b" if build_twice else b"")
+    )
+
+
+_RAW = b"B" + struct.pack("<I", 3072) + bytes(3072) + b"\x94"  # BINBYTES, memo 0
+_P4 = b"\x80\x04"
+BOMBS: dict[str, tuple[bytes, str | None]] = {
+    # name: (pickle, a part of the DataError message, or None if it loads as plain data)
+    "memo index 0x10000000": (b"\x80\x02K\x01r\x00\x00\x00\x10.", None),  # 4 GB in the C memo
+    "dict key hashed 2**60 times": (_P4 + b"}" + _doubling(60) + b"K\x01s.", "dict key"),
+    "one stored array read 300 times": (_P4 + _RAW + b"](" + _array_ops(0) * 300 + b"e.", "twice"),
+    "array state set twice": (_P4 + _RAW + _array_ops(0, build_twice=True) + b".", "once"),
+    "bytearray of 4 GB declared": (b"\x80\x05\x96" + struct.pack("<Q", 1 << 32) + b"xx.", "bytearray"),
+    "a million opcodes": (b"\x80\x02" + b"N0" * 500_000 + b"N.", "opcodes"),
+    "a million marks": (b"\x80\x02" + b"(" * 1_000_000 + b"N.", "opcodes"),
+    "10,000-digit LONG": (b"L" + b"9" * 10_000 + b"L\n.", "digits"),
+    "object array": (pickle.dumps(np.array([None, 1], dtype=object), 4), "not a number type"),
+    "structured array": (pickle.dumps(np.zeros(2, dtype="u1,f4"), 2), "number type"),
+    "codec other than latin1": (
+        b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x08\x00\x00\x00punycode\x86R.",
+        "latin1",
+    ),
+    "a set": (pickle.dumps({1, 2}, 4), "EMPTY_SET"),
+    "NEWOBJ": (b"\x80\x04\x8c\x05numpy\x8c\x07ndarray\x93K\x00\x85\x81.", "NEWOBJ"),
+}
+
+
+@pytest.mark.parametrize("name", BOMBS)
+def test_crafted_pickles_are_cheap(name: str) -> None:
+    """Each crafted pickle fails with a DataError (or loads as plain data) in well under a second and
+    with memory of at most a small multiple of its size: no memo, hash, copy or array sized by a number
+    the file merely claims."""
+    blob, message = BOMBS[name]
+    out = _bounded(lambda: restricted_loads(blob, "bomb.pkl"), len(blob))
+    if message is None:
+        assert not isinstance(out, Exception), out
+    else:
+        assert isinstance(out, DataError) and message in str(out), out
+
+
+def _bounded(load: Callable[[], object], size: int) -> object:
+    """``expect_only(DataError, load)`` within 2 s and (traced) memory of 10x ``size`` + 1 MB."""
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0]
+    try:
+        out = expect_only(DataError, load, seconds=2.0)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+    assert peak <= 10 * size + 2**20, f"{peak} bytes traced for a {size}-byte pickle"
+    return out
+
+
+def test_damaged_array_dtype_flags_are_ignored() -> None:
+    """A dtype's state carries flags numpy trusts (0x1f: "holds Python objects"); a flipped flags byte
+    must not make numpy read uint8 pixels as object pointers. The loader takes only the byte order."""
+    blob = pickle.dumps(np.arange(6, dtype=np.uint8), 4)
+    damaged = blob.replace(b"\xff\xff\xff\xffK\x00t", b"\xff\xff\xff\xffK\x1ft")
+    assert damaged != blob
+    out = restricted_loads(damaged, "flags.pkl")
+    assert out.tolist() == list(range(6)) and out.dtype == np.uint8 and not out.dtype.hasobject
+
+
+def test_cifar_labels_and_names_nested_through_the_memo(tmp_path: Path) -> None:
+    """Labels or class names that are lists nested 60 deep through the memo (a few hundred bytes):
+    numpy's conversion or a repr would take 2**60 steps; the loader rejects them by type first."""
+    nested: list = []
+    for _ in range(60):
+        nested = [nested, nested]
+    images = np.zeros((2, 3072), np.uint8)
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": images, b"labels": [nested] * 2}))
+    out = _bounded(lambda: load_cifar_python(tmp_path, "test"), 8000)
+    assert isinstance(out, DataError) and "label that is a list" in str(out), out
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": images, b"labels": [1, 2]}))
+    (tmp_path / "batches.meta").write_bytes(pickle.dumps({b"label_names": [nested] * 10}))
+    out = _bounded(lambda: load_cifar_python(tmp_path, "test"), 8000)
+    assert isinstance(out, DataError) and "batches.meta has label_names" in str(out), out
