@@ -48,5 +48,22 @@ def experiment() -> Experiment:
               "crop+flip augmentation.")
 
 
+def longer(epochs: int = 18) -> Experiment:
+    """The gap to independent training against the training length: the same setup for 3x the
+    epochs, fewer arms (paper's rule, one draw per kind, independent) and budgets (100/50/25%).
+
+    Run with ``--only exp2_channels_18ep`` (about an hour on 2 busy cores).
+    """
+    short = experiment()
+    budgets = tuple(b for b in short.budgets if b.x in (1.0, 0.5, 0.25))
+    arms = tuple(a for a in short.arms if a.name in (
+        "fn3 ODO (geometric)", "fn3 ODO (geometric), one draw per kind", "independent (one per width)"))
+    return Experiment(
+        key=f"exp2_channels_{epochs}ep", title=f"FN3-channel, {epochs} epochs: CIFAR-10, ResNet-20",
+        level="channels", x_label=short.x_label, budgets=budgets, arms=arms,
+        base=short.base.replace(epochs=epochs), quick=CIFAR_QUICK, test_limit=200,
+        notes=f"Experiment 2 with {epochs} epochs instead of 6: does the gap shrink with training length?")
+
+
 if __name__ == "__main__":
-    main([experiment()], script=__file__)
+    main([experiment(), longer()], script=__file__)
