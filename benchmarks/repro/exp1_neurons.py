@@ -39,5 +39,10 @@ def experiment() -> Experiment:
         notes="Both hidden layers keep the same fraction. Full MNIST training set, full test set.")
 
 
+def experiments() -> list[Experiment]:
+    """Every experiment this script runs (its ``--only`` choices)."""
+    return [experiment()]
+
+
 if __name__ == "__main__":
-    main([experiment()], script=__file__)
+    main(experiments(), script=__file__)

@@ -65,5 +65,10 @@ def longer(epochs: int = 18) -> Experiment:
         notes=f"Experiment 2 with {epochs} epochs instead of 6: does the gap shrink with training length?")
 
 
+def experiments() -> list[Experiment]:
+    """Every experiment this script runs (its ``--only`` choices)."""
+    return [experiment(), longer()]
+
+
 if __name__ == "__main__":
-    main([experiment(), longer()], script=__file__)
+    main(experiments(), script=__file__)

@@ -40,5 +40,10 @@ def experiment(depth: int = 20) -> Experiment:
         notes="Every stage keeps the same number of blocks; the first block of a stage always runs.")
 
 
+def experiments() -> list[Experiment]:
+    """Every experiment this script runs (its ``--only`` choices)."""
+    return [experiment(20), experiment(32)]
+
+
 if __name__ == "__main__":
-    main([experiment(20), experiment(32)], script=__file__)
+    main(experiments(), script=__file__)

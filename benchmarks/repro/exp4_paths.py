@@ -39,5 +39,10 @@ def experiment() -> Experiment:
         quick=quick, test_limit=200, notes="Every block keeps the same fraction of its 8 paths.")
 
 
+def experiments() -> list[Experiment]:
+    """Every experiment this script runs (its ``--only`` choices)."""
+    return [experiment()]
+
+
 if __name__ == "__main__":
-    main([experiment()], script=__file__)
+    main(experiments(), script=__file__)

@@ -40,5 +40,10 @@ def experiment() -> Experiment:
         notes="Nested 8-bit codes: c bits keep the c most significant bits of the 8-bit code.")
 
 
+def experiments() -> list[Experiment]:
+    """Every experiment this script runs (its ``--only`` choices)."""
+    return [experiment()]
+
+
 if __name__ == "__main__":
-    main([experiment()], script=__file__)
+    main(experiments(), script=__file__)

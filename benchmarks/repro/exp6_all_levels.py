@@ -48,5 +48,10 @@ def experiment() -> Experiment:
         notes="BitOPs: multiply-accumulates times weight bits times activation bits (float = 32).")
 
 
+def experiments() -> list[Experiment]:
+    """Every experiment this script runs (its ``--only`` choices)."""
+    return [experiment()]
+
+
 if __name__ == "__main__":
-    main([experiment()], script=__file__)
+    main(experiments(), script=__file__)

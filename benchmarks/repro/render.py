@@ -25,7 +25,8 @@ from targets import REMARKS, THEIRS, main_mode, target_rows, train_time
 #: Every experiment of issue 5: (result key, command of its full run).
 EXPECTED: tuple[tuple[str, str], ...] = (
     ("exp1_neurons", "python benchmarks/repro/exp1_neurons.py"),
-    ("exp2_channels", "python benchmarks/repro/exp2_channels.py"),
+    ("exp2_channels", "python benchmarks/repro/exp2_channels.py --only exp2_channels"),
+    ("exp2_channels_18ep", "python benchmarks/repro/exp2_channels.py --only exp2_channels_18ep"),
     ("exp3_layers_resnet20", "python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet20"),
     ("exp3_layers_resnet32", "python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet32"),
     ("exp4_paths", "python benchmarks/repro/exp4_paths.py"),
@@ -79,9 +80,8 @@ def _experiment(key: str) -> Any:
     """The :class:`runner.Experiment` of result key ``key`` (from its script)."""
     import importlib
 
-    name, _, depth = key.partition("_resnet")
-    mod = importlib.import_module(name)
-    return mod.experiment(int(depth)) if depth else mod.experiment()
+    script = Path(dict(EXPECTED)[key].split()[1]).stem
+    return next(e for e in importlib.import_module(script).experiments() if e.key == key)
 
 
 def _missing_arms(res: Mapping[str, Any]) -> list[str]:

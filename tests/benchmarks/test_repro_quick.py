@@ -32,8 +32,7 @@ def _load(name: str):
 
 
 def _experiments(mod):
-    return [mod.experiment(20), mod.experiment(32)] if mod.__name__.endswith("layers") else [
-        mod.experiment()]
+    return mod.experiments()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def quick_results(tmp_path_factory, data_root):
 def test_every_quick_experiment_writes_its_arms_and_numbers(quick_results):
     out, mods, runner = quick_results
     exps = [e for mod in mods.values() for e in _experiments(mod)]
-    assert len(exps) == 7
+    assert len(exps) == 8
     for exp in exps:
         res = json.loads((out / f"{exp.key}.json").read_text())
         assert res["quick"] is True and re.fullmatch(r"[0-9a-f]{40}", res["commit"])
