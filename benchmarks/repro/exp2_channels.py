@@ -15,7 +15,7 @@ CPU budget: 1,000 training images per class (10,000), 6 epochs, 200 test images 
 
 from __future__ import annotations
 
-from runner import CIFAR_QUICK, DATA, Arm, Budget, Experiment, main
+from runner import CIFAR_QUICK, DATA, TIED, Arm, Budget, Experiment, main
 
 from fn3.config import TrainConfig
 
@@ -34,11 +34,7 @@ def experiment() -> Experiment:
         Arm("independent (one per width)", kind="independent"),
         Arm("US-Nets sandwich + distillation", train={"rule": "sandwich", "distill": True}),
         Arm("fn3 ODO, random-order removal", kind="random-order", source="fn3 ODO (geometric)"),
-        # An fn3 option beyond the paper: one draw per kind, so every channel axis keeps the same
-        # fraction each step (the paper draws each of the 12 axes alone). Added after the first full
-        # run to test whether independent draws cause the gap to the independent models.
-        Arm("fn3 ODO (geometric), one draw per kind", train={"rule": "odo", "dist": "geometric",
-                                                             "tie": "kind"}),
+        TIED,  # every channel axis keeps the same fraction each step (the paper: each of 12 alone)
     )
     return Experiment(
         key="exp2_channels", title="FN3-channel: CIFAR-10, ResNet-20", level="channels",

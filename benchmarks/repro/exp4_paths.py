@@ -13,7 +13,7 @@ CPU budget: 500 training images per class (5,000), 6 epochs, 200 test images per
 
 from __future__ import annotations
 
-from runner import CIFAR_QUICK, DATA, Arm, Budget, Experiment, main
+from runner import CIFAR_QUICK, DATA, TIED, Arm, Budget, Experiment, main
 
 from fn3.config import TrainConfig
 
@@ -31,6 +31,7 @@ def experiment() -> Experiment:
         Arm("fn3 ODO (uniform)", train={"rule": "odo", "dist": "uniform"}),
         Arm("independent (one per path count)", kind="independent"),
         Arm("fn3 ODO, random-order removal", kind="random-order", source="fn3 ODO (geometric)"),
+        TIED,  # one draw per kind (an fn3 option; the paper draws each axis alone)
     )
     quick = {**CIFAR_QUICK, "model_kwargs": {"widths": [16, 32, 64]}}
     return Experiment(

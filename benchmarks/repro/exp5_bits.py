@@ -14,7 +14,7 @@ CPU budget: 500 training images per class (5,000), 6 epochs, 200 test images per
 
 from __future__ import annotations
 
-from runner import CIFAR_QUICK, DATA, Arm, Budget, Experiment, main
+from runner import CIFAR_QUICK, DATA, TIED, Arm, Budget, Experiment, main
 
 from fn3.config import TrainConfig
 
@@ -32,6 +32,7 @@ def experiment() -> Experiment:
         Arm("fn3 ODO (uniform)", train={"rule": "odo", "dist": "uniform"}),
         Arm("independent (one per bit-width)", kind="independent"),
         Arm("AdaBits-style joint training", kind="joint"),
+        TIED,  # one draw per kind (an fn3 option; the paper draws each axis alone)
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",

@@ -99,6 +99,13 @@ class Arm:
         return "".join(c if c.isalnum() else "_" for c in self.name.lower()).strip("_")
 
 
+#: An fn3 option beyond the paper, added to experiments 2-5 after their first runs: one
+#: ordered-dropout draw per kind (``tie="kind"``), so every axis of a level keeps the same fraction
+#: each step, where the paper draws every axis (layer, block, tensor) alone.
+TIED = Arm("fn3 ODO (geometric), one draw per kind",
+           train={"rule": "odo", "dist": "geometric", "tie": "kind"})
+
+
 @dataclass(frozen=True)
 class Experiment:
     """Everything every arm shares, plus the arms.
