@@ -54,11 +54,33 @@ REMARKS: dict[str, list[str]] = {
         "the two tables to see what re-estimating them per sub-model is worth. The re-estimation "
         "uses 10 un-augmented training batches; an independently trained model can do better "
         "with its own running statistics, so the targets take every arm at its better protocol.",
+        "'fn3 ODO (geometric), one draw per kind' is an fn3 option beyond the paper "
+        "(`fn3 train --tie kind`): one draw per step for all channel axes, so every axis keeps the "
+        "same fraction and uniform sub-models are trained as such. Our sandwich arm draws its two "
+        "random sub-models per axis like the paper's rule, whereas US-Nets uses one width "
+        "multiplier for the whole network: it is handicapped the same way (not re-run with --tie "
+        "kind for lack of CPU time).",
+        "exp2_channels_18ep repeats the setup for 18 epochs instead of 6 with three arms and three "
+        "budgets: compare its gaps with exp2_channels' to see how they change with training length.",
     ],
     "exp3": ["Each stage's depth is drawn independently every step; the random-order ablation "
              "keeps the first block of each stage (it holds the projection shortcut) and a "
              "random choice of the others, so it differs from tail removal only at 2/3 "
-             "blocks (ResNet-20) or 2/5..4/5 blocks (ResNet-32)."],
+             "blocks (ResNet-20) or 2/5..4/5 blocks (ResNet-32).",
+             "'one draw per kind' (an fn3 option): one depth drawn per step for all three stages."],
+    "exp4": ["Each of the 6 blocks draws its number of paths (of 8) alone every step (the paper's "
+             "rule); 'one draw per kind' (an fn3 option) draws one path fraction per step for all "
+             "blocks. The random-order ablation keeps random paths instead of the first ones."],
+    "exp5": ["ResNet-20 with nested bits has 40 bit axes (weights and activations of every "
+             "quantized convolution), each drawn alone every step by the paper's rule with "
+             "P(2 bits) = 1 - rho = 0.1 per axis, so 'every tensor at 2 bits' is never trained as "
+             "such: it is reached only by truncating codes that were trained mostly at 6-8 bits. The "
+             "AdaBits-style arm trains each listed bit-width for the whole network every step (5 "
+             "forward/backward passes per step); 'one draw per kind' (an fn3 option) draws one "
+             "bit-width per step for the whole network.",
+             "Stem and classifier stay in float (as Any-Precision DNN and AdaBits do); every other "
+             "convolution quantizes weights per output channel and activations with a PACT clip "
+             "level shared by all bit-widths."],
 }
 
 
