@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -103,11 +104,32 @@ def test_sigint_stops_after_saving_and_resume_finishes(tmp_path):
     _same_weights(out, _reference(tmp_path))
 
 
+def test_search_sigint_says_how_to_resume_and_writes_no_front(tmp_path, search_run):
+    out = tmp_path / "search"
+    proc = _search(search_run, out, resume=False)
+    journal, deadline = out / "scores-val.jsonl", time.monotonic() + 120
+    while not (journal.exists() and len(journal.read_text().splitlines()) > 5):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "continue with the same command and --resume" in err and "Traceback" not in err
+    assert not (out / "front.json").exists()
+    resumed = _search(search_run, out, resume=True)
+    stdout, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert int(next(ln for ln in stdout.splitlines() if ln.startswith("resuming:")).split()[1]) >= 5
+
+
 def _search(run: Path, out: Path, resume: bool) -> subprocess.Popen:
     args = [str(run), "--strategy", "random", "--strategy", "heuristic", "--max-evals", "60",
             "--budget", "flops=2M", "--no-progress", "--out", str(out), *(["--resume"] if resume else [])]
+    # A shell that starts the tests in the background makes them ignore SIGINT, and children inherit
+    # that; Ctrl-C in a terminal is the default disposition, so restore it for the search.
     return subprocess.Popen([sys.executable, "-m", "fn3", "search", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _points(out: Path) -> list[list[tuple]]:
@@ -117,16 +139,25 @@ def _points(out: Path) -> list[list[tuple]]:
             for res in load_results(out / "front.json")]
 
 
-def test_search_sigkill_at_random_moments_then_resume_gives_the_same_front(tmp_path):
-    """`fn3 search --resume` after SIGKILLs (during start-up, scoring or writing) ends with the points
-    and front of an uninterrupted search, re-scoring nothing the journal already held."""
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory) -> Path:
+    """A briefly trained nested ResNet-20 on digits: scoring its sub-models takes a few seconds."""
     from fn3.config import TrainConfig
     from fn3.run import train_run
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    run = tmp_path / "run"
+    run = tmp_path_factory.mktemp("search") / "run"
     train_run(TrainConfig(model="resnet20", levels=("channels", "layers"), data="digits", epochs=1,
                           batch_size=64, seed=0), run, progress=False)
+    torch.set_num_threads(threads)
+    return run
+
+
+def test_search_sigkill_at_random_moments_then_resume_gives_the_same_front(tmp_path, search_run):
+    """`fn3 search --resume` after SIGKILLs (during start-up, scoring or writing) ends with the points
+    and front of an uninterrupted search, re-scoring nothing the journal already held."""
+    run = search_run
     out = tmp_path / "search"
     rng = random.Random(99)
     journal = out / "scores-val.jsonl"

@@ -31,7 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     from fn3 import distributed
 
     try:
-        app(args=argv, prog_name="fn3", standalone_mode=False)
+        # Without standalone mode, typer turns Ctrl-C (KeyboardInterrupt) and an explicit
+        # `raise typer.Exit(code)` into a *returned* exit code instead of raising.
+        rv = app(args=argv, prog_name="fn3", standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
+            if rv == 130:
+                err_console.print("interrupted", markup=False)
+            return rv
     except Fn3Error as err:
         err_console.print(f"error: {err}", markup=False)
         return 2

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fn3._io import atomic_write_text
-from fn3.cli._app import app, console
+from fn3.cli._app import app, console, err_console
 from fn3.errors import ConfigError
 
 __all__ = ["search_command"]
@@ -108,11 +108,18 @@ def search_command(
         console.print(f"resuming: {reused} validation scores from {out_dir / 'scores-val.jsonl'}")
 
     results = []
-    for strat in strategies:
-        with _progress_bar(strat.name, max_evals, progress) as report:
-            results.append(search(model, evaluator, metric, strat, budgets=limits, input_shape=shape,
-                                  seed=seed, max_evals=max_evals, axes=axes,
-                                  metrics=[m for m in _TABLE_METRICS if m != metric], progress=report))
+    try:
+        for strat in strategies:
+            with _progress_bar(strat.name, max_evals, progress) as report:
+                results.append(search(model, evaluator, metric, strat, budgets=limits, input_shape=shape,
+                                      seed=seed, max_evals=max_evals, axes=axes,
+                                      metrics=[m for m in _TABLE_METRICS if m != metric], progress=report))
+    except KeyboardInterrupt:
+        if distributed.is_main():
+            err_console.print(f"search stopped: {len(evaluator._cache)} scores are kept in "
+                              f"{out_dir / 'scores-val.jsonl'}; continue with the same command and --resume",
+                              markup=False)
+        raise
 
     # Test accuracy of the front points (and the chosen ones), reported only, never used to choose.
     calib = (batches(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, mean=cfg.mean, std=cfg.std)
