@@ -88,7 +88,11 @@ REMARKS: dict[str, list[str]] = {
              "and 0.047 at 4, against 0.21 / 0.052 / 0.013 for a mid-cell reconstruction of the same "
              "bit-planes (`python benchmarks/quant_error.py --run "
              "benchmarks/results/runs/exp5_bits/independent__one_per_bit_width/8_bits`). Not changed "
-             "yet: it touches training, the packed format and the ONNX export."],
+             "yet: it touches training, the packed format and the ONNX export.",
+             "The AdaBits-style arm sums the losses of the 5 bit-widths every step (as AdaBits and "
+             "slimmable networks do) at the same learning rate, and ended at chance (10%) at every "
+             "bit-width without a non-finite loss. Likely cause, not verified: the 2- and 3-bit passes, "
+             "whose weights carry the truncation bias above, dominate the shared gradient."],
 }
 
 
