@@ -89,10 +89,13 @@ REMARKS: dict[str, list[str]] = {
              "bit-planes (`python benchmarks/quant_error.py --run "
              "benchmarks/results/runs/exp5_bits/independent__one_per_bit_width/8_bits`). Not changed "
              "yet: it touches training, the packed format and the ONNX export.",
-             "The AdaBits-style arm sums the losses of the 5 bit-widths every step (as AdaBits and "
-             "slimmable networks do) at the same learning rate, and ended at chance (10%) at every "
-             "bit-width without a non-finite loss. Likely cause, not verified: the 2- and 3-bit passes, "
-             "whose weights carry the truncation bias above, dominate the shared gradient."],
+             "The AdaBits-style arm (sums the losses of the 5 bit-widths every step, as AdaBits and "
+             "slimmable networks do, at the same learning rate) and the one-draw-per-kind arm (the "
+             "whole network at one bit-width per step, 2 bits in 10% of the steps) both ended at "
+             "chance (10%) at every bit-width, without a non-finite loss, while the paper's per-tensor "
+             "draws, which never run the whole network at 2 bits, did not. Likely cause, not "
+             "verified: whole-network 2- and 3-bit passes, whose weights carry the truncation bias "
+             "above, wreck the shared weights."],
 }
 
 
