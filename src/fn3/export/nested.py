@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fn3.errors import SpecError
+from fn3.errors import FileFormatError, SpecError
 from fn3.export import container
 from fn3.export.arch import describe
 from fn3.export.io import check_header, read_checked, read_meta
@@ -240,6 +240,10 @@ def load_nested(path: str | Path, spec: Spec | None = None) -> NestedRead:
         spec = space.largest() if spec is None else space.validate(spec)
         try:
             net = build(header["arch"], _NestedSource(r, header["arch"], space, spec), spec, space)
+        except FileFormatError as err:  # already says what is wrong; add the file if it does not
+            if str(r.path) in str(err):
+                raise
+            raise r.fail(f"bad model description: {err}") from None
         except (KeyError, TypeError, ValueError, IndexError) as err:
             raise r.fail(f"bad model description: {type(err).__name__}: {err}") from None
         layers = list(net) if type(net) is nn.Sequential else [net]
