@@ -116,7 +116,7 @@ def search_command(
                                       metrics=[m for m in _TABLE_METRICS if m != metric], progress=report))
     except KeyboardInterrupt:
         if distributed.is_main():
-            err_console.print(f"search stopped: {len(evaluator._cache)} scores are kept in "
+            err_console.print(f"search stopped: {evaluator.resumed + evaluator.evals} scores are kept in "
                               f"{out_dir / 'scores-val.jsonl'}; continue with the same command and --resume",
                               markup=False)
         raise

@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fn3._io import atomic_write_text
+from fn3._io import atomic_write_text, loads_untrusted
 from fn3.cost._plain import float_submodel, spread_specs
 from fn3.cost._timing import (
     BACKENDS,
@@ -201,17 +201,12 @@ class LatencyTable:
         """Read and validate a table file (a FileFormatError naming the file if it is not one)."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = path.read_bytes()
         except FileNotFoundError:
             raise FileFormatError(f"{path}: no such latency table file") from None
-        except (OSError, UnicodeDecodeError) as err:
+        except OSError as err:
             raise FileFormatError(f"{path}: cannot read the latency table ({err})") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise FileFormatError(f"{path}: the latency table is not valid JSON ({err})") from None
-        except RecursionError:
-            raise FileFormatError(f"{path}: the latency table's JSON nests too deeply") from None
+        data = loads_untrusted(raw, path, "the latency table")  # not UTF-8, too deep, bad JSON
         return cls.from_dict(data, str(path))
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fn3._io import atomic_write_text, one_line
+from fn3._io import atomic_write_text, loads_untrusted, one_line
 from fn3.errors import BudgetError, ConfigError, FileFormatError
 from fn3.search.budget import Budget, check_budgets, describe, format_number, meets
 from fn3.search.pareto import Point, hypervolume, pareto_front
@@ -186,7 +186,7 @@ class SearchResult:
 
     @classmethod
     def from_json(cls, text: str) -> SearchResult:
-        return cls.from_dict(_parse(text, "search result"))
+        return cls.from_dict(loads_untrusted(text, "<text>", "search result"))
 
     def save(self, path: str | Path) -> None:
         """Write :meth:`to_json` atomically."""
@@ -195,7 +195,7 @@ class SearchResult:
     @classmethod
     def load(cls, path: str | Path) -> SearchResult:
         """Read a file written by :meth:`save`; a bad file raises FileFormatError naming it."""
-        return _naming(path, lambda: cls.from_dict(_parse(_read(path, "search result"), "search result")))
+        return _naming(path, lambda: cls.from_dict(_read(path, "search result")))
 
     def to_csv(self, path: str | Path | None = None, *, front_only: bool = False) -> str:
         """CSV text (written atomically to ``path`` if given): one row per point.
@@ -258,7 +258,7 @@ def load_results(path: str | Path) -> list[SearchResult]:
     """Read a file written by :func:`save_results` or :meth:`SearchResult.save`."""
 
     def read() -> list[SearchResult]:
-        data = _parse(_read(path, "search results"), "search results")
+        data = _read(path, "search results")
         if isinstance(data, Mapping) and data.get("format") == FRONTS_FORMAT:
             if data.get("version") != RESULT_VERSION:
                 raise FileFormatError(f"version {data.get('version')!r} is not supported "
@@ -272,25 +272,13 @@ def load_results(path: str | Path) -> list[SearchResult]:
     return _naming(path, read)
 
 
-def _read(path: str | Path, what: str) -> str:
+def _read(path: str | Path, what: str) -> Any:
+    """The JSON value in ``path`` (FileFormatError naming it if unreadable, not UTF-8, too deep...)."""
     try:
         raw = Path(path).read_bytes()
     except OSError as err:
         raise FileFormatError(f"cannot read {what} {path}: {err.strerror}") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise FileFormatError(f"{path}: {what} is not UTF-8 text (byte {err.start}); is it the JSON "
-                              "file fn3 search wrote?") from None
-
-
-def _parse(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise FileFormatError(f"{what} is not valid JSON ({err})") from None
-    except RecursionError:
-        raise FileFormatError(f"{what} JSON nests too deeply to be a search result") from None
+    return loads_untrusted(raw, path, what)
 
 
 def _naming(path: str | Path, read: Any) -> Any:
