@@ -11,7 +11,7 @@ BatchNorm, so there is no BN re-estimation here.
 
 from __future__ import annotations
 
-from runner import DATA, Arm, Budget, Experiment, main
+from runner import DATA, ODO_GEOMETRIC, ODO_UNIFORM, RANDOM_ORDER, SANDWICH, Arm, Budget, Experiment, main
 
 from fn3.config import TrainConfig
 
@@ -25,11 +25,11 @@ def experiment() -> Experiment:
                        batch_size=128, optimizer="sgd", lr=0.05, weight_decay=5e-4, seed=0,
                        recalibrate_batches=0)
     arms = (
-        Arm("fn3 ODO (geometric)", train={"rule": "odo", "dist": "geometric"}),
-        Arm("fn3 ODO (uniform)", train={"rule": "odo", "dist": "uniform"}),
+        ODO_GEOMETRIC,
+        ODO_UNIFORM,
         Arm("independent (one per width)", kind="independent"),
-        Arm("US-Nets sandwich + distillation", train={"rule": "sandwich", "distill": True}),
-        Arm("fn3 ODO, random-order removal", kind="random-order", source="fn3 ODO (geometric)"),
+        SANDWICH,
+        RANDOM_ORDER,
     )
     return Experiment(
         key="exp1_neurons", title="FN3-neuron: MNIST, MLP 784-512-256-10", level="neurons",

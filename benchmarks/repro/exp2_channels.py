@@ -15,25 +15,32 @@ CPU budget: 1,000 training images per class (10,000), 6 epochs, 200 test images 
 
 from __future__ import annotations
 
-from runner import CIFAR_QUICK, DATA, TIED, Arm, Budget, Experiment, main
-
-from fn3.config import TrainConfig
+from runner import (
+    CIFAR_QUICK,
+    ODO_GEOMETRIC,
+    ODO_UNIFORM,
+    RANDOM_ORDER,
+    SANDWICH,
+    TIED,
+    Arm,
+    Budget,
+    Experiment,
+    cifar_config,
+    main,
+)
 
 WIDTHS = (1.0, 0.75, 0.5, 0.25)
 
 
 def experiment() -> Experiment:
     budgets = tuple(Budget(f"{w * 100:g}%", w, f"channels={w}") for w in WIDTHS)
-    base = TrainConfig(model="resnet20", levels=("channels",), data="cifar10",
-                       data_dir=str(DATA / "cifar10-jpeg"), limit=1000, val_fraction=0.0, epochs=6,
-                       batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4, seed=0,
-                       recalibrate_batches=10)
+    base = cifar_config("resnet20", ("channels",), limit=1000)
     arms = (
-        Arm("fn3 ODO (geometric)", train={"rule": "odo", "dist": "geometric"}),
-        Arm("fn3 ODO (uniform)", train={"rule": "odo", "dist": "uniform"}),
+        ODO_GEOMETRIC,
+        ODO_UNIFORM,
         Arm("independent (one per width)", kind="independent"),
-        Arm("US-Nets sandwich + distillation", train={"rule": "sandwich", "distill": True}),
-        Arm("fn3 ODO, random-order removal", kind="random-order", source="fn3 ODO (geometric)"),
+        SANDWICH,
+        RANDOM_ORDER,
         TIED,  # every channel axis keeps the same fraction each step (the paper: each of 12 alone)
     )
     return Experiment(

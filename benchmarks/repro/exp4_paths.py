@@ -13,24 +13,30 @@ CPU budget: 500 training images per class (5,000), 6 epochs, 200 test images per
 
 from __future__ import annotations
 
-from runner import CIFAR_QUICK, DATA, TIED, Arm, Budget, Experiment, main
-
-from fn3.config import TrainConfig
+from runner import (
+    CIFAR_QUICK,
+    ODO_GEOMETRIC,
+    ODO_UNIFORM,
+    RANDOM_ORDER,
+    TIED,
+    Arm,
+    Budget,
+    Experiment,
+    cifar_config,
+    main,
+)
 
 FRACTIONS = (1.0, 0.75, 0.5, 0.25, 0.125)
 
 
 def experiment() -> Experiment:
     budgets = tuple(Budget(f"{f * 100:g}%", f, f"paths={f}") for f in FRACTIONS)
-    base = TrainConfig(model="resnext_tiny", levels=("paths",), data="cifar10",
-                       data_dir=str(DATA / "cifar10-jpeg"), limit=500, val_fraction=0.0, epochs=6,
-                       batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4, seed=0,
-                       recalibrate_batches=10)
+    base = cifar_config("resnext_tiny", ("paths",))
     arms = (
-        Arm("fn3 ODO (geometric)", train={"rule": "odo", "dist": "geometric"}),
-        Arm("fn3 ODO (uniform)", train={"rule": "odo", "dist": "uniform"}),
+        ODO_GEOMETRIC,
+        ODO_UNIFORM,
         Arm("independent (one per path count)", kind="independent"),
-        Arm("fn3 ODO, random-order removal", kind="random-order", source="fn3 ODO (geometric)"),
+        RANDOM_ORDER,
         TIED,  # one draw per kind (an fn3 option; the paper draws each axis alone)
     )
     quick = {**CIFAR_QUICK, "model_kwargs": {"widths": [16, 32, 64]}}

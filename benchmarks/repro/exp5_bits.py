@@ -14,22 +14,27 @@ CPU budget: 500 training images per class (5,000), 6 epochs, 200 test images per
 
 from __future__ import annotations
 
-from runner import CIFAR_QUICK, DATA, TIED, Arm, Budget, Experiment, main
-
-from fn3.config import TrainConfig
+from runner import (
+    CIFAR_QUICK,
+    ODO_GEOMETRIC,
+    ODO_UNIFORM,
+    TIED,
+    Arm,
+    Budget,
+    Experiment,
+    cifar_config,
+    main,
+)
 
 BITS = (8, 6, 4, 3, 2)
 
 
 def experiment() -> Experiment:
     budgets = tuple(Budget(f"{b} bits", b, f"bits={b}") for b in BITS)
-    base = TrainConfig(model="resnet20", levels=("bits",), data="cifar10",
-                       data_dir=str(DATA / "cifar10-jpeg"), limit=500, val_fraction=0.0, epochs=6,
-                       batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4, seed=0,
-                       recalibrate_batches=10)
+    base = cifar_config("resnet20", ("bits",))
     arms = (
-        Arm("fn3 ODO (geometric)", train={"rule": "odo", "dist": "geometric"}),
-        Arm("fn3 ODO (uniform)", train={"rule": "odo", "dist": "uniform"}),
+        ODO_GEOMETRIC,
+        ODO_UNIFORM,
         Arm("independent (one per bit-width)", kind="independent"),
         Arm("AdaBits-style joint training", kind="joint"),
         TIED,  # one draw per kind (an fn3 option; the paper draws each axis alone)

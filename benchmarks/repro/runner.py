@@ -99,6 +99,12 @@ class Arm:
         return "".join(c if c.isalnum() else "_" for c in self.name.lower()).strip("_")
 
 
+#: The arms every experiment of one level shares (same names in every result file).
+ODO_GEOMETRIC = Arm("fn3 ODO (geometric)", train={"rule": "odo", "dist": "geometric"})
+ODO_UNIFORM = Arm("fn3 ODO (uniform)", train={"rule": "odo", "dist": "uniform"})
+SANDWICH = Arm("US-Nets sandwich + distillation", train={"rule": "sandwich", "distill": True})
+RANDOM_ORDER = Arm("fn3 ODO, random-order removal", kind="random-order", source=ODO_GEOMETRIC.name)
+
 #: An fn3 option beyond the paper, added to experiments 2-5 after their first runs: one
 #: ordered-dropout draw per kind (``tie="kind"``), so every axis of a level keeps the same fraction
 #: each step, where the paper draws every axis (layer, block, tensor) alone.
@@ -229,6 +235,13 @@ def _summary(entry: Mapping[str, Any]) -> str:
     mode = "bn_recal" if "bn_recal" in acc else "plain"
     parts = [f"{k} {v * 100:.2f}" for k, v in acc.get(mode, {}).items()]
     return f"{entry.get('wall_time_s', 0):.0f} s train; test % ({mode}): " + ", ".join(parts)
+
+
+def cifar_config(model: str, levels: tuple[str, ...], limit: int = 500) -> TrainConfig:
+    """The CIFAR-10 (JPEG copy) setup of experiments 2-5: ``limit`` images per class, 6 epochs, SGD."""
+    return TrainConfig(model=model, levels=levels, data="cifar10", data_dir=str(DATA / "cifar10-jpeg"),
+                       limit=limit, val_fraction=0.0, epochs=6, batch_size=128, optimizer="sgd", lr=0.1,
+                       weight_decay=5e-4, seed=0, recalibrate_batches=10)
 
 
 def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:
