@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fn3.errors import ConfigError
 from fn3.nn.functional import (
     act_codes,
     act_step,
+    check_scheme,
     fake_quant_act,
     fake_quant_weight,
+    grid_values,
     truncate_codes,
     weight_codes,
     weight_scale,
@@ -31,7 +34,7 @@ def test_weight_codes_truncate_to_top_bits(total):
 
 
 @pytest.mark.parametrize("signed", [False, True])
-def test_grids_are_nested(signed):
+def test_truncate_scheme_grids_are_nested(signed):
     x = torch.linspace(-5, 5, 2001)
     alpha = torch.tensor(3.0)
     step = act_step(alpha, 8, signed)
@@ -42,7 +45,8 @@ def test_grids_are_nested(signed):
         return {k * 2 ** (8 - c) for k in range(lo, hi + 1)}
 
     for c in range(1, 9):
-        values = torch.round(fake_quant_act(x, alpha, 8, c, signed) / step).to(torch.int64)
+        values = torch.round(fake_quant_act(x, alpha, 8, c, signed, scheme="truncate") / step)
+        values = values.to(torch.int64)
         assert set(values.tolist()) <= grid(c)  # every c-bit output is a c-bit grid point
         assert torch.equal(values >> (8 - c), codes8 >> (8 - c))  # = top c bits of the 8-bit code
         if c < 8:
@@ -77,3 +81,61 @@ def test_act_codes_range():
     s = act_codes(x, torch.tensor(2.0), 8, signed=True)
     assert u.min() >= 0 and u.max() <= 255
     assert s.min() >= -127 and s.max() <= 127
+
+
+def test_centred_weights_are_read_at_the_cell_centre_from_the_same_bits():
+    w = torch.randn(32, 50)
+    s = weight_scale(w, 8)
+    c8 = weight_codes(w, s, 8)
+    for keep in range(1, 9):
+        unit = 2 ** (8 - keep)
+        t = truncate_codes(c8, 8, keep)
+        v = grid_values(c8, 8, keep)
+        assert torch.equal(v, t + (unit - 1) / 2)  # centre of the cell [t, t + unit - 1]
+        assert torch.equal(torch.floor(v / unit), t / unit)  # same top bits: a prefix of the file
+    assert torch.equal(grid_values(c8, 8, 8), c8)  # every bit kept: the 8-bit code itself
+
+
+@pytest.mark.parametrize("keep", [2, 3, 4])
+def test_centred_weights_have_a_quarter_of_the_floor_error(keep):
+    w = torch.randn(64, 288)
+    s = weight_scale(w, 8)
+    err = {
+        scheme: float((fake_quant_weight(w, s, 8, keep, scheme=scheme) - w).pow(2).mean())
+        for scheme in ("centred", "truncate")
+    }
+    assert err["centred"] < 0.35 * err["truncate"]  # u^2/12 against u^2/3 for a uniform cell
+    bias = float((fake_quant_weight(w, s, 8, keep) - w).mean() / w.std())
+    assert abs(bias) < 0.02  # unbiased (floor is off by half a cell)
+
+
+def test_centred_mask_adds_back_half_of_the_dropped_planes():
+    c = torch.tensor([-1.0, -33.0, 33.0, 127.0])
+    mask = 0xFF ^ (1 << 5)  # drop plane 2 (weight 32)
+    assert grid_values(c, 8, 7, mask).tolist() == [-17.0, -17.0, 17.0, 111.0]
+    prefix = sum(1 << (7 - b) for b in range(3))
+    assert torch.equal(grid_values(c, 8, 3, prefix), grid_values(c, 8, 3))
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_centred_activations_round_on_the_c_bit_grid(signed):
+    x = torch.linspace(-5, 5, 2001)
+    alpha = torch.tensor(3.0)
+    for c in range(2, 9):
+        step = act_step(alpha, c, signed)
+        y = fake_quant_act(x, alpha, 8, c, signed)
+        codes = y / step
+        assert torch.allclose(codes, torch.round(codes), atol=1e-4)  # on the c-bit grid
+        levels = set(torch.round(codes).to(torch.int64).tolist())
+        top = 2 ** (c - 1) - 1 if signed else 2**c - 1
+        assert levels == set(range(-top if signed else 0, top + 1))  # every level used, none more
+        clipped = x.clamp(-3.0 if signed else 0.0, 3.0)
+        assert float((y - clipped).abs().max()) <= float(step) / 2 + 1e-6  # rounding, not floor
+    # a non-prefix plane set of the same size gives the same rule (only the count matters)
+    mask = 0xFF ^ (1 << 6) ^ (1 << 3) ^ (1 << 2) ^ (1 << 1) ^ 1
+    assert torch.equal(fake_quant_act(x, alpha, 8, 3, signed, mask), fake_quant_act(x, alpha, 8, 3, signed))
+
+
+def test_unknown_scheme_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown; expected one of centred, truncate"):
+        check_scheme("nearest")

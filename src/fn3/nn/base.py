@@ -9,9 +9,9 @@ Example:
     >>> from fn3.spec import Axis
     >>> from fn3.nn.slot import AxisSlot
     >>> q = NestedActQuant(AxisSlot(Axis("a.abits", "bits", 8, min_size=2)))
-    >>> q.slot.set((0, 1))              # keep the 2 most significant bits
-    >>> sorted(set(q(torch.linspace(0, 4, 9)).tolist()))[:3]
-    [0.0, 1.003921627998352, 2.007843255996704]
+    >>> q.slot.set((0, 1))              # 2 bits: rounded on the 4 levels of [0, alpha]
+    >>> [round(v, 3) for v in sorted(set(q(torch.linspace(0, 4, 9)).tolist()))]
+    [0.0, 1.333, 2.667, 4.0]
 """
 
 from __future__ import annotations
@@ -21,20 +21,42 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from fn3.nn.functional import fake_quant_act, fake_quant_weight, weight_scale
+from fn3.nn.functional import check_scheme, fake_quant_act, fake_quant_weight, weight_scale
 from fn3.nn.slot import AxisSlot, Selection
 
-__all__ = ["NestedActQuant", "NestedModule", "full", "select"]
+__all__ = ["NestedActQuant", "NestedModule", "full", "select", "set_quant_scheme"]
 
 
 class NestedModule(nn.Module):
-    """Base class: a module that reads one or more axis slots."""
+    """Base class: a module that reads one or more axis slots.
+
+    ``quant_scheme`` is where a quantized layer reads its truncated codes (see
+    :mod:`fn3.nn.functional`); :func:`set_quant_scheme` sets it on a whole model.
+    """
+
+    quant_scheme: str = "centred"
 
     def fn3_slots(self) -> Iterator[AxisSlot]:
         """The slots this module reads directly (not those of its children)."""
         for value in vars(self).values():
             if isinstance(value, AxisSlot):
                 yield value
+
+
+def set_quant_scheme(model: nn.Module, scheme: str) -> nn.Module:
+    """Make every nested layer of ``model`` use quantization ``scheme`` (``"centred"``/``"truncate"``).
+
+    Example:
+        >>> import fn3
+        >>> net = set_quant_scheme(fn3.create_model("mlp", input_size=8, in_channels=1), "truncate")
+        >>> {m.quant_scheme for m in net.modules() if isinstance(m, NestedModule)}
+        {'truncate'}
+    """
+    check_scheme(scheme)
+    for m in model.modules():
+        if isinstance(m, NestedModule):
+            m.quant_scheme = scheme
+    return model
 
 
 def full(n: int) -> Selection:
@@ -74,6 +96,7 @@ class NestedActQuant(NestedModule):
             self.slot.units,
             self.signed,
             self.slot.bit_mask(self.total_bits),
+            self.quant_scheme,
         )
 
     def extra_repr(self) -> str:
@@ -86,9 +109,10 @@ def quantized_weight(
     out: Selection,
     slot: AxisSlot | None,
     total_bits: int,
+    scheme: str = "centred",
 ) -> torch.Tensor:
     """Fake-quantize the active slice ``w`` of ``full_weight`` (scale per output channel of the full)."""
     if slot is None:
         return w
     scale = out.take(weight_scale(full_weight, total_bits), 0)  # (out_active,)
-    return fake_quant_weight(w, scale, total_bits, slot.units, slot.bit_mask(total_bits))
+    return fake_quant_weight(w, scale, total_bits, slot.units, slot.bit_mask(total_bits), scheme)

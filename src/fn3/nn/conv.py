@@ -105,7 +105,7 @@ class NestedConv2d(NestedModule):
                 else full(self.in_channels // self.groups)
             )
             w = out.take(inp.take(self.weight, 1), 0)
-        w = quantized_weight(w, self.weight, out, self.wbits, self.total_bits)
+        w = quantized_weight(w, self.weight, out, self.wbits, self.total_bits, self.quant_scheme)
         b = out.take(self.bias, 0) if self.bias is not None else None
         return w, b
 

@@ -4,34 +4,59 @@ A weight tensor is coded once at ``total_bits`` (B = 8 by default) with a scale 
 
     code = clamp(round(w / s), -2^(B-1), 2^(B-1) - 1)        # signed, two's complement
 
-Keeping ``c`` bits is truncating the ``B - c`` least significant bits of that code
-(``floor(code / 2^(B-c)) * 2^(B-c)``), so the c-bit grid is a subset of the (c+1)-bit grid and the
-c-bit code is exactly the top c bits of the B-bit code. Activations use one clipping level ``alpha``
-shared by every bit-width (unsigned after a ReLU, signed for the network input). A kept set of bit-planes
-that is not a prefix (the search may drop a middle plane) is applied as a bit mask on the integer code.
+Keeping ``c`` bits keeps the top ``c`` bits of that code (``floor(code / 2^(B-c))``): the c-bit code
+that is stored is exactly the top c bits of the B-bit code, so one file of bit-planes serves every
+bit-width. A kept set of bit-planes that is not a prefix (the search may drop a middle plane) is applied
+as a bit mask on the integer code.
+
+**Where in its cell a truncated code is read** is the quantization *scheme*:
+
+* ``"centred"`` (the default): at the centre of the cell of B-bit codes that share the kept bits,
+  ``floor(code / u) * u + (u - 1) / 2`` with ``u = 2^(B-c)`` (for a plane mask: half of the dropped
+  planes' weight is added back). Same stored bits, unbiased value: the mean squared error of a uniform
+  cell is ``u^2/12`` instead of the ``u^2/3`` of its bottom edge. At ``c = B`` nothing changes.
+  Activations are computed at run time and need no stored prefix, so under this scheme ``c``-bit
+  activations are simply *rounded* on the ``c``-bit grid of the shared clipping level
+  (``step = alpha / (2^c - 1)``), one fixed rule per bit-width, as Any-Precision DNN and AdaBits do.
+* ``"truncate"``: the paper's literal reading and fn3's rule before file format 2: weights and
+  activations are read at the bottom of the cell (``floor(code / u) * u``). Kept to read old files and
+  to reproduce old runs; it biases every value by half a cell, so 2- and 3-bit models train badly
+  (``python benchmarks/quant_error.py``).
 
 Gradients are straight-through: the forward pass sees the quantized value, the backward pass the
 identity inside the clipping range, and ``alpha`` learns through the clamp as in PACT.
 
 Example:
     >>> import torch
-    >>> w = torch.randn(4, 3)
+    >>> w = torch.linspace(-1, 1, 12).reshape(1, 12)
     >>> s = weight_scale(w, 8)
     >>> c8 = weight_codes(w, s, 8)
     >>> c2 = truncate_codes(c8, 8, keep=2)
     >>> bool(((c2 / 64) == torch.floor(c8 / 64)).all())   # top 2 bits of the 8-bit code
     True
+    >>> sorted(set(grid_values(c2, 8, keep=2).flatten().tolist()))  # read at the cell centres
+    [-96.5, -32.5, 31.5, 95.5]
 """
 
 from __future__ import annotations
 
 import torch
 
+from fn3.errors import ConfigError
+
+#: Quantization schemes: where a truncated code is read (see the module docstring).
+SCHEMES = ("centred", "truncate")
+
 __all__ = [
+    "SCHEMES",
     "act_codes",
     "act_step",
+    "act_values",
+    "check_scheme",
     "fake_quant_act",
     "fake_quant_weight",
+    "grid_values",
+    "kept_bits",
     "truncate_codes",
     "weight_codes",
     "weight_scale",
@@ -74,18 +99,56 @@ def truncate_codes(
     return torch.floor(codes / unit) * unit
 
 
+def check_scheme(scheme: str) -> str:
+    """``scheme`` if it is one of :data:`SCHEMES`, else a :class:`~fn3.errors.ConfigError`."""
+    if scheme not in SCHEMES:
+        raise ConfigError(f"quantization scheme {scheme!r} is unknown; expected one of {', '.join(SCHEMES)}")
+    return scheme
+
+
+def kept_bits(total_bits: int, keep: int, mask: int | None) -> int:
+    """Number of kept bit-planes: ``keep``, or the planes set in ``mask`` (below bit ``B``)."""
+    return keep if mask is None else bin(mask & ((1 << total_bits) - 1)).count("1")
+
+
+def grid_values(
+    codes: torch.Tensor, total_bits: int, keep: int, mask: int | None = None, scheme: str = "centred"
+) -> torch.Tensor:
+    """Value on the B-bit grid of integer-valued ``codes`` keeping ``keep`` bits (or ``mask``'s planes).
+
+    ``"truncate"``: the truncated code itself (the bottom of its cell). ``"centred"``: the truncated
+    code plus half the weight of the dropped planes, the centre of the cell of B-bit codes that share
+    the kept bits; exactly the B-bit code when every plane is kept.
+    """
+    t = truncate_codes(codes, total_bits, keep, mask)
+    if scheme == "truncate":
+        return t
+    full = (1 << total_bits) - 1
+    kept = full ^ ((1 << (total_bits - keep)) - 1) if mask is None else mask & full
+    dropped = full & ~kept  # the planes left out, all of positive weight (the sign plane is kept)
+    return t if dropped == 0 else t + dropped / 2.0
+
+
 def fake_quant_weight(
-    w: torch.Tensor, scale: torch.Tensor, total_bits: int, keep: int, mask: int | None = None
+    w: torch.Tensor,
+    scale: torch.Tensor,
+    total_bits: int,
+    keep: int,
+    mask: int | None = None,
+    scheme: str = "centred",
 ) -> torch.Tensor:
     """``w`` (out, ...) quantized to ``keep`` of ``total_bits`` bits, straight-through gradient."""
-    codes = truncate_codes(weight_codes(w, scale, total_bits), total_bits, keep, mask)
-    wq = codes * scale.reshape(-1, *([1] * (w.dim() - 1)))
+    values = grid_values(weight_codes(w, scale, total_bits), total_bits, keep, mask, scheme)
+    wq = values * scale.reshape(-1, *([1] * (w.dim() - 1)))
     return w + (wq - w).detach()
 
 
 def act_step(alpha: torch.Tensor, total_bits: int, signed: bool) -> torch.Tensor:
-    """Value of one least-significant step of the activation code (a 0-dim tensor)."""
-    levels = 2 ** (total_bits - 1) - 1 if signed else 2**total_bits - 1
+    """Value of one least-significant step of a ``total_bits`` activation code (a 0-dim tensor).
+
+    A signed 1-bit code has no positive level; it gets the step of 2 bits (levels -alpha, 0, alpha).
+    """
+    levels = max(1, 2 ** (total_bits - 1) - 1) if signed else 2**total_bits - 1
     return alpha.abs() / levels
 
 
@@ -96,6 +159,27 @@ def act_codes(x: torch.Tensor, alpha: torch.Tensor, total_bits: int, signed: boo
     return torch.round(xc / act_step(alpha, total_bits, signed))
 
 
+def act_values(
+    xc: torch.Tensor,
+    alpha: torch.Tensor,
+    total_bits: int,
+    keep: int,
+    signed: bool,
+    mask: int | None = None,
+    scheme: str = "centred",
+) -> torch.Tensor:
+    """Quantized value of clipped activations ``xc`` (no gradient path; see :func:`fake_quant_act`).
+
+    ``"centred"``: rounded on the grid of ``c`` kept bits (``c`` = the number of kept planes),
+    ``step = alpha / (2^c - 1)``. ``"truncate"``: the ``B``-bit code with its low bits cleared.
+    """
+    if scheme == "truncate":
+        step = act_step(alpha, total_bits, signed)
+        return truncate_codes(torch.round(xc / step), total_bits, keep, mask) * step
+    step = act_step(alpha, kept_bits(total_bits, keep, mask), signed)
+    return torch.round(xc / step) * step
+
+
 def fake_quant_act(
     x: torch.Tensor,
     alpha: torch.Tensor,
@@ -103,14 +187,14 @@ def fake_quant_act(
     keep: int,
     signed: bool,
     mask: int | None = None,
+    scheme: str = "centred",
 ) -> torch.Tensor:
     """Activations quantized to ``keep`` bits with a clipping level shared by every bit-width.
 
-    Forward: the truncated code times the step. Backward: identity inside the clipping range and the
-    PACT gradient for ``alpha`` (through the clamp); the rounding is straight-through.
+    Forward: the quantized value (:func:`act_values`). Backward: identity inside the clipping range
+    and the PACT gradient for ``alpha`` (through the clamp); the rounding is straight-through.
     """
     a = alpha.abs()
     xc = torch.maximum(torch.minimum(x, a), -a) if signed else torch.minimum(torch.relu(x), a)
-    step = act_step(alpha, total_bits, signed)
-    codes = truncate_codes(torch.round(xc.detach() / step.detach()), total_bits, keep, mask)
-    return xc + (codes * step - xc).detach()
+    q = act_values(xc.detach(), alpha.detach(), total_bits, keep, signed, mask, scheme)
+    return xc + (q - xc).detach()

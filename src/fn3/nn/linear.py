@@ -72,7 +72,7 @@ class NestedLinear(NestedModule):
         """The active (sliced, quantized) weight (out_a, in_a) and bias (out_a,)."""
         out = select(self.out_axis, self.out_features)
         w = out.take(select(self.in_axis, self.in_features).take(self.weight, 1), 0)
-        w = quantized_weight(w, self.weight, out, self.wbits, self.total_bits)
+        w = quantized_weight(w, self.weight, out, self.wbits, self.total_bits, self.quant_scheme)
         b = out.take(self.bias, 0) if self.bias is not None else None
         return w, b
 
