@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from runner import (
     CIFAR_QUICK,
+    DEFAULT,
+    DEFAULT_RANDOM_ORDER,
     ODO_GEOMETRIC,
     ODO_UNIFORM,
     RANDOM_ORDER,
@@ -42,6 +44,8 @@ def experiment() -> Experiment:
         SANDWICH,
         RANDOM_ORDER,
         TIED,  # every channel axis keeps the same fraction each step (the paper: each of 12 alone)
+        DEFAULT,  # fn3 train's default since issue 11 (run after the others)
+        DEFAULT_RANDOM_ORDER,
     )
     return Experiment(
         key="exp2_channels", title="FN3-channel: CIFAR-10, ResNet-20", level="channels",

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from runner import (
     CIFAR_QUICK,
+    DEFAULT,
+    DEFAULT_RANDOM_ORDER,
     ODO_GEOMETRIC,
     ODO_UNIFORM,
     RANDOM_ORDER,
@@ -39,6 +41,8 @@ def experiment(depth: int = 20) -> Experiment:
         Arm("independent (one per depth)", kind="independent"),
         RANDOM_ORDER,
         TIED,  # one draw per kind (an fn3 option; the paper draws each axis alone)
+        DEFAULT,  # fn3 train's default since issue 11 (run after the others)
+        DEFAULT_RANDOM_ORDER,
     )
     return Experiment(
         key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from runner import (
     CIFAR_QUICK,
+    DEFAULT,
+    DEFAULT_RANDOM_ORDER,
     ODO_GEOMETRIC,
     ODO_UNIFORM,
     RANDOM_ORDER,
@@ -38,6 +40,8 @@ def experiment() -> Experiment:
         Arm("independent (one per path count)", kind="independent"),
         RANDOM_ORDER,
         TIED,  # one draw per kind (an fn3 option; the paper draws each axis alone)
+        DEFAULT,  # fn3 train's default since issue 11 (run after the others)
+        DEFAULT_RANDOM_ORDER,
     )
     quick = {**CIFAR_QUICK, "model_kwargs": {"widths": [16, 32, 64]}}
     return Experiment(

@@ -112,6 +112,13 @@ TIED = Arm("fn3 ODO (geometric), one draw per kind",
            train={"rule": "odo", "dist": "geometric", "tie": "kind"})
 
 
+#: fn3's default rule since issue 11: the largest sub-model every step beside one ordered-dropout
+#: draw (uniform, one draw per kind), and the same model with blocks removed in random order.
+DEFAULT = Arm("fn3 default (full+odo)",
+              train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1})
+DEFAULT_RANDOM_ORDER = Arm("fn3 default, random-order removal", kind="random-order", source=DEFAULT.name)
+
+
 @dataclass(frozen=True)
 class Experiment:
     """Everything every arm shares, plus the arms.
@@ -239,9 +246,12 @@ def _summary(entry: Mapping[str, Any]) -> str:
 
 def cifar_config(model: str, levels: tuple[str, ...], limit: int = 500) -> TrainConfig:
     """The CIFAR-10 (JPEG copy) setup of experiments 2-5: ``limit`` images per class, 6 epochs, SGD."""
+    # rule/dist/tie as they were when the first results were written (fn3's defaults then): every
+    # arm names its own rule, and the stored settings of earlier runs still match.
     return TrainConfig(model=model, levels=levels, data="cifar10", data_dir=str(DATA / "cifar10-jpeg"),
                        limit=limit, val_fraction=0.0, epochs=6, batch_size=128, optimizer="sgd", lr=0.1,
-                       weight_decay=5e-4, seed=0, recalibrate_batches=10)
+                       weight_decay=5e-4, seed=0, recalibrate_batches=10, rule="odo",
+                       dist="geometric", tie="none")
 
 
 def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:

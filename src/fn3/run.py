@@ -186,6 +186,8 @@ def load_run(path: str | Path, *, checkpoint: bool = False) -> Run:
     model_cfg = dict(meta.get("model") or {})
     if "name" not in model_cfg:
         raise FileFormatError(f"{weights} does not say which model it holds (no model metadata)")
+    # Runs written before quantization schemes existed were trained with the truncating rule.
+    model_cfg.setdefault("quant_scheme", "truncate")
     try:
         model = create_model(model_cfg.pop("name"), **model_cfg)
     except ConfigError as err:

@@ -47,7 +47,7 @@ from fn3.distributed import setup as dist_setup
 from fn3.errors import Fn3Error
 from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.nest import active, space
-from fn3.sampling import OrderedDropout, Sandwich
+from fn3.sampling import FullPlusODO, OrderedDropout, Sandwich
 from fn3.spec import Spec, parse_spec
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "lr_at",
     "make_optimizer",
     "make_rule",
+    "step_plan",
     "train_step",
 ]
 
@@ -103,13 +104,26 @@ def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0) ->
 def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]:
     """``rule(step) -> specs to train at that step``, from ``cfg.rule``."""
     sp = space(model)
+    dist, tie = cfg.sampler
     if cfg.rule == "odo":
-        return OrderedDropout(sp, cfg.dist, cfg.rho, cfg.seed, cfg.tie).step_specs
+        return OrderedDropout(sp, dist, cfg.rho, cfg.seed, tie).step_specs
+    if cfg.rule == "full+odo":
+        return FullPlusODO(sp, cfg.draws, dist, cfg.rho, cfg.seed, tie).step_specs
     if cfg.rule == "sandwich":
-        return Sandwich(sp, cfg.sandwich_n, dist="uniform", rho=cfg.rho, seed=cfg.seed,
-                        tie=cfg.tie).step_specs
+        return Sandwich(sp, cfg.sandwich_n, dist=dist, rho=cfg.rho, seed=cfg.seed, tie=tie).step_specs
     fixed = sp.largest() if cfg.rule == "full" else parse_spec(cfg.fixed_spec or "", sp)
     return lambda step: [fixed]
+
+
+def step_plan(cfg: TrainConfig, rule: Callable[[int], list[Spec]], largest: Spec, step: int,
+              total: int) -> tuple[list[Spec], bool]:
+    """``(specs, distill)`` of training step ``step`` of ``total``: ``cfg.full_first`` of the run trains
+    the largest sub-model alone (progressive: full model first, then the family), and in-place
+    distillation (when ``cfg.distill``) starts after ``cfg.distill_start`` of the run, once the
+    largest model is a teacher worth learning from."""
+    if step < cfg.full_first * total:
+        return [largest], False
+    return rule(step), cfg.distill and step >= cfg.distill_start * total
 
 
 def train_step(
@@ -281,7 +295,7 @@ def fit(
                 lr = lr_at(result.step, total, cfg.lr, cfg.warmup_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                specs = rule(result.step)
+                specs, distill = step_plan(cfg, rule, sp.largest(), result.step, total)
                 if distributed:  # every rank must train the same sub-model (and stop together)
                     flag.stop = check_same(json.dumps([s.to_dict() for s in specs]), flag.stop)
                 xs, ys = shard(x, y)
@@ -293,7 +307,7 @@ def fit(
                         ys,
                         specs,
                         label_smoothing=cfg.label_smoothing,
-                        distill=cfg.distill,
+                        distill=distill,
                         wrapper=wrapper,
                     )
                 except TrainingError as err:

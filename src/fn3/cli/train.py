@@ -50,17 +50,34 @@ def train(
     optimizer: Annotated[str | None, typer.Option(help="sgd or adamw.")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Weight decay (not on 1-D parameters).")] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing in [0, 1).")] = None,
-    rule: Annotated[str | None, typer.Option(help="odo, sandwich, full or fixed.")] = None,
+    rule: Annotated[
+        str | None,
+        typer.Option(help="full+odo (default: the largest sub-model + ordered-dropout draws each step), "
+                     "odo (the paper), sandwich, full or fixed."),
+    ] = None,
     dist: Annotated[
-        str | None, typer.Option(help="Ordered-dropout distribution: geometric or uniform.")
+        str | None,
+        typer.Option(help="Ordered-dropout distribution: geometric or uniform (default: the rule's; "
+                     "uniform for full+odo, geometric for odo)."),
     ] = None,
     rho: Annotated[float | None, typer.Option(help="Geometric keep rate, shared by all axes.")] = None,
     tie: Annotated[
-        str | None, typer.Option(help="none (each axis drawn alone, the paper) or kind (one draw per kind).")
+        str | None,
+        typer.Option(help="none (each axis drawn alone, the paper) or kind (one draw per kind); "
+                     "default: kind for full+odo, none for odo."),
+    ] = None,
+    draws: Annotated[
+        int | None, typer.Option(help="Ordered-dropout draws per step beside the largest (full+odo).")
     ] = None,
     sandwich_n: Annotated[int | None, typer.Option(help="Random specs per step for rule=sandwich.")] = None,
     distill: Annotated[
         bool | None, typer.Option("--distill/--no-distill", help="In-place distillation.")
+    ] = None,
+    distill_start: Annotated[
+        float | None, typer.Option(help="Fraction of the steps before in-place distillation starts.")
+    ] = None,
+    full_first: Annotated[
+        float | None, typer.Option(help="Fraction of the steps that train only the largest sub-model.")
     ] = None,
     fixed_spec: Annotated[str | None, typer.Option(help="Spec trained by rule=fixed.")] = None,
     eval_spec: Annotated[list[str] | None, typer.Option(help="Spec to evaluate each epoch (repeat).")] = None,
@@ -108,8 +125,11 @@ def train(
         dist=dist,
         rho=rho,
         tie=tie,
+        draws=draws,
         sandwich_n=sandwich_n,
         distill=distill,
+        distill_start=distill_start,
+        full_first=full_first,
         fixed_spec=fixed_spec,
         limit=limit,
         val_fraction=val_fraction,

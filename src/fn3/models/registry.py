@@ -106,8 +106,13 @@ def create_model(
         input_size: input height/width (an int or ``(H, W)``); needed by the MLP, ignored by conv nets.
         levels: nesting levels to enable (default: every level the model supports).
         seed: seeds the initial weights (the caller's global RNG is left as it was).
-        kwargs: model-specific options (e.g. ``hidden=(512, 256)``, ``total_bits=8``).
+        kwargs: model-specific options (e.g. ``hidden=(512, 256)``, ``total_bits=8``), and
+            ``quant_scheme``: ``"centred"`` (default) or ``"truncate"`` (fn3's rule before file
+            format 2; see :mod:`fn3.nn.functional`).
     """
+    from fn3.nn.base import set_quant_scheme
+
+    scheme = kwargs.pop("quant_scheme", "centred")
     fn, supported = _entry(name)
     if not (levels is None or isinstance(levels, (str, list, tuple, set, frozenset))):
         raise ConfigError(f"levels={levels!r}: give a comma-separated string or a list of level names")
@@ -134,6 +139,10 @@ def create_model(
             raise ConfigError(f"model {name!r}: {err}") from None
         except RuntimeError as err:  # e.g. the allocator refusing an absurd width
             raise ConfigError(f"model {name!r} cannot be built with these options ({err})") from None
+    try:
+        set_quant_scheme(model, scheme)  # type: ignore[arg-type]
+    except ConfigError as err:
+        raise ConfigError(f"model {name!r}: {err}") from None
     model.fn3_config = {
         "name": name,
         "num_classes": num_classes,
@@ -142,5 +151,6 @@ def create_model(
         "levels": list(lv),
         "seed": seed,
         **kwargs,
+        "quant_scheme": scheme,
     }
     return model
