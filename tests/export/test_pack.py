@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from fn3.export.pack import from_planes, keep_planes, pack_codes, packed_size, to_planes, unpack_codes
 from fn3.export.qmodules import plane_values
-from fn3.nn.functional import truncate_codes
+from fn3.nn.functional import grid_values, truncate_codes
 
 
 @settings(max_examples=60, deadline=None)
@@ -39,7 +39,9 @@ def test_planes_are_the_truncated_codes(planes, seed):
     mask = sum(1 << (7 - p) for p in kept)
     want = truncate_codes(codes.float(), 8, len(kept), mask)
     c = keep_planes(codes, 8, kept)
-    assert torch.equal(plane_values(kept, 8)[c.long() + 2 ** (len(kept) - 1)], want)
+    assert torch.equal(plane_values(kept, 8, "truncate")[c.long() + 2 ** (len(kept) - 1)], want)
+    centred = grid_values(codes.float(), 8, len(kept), mask)  # the nested layer's reading
+    assert torch.equal(plane_values(kept, 8)[c.long() + 2 ** (len(kept) - 1)], centred)
     assert torch.equal(from_planes(to_planes(codes, 8)[list(kept)], kept), c)
 
 

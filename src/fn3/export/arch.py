@@ -79,7 +79,8 @@ def _act(layer: nn.Module) -> dict | None:
     return (
         None
         if q is None
-        else {"abits": q.slot.axis.name, "signed": bool(q.signed), "total_bits": int(q.total_bits)}
+        else {"abits": q.slot.axis.name, "signed": bool(q.signed), "total_bits": int(q.total_bits),
+              "scheme": q.quant_scheme}
     )
 
 
@@ -127,6 +128,7 @@ def _register_builtin() -> None:
             "wbits": _bits_name(m.wbits),
             "act": _act(m),
             "total_bits": m.total_bits,
+            "scheme": m.quant_scheme,
         }
 
     @register_describer(NestedLinear)
@@ -142,6 +144,7 @@ def _register_builtin() -> None:
             "wbits": _bits_name(m.wbits),
             "act": _act(m),
             "total_bits": m.total_bits,
+            "scheme": m.quant_scheme,
         }
 
     @register_describer(nn.Conv2d)
@@ -214,6 +217,7 @@ def _register_builtin() -> None:
             "abits": m.slot.axis.name,
             "signed": bool(m.signed),
             "total_bits": int(m.total_bits),
+            "scheme": m.quant_scheme,
         }
 
     @register_describer(nn.Sequential)

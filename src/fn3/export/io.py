@@ -1,6 +1,6 @@
 """`save` / `load`: an exported model as one safetensors file, codes bit-packed, no pickle.
 
-File layout (``format: fn3.exported``, ``version: 1``), a plain safetensors file with three tensors:
+File layout (``format: fn3.exported``, ``version: 2``; version 1 files are read too), a plain safetensors file with three tensors:
 
 * ``codes`` (U8): the weight codes of every quantized layer, ``c`` bits each, packed MSB first
   (each layer starts on a byte boundary), in ``state_dict`` order;
@@ -48,6 +48,7 @@ from fn3.errors import FileFormatError
 from fn3.export import container
 from fn3.export.pack import pack_codes, packed_size, unpack_codes
 from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinear, Residual, code_dtype
+from fn3.nn.functional import SCHEMES
 
 __all__ = [
     "FORMAT",
@@ -61,7 +62,11 @@ __all__ = [
     "to_tree",
 ]
 
-FORMAT, VERSION = "fn3.exported", "1"
+FORMAT, VERSION = "fn3.exported", "2"
+#: Versions this fn3 reads. Format 1 predates quantization schemes: its codes are read with the
+#: truncating rule (``scheme="truncate"``), as the model that wrote them was trained; format 2 names
+#: the scheme of every quantized layer (``"q"``).
+READS = ("1", "2")
 MODEL_FILE = "model.safetensors"
 
 
@@ -91,6 +96,7 @@ def to_tree(m: nn.Module) -> dict:
             "bias": m.bias is not None,
             "planes": list(m.planes),
             "B": m.total_bits,
+            "q": m.scheme,
         }
     if isinstance(m, QuantLinear):
         return {
@@ -100,9 +106,11 @@ def to_tree(m: nn.Module) -> dict:
             "bias": m.bias is not None,
             "planes": list(m.planes),
             "B": m.total_bits,
+            "q": m.scheme,
         }
     if isinstance(m, ActQuant):
-        return {"t": "ActQuant", "planes": list(m.planes), "B": m.total_bits, "signed": m.signed}
+        return {"t": "ActQuant", "planes": list(m.planes), "B": m.total_bits, "signed": m.signed,
+                "q": m.scheme}
     if type(m) is nn.Conv2d and m.dilation == (1, 1) and m.padding_mode == "zeros":
         return {
             "t": "Conv2d",
@@ -154,6 +162,12 @@ class _Check:
             raise ValueError(f"{self.where}: field {key!r} must be true/false, got {v!r}")
         return v
 
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
+        v = self.node.get(key)
+        if v not in allowed:
+            raise ValueError(f"{self.where}: field {key!r} must be one of {', '.join(allowed)}, got {v!r}")
+        return v
+
     def planes(self) -> tuple[list[int], int]:
         b, p = self.int("B", 1, 16), self.node.get("planes")
         if not (
@@ -187,7 +201,8 @@ class Layer:
 
     Example:
         >>> arch = parse_tree({"t": "ExportedModel", "c": [{"t": "Flatten"},
-        ...     {"t": "QuantLinear", "in": 64, "out": 10, "bias": True, "planes": [0, 1], "B": 8}]})
+        ...     {"t": "QuantLinear", "in": 64, "out": 10, "bias": True, "planes": [0, 1], "B": 8,
+        ...      "q": "centred"}]})
         >>> list(arch.tensors())
         [('1.bias', (10,), 32), ('1.codes', (10, 64), 2), ('1.scale', (10,), 32)]
         >>> type(arch.build()[1]).__name__
@@ -245,24 +260,26 @@ class Layer:
         if t in ("QuantConv2d", "QuantLinear"):
             codes = torch.zeros(self._weight_shape(), dtype=code_dtype(len(f["planes"])))
             bias = torch.zeros(f["out"]) if f["bias"] else None
-            quant = {"planes": f["planes"], "total_bits": f["B"]}
+            quant = {"planes": f["planes"], "total_bits": f["B"], "scheme": f["q"]}
             if t == "QuantLinear":
                 return QuantLinear(codes, torch.ones(f["out"]), bias, **quant)
             return QuantConv2d(
                 codes, torch.ones(f["out"]), bias, stride=f["s"], padding=f["p"], groups=f["g"], **quant
             )
         if t == "ActQuant":
-            return ActQuant(1.0, planes=f["planes"], total_bits=f["B"], signed=f["signed"])
+            return ActQuant(1.0, planes=f["planes"], total_bits=f["B"], signed=f["signed"], scheme=f["q"])
         if t == "BatchNorm2d":
             return nn.BatchNorm2d(f["n"], eps=f["eps"]).eval()
         return _SIMPLE[t]()
 
 
-def parse_tree(node: object, where: str = "model") -> Layer:
+def parse_tree(node: object, where: str = "model", version: str = VERSION) -> Layer:
     """Check a :func:`to_tree` description and return it as :class:`Layer` s; ``ValueError`` if malformed.
 
     Checks the type and range of every field, group divisibility, bit-planes, and bounds the nesting
     (:data:`MAX_DEPTH`) and the number of layers (:data:`MAX_LAYERS`). Allocates no tensor.
+    ``version`` is the file format's: a format-1 description has no scheme field (its quantized
+    layers truncate); from format 2 every quantized layer names its scheme.
     """
     count = 0
 
@@ -309,6 +326,7 @@ def parse_tree(node: object, where: str = "model") -> Layer:
             raise ValueError(f"{where}: unknown module type {t!r}")
         if t.startswith("Quant") or t == "ActQuant":
             f["planes"], f["B"] = c.planes()
+            f["q"] = "truncate" if version == "1" else c.choice("q", SCHEMES)
         return Layer(t, f)
 
     return parse(node, where, 0)
@@ -385,13 +403,17 @@ def model_file(path: str | Path, for_writing: bool = False) -> Path:
     return p
 
 
-def check_header(r: container.Reader, fmt: str, version: str) -> dict[str, str]:
-    """Check format and version of an open file and return its per-tensor CRCs."""
+def check_header(r: container.Reader, fmt: str, versions: str | tuple[str, ...]) -> dict[str, str]:
+    """Check format and version (one of ``versions``) of an open file; return its per-tensor CRCs."""
     got = r.metadata.get("format")
     if got != fmt:
         raise r.fail(f"format is {got!r}, expected {fmt!r}")
-    if r.metadata.get("version") != version:
-        raise r.fail(f"version {r.metadata.get('version')!r} is not supported (this fn3 reads {version})")
+    versions = (versions,) if isinstance(versions, str) else versions
+    if r.metadata.get("version") not in versions:
+        raise r.fail(
+            f"version {r.metadata.get('version')!r} is not supported (this fn3 reads "
+            f"{' and '.join(versions)}; a newer fn3 may read it)"
+        )
     if "crc32" not in r.metadata:
         raise r.fail("no crc32 metadata (every fn3 file stores a CRC-32 of its tensors)")
     crc = loads_untrusted(r.metadata["crc32"], r.path, "crc32 metadata")
@@ -435,7 +457,7 @@ def load_exported(r: container.Reader) -> ExportedModel:
     sizes of the file's header (which the reader has checked against the file's length). Only a file
     whose description and data agree byte for byte gets its modules built.
     """
-    crc = check_header(r, FORMAT, VERSION)
+    crc = check_header(r, FORMAT, READS)
     if set(r.entries) != set(_TENSORS):
         raise r.fail(f"expected tensors codes, floats, meta; found {sorted(r.entries)}")
     for name, dtype in _TENSORS.items():
@@ -444,7 +466,7 @@ def load_exported(r: container.Reader) -> ExportedModel:
             raise r.fail(f"tensor {name!r} is {e.dtype}{e.shape}, expected a 1-D {dtype} tensor")
     meta = read_meta(r, read_checked(r, "meta", crc))
     try:
-        arch = parse_tree(meta.get("arch"))
+        arch = parse_tree(meta.get("arch"), version=r.metadata["version"])
     except (ValueError, TypeError, RecursionError) as err:
         raise r.fail(f"bad architecture: {err}") from None
     if arch.t != "ExportedModel" or not isinstance(meta.get("meta"), dict):

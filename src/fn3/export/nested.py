@@ -55,7 +55,10 @@ from fn3.spec import Space, Spec
 
 __all__ = ["FORMAT", "VERSION", "NestedRead", "load_nested", "save_nested"]
 
-FORMAT, VERSION = "fn3.nested", "1"
+FORMAT, VERSION = "fn3.nested", "2"
+#: Versions read: format 1 descriptions name no quantization scheme and are read with the truncating
+#: rule their model was trained with; format 2 names the scheme of every quantized layer.
+READS = ("1", "2")
 
 
 def _tiles(t: torch.Tensor, rec: Record, space: Space) -> list[torch.Tensor]:
@@ -219,7 +222,7 @@ class NestedRead:
 
 def open_nested(r: container.Reader) -> tuple[dict, Space]:
     """Check an open nested file and return its header (description, metadata) and space."""
-    crc = check_header(r, FORMAT, VERSION)
+    crc = check_header(r, FORMAT, READS)
     if set(r.entries) != {"meta", "data"}:
         raise r.fail(f"expected tensors meta, data; found {sorted(r.entries)}")
     header = read_meta(r, read_checked(r, "meta", crc))

@@ -10,12 +10,17 @@ quantizer, takes milliseconds, and always yields a single file (no external data
 Mapping:
 
 * quantized weight, ``c <= 8`` bits, prefix planes: ``int8`` codes -> ``DequantizeLinear`` (per-output-
-  channel scale ``scale * 2^(B-c)``, zero point 0) -> ``Conv`` / ``Gemm``;
+  channel scale ``scale * 2^(B-c)``, zero point 0), plus, under the ``"centred"`` scheme, the
+  per-channel centre offset ``scale * (2^(B-c) - 1) / 2`` (``Add``) -> ``Conv`` / ``Gemm``;
   other bit-plane sets or ``c > 8``: the decoded float weight (float fake-quant);
-* unsigned activation quantizer: ``QuantizeLinear`` (uint8, step = ``alpha / (2^B - 1)``), the dropped
-  low bits cleared in the integer domain (``BitShift`` right then left, or ``BitwiseAnd`` for a
-  non-prefix plane set), ``DequantizeLinear``; signed: ``Clip`` then int8 QDQ at ``c = B``, else the
-  float formula (``Div``, ``Round``, ``Floor``, ``Mul``);
+* activation quantizer, ``"centred"`` scheme (``c`` bits rounded on the ``c``-bit grid):
+  ``Clip`` to ``[0, alpha]`` (``[-alpha, alpha]`` signed), then ``QuantizeLinear`` /
+  ``DequantizeLinear`` with the ``c``-bit step (uint8 / int8): three nodes, the QDQ pair ONNX
+  Runtime's quantization tools recognise;
+* activation quantizer, ``"truncate"`` scheme (files of format 1): ``QuantizeLinear`` (uint8, step =
+  ``alpha / (2^B - 1)``), the dropped low bits cleared in the integer domain (``BitShift`` right then
+  left, or ``BitwiseAnd`` for a non-prefix plane set), ``DequantizeLinear``; signed: ``Clip`` then int8
+  QDQ at ``c = B``, else the float formula (``Div``, ``Round``, ``Floor``, ``Mul``);
 * BatchNorm -> ``BatchNormalization``, residual -> ``Add`` + ``Relu``, pooling -> ``GlobalAveragePool``.
 
 ONNX Runtime computes convolutions with other float rounding than PyTorch, so where an activation is
@@ -88,7 +93,12 @@ def _weight(g: _Graph, m: QuantConv2d | QuantLinear | nn.Conv2d | nn.Linear) -> 
             codes = g.const("codes", m.codes.numpy().astype(np.int8))
             scale = g.const("wscale", _f32(m.scale) * np.float32(2 ** (m.total_bits - m.bits)))
             zero = g.const("wzero", np.zeros(m.codes.shape[0], dtype=np.int8))
-            return g.op("DequantizeLinear", [codes, scale, zero], "weight", axis=0)
+            w = g.op("DequantizeLinear", [codes, scale, zero], "weight", axis=0)
+            if m.offset:  # the centre of each cell: (out, 1, ...) broadcast over the weight
+                shape = (-1, *([1] * (m.codes.dim() - 1)))
+                off = (_f32(m.scale) * np.float32(m.offset)).reshape(shape)
+                w = g.op("Add", [w, g.const("woffset", off)], "weight")
+            return w
         return g.const("weight", _f32(m.weight()))
     return g.const("weight", _f32(m.weight))
 
@@ -97,6 +107,16 @@ def _act(g: _Graph, m: ActQuant, x: str) -> str:
     b, c = m.total_bits, m.bits
     step = _f32(m.step()).reshape(())
     a = np.float32(abs(float(m.alpha)))
+    if m.scheme == "centred" and c <= 8:
+        # Clip first: QuantizeLinear saturates at the type's range (0..255), not at 2^c - 1.
+        xc = g.op("Clip", [x, g.const("lo", np.float32(-a if m.signed else 0.0)), g.const("hi", a)])
+        s = g.const("astep", step)
+        z = g.const("azero", np.zeros((), dtype=np.int8 if m.signed else np.uint8))
+        return g.op("DequantizeLinear", [g.op("QuantizeLinear", [xc, s, z], "q"), s, z], "dq")
+    if m.scheme == "centred":  # more than 8 bits: the float formula
+        xc = g.op("Clip", [x, g.const("lo", np.float32(-a if m.signed else 0.0)), g.const("hi", a)])
+        q = g.op("Round", [g.op("Div", [xc, g.const("astep", step)])])
+        return g.op("Mul", [q, g.const("astep", step)])
     if not m.signed and b <= 8:
         s, z = g.const("astep", step), g.const("azero", np.zeros((), dtype=np.uint8))
         q = g.op("QuantizeLinear", [x, s, z], "q")  # round(x / step) saturated to 0..255

@@ -3,7 +3,8 @@
 * :class:`QuantLinear` / :class:`QuantConv2d` - a weight stored as ``c``-bit signed integer codes
   (``int8`` for ``c <= 8``) plus the per-output-channel scale of the *full* nested weight;
 * :class:`ActQuant` - activation quantization exactly as in training (learned clipping level
-  ``alpha``, the kept bits of the shared ``B``-bit code);
+  ``alpha``; ``c`` bits rounded on the ``c``-bit grid, or the kept bits of the ``B``-bit code under the
+  old ``"truncate"`` scheme);
 * :class:`Residual` - ``relu(body(x) + shortcut(x))``, the residual block of fn3's ResNets;
 * :class:`ExportedModel` - the root: an ``nn.Sequential`` that also carries the export metadata.
 
@@ -13,15 +14,17 @@ They depend on torch only (plus :mod:`fn3.nn.functional` for the quantizer maths
 is computed once from the full weight. A sub-model keeping the planes ``P = (p_0 < p_1 < ...)``
 (always including plane 0, the sign) stores the ``c = len(P)``-bit two's-complement integer made of
 those bits, in that order. For a prefix ``P = (0..c-1)`` that is the top ``c`` bits,
-``floor(code / 2^(B-c))``, and its value on the ``B``-bit grid is ``code_c * 2^(B-c)``; for any other
-set the value is looked up in a table of ``2^c`` entries (:func:`plane_values`).
+``floor(code / 2^(B-c))``, and its value on the ``B``-bit grid is ``code_c * 2^(B-c) + (2^(B-c) - 1) / 2``
+(the centre of its cell, ``scheme="centred"``) or ``code_c * 2^(B-c)`` (``scheme="truncate"``, files of
+format 1); for any other set the value is looked up in a table of ``2^c`` entries
+(:func:`plane_values`).
 
 Example:
     >>> import torch
     >>> codes = torch.tensor([[-2, 1], [0, -1]], dtype=torch.int8)      # 2-bit codes of B = 8
     >>> q = QuantLinear(codes, torch.tensor([0.01, 0.02]), None, planes=(0, 1), total_bits=8)
-    >>> q.weight().tolist()                                             # codes * 2^6 * scale
-    [[-1.2799999713897705, 0.6399999856948853], [0.0, -1.2799999713897705]]
+    >>> [[round(v, 3) for v in row] for row in q.weight().tolist()]   # (codes * 64 + 31.5) * scale
+    [[-0.965, 0.955], [0.63, -0.65]]
     >>> q(torch.ones(1, 2)).shape
     torch.Size([1, 2])
 """
@@ -34,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fn3.nn.functional import act_step, truncate_codes
+from fn3.nn.functional import act_step, act_values, check_scheme
 
 __all__ = [
     "ActQuant",
@@ -58,13 +61,14 @@ def code_dtype(bits: int) -> torch.dtype:
     return torch.int8 if bits <= 8 else torch.int16 if bits <= 16 else torch.int32
 
 
-def plane_values(planes: Sequence[int], total_bits: int) -> torch.Tensor:
+def plane_values(planes: Sequence[int], total_bits: int, scheme: str = "centred") -> torch.Tensor:
     """Value on the ``B``-bit grid of every ``c``-bit code of ``planes``: float ``(2^c,)``.
 
     Entry ``code + 2^(c-1)`` is the value of ``code``.
 
     Bit ``j`` (from the MSB) of a code is plane ``planes[j]``; plane 0 weighs ``-2^(B-1)``, plane ``p``
-    weighs ``2^(B-1-p)``.
+    weighs ``2^(B-1-p)``. Under ``"centred"`` half the weight of the dropped planes is added (the
+    centre of the cell), as :func:`fn3.nn.functional.grid_values` does.
     """
     c = len(planes)
     codes = torch.arange(-(2 ** (c - 1)), 2 ** (c - 1), dtype=torch.int64)  # (2^c,)
@@ -73,7 +77,8 @@ def plane_values(planes: Sequence[int], total_bits: int) -> torch.Tensor:
     for j, p in enumerate(planes):
         weight = -(2 ** (total_bits - 1)) if p == 0 else 2 ** (total_bits - 1 - p)
         value += ((unsigned >> (c - 1 - j)) & 1) * weight
-    return value.to(torch.float32)
+    dropped = sum(2 ** (total_bits - 1 - p) for p in range(1, total_bits) if p not in set(planes))
+    return value.to(torch.float32) + (dropped / 2.0 if scheme == "centred" else 0.0)
 
 
 class _QuantWeight(nn.Module):
@@ -86,9 +91,11 @@ class _QuantWeight(nn.Module):
         bias: torch.Tensor | None,
         planes: Sequence[int],
         total_bits: int,
+        scheme: str = "centred",
     ):
         super().__init__()
         planes = tuple(int(p) for p in planes)
+        self.scheme = check_scheme(scheme)
         if not planes or planes[0] != 0 or list(planes) != sorted(set(planes)) or planes[-1] >= total_bits:
             raise ValueError(
                 f"planes must be sorted, start with 0 (the sign) and be < {total_bits}: {planes}"
@@ -102,7 +109,7 @@ class _QuantWeight(nn.Module):
         self.register_buffer("scale", scale.to(torch.float32))  # (out,) B-bit step of the full weight
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
         if not is_prefix(planes):
-            self.register_buffer("levels", plane_values(planes, total_bits), persistent=False)
+            self.register_buffer("levels", plane_values(planes, total_bits, scheme), persistent=False)
         self._cache: tuple[tuple[int, int], torch.Tensor] | None = None
 
     @property
@@ -110,10 +117,17 @@ class _QuantWeight(nn.Module):
         """Bits per stored weight code."""
         return len(self.planes)
 
+    @property
+    def offset(self) -> float:
+        """What a prefix code's value adds on the ``B``-bit grid: half its cell under ``"centred"``."""
+        if self.scheme == "truncate":
+            return 0.0
+        return (2 ** (self.total_bits - self.bits) - 1) / 2
+
     def grid_codes(self) -> torch.Tensor:
         """The codes on the ``B``-bit grid (float, exact integers), as the nested layer computes them."""
         if is_prefix(self.planes):
-            return self.codes.to(torch.float32) * float(2 ** (self.total_bits - self.bits))
+            return self.codes.to(torch.float32) * float(2 ** (self.total_bits - self.bits)) + self.offset
         return self.levels[self.codes.to(torch.int64) + 2 ** (self.bits - 1)]
 
     def weight(self) -> torch.Tensor:
@@ -125,7 +139,10 @@ class _QuantWeight(nn.Module):
         return self._cache[1]
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, planes={list(self.planes)}, total_bits={self.total_bits}"
+        return (
+            f"bits={self.bits}, planes={list(self.planes)}, total_bits={self.total_bits}, "
+            f"scheme={self.scheme}"
+        )
 
 
 class QuantLinear(_QuantWeight):
@@ -139,8 +156,9 @@ class QuantLinear(_QuantWeight):
         *,
         planes: Sequence[int],
         total_bits: int = 8,
+        scheme: str = "centred",
     ):
-        super().__init__(codes, scale, bias, planes, total_bits)
+        super().__init__(codes, scale, bias, planes, total_bits, scheme)
         self.out_features, self.in_features = codes.shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,8 +182,9 @@ class QuantConv2d(_QuantWeight):
         groups: int = 1,
         planes: Sequence[int],
         total_bits: int = 8,
+        scheme: str = "centred",
     ):
-        super().__init__(codes, scale, bias, planes, total_bits)
+        super().__init__(codes, scale, bias, planes, total_bits, scheme)
         self.stride, self.padding, self.groups = int(stride), int(padding), int(groups)
         self.out_channels = codes.shape[0]
         self.in_channels = codes.shape[1] * self.groups
@@ -183,14 +202,22 @@ class QuantConv2d(_QuantWeight):
 
 
 class ActQuant(nn.Module):
-    """Activation quantizer of training: clip to ``[0, alpha]`` (or ``[-alpha, alpha]``), keep ``planes``.
+    """Activation quantizer of training: clip to ``[0, alpha]`` (or ``[-alpha, alpha]``), then quantize.
 
-    ``y = truncate(round(clip(x) / step)) * step`` with ``step = |alpha| / (2^B - 1)`` (unsigned) or
-    ``|alpha| / (2^(B-1) - 1)`` (signed): the forward value of :func:`fn3.nn.functional.fake_quant_act`.
+    ``"centred"``: ``y = round(clip(x) / step_c) * step_c`` with ``step_c = |alpha| / (2^c - 1)``
+    (unsigned) or ``|alpha| / (2^(c-1) - 1)`` (signed), ``c = len(planes)``. ``"truncate"``: the
+    ``B``-bit code with the dropped planes cleared. Either way the forward value of
+    :func:`fn3.nn.functional.fake_quant_act`.
     """
 
     def __init__(
-        self, alpha: torch.Tensor | float, *, planes: Sequence[int], total_bits: int = 8, signed: bool = False
+        self,
+        alpha: torch.Tensor | float,
+        *,
+        planes: Sequence[int],
+        total_bits: int = 8,
+        signed: bool = False,
+        scheme: str = "centred",
     ):
         super().__init__()
         self.planes, self.total_bits, self.signed = (
@@ -198,6 +225,7 @@ class ActQuant(nn.Module):
             int(total_bits),
             bool(signed),
         )
+        self.scheme = check_scheme(scheme)
         self.register_buffer(
             "alpha", torch.as_tensor(alpha, dtype=torch.float32).detach().clone().reshape(())
         )
@@ -210,22 +238,20 @@ class ActQuant(nn.Module):
         return len(self.planes)
 
     def step(self) -> torch.Tensor:
-        """One least-significant step of the ``B``-bit code (0-dim)."""
-        return act_step(self.alpha, self.total_bits, self.signed)
-
-    def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """Integer-valued float codes on the ``B``-bit grid (low dropped bits are zero)."""
-        a = self.alpha.abs()
-        xc = torch.maximum(torch.minimum(x, a), -a) if self.signed else torch.minimum(torch.relu(x), a)
-        return truncate_codes(torch.round(xc / self.step()), self.total_bits, self.bits, self._mask)
+        """One step of the output grid (0-dim): of the ``c``-bit code (``"centred"``) or of the
+        ``B``-bit code (``"truncate"``)."""
+        bits = self.bits if self.scheme == "centred" else self.total_bits
+        return act_step(self.alpha, bits, self.signed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.codes(x) * self.step()
+        a = self.alpha.abs()
+        xc = torch.maximum(torch.minimum(x, a), -a) if self.signed else torch.minimum(torch.relu(x), a)
+        return act_values(xc, self.alpha, self.total_bits, self.bits, self.signed, self._mask, self.scheme)
 
     def extra_repr(self) -> str:
         return (
             f"bits={self.bits}, planes={list(self.planes)}, total_bits={self.total_bits}, "
-            f"signed={self.signed}"
+            f"signed={self.signed}, scheme={self.scheme}"
         )
 
 

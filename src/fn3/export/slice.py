@@ -120,7 +120,13 @@ def _act(node: Mapping, name: str, src: TensorSource, sel: _Selector) -> ActQuan
         planes=sel.units(node["abits"]),
         total_bits=node["total_bits"],
         signed=node["signed"],
+        scheme=_scheme(node),
     )
+
+
+def _scheme(node: Mapping) -> str:
+    # Descriptions written before quantization schemes existed (nested files of format 1) truncated.
+    return node.get("scheme", "truncate")
 
 
 def _layer(node: Mapping, src: TensorSource, sel: _Selector) -> nn.Module:
@@ -147,9 +153,10 @@ def _layer(node: Mapping, src: TensorSource, sel: _Selector) -> nn.Module:
                 groups=groups,
                 planes=planes,
                 total_bits=bits,
+                scheme=_scheme(node),
             )
         else:
-            layer = QuantLinear(codes, scale, bias, planes=planes, total_bits=bits)
+            layer = QuantLinear(codes, scale, bias, planes=planes, total_bits=bits, scheme=_scheme(node))
     else:
         w = src.floats(f"{name}.weight", (out, inp))
         if conv:
