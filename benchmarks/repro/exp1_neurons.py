@@ -23,7 +23,7 @@ def experiment() -> Experiment:
     base = TrainConfig(model="mlp", levels=("neurons",), model_kwargs={"hidden": [512, 256]},
                        data="mnist", data_dir=str(DATA / "mnist"), val_fraction=0.0, epochs=20,
                        batch_size=128, optimizer="sgd", lr=0.05, weight_decay=5e-4, seed=0,
-                       recalibrate_batches=0)
+                       recalibrate_batches=0, rule="odo", dist="geometric", tie="none")
     arms = (
         ODO_GEOMETRIC,
         ODO_UNIFORM,

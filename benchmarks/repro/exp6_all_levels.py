@@ -31,7 +31,7 @@ def experiment() -> Experiment:
     base = TrainConfig(model="resnet20", levels=("bits", "channels", "layers"),
                        data="fashion-mnist", data_dir=None, limit=500, val_fraction=0.1, epochs=6,
                        batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4, seed=0,
-                       recalibrate_batches=10)
+                       recalibrate_batches=10, rule="odo", dist="geometric", tie="none")
     arms = (
         Arm("fn3 ODO all levels (searched front)", kind="search", budgets=ALL,
             train={"rule": "odo", "dist": "geometric"},

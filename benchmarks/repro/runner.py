@@ -254,6 +254,11 @@ def cifar_config(model: str, levels: tuple[str, ...], limit: int = 500) -> Train
                        dist="geometric", tie="none")
 
 
+#: Defaults of fields that changed since they were added (``tie`` was ``"none"`` before issue 11 made
+#: it depend on the rule): a result file written before such a field existed matches either value.
+_FORMER: dict[str, Any] = {"tie": "none"}
+
+
 def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:
     """``settings`` without the train-config fields added to fn3 after ``old`` was written, when they
     hold their default (so an older result file still matches and can be resumed or extended)."""
@@ -261,7 +266,7 @@ def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:
         return settings
     defaults = TrainConfig().to_dict()
     train = {k: v for k, v in settings["train"].items()
-             if k in old["train"] or k not in defaults or v != defaults[k]}
+             if k in old["train"] or k not in defaults or v not in (defaults[k], _FORMER.get(k))}
     return {**settings, "train": train}
 
 

@@ -65,7 +65,8 @@ def test_exported_codes_are_the_nested_codes(models, name):
                 assert torch.allclose(q.grid_codes(), nested_grid, atol=1e-3)
                 unit = 2 ** (q.total_bits - q.bits)
                 if q.planes == tuple(range(q.bits)):  # the stored code is the top bits of the nested one
-                    assert torch.equal(q.codes.float(), torch.floor(torch.round(nested_grid - q.offset) / unit))
+                    top = torch.floor(torch.round(nested_grid - q.offset) / unit)
+                    assert torch.equal(q.codes.float(), top)
                 assert q.codes.dtype == torch.int8 and q.bits == layer.wbits.units
                 assert int(q.codes.min()) >= -(2 ** (q.bits - 1)) and int(q.codes.max()) < 2 ** (q.bits - 1)
                 # the exported weight is the nested one up to the last float bit

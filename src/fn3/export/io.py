@@ -1,6 +1,7 @@
 """`save` / `load`: an exported model as one safetensors file, codes bit-packed, no pickle.
 
-File layout (``format: fn3.exported``, ``version: 2``; version 1 files are read too), a plain safetensors file with three tensors:
+File layout (``format: fn3.exported``, ``version: 2``; files of version 1 are read too), a plain
+safetensors file with three tensors:
 
 * ``codes`` (U8): the weight codes of every quantized layer, ``c`` bits each, packed MSB first
   (each layer starts on a byte boundary), in ``state_dict`` order;
