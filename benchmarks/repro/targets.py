@@ -225,6 +225,62 @@ def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         rows.append((key, "cost of the whole family (training CPU time)", "; ".join(parts), "info"))
     if key.startswith("exp6"):
         rows += _front_rows(res)
+    return rows + _default_rows(res)
+
+
+DEFAULT_PREFIX = "fn3 default"
+CHANCE = 0.1  # ten classes
+
+
+def _default_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The targets of issue 11 for fn3's default rule (``full+odo``), where that arm has run."""
+    key, mode = res["experiment"], main_mode(res)
+    found, indep = _find(res, DEFAULT_PREFIX + " ("), _find(res, "independent")
+    if not found:
+        return []
+    name, arm = found
+    acc = arm["accuracy"].get(mode, {})
+    rows: list[tuple[str, str, str, str]] = []
+    if indep:
+        mine, theirs = best_accuracy(arm), best_accuracy(indep[1])
+        w = _worst(mine, theirs)
+        if w:
+            noise = _noise(res, theirs[w[1]])
+            rows.append((key, f"every {name} sub-model within 2 pt of its independent twin (stretch 0.5)",
+                         f"worst gap {w[0] * 100:+.2f} pt ({w[1]}; {noise})",
+                         _verdict(w[0], -0.02) + ("; stretch met" if w[0] >= -0.005 else "")))
+        first = res["budgets"][0]["label"]
+        if first in mine and first in theirs:
+            gap = mine[first] - theirs[first]
+            rows.append((key, f"{name} full model ({first}) within 1 pt of the network trained alone",
+                         f"{mine[first] * 100:.2f}% vs {theirs[first] * 100:.2f}% ({gap * 100:+.2f} pt; "
+                         f"{_noise(res, theirs[first])})", _verdict(gap, -0.01)))
+        if train_time(arm) > 0 and train_time(indep[1]) > 0:
+            ratio = train_time(arm) / train_time(indep[1])
+            rows.append((key, f"{name}: the whole family costs at most half the CPU time of the "
+                              "independent twins",
+                         f"{train_time(arm):.0f} s vs {train_time(indep[1]):.0f} s ({ratio:.2f}x)",
+                         "**met**" if ratio <= 0.5 else f"**missed**: {ratio:.2f}x, not <= 0.50x"))
+    if key.startswith("exp5") and "8 bits" in acc and "2 bits" in acc:
+        drop = acc["8 bits"] - acc["2 bits"]
+        rows.append((key, f"2-bit {name} within 3 pt of its 8-bit model (stretch 1.5)",
+                     f"8 bits {acc['8 bits'] * 100:.2f}%, 2 bits {acc['2 bits'] * 100:.2f}% "
+                     f"(drop {drop * 100:.2f} pt)",
+                     _verdict(-drop, -0.03) + ("; stretch met" if drop <= 0.015 else "")))
+        two = indep[1]["accuracy"].get(mode, {}).get("2 bits") if indep else None
+        if two is not None:
+            rows.append((key, "the independent 2-bit twin well above chance (>= 2x chance)",
+                         f"{two * 100:.2f}% (chance {CHANCE * 100:.0f}%)", _verdict(two, 2 * CHANCE)))
+    rnd = _find(res, DEFAULT_PREFIX + ", random-order")
+    if rnd:
+        draws = rnd[1].get("draws", {}).get(mode, {})
+        gaps = [(acc[lb] - sum(d) / len(d), lb) for lb, d in draws.items() if len(d) > 1 and lb in acc]
+        if gaps:
+            worst = min(gaps)
+            rows.append((key, f"{name}: tail removal at least {TAIL_MARGIN * 100:.0f} pt better than "
+                              "random-order removal at every truncated budget",
+                         f"worst {worst[0] * 100:+.2f} pt ({worst[1]}; {_noise(res, acc[worst[1]])})",
+                         _verdict(worst[0], TAIL_MARGIN)))
     return rows
 
 
