@@ -110,3 +110,34 @@ def test_old_runs_load_with_the_truncating_rule(tmp_path):
     save_checkpoint(tmp_path / MODEL_NAME, model, None,
                     {"config": cfg.to_dict(), "step": 1, "model": model.fn3_config})
     assert load_run(tmp_path).model.fn3_config["quant_scheme"] == "centred"
+
+
+def test_nested_files_of_format_1_are_read_with_the_truncating_rule(pair, tmp_path):
+    from fn3.export import load_nested, save_nested
+
+    old, new = pair
+    spec = fn3.space(old).uniform({"channels": 0.5, "bits": 2})
+    path = save_nested(old, tmp_path / "n.safetensors")
+    with container.Reader(path) as r:
+        assert r.metadata["version"] == "2"
+        meta, data = r.read("meta"), r.read("data")
+    header = json.loads(zlib.decompress(meta))
+    stripped = zlib.compress(json.dumps(_strip_scheme(header)).encode(), 9)
+    crc = json.dumps({"meta": f"{zlib.crc32(stripped):08x}"})
+    container.write(tmp_path / "v1.safetensors",
+                    [("meta", "U8", [len(stripped)], stripped), ("data", "U8", [len(data)], data)],
+                    {"format": "fn3.nested", "version": "1", "crc32": crc})
+    x = torch.randn(2, 3, 32, 32)
+    legacy = load_nested(tmp_path / "v1.safetensors", spec).model
+    assert torch.equal(legacy(x), export(old, spec)(x))
+    centred = load_nested(save_nested(new, tmp_path / "c.safetensors"), spec).model
+    assert torch.equal(centred(x), export(new, spec)(x))
+    assert not torch.allclose(legacy(x), centred(x), atol=1e-3)
+
+
+def _strip_scheme(node: object) -> object:
+    if isinstance(node, dict):
+        return {k: _strip_scheme(v) for k, v in node.items() if k != "scheme"}
+    if isinstance(node, list):
+        return [_strip_scheme(v) for v in node]
+    return node
