@@ -30,7 +30,8 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("exp3_layers_resnet20", "python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet20"),
     ("exp3_layers_resnet32", "python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet32"),
     ("exp4_paths", "python benchmarks/repro/exp4_paths.py"),
-    ("exp5_bits", "python benchmarks/repro/exp5_bits.py"),
+    ("exp5_bits", "python benchmarks/repro/exp5_bits.py --only exp5_bits"),
+    ("exp5_bits_truncate", "python benchmarks/repro/exp5_bits.py --only exp5_bits_truncate"),
     ("exp6_all_levels", "python benchmarks/repro/exp6_all_levels.py"),
 )
 MODE_NAMES = {"bn_recal": "BN re-estimated per sub-model", "plain": "shared BN statistics",
@@ -182,7 +183,7 @@ def _section(res: Mapping[str, Any], page: Path, figs: Path) -> list[str]:
     if rows:
         lines += ["Targets:", "", "| target | measured | verdict |", "| --- | --- | --- |"]
         lines += [f"| {r[1]} | {r[2]} | {r[3]} |" for r in rows] + [""]
-    remarks = REMARKS.get(key.split("_")[0], [])
+    remarks = REMARKS.get(key, REMARKS.get(key.split("_")[0], []))
     if remarks:
         lines += ["Remarks:", ""] + [f"- {x}" for x in remarks] + [""]
     theirs = THEIRS.get(key.split("_")[0], [])

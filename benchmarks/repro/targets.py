@@ -71,7 +71,14 @@ REMARKS: dict[str, list[str]] = {
     "exp4": ["Each of the 6 blocks draws its number of paths (of 8) alone every step (the paper's "
              "rule); 'one draw per kind' (an fn3 option) draws one path fraction per step for all "
              "blocks. The random-order ablation keeps random paths instead of the first ones."],
-    "exp5": ["ResNet-20 with nested bits has 40 bit axes (weights and activations of every "
+    "exp5_bits": [
+        "Run with fn3's quantizer since file format 2 (`quant_scheme=\"centred\"`): the stored "
+        "bits are the same (c bits keep the top c bits of the 8-bit code) but a weight is read at "
+        "the centre of its cell, and c-bit activations are rounded on the c-bit grid of the shared "
+        "clipping level. The truncating run it replaces is kept below as exp5_bits_truncate.",
+        "'fn3 default (full+odo)' trains the 8-bit network and one whole-network bit-width drawn "
+        "uniformly from 2..8 (one draw for all 40 bit axes) every step."],
+    "exp5_bits_truncate": ["ResNet-20 with nested bits has 40 bit axes (weights and activations of every "
              "quantized convolution), each drawn alone every step by the paper's rule with "
              "P(2 bits) = 1 - rho = 0.1 per axis, so 'every tensor at 2 bits' is never trained as "
              "such: it is reached only by truncating codes that were trained mostly at 6-8 bits. The "
@@ -91,8 +98,8 @@ REMARKS: dict[str, list[str]] = {
              "with the mid-cell reconstruction patched in (`python benchmarks/quant_error.py --train "
              "2`, same setup as the independent arm), the independent 2-bit ResNet-20 reaches 45.45% "
              "instead of 10.00%, and at 3 bits 50.65% instead of 22.40% (the 8-bit model: 50.05%). "
-             "fn3 itself is not changed yet: the fix touches training, the packed format and the "
-             "ONNX export, and every bits experiment must be re-run.",
+             "fn3 has since changed its default to that reconstruction (`quant_scheme=\"centred\"`, "
+             "file format 2); experiment exp5_bits is the re-run.",
              "The AdaBits-style arm (sums the losses of the 5 bit-widths every step, as AdaBits and "
              "slimmable networks do, at the same learning rate) and the one-draw-per-kind arm (the "
              "whole network at one bit-width per step, 2 bits in 10% of the steps) both ended at "
