@@ -88,11 +88,30 @@ def test_two_processes_equal_one(two_process_run, tmp_path):
     assert proc.stdout.count("test accuracy") == 1  # only rank 0 reports
 
 
-def test_resnet_with_batchnorm_two_processes_equal_one(tmp_path):
+@pytest.mark.parametrize(
+    ("rule", "tie"),
+    [
+        ("odo", "none"),
+        ("full+odo", "none"),
+        pytest.param(
+            "full+odo", "kind",
+            marks=pytest.mark.xfail(strict=True, reason=(
+                "known bug: with every channel axis at the same narrow width (tie=kind draws 25% for "
+                "all at step 0), two ranks end 2-6% away from one process in BatchNorm biases after "
+                "one step; not yet explained (SyncBN alone agrees at world size 1)")),
+        ),
+    ],
+)
+def test_resnet_with_batchnorm_two_processes_equal_one(tmp_path, rule, tie):
     # BatchNorm statistics are synchronised across ranks, so the first steps agree to float rounding.
     # (Over many steps training amplifies rounding: one process with 1 vs 2 threads drifts as much.)
+    tol = 1e-4
     args = [
         "train",
+        "--rule",
+        rule,
+        "--tie",
+        tie,
         "--model",
         "resnet20",
         "--levels",
@@ -119,7 +138,7 @@ def test_resnet_with_batchnorm_two_processes_equal_one(tmp_path):
     for k in w1:
         if k.startswith("model.") and w1[k].is_floating_point():
             diff = (w1[k] - w2[k]).abs().max() / w1[k].abs().max().clamp_min(1e-12)
-            assert diff <= 1e-4, (k, float(diff))
+            assert diff <= tol, (k, float(diff))
 
 
 def test_every_rank_draws_the_same_specs():

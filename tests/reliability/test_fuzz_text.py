@@ -157,15 +157,20 @@ def _well_typed(cfg: TrainConfig) -> None:
         "batch_size",
         "warmup_steps",
         "sandwich_n",
+        "draws",
         "recalibrate_batches",
         "checkpoint_every",
         "seed",
     ):
         assert type(getattr(cfg, name)) is int, name
-    for name in ("val_fraction", "lr", "momentum", "weight_decay", "label_smoothing", "rho"):
+    for name in ("val_fraction", "lr", "momentum", "weight_decay", "label_smoothing", "rho",
+                 "distill_start", "full_first"):
         assert type(getattr(cfg, name)) in (int, float), name
-    for name in ("model", "data", "augment", "optimizer", "rule", "dist"):
+    for name in ("model", "data", "augment", "optimizer", "rule"):
         assert type(getattr(cfg, name)) is str, name
+    for name in ("dist", "tie"):  # None: the rule's own (TrainConfig.sampler)
+        assert getattr(cfg, name) is None or type(getattr(cfg, name)) is str, name
+    assert all(type(v) is str for v in cfg.sampler)
     assert type(cfg.distill) is bool
     assert all(type(s) is str for s in cfg.eval_specs)
     assert cfg.levels is None or all(type(s) is str for s in cfg.levels)
