@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fn3.nn.base import NestedActQuant, NestedModule, quantized_weight, select
+from fn3.nn.protocol import FLOAT_BITS, AxisUse, LeafCost, bits_of, plain_copy, uses
 from fn3.nn.slot import AxisSlot
 
 __all__ = ["NestedLinear"]
@@ -82,6 +83,37 @@ class NestedLinear(NestedModule):
             x = self.act_quant(x)
         w, b = self.active_weight()
         return F.linear(x, w, b)
+
+    # -- the nested-leaf protocol (fn3.nn.protocol) ----------------------------------------------
+    def fn3_axes(self) -> tuple[AxisUse, ...]:
+        abits = self.act_quant.slot if self.act_quant is not None else None
+        return uses((self.in_axis, "in", 1), (self.out_axis, "out", 1), (self.wbits, "wbits", 1),
+                    (abits, "abits", 1))
+
+    def fn3_cost(self, in_shape: tuple[int, ...]) -> LeafCost:
+        # in_shape: (..., in_features) of the full model; every leading entry is one row of the product.
+        rows = 1
+        for d in in_shape[:-1]:
+            rows *= int(d)
+        cin = select(self.in_axis, self.in_features).n
+        cout = select(self.out_axis, self.out_features).n
+        macs = rows * cin * cout
+        wbits = bits_of(self.wbits)
+        abits = bits_of(self.act_quant.slot if self.act_quant is not None else None)
+        has_b = self.bias is not None
+        bits = cin * cout * wbits + (cout * FLOAT_BITS if has_b else 0)
+        bits += (cout * FLOAT_BITS if self.wbits is not None else 0)  # one scale per output neuron
+        bits += FLOAT_BITS if self.act_quant is not None else 0  # the clipping level
+        return LeafCost(macs, 2 * macs, cin * cout + (cout if has_b else 0), bits, macs * wbits * abits)
+
+    @torch.no_grad()
+    def extract(self) -> nn.Module:
+        """A plain ``nn.Linear`` of the active size holding the active (fake-quantized) weight."""
+        w, b = self.active_weight()  # (out_a, in_a), (out_a,)
+        layer = plain_copy(nn.Linear(w.shape[1], w.shape[0], bias=b is not None), w, b)
+        if self.act_quant is None:
+            return layer
+        return nn.Sequential(self.act_quant.extract(), layer)
 
     def extra_repr(self) -> str:
         bias = self.bias is not None
