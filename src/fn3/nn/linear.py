@@ -35,6 +35,8 @@ class NestedLinear(NestedModule):
         in_features, out_features, bias: as ``nn.Linear`` (the maximum sizes).
         in_axis: slot governing the input neurons (the previous layer's ``out_axis``), or ``None``.
         out_axis: slot governing the output neurons, or ``None``.
+        in_per_unit, out_per_unit: features per unit of those axes (a linear layer after a flatten of
+            ``C x H x W`` reads ``H * W`` features per channel of the channel axis).
         wbits, abits: bits slots for the weight and the input activation, or ``None`` (float).
         total_bits: B, the code width that every kept bit-width truncates.
         signed_input: the input may be negative (the network input); otherwise it follows a ReLU.
@@ -48,6 +50,8 @@ class NestedLinear(NestedModule):
         *,
         in_axis: AxisSlot | None = None,
         out_axis: AxisSlot | None = None,
+        in_per_unit: int = 1,
+        out_per_unit: int = 1,
         wbits: AxisSlot | None = None,
         abits: AxisSlot | None = None,
         total_bits: int = 8,
@@ -56,6 +60,7 @@ class NestedLinear(NestedModule):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.in_axis, self.out_axis, self.wbits = in_axis, out_axis, wbits
+        self.in_per_unit, self.out_per_unit = in_per_unit, out_per_unit
         self.total_bits = total_bits
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
@@ -71,8 +76,8 @@ class NestedLinear(NestedModule):
 
     def active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The active (sliced, quantized) weight (out_a, in_a) and bias (out_a,)."""
-        out = select(self.out_axis, self.out_features)
-        w = out.take(select(self.in_axis, self.in_features).take(self.weight, 1), 0)
+        out = select(self.out_axis, self.out_features, self.out_per_unit)
+        w = out.take(select(self.in_axis, self.in_features, self.in_per_unit).take(self.weight, 1), 0)
         w = quantized_weight(w, self.weight, out, self.wbits, self.total_bits, self.quant_scheme)
         b = out.take(self.bias, 0) if self.bias is not None else None
         return w, b
@@ -87,16 +92,16 @@ class NestedLinear(NestedModule):
     # -- the nested-leaf protocol (fn3.nn.protocol) ----------------------------------------------
     def fn3_axes(self) -> tuple[AxisUse, ...]:
         abits = self.act_quant.slot if self.act_quant is not None else None
-        return uses((self.in_axis, "in", 1), (self.out_axis, "out", 1), (self.wbits, "wbits", 1),
-                    (abits, "abits", 1))
+        return uses((self.in_axis, "in", self.in_per_unit), (self.out_axis, "out", self.out_per_unit),
+                    (self.wbits, "wbits", 1), (abits, "abits", 1))
 
     def fn3_cost(self, in_shape: tuple[int, ...]) -> LeafCost:
         # in_shape: (..., in_features) of the full model; every leading entry is one row of the product.
         rows = 1
         for d in in_shape[:-1]:
             rows *= int(d)
-        cin = select(self.in_axis, self.in_features).n
-        cout = select(self.out_axis, self.out_features).n
+        cin = select(self.in_axis, self.in_features, self.in_per_unit).n
+        cout = select(self.out_axis, self.out_features, self.out_per_unit).n
         macs = rows * cin * cout
         wbits = bits_of(self.wbits)
         abits = bits_of(self.act_quant.slot if self.act_quant is not None else None)
