@@ -220,11 +220,13 @@ def nest_(
     roles = _roles(plans)
     total = sum(p.numel() for p in model.parameters())
     nested = 0
+    bits_axes: list[str] = []
     for name in targets:
         mod = modules[name]
         bits = _bits(name, total_bits, min_bits, seen.get(name)) if name in seen else None
         new = _nested(name, mod, roles.get(name, {}), bits)
         if bits is not None:
+            bits_axes += [bits["wbits"].axis.name, bits["abits"].axis.name]
             lo, hi = seen[name]
             with torch.no_grad():
                 new.act_quant.alpha.fill_(max(abs(lo), abs(hi), 1e-3))  # clip at the largest example value
@@ -236,7 +238,7 @@ def nest_(
         model.__dict__.pop(name, None)
     notes = tuple(n for r in regions for n in r.notes) + tuple(layer_notes)
     report = NestingReport(rows, tuple((a.name, a.size) for a in layer_axes), nested / max(total, 1),
-                           notes, orders)
+                           notes, orders, tuple(bits_axes))
     if verbose:
         print(report)
     return report

@@ -42,11 +42,12 @@ class NestingReport:
     nested_params: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
     orders: dict[str, list[int]] = field(default_factory=dict)  # axis -> unit order applied
+    bits: tuple[str, ...] = ()  # the weight- and activation-bits axes
 
     @property
     def axes(self) -> tuple[str, ...]:
         """Names of the axes that were created (groups, then layers)."""
-        return tuple(r.axis for r in self.rows if r.axis) + tuple(n for n, _ in self.layers)
+        return tuple(r.axis for r in self.rows if r.axis) + tuple(n for n, _ in self.layers) + self.bits
 
     @property
     def frozen(self) -> tuple[GroupRow, ...]:
@@ -65,7 +66,8 @@ class NestingReport:
         ]
         n = len(self.axes)
         share = f"{100 * self.nested_params:.1f}% of the parameters"
-        lines.append(f"nested: {n} ax{'is' if n == 1 else 'es'}, {share}")
+        bits = f" ({len(self.bits)} of them bits)" if self.bits else ""
+        lines.append(f"nested: {n} ax{'is' if n == 1 else 'es'}{bits}, {share}")
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -80,6 +82,7 @@ class NestingReport:
                 for r in self.rows
             ],
             "layers": [{"axis": n, "size": s} for n, s in self.layers],
+            "bits": list(self.bits),
             "nested_params": self.nested_params,
             "notes": list(self.notes),
             "orders": self.orders,
