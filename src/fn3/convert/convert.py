@@ -185,6 +185,7 @@ def nest_(
     min_bits: int = 2,
     reorder: bool = True,
     verbose: bool = True,
+    signed_inputs: Iterable[str] | None = None,
 ) -> NestingReport:
     """Make ``model`` fully nested in place; print and return the :class:`NestingReport`.
 
@@ -199,6 +200,8 @@ def nest_(
         total_bits, min_bits: the bits axes' code width and minimum kept bits.
         reorder: reorder units by importance first (for pretrained weights; the function is kept).
         verbose: print the report.
+        signed_inputs: the layers whose activation quantizer is signed (``report.signed`` of an
+            earlier nesting, to rebuild the same model); default: those whose example input is negative.
     """
     lv = _levels(levels)
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
@@ -221,12 +224,17 @@ def nest_(
     total = sum(p.numel() for p in model.parameters())
     nested = 0
     bits_axes: list[str] = []
+    signed: list[str] = []
     for name in targets:
         mod = modules[name]
         bits = _bits(name, total_bits, min_bits, seen.get(name)) if name in seen else None
+        if bits is not None and signed_inputs is not None:
+            bits["signed_input"] = name in set(signed_inputs)
         new = _nested(name, mod, roles.get(name, {}), bits)
         if bits is not None:
             bits_axes += [bits["wbits"].axis.name, bits["abits"].axis.name]
+            if bits["signed_input"]:
+                signed.append(name)
             lo, hi = seen[name]
             with torch.no_grad():
                 new.act_quant.alpha.fill_(max(abs(lo), abs(hi), 1e-3))  # clip at the largest example value
@@ -238,7 +246,7 @@ def nest_(
         model.__dict__.pop(name, None)
     notes = tuple(n for r in regions for n in r.notes) + tuple(layer_notes)
     report = NestingReport(rows, tuple((a.name, a.size) for a in layer_axes), nested / max(total, 1),
-                           notes, orders, tuple(bits_axes))
+                           notes, orders, tuple(bits_axes), tuple(signed))
     if verbose:
         print(report)
     return report

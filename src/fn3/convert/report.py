@@ -43,6 +43,7 @@ class NestingReport:
     notes: tuple[str, ...] = field(default_factory=tuple)
     orders: dict[str, list[int]] = field(default_factory=dict)  # axis -> unit order applied
     bits: tuple[str, ...] = ()  # the weight- and activation-bits axes
+    signed: tuple[str, ...] = ()  # layers whose activation quantizer is signed
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -83,6 +84,7 @@ class NestingReport:
             ],
             "layers": [{"axis": n, "size": s} for n, s in self.layers],
             "bits": list(self.bits),
+            "signed": list(self.signed),
             "nested_params": self.nested_params,
             "notes": list(self.notes),
             "orders": self.orders,
