@@ -110,3 +110,14 @@ def test_shape_preserving_residual_blocks_become_layers_axes(nested_float):
         h = model.maxpool(torch.relu(model.bn1(model.conv1(x))))
         ref = model.fc(torch.flatten(model.avgpool(model.layer2[0](model.layer1(h))), 1))
     torch.testing.assert_close(y, ref)
+
+
+def test_the_traced_cost_plan_refuses_what_it_cannot_price(nested_float):
+    model, x = nested_float["mobilenet_v2"][1:3]  # depthwise convs and gated blocks
+    spec = fn3.space(model).smallest()
+    with pytest.raises(fn3.ConfigError, match="leaf_costs"):
+        fn3.cost(model, spec, "flops", input_shape=tuple(x.shape[1:]))
+    mlp, x = nested_float["mlp"][1:3]  # what the plan does model, it prices as the leaves do
+    spec = fn3.space(mlp).smallest()
+    planned = fn3.cost(mlp, spec, "flops", input_shape=tuple(x.shape[1:]))
+    assert planned == fn3.cost.leaf_costs(mlp, spec, x[:1])["flops"]

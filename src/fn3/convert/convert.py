@@ -107,9 +107,9 @@ def _nested(name: str, mod: nn.Module, roles: Roles, bits: dict | None) -> nn.Mo
         return roles[role][1] if role in roles else 1
 
     if isinstance(mod, nn.Conv2d):
+        k, s, p, d = (_square(v) for v in (mod.kernel_size, mod.stride, mod.padding, mod.dilation))
         new: nn.Module = NestedConv2d(
-            mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding, mod.groups,
-            mod.bias is not None, mod.dilation,
+            mod.in_channels, mod.out_channels, k, s, p, mod.groups, mod.bias is not None, d,
             in_axis=slot("conv_in"), out_axis=slot("conv_out"), in_per_unit=per("conv_in"),
             out_per_unit=per("conv_out"), path_axis=slot("conv_tied"), **(bits or {}),
         )  # fmt: skip
@@ -132,6 +132,11 @@ def _nested(name: str, mod: nn.Module, roles: Roles, bits: dict | None) -> nn.Mo
     if ref is not None:
         new.to(device=ref.device, dtype=ref.dtype)
     return new.train(mod.training)
+
+
+def _square(v: Any) -> Any:
+    """``3`` for ``(3, 3)`` (what fn3's other code reads for square kernels), ``v`` otherwise."""
+    return v[0] if isinstance(v, tuple) and len(set(v)) == 1 else v
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
