@@ -16,7 +16,16 @@ Example:
 
 from fn3 import cost, export, search
 from fn3.config import TrainConfig
-from fn3.errors import BudgetError, ConfigError, DataError, FileFormatError, Fn3Error, SpecError
+from fn3.convert import NestingReport, nest_
+from fn3.errors import (
+    BudgetError,
+    ConfigError,
+    DataError,
+    FileFormatError,
+    Fn3Error,
+    NestingError,
+    SpecError,
+)
 from fn3.evaluate import recalibrate_bn
 from fn3.export import load, save
 from fn3.models import create_model, list_models, register_model
@@ -36,6 +45,8 @@ __all__ = [
     "DataError",
     "FileFormatError",
     "Fn3Error",
+    "NestingError",
+    "NestingReport",
     "OrderedDropout",
     "Sandwich",
     "Space",
@@ -51,6 +62,7 @@ __all__ = [
     "list_models",
     "load",
     "load_run",
+    "nest_",
     "parse_spec",
     "recalibrate_bn",
     "register_model",

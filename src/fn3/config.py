@@ -55,6 +55,7 @@ class TrainConfig:
     model: str = "mlp"
     levels: tuple[str, ...] | None = None
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    init: str | None = None  # pretrained weights (safetensors) of a package.module:factory model
     # data
     data: str = "digits"
     data_dir: str | None = None
@@ -116,6 +117,8 @@ class TrainConfig:
             raise bad("label_smoothing", self.label_smoothing, "a value in [0, 1)")
         if self.augment not in ("auto", "none", "crop", "crop+flip"):
             raise bad("augment", self.augment, "auto, none, crop or crop+flip")
+        if self.init is not None and ":" not in self.model:
+            raise ConfigError("init (pretrained weights) needs a model given as package.module:factory")
         if self.rule == "fixed" and not self.fixed_spec:
             raise ConfigError("rule=fixed needs fixed_spec (e.g. --fixed-spec channels=0.5)")
         if self.limit is not None and self.limit < 1:
@@ -215,6 +218,7 @@ _FIELD_TYPES: dict[str, tuple[str, bool]] = {  # name -> (kind, may be None)
     "tie": (_STR, True),
     "data_dir": (_STR, True),
     "fixed_spec": (_STR, True),
+    "init": (_STR, True),
     "distill": (_BOOL, False),
 }
 _INT_LIMIT = 2**63  # seeds and counts go to torch as int64

@@ -39,3 +39,7 @@ class FileFormatError(Fn3Error, ValueError):
 
 class BudgetError(Fn3Error, ValueError):
     """A resource budget cannot be met by any sub-model (names the smallest achievable cost)."""
+
+
+class NestingError(Fn3Error, ValueError):
+    """A model cannot be nested as asked (:func:`fn3.nest_` with ``strict=True`` shows the table)."""

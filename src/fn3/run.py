@@ -5,7 +5,9 @@ A run directory holds:
 * ``config.json`` - the resolved :class:`~fn3.config.TrainConfig` (normalisation included);
 * ``checkpoint.safetensors`` - the latest model + optimizer state (for ``--resume``);
 * ``model.safetensors`` - the final weights, written when training ends;
-* ``metrics.jsonl`` - one line per epoch (loss, throughput, validation accuracy of chosen specs).
+* ``metrics.jsonl`` - one line per epoch (loss, throughput, validation accuracy of chosen specs);
+* ``nesting.json`` - for a model of your own (``model="package.module:factory"``): the factory
+  reference, its arguments and input shape, and the nesting report (:mod:`fn3.convert.user`).
 
 :func:`load_run` rebuilds the model from ``config.json`` and the weights; :meth:`Run.datasets` gives
 the same train / validation / test split the run used, so a search scores sub-models on the
@@ -37,6 +39,7 @@ from fn3 import distributed as dist
 from fn3._io import atomic_write_text
 from fn3.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from fn3.config import TrainConfig
+from fn3.convert.user import UserModel, build_user_model, is_factory
 from fn3.data import ImageDataset, batches, channel_stats, load_dataset, train_val_split
 from fn3.errors import ConfigError, FileFormatError
 from fn3.models import create_model
@@ -48,6 +51,7 @@ __all__ = ["Run", "build_model", "load_data", "load_run", "train_run"]
 
 CONFIG_NAME = "config.json"
 MODEL_NAME = "model.safetensors"
+NESTING_NAME = "nesting.json"
 
 
 def load_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset | None, ImageDataset]:
@@ -62,8 +66,10 @@ def load_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset | None, Imag
 
 
 def build_model(cfg: TrainConfig, ds: ImageDataset) -> nn.Module:
-    """The nested model ``cfg`` describes, sized for ``ds``."""
+    """The nested model ``cfg`` describes, sized for ``ds`` (a user's factory model is nested here)."""
     c, h, w = ds.image_shape
+    if is_factory(cfg.model):
+        return _user_model(cfg, ds)[0]
     return create_model(
         cfg.model,
         num_classes=ds.num_classes,
@@ -73,6 +79,14 @@ def build_model(cfg: TrainConfig, ds: ImageDataset) -> nn.Module:
         seed=cfg.seed,
         **cfg.model_kwargs,
     )
+
+
+def _user_model(cfg: TrainConfig, ds: ImageDataset) -> tuple[nn.Module, dict[str, Any]]:
+    """Build, load ``cfg.init`` into, and nest a user's model; the quantizers see one real batch."""
+    desc = UserModel(cfg.model, cfg.model_kwargs, ds.image_shape, cfg.levels, cfg.seed, cfg.init)
+    example = next(iter(batches(ds, 64, shuffle=False, mean=cfg.mean, std=cfg.std)))[0]
+    model, report, desc = build_user_model(desc, example)
+    return model, {"model": desc.to_dict(), "report": report.to_dict()}
 
 
 def _resolve(cfg: TrainConfig, train: ImageDataset) -> TrainConfig:
@@ -105,11 +119,19 @@ def train_run(
         )
     train, val, test = load_data(cfg)
     cfg = _resolve(cfg, train)
-    model = build_model(cfg, train)
+    nesting = None
+    if is_factory(cfg.model) and resume:
+        model = _stored_user_model(out / NESTING_NAME)
+    elif is_factory(cfg.model):
+        model, nesting = _user_model(cfg, train)
+    else:
+        model = build_model(cfg, train)
     dist.barrier()  # every rank has checked the directory before rank 0 writes into it
     if not resume and dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / CONFIG_NAME, json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if nesting is not None:
+            atomic_write_text(out / NESTING_NAME, json.dumps(nesting, indent=1) + "\n")
     result = fit(
         model, train, cfg, val=val, run_dir=out, resume=resume, progress=progress, max_steps=max_steps
     )
@@ -121,6 +143,24 @@ def train_run(
         dist.barrier()
         result.history.append(final)
     return result
+
+
+def _stored_user_model(path: Path) -> nn.Module:
+    """Rebuild the nested user model described in a run's ``nesting.json`` (weights not loaded)."""
+    if not path.is_file():
+        raise FileFormatError(f"{path} is missing: the run cannot rebuild its model of your own")
+    desc = UserModel.from_dict(_read_json(path).get("model"))
+    return build_user_model(desc, fresh=False)[0]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FileFormatError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise FileFormatError(f"{path} does not hold a JSON object")
+    return data
 
 
 def _eval_specs(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
@@ -186,6 +226,10 @@ def load_run(path: str | Path, *, checkpoint: bool = False) -> Run:
     model_cfg = dict(meta.get("model") or {})
     if "name" not in model_cfg:
         raise FileFormatError(f"{weights} does not say which model it holds (no model metadata)")
+    if isinstance(model_cfg["name"], str) and is_factory(model_cfg["name"]):
+        model = _stored_user_model(run / NESTING_NAME)
+        info = load_checkpoint(weights, model)
+        return Run(path=run, config=cfg, model=model.eval(), step=int(info.get("step", 0)))
     # Runs written before quantization schemes existed were trained with the truncating rule.
     model_cfg.setdefault("quant_scheme", "truncate")
     try:

@@ -33,7 +33,13 @@ def _model_args(pairs: list[str] | None) -> dict[str, Any]:
 
 @app.command()
 def train(
-    model: Annotated[str | None, typer.Option(help="Model name (see `fn3 info --models`).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model name (see `fn3 info --models`) or package.module:factory of your own."),
+    ] = None,
+    init: Annotated[
+        str | None, typer.Option(help="Pretrained weights (safetensors) of a package.module:factory model.")
+    ] = None,
     levels: Annotated[
         list[str] | None,
         typer.Option(help="Levels to nest, e.g. channels,bits or repeated (default: all)."),
@@ -111,6 +117,7 @@ def train(
     overrides: dict[str, Any] = load_config_file(config) if config else {}
     flags = dict(
         model=model,
+        init=init,
         # `--levels channels --levels bits` and `--levels channels,bits` mean the same.
         levels=",".join(levels) if levels else None,
         data=data,
@@ -206,16 +213,17 @@ def eval_(
         raise ConfigError(f"run {run} has no validation split (trained with --val-fraction 0)")
     cfg = r.config if recalibrate else r.config.replace(recalibrate_batches=0)
     accs = evaluate_specs(r.model, specs, ds, cfg, train_ds, batch_size)
-    shape = train_ds.image_shape
-    try:
-        from fn3.cost import costs
-    except ImportError:  # the cost models are optional here
-        costs = None
+    # The leaves' own costs: equal to the cost plan on built-in models, and defined for any nested one.
+    import torch
+
+    from fn3.cost import leaf_costs
+
+    example = torch.zeros(1, *train_ds.image_shape)
     table = Table(title=f"{split} accuracy of {run}")
     for col in ("spec", "accuracy", "params", "MFLOPs"):
         table.add_column(col, justify="left" if col == "spec" else "right")
     for name, s in specs.items():
-        c = costs(r.model, s, ("params", "flops"), input_shape=shape) if costs else {}
+        c = leaf_costs(r.model, s, example)
         table.add_row(
             name,
             f"{accs[name] * 100:.2f}%",

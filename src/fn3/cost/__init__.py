@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from fn3._callable import make_callable
 from fn3.cost.latency import LatencyTable, load_latency_table, measure_latency_table
+from fn3.cost.leaves import leaf_costs
 from fn3.cost.metrics import Metric, cost, costs, get_metric, list_metrics, register_metric
 from fn3.cost.plan import CostPlan, cost_plan
 
@@ -36,6 +37,7 @@ __all__ = [
     "cost_plan",
     "costs",
     "get_metric",
+    "leaf_costs",
     "list_metrics",
     "load_latency_table",
     "measure_latency_table",

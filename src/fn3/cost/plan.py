@@ -226,10 +226,33 @@ def cost_plan(model: nn.Module, input_shape: Sequence[int] | None = None) -> Cos
     if plan is None:
         from fn3.cost._trace import trace_plan  # late: the tracer pulls in torch.overrides
 
+        _check_plannable(model)
         axes = {a.name: a for a in model_space(model)}
         plan = trace_plan(model, shape, axes)
         cache[shape] = plan
     return plan
+
+
+def _check_plannable(model: nn.Module) -> None:
+    """Refuse the layers the traced plan does not model (it would price them wrongly, silently)."""
+    from fn3.nn.conv import NestedConv2d
+    from fn3.nn.gate import NestedSequential
+    from fn3.nn.norm import NestedLayerNorm
+
+    for name, m in model.named_modules():
+        odd = isinstance(m, (NestedSequential, NestedLayerNorm)) or (
+            isinstance(m, NestedConv2d)
+            and (
+                (m.path_axis is not None and m.path_axis.axis.kind != "paths")
+                or not all(isinstance(v, int) for v in (m.kernel_size, m.stride, m.padding, m.dilation))
+                or m.dilation != 1
+            )
+        )
+        if odd:
+            raise ConfigError(
+                f"cost plan: {name or 'the model'} ({type(m).__name__}) is not modelled by the traced plan "
+                "yet; fn3.cost.leaf_costs(model, spec, example_input) asks the layers themselves"
+            )
 
 
 class PlanCache(dict):

@@ -11,6 +11,7 @@ are its other functions.
 :func:`save_nested`         the whole FN3 in importance order; :func:`load_nested` reads one spec's bytes
 :func:`to_onnx`             a single-file ONNX model (QDQ for quantized weights)
 :func:`evaluate_exported`   accuracy of an exported model on a dataset
+:func:`extract_submodel`    any nested model (also ``fn3.nest_``-ed ones): a plain copy of one spec
 ==========================  ==========================================================================
 
 Example:
@@ -33,6 +34,7 @@ from fn3.export.onnx import to_onnx
 from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinear, Residual
 from fn3.export.runs import evaluate_exported, export_run
 from fn3.export.slice import export
+from fn3.export.submodel import extract_submodel
 
 __all__ = [
     "ActQuant",
@@ -45,6 +47,7 @@ __all__ = [
     "evaluate_exported",
     "export",
     "export_run",
+    "extract_submodel",
     "ideal_size",
     "load",
     "load_nested",

@@ -16,12 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 from fn3.nn.functional import check_scheme, fake_quant_act, fake_quant_weight, weight_scale
+from fn3.nn.protocol import FLOAT_BITS, AxisUse, LeafCost, PinnedSlot, uses
 from fn3.nn.slot import AxisSlot, Selection
 
 __all__ = ["NestedActQuant", "NestedModule", "full", "select", "set_quant_scheme"]
@@ -101,6 +103,18 @@ class NestedActQuant(NestedModule):
 
     def extra_repr(self) -> str:
         return f"{self.slot.axis.name}, total_bits={self.total_bits}, signed={self.signed}"
+
+    # -- the nested-leaf protocol (fn3.nn.protocol) ----------------------------------------------
+    def fn3_axes(self) -> tuple[AxisUse, ...]:
+        return uses((self.slot, "abits", 1)) if isinstance(self.slot, AxisSlot) else ()
+
+    def fn3_cost(self, in_shape: tuple[int, ...]) -> LeafCost:
+        return LeafCost(bits=FLOAT_BITS)  # the clipping level; its MACs are counted by the layer
+
+    def extract(self) -> nn.Module:
+        """This quantizer with its kept bits pinned: it runs the very same code as the nested one."""
+        memo = {id(self.slot): PinnedSlot(self.slot)} if isinstance(self.slot, AxisSlot) else {}
+        return copy.deepcopy(self, memo).eval().requires_grad_(False)
 
 
 def quantized_weight(

@@ -30,6 +30,7 @@ from torch import nn
 from fn3.nn.base import NestedModule
 from fn3.nn.conv import NestedConv2d
 from fn3.nn.norm import NestedBatchNorm2d
+from fn3.nn.protocol import AxisUse, uses
 from fn3.nn.slot import AxisSlot
 
 __all__ = ["BasicBlock", "NestedStage", "ResNeXtBlock"]
@@ -245,3 +246,15 @@ class NestedStage(NestedModule):
         for i in self.active_blocks():
             x = self.blocks[i](x)
         return x
+
+    # -- the block-gate protocol (fn3.nn.protocol) -----------------------------------------------
+    def fn3_axes(self) -> tuple[AxisUse, ...]:
+        return uses((self.depth, "blocks", 1))
+
+    def fn3_skipped(self) -> list[nn.Module]:
+        kept = set(self.active_blocks())
+        return [b for i, b in enumerate(self.blocks) if i not in kept]
+
+    def extract(self) -> nn.Module:
+        """An ``nn.Sequential`` of the kept blocks (as they are now: extracted first by the caller)."""
+        return nn.Sequential(*[self.blocks[i] for i in self.active_blocks()])

@@ -1,4 +1,4 @@
-"""`NestedBatchNorm2d`: one shared BatchNorm whose statistics and affine parameters are sliced.
+"""`NestedBatchNorm2d` and `NestedLayerNorm`: one shared norm whose parameters (and statistics) are sliced.
 
 The paper uses one BatchNorm shared by every sub-model; its running statistics then describe a mixture
 of sub-models, which is why :func:`fn3.recalibrate_bn` re-estimates them for a given spec before it is
@@ -18,6 +18,9 @@ Example:
     >>> width.set((0,))
     >>> bn(torch.randn(2, 4, 3, 3)).shape
     torch.Size([2, 4, 3, 3])
+    >>> ln = NestedLayerNorm(8, axis=width)     # a layer norm over the kept features only
+    >>> ln(torch.randn(2, 5, 4)).shape
+    torch.Size([2, 5, 4])
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fn3.nn.base import NestedModule, select
+from fn3.nn.protocol import FLOAT_BITS, AxisUse, LeafCost, uses
 from fn3.nn.slot import AxisSlot
 
-__all__ = ["NestedBatchNorm2d"]
+__all__ = ["NestedBatchNorm2d", "NestedLayerNorm"]
 
 
 class NestedBatchNorm2d(nn.BatchNorm2d, NestedModule):
@@ -70,6 +74,88 @@ class NestedBatchNorm2d(nn.BatchNorm2d, NestedModule):
             self.running_mean.index_copy_(0, sel.index, rm)
             self.running_var.index_copy_(0, sel.index, rv)
         return y
+
+    # -- the nested-leaf protocol (fn3.nn.protocol) ----------------------------------------------
+    def fn3_axes(self) -> tuple[AxisUse, ...]:
+        return uses((self.axis, "out", self.per_unit))
+
+    def fn3_cost(self, in_shape: tuple[int, ...]) -> LeafCost:
+        # The affine pair of each kept channel; the running statistics fold into it at deployment.
+        n = select(self.axis, self.num_features, self.per_unit).n if self.affine else 0
+        return LeafCost(params=2 * n, bits=2 * n * FLOAT_BITS)
+
+    @torch.no_grad()
+    def extract(self) -> nn.Module:
+        """A plain ``nn.BatchNorm2d`` over the kept channels (statistics and affine pair sliced)."""
+        sel = select(self.axis, self.num_features, self.per_unit)
+        bn = nn.BatchNorm2d(sel.n, self.eps, self.momentum, self.affine, self.track_running_stats)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            src = getattr(self, name)
+            if src is not None:
+                getattr(bn, name).copy_(sel.take(src, 0))
+        if self.num_batches_tracked is not None:
+            bn.num_batches_tracked.copy_(self.num_batches_tracked)
+        return bn.eval()
+
+
+class NestedLayerNorm(NestedModule):
+    """``nn.LayerNorm`` over the last dimension, normalising the kept features of ``axis`` only.
+
+    A sub-model that keeps ``n`` features normalises over those ``n`` (its own mean and variance),
+    as a layer norm of width ``n`` would. Arguments as ``nn.LayerNorm`` (one normalised dimension).
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | tuple[int],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        *,
+        axis: AxisSlot | None = None,
+        per_unit: int = 1,
+    ):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        if len(shape) != 1:
+            raise ValueError("NestedLayerNorm normalises one (the last) dimension")
+        self.normalized_shape, self.eps = shape, eps
+        self.elementwise_affine = elementwise_affine
+        self.axis, self.per_unit = axis, per_unit
+        self.weight = nn.Parameter(torch.ones(shape)) if elementwise_affine else None
+        self.bias = nn.Parameter(torch.zeros(shape)) if elementwise_affine and bias else None
+
+    def _sel(self):
+        return select(self.axis, self.normalized_shape[0], self.per_unit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (..., D_active)
+        sel = self._sel()
+        w = sel.take(self.weight, 0) if self.weight is not None else None
+        b = sel.take(self.bias, 0) if self.bias is not None else None
+        return F.layer_norm(x, (sel.n,), w, b, self.eps)
+
+    def fn3_axes(self) -> tuple[AxisUse, ...]:
+        return uses((self.axis, "out", self.per_unit))
+
+    def fn3_cost(self, in_shape: tuple[int, ...]) -> LeafCost:
+        n = self._sel().n
+        p = n * ((self.weight is not None) + (self.bias is not None))
+        return LeafCost(params=p, bits=p * FLOAT_BITS)
+
+    @torch.no_grad()
+    def extract(self) -> nn.Module:
+        """A plain ``nn.LayerNorm`` over the kept features."""
+        sel = self._sel()
+        ln = nn.LayerNorm(sel.n, self.eps, self.elementwise_affine, bias=self.bias is not None)
+        if self.weight is not None:
+            ln.weight.copy_(sel.take(self.weight, 0))
+        if self.bias is not None:
+            ln.bias.copy_(sel.take(self.bias, 0))
+        return ln.eval()
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
 
 
 def _distributed() -> bool:

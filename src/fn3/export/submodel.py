@@ -1,0 +1,71 @@
+"""`extract_submodel(model, spec)`: copy the model, replace each nested leaf by its extracted form.
+
+This is export as Once-for-All's ``get_active_subnet()`` does it, and it needs nothing but the
+nested-leaf protocol (:mod:`fn3.nn.protocol`): the copy keeps the model's own classes and its own
+``forward`` (a user's forward survives); every nested leaf becomes its plain torch form for the spec
+(``nn.Conv2d`` / ``nn.Linear`` / ``nn.BatchNorm2d`` / ``nn.LayerNorm`` of the kept sizes, a quantized
+layer's weight fake-quantized to its kept bits, its activation quantizer pinned to its kept bits),
+and every block gate keeps only its kept children. The original model is not changed.
+
+Example:
+    >>> import torch, fn3
+    >>> from fn3.export.submodel import extract_submodel
+    >>> net = fn3.create_model("resnet20", num_classes=10, in_channels=3).eval()
+    >>> spec = fn3.space(net).uniform({"channels": 0.5, "layers": 0.34, "bits": 4})
+    >>> small = extract_submodel(net, spec)
+    >>> x = torch.randn(2, 3, 32, 32)
+    >>> with torch.no_grad(), fn3.active(net, spec):
+    ...     ref = net(x)
+    >>> bool((small(x) - ref).abs().max() <= 1e-5), len(fn3.space(small))
+    (True, 0)
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from fn3.nest import set_active, space
+from fn3.nn.protocol import is_gate, is_leaf
+from fn3.spec import Spec
+
+__all__ = ["extract_submodel"]
+
+#: Caches some fn3 functions keep in a model's ``__dict__``; a copy must not inherit them.
+_CACHES = ("_fn3_space", "_fn3_slots", "_fn3_cost_plans")
+
+
+def _extract(module: nn.Module, skipped: set[int]) -> nn.Module:
+    """``module`` with every nested leaf below it extracted, children first (in place)."""
+    if is_leaf(module):
+        return module.extract()
+    if is_gate(module):  # the blocks a gate drops may sit below a container (a ModuleList)
+        skipped = skipped | {id(m) for m in module.fn3_skipped()}
+    for name, child in list(module.named_children()):
+        if id(child) in skipped:
+            continue  # a dropped residual block: its gate leaves it out
+        new = _extract(child, skipped)
+        if new is not child:
+            setattr(module, name, new)
+    return module.extract() if is_gate(module) else module
+
+
+@torch.no_grad()
+def extract_submodel(model: nn.Module, spec: Spec | None = None) -> nn.Module:
+    """A plain copy of ``model`` computing sub-model ``spec`` (``None``: the full model), eval mode.
+
+    The copy equals ``model(x)`` under ``fn3.active(model, spec)`` in eval mode, holds no axis (its
+    ``fn3.space`` is empty) and none of ``model``'s tensors.
+    """
+    sp = space(model)
+    spec = sp.largest() if spec is None else sp.validate(spec)
+    sub = copy.deepcopy(model)
+    for name in _CACHES:
+        sub.__dict__.pop(name, None)
+    set_active(sub, spec)
+    sub = _extract(sub, set())
+    for name in _CACHES:
+        sub.__dict__.pop(name, None)
+    return sub.eval().requires_grad_(False)
