@@ -81,10 +81,9 @@ def _exported_numel(exported: torch.nn.Module) -> int:
 
 @pytest.mark.parametrize(("name", "kwargs"), MODELS, ids=[m for m, _ in MODELS])
 def test_costs_equal_those_of_the_exported_model(name: str, kwargs: dict, subset_spec) -> None:
-    export = pytest.importorskip("fn3.export")
     model = _model(name, kwargs)
     for spec in _specs(fn3.space(model), 2, 7, subset_spec):
-        small = export.export(model, spec).eval()
+        small = fn3.export(model, spec).eval()
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
             small(torch.randn(1, *SHAPE))
