@@ -42,7 +42,7 @@ def _spec(text: str | None, budget: str | None, front: Path | None, space, run_d
             raise ConfigError("--budget needs --front FRONT.json (written by `fn3 search`)")
         metric, value = parse_budget(budget)
         return SearchResult.load(front).best_under({metric: value}).spec
-    return parse_spec(text or "largest", space)
+    return parse_spec("largest" if text is None else text, space)
 
 
 @app.command("export")
