@@ -1,10 +1,8 @@
-"""``fn3 demo``, ``fn3 train``, ``fn3 eval`` and ``fn3 info``."""
+"""``fn3 train``, ``fn3 eval`` and ``fn3 info``."""
 
 from __future__ import annotations
 
 import json
-import tempfile
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -343,31 +341,3 @@ def _blocks(value: Any) -> str:
     if isinstance(value, dict) and "prefix" in value:
         return str(value["prefix"])
     return json.dumps(value, separators=(",", ":"))
-
-
-@app.command()
-def demo(
-    epochs: Annotated[
-        int | None, typer.Option(help="Epochs per model (default: 30 for both).")
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="Keep the run directories here.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-) -> None:
-    """Train nested models on the bundled digits and show the accuracy of their sub-models.
-
-    Two models cover the five levels: an MLP (neurons, bits) and a small ResNeXt (channels, paths,
-    layers, bits), each trained once with ordered dropout.
-    """
-    from fn3.demo import run_demo
-
-    root = out or Path(tempfile.mkdtemp(prefix="fn3-demo-"))
-    t0 = time.perf_counter()
-    for title, rows in run_demo(root, epochs=epochs, seed=seed):
-        table = Table(title=title)
-        cols = ["level", *rows[0][1].keys()]
-        for col in cols:
-            table.add_column(col, justify="left" if col == "level" else "right")
-        for level, accs in rows:
-            table.add_row(level, *(f"{a * 100:.1f}%" if a is not None else "-" for a in accs.values()))
-        console.print(table)
-    console.print(f"demo done in {time.perf_counter() - t0:.0f} s; runs in {root}")
