@@ -41,7 +41,7 @@ def demo(
     steps = iter(range(1, 4))
 
     def step(text: str) -> None:
-        console.print(f"[{next(steps)}/3] {text}", markup=False)
+        say(f"[{next(steps)}/3] {text}")
 
     r = run_demo(root, epochs=epochs, budget=budget, max_evals=max_evals, limit=limit, seed=seed,
                  progress=progress, step=step)
@@ -52,41 +52,39 @@ def demo(
         mark = "*" if row.spec == r.chosen.spec else ""
         table.add_row(mark, f"{row.val_accuracy:.1%}", _pct(row.test_accuracy), f"{row.mflops:.3f}",
                       f"{row.file_bytes:,}", _kept(row.spec, r.space))
-    console.print(table)
+    console.print(table)  # a table wraps its cells; lines below never wrap
     c = r.chosen
-    console.print(
+    say(
         f"* best under {r.budget} ({budget:.0%} of the full {r.full_mflops:.3f} MFLOPs): "
-        f"val {c.val_accuracy:.1%}, test {_pct(c.test_accuracy)}, {c.mflops:.3f} MFLOPs", markup=False,
+        f"val {c.val_accuracy:.1%}, test {_pct(c.test_accuracy)}, {c.mflops:.3f} MFLOPs"
     )
-    console.print(
+    say(
         f"exported bit-packed to {r.export_dir / 'model.safetensors'}: {r.export_bytes:,} bytes "
-        f"(the full 8-bit model: {r.full_bytes:,} bytes)", markup=False,
+        f"(the full 8-bit model: {r.full_bytes:,} bytes)"
     )
     same = "the same" if r.export_matches else "NOT the same (a bug: please report it)"
-    console.print(
+    say(
         f"test accuracy of the exported file {r.exported_accuracy:.2%}, of the sub-model inside the "
-        f"nested model {r.model_accuracy:.2%}: {same}", markup=False,
+        f"nested model {r.model_accuracy:.2%}: {same}"
     )
     a8, a2 = r.bits_accuracy[8], r.bits_accuracy[2]
-    console.print(f"whole model at 8 bits {a8:.1%}, at 2 bits {a2:.1%} (test split)", markup=False)
+    say(f"whole model at 8 bits {a8:.1%}, at 2 bits {a2:.1%} (test split)")
     if r.low_bits_gap > LOW_BITS_GAP:
-        console.print(
+        say(
             f"note: 2 bits is {100 * r.low_bits_gap:.1f} points below 8 bits (more than "
             f"{100 * LOW_BITS_GAP:.0f}): low-bit sub-models are not yet as good as 8-bit ones here, "
-            "because keeping c of 8 bits floors the weight code (see Known limitations in the README)",
-            markup=False,
+            "because keeping c of 8 bits floors the weight code (see Known limitations in the README)"
         )
-    console.print(f"plot of the front: {r.plot}", markup=False)
-    console.print(f"run directory: {r.run_dir} (config.json, model.safetensors, metrics.jsonl, search/, "
-                  "export/)", markup=False)
-    console.print("next, try:", markup=False)
+    say(f"plot of the front: {r.plot}")
+    say(f"run directory: {r.run_dir} (config.json, model.safetensors, metrics.jsonl, search/, export/)")
+    say("next, try:")
     for cmd in r.next_commands():
-        console.print(f"  {cmd}", markup=False)
-    console.print(f"demo done in {time.perf_counter() - t0:.0f} s", markup=False)
+        say(f"  {cmd}")
+    say(f"demo done in {time.perf_counter() - t0:.0f} s")
 
 
 def _kept(spec, space) -> str:  # noqa: ANN001
-    """``2-8; 28/112, 6/48, 3/6``: the kept bits (range over layers), then kept units per kind."""
+    """``2-8; 28/112 6/48 3/6``: the kept bits (range over layers), then kept units per kind."""
     parts = []
     for kind in space.kinds():
         axes = space.of_kind(kind)
@@ -96,6 +94,11 @@ def _kept(spec, space) -> str:  # noqa: ANN001
         else:
             parts.append(f"{sum(spec.size(a.name, space) for a in axes)}/{sum(a.size for a in axes)}")
     return " ".join(parts)
+
+
+def say(text: str) -> None:
+    """One line, never wrapped (a wrapped command or path cannot be pasted), never read as markup."""
+    console.print(text, markup=False, soft_wrap=True)
 
 
 def _pct(x: float | None) -> str:
