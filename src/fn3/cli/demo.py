@@ -17,7 +17,7 @@ def demo(
     out: Annotated[
         Path | None, typer.Option(help="Demo folder (default: ./fn3-demo, or fn3-demo-2, ... if taken).")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs (default 10).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default 8).")] = None,
     budget: Annotated[float, typer.Option(help="FLOPs budget as a fraction of the full model.")] = 0.5,
     max_evals: Annotated[int, typer.Option(help="At most this many sub-models scored by the search.")] = 60,
     limit: Annotated[int | None, typer.Option(hidden=True, help="Training images per class (tests).")] = None,
@@ -72,8 +72,8 @@ def demo(
     if r.low_bits_gap > LOW_BITS_GAP:
         say(
             f"note: 2 bits is {100 * r.low_bits_gap:.1f} points below 8 bits (more than "
-            f"{100 * LOW_BITS_GAP:.0f}): low-bit sub-models are not yet as good as 8-bit ones here, "
-            "because keeping c of 8 bits floors the weight code (see Known limitations in the README)"
+            f"{100 * LOW_BITS_GAP:.0f}): the 2-bit sub-models of this short run are not yet as good as its "
+            "8-bit ones (see Known limitations in the README)"
         )
     say(f"plot of the front: {r.plot}")
     say(f"run directory: {r.run_dir} (config.json, model.safetensors, metrics.jsonl, search/, export/)")
