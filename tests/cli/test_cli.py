@@ -142,7 +142,8 @@ def test_help_lists_commands_in_the_order_a_user_meets_them(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     order = ["demo", "train", "eval", "info", "search", "export", "bench", "latency-table"]
-    found = [re.search(rf"^\W*{re.escape(name)}\s", out, re.M) for name in order]
+    # A command name is followed by the column gap (2+ spaces); a wrapped help line's words are not.
+    found = [re.search(rf"^\W*{re.escape(name)}\s{{2,}}", out, re.M) for name in order]
     assert all(found), out
     assert [m.start() for m in found] == sorted(m.start() for m in found), out
 

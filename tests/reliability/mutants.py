@@ -49,7 +49,7 @@ def no_training(*args: Any, **kwargs: Any) -> float:
     return math.log(10.0)
 
 
-def smallest_only(model: Any, cfg: Any) -> Callable[[int], list[Any]]:
+def smallest_only(model: Any, *args: Any, **kwargs: Any) -> Callable[[int], list[Any]]:
     """A ``make_rule`` that ignores the rule and trains only the smallest sub-model."""
     import fn3
 

@@ -169,8 +169,10 @@ def _well_typed(cfg: TrainConfig) -> None:
         assert type(getattr(cfg, name)) is int, name
     for name in ("val_fraction", "lr", "momentum", "weight_decay", "label_smoothing", "rho"):
         assert type(getattr(cfg, name)) in (int, float), name
-    for name in ("model", "data", "augment", "optimizer", "rule", "dist"):
+    for name in ("model", "data", "augment", "optimizer", "rule"):
         assert type(getattr(cfg, name)) is str, name
+    for name in ("dist", "tie"):  # None: the rule's own default (issue 11's rule-dependent defaults)
+        assert getattr(cfg, name) is None or type(getattr(cfg, name)) is str, name
     assert type(cfg.distill) is bool
     assert all(type(s) is str for s in cfg.eval_specs)
     assert cfg.levels is None or all(type(s) is str for s in cfg.levels)
