@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -90,14 +92,46 @@ def test_non_finite_loss_stops_training(digits):
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
-@pytest.mark.parametrize("rule", ["sandwich", "full", "fixed"])
-def test_other_rules_train(digits, rule):
+# What each rule trains, and the sub-model whose accuracy shows it was trained.
+RULE_TARGETS = {
+    "full+odo": "largest",
+    "odo": "largest",
+    "sandwich": "largest",
+    "full": "largest",
+    "fixed": "neurons=0.5",
+}
+
+
+@pytest.mark.parametrize("rule", sorted(RULE_TARGETS))
+def test_each_rule_trains(digits, rule):
+    """Four short epochs (about a second each on one thread) take every rule from chance to over 85%.
+
+    Untrained, the MLP sits near 10% with a loss of 2.30; a rule that trains the wrong sub-model
+    (e.g. only the smallest) leaves its target near chance too. The measured values are 92-97% and a
+    last-epoch loss of 0.07-0.61 against 1.3-2.3 in the first epoch, so the bounds leave room for
+    noise and for rule changes but not for a rule that does not train.
+    """
     train, test, mean, std = digits
     model = _model()
-    cfg = _cfg(mean, std, epochs=2, rule=rule, fixed_spec="neurons=0.5", distill=rule == "sandwich")
-    result = fit(model, train, cfg, val=test, progress=False)
-    assert result.history[-1]["loss"] < result.history[0]["loss"] * 1.05
-    assert result.history[-1]["val_accuracy"]["largest"] > 0.3
+    target = RULE_TARGETS[rule]
+    cfg = _cfg(mean, std, epochs=4, rule=rule, fixed_spec="neurons=0.5", distill=rule == "sandwich",
+               eval_specs=(target,))
+    with _one_thread():
+        result = fit(model, train, cfg, val=test, progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert result.history[-1]["val_accuracy"][target] > 0.85, result.history[-1]
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Tiny MLP steps: one intra-op thread is several times faster on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_checkpoint_errors(tmp_path):

@@ -491,6 +491,11 @@ def parse_spec(text: str, space: Space) -> Spec:
     from pathlib import Path
 
     text = text.strip()
+    if not text.strip(", "):  # "" or ",": saying nothing must not silently mean the largest model
+        raise SpecError(
+            f"empty spec {text!r}: give largest, smallest, kind=value pairs (e.g. channels=0.5,bits=4) "
+            "or a spec JSON file"
+        )
     if text in ("largest", "full"):
         return space.largest()
     if text == "smallest":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -128,3 +129,35 @@ def test_levels_repeated_or_comma_joined_mean_the_same(tmp_path):
     assert main(["train", *common, "--levels", "channels,layers", "--out", str(b)]) == 0
     assert read_config(a).levels == read_config(b).levels
     assert set(load_run(a).space.kinds()) == {"channels", "layers"}
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"fn3 {version('fn3')}"
+
+
+def test_help_lists_commands_in_the_order_a_user_meets_them(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    order = ["demo", "train", "eval", "info", "search", "export", "bench", "latency-table"]
+    # A command name is followed by the column gap (2+ spaces); a wrapped help line's words are not.
+    found = [re.search(rf"^\W*{re.escape(name)}\s{{2,}}", out, re.M) for name in order]
+    assert all(found), out
+    assert [m.start() for m in found] == sorted(m.start() for m in found), out
+
+
+def test_info_describes_an_exported_model_and_a_nested_file(run_dir, tmp_path, capsys):
+    assert main(["export", str(run_dir), "--spec", "neurons=0.5,bits=4", "--out", str(tmp_path / "e")]) == 0
+    assert main(["export", str(run_dir), "--nested", "--out", str(tmp_path / "n")]) == 0
+    capsys.readouterr()
+    for target in (tmp_path / "e" / "model.safetensors", tmp_path / "e"):
+        assert main(["info", str(target)]) == 0
+        out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+        assert "exported model" in out and "bytes (ideal" in out and "params" in out and "MFLOPs" in out
+        assert "fc1.width=" in out
+    assert main(["info", str(tmp_path / "n" / "nested.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "nested file" in out and "fc1.width" in out and "neurons" in out
+    assert "does not exist" not in out

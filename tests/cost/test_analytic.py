@@ -6,6 +6,8 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given, settings
+from spec_strategies import SPECS, specs
 from torch.utils.flop_counter import FlopCounterMode
 
 import fn3
@@ -46,24 +48,23 @@ def counted(model: torch.nn.Module, spec: fn3.Spec) -> tuple[int, int]:
     return counter.get_total_flops(), numel
 
 
-def _specs(space: fn3.Space, n: int, seed: int, subset_spec) -> list[fn3.Spec]:
-    gen = torch.Generator().manual_seed(seed)
-    out = [space.largest(), space.smallest()]
-    out += [space.sample(gen) for _ in range(n)]
-    out += [subset_spec(space, gen) for _ in range(n)]
-    return out
-
-
 @pytest.mark.parametrize(("name", "kwargs"), MODELS, ids=[m for m, _ in MODELS])
-def test_flops_and_params_equal_counted(name: str, kwargs: dict, subset_spec) -> None:
+def test_flops_and_params_equal_counted(name: str, kwargs: dict) -> None:
     model = _model(name, kwargs)
-    specs = _specs(fn3.space(model), 6, len(name), subset_spec)
-    assert sum(not s.is_prefix for s in specs) >= 4  # the non-prefix path is really exercised
-    for spec in specs:
+    space = fn3.space(model)
+    seen = []
+
+    def check(spec: fn3.Spec) -> None:
+        seen.append(spec)
         flops, numel = counted(model, spec)
         assert cost(model, spec, "flops", input_shape=SHAPE) == flops, spec
         assert cost(model, spec, "macs", input_shape=SHAPE) * 2 == flops
         assert cost(model, spec, "params", input_shape=SHAPE) == numel, spec
+
+    check(space.largest())
+    check(space.smallest())
+    settings(SPECS, max_examples=12)(given(spec=specs(space))(check))()
+    assert sum(not s.is_prefix for s in seen) >= 4  # the non-prefix path is really exercised
 
 
 def _exported_numel(exported: torch.nn.Module) -> int:
@@ -80,16 +81,21 @@ def _exported_numel(exported: torch.nn.Module) -> int:
 
 
 @pytest.mark.parametrize(("name", "kwargs"), MODELS, ids=[m for m, _ in MODELS])
-def test_costs_equal_those_of_the_exported_model(name: str, kwargs: dict, subset_spec) -> None:
-    export = pytest.importorskip("fn3.export")
+def test_costs_equal_those_of_the_exported_model(name: str, kwargs: dict) -> None:
     model = _model(name, kwargs)
-    for spec in _specs(fn3.space(model), 2, 7, subset_spec):
-        small = export.export(model, spec).eval()
+    space = fn3.space(model)
+
+    def check(spec: fn3.Spec) -> None:
+        small = fn3.export(model, spec).eval()
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
             small(torch.randn(1, *SHAPE))
         assert cost(model, spec, "flops", input_shape=SHAPE) == counter.get_total_flops(), spec
         assert cost(model, spec, "params", input_shape=SHAPE) == _exported_numel(small), spec
+
+    check(space.largest())
+    check(space.smallest())
+    settings(SPECS, max_examples=4)(given(spec=specs(space))(check))()
 
 
 def test_bits_bitops_memory_by_hand_on_a_tiny_mlp() -> None:

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-_SRC = Path(__file__).resolve().parents[2] / "src"
-try:  # the package may not be installed yet while the tree is being built
-    import fn3.data  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(_SRC))
 
 
 def real_data_dir() -> Path:

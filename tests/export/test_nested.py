@@ -6,7 +6,9 @@ import os
 
 import pytest
 import torch
-from export_helpers import INPUT, specs_for
+from export_helpers import INPUT
+from hypothesis import given, settings
+from spec_strategies import SPECS, specs
 
 import fn3
 from fn3.errors import FileFormatError
@@ -23,7 +25,9 @@ def nested_files(models, tmp_path_factory):
 def test_read_equals_dedicated_export(models, nested_files, name, tmp_path):
     model, path = models[name], nested_files[name]
     x = torch.randn(2, *INPUT)
-    for spec in specs_for(fn3.space(model), 8, seed=21):
+    space = fn3.space(model)
+
+    def check(spec: fn3.Spec) -> None:
         read = load_nested(path, spec)
         dedicated = export(model, spec)
         assert torch.equal(read.model(x), dedicated(x))
@@ -33,6 +37,10 @@ def test_read_equals_dedicated_export(models, nested_files, name, tmp_path):
         # index (~1-2 KB) that a tiny sub-model cannot amortise
         size = os.path.getsize(save(dedicated, tmp_path / "d.safetensors"))
         assert read.bytes_read <= 1.1 * size + 2048, (spec, read.bytes_read, size)
+
+    check(space.largest())
+    check(space.smallest())
+    settings(SPECS, max_examples=8)(given(spec=specs(space))(check))()
 
 
 def test_small_spec_reads_a_small_part(models, nested_files, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from export_helpers import INPUT, specs_for
+from hypothesis import given, settings
+from spec_strategies import SPECS, specs
 from torch import nn
 
 import fn3
@@ -34,7 +36,8 @@ def test_export_equals_nested(models, name):
     model = models[name]
     space = fn3.space(model)
     g = torch.Generator().manual_seed(3)
-    for spec in specs_for(space, 24):
+
+    def check(spec: fn3.Spec) -> None:
         exported = export(model, spec)
         x = torch.randn(3, *INPUT, generator=g) * 2
         with torch.no_grad(), fn3.active(model, spec):
@@ -43,6 +46,11 @@ def test_export_equals_nested(models, name):
         assert out.shape == ref.shape
         assert (out - ref).abs().max().item() <= 1e-5, spec
         assert fn3.current_spec(model) == space.largest()  # restored
+
+    check(space.largest())
+    check(space.smallest())
+    # Drawn by Hypothesis (prefix and non-prefix): a failure shrinks to the spec nearest the full model.
+    settings(SPECS, max_examples=24)(given(spec=specs(space))(check))()
 
 
 @pytest.mark.parametrize("name", fn3.list_models())

@@ -3,7 +3,10 @@
 :func:`corrupted` turns the bytes of a real, valid file into a damaged copy (flipped bytes, a
 truncation, a run of zeros or 0xFF over a length field, inserted garbage, or random bytes).
 :func:`expect_only` runs a loader under a time bound and fails the test unless it either succeeds or
-raises the one documented :class:`fn3.errors.Fn3Error` subclass with a one-line message.
+raises the one documented :class:`fn3.errors.Fn3Error` subclass with a one-line message: right for a
+fuzzed input, which a random edit may have left valid. A test that feeds one fixed, known-bad input
+uses :func:`expect_error` instead, which also fails the test when the loader *accepts* the input (with
+``expect_only`` such a test would pass against a loader that accepts every file).
 """
 
 from __future__ import annotations
@@ -72,6 +75,37 @@ def expect_only(
         return err
     except Exception as err:  # the point of these tests: no other exception type may escape
         pytest.fail(f"{type(err).__name__} escaped instead of {error}: {err!r}")
+
+
+def expect_error(
+    error: type[Exception] | tuple[type[Exception], ...],
+    load: Callable[[], object],
+    *,
+    names: str | Path | None,
+    seconds: float = 10.0,
+) -> Exception:
+    """The documented ``error`` that ``load()`` must raise on a fixed, known-bad input.
+
+    Fails the test if ``load()`` returns (the bad input was accepted), hangs, or raises anything else,
+    or if the message is not one line or does not name ``names``.
+
+    Args:
+        error: the documented exception type(s) (docs/errors.md).
+        load: the loader call.
+        names: what the message must mention: the file the user has to look at, where docs/errors.md
+            promises it (data files, exported models, nested files, checkpoints, run directories,
+            tables, config files). ``None`` only for an input that is not a file (a spec string, a
+            config value), said explicitly at the call.
+        seconds: the time bound (a loader must never hang on a bad file).
+
+    Example:
+        >>> expect_error(ValueError, lambda: int("x"), names="'x'")
+        ValueError("invalid literal for int() with base 10: 'x'")
+    """
+    out = expect_only(error, load, names=names, seconds=seconds)
+    if not isinstance(out, Exception):
+        pytest.fail(f"a known-bad input was accepted: the loader returned {type(out).__name__}")
+    return out
 
 
 @st.composite

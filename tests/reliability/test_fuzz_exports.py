@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fuzz_strategies import FUZZ, corrupted, deep_json, edited_json, expect_only
+from fuzz_strategies import FUZZ, corrupted, deep_json, edited_json, expect_error, expect_only
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -116,7 +116,7 @@ def test_exported_huge_description_is_rejected_before_allocating(tmp_path: Path,
     meta["arch"] = {"t": "ExportedModel", "c": [{"t": "Flatten"}, huge]}
     path = tmp_path / "model.safetensors"
     _write_exported(path, meta, files["exported"])
-    expect_only(FileFormatError, lambda: load(path), names=path, seconds=5)
+    expect_error(FileFormatError, lambda: load(path), names=path, seconds=5)
 
 
 def test_exported_header_too_deep(tmp_path: Path) -> None:
@@ -125,14 +125,14 @@ def test_exported_header_too_deep(tmp_path: Path) -> None:
     header += b" " * (-len(header) % 8)
     path = tmp_path / "model.safetensors"
     path.write_bytes(len(header).to_bytes(8, "little") + header)
-    expect_only(FileFormatError, lambda: load(path), names=path)
+    expect_error(FileFormatError, lambda: load(path), names=path)
 
 
 def test_exported_description_too_deep(tmp_path: Path, files) -> None:
     """So is a CRC-valid description nested that deep (the nested file's header is read the same way)."""
     path = tmp_path / "model.safetensors"
     _write_exported(path, None, files["exported"], text=deep_json())
-    expect_only(FileFormatError, lambda: load(path), names=path)
+    expect_error(FileFormatError, lambda: load(path), names=path)
 
 
 # -- nested files -------------------------------------------------------------------------------------
@@ -225,10 +225,23 @@ def test_latency_table_huge_integer(tmp_path: Path, table_text: str, key: str) -
         next(iter(doc["entries"].values()))["median_us"] = 10**400
     path = tmp_path / "table.json"
     path.write_text(json.dumps(doc))
-    expect_only(FileFormatError, lambda: load_latency_table(path), names=path)
+    expect_error(FileFormatError, lambda: load_latency_table(path), names=path)
 
 
 def test_latency_table_too_deep(tmp_path: Path) -> None:
     path = tmp_path / "table.json"
     path.write_text(deep_json())
-    expect_only(FileFormatError, lambda: load_latency_table(path), names=path)
+    expect_error(FileFormatError, lambda: load_latency_table(path), names=path)
+
+
+def test_nested_description_too_deep(tmp_path: Path, files) -> None:
+    """A CRC-valid nested file whose description is nested 100,000 levels deep is a bad file."""
+    path = tmp_path / "nested.safetensors"
+    with container.Reader(_tmp_copy(path, files["nested"])) as r:
+        data = r.read("data")
+    blob_m = zlib.compress(deep_json().encode())
+    tensors = [("meta", "U8", [len(blob_m)], blob_m), ("data", "U8", [len(data)], data)]
+    crc = json.dumps({"meta": f"{zlib.crc32(blob_m):08x}"})
+    container.write(path, tensors, {"format": "fn3.nested", "version": "1", "crc32": crc})
+    expect_error(FileFormatError, lambda: load_nested(path), names=path)
+    expect_error(FileFormatError, lambda: load(path, files["spec"]), names=path)

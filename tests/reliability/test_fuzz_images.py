@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fuzz_strategies import FUZZ, corrupted, expect_only, leftovers
+from fuzz_strategies import FUZZ, corrupted, expect_only, leftovers, time_bound
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -171,9 +171,10 @@ def test_archive_links_and_devices_are_never_followed(tmp_path: Path, reference,
     (tmp_path / "outside.png").write_bytes(_image((0, 255, 0), "PNG"))  # what a link would reach
     path = tmp_path / "links.tar"
     path.write_bytes(_tar(TREE, LINKS[case]))
-    out = expect_only(DataError, lambda: load_image_folder(path, "train", cache=False), names=path)
-    if not isinstance(out, Exception):
-        assert _same(out, reference)
+    # Skipped means loaded without them: a loader that refused every archive would not pass here.
+    with time_bound(10):
+        out = load_image_folder(path, "train", cache=False)
+    assert _same(out, reference)
 
 
 # -- the decode cache -------------------------------------------------------------------------------

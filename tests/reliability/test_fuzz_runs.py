@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fuzz_strategies import FUZZ, corrupted, edited_json, expect_only, leftovers
+from fuzz_strategies import FUZZ, corrupted, edited_json, expect_error, expect_only, leftovers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save
@@ -120,14 +120,14 @@ def test_run_model_metadata_edited(tmp_path: Path, run_dir: Path, change: dict) 
     _rewrite_meta(
         run / "model.safetensors", lambda info: {**info, "model": {**info["model"], **change}}
     )
-    expect_only((ConfigError, FileFormatError), lambda: load_run(run))
+    expect_error((ConfigError, FileFormatError), lambda: load_run(run), names=run / "model.safetensors")
 
 
 def test_run_config_error_names_the_file(tmp_path: Path, run_dir: Path) -> None:
     run = _copy(run_dir, tmp_path / "run")
     doc = json.loads((run_dir / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**doc, "epochs": "ten"}))
-    expect_only(ConfigError, lambda: load_run(run), names=run / "config.json")
+    expect_error(ConfigError, lambda: load_run(run), names=run / "config.json")
 
 
 # -- a run killed while writing a checkpoint --------------------------------------------------------

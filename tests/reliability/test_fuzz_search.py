@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fuzz_strategies import FUZZ, corrupted, deep_json, edited_json, expect_only
+from fuzz_strategies import FUZZ, corrupted, deep_json, edited_json, expect_error, expect_only
 from hypothesis import given, settings
 
 from fn3.errors import FileFormatError
@@ -60,7 +60,7 @@ def test_search_result_damaged(tmp_path_factory: pytest.TempPathFactory, blob: b
 def test_search_result_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "front.json"
     path.write_bytes(TEXT.encode().replace(b'"bits"', b'"bi\xe9ts"', 1))
-    expect_only(FileFormatError, lambda: SearchResult.load(path))
+    expect_error(FileFormatError, lambda: SearchResult.load(path), names=path)
 
 
 @settings(max_examples=120, **FUZZ)
@@ -84,17 +84,17 @@ def test_search_result_huge_number(tmp_path: Path, where: str) -> None:
         doc["seed"] = float("inf")
     path = tmp_path / "front.json"
     path.write_text(json.dumps(doc))
-    expect_only(FileFormatError, lambda: SearchResult.load(path))
+    expect_error(FileFormatError, lambda: SearchResult.load(path), names=path)
 
 
 def test_search_result_too_deep(tmp_path: Path) -> None:
     path = tmp_path / "front.json"
     path.write_text(deep_json())
-    expect_only(FileFormatError, lambda: SearchResult.load(path))
-    expect_only(FileFormatError, lambda: load_results(path))
+    expect_error(FileFormatError, lambda: SearchResult.load(path), names=path)
+    expect_error(FileFormatError, lambda: load_results(path), names=path)
 
 
 def test_search_result_error_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "front.json"
     path.write_text(json.dumps({**json.loads(TEXT), "version": 99}))
-    expect_only(FileFormatError, lambda: SearchResult.load(path), names=path)
+    expect_error(FileFormatError, lambda: SearchResult.load(path), names=path)

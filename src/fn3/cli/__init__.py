@@ -10,6 +10,7 @@ from fn3.cli._app import app, main
 
 # Each module adds its commands to ``app`` when imported.
 from fn3.cli import cost as _cost  # noqa: E402,F401  isort: skip
+from fn3.cli import demo as _demo  # noqa: E402,F401  isort: skip
 from fn3.cli import export as _export  # noqa: E402,F401  isort: skip
 from fn3.cli import nest as _nest  # noqa: E402,F401  isort: skip
 from fn3.cli import search as _search  # noqa: E402,F401  isort: skip

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from fn3.errors import Fn3Error
 
+# `fn3 --help` lists the commands in the order a user meets them, whatever order they were defined in.
+COMMAND_ORDER = ("demo", "train", "eval", "info", "search", "export", "bench", "latency-table")
+
+
+class _OrderedGroup(TyperGroup):
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(names, key=lambda n: (rank.get(n, len(rank)), names.index(n)))
+
+
 app = typer.Typer(
+    cls=_OrderedGroup,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -17,6 +31,35 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 console = Console(highlight=False)
+
+
+def version() -> str:
+    """The installed fn3 version (``fn3 --version``)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("fn3")
+    except PackageNotFoundError:  # run from a source tree that was not pip-installed
+        import fn3
+
+        return fn3.__version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"fn3 {version()}", markup=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """fn3: train one Fully Nested Neural Network, deploy every budget."""
 
 
 def fail(message: str) -> typer.Exit:

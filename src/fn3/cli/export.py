@@ -34,15 +34,19 @@ def _spec(text: str | None, budget: str | None, front: Path | None, space, run_d
     if text and budget:
         raise ConfigError("give --spec or --budget, not both")
     if budget:
-        from fn3.search import SearchResult, parse_budget
+        from fn3.search import parse_budget
+        from fn3.search.result import load_results
 
-        if front is None and run_dir is not None and (run_dir / "front.json").is_file():
-            front = run_dir / "front.json"
+        if front is None and run_dir is not None:  # where `fn3 search RUN` writes it, or beside the run
+            found = [f for f in (run_dir / "search" / "front.json", run_dir / "front.json") if f.is_file()]
+            front = found[0] if found else None
         if front is None:
             raise ConfigError("--budget needs --front FRONT.json (written by `fn3 search`)")
         metric, value = parse_budget(budget)
-        return SearchResult.load(front).best_under({metric: value}).spec
-    return parse_spec(text or "largest", space)
+        # `fn3 search` writes one result per strategy: the most accurate of their picks.
+        picks = [res.best_under({metric: value}) for res in load_results(front)]
+        return max(picks, key=lambda p: p.accuracy).spec
+    return parse_spec("largest" if text is None else text, space)
 
 
 @app.command("export")

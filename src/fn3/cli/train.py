@@ -1,10 +1,8 @@
-"""``fn3 demo``, ``fn3 train``, ``fn3 eval`` and ``fn3 info``."""
+"""``fn3 train``, ``fn3 eval`` and ``fn3 info``."""
 
 from __future__ import annotations
 
 import json
-import tempfile
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -254,10 +252,13 @@ def _eval_exported(path: Path, spec: list[str] | None, split: str, batch_size: i
 
 @app.command()
 def info(
-    run: Annotated[Path | None, typer.Argument(help="Run directory (omit with --models).")] = None,
+    run: Annotated[
+        Path | None,
+        typer.Argument(help="Run directory, exported model or nested file (omit with --models)."),
+    ] = None,
     models: Annotated[bool, typer.Option("--models", help="List the registered models.")] = False,
 ) -> None:
-    """The space of a run: its axes, their kinds, sizes, steps and minimums."""
+    """The space of a run (axes, kinds, sizes, steps, minimums), or what an exported file holds."""
     from fn3.models import list_models, model_levels
     from fn3.run import load_run
 
@@ -270,43 +271,81 @@ def info(
         console.print(table)
         if run is None:
             return
+    if run.is_file() or (run.is_dir() and not (run / "config.json").exists() and _holds_export(run)):
+        _info_file(run)
+        return
     r = load_run(run)
     cfg = r.config
     console.print(
         f"run {run}: model {cfg.model}, data {cfg.data}, {r.step} steps, "
         f"levels {', '.join(r.space.kinds())}, {len(r.space)} axes"
     )
+    _print_space(r.space)
+
+
+def _print_space(space: Any) -> None:
     table = Table()
     for col in ("axis", "kind", "size", "step", "min", "blocks"):
         table.add_column(col, justify="left" if col in ("axis", "kind") else "right")
-    for a in r.space:
+    for a in space:
         table.add_row(a.name, a.kind, str(a.size), str(a.step), str(a.min_size), str(a.num_blocks))
     console.print(table)
 
 
-@app.command()
-def demo(
-    epochs: Annotated[
-        int | None, typer.Option(help="Epochs per model (default: 30 for both).")
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="Keep the run directories here.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-) -> None:
-    """Train nested models on the bundled digits and show the accuracy of their sub-models.
+def _holds_export(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in ("model.safetensors", "nested.safetensors"))
 
-    Two models cover the five levels: an MLP (neurons, bits) and a small ResNeXt (channels, paths,
-    layers, bits), each trained once with ordered dropout.
-    """
-    from fn3.demo import run_demo
 
-    root = out or Path(tempfile.mkdtemp(prefix="fn3-demo-"))
-    t0 = time.perf_counter()
-    for title, rows in run_demo(root, epochs=epochs, seed=seed):
-        table = Table(title=title)
-        cols = ["level", *rows[0][1].keys()]
-        for col in cols:
-            table.add_column(col, justify="left" if col == "level" else "right")
-        for level, accs in rows:
-            table.add_row(level, *(f"{a * 100:.1f}%" if a is not None else "-" for a in accs.values()))
-        console.print(table)
-    console.print(f"demo done in {time.perf_counter() - t0:.0f} s; runs in {root}")
+def _info_file(path: Path) -> None:
+    """``fn3 info FILE``: what an exported model or a nested file holds (or what was expected)."""
+    import os
+
+    from fn3.errors import FileFormatError
+    from fn3.export import container, load
+    from fn3.export.bench import count_flops, count_params
+    from fn3.export.io import ideal_size
+    from fn3.export.loading import file_format, resolve_file
+    from fn3.export.nested import open_nested
+
+    file = resolve_file(path)
+    try:
+        fmt = file_format(file)
+    except FileFormatError as err:
+        raise FileFormatError(
+            f"fn3 info reads a run directory, an exported model or a nested file; {err}"
+        ) from None
+    size = os.path.getsize(file)
+    if fmt == "fn3.nested":
+        with container.Reader(file) as r:
+            header, space = open_nested(r)
+        model = header["meta"].get("model", {})
+        console.print(
+            f"nested file {file}: {size:,} bytes, model {model.get('name', '?')}, every sub-model of "
+            f"{len(space)} {'axis' if len(space) == 1 else 'axes'} (levels {', '.join(space.kinds())}); "
+            f"read one with `fn3 export {file} --spec ... --out DIR`",
+            markup=False,
+        )
+        _print_space(space)
+        return
+    exported = load(file)
+    meta = exported.meta
+    shape = meta.get("input_shape")
+    flops = f", {count_flops(exported, shape) / 1e6:.3f} MFLOPs" if shape else ""
+    console.print(
+        f"exported model {file}: {size:,} bytes (ideal {ideal_size(exported):,}), one sub-model of "
+        f"{meta.get('model', {}).get('name', '?')}; {count_params(exported):,} params{flops}"
+        + (f" for input {tuple(shape)}" if shape else ""),
+        markup=False,
+    )
+    axes = meta.get("spec", {}).get("axes", {})
+    kept = ", ".join(f"{name}={_blocks(v)}" for name, v in sorted(axes.items()))
+    console.print(f"spec (kept blocks per axis): {kept or 'largest'}", markup=False)
+    if meta.get("dataset"):
+        console.print(f"trained on {meta['dataset']} (run {meta.get('run', '?')}); "
+                      f"`fn3 eval {path}` measures its accuracy", markup=False)
+
+
+def _blocks(value: Any) -> str:
+    if isinstance(value, dict) and "prefix" in value:
+        return str(value["prefix"])
+    return json.dumps(value, separators=(",", ":"))

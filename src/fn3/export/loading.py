@@ -55,7 +55,7 @@ def _budget_spec(budget: str | Mapping[str, float], front: str | Path | None) ->
     if front is None:
         raise ConfigError("budget= needs front= (a search front JSON written by `fn3 search`)")
     try:
-        from fn3.search import SearchResult  # type: ignore[attr-defined]
+        from fn3.search.result import load_results
     except ImportError:
         raise ConfigError(
             "budget= needs fn3.search, which this installation lacks; pass spec= instead"
@@ -64,7 +64,9 @@ def _budget_spec(budget: str | Mapping[str, float], front: str | Path | None) ->
         from fn3.search import parse_budget
 
         budget = dict(parse_budget(part) for part in budget.split(",") if part.strip())
-    return SearchResult.load(front).best_under(budget).spec
+    # A front file of `fn3 search` holds one result per strategy: the most accurate of their picks.
+    picks = [result.best_under(budget) for result in load_results(front)]
+    return max(picks, key=lambda p: p.accuracy).spec
 
 
 def load(
