@@ -98,3 +98,13 @@ def test_search_result_error_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "front.json"
     path.write_text(json.dumps({**json.loads(TEXT), "version": 99}))
     expect_error(FileFormatError, lambda: SearchResult.load(path), names=path)
+
+
+def test_search_result_metric_not_recorded(tmp_path: Path) -> None:
+    """Found by Hypothesis in CI: a damaged metric name (``"bits"`` -> ``"cits"``) loaded, and the
+    result could not be used or saved again. It must be refused at load."""
+    path = tmp_path / "front.json"
+    doc = json.loads(TEXT)
+    doc["metric"] = "cits"
+    path.write_text(json.dumps(doc))
+    expect_error(FileFormatError, lambda: SearchResult.load(path), names=path)

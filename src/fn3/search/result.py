@@ -171,7 +171,12 @@ class SearchResult:
                             {str(k): float(v) for k, v in p["costs"].items()},
                             None if p.get("test_accuracy") is None else float(p["test_accuracy"]))
                       for p in data["points"]]
-            return cls(metric=str(data["metric"]), points=points, space=space,
+            metric = str(data["metric"])
+            missing = next((p for p in points if metric not in p.costs), None)
+            if missing is not None:  # the front is over the metric: every point must have its cost
+                raise FileFormatError(f"search result is malformed (its metric {metric!r} is not among "
+                                      f"a point's costs: {', '.join(missing.costs) or 'none'})")
+            return cls(metric=metric, points=points, space=space,
                        strategy=str(data.get("strategy", "")), options=dict(data.get("options", {})),
                        seed=int(data.get("seed", 0)), budgets=dict(data.get("budgets", {})),
                        wall_time=float(data.get("wall_time", 0.0)),
