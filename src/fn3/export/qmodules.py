@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fn3.nn.functional import act_step, act_values, check_scheme
+from fn3.nn.functional import act_step, act_values, check_scheme, clip_act
 
 __all__ = [
     "ActQuant",
@@ -244,8 +244,7 @@ class ActQuant(nn.Module):
         return act_step(self.alpha, bits, self.signed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.alpha.abs()
-        xc = torch.maximum(torch.minimum(x, a), -a) if self.signed else torch.minimum(torch.relu(x), a)
+        xc = clip_act(x, self.alpha, self.signed)
         return act_values(xc, self.alpha, self.total_bits, self.bits, self.signed, self._mask, self.scheme)
 
     def extra_repr(self) -> str:

@@ -53,6 +53,7 @@ __all__ = [
     "act_step",
     "act_values",
     "check_scheme",
+    "clip_act",
     "fake_quant_act",
     "fake_quant_weight",
     "grid_values",
@@ -152,11 +153,16 @@ def act_step(alpha: torch.Tensor, total_bits: int, signed: bool) -> torch.Tensor
     return alpha.abs() / levels
 
 
+def clip_act(x: torch.Tensor, alpha: torch.Tensor, signed: bool) -> torch.Tensor:
+    """``x`` clipped to ``[0, |alpha|]`` (unsigned) or ``[-|alpha|, |alpha|]`` (signed); ``alpha``
+    learns through the clamp (PACT)."""
+    a = alpha.abs()
+    return torch.maximum(torch.minimum(x, a), -a) if signed else torch.minimum(torch.relu(x), a)
+
+
 def act_codes(x: torch.Tensor, alpha: torch.Tensor, total_bits: int, signed: bool) -> torch.Tensor:
     """Integer-valued float codes of activations ``x`` clipped to ``[0, alpha]`` or ``[-alpha, alpha]``."""
-    a = alpha.abs()
-    xc = torch.maximum(torch.minimum(x, a), -a) if signed else torch.minimum(torch.relu(x), a)
-    return torch.round(xc / act_step(alpha, total_bits, signed))
+    return torch.round(clip_act(x, alpha, signed) / act_step(alpha, total_bits, signed))
 
 
 def act_values(
@@ -194,7 +200,6 @@ def fake_quant_act(
     Forward: the quantized value (:func:`act_values`). Backward: identity inside the clipping range
     and the PACT gradient for ``alpha`` (through the clamp); the rounding is straight-through.
     """
-    a = alpha.abs()
-    xc = torch.maximum(torch.minimum(x, a), -a) if signed else torch.minimum(torch.relu(x), a)
+    xc = clip_act(x, alpha, signed)
     q = act_values(xc.detach(), alpha.detach(), total_bits, keep, signed, mask, scheme)
     return xc + (q - xc).detach()
