@@ -155,6 +155,10 @@ class OrderedDropout:
         """The specs trained at ``step`` (one for ordered dropout)."""
         return [self.sample(step)]
 
+    def _draw(self, step: int, i: int) -> Spec:
+        """Draw ``i`` of the extra draws of ``step`` (rules that train several specs per step)."""
+        return self._spec(_step_generator(self.seed, step, salt=i + 1))
+
     def to_dict(self) -> dict[str, object]:
         return {"rule": "odo", "dist": self.dist, "rho": self.rho, "seed": self.seed, "tie": self.tie}
 
@@ -175,9 +179,6 @@ class Sandwich(OrderedDropout):
     def step_specs(self, step: int) -> list[Spec]:
         gen = [self._draw(step, i) for i in range(self.n)]
         return [self._largest, self._smallest, *gen]
-
-    def _draw(self, step: int, i: int) -> Spec:
-        return self._spec(_step_generator(self.seed, step, salt=i + 1))
 
     def to_dict(self) -> dict[str, object]:
         return {**super().to_dict(), "rule": "sandwich", "n": self.n}
@@ -203,8 +204,7 @@ class FullPlusODO(OrderedDropout):
 
     def step_specs(self, step: int) -> list[Spec]:
         """The largest spec first (the teacher, when distilling), then the draws."""
-        return [self._largest, *(self._spec(_step_generator(self.seed, step, salt=i + 1))
-                                 for i in range(self.draws))]
+        return [self._largest, *(self._draw(step, i) for i in range(self.draws))]
 
     def to_dict(self) -> dict[str, object]:
         return {**super().to_dict(), "rule": "full+odo", "draws": self.draws}
