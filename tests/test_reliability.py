@@ -51,17 +51,18 @@ def _same_weights(a: Path, b: Path) -> None:
         assert torch.equal(wa[k], wb[k]), k
 
 
-def _reference(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
     """The same run, uninterrupted, in a process like the interrupted ones (same thread count: CPU
-    kernels are deterministic for a given thread count, not across thread counts)."""
-    ref = tmp_path / "reference"
+    kernels are deterministic for a given thread count, not across thread counts); made once."""
+    ref = tmp_path_factory.mktemp("reference") / "run"
     proc = _start([*FLAGS, "--out", str(ref)])
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     return ref
 
 
-def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
+def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, reference):
     out = tmp_path / "run"
     rng = random.Random(1234)
     kills, deadline = 0, time.monotonic() + 420
@@ -81,12 +82,12 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
         break
     assert kills >= 3  # the loop really interrupted the run
     assert time.monotonic() < deadline
-    _same_weights(out, _reference(tmp_path))
+    _same_weights(out, reference)
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and len(steps) == 15  # one line per epoch, none duplicated
 
 
-def test_sigint_stops_after_saving_and_resume_finishes(tmp_path):
+def test_sigint_stops_after_saving_and_resume_finishes(tmp_path, reference):
     out = tmp_path / "run"
     proc = _start([*FLAGS, "--out", str(out)])
     deadline = time.monotonic() + 120
@@ -101,7 +102,7 @@ def test_sigint_stops_after_saving_and_resume_finishes(tmp_path):
     resumed = _start(["--resume", str(out)])
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    _same_weights(out, _reference(tmp_path))
+    _same_weights(out, reference)
 
 
 def test_search_sigint_says_how_to_resume_and_writes_no_front(tmp_path, search_run):
@@ -123,8 +124,8 @@ def test_search_sigint_says_how_to_resume_and_writes_no_front(tmp_path, search_r
 
 
 def _search(run: Path, out: Path, resume: bool) -> subprocess.Popen:
-    args = [str(run), "--strategy", "random", "--strategy", "heuristic", "--max-evals", "60",
-            "--budget", "flops=2M", "--no-progress", "--out", str(out), *(["--resume"] if resume else [])]
+    args = [str(run), "--strategy", "random", "--strategy", "heuristic", "--max-evals", "30",
+            "--budget", "flops=500k", "--no-progress", "--out", str(out), *(["--resume"] if resume else [])]
     # A shell that starts the tests in the background makes them ignore SIGINT, and children inherit
     # that; Ctrl-C in a terminal is the default disposition, so restore it for the search.
     return subprocess.Popen([sys.executable, "-m", "fn3", "search", *args], stdout=subprocess.PIPE,
@@ -141,7 +142,7 @@ def _points(out: Path) -> list[list[tuple]]:
 
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory) -> Path:
-    """A briefly trained nested ResNet-20 on digits: scoring its sub-models takes a few seconds."""
+    """A briefly trained nested ResNet-20 (8 channels wide) on digits: 30 scores take about 20 s."""
     from fn3.config import TrainConfig
     from fn3.run import train_run
 
@@ -149,7 +150,7 @@ def search_run(tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("search") / "run"
     train_run(TrainConfig(model="resnet20", levels=("channels", "layers"), data="digits", epochs=1,
-                          batch_size=64, seed=0), run, progress=False)
+                          batch_size=64, seed=0, model_kwargs={"width": 8}), run, progress=False)
     torch.set_num_threads(threads)
     return run
 
@@ -168,7 +169,7 @@ def test_search_sigkill_at_random_moments_then_resume_gives_the_same_front(tmp_p
             # The first kill lands at a random moment (likely start-up); the others once the journal
             # holds a random number of new scores, plus a random delay: mid-scoring or mid-writing.
             before = len(journal.read_text().splitlines()) if journal.exists() else 0
-            want = before + rng.randint(3, 25)
+            want = before + rng.randint(2, 6)  # 3 kills: at most 18 of the 30 scores
             wait_until = time.monotonic() + (rng.uniform(0.5, 3.0) if kills == 0 else 60)
             while proc.poll() is None and time.monotonic() < wait_until:
                 if kills and journal.exists() and len(journal.read_text().splitlines()) >= want:
