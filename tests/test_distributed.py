@@ -95,11 +95,16 @@ def test_two_processes_equal_one(two_process_run, tmp_path):
         # largest model, so it covers both (one parametrization less: each costs ~1 min of torchrun).
         ("full+odo", "none"),
         pytest.param(
-            "full+odo", "kind",
-            marks=pytest.mark.xfail(strict=True, reason=(
-                "known bug: with every channel axis at the same narrow width (tie=kind draws 25% for "
-                "all at step 0), two ranks end 2-6% away from one process in BatchNorm biases after "
-                "one step; not yet explained (SyncBN alone agrees at world size 1)")),
+            "full+odo",
+            "kind",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "known bug: a narrow channel width (tie=kind draws 25% for every axis at step 0; "
+                    "--rule fixed --fixed-spec channels=0.25 too) gives BatchNorm-bias updates 6-25% "
+                    "away from one process after one step; the full width agrees to 1e-6"
+                ),
+            ),
         ),
     ],
 )

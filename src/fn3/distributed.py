@@ -16,12 +16,13 @@ How the pieces stay identical to a single process with the same global batch:
   ``check_every`` steps. If ranks trained different slices, the gradient all-reduce would average
   gradients of different sub-models.
 * **Data.** Each rank builds the step's global batch (the order is a function of ``(seed, epoch)``) and
-  keeps its contiguous shard of ``batch_size / world`` samples (:func:`shard`); the model is wrapped in
-  ``DistributedDataParallel`` which averages the per-rank gradients, so the update equals the
-  single-process update on the whole batch (for models without BatchNorm exactly; BatchNorm normalises
-  each shard with its own statistics, as in any DDP run).
-* **Unused parameters.** Ordered dropout drops residual blocks, so some parameters get no gradient in a
-  step: DDP runs with ``find_unused_parameters=True``.
+  keeps its contiguous shard of ``batch_size / world`` samples (:func:`shard`); after the step's
+  backward passes :func:`average_gradients` averages the per-rank gradients (one all-reduce), so the
+  update equals the single-process update on the whole batch; nested BatchNorm synchronises its
+  statistics over the ranks.
+* **Unused parameters.** Ordered dropout drops residual blocks and channels, so some parameters get no
+  gradient in a step; they have none on any rank (same specs), and keep ``grad=None`` as in one
+  process. (Not ``DistributedDataParallel``: see :func:`average_gradients`.)
 * **Checkpoints** are written by rank 0 only; every rank loads the same file, so a run can resume on
   any number of ranks.
 
@@ -104,6 +105,39 @@ def shard(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     n = len(y) // w
     r = rank()
     return x[r * n : (r + 1) * n], y[r * n : (r + 1) * n]
+
+
+def broadcast_state(model: torch.nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank (all ranks then start from the same model)."""
+    if world_size() == 1:
+        return
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(t.data, src=0)
+
+
+def average_gradients(model: torch.nn.Module) -> None:
+    """Average every existing gradient over the ranks, in place (one all-reduce of one flat buffer).
+
+    Every rank trains the same specs (:func:`check_same`), so the same parameters have a gradient
+    on every rank and the flat buffers line up; a parameter no spec of the step used keeps
+    ``grad=None`` everywhere, as in one process. This replaces ``DistributedDataParallel``, whose
+    unused-parameter search looks at the last backward only: with several specs a step (the default
+    rule trains two) a parameter used by an earlier spec but not by the last one depended on DDP's
+    bookkeeping across ``no_sync``; one explicit average after all the specs needs none.
+    """
+    if world_size() == 1:
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])  # (total,)
+    dist.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def all_reduce_sum(values: list[float]) -> list[float]:

@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import signal
@@ -42,7 +41,15 @@ from fn3._io import atomic_write_text
 from fn3.checkpoint import load_checkpoint, save_checkpoint
 from fn3.config import TrainConfig
 from fn3.data import ImageDataset, batches, num_batches
-from fn3.distributed import all_reduce_sum, barrier, check_same, is_main, shard
+from fn3.distributed import (
+    all_reduce_sum,
+    average_gradients,
+    barrier,
+    broadcast_state,
+    check_same,
+    is_main,
+    shard,
+)
 from fn3.distributed import setup as dist_setup
 from fn3.errors import Fn3Error
 from fn3.evaluate import accuracy, bn_recalibrated
@@ -142,31 +149,28 @@ def train_step(
     Gradients of every spec accumulate before the single step (the sandwich rule trains several specs
     per step). With ``distill=True`` the first spec (the largest, for the sandwich rule) is the teacher
     and the others learn its soft predictions (US-Nets' in-place distillation). ``wrapper`` is the
-    module to call instead of ``model`` (``DistributedDataParallel(model)``); its gradient all-reduce
-    runs once, on the last spec's backward.
+    module to call instead of ``model``. Under ``torchrun`` the gradients are averaged over the ranks
+    once, after the last spec's backward (:func:`fn3.distributed.average_gradients`).
     """
     forward = wrapper if wrapper is not None else model
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     teacher: torch.Tensor | None = None
     for i, spec in enumerate(specs):
-        last = i == len(specs) - 1
-        # DDP all-reduces gradients on the last spec's backward only (the others accumulate locally).
-        sync = forward.no_sync() if (wrapper is not None and not last) else contextlib.nullcontext()
-        with sync:
-            with active(model, spec):
-                logits = forward(x)  # (B, classes)
-            if distill and teacher is not None:
-                loss = F.cross_entropy(logits, teacher)  # soft targets (B, classes)
-            else:
-                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-            if distill and i == 0:
-                teacher = logits.detach().softmax(dim=1)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise TrainingError(f"loss is {value} for spec {spec}")
-            loss.backward()  # the graph recorded the sliced weights; no need to stay inside active()
+        with active(model, spec):
+            logits = forward(x)  # (B, classes)
+        if distill and teacher is not None:
+            loss = F.cross_entropy(logits, teacher)  # soft targets (B, classes)
+        else:
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        if distill and i == 0:
+            teacher = logits.detach().softmax(dim=1)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingError(f"loss is {value} for spec {spec}")
+        loss.backward()  # the graph recorded the sliced weights; no need to stay inside active()
         total += value
+    average_gradients(model)  # a no-op in one process
     optimizer.step()
     return total / len(specs)
 
@@ -271,7 +275,8 @@ def fit(
         run.mkdir(parents=True, exist_ok=True)
     if resume and main_rank:
         _truncate_metrics(run / METRICS_NAME, result.step)
-    wrapper = _ddp(model) if distributed else None
+    if distributed:
+        broadcast_state(model)  # every rank starts from rank 0's weights
     start = time.perf_counter()
     bar = _Progress(total, enabled=progress and main_rank)
     model.train()
@@ -308,7 +313,6 @@ def fit(
                         specs,
                         label_smoothing=cfg.label_smoothing,
                         distill=distill,
-                        wrapper=wrapper,
                     )
                 except TrainingError as err:
                     raise _diverged(err, result.step, run) from None
@@ -356,13 +360,6 @@ def fit(
             result.interrupted = flag.stop
     result.wall_time = time.perf_counter() - start
     return result
-
-
-def _ddp(model: nn.Module) -> nn.Module:
-    from torch.nn.parallel import DistributedDataParallel
-
-    # Ordered dropout leaves whole residual blocks without gradients in a step.
-    return DistributedDataParallel(model, find_unused_parameters=True)
 
 
 def _diverged(err: TrainingError, step: int, run: Path | None) -> TrainingError:
