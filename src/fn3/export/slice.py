@@ -251,6 +251,10 @@ def export(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | None =
     ``fn3.active(model, spec)`` in eval mode. To export with BatchNorm statistics re-estimated for
     this spec, export inside :func:`fn3.evaluate.bn_recalibrated`.
     """
+    from fn3.export.user import export_user, is_user_model
+
+    if is_user_model(model):  # a model of your own keeps its classes and forward
+        return export_user(model, spec, meta=meta)  # type: ignore[return-value]
     sp = space(model)
     spec = sp.largest() if spec is None else sp.validate(spec)
     with active(model, spec):  # validates and leaves the model as it was

@@ -54,6 +54,7 @@ __all__ = [
     "LeafCost",
     "NestedLeaf",
     "PinnedSlot",
+    "QuantWeight",
     "is_gate",
     "is_leaf",
     "uses",
@@ -100,6 +101,22 @@ class LeafCost:
     def as_dict(self) -> dict[str, float]:
         names = ("macs", "flops", "params", "bits", "bitops")
         return {n: float(v) for n, v in zip(names, self.as_tuple(), strict=True)}
+
+
+@dataclass(frozen=True)
+class QuantWeight:
+    """How a quantized leaf codes the weight of its extracted form (``fn3_quant_weight()``).
+
+    The extracted weight is ``grid_values(code, total_bits, ...) * scale`` (:mod:`fn3.nn.functional`)
+    for integer codes made of the kept bit-planes ``planes`` (0 = the most significant) of the
+    ``total_bits``-bit code, read under ``scheme``; ``scale`` holds one step per kept output row. A file
+    then stores ``len(planes)`` bits per weight and the scales (:mod:`fn3.export.user`).
+    """
+
+    scale: torch.Tensor  # (out_active,)
+    total_bits: int
+    planes: tuple[int, ...]
+    scheme: str
 
 
 @runtime_checkable
