@@ -93,8 +93,9 @@ def load(
         budget, front: instead of ``spec``, a budget such as ``"flops=20M"`` resolved through the
             search front ``front`` (``SearchResult.best_under``; needs :mod:`fn3.search`).
 
-    A file of a model of your own (:mod:`fn3.export.user`) gives a :class:`~fn3.export.user.UserExport`
-    (loading imports the factory it names). For a nested file, ``model.meta["bytes_read"]`` and ``["file_size"]`` report what the read cost.
+    A file of a model of your own (:mod:`fn3.export.user`) gives a
+    :class:`~fn3.export.user.UserExport` (loading imports the factory it names).
+    For a nested file, ``model.meta["bytes_read"]`` and ``["file_size"]`` report what the read cost.
     Raises :class:`~fn3.errors.FileFormatError` for a truncated, corrupted or mismatched file.
     """
     if budget is not None:

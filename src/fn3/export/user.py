@@ -56,7 +56,8 @@ from fn3.errors import ConfigError, FileFormatError, SpecError
 from fn3.export import container
 from fn3.export.pack import pack_codes, packed_size, unpack_codes
 from fn3.export.submodel import extract_submodel
-from fn3.nest import active, space as model_space
+from fn3.nest import active
+from fn3.nest import space as model_space
 from fn3.nn.base import NestedModule, set_quant_scheme
 from fn3.nn.functional import SCHEMES, grid_values
 from fn3.nn.protocol import QuantWeight, is_leaf
@@ -185,7 +186,7 @@ def _entries(state: Mapping[str, torch.Tensor], quant: Mapping[str, QuantWeight]
         if key.endswith("num_batches_tracked"):
             continue
         if t.dtype != torch.float32:
-            raise ConfigError(f"cannot save tensor {key!r} of dtype {t.dtype}: fn3 files hold float32 tensors")
+            raise ConfigError(f"cannot save tensor {key!r} of dtype {t.dtype}: fn3 files hold float32")
         e: dict[str, Any] = {"key": key, "shape": list(t.shape)}
         q = quant.get(key)
         if q is not None:

@@ -38,7 +38,7 @@ from fn3.nn.protocol import (
     plain_copy,
     uses,
 )
-from fn3.nn.slot import AxisSlot
+from fn3.nn.slot import AxisSlot, Selection
 
 __all__ = ["NestedConv2d"]
 
