@@ -65,6 +65,7 @@ def test_exported_files_equal_the_nested_model(built, name, tmp_path):
     assert len(small.quant) == sum(1 for k in state if k.endswith("weight") and state[k].dim() >= 2)
     assert ideal_size(small) < sum(t.numel() for t in state.values()) * 4 / 2
 
+
 def test_a_damaged_file_or_a_changed_factory_is_one_readable_error(built, tmp_path, monkeypatch):
     model, x = built["resnet18"]
     path = save(export(model, fn3.space(model).smallest()), tmp_path / "m.safetensors")
