@@ -74,12 +74,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="pretraining epochs")
     ap.add_argument("--finetune", type=int, default=1, help="ODO fine-tuning epochs")
     ap.add_argument("--max-evals", type=int, default=40)
+    ap.add_argument("--limit", type=int, default=1000, help="training images per class (0: all)")
     ap.add_argument("--quick", action="store_true", help="100 images per class, 1 epoch each")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    limit = 100 if args.quick else None
+    limit = 100 if args.quick else (args.limit or None)
     full = load_dataset(args.dataset, "train", args.data_dir, limit=limit)
     train, val = train_val_split(full, 0.1, args.seed)
     val = val.subset(torch.arange(min(len(val), 2000)))  # enough to rank sub-models, cheap to score
@@ -95,7 +96,7 @@ def main() -> None:
     pretrain(net, train, 1 if args.quick else args.epochs, mean, std, args.seed)
     t_pre = time.perf_counter() - t0
     acc_pre = accuracy(net, test_b)
-    print(f"pretrained: test accuracy {acc_pre:.4f} ({t_pre:.0f} s)", flush=True)
+    print(f"pretrained on {len(train)} images: test accuracy {acc_pre:.4f} ({t_pre:.0f} s)", flush=True)
 
     # 2. nest it (importance reordering); the full nested model is the pretrained one
     plain = copy.deepcopy(net)
@@ -141,8 +142,9 @@ def main() -> None:
     for p, acc in list(zip(front, test_acc, strict=True))[::-1]:
         rows.append(f"| {p.cost('flops') / 1e6:.3f} | {p.cost('flops') / full_flops:.1%} | "
                     f"{p.cost('bits') / full_bits:.1%} | {p.accuracy:.2%} | {acc:.2%} |")  # fmt: skip
+    sizes = f" --limit {args.limit} --epochs {args.epochs} --finetune {args.finetune}"
     cmd = f"nice python benchmarks/pretrained_nest.py --dataset {args.dataset} --levels {args.levels}" + (
-        " --quick" if args.quick else f" --epochs {args.epochs} --finetune {args.finetune}"
+        " --quick" if args.quick else sizes
     )
     drop = 100 * (acc_pre - after["full"])
     page = f"""### Pretrained CNN, nested by `fn3.nest_` and fine-tuned with ODO (`pretrained_nest`)

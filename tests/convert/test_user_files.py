@@ -80,3 +80,18 @@ def test_a_damaged_file_or_a_changed_factory_is_one_readable_error(built, tmp_pa
     monkeypatch.setattr(archs, "make", lambda name, seed=0: real("mobilenet_v2", seed))
     with pytest.raises(FileFormatError, match="now builds another nested model"):
         load(path)
+
+
+def test_a_model_nested_without_a_factory_exports_but_cannot_be_saved(tmp_path):
+    from archs import build
+
+    model, x = build("mlp")
+    fn3.nest_(model, x, verbose=False)
+    spec = fn3.space(model).smallest()
+    small = export(model, spec)
+    with torch.no_grad(), fn3.active(model, spec):
+        assert (small(x) - model(x)).abs().max().item() <= 1e-5
+    for write in (lambda: save(small, tmp_path / "m.safetensors"), lambda: save_nested(model, tmp_path)):
+        with pytest.raises(fn3.ConfigError, match="no factory to rebuild it from"):
+            write()
+    assert list(tmp_path.iterdir()) == []  # nothing half-written

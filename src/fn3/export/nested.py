@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fn3.errors import FileFormatError, SpecError
+from fn3.errors import ConfigError, FileFormatError, SpecError
 from fn3.export import container
 from fn3.export.arch import describe
 from fn3.export.io import check_header, read_checked, read_meta
@@ -50,6 +50,7 @@ from fn3.export.qmodules import ExportedModel
 from fn3.export.slice import Sels, build, export_meta
 from fn3.nest import space as model_space
 from fn3.nn.functional import weight_codes, weight_scale
+from fn3.nn.protocol import is_leaf
 from fn3.nn.slot import Selection
 from fn3.spec import Space, Spec
 
@@ -84,9 +85,15 @@ def save_nested(model: nn.Module, path: str | Path, *, meta: dict | None = None)
 
     if is_user_model(model):  # a model of your own: its recipe and its tensors (fn3.export.user)
         return save_user_nested(model, path, meta=meta)
+    try:
+        arch = describe(model)
+    except ConfigError:  # fn3.nest_ made it without a factory: save_user_nested says what it needs
+        if not any(is_leaf(m) for m in model.modules()):
+            raise
+        return save_user_nested(model, path, meta=meta)
     path = Path(path)
     path = path / "nested.safetensors" if path.is_dir() else path
-    arch, space = describe(model), model_space(model)
+    space = model_space(model)
     tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     bits_of = {r.key: r.bits for r in records(arch) if r.kind == "planes"}
     chunks = []

@@ -141,8 +141,11 @@ def export_user(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | N
                     quant[key] = q
                     break
     info = export_meta(model, spec, meta)
-    info.update(model=dict(model.fn3_config), input_shape=list(model.fn3_config["input_shape"]),
-                space=sp.to_dict(), scheme=_scheme(model))  # fmt: skip
+    info.update(space=sp.to_dict(), scheme=_scheme(model))
+    if is_user_model(model):  # the recipe a file needs to rebuild it
+        info.update(model=dict(model.fn3_config), input_shape=list(model.fn3_config["input_shape"]))
+    else:
+        info.pop("model", None)
     return UserExport(sub, info, quant).eval().requires_grad_(False)
 
 
@@ -307,8 +310,20 @@ def _file(path: str | Path, name: str) -> Path:
     return p
 
 
+def _check_recipe(meta: Mapping) -> None:
+    from fn3.convert.user import FORMAT
+
+    if not isinstance(meta.get("model"), Mapping) or meta["model"].get("format") != FORMAT:
+        raise ConfigError(
+            "this model has no factory to rebuild it from, so fn3 cannot save it: build it with "
+            "fn3.convert.user.build_user_model (as `fn3 train --model pkg.mod:factory` does), or save "
+            "its state_dict with safetensors yourself"
+        )
+
+
 def save_user(exported: UserExport, path: str | Path) -> Path:
     """Write a :class:`UserExport` to ``path`` (a file, or a directory: ``DIR/model.safetensors``)."""
+    _check_recipe(exported.meta)
     path = _file(path, "model.safetensors")
     return _write(path, SUB_FORMAT, {"meta": exported.meta}, exported.module.state_dict(), exported.quant)
 
@@ -333,6 +348,8 @@ def save_user_nested(model: nn.Module, path: str | Path, *, meta: dict | None = 
     """Write the whole nested model of your own (quantized weights as their full codes) to one file."""
     from fn3.export.slice import export_meta
 
+    if not is_user_model(model):
+        _check_recipe({})
     path = _file(path, "nested.safetensors")
     sp = model_space(model)
     quant = {}
@@ -370,10 +387,15 @@ def load_user_nested(r: container.Reader, spec: Spec | None) -> tuple[UserExport
     return out, spec, sp
 
 
-def user_space(r: container.Reader) -> Space:
-    """The space of an open ``fn3.user-nested`` file (reads its header only)."""
+def user_header(r: container.Reader) -> tuple[dict, Space]:
+    """The model description and space of an open ``fn3.user-nested`` file (reads its header only)."""
     header, _ = _read_header(r, NESTED_FORMAT)
     try:
-        return Space.from_dict(header["meta"]["space"])
+        return dict(header["meta"].get("model") or {}), Space.from_dict(header["meta"]["space"])
     except (KeyError, TypeError, SpecError) as err:
         raise r.fail(f"bad header: {err}") from None
+
+
+def user_space(r: container.Reader) -> Space:
+    """The space of an open ``fn3.user-nested`` file (reads its header only)."""
+    return user_header(r)[1]
