@@ -78,5 +78,7 @@ def test_train_search_export_a_model_of_your_own(user_package, tmp_path, capsys)
         assert (got(x) - ref).abs().max().item() <= 1e-5
     assert main(["export", str(exp / "model.safetensors"), "--out", str(tmp_path / "x")]) == 2
     assert "dedicated export" in capsys.readouterr().err
+    assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "o")]) == 2
+    assert "ONNX: not yet" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main(["info", str(nested_file)]) == 0 and "model e2enet:make" in capsys.readouterr().out
     assert main(["eval", str(exp)]) == 0 and "%" in capsys.readouterr().out
