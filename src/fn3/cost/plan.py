@@ -248,11 +248,11 @@ def cost_plan(model: nn.Module, input_shape: Sequence[int] | None = None) -> Cos
 def _check_plannable(model: nn.Module) -> None:
     """Refuse the layers the traced plan does not model (it would price them wrongly, silently)."""
     from fn3.nn.conv import NestedConv2d
-    from fn3.nn.gate import NestedSequential
+    from fn3.nn.gate import NestedModuleList, NestedSequential
     from fn3.nn.norm import NestedLayerNorm
 
     for name, m in model.named_modules():
-        odd = isinstance(m, (NestedSequential, NestedLayerNorm)) or (
+        odd = isinstance(m, (NestedSequential, NestedModuleList, NestedLayerNorm)) or (
             isinstance(m, NestedConv2d)
             and (
                 (m.path_axis is not None and m.path_axis.axis.kind != "paths")
