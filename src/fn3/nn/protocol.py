@@ -15,7 +15,11 @@ hold right now (what ``fn3.active(model, spec)`` set):
     its plain torch form for the active sub-model (an ``nn.Conv2d`` of the kept size, ...), which
     computes exactly what the leaf computes now.
 
-A *block gate* (:class:`~fn3.nn.blocks.NestedStage`, :class:`~fn3.nn.gate.NestedSequential`) decides
+A quantized leaf also answers ``fn3_quant_weight()``: how its extracted weight is coded
+(:class:`QuantWeight`), so a file stores it as bit-packed codes (:mod:`fn3.export.user`).
+
+A *block gate* (:class:`~fn3.nn.blocks.NestedStage`, :class:`~fn3.nn.gate.NestedSequential`,
+:class:`~fn3.nn.gate.NestedModuleList`) decides
 which of its children run; it answers ``fn3_axes()``, ``fn3_skipped()`` (the children that do not
 run) and ``extract()`` (its kept children, already extracted).
 
