@@ -85,5 +85,13 @@ class LeafPlan:
             if model is None:
                 raise ConfigError("the model of this cost plan no longer exists")
             x = torch.zeros(1, *self.input_shape)
-            got = sizes.memo["_leaf"] = leaf_costs(model, sizes.memo["_spec"], x)
+            try:
+                got = leaf_costs(model, sizes.memo["_spec"], x)
+            except (RuntimeError, TypeError, ValueError, IndexError) as err:
+                raise ConfigError(
+                    f"cannot price this model on a float input of shape {tuple(x.shape)} "
+                    f"({type(err).__name__}); for other inputs (token indices, several tensors) use "
+                    "fn3.cost.leaf_costs(model, spec, *example_inputs)"
+                ) from None
+            sizes.memo["_leaf"] = got
         return float(got[name])  # type: ignore[index]
