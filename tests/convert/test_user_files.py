@@ -95,3 +95,39 @@ def test_a_model_nested_without_a_factory_exports_but_cannot_be_saved(tmp_path):
         with pytest.raises(fn3.ConfigError, match="no factory to rebuild it from"):
             write()
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda h: h["tensors"].append(7), "do not match the structure"),
+        (lambda h: h["tensors"][0].update(shape=[1]), "do not match the structure"),
+        (lambda h: next(e for e in h["tensors"] if "B" in e).update(planes=[0, "x"]), "bad coding"),
+        (lambda h: h["meta"].update(scheme="round"), "quantization scheme"),
+        (lambda h: h["meta"]["model"].update(name="no_such_mod_xyz:make"), "cannot rebuild its model"),
+    ],
+)
+def test_a_crafted_header_is_one_readable_error(built, tmp_path, tamper, message):
+    import json
+    import zlib
+
+    from fn3.export.io import read_meta
+
+    model, _ = built["resnet18"]
+    path = save(export(model, fn3.space(model).uniform({"bits": 3})), tmp_path / "m.safetensors")
+    with container.Reader(path) as r:
+        header = read_meta(r, r.read("meta"))
+        blobs = {n: r.read(n) for n in ("codes", "floats")}
+    tamper(header)
+    meta = zlib.compress(json.dumps(header).encode())
+    tensors = [
+        ("codes", "U8", [len(blobs["codes"])], blobs["codes"]),
+        ("floats", "F32", [len(blobs["floats"]) // 4], blobs["floats"]),
+        ("meta", "U8", [len(meta)], meta),
+    ]
+    crc = json.dumps({n: f"{zlib.crc32(d):08x}" for n, _, _, d in tensors})
+    container.write(
+        tmp_path / "t.safetensors", tensors, {"format": "fn3.user-exported", "version": "1", "crc32": crc}
+    )
+    with pytest.raises(FileFormatError, match=message):
+        load(tmp_path / "t.safetensors")

@@ -263,7 +263,7 @@ def _fill(
 
     want = _entries(state, {})
     got = header["tensors"]
-    if [(e.get("key"), e.get("shape")) for e in got if isinstance(e, dict)] != [
+    if not all(isinstance(e, dict) for e in got) or [(e.get("key"), e.get("shape")) for e in got] != [
         (e["key"], e["shape"]) for e in want
     ]:
         raise r.fail("its tensors do not match the structure its model rebuilds to (keys or shapes differ)")
@@ -273,7 +273,8 @@ def _fill(
         if "B" in e:
             ok = type(e["B"]) is int and 1 <= e["B"] <= 16 and e.get("q") in SCHEMES
             planes = e.get("planes")
-            ok = ok and isinstance(planes, list) and planes and planes == sorted(set(planes))
+            ok = ok and isinstance(planes, list) and planes and all(type(p) is int for p in planes)
+            ok = ok and planes == sorted(set(planes))
             if not ok or planes[0] != 0 or planes[-1] >= e["B"] or len(e["shape"]) < 1:
                 raise r.fail(f"bad coding of tensor {e['key']!r}")
             n_codes += packed_size(n, len(planes))
