@@ -138,9 +138,9 @@ class TrainConfig:
         # Normalise sequences to tuples so that equal configs compare equal.
         for name in ("levels", "eval_specs", "mean", "std"):
             value = getattr(self, name)
-            if isinstance(value, str) and name == "levels":
+            if isinstance(value, str) and name == "levels":  # "channels,bits", as a flag gives it
                 value = tuple(v.strip() for v in value.split(",") if v.strip())
-            if value is not None and not isinstance(value, tuple):
+            if value is not None:
                 object.__setattr__(self, name, tuple(value))
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
 

@@ -273,3 +273,8 @@ def build(name: str, seed: int = 0):
         if isinstance(m, nn.LayerNorm):
             m.weight.data.copy_(torch.rand(m.normalized_shape, generator=g) + 0.5)
     return model.eval(), x
+
+
+def make(name: str, seed: int = 0) -> nn.Module:
+    """The model of :func:`build` alone: a ``package.module:factory`` for files that rebuild it."""
+    return build(name, seed)[0]

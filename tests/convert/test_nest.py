@@ -112,12 +112,28 @@ def test_shape_preserving_residual_blocks_become_layers_axes(nested_float):
     torch.testing.assert_close(y, ref)
 
 
-def test_the_traced_cost_plan_refuses_what_it_cannot_price(nested_float):
-    model, x = nested_float["mobilenet_v2"][1:3]  # depthwise convs and gated blocks
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_fn3_cost_prices_every_converted_model_as_its_leaves_do(nested_all, name):
+    model, x = nested_all[name]
+    space = fn3.space(model)
+    shape = tuple(x.shape[1:])
+    for spec in (space.smallest(), space.uniform({"channels": 0.5, "bits": 4}), space.largest()):
+        got = fn3.cost.costs(model, spec, ["params", "bits", "macs", "flops", "bitops"], input_shape=shape)
+        want = fn3.cost.leaf_costs(model, spec, x[:1])
+        assert got == {k: want[k] for k in got}
+    assert fn3.cost(model, space.smallest(), "flops", input_shape=shape) < got["flops"]
+
+
+def test_the_leaf_plan_says_which_metrics_need_the_traced_plan(nested_float):
+    model, x = nested_float["mobilenet_v2"][1:3]  # depthwise convs and gated blocks: not traced
     spec = fn3.space(model).smallest()
-    with pytest.raises(fn3.ConfigError, match="leaf_costs"):
-        fn3.cost(model, spec, "flops", input_shape=tuple(x.shape[1:]))
-    mlp, x = nested_float["mlp"][1:3]  # what the plan does model, it prices as the leaves do
+    assert type(fn3.cost.cost_plan(model, tuple(x.shape[1:]))).__name__ == "LeafPlan"
+    with pytest.raises(fn3.ConfigError, match="'memory' needs the traced cost plan"):
+        fn3.cost(model, spec, "memory", input_shape=tuple(x.shape[1:]))
+    with pytest.raises(fn3.SpecError):
+        fn3.cost(model, fn3.space(nested_float["mlp"][1]).smallest(), "flops", input_shape=tuple(x.shape[1:]))
+    mlp, x = nested_float["mlp"][1:3]  # what the traced plan does model, it prices as the leaves do
     spec = fn3.space(mlp).smallest()
+    assert type(fn3.cost.cost_plan(mlp, tuple(x.shape[1:]))).__name__ == "CostPlan"
     planned = fn3.cost(mlp, spec, "flops", input_shape=tuple(x.shape[1:]))
     assert planned == fn3.cost.leaf_costs(mlp, spec, x[:1])["flops"]

@@ -64,19 +64,19 @@ def export_cmd(
 ) -> None:
     """Export a sub-model (or, with --nested, the whole nested model) of a trained run."""
     from fn3.export import io, load
-    from fn3.export.loading import file_format
+    from fn3.export.loading import NESTED_FORMATS, file_format
     from fn3.export.runs import export_run
 
     if run.is_file():  # a nested file: read the sub-model's bytes and write a dedicated export
         if nested:
             raise ConfigError(f"{run} is already a file; --nested exports a run directory")
-        if file_format(run) != "fn3.nested":
+        if file_format(run) not in NESTED_FORMATS:
             raise ConfigError(f"{run} is a dedicated export; export from its run or a nested file")
         from fn3.export import container
-        from fn3.export.nested import load_nested, open_nested
+        from fn3.export.nested import load_nested, nested_space
 
         with container.Reader(run) as r:
-            _, space = open_nested(r)
+            space = nested_space(r)
         read = load_nested(run, _spec(spec, budget, front, space, None))
         out.mkdir(parents=True, exist_ok=True)
         files = [io.save(read.model, out / "model.safetensors")]
@@ -109,19 +109,19 @@ def bench_cmd(
     from fn3.export import load
     from fn3.export.bench import count_flops, count_params, ort_latency, ort_session, torch_latency
     from fn3.export.io import ideal_size
-    from fn3.export.loading import file_format, resolve_file
+    from fn3.export.loading import NESTED_FORMATS, file_format, resolve_file
 
     file = resolve_file(path)
     parsed = None
     if spec is not None:
-        if file_format(file) != "fn3.nested":
+        if file_format(file) not in NESTED_FORMATS:
             raise ConfigError("--spec applies to a nested file; this export holds one sub-model")
         from fn3.export import container
-        from fn3.export.nested import open_nested
+        from fn3.export.nested import nested_space
         from fn3.spec import parse_spec
 
         with container.Reader(file) as r:
-            parsed = parse_spec(spec, open_nested(r)[1])
+            parsed = parse_spec(spec, nested_space(r))
     model = load(file, parsed)
     shape = model.meta.get("input_shape")
     if shape is None:

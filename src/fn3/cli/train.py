@@ -304,7 +304,7 @@ def _info_file(path: Path) -> None:
     from fn3.export import container, load
     from fn3.export.bench import count_flops, count_params
     from fn3.export.io import ideal_size
-    from fn3.export.loading import file_format, resolve_file
+    from fn3.export.loading import NESTED_FORMATS, file_format, resolve_file
     from fn3.export.nested import open_nested
 
     file = resolve_file(path)
@@ -315,10 +315,15 @@ def _info_file(path: Path) -> None:
             f"fn3 info reads a run directory, an exported model or a nested file; {err}"
         ) from None
     size = os.path.getsize(file)
-    if fmt == "fn3.nested":
+    if fmt in NESTED_FORMATS:
         with container.Reader(file) as r:
-            header, space = open_nested(r)
-        model = header["meta"].get("model", {})
+            if fmt == "fn3.nested":
+                header, space = open_nested(r)
+                model = header["meta"].get("model", {})
+            else:  # a model of your own: its header names the factory
+                from fn3.export.user import user_header
+
+                model, space = user_header(r)
         console.print(
             f"nested file {file}: {size:,} bytes, model {model.get('name', '?')}, every sub-model of "
             f"{len(space)} {'axis' if len(space) == 1 else 'axes'} (levels {', '.join(space.kinds())}); "

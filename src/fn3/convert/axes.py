@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fn3.convert.groups import GroupInfo, Groups
+from fn3.convert.rules import role
 from fn3.spec import Axis
 
 __all__ = ["AxisPlan", "plan_axes"]
@@ -48,7 +49,7 @@ def _kind(info: GroupInfo) -> tuple[str | None, int, str | None]:
         return None, 1, info.frozen
     if info.size < 2:
         return None, 1, "a single channel"
-    if not any(m.role in _PRODUCERS for m in info.members):
+    if not any(_produces(m.role) for m in info.members):
         return None, 1, "no nested layer produces these channels"
     paths = {g for g in info.groups if g != info.size}
     if len(paths) > 1 or (paths and info.size in info.groups):
@@ -56,14 +57,19 @@ def _kind(info: GroupInfo) -> tuple[str | None, int, str | None]:
     if paths:
         g = paths.pop()
         return "paths", info.size // g, None
-    if any(m.role in _CONV_ROLES for m in info.members):
+    if any(m.role in _CONV_ROLES or getattr(role(m.role), "kind", "") == "channels" for m in info.members):
         return "channels", 1, None
     return "neurons", 1, None
 
 
+def _produces(name: str) -> bool:
+    """True for a role whose module creates the width (a built-in or a registered producer)."""
+    return name in _PRODUCERS or getattr(role(name), "produces", False)
+
+
 def _hint(info: GroupInfo) -> str:
     for m in info.members:
-        if m.role in _PRODUCERS:
+        if _produces(m.role):
             return m.module
     return info.hint
 

@@ -43,6 +43,8 @@ from fn3.convert.groups import Groups, analyse
 from fn3.convert.layers import nest_layers
 from fn3.convert.reorder import reorder_
 from fn3.convert.report import GroupRow, NestingReport
+from fn3.convert.rules import conversion_for
+from fn3.convert.rules import role as registered_role
 from fn3.convert.trace import trace_regions
 from fn3.errors import ConfigError, NestingError
 from fn3.nn.base import NestedModule
@@ -106,9 +108,12 @@ def _nested(name: str, mod: nn.Module, roles: Roles, bits: dict | None) -> nn.Mo
     def per(role: str) -> int:
         return roles[role][1] if role in roles else 1
 
-    if isinstance(mod, nn.Conv2d):
+    rule = conversion_for(mod)
+    if rule is not None:  # a registered type builds its own twin (fn3.convert.rules)
+        new: nn.Module = rule.nested(mod, roles)
+    elif isinstance(mod, nn.Conv2d):
         k, s, p, d = (_square(v) for v in (mod.kernel_size, mod.stride, mod.padding, mod.dilation))
-        new: nn.Module = NestedConv2d(
+        new = NestedConv2d(
             mod.in_channels, mod.out_channels, k, s, p, mod.groups, mod.bias is not None, d,
             in_axis=slot("conv_in"), out_axis=slot("conv_out"), in_per_unit=per("conv_in"),
             out_per_unit=per("conv_out"), path_axis=slot("conv_tied"), **(bits or {}),
@@ -243,7 +248,7 @@ def nest_(
             lo, hi = seen[name]
             with torch.no_grad():
                 new.act_quant.alpha.fill_(max(abs(lo), abs(hi), 1e-3))  # clip at the largest example value
-        if any(role in roles.get(name, {}) for role in _WIDTH_ROLES):
+        if any(role in _WIDTH_ROLES or registered_role(role) for role in roles.get(name, {})):
             nested += sum(p.numel() for p in mod.parameters())
         _replace(model, name, new)
     layer_axes, layer_notes = nest_layers(model, regions, inputs) if "layers" in lv else ([], [])

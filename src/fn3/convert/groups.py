@@ -31,6 +31,7 @@ from typing import Any
 
 from torch import fx, nn
 
+from fn3.convert.rules import conversion_for
 from fn3.convert.trace import Region
 
 __all__ = ["Feat", "GroupInfo", "Groups", "Member", "analyse"]
@@ -205,9 +206,12 @@ class _Analyser:
         x, shape = node.args[0] if node.args else None, self.shape(node.args[0] if node.args else None)
         f = self.feat(x)
         last = len(shape) - 1 if shape else -1
-        if type(mod) in (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LayerNorm):
+        rule = conversion_for(mod)
+        if rule is not None or type(mod) in (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LayerNorm):
             self.g.called[name] = type(mod).__name__
-        if type(mod) is nn.Conv2d:
+        if rule is not None:  # a registered type (fn3.convert.rules) maps its channels itself
+            out = rule.analyse(self, node, name, mod, f)
+        elif type(mod) is nn.Conv2d:
             out = self.conv(node, mod, name, f)
         elif type(mod) is nn.Linear:
             out = self.fresh(node, last, name)

@@ -9,6 +9,10 @@ that starts the sequence, its first block. The ``nn.Sequential`` becomes a
 :class:`~fn3.nn.gate.NestedSequential` with the same children (the ``state_dict`` keeps its keys),
 and a forward pass at minimum depth checks the result; a failure restores the sequence.
 
+An ``nn.ModuleList`` whose forward iterates it (``for block in self.blocks: x = block(x)``) is gated
+the same way, as a :class:`~fn3.nn.gate.NestedModuleList` (iteration skips the dropped blocks); the
+check also makes sure no dropped block is called (a forward that indexes the list keeps it as it is).
+
 Example:
     >>> import torch
     >>> from torch import nn
@@ -36,7 +40,7 @@ from torch import fx, nn
 
 from fn3.convert.groups import _PASS_FNS, _PASS_MODULES, _fn_name, _nodes
 from fn3.convert.trace import Region
-from fn3.nn.gate import NestedSequential
+from fn3.nn.gate import NestedModuleList, NestedSequential
 from fn3.nn.slot import AxisSlot
 from fn3.spec import Axis
 
@@ -88,7 +92,7 @@ def droppable_runs(model: nn.Module, regions: Sequence[Region]) -> list[tuple[st
     found = []
     for region in regions:
         for rel, seq in region.module.named_modules():
-            if type(seq) is not nn.Sequential or not rel or any(
+            if type(seq) not in (nn.Sequential, nn.ModuleList) or not rel or any(
                 rel == o or rel.startswith(o + ".") for o in region.opaque
             ):
                 continue
@@ -124,21 +128,30 @@ def nest_layers(
             slot = AxisSlot(axis)
             slots.append(slot)
             gates.update({i: (slot, i - first) for i in run if i != first})
-        gated = NestedSequential(OrderedDict(seq.named_children()), gates=gates).train(seq.training)
+        if type(seq) is nn.ModuleList:  # gated by iteration: the forward must iterate it
+            gated: nn.Module = NestedModuleList(list(seq), gates=gates).train(seq.training)
+        else:
+            gated = NestedSequential(OrderedDict(seq.named_children()), gates=gates).train(seq.training)
         parent, _, leaf = name.rpartition(".")
         owner = model.get_submodule(parent) if parent else model
         setattr(owner, leaf, gated)
         training = {m: m.training for m in model.modules()}
-        try:  # the check: the model runs with every block of these axes dropped
+        called: list[int] = []
+        hooks = [seq[i].register_forward_pre_hook(lambda m, a, seen=called: seen.append(1)) for i in gates]
+        try:  # the check: the model runs with every block of these axes dropped, and none is called
             for slot in slots:
                 slot.set(tuple(range(slot.axis.min_blocks)))
             model.eval()
             model(*inputs)
+            if called:
+                raise RuntimeError("the forward calls its blocks by index, not by iterating the list")
             axes += [s.axis for s in slots]
         except Exception as err:  # any failure means the blocks are not droppable as they are
             setattr(owner, leaf, seq)
             notes.append(f"{name}: its residual blocks cannot be dropped ({type(err).__name__}: {err})")
         finally:
+            for h in hooks:
+                h.remove()
             for slot in slots:
                 slot.set(None)
             for m, mode in training.items():

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from fn3.convert.axes import AxisPlan
+from fn3.convert.rules import role as rule_of
 
 __all__ = ["reorder_", "unit_order"]
 
@@ -36,11 +37,25 @@ def _expand(order: torch.Tensor, per_unit: int) -> torch.Tensor:
     return (order[:, None] * per_unit + torch.arange(per_unit)).flatten()
 
 
+def _ranks(name: str) -> bool:
+    """True for a registered role whose weights rank the units (a consumer of the group)."""
+    rule = rule_of(name)
+    return rule is not None and rule.importance is not None
+
+
 def _importance(plan: AxisPlan, modules: dict[str, nn.Module]) -> torch.Tensor:
     units = plan.group.size // plan.unit
     total = torch.zeros(units, dtype=torch.float64)
-    consumers = [m for m in plan.group.members if m.role in ("conv_in", "linear_in")]
+    consumers = [m for m in plan.group.members if m.role in ("conv_in", "linear_in") or _ranks(m.role)]
     for member in consumers or [m for m in plan.group.members if m.role.endswith(("_out", "_tied"))]:
+        rule = rule_of(member.role)
+        if rule is not None:  # a registered type: the L1 norm of its ranking tensor along the units
+            name, dim = rule.importance
+            t = getattr(modules[member.module], name).detach().abs().double().movedim(dim, 0)
+            per_channel = t.flatten(1).sum(1).reshape(-1, member.per_unit).sum(1)
+            per_unit = per_channel.reshape(units, plan.unit).sum(1)
+            total += per_unit / per_unit.sum().clamp_min(1e-12)
+            continue
         w = modules[member.module].weight.detach().abs().double()
         if member.role == "conv_in":
             per_channel = w.sum(dim=(0, 2, 3))  # (C,)
@@ -60,7 +75,11 @@ def _permute(module: nn.Module, role: str, idx: torch.Tensor) -> None:
         if t is not None:
             t.data = t.data.index_select(dim, idx.to(t.device))
 
-    if role in ("conv_out", "linear_out", "conv_tied"):
+    registered = rule_of(role)
+    if registered is not None:  # a registered type says which of its tensors hold the units
+        for name, dim in registered.permute:
+            take(name, dim)
+    elif role in ("conv_out", "linear_out", "conv_tied"):
         take("weight", 0)  # a tied conv's groups move whole: each keeps its own input channels
         take("bias", 0)
     elif role in ("conv_in", "linear_in"):

@@ -50,8 +50,14 @@ class Region:
 
 
 def _is_torch_leaf(m: nn.Module) -> bool:
+    """A torch layer, or a type registered with :func:`fn3.convert.rules.register_conversion`."""
+    from fn3.convert.rules import conversion_for
+
     mod = type(m).__module__
-    return (mod.startswith("torch.nn") or mod.startswith("torch.ao.nn")) and not isinstance(m, nn.Sequential)
+    torch_layer = (mod.startswith("torch.nn") or mod.startswith("torch.ao.nn")) and not isinstance(
+        m, nn.Sequential
+    )
+    return torch_layer or conversion_for(m) is not None
 
 
 class _Tracer(fx.Tracer):

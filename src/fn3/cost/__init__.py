@@ -8,6 +8,8 @@ latency predicted from a table measured on your own device.
 Every cost is computed from the model's compiled :class:`~fn3.cost.plan.CostPlan` (one trace of the
 full model, cached on it) by arithmetic over the spec's kept blocks, in tens of microseconds, so a
 search can price many candidates; see :mod:`fn3.cost.metrics` for exactly what each metric counts.
+A model whose forward that trace does not model (any model :func:`fn3.nest_` made) is priced by its
+nested layers instead (:class:`~fn3.cost.leafplan.LeafPlan`, the same metrics but memory and latency).
 
 Example:
     >>> import fn3

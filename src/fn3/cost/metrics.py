@@ -85,6 +85,8 @@ class Metric:
         if missing:
             raise ConfigError(f"metric {self.name!r} needs {missing[0]}=...; e.g. cost(model, spec, "
                               f"{self.name!r}, {missing[0]}=fn3.cost.latency.load_latency_table(path))")
+        if type(plan) is not CostPlan:  # a LeafPlan: the nested leaves price the built-in metrics
+            return plan.metric(self.name, sizes)  # type: ignore[attr-defined]
         if self.needs:
             return float(self.fn(plan, sizes, **{n: options[n] for n in self.needs}))
         # Keyed by the Metric itself, so a metric registered again under the same name recomputes.

@@ -27,13 +27,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from torch import nn
 
 from fn3.errors import ConfigError, SpecError
 from fn3.nest import space as model_space
 from fn3.spec import Axis, Space, Spec
+
+if TYPE_CHECKING:
+    from fn3.cost.leafplan import LeafPlan
 
 __all__ = ["CostPlan", "Dim", "Layer", "Norm", "Op", "Sizes", "TensorInfo", "cost_plan", "Gate"]
 
@@ -212,12 +215,15 @@ def _raise_spec_error(axes: dict[str, Axis], spec: Spec) -> NoReturn:
 # -- building ------------------------------------------------------------------------------------
 
 
-def cost_plan(model: nn.Module, input_shape: Sequence[int] | None = None) -> CostPlan:
-    """The (cached) cost plan of ``model`` for one sample of ``input_shape`` = ``(C, H, W)``.
+def cost_plan(model: nn.Module, input_shape: Sequence[int] | None = None) -> CostPlan | LeafPlan:
+    """The (cached) cost plan of ``model`` for one sample of ``input_shape`` (``(C, H, W)`` for images).
 
-    ``input_shape`` defaults to the model's creation arguments (``in_channels``, ``input_size``).
+    ``input_shape`` defaults to the model's creation arguments (``in_channels``, ``input_size``, or
+    the ``input_shape`` of a model of your own). A model whose forward the traced plan does not model
+    (layers or functions it does not know, a non-image input) gets a
+    :class:`~fn3.cost.leafplan.LeafPlan`, which asks the nested leaves (:mod:`fn3.nn.protocol`).
     """
-    shape = resolve_input_shape(model, input_shape)
+    shape = resolve_input_shape(model, input_shape, any_rank=True)
     cache = getattr(model, "_fn3_cost_plans", None)
     if cache is None:
         cache = PlanCache()
@@ -225,10 +231,16 @@ def cost_plan(model: nn.Module, input_shape: Sequence[int] | None = None) -> Cos
     plan = cache.get(shape)
     if plan is None:
         from fn3.cost._trace import trace_plan  # late: the tracer pulls in torch.overrides
+        from fn3.cost.leafplan import LeafPlan
 
-        _check_plannable(model)
         axes = {a.name: a for a in model_space(model)}
-        plan = trace_plan(model, shape, axes)
+        try:
+            if len(shape) != 3:
+                raise ConfigError("not an image input")
+            _check_plannable(model)
+            plan = trace_plan(model, shape, axes)  # type: ignore[arg-type]
+        except ConfigError:
+            plan = LeafPlan(model, shape, axes)
         cache[shape] = plan
     return plan
 
@@ -236,11 +248,11 @@ def cost_plan(model: nn.Module, input_shape: Sequence[int] | None = None) -> Cos
 def _check_plannable(model: nn.Module) -> None:
     """Refuse the layers the traced plan does not model (it would price them wrongly, silently)."""
     from fn3.nn.conv import NestedConv2d
-    from fn3.nn.gate import NestedSequential
+    from fn3.nn.gate import NestedModuleList, NestedSequential
     from fn3.nn.norm import NestedLayerNorm
 
     for name, m in model.named_modules():
-        odd = isinstance(m, (NestedSequential, NestedLayerNorm)) or (
+        odd = isinstance(m, (NestedSequential, NestedModuleList, NestedLayerNorm)) or (
             isinstance(m, NestedConv2d)
             and (
                 (m.path_axis is not None and m.path_axis.axis.kind != "paths")
@@ -266,15 +278,24 @@ class PlanCache(dict):
         return PlanCache()
 
 
-def resolve_input_shape(model: nn.Module, input_shape: Sequence[int] | None) -> tuple[int, int, int]:
-    """``(C, H, W)`` from the argument, else from the model's ``fn3_config``; a ConfigError if neither."""
+def resolve_input_shape(
+    model: nn.Module, input_shape: Sequence[int] | None, *, any_rank: bool = False
+) -> tuple[int, ...]:
+    """``(C, H, W)`` from the argument, else from the model's ``fn3_config``; a ConfigError if neither.
+
+    ``any_rank=True`` accepts one sample of any shape (``(features,)`` for a model of your own).
+    """
     if input_shape is None:
         cfg = getattr(model, "fn3_config", None)
-        if not isinstance(cfg, dict) or "in_channels" not in cfg or "input_size" not in cfg:
+        if isinstance(cfg, dict) and cfg.get("input_shape"):  # a model of your own records it
+            input_shape = cfg["input_shape"]
+        elif not isinstance(cfg, dict) or "in_channels" not in cfg or "input_size" not in cfg:
             raise ConfigError("give input_shape=(C, H, W): this model does not record its input size")
-        h, w = cfg["input_size"]
-        input_shape = (cfg["in_channels"], h, w)
+        else:
+            h, w = cfg["input_size"]
+            input_shape = (cfg["in_channels"], h, w)
     shape = tuple(int(v) for v in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ConfigError(f"input_shape must be (C, H, W) with positive sizes, got {tuple(input_shape)}")
-    return shape  # type: ignore[return-value]
+    if (len(shape) != 3 and not (any_rank and shape)) or min(shape, default=0) < 1:
+        want = "one sample's shape" if any_rank else "(C, H, W)"
+        raise ConfigError(f"input_shape must be {want} with positive sizes, got {tuple(input_shape)}")
+    return shape

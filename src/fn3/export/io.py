@@ -365,6 +365,16 @@ def _stored(model: nn.Module) -> list[tuple[str, torch.Tensor, int]]:
 
 def ideal_size(model: nn.Module) -> int:
     """Ideal bytes of an exported model: ``sum(codes x bits) / 8 + 4 x float values``."""
+    from fn3.export.user import UserExport
+
+    if isinstance(model, UserExport):  # kept planes per quantized weight, 32-bit scales and floats
+        total = 0
+        for key, t in model.module.state_dict().items():
+            q = model.quant.get(key)
+            if key.endswith("num_batches_tracked"):
+                continue
+            total += t.numel() * 32 if q is None else t.numel() * len(q.planes) + q.scale.numel() * 32
+        return total // 8
     return sum(t.numel() * b for _, t, b in _stored(model)) // 8
 
 
@@ -373,6 +383,10 @@ def save(exported: nn.Module, path: str | Path) -> Path:
 
     ``path`` is a file (``.safetensors`` suggested) or an existing directory (then ``DIR/model.safetensors``).
     """
+    from fn3.export.user import UserExport, save_user
+
+    if isinstance(exported, UserExport):  # a model of your own: its recipe and tensors
+        return save_user(exported, path)
     path = model_file(path, for_writing=True)
     codes, floats = [], []
     for _, t, bits in _stored(exported):

@@ -25,9 +25,16 @@ from fn3.export.io import load_exported
 from fn3.export.nested import FORMAT as NESTED_FORMAT
 from fn3.export.nested import load_nested
 from fn3.export.qmodules import ExportedModel
+from fn3.export.user import NESTED_FORMAT as USER_NESTED_FORMAT
+from fn3.export.user import SUB_FORMAT as USER_FORMAT
+from fn3.export.user import UserExport, load_user
 from fn3.spec import Spec
 
-__all__ = ["file_format", "load", "resolve_file"]
+__all__ = ["FORMATS", "NESTED_FORMATS", "file_format", "load", "resolve_file"]
+
+#: The file formats :func:`load` opens, and those of them that hold every sub-model.
+FORMATS = (EXPORTED_FORMAT, NESTED_FORMAT, USER_FORMAT, USER_NESTED_FORMAT)
+NESTED_FORMATS = (NESTED_FORMAT, USER_NESTED_FORMAT)
 
 
 def resolve_file(path: str | Path) -> Path:
@@ -42,11 +49,11 @@ def resolve_file(path: str | Path) -> Path:
 
 
 def file_format(path: str | Path) -> str:
-    """``"fn3.exported"`` or ``"fn3.nested"`` (reads the header only)."""
+    """``"fn3.exported"``, ``"fn3.nested"`` or their twins for a model of your own (reads the header)."""
     with container.Reader(resolve_file(path)) as r:
         fmt = r.metadata.get("format", "")
-        if fmt not in (EXPORTED_FORMAT, NESTED_FORMAT):
-            raise r.fail(f"format is {fmt!r}, expected {EXPORTED_FORMAT!r} or {NESTED_FORMAT!r}")
+        if fmt not in FORMATS:
+            raise r.fail(f"format is {fmt!r}, expected one of {', '.join(map(repr, FORMATS))}")
         return fmt
 
 
@@ -75,7 +82,7 @@ def load(
     *,
     budget: str | Mapping[str, float] | None = None,
     front: str | Path | None = None,
-) -> ExportedModel:
+) -> ExportedModel | UserExport:
     """Load an exported model; from a nested file, read only the bytes of sub-model ``spec``.
 
     Args:
@@ -86,6 +93,8 @@ def load(
         budget, front: instead of ``spec``, a budget such as ``"flops=20M"`` resolved through the
             search front ``front`` (``SearchResult.best_under``; needs :mod:`fn3.search`).
 
+    A file of a model of your own (:mod:`fn3.export.user`) gives a
+    :class:`~fn3.export.user.UserExport` (loading imports the factory it names).
     For a nested file, ``model.meta["bytes_read"]`` and ``["file_size"]`` report what the read cost.
     Raises :class:`~fn3.errors.FileFormatError` for a truncated, corrupted or mismatched file.
     """
@@ -94,12 +103,13 @@ def load(
             raise ConfigError("give spec= or budget=, not both")
         spec = _budget_spec(budget, front)
     file = resolve_file(path)
-    if file_format(file) == NESTED_FORMAT:
+    fmt = file_format(file)
+    if fmt in NESTED_FORMATS:
         read = load_nested(file, spec)
         read.model.meta.update(bytes_read=read.bytes_read, file_size=read.file_size)
         return read.model
     with container.Reader(file) as r:
-        model = load_exported(r)
+        model = load_user(r) if fmt == USER_FORMAT else load_exported(r)
     if spec is not None and Spec.from_dict(model.meta.get("spec", {})) != spec:
         raise ConfigError(
             f"{file} holds another sub-model than the spec asked for; "

@@ -40,7 +40,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from fn3.errors import FileFormatError
+from fn3.errors import ConfigError, FileFormatError
 from fn3.export.arch import describe
 from fn3.export.pack import keep_planes
 from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinear, Residual
@@ -251,9 +251,20 @@ def export(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | None =
     ``fn3.active(model, spec)`` in eval mode. To export with BatchNorm statistics re-estimated for
     this spec, export inside :func:`fn3.evaluate.bn_recalibrated`.
     """
+    from fn3.export.user import export_user, is_user_model
+    from fn3.nn.protocol import is_leaf
+
+    if is_user_model(model):  # a model of your own keeps its classes and forward
+        return export_user(model, spec, meta=meta)  # type: ignore[return-value]
+    try:
+        arch = describe(model)
+    except ConfigError:  # not a built-in model: fn3.nest_ made it (no factory to rebuild it from)
+        if not any(is_leaf(m) for m in model.modules()):
+            raise
+        return export_user(model, spec, meta=meta)  # type: ignore[return-value]
     sp = space(model)
     spec = sp.largest() if spec is None else sp.validate(spec)
     with active(model, spec):  # validates and leaves the model as it was
-        net = build(describe(model), ModelSource(model), spec, sp)
+        net = build(arch, ModelSource(model), spec, sp)
     layers = list(net) if type(net) is nn.Sequential else [net]
     return ExportedModel(*layers, meta=export_meta(model, spec, meta)).eval().requires_grad_(False)

@@ -8,7 +8,7 @@ answers (its axes, its cost, its plain form).
 from fn3.nn.base import NestedActQuant, NestedModule
 from fn3.nn.blocks import BasicBlock, NestedStage, ResNeXtBlock
 from fn3.nn.conv import NestedConv2d
-from fn3.nn.gate import NestedSequential
+from fn3.nn.gate import NestedModuleList, NestedSequential
 from fn3.nn.linear import NestedLinear
 from fn3.nn.norm import NestedBatchNorm2d, NestedLayerNorm
 from fn3.nn.protocol import AxisUse, LeafCost
@@ -25,6 +25,7 @@ __all__ = [
     "NestedLayerNorm",
     "NestedLinear",
     "NestedModule",
+    "NestedModuleList",
     "NestedSequential",
     "NestedStage",
     "ResNeXtBlock",

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from fn3.nn.functional import check_scheme, fake_quant_act, fake_quant_weight, weight_scale
-from fn3.nn.protocol import FLOAT_BITS, AxisUse, LeafCost, PinnedSlot, uses
+from fn3.nn.protocol import FLOAT_BITS, AxisUse, LeafCost, PinnedSlot, QuantWeight, uses
 from fn3.nn.slot import AxisSlot, Selection
 
 __all__ = ["NestedActQuant", "NestedModule", "full", "select", "set_quant_scheme"]
@@ -130,3 +130,13 @@ def quantized_weight(
         return w
     scale = out.take(weight_scale(full_weight, total_bits), 0)  # (out_active,)
     return fake_quant_weight(w, scale, total_bits, slot.units, slot.bit_mask(total_bits), scheme)
+
+
+def quant_weight(
+    full_weight: torch.Tensor, out: Selection, slot: AxisSlot | None, total_bits: int, scheme: str
+) -> QuantWeight | None:
+    """The :class:`~fn3.nn.protocol.QuantWeight` of the active slice (``None`` for a float weight)."""
+    if slot is None:
+        return None
+    scale = out.take(weight_scale(full_weight, total_bits), 0).detach().clone()  # (out_active,)
+    return QuantWeight(scale, total_bits, tuple(slot.blocks), scheme)

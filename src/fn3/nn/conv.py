@@ -12,7 +12,7 @@ as ``nn.Conv2d`` does.
 Example:
     >>> import torch
     >>> from fn3.spec import Axis
-    >>> from fn3.nn.slot import AxisSlot
+    >>> from fn3.nn.slot import AxisSlot, Selection
     >>> paths = AxisSlot(Axis("b.paths", "paths", 8))
     >>> conv = NestedConv2d(32, 32, 3, padding=1, groups=8, path_axis=paths)
     >>> paths.set((0, 1))               # 2 of 8 paths: 8 of 32 channels, 2 groups
@@ -26,9 +26,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fn3.nn.base import NestedActQuant, NestedModule, full, quantized_weight, select
-from fn3.nn.protocol import FLOAT_BITS, AxisUse, LeafCost, bits_of, conv_out_hw, pair, plain_copy, uses
-from fn3.nn.slot import AxisSlot
+from fn3.nn.base import NestedActQuant, NestedModule, full, quant_weight, quantized_weight, select
+from fn3.nn.protocol import (
+    FLOAT_BITS,
+    AxisUse,
+    LeafCost,
+    QuantWeight,
+    bits_of,
+    conv_out_hw,
+    pair,
+    plain_copy,
+    uses,
+)
+from fn3.nn.slot import AxisSlot, Selection
 
 __all__ = ["NestedConv2d"]
 
@@ -98,13 +108,22 @@ class NestedConv2d(NestedModule):
     def active_groups(self) -> int:
         return self.path_axis.units if self.path_axis is not None else self.groups
 
+    def active_out(self) -> Selection:
+        """The kept output channels (whole groups of ``out / groups`` for a paths axis)."""
+        if self.path_axis is not None:
+            return self.path_axis.select(self.out_channels // self.groups)
+        return select(self.out_axis, self.out_channels, self.out_per_unit)
+
+    def fn3_quant_weight(self) -> QuantWeight | None:
+        """How the extracted weight is coded (``None``: a float weight); see the protocol."""
+        return quant_weight(self.weight, self.active_out(), self.wbits, self.total_bits, self.quant_scheme)
+
     def active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Active weight (out_a, in_a / groups_a, k, k) and bias (out_a,)."""
+        out = self.active_out()
         if self.path_axis is not None:
-            out = self.path_axis.select(self.out_channels // self.groups)
             w = out.take(self.weight, 0)  # each kept group keeps all its (in / groups) inputs
         else:
-            out = select(self.out_axis, self.out_channels, self.out_per_unit)
             inp = (
                 select(self.in_axis, self.in_channels, self.in_per_unit)
                 if self.groups == 1

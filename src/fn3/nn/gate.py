@@ -33,7 +33,7 @@ from fn3.nn.base import NestedModule
 from fn3.nn.protocol import AxisUse
 from fn3.nn.slot import AxisSlot
 
-__all__ = ["NestedSequential"]
+__all__ = ["NestedModuleList", "NestedSequential"]
 
 
 class NestedSequential(nn.Sequential, NestedModule):
@@ -76,3 +76,45 @@ class NestedSequential(nn.Sequential, NestedModule):
         children = enumerate(self.named_children())
         kept = [(name, m if self.runs(i) else nn.Identity()) for i, (name, m) in children]
         return nn.Sequential(OrderedDict(kept))
+
+
+class NestedModuleList(nn.ModuleList, NestedModule):
+    """``nn.ModuleList`` whose residual children are kept by ``layers`` axes, for a forward that iterates it.
+
+    ``for block in self.blocks: x = block(x)`` visits only the children that run (iteration skips the
+    dropped ones); indexing (``self.blocks[i]``) and ``state_dict`` still see every child, so
+    :func:`fn3.nest_` gates a list only after checking, at minimum depth, that the dropped children
+    are really not called. ``gates = {child position: (layers slot, unit)}``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from fn3.nn.slot import AxisSlot
+        >>> from fn3.spec import Axis
+        >>> depth = AxisSlot(Axis("blocks.depth", "layers", 2))
+        >>> blocks = NestedModuleList([nn.Linear(4, 4), nn.Linear(4, 4)], gates={1: (depth, 1)})
+        >>> depth.set((0,))
+        >>> len(blocks), len(list(blocks)), len(blocks.extract())
+        (2, 1, 1)
+    """
+
+    def __init__(self, modules: Any = None, *, gates: Mapping[int, tuple[AxisSlot, int]]):
+        super().__init__(modules)
+        for i, (slot, unit) in gates.items():
+            if not 0 <= i < len(self) or not 0 <= unit < slot.axis.size:
+                raise ValueError(f"gate {i} -> unit {unit} of {slot.axis.name} is out of range")
+        self.gates = dict(gates)
+
+    fn3_slots = NestedSequential.fn3_slots
+    runs = NestedSequential.runs
+    fn3_axes = NestedSequential.fn3_axes
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        return iter([m for i, m in enumerate(self._modules.values()) if self.runs(i)])
+
+    def fn3_skipped(self) -> list[nn.Module]:  # over the list itself, not its (gated) iteration
+        return [m for i, m in enumerate(self._modules.values()) if not self.runs(i)]
+
+    def extract(self) -> nn.Module:
+        """An ``nn.ModuleList`` of the kept children, in order (a forward iterating it runs those)."""
+        return nn.ModuleList([m for i, m in enumerate(self._modules.values()) if self.runs(i)])

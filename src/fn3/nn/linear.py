@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fn3.nn.base import NestedActQuant, NestedModule, quantized_weight, select
-from fn3.nn.protocol import FLOAT_BITS, AxisUse, LeafCost, bits_of, plain_copy, uses
+from fn3.nn.base import NestedActQuant, NestedModule, quant_weight, quantized_weight, select
+from fn3.nn.protocol import FLOAT_BITS, AxisUse, LeafCost, QuantWeight, bits_of, plain_copy, uses
 from fn3.nn.slot import AxisSlot
 
 __all__ = ["NestedLinear"]
@@ -73,6 +73,11 @@ class NestedLinear(NestedModule):
         if self.bias is not None:
             bound = 1 / math.sqrt(in_features)
             nn.init.uniform_(self.bias, -bound, bound)
+
+    def fn3_quant_weight(self) -> QuantWeight | None:
+        """How the extracted weight is coded (``None``: a float weight); see the protocol."""
+        out = select(self.out_axis, self.out_features, self.out_per_unit)
+        return quant_weight(self.weight, out, self.wbits, self.total_bits, self.quant_scheme)
 
     def active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The active (sliced, quantized) weight (out_a, in_a) and bias (out_a,)."""

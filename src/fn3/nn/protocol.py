@@ -15,7 +15,11 @@ hold right now (what ``fn3.active(model, spec)`` set):
     its plain torch form for the active sub-model (an ``nn.Conv2d`` of the kept size, ...), which
     computes exactly what the leaf computes now.
 
-A *block gate* (:class:`~fn3.nn.blocks.NestedStage`, :class:`~fn3.nn.gate.NestedSequential`) decides
+A quantized leaf also answers ``fn3_quant_weight()``: how its extracted weight is coded
+(:class:`QuantWeight`), so a file stores it as bit-packed codes (:mod:`fn3.export.user`).
+
+A *block gate* (:class:`~fn3.nn.blocks.NestedStage`, :class:`~fn3.nn.gate.NestedSequential`,
+:class:`~fn3.nn.gate.NestedModuleList`) decides
 which of its children run; it answers ``fn3_axes()``, ``fn3_skipped()`` (the children that do not
 run) and ``extract()`` (its kept children, already extracted).
 
@@ -54,6 +58,7 @@ __all__ = [
     "LeafCost",
     "NestedLeaf",
     "PinnedSlot",
+    "QuantWeight",
     "is_gate",
     "is_leaf",
     "uses",
@@ -100,6 +105,22 @@ class LeafCost:
     def as_dict(self) -> dict[str, float]:
         names = ("macs", "flops", "params", "bits", "bitops")
         return {n: float(v) for n, v in zip(names, self.as_tuple(), strict=True)}
+
+
+@dataclass(frozen=True)
+class QuantWeight:
+    """How a quantized leaf codes the weight of its extracted form (``fn3_quant_weight()``).
+
+    The extracted weight is ``grid_values(code, total_bits, ...) * scale`` (:mod:`fn3.nn.functional`)
+    for integer codes made of the kept bit-planes ``planes`` (0 = the most significant) of the
+    ``total_bits``-bit code, read under ``scheme``; ``scale`` holds one step per kept output row. A file
+    then stores ``len(planes)`` bits per weight and the scales (:mod:`fn3.export.user`).
+    """
+
+    scale: torch.Tensor  # (out_active,)
+    total_bits: int
+    planes: tuple[int, ...]
+    scheme: str
 
 
 @runtime_checkable

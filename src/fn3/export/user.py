@@ -1,0 +1,402 @@
+"""Export, save and load a model of your own (one :func:`fn3.nest_` made from a factory).
+
+A built-in model is exported into fn3's own module vocabulary (:mod:`fn3.export.slice`). A model of
+your own keeps its own classes and forward: :func:`export_user` is
+:func:`~fn3.export.submodel.extract_submodel` (copy, replace each nested leaf by its plain form)
+wrapped in a :class:`UserExport` that remembers where it came from. Its files store no code and no
+module tree, only the recipe and the tensors:
+
+* the JSON header (zlib-compressed ``meta`` tensor) holds the factory reference, its arguments, the
+  input shape and nesting levels (:class:`~fn3.convert.user.UserModel`), the space, the spec, the
+  quantization scheme, the export metadata, and the list of stored tensors (key, shape, coding);
+* ``codes`` (U8): every quantized weight as its kept bit-planes, ``c`` bits per weight, packed
+  (:func:`fn3.export.pack.pack_codes`); ``floats`` (F32): everything else, and one scale per output
+  row of each quantized weight.
+
+Loading imports the factory, rebuilds and nests the model exactly as its run did (the
+:class:`~fn3.convert.user.UserModel` recipe is deterministic), extracts the spec's structure, checks
+that every stored tensor has the key and shape that structure expects (before reading the data),
+and fills it in. So **loading imports the factory's module**: load files whose factory you trust, as
+you would import their package.
+
+Two files: ``fn3.user-exported`` holds one sub-model (:func:`save_user` / :func:`load_user`);
+``fn3.user-nested`` holds the whole nested model, quantized weights as their full codes, and serves
+every spec (:func:`save_user_nested` / :func:`load_user_nested`; it reads the whole file, unlike the
+built-in nested file, which reads only a spec's bytes). :func:`fn3.export.export`,
+:func:`fn3.export.save`, :func:`fn3.export.load`, :func:`fn3.export.save_nested` and
+:func:`fn3.export.load_nested` call these for a model of your own.
+
+Example:
+    >>> import os, tempfile, torch, fn3
+    >>> from fn3.convert.user import UserModel, build_user_model
+    >>> desc = UserModel("fn3.export.user:example_net", {"width": 8}, (1, 8, 8), ("channels", "bits"))
+    >>> model = build_user_model(desc)[0].eval()
+    >>> spec = fn3.space(model).uniform({"channels": 0.5, "bits": 4})
+    >>> small = fn3.export.export(model, spec)
+    >>> path = fn3.export.save(small, os.path.join(tempfile.mkdtemp(), "model.safetensors"))
+    >>> x = torch.randn(2, 1, 8, 8)
+    >>> bool((fn3.export.load(path)(x) - small(x)).abs().max() < 1e-5)
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fn3.errors import ConfigError, FileFormatError, SpecError
+from fn3.export import container
+from fn3.export.pack import pack_codes, packed_size, unpack_codes
+from fn3.export.submodel import extract_submodel
+from fn3.nest import active
+from fn3.nest import space as model_space
+from fn3.nn.base import NestedModule, set_quant_scheme
+from fn3.nn.functional import SCHEMES, grid_values
+from fn3.nn.protocol import QuantWeight, is_leaf
+from fn3.spec import Space, Spec
+
+__all__ = [
+    "NESTED_FORMAT",
+    "SUB_FORMAT",
+    "UserExport",
+    "example_net",
+    "export_user",
+    "is_user_model",
+    "load_user",
+    "load_user_nested",
+    "save_user",
+    "save_user_nested",
+]
+
+SUB_FORMAT, NESTED_FORMAT, VERSION = "fn3.user-exported", "fn3.user-nested", "1"
+_TENSORS = {"codes": "U8", "floats": "F32", "meta": "U8"}
+
+
+def is_user_model(model: nn.Module) -> bool:
+    """True for a nested model built from a factory (its ``fn3_config`` is a user-model description)."""
+    from fn3.convert.user import FORMAT
+
+    cfg = getattr(model, "fn3_config", None)
+    return isinstance(cfg, Mapping) and cfg.get("format") == FORMAT
+
+
+def example_net(width: int = 8) -> nn.Module:
+    """A tiny CNN for 1-channel 8x8 images (the factory of this module's example)."""
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10),
+    )  # fmt: skip
+
+
+class UserExport(nn.Module):
+    """A plain sub-model of a model of your own: ``module`` (its own classes, leaves extracted).
+
+    ``meta`` is the export metadata (spec, model description, input shape, ...); ``quant`` maps the
+    ``state_dict`` key of every quantized weight of ``module`` to its coding, so a file stores it as
+    bit-packed codes.
+    """
+
+    def __init__(self, module: nn.Module, meta: dict, quant: Mapping[str, QuantWeight]):
+        super().__init__()
+        self.module = module
+        self.meta = meta
+        self.quant = dict(quant)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+
+def _scheme(model: nn.Module) -> str:
+    schemes = {m.quant_scheme for m in model.modules() if isinstance(m, NestedModule)}
+    return schemes.pop() if len(schemes) == 1 else "centred"
+
+
+@torch.no_grad()
+def export_user(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | None = None) -> UserExport:
+    """Sub-model ``spec`` of a model of your own, as a :class:`UserExport` (eval mode)."""
+    from fn3.export.slice import export_meta
+
+    sp = model_space(model)
+    spec = sp.largest() if spec is None else sp.validate(spec)
+    sub = extract_submodel(model, spec)
+    keys = set(sub.state_dict())
+    quant = {}
+    with active(model, spec):
+        for name, leaf in model.named_modules():
+            q = leaf.fn3_quant_weight() if is_leaf(leaf) and hasattr(leaf, "fn3_quant_weight") else None
+            if q is None:
+                continue
+            # an extracted quantized leaf is Sequential(act quantizer, layer), or the layer alone
+            for key in (f"{name}.1.weight", f"{name}.weight"):
+                if key in keys:  # absent: the leaf sits in a dropped block
+                    quant[key] = q
+                    break
+    info = export_meta(model, spec, meta)
+    info.update(space=sp.to_dict(), scheme=_scheme(model))
+    if is_user_model(model):  # the recipe a file needs to rebuild it
+        info.update(model=dict(model.fn3_config), input_shape=list(model.fn3_config["input_shape"]))
+    else:
+        info.pop("model", None)
+    return UserExport(sub, info, quant).eval().requires_grad_(False)
+
+
+# -- tensors <-> file ------------------------------------------------------------------------------
+def _codes_of(w: torch.Tensor, q: QuantWeight) -> torch.Tensor:
+    """The kept-plane codes of an extracted quantized weight (inverse of :func:`_weight_of`)."""
+    big = q.total_bits
+    full = (1 << big) - 1
+    kept = sum(1 << (big - 1 - p) for p in q.planes)
+    offset = (full & ~kept) / 2.0 if q.scheme == "centred" else 0.0  # the cell centre grid_values adds
+    s = q.scale.reshape(-1, *([1] * (w.dim() - 1)))
+    t = torch.round(w / s - offset).to(torch.int64)  # the truncated B-bit code: dropped planes are 0
+    u = t & full
+    c = len(q.planes)
+    out = torch.zeros_like(u)
+    for j, p in enumerate(q.planes):
+        out |= ((u >> (big - 1 - p)) & 1) << (c - 1 - j)
+    codes = out - ((out >> (c - 1)) & 1) * (1 << c)
+    if not torch.allclose(_weight_of(codes, q), w, rtol=1e-5, atol=1e-7):
+        raise RuntimeError("fn3 bug: an extracted quantized weight is not on its grid")
+    return codes
+
+
+def _weight_of(codes: torch.Tensor, q: QuantWeight) -> torch.Tensor:
+    """The float weight of kept-plane ``codes`` (signed ``c``-bit integers)."""
+    big, c = q.total_bits, len(q.planes)
+    u = codes.to(torch.int64) & ((1 << c) - 1)
+    t = torch.zeros_like(u)
+    for j, p in enumerate(q.planes):  # bit j of the c-bit code is plane p of the B-bit code
+        t |= ((u >> (c - 1 - j)) & 1) << (big - 1 - p)
+    t = t - ((t >> (big - 1)) & 1) * (1 << big)
+    mask = sum(1 << (big - 1 - p) for p in q.planes)
+    values = grid_values(t.to(torch.float32), big, c, mask, q.scheme)
+    return values * q.scale.reshape(-1, *([1] * (codes.dim() - 1)))
+
+
+def _entries(state: Mapping[str, torch.Tensor], quant: Mapping[str, QuantWeight]) -> list[dict]:
+    """The stored tensors of ``state``, in order (BatchNorm's step counter is not stored)."""
+    out = []
+    for key, t in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if t.dtype != torch.float32:
+            raise ConfigError(f"cannot save tensor {key!r} of dtype {t.dtype}: fn3 files hold float32")
+        e: dict[str, Any] = {"key": key, "shape": list(t.shape)}
+        q = quant.get(key)
+        if q is not None:
+            e.update(B=q.total_bits, planes=list(q.planes), q=q.scheme)
+        out.append(e)
+    return out
+
+
+def _write(path: Path, fmt: str, header: dict, state: Mapping[str, torch.Tensor],
+           quant: Mapping[str, QuantWeight]) -> Path:  # fmt: skip
+    entries = _entries(state, quant)
+    codes, floats = [], []
+    for e in entries:
+        t = state[e["key"]].detach()
+        q = quant.get(e["key"])
+        if q is None:
+            floats.append(t.reshape(-1).numpy())
+        else:
+            codes.append(pack_codes(_codes_of(t, q), len(q.planes)))
+            floats.append(q.scale.reshape(-1).numpy())
+    blob_c = b"".join(codes)
+    blob_f = np.concatenate(floats).astype("<f4").tobytes() if floats else b""
+    blob_m = zlib.compress(json.dumps({**header, "tensors": entries}, separators=(",", ":")).encode(), 9)
+    tensors = [("codes", "U8", [len(blob_c)], blob_c), ("floats", "F32", [len(blob_f) // 4], blob_f),
+               ("meta", "U8", [len(blob_m)], blob_m)]  # fmt: skip
+    crc = {name: f"{zlib.crc32(data):08x}" for name, _, _, data in tensors}
+    container.write(path, tensors, {"format": fmt, "version": VERSION, "crc32": json.dumps(crc)})
+    return path
+
+
+def _read_header(r: container.Reader, fmt: str) -> tuple[dict, dict[str, str]]:
+    from fn3.export.io import check_header, read_checked, read_meta
+
+    crc = check_header(r, fmt, VERSION)
+    if set(r.entries) != set(_TENSORS):
+        raise r.fail(f"expected tensors codes, floats, meta; found {sorted(r.entries)}")
+    for name, dtype in _TENSORS.items():
+        e = r.entries[name]
+        if e.dtype != dtype or len(e.shape) != 1:
+            raise r.fail(f"tensor {name!r} is {e.dtype}{e.shape}, expected a 1-D {dtype} tensor")
+    header = read_meta(r, read_checked(r, "meta", crc))
+    if not isinstance(header.get("tensors"), list) or not isinstance(header.get("meta"), dict):
+        raise r.fail("bad header: 'tensors' must be a list and 'meta' an object")
+    return header, crc
+
+
+def _rebuild(r: container.Reader, meta: dict) -> tuple[nn.Module, Space]:
+    """The nested model of the file's recipe, its weights not loaded; checks the space matches."""
+    from fn3.convert.user import UserModel, build_user_model
+
+    desc = UserModel.from_dict(meta.get("model") or {})
+    if meta.get("scheme") not in SCHEMES:
+        raise r.fail(f"bad header: quantization scheme {meta.get('scheme')!r}")
+    try:
+        model = build_user_model(desc, fresh=False)[0]
+    except ConfigError as err:
+        raise r.fail(f"cannot rebuild its model ({err})") from None
+    set_quant_scheme(model, meta["scheme"])
+    sp = model_space(model)
+    if sp.to_dict() != meta.get("space"):
+        raise r.fail(f"the factory {desc.factory!r} now builds another nested model than the one saved")
+    return model.eval(), sp
+
+
+def _fill(
+    r: container.Reader, header: dict, crc: dict[str, str], state: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, QuantWeight]]:
+    """The file's tensors for ``state``'s keys (checked against the header *before* reading the data),
+    and the coding of its quantized weights."""
+    from fn3.export.io import read_checked
+
+    want = _entries(state, {})
+    got = header["tensors"]
+    if not all(isinstance(e, dict) for e in got) or [(e.get("key"), e.get("shape")) for e in got] != [
+        (e["key"], e["shape"]) for e in want
+    ]:
+        raise r.fail("its tensors do not match the structure its model rebuilds to (keys or shapes differ)")
+    n_codes = n_floats = 0
+    for e in got:
+        n = math.prod(e["shape"])
+        if "B" in e:
+            ok = type(e["B"]) is int and 1 <= e["B"] <= 16 and e.get("q") in SCHEMES
+            planes = e.get("planes")
+            ok = ok and isinstance(planes, list) and planes and all(type(p) is int for p in planes)
+            ok = ok and planes == sorted(set(planes))
+            if not ok or planes[0] != 0 or planes[-1] >= e["B"] or len(e["shape"]) < 1:
+                raise r.fail(f"bad coding of tensor {e['key']!r}")
+            n_codes += packed_size(n, len(planes))
+            n_floats += e["shape"][0]
+        else:
+            n_floats += n
+    if (r.entries["codes"].shape[0], r.entries["floats"].shape[0]) != (n_codes, n_floats):
+        raise r.fail("tensor sizes do not match its header")
+    blob_c, blob_f = read_checked(r, "codes", crc), read_checked(r, "floats", crc)
+    floats = torch.from_numpy(np.frombuffer(blob_f, dtype="<f4").astype(np.float32))
+    out, quant, oc, of = {}, {}, 0, 0
+    for e in got:
+        shape, n = tuple(e["shape"]), math.prod(e["shape"])
+        if "B" in e:
+            c = len(e["planes"])
+            k = packed_size(n, c)
+            codes = unpack_codes(blob_c[oc : oc + k], c, n).reshape(shape)
+            scale = floats[of : of + shape[0]]
+            oc, of = oc + k, of + shape[0]
+            q = quant[e["key"]] = QuantWeight(scale, e["B"], tuple(e["planes"]), e["q"])
+            out[e["key"]] = _weight_of(codes, q)
+        else:
+            out[e["key"]] = floats[of : of + n].reshape(shape)
+            of += n
+    return out, quant
+
+
+def _file(path: str | Path, name: str) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        return p / name
+    if not p.parent.is_dir():
+        raise FileFormatError(f"{p}: directory {p.parent} does not exist")
+    return p
+
+
+def _check_recipe(meta: Mapping) -> None:
+    from fn3.convert.user import FORMAT
+
+    if not isinstance(meta.get("model"), Mapping) or meta["model"].get("format") != FORMAT:
+        raise ConfigError(
+            "this model has no factory to rebuild it from, so fn3 cannot save it: build it with "
+            "fn3.convert.user.build_user_model (as `fn3 train --model pkg.mod:factory` does), or save "
+            "its state_dict with safetensors yourself"
+        )
+
+
+def save_user(exported: UserExport, path: str | Path) -> Path:
+    """Write a :class:`UserExport` to ``path`` (a file, or a directory: ``DIR/model.safetensors``)."""
+    _check_recipe(exported.meta)
+    path = _file(path, "model.safetensors")
+    return _write(path, SUB_FORMAT, {"meta": exported.meta}, exported.module.state_dict(), exported.quant)
+
+
+def load_user(r: container.Reader) -> UserExport:
+    """Rebuild a :class:`UserExport` from an open ``fn3.user-exported`` file."""
+    header, crc = _read_header(r, SUB_FORMAT)
+    meta = header["meta"]
+    model, sp = _rebuild(r, meta)
+    try:
+        spec = sp.validate(Spec.from_dict(meta.get("spec") or {}, sp))
+    except (SpecError, TypeError, ValueError) as err:
+        raise r.fail(f"bad spec: {err}") from None
+    shell = export_user(model, spec)
+    state, shell.quant = _fill(r, header, crc, shell.module.state_dict())
+    shell.module.load_state_dict(state, strict=False)
+    shell.meta = meta
+    return shell.eval().requires_grad_(False)
+
+
+def save_user_nested(model: nn.Module, path: str | Path, *, meta: dict | None = None) -> Path:
+    """Write the whole nested model of your own (quantized weights as their full codes) to one file."""
+    from fn3.export.slice import export_meta
+
+    if not is_user_model(model):
+        _check_recipe({})
+    path = _file(path, "nested.safetensors")
+    sp = model_space(model)
+    quant = {}
+    with active(model, sp.largest()):
+        for name, leaf in model.named_modules():
+            q = leaf.fn3_quant_weight() if is_leaf(leaf) and hasattr(leaf, "fn3_quant_weight") else None
+            if q is not None:
+                quant[f"{name}.weight"] = q
+    state = model.state_dict()
+    for key, q in quant.items():  # the full codes: every sub-model's weight is read from them
+        state[key] = _weight_of(_codes_raw(state[key], q), q)
+    info = export_meta(model, sp.largest(), meta)
+    info.pop("spec", None)
+    info.update(model=dict(model.fn3_config), input_shape=list(model.fn3_config["input_shape"]),
+                space=sp.to_dict(), scheme=_scheme(model))  # fmt: skip
+    return _write(path, NESTED_FORMAT, {"meta": info}, state, quant)
+
+
+def _codes_raw(w: torch.Tensor, q: QuantWeight) -> torch.Tensor:
+    """The ``B``-bit codes of a full float weight (what training rounds it to)."""
+    from fn3.nn.functional import weight_codes
+
+    return weight_codes(w, q.scale, q.total_bits).to(torch.int64)
+
+
+def load_user_nested(r: container.Reader, spec: Spec | None) -> tuple[UserExport, Spec, Space]:
+    """Sub-model ``spec`` (``None``: the full model) of an open ``fn3.user-nested`` file."""
+    header, crc = _read_header(r, NESTED_FORMAT)
+    meta = header["meta"]
+    model, sp = _rebuild(r, meta)
+    spec = sp.largest() if spec is None else sp.validate(spec)
+    model.load_state_dict(_fill(r, header, crc, model.state_dict())[0], strict=False)
+    out = export_user(model, spec)
+    out.meta = {**meta, "spec": spec.to_dict()}
+    return out, spec, sp
+
+
+def user_header(r: container.Reader) -> tuple[dict, Space]:
+    """The model description and space of an open ``fn3.user-nested`` file (reads its header only)."""
+    header, _ = _read_header(r, NESTED_FORMAT)
+    try:
+        return dict(header["meta"].get("model") or {}), Space.from_dict(header["meta"]["space"])
+    except (KeyError, TypeError, SpecError) as err:
+        raise r.fail(f"bad header: {err}") from None
+
+
+def user_space(r: container.Reader) -> Space:
+    """The space of an open ``fn3.user-nested`` file (reads its header only)."""
+    return user_header(r)[1]

@@ -1,0 +1,84 @@
+"""``fn3 train --model mypkg.net:make`` -> ``fn3 search RUN`` -> ``fn3 export RUN --budget ...``: a model
+of your own through the whole command line, its exports equal to the nested model they came from."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import fn3
+from fn3.cli import main
+from fn3.export import load
+from fn3.run import load_run
+from fn3.search.result import load_results
+
+NETS = textwrap.dedent(
+    """
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self, width=12):
+            super().__init__()
+            self.conv = nn.Conv2d(1, width, 3, padding=1)
+            self.bn = nn.BatchNorm2d(width)
+            self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+            self.bn2 = nn.BatchNorm2d(width)
+            self.fc = nn.Linear(width, 10)
+
+        def forward(self, x):
+            x = F.relu(self.bn(self.conv(x)))
+            x = F.relu(x + self.bn2(self.conv2(x)))   # a residual join
+            return self.fc(x.mean((2, 3)))            # a mean the traced cost plan does not model
+
+    def make(width=12):
+        return Net(width)
+    """
+)
+
+
+@pytest.fixture
+def user_package(tmp_path, monkeypatch):
+    (tmp_path / "e2enet.py").write_text(NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "e2enet"
+    sys.modules.pop("e2enet", None)
+
+
+def test_train_search_export_a_model_of_your_own(user_package, tmp_path, capsys):
+    run, exp, nest, small = (tmp_path / n for n in ("run", "exp", "nest", "small"))
+    assert main(["train", "--model", "e2enet:make", "--levels", "channels,bits", "--data", "digits",
+                 "--epochs", "1", "--batch-size", "64", "--max-steps", "3", "--no-progress",
+                 "--out", str(run)]) == 0  # fmt: skip
+    assert main(["search", str(run), "--strategy", "random", "--max-evals", "6", "--no-recalibrate",
+                 "--no-progress"]) == 0  # fmt: skip
+    (result,) = load_results(run / "search" / "front.json")
+    assert len(result.points) >= 3 and len({p.cost("flops") for p in result.points}) >= 3
+    middle = sorted(p.cost("flops") for p in result.points)[1]
+    want = result.best_under({"flops": middle}).spec
+    assert main(["export", str(run), "--budget", f"flops={middle:.0f}", "--no-recalibrate",
+                 "--out", str(exp)]) == 0  # fmt: skip
+    assert main(["export", str(run), "--nested", "--out", str(nest)]) == 0
+    nested_file = nest / "nested.safetensors"
+    assert main(["export", str(nested_file), "--spec", "smallest", "--out", str(small)]) == 0
+    capsys.readouterr()
+
+    r = load_run(run)
+    x = torch.randn(5, 1, 8, 8)
+    exported = load(exp)
+    assert exported.meta["spec"] == want.to_dict()
+    assert fn3.cost(r.model, want, "flops", input_shape=(1, 8, 8)) <= middle
+    for spec, got in ((want, exported), (want, load(nested_file, want)),
+                      (r.space.smallest(), load(small)), (r.space.largest(), load(nested_file))):  # fmt: skip
+        with torch.no_grad(), fn3.active(r.model, spec):
+            ref = r.model(x)
+        assert (got(x) - ref).abs().max().item() <= 1e-5
+    assert main(["export", str(exp / "model.safetensors"), "--out", str(tmp_path / "x")]) == 2
+    assert "dedicated export" in capsys.readouterr().err
+    assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "o")]) == 2
+    assert "ONNX: not yet" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert main(["info", str(nested_file)]) == 0 and "model e2enet:make" in capsys.readouterr().out
+    assert main(["eval", str(exp)]) == 0 and "%" in capsys.readouterr().out

@@ -1,0 +1,16 @@
+"""TrainConfig normalises what a file or a flag gives it, so equal configs compare (and hash) equal."""
+
+from __future__ import annotations
+
+from fn3.config import TrainConfig
+
+
+def test_levels_given_as_a_string_become_a_tuple():
+    cfg = TrainConfig(levels="channels, bits")
+    assert cfg.levels == ("channels", "bits")
+    assert cfg == TrainConfig(levels=["channels", "bits"]) == TrainConfig(levels=("channels", "bits"))
+    assert hash(cfg) == hash(TrainConfig(levels=("channels", "bits")))
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert TrainConfig(levels=None).levels is None and TrainConfig(eval_specs=["largest"]).eval_specs == (
+        "largest",
+    )
