@@ -321,11 +321,13 @@ def to_onnx(
     opset: int = 18,
     compact: bool = False,
     integer: bool = False,
+    writer: str = "auto",
 ) -> Path:
-    """Write ``exported`` (from :func:`fn3.export.export`) as a single-file ONNX model.
+    """Write ``exported`` (from :func:`fn3.export.export`, or any plain model) as a single-file ONNX model.
 
     Args:
-        exported: an exported model.
+        exported: an exported model, or any module ``torch.onnx.export`` traces (e.g. a sub-model from
+            :func:`fn3.export.extract_submodel`, also of a network converted by ``fn3.nest_``).
         path: the ``.onnx`` file to write (atomically).
         input_shape: ``(C, H, W)`` of one input; default: ``exported.meta["input_shape"]``. The batch
             dimension is dynamic (``"batch"``).
@@ -340,6 +342,10 @@ def to_onnx(
             ``QLinearConv``. Off by default: ORT rounds the bias to int32 units of the input step
             times the weight step, a small change of the model (the tests measure up to 0.3% of
             outputs one step off after a 7-bit quantizer, 7% after a 2-bit one).
+        writer: ``"fn3"`` (the graph written node by node; exported models only), ``"torch"``
+            (``torch.onnx.export``, see :mod:`fn3.export.torch_onnx`; ``compact`` and ``integer``
+            do not apply), or ``"auto"``: ``"fn3"`` for an :class:`~fn3.export.ExportedModel`,
+            ``"torch"`` for anything else.
 
     The graph's input is ``"input"`` (float32, ``(batch, C, H, W)``), its output ``"output"``.
     """
@@ -350,6 +356,12 @@ def to_onnx(
         if input_shape is None:
             raise ConfigError("give input_shape=(C, H, W): the exported model does not record it")
     out_shape = list(exported(torch.zeros(1, *map(int, input_shape))).shape[1:])  # checks the shape too
+    if writer not in ("auto", "fn3", "torch"):
+        raise ConfigError(f"writer {writer!r}: expected auto, fn3 or torch")
+    if writer == "torch" or (writer == "auto" and not isinstance(exported, ExportedModel)):
+        from fn3.export.torch_onnx import torch_onnx_model
+
+        return _finish(torch_onnx_model(exported, input_shape, opset), exported, path)
     g = _Graph(opset)
     out = _emit(g, exported, "input", _Form(compact, integer))
     g.nodes.append(helper.make_node("Identity", [out], ["output"], name="output"))
@@ -361,6 +373,11 @@ def to_onnx(
         g.inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="fn3")
+    return _finish(model, exported, path)
+
+
+def _finish(model: onnx.ModelProto, exported: nn.Module, path: str | Path) -> Path:
+    """Record the spec, check, and write ``model`` atomically to ``path``."""
     model.ir_version = min(model.ir_version, 10)  # what current ONNX Runtime releases read
     meta = getattr(exported, "meta", {}) if isinstance(exported, ExportedModel) else {}
     if "spec" in meta:
