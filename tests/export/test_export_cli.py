@@ -64,6 +64,9 @@ def test_nested_then_sub_model(run, tmp_path, capsys):
     assert main(["bench", str(nested), "--spec", "smallest", "--repeats", "2", "--batches", "1,4"]) == 0
     printed = capsys.readouterr().out
     assert "MFLOPs" in printed and "ONNX Runtime" in printed
+    assert "float sub-model of the same spec" in printed and "x |" in printed  # latency ratios
+    parity = float(printed.split("max |ORT - PyTorch| = ")[1].split()[0])
+    assert 0 <= parity < 0.5
 
 
 def test_budget_through_a_search_front(run, tmp_path):
