@@ -373,9 +373,27 @@ BatchNorm parameters and the per-channel scales stay float32, which is why the i
   at batch 1 a fixed cost per operator (75 modules; 134 ONNX nodes at 8 bits) dominates and the
   ratios stay well above the FLOPs ratio (the target is stated for batch 64 only).
 - Fewer *bits* shrink the file, not the compute: PyTorch and ONNX Runtime have no 2-4 bit kernels
-  on CPU, so the exported model computes in float32 (int8 weights are dequantized once), and an
-  activation kept at c < 8 bits costs two more element-wise operations than at 8 bits (clearing the
-  dropped bits), which makes the 4- and 2-bit models slower than the 8-bit one, not faster.
+  on CPU, so the exported model computes in float32 with its weights dequantized once (at export for
+  ONNX, at the first call in PyTorch). What a quantized model adds to its float sub-model is the
+  activation quantizers. In PyTorch each is one new tensor and three in-place passes
+  (`div`, `round_`, `clamp_`, `mul_`) where the float model has one ReLU (the export drops the ReLU
+  before an unsigned quantizer): close to the float time at batch 64, a fixed cost per quantizer at
+  small batches.
+- In ONNX Runtime the float sub-model runs as a chain of blocked-layout (NCHWc) convolutions with
+  BatchNorm folded and ReLU fused; a quantizer (`QuantizeLinear`, an integer `Clip` below 8 bits,
+  `DequantizeLinear`) has no blocked-layout kernel, so each one also costs a reorder out of and back
+  into the blocked layout: about five passes over the feature map per quantized layer, which is the
+  gap left in the table (the first version of this graph, 2.0-2.5x, also ran every convolution
+  unpacked behind a `DequantizeLinear` weight and kept BatchNorm apart; the "ORT compact" column,
+  int8 codes in the file, still does the former).
+- Integer kernels (`QLinearConv`, via ONNX Runtime's QDQ fusion, `to_onnx(..., integer=True)`) were
+  faster than float at full width (16-64 channels, 8-bit weights: about 0.9-1.0x the float
+  sub-model) and slower at half width (8-32 channels), but they do not compute fn3's 8-bit model on
+  this CPU: AVX2 u8 x s8 kernels add pairs of products in int16 and saturate with 8-bit activations
+  and 8-bit weights (outputs off by up to 3.0 in the tests). fn3 writes them only where that cannot
+  happen (8-bit weights after activations of at most 7 bits), which uniform specs never are, and a
+  centred weight of fewer than 8 bits sits half a cell off the int8 grid, so no int8 kernel computes
+  it exactly. A CPU with AVX-VNNI (no int16 saturation) is where this would pay; not measured here.
 - The baseline, the nested model run with `fn3.active`, slices and fake-quantizes its full weights on
   every forward pass; the export does that once, which matters most at batch 1 (at batch 64 the
   convolutions dominate both).
