@@ -35,20 +35,20 @@ def test_float_models_match(name, tmp_path):
 
 @pytest.mark.parametrize("name", fn3.list_models())
 def test_quantized_models_match(models, name, tmp_path):
-    """ONNX Runtime's convolutions round differently from PyTorch's, and a quantized activation within
-    that rounding of a step boundary takes the next step (at 8 bits a step is alpha/255): outputs then
-    differ by a few steps' worth, not 1e-5. Exactness of each quantizer is tested on its own below;
-    here the whole graph must agree to 2% (relative L2) as written, and to 30% with ORT's own graph
-    optimisations, which fold BatchNorm into float convolutions (a wiring error gives ~100%). Measured
-    on these untrained ResNets with random specs (2-bit activations: one flip moves a value by alpha/3,
-    and 27-54 layers amplify it): at most 0.7% unoptimised, up to 19% optimised (ResNet-32)."""
+    """ONNX Runtime's convolutions round differently from PyTorch's (and BatchNorm is folded into
+    them), and a quantized activation within that rounding of a step boundary takes the next step (at
+    8 bits a step is alpha/255): outputs then differ by a few steps' worth, not 1e-5. Exactness of each
+    quantizer is tested on its own below; here the whole graph must agree to 2% (relative L2), with
+    and without ORT's own graph optimisations (a wiring error gives ~100%). Measured on these untrained
+    models with random specs: at most 0.4% either way. (The earlier graph was off by up to 19% with ORT's
+    optimisations: ORT requantized the float weights of non-prefix specs to per-tensor int8.)"""
     model = models[name]
     x = torch.randn(16, *INPUT, generator=torch.Generator().manual_seed(0))
     for spec in specs_for(fn3.space(model), 4, seed=41):
         exported = export(model, spec)
         path = to_onnx(exported, tmp_path / "m.onnx", INPUT)
         ref = exported(x).detach().numpy()
-        for optimize, tol in ((False, 2e-2), (True, 0.3)):
+        for optimize, tol in ((False, 2e-2), (True, 2e-2)):
             y = _run(path, x, optimize)
             assert np.linalg.norm(y - ref) <= tol * np.linalg.norm(ref), (spec, optimize)
 
