@@ -10,7 +10,7 @@ import torch
 from export_helpers import INPUT, make_model, specs_for
 
 import fn3
-from fn3.export import ActQuant, QuantConv2d, export, to_onnx
+from fn3.export import ActQuant, QuantConv2d, export, float_twin, to_onnx
 
 
 def _run(path, x: torch.Tensor, optimize: bool = True) -> np.ndarray:
@@ -33,8 +33,9 @@ def test_float_models_match(name, tmp_path):
         assert np.abs(y - ref).max() <= 1e-4 * (1 + np.abs(ref).max())
 
 
+@pytest.mark.parametrize("rounding", ["qdq", "float"])
 @pytest.mark.parametrize("name", fn3.list_models())
-def test_quantized_models_match(models, name, tmp_path):
+def test_quantized_models_match(models, name, tmp_path, rounding):
     """ONNX Runtime's convolutions round differently from PyTorch's (and BatchNorm is folded into
     them), and a quantized activation within that rounding of a step boundary takes the next step (at
     8 bits a step is alpha/255): outputs then differ by a few steps' worth, not 1e-5. Exactness of each
@@ -46,7 +47,7 @@ def test_quantized_models_match(models, name, tmp_path):
     x = torch.randn(16, *INPUT, generator=torch.Generator().manual_seed(0))
     for spec in specs_for(fn3.space(model), 4, seed=41):
         exported = export(model, spec)
-        path = to_onnx(exported, tmp_path / "m.onnx", INPUT)
+        path = to_onnx(exported, tmp_path / "m.onnx", INPUT, rounding=rounding)
         ref = exported(x).detach().numpy()
         for optimize, tol in ((False, 2e-2), (True, 2e-2)):
             y = _run(path, x, optimize)
@@ -152,7 +153,8 @@ def _quantized_conv(wplanes, aplanes) -> fn3.export.ExportedModel:
         (range(8), range(8)),
     ],
 )
-def test_ort_optimised_graph_keeps_the_weights(tmp_path, wplanes, aplanes):
+@pytest.mark.parametrize("rounding", ["qdq", "float"])
+def test_ort_optimised_graph_keeps_the_weights(tmp_path, wplanes, aplanes, rounding):
     """ONNX Runtime quantizes a float weight between a per-tensor DequantizeLinear and a QuantizeLinear
     to per-tensor int8 (its WeightBiasQuantization pass): with fn3's weights that is another model
     (measured: a third of these outputs off, by up to 3.0). fn3 writes that DequantizeLinear per
@@ -161,7 +163,7 @@ def test_ort_optimised_graph_keeps_the_weights(tmp_path, wplanes, aplanes):
     m = _quantized_conv(wplanes, aplanes)
     x = torch.randn(8, *INPUT, generator=torch.Generator().manual_seed(1)) * 2
     ref = m(x).numpy()
-    path = to_onnx(m, tmp_path / "m.onnx", INPUT)
+    path = to_onnx(m, tmp_path / "m.onnx", INPUT, rounding=rounding)
     for optimize in (False, True):
         d = np.abs(_run(path, x, optimize) - ref)
         assert (d > 1e-5).mean() <= 0.01 and d.max() <= 3.0 / 255 + 1e-5, (
@@ -188,3 +190,39 @@ def test_integer_kernels_where_exact_enough(tmp_path):
         assert ("QLinearConv" in ops) == fused
         d = np.abs(y - m(x).numpy())
         assert (d > 1e-5).mean() <= 0.01 and d.max() <= 3.0 / 255 + 1e-5, ((d > 1e-5).mean(), d.max())
+
+
+def test_float_rounding_stays_in_the_blocked_layout(tmp_path):
+    """rounding="float": a 4-bit quantizer between two convolutions has no QuantizeLinear; its Clip
+    is fused into the convolution and ONNX Runtime runs the chain without leaving its blocked
+    (NCHWc) layout (no Reorder node inside, which QDQ needs twice per quantizer); values as PyTorch's."""
+    g = torch.Generator().manual_seed(7)
+    conv1, conv2 = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1)
+    for conv in (conv1, conv2):
+        conv.weight.data.normal_(0, 0.3, generator=g)
+    m = fn3.export.ExportedModel(
+        conv1, torch.nn.BatchNorm2d(16), torch.nn.ReLU(), ActQuant(torch.tensor(2.0), planes=range(4)), conv2
+    )
+    m = m.eval().requires_grad_(False)
+    x = torch.randn(16, *INPUT, generator=g)
+
+    def run(model, rounding: str) -> tuple[np.ndarray, int]:
+        path = to_onnx(model, tmp_path / "m.onnx", INPUT, rounding=rounding)
+        ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+        assert ("QuantizeLinear" in ops) == (rounding == "qdq" and model is m)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads = 1
+        opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+        y = ort.InferenceSession(str(path), opts).run(None, {"input": x.numpy()})[0]
+        opt_ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+        return y, sum(op.startswith("Reorder") for op in opt_ops)
+
+    _, float_reorders = run(float_twin(m), "qdq")
+    _, qdq_reorders = run(m, "qdq")
+    assert qdq_reorders == float_reorders + 2  # out of the blocked layout and back in
+    for rounding in ("qdq", "float"):
+        y, reorders = run(m, rounding)
+        assert reorders == (float_reorders if rounding == "float" else qdq_reorders)
+        d = np.abs(y - m(x).numpy())
+        assert (d > 1e-4).mean() <= 0.01, (rounding, (d > 1e-4).mean())
