@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -48,6 +49,16 @@ def test_export_matches_eval_of_the_run(run, tmp_path):
     x = torch.randn(2, *model.meta["input_shape"])
     y = ort.InferenceSession(str(out / "model.onnx")).run(None, {"input": x.numpy()})[0]
     assert np.linalg.norm(y - model(x).numpy()) <= 0.15 * np.linalg.norm(y)
+    fast = tmp_path / "f"  # the same sub-model, quantizers as float rounding: the same outputs
+    args = ["export", str(run.path), "--spec", spec_text, "--out", str(fast), "--format", "onnx"]
+    assert main([*args, "--rounding", "float"]) == 0
+    n_q = [
+        [n.op_type for n in onnx.load(str(d / "model.onnx")).graph.node].count("QuantizeLinear")
+        for d in (out, fast)
+    ]
+    assert n_q[0] > n_q[1]  # only the classifier's quantizer (before a Linear) stays QDQ
+    y2 = ort.InferenceSession(str(fast / "model.onnx")).run(None, {"input": x.numpy()})[0]
+    assert np.linalg.norm(y2 - model(x).numpy()) <= 0.15 * np.linalg.norm(y)
 
 
 def test_nested_then_sub_model(run, tmp_path, capsys):

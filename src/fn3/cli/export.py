@@ -61,6 +61,12 @@ def export_cmd(
     recalibrate: Annotated[
         bool, typer.Option("--recalibrate/--no-recalibrate", help="Re-estimate BatchNorm for the spec.")
     ] = True,
+    rounding: Annotated[
+        str,
+        typer.Option(
+            help="ONNX quantizers: qdq (QuantizeLinear/DequantizeLinear) or float (fastest on ORT CPU)."
+        ),
+    ] = "qdq",
 ) -> None:
     """Export a sub-model (or, with --nested, the whole nested model) of a trained run."""
     from fn3.export import io, load
@@ -83,14 +89,14 @@ def export_cmd(
         if fmt == "onnx":
             from fn3.export.onnx import to_onnx
 
-            files.append(to_onnx(read.model, out / "model.onnx"))
+            files.append(to_onnx(read.model, out / "model.onnx", rounding=rounding))
         console.print(f"read {read.bytes_read:,} of {read.file_size:,} bytes of {run}")
     else:
         from fn3.run import load_run
 
         r = load_run(run)
         chosen = r.space.largest() if nested else _spec(spec, budget, front, r.space, run)
-        files = export_run(r, chosen, out, fmt=fmt, nested=nested, recalibrate=recalibrate)
+        files = export_run(r, chosen, out, fmt=fmt, nested=nested, recalibrate=recalibrate, rounding=rounding)
     for f in files:
         console.print(f"wrote {f} ({os.path.getsize(f):,} bytes)")
     if not nested:
@@ -105,6 +111,9 @@ def bench_cmd(
     repeats: Annotated[int, typer.Option(help="Timed runs per measurement (median).")] = 20,
     batches: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,64",
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: the libraries' default).")] = 0,
+    rounding: Annotated[
+        str, typer.Option(help="ONNX quantizers: qdq (QuantizeLinear/DequantizeLinear) or float.")
+    ] = "qdq",
 ) -> None:
     """Latency (PyTorch and ONNX Runtime) beside the float sub-model of the same spec, the ONNX
     Runtime parity of the outputs, size and FLOPs of an exported model."""
@@ -140,7 +149,7 @@ def bench_cmd(
         torch.set_num_threads(threads)
     twin = float_twin(model)  # the float sub-model of the same spec, the baseline
     sessions = {
-        "q": ort_session(model, shape, threads=threads),
+        "q": ort_session(model, shape, threads=threads, rounding=rounding),
         "f": ort_session(twin, shape, threads=threads),
     }
     table = Table(title=f"{file}: exported model beside the float sub-model of the same spec")

@@ -84,10 +84,17 @@ def torch_latency(
     return _median_time(lambda: model(x), warmup, repeats)
 
 
-def ort_session(model: nn.Module | str | Path, input_shape: Sequence[int] | None = None, *, threads: int = 0):
+def ort_session(
+    model: nn.Module | str | Path,
+    input_shape: Sequence[int] | None = None,
+    *,
+    threads: int = 0,
+    **onnx_options: object,
+):
     """An ONNX Runtime session for an exported module (written to a temporary file) or an .onnx file.
 
-    ``threads``: intra-op threads (0: ONNX Runtime's default, one per core).
+    ``threads``: intra-op threads (0: ONNX Runtime's default, one per core); ``onnx_options``: passed
+    to :func:`fn3.export.to_onnx` (e.g. ``rounding="float"``).
     """
     import onnxruntime as ort
 
@@ -99,7 +106,7 @@ def ort_session(model: nn.Module | str | Path, input_shape: Sequence[int] | None
         from fn3.export.onnx import to_onnx
 
         with tempfile.TemporaryDirectory() as d:
-            path = to_onnx(model, Path(d) / "model.onnx", input_shape)
+            path = to_onnx(model, Path(d) / "model.onnx", input_shape, **onnx_options)
             return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
 
