@@ -173,13 +173,14 @@ def test_ort_optimised_graph_keeps_the_weights(tmp_path, wplanes, aplanes, round
         )
 
 
-def test_integer_kernels_where_exact_enough(tmp_path):
+@pytest.mark.parametrize("rounding", ["qdq", "float"])
+def test_integer_kernels_where_exact_enough(tmp_path, rounding):
     """integer=True: an 8-bit weight after a 7-bit quantizer becomes ORT's QLinearConv (int8 codes in
     the file); after an 8-bit quantizer it stays float (u8 x s8 pairs would saturate int16 on AVX2)."""
     x = torch.randn(64, *INPUT, generator=torch.Generator().manual_seed(1)) * 2
     for aplanes, fused in ((range(7), True), (range(8), False)):
         m = _quantized_conv(range(8), aplanes)
-        path = to_onnx(m, tmp_path / "m.onnx", INPUT, integer=True)
+        path = to_onnx(m, tmp_path / "m.onnx", INPUT, integer=True, rounding=rounding)
         inits = onnx.load(str(path)).graph.initializer
         assert any(t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4 for t in inits) == fused
         opts = ort.SessionOptions()
@@ -226,3 +227,16 @@ def test_float_rounding_stays_in_the_blocked_layout(tmp_path):
         assert reorders == (float_reorders if rounding == "float" else qdq_reorders)
         d = np.abs(y - m(x).numpy())
         assert (d > 1e-4).mean() <= 0.01, (rounding, (d > 1e-4).mean())
+
+
+def test_integer_kernel_keeps_its_quantizer_under_float_rounding(tmp_path):
+    """integer=True with rounding="float": the quantizer after a QLinearConv-fused layer stays the
+    QuantizeLinear the fusion needs, even when a float convolution follows it."""
+    m = _quantized_conv(range(8), range(7))
+    m = fn3.export.ExportedModel(*m, torch.nn.Conv2d(6, 4, 1)).eval().requires_grad_(False)
+    path = to_onnx(m, tmp_path / "m.onnx", INPUT, integer=True, rounding="float")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(path), opts)
+    assert "QLinearConv" in [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]

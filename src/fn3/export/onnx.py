@@ -294,6 +294,9 @@ def _rounds_in_float(mods: list[nn.Module], j: int, form: _Form) -> bool:
     """Whether quantizer ``mods[j]`` is written as float rounding (see ``_round_tail``)."""
     q = mods[j] if j < len(mods) else None
     nxt = mods[j + 1] if j + 1 < len(mods) else None
+    before = [r for r in mods[:j] if not isinstance(r, (nn.BatchNorm2d, nn.ReLU))][-1:]
+    if before and isinstance(before[0], _LAYERS) and _weights_as_codes(mods, mods.index(before[0]), form):
+        return False  # the quantizer is the QuantizeLinear of an integer QLinearConv before it
     return (
         form.float_round
         and isinstance(q, ActQuant)
