@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["train_cost", "mnist_neurons", "latency", "search_quality", "export", "distributed"]
+ORDER = ["train_cost", "mnist_neurons", "latency", "search_quality", "export", "act_drop", "distributed"]
 
 HEADER = """# Benchmarks
 

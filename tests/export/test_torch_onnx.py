@@ -112,3 +112,16 @@ def test_builtin_model_through_torch_writer(models, tmp_path):
 def test_bad_writer(models, tmp_path):
     with pytest.raises(fn3.ConfigError, match="writer"):
         to_onnx(fn3.export.export(models["mlp"]), tmp_path / "m.onnx", INPUT, writer="tf")
+
+
+def test_exported_model_through_torch_writer(models, tmp_path):
+    """writer="torch" also takes an ExportedModel (QuantConv2d weights traced from the codes and
+    folded to constants; ActQuant as QDQ): the same outputs as the fn3 writer's graph."""
+    model = models["resnet20"]
+    exported = fn3.export.export(model, fn3.space(model).uniform({"channels": 0.5, "bits": 4}))
+    x = torch.randn(16, *INPUT, generator=torch.Generator().manual_seed(6))
+    ys = [_run(to_onnx(exported, tmp_path / f"{w}.onnx", INPUT, writer=w), x, True) for w in ("fn3", "torch")]
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "torch.onnx")).graph.node]
+    assert ops.count("QuantizeLinear") == sum(isinstance(m, fn3.export.ActQuant) for m in exported.modules())
+    for y in ys:
+        assert _agree(y, exported(x).numpy(), steps=True)
