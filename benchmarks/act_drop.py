@@ -65,9 +65,11 @@ re-estimated for the spec) and scored on the test split with its activation quan
 {chr(10).join(lines)}
 
 The network was trained with its activations quantized at every bit-width it was sampled at, so
-dropping the quantizers feeds it activations it never saw (unclipped, unrounded): the change is the
-price of the float sub-model's speed (`benchmarks/export.py`), to be measured on your own data
-before deploying that way.
+dropping the quantizers feeds it activations it never saw (unclipped, unrounded), which can cost
+accuracy; but a coarse activation grid costs accuracy too, so the change can go either way (read the
+table: at 2 bits the float activations may score higher than the 2-bit ones). Either way the model
+without its quantizers runs at the speed of the float sub-model (`benchmarks/export.py`); measure the
+change on your own data before deploying that way.
 """
     print(text)
     if not args.quick:
