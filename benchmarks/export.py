@@ -394,14 +394,15 @@ BatchNorm parameters and the per-channel scales stay float32, which is why the i
   layout: each quantizer is two 1x1 depthwise convolutions (`+ M` with the clip fused, `- M`, M =
   1.5 * 2^23, whose float addition rounds to an integer) and the scaling folded into the
   convolutions around it; two passes instead of five.
-- Integer kernels (`QLinearConv`, via ONNX Runtime's QDQ fusion, `to_onnx(..., integer=True)`) were
-  faster than float at full width (16-64 channels, 8-bit weights: about 0.9-1.0x the float
-  sub-model) and slower at half width (8-32 channels), but they do not compute fn3's 8-bit model on
-  this CPU: AVX2 u8 x s8 kernels add pairs of products in int16 and saturate with 8-bit activations
-  and 8-bit weights (outputs off by up to 3.0 in the tests). fn3 writes them only where that cannot
-  happen (8-bit weights after activations of at most 7 bits), which uniform specs never are, and a
-  centred weight of fewer than 8 bits sits half a cell off the int8 grid, so no int8 kernel computes
-  it exactly. A CPU with AVX-VNNI (no int16 saturation) is where this would pay; not measured here.
+- Integer kernels (`QLinearConv`, via ONNX Runtime's QDQ fusion, `to_onnx(..., integer=True)`),
+  measured separately on the 8-bit ResNet-20: u8 x s8 kernels ran at about 1.0x the float
+  sub-model at full width (16-64 channels) and 1.36x at half width, but on this AVX2 CPU they add
+  pairs of products in int16 and saturate with 8-bit activations and 8-bit weights (outputs off by up
+  to 3.0 in the tests), so fn3 writes them only where that cannot happen (8-bit weights after
+  activations of at most 7 bits, which uniform specs never are); u8 x u8 kernels (weights shifted by
+  128) do not saturate but ran at 1.20x (full width) and 1.36x (half), no faster than float
+  rounding. A centred weight of fewer than 8 bits sits half a cell off the int8 grid, so no int8
+  kernel computes it exactly. A CPU with VNNI is where integer kernels would pay; not measured here.
 - The baseline, the nested model run with `fn3.active`, slices and fake-quantizes its full weights on
   every forward pass; the export does that once, which matters most at batch 1 (at batch 64 the
   convolutions dominate both).
