@@ -17,6 +17,11 @@ graph:
 
 Quantizers of the ``"truncate"`` scheme or of more than 8 bits export as their float formula.
 
+Why a custom op rather than ``torch.fake_quantize_per_tensor_affine``: both exporters (TorchScript and
+dynamo/onnxscript, torch 2.13) write it as QuantizeLinear + DequantizeLinear only for the code ranges
+``(0, 255)``, ``(-128, 127)`` and ``(0, 127)`` and refuse any other, i.e. every ``c < 8``-bit quantizer;
+and its CPU kernel measured ~10x slower than fn3's four tensor operations.
+
 Example:
     >>> import os, tempfile, torch, fn3
     >>> import onnxruntime as ort
