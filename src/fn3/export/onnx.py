@@ -4,10 +4,10 @@ fn3 writes the ONNX graph of an :class:`~fn3.export.ExportedModel` itself, node 
 module tree (a dozen module types): that keeps every quantizer exact and lets fn3 choose, layer by
 layer, the form ONNX Runtime runs fastest. Any other module (a plain sub-model from
 :func:`fn3.export.extract_submodel`, a user's own network converted by ``fn3.nest_``) is written by
-``torch.onnx.export`` (:mod:`fn3.export.torch_onnx`), its quantizers as the same QDQ nodes; so is an
-exported model with ``writer="torch"``, but that graph is a worse one today (measured: BatchNorm left
-unfolded behind the computed weights, 75 ``Identity`` nodes, no choice of the forms below), which is
-why the writer of exported models stays.
+``torch.onnx.export`` (:mod:`fn3.export.torch_onnx`), its quantizers as the same QDQ nodes. So is an
+exported model with ``writer="torch"``: for the default form the two graphs have the same nodes (tested),
+so that writer could become the default; fn3's own writer stays for the forms ``torch.onnx.export``
+does not write (``compact``, ``integer``, ``rounding="float"``, the ``"truncate"`` integer ops).
 
 Mapping (``"centred"`` scheme):
 

@@ -46,7 +46,7 @@ import onnx
 import torch
 from torch import nn
 
-from fn3.export.qmodules import ActQuant
+from fn3.export.qmodules import ActQuant, QuantConv2d, QuantLinear
 from fn3.nn.base import NestedActQuant
 
 __all__ = ["QDQ", "pin_quantizers", "torch_onnx_model"]
@@ -88,12 +88,17 @@ def _as_act_quant(m: NestedActQuant) -> ActQuant:
 
 
 def pin_quantizers(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose nested activation quantizers are :class:`ActQuant` modules."""
+    """A copy of ``model`` whose nested activation quantizers are :class:`ActQuant` modules and whose
+    quantized layers (:class:`QuantConv2d`, :class:`QuantLinear`) are float layers of their
+    dequantized weights, so that the exporter folds BatchNorm into them as into any convolution."""
+    from fn3.export.twin import _float_layer
+
     model = copy.deepcopy(model)
     for name, m in list(model.named_modules()):
-        if isinstance(m, NestedActQuant):
+        if isinstance(m, (NestedActQuant, QuantConv2d, QuantLinear)):
+            new = _as_act_quant(m) if isinstance(m, NestedActQuant) else _float_layer(m)
             parent, _, leaf = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, leaf, _as_act_quant(m))
+            setattr(model.get_submodule(parent) if parent else model, leaf, new)
     return model
 
 

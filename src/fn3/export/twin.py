@@ -39,6 +39,7 @@ from fn3.export.qmodules import ActQuant, QuantConv2d, QuantLinear, Residual
 __all__ = ["float_twin"]
 
 
+@torch.no_grad()
 def _float_layer(m: nn.Module) -> nn.Module:
     """``nn.Conv2d`` / ``nn.Linear`` holding the dequantized weight of a quantized layer."""
     if isinstance(m, QuantConv2d):
