@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ["train_cost", "mnist_neurons", "pretrained_nest", "latency", "search_quality", "export",
-         "distributed"]  # fmt: skip
+         "act_drop", "distributed"]  # fmt: skip
 
 HEADER = """# Benchmarks
 

@@ -13,6 +13,12 @@ and speed do not depend on training). Side by side in one run:
    layers at 32 bits); the naive ratio c/32 is shown too. Target: within 5% of the bits ratio.
 3. **Nested file.** Bytes read from the nested file for each budget relative to the dedicated export
    file of that budget. Target: <= 1.1x.
+4. **Quantized against float.** Every quantized sub-model (8, 4 and 2 bits; all channels and half of
+   them) against the float sub-model of the same spec (``fn3.export.twin.float_twin``: same layers,
+   float32, no quantizers), in PyTorch and in ONNX Runtime (the default QDQ ``to_onnx`` graph, the
+   ``rounding="float"`` graph, and the ``compact=True`` graph of int8 codes for reference), at batch 1
+   and 64, with the ONNX Runtime parity of the outputs. Target: latency ratio <= 1.05 at batch 64
+   (stretch: < 1).
 
 One intra-op thread for PyTorch and ONNX Runtime (the machine is shared; single-threaded numbers are
 steadier), interleaved repeats, medians.
@@ -35,7 +41,8 @@ import torch
 
 import fn3
 import fn3.export as fx
-from fn3.export.bench import count_flops, ort_session
+from fn3.export.bench import count_flops, ort_parity, ort_session
+from fn3.export.twin import float_twin
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (3, 32, 32)
@@ -110,6 +117,42 @@ def latency_rows(model, specs, batches, repeats) -> list[dict]:
     return rows
 
 
+QVF = (("torch", "torch_f", "PyTorch"), ("ort", "ort_f", "ORT"), ("ort_round", "ort_f", "ORT float-round"))
+QVF += (("ort_compact", "ort_f", "ORT compact"),)
+
+
+def quant_vs_float_rows(model, specs, batches, repeats, tmp: Path) -> list[dict]:
+    """Each quantized sub-model beside its float twin, PyTorch and ONNX Runtime, repeats interleaved."""
+    rows = []
+    for label, spec in specs:
+        q = fx.export(model, spec)
+        f = float_twin(q)
+        sess = {
+            "ort": ort_session(fx.to_onnx(q, tmp / "q.onnx", SHAPE), threads=1),
+            "ort_f": ort_session(fx.to_onnx(f, tmp / "f.onnx", SHAPE), threads=1),
+            "ort_compact": ort_session(fx.to_onnx(q, tmp / "c.onnx", SHAPE, compact=True), threads=1),
+            "ort_round": ort_session(fx.to_onnx(q, tmp / "r.onnx", SHAPE, rounding="float"), threads=1),
+        }
+        row = {"spec": label, "parity": ort_parity(sess["ort"], q, SHAPE, batch=64)}
+        row["parity_round"] = ort_parity(sess["ort_round"], q, SHAPE, batch=64)
+        x8 = torch.randn(8, *SHAPE, generator=torch.Generator().manual_seed(8))
+        with torch.no_grad(), fn3.active(model, spec):
+            row["vs_nested"] = float((q(x8) - model(x8)).abs().max())
+        for b in batches:
+            x = torch.randn(b, *SHAPE, generator=torch.Generator().manual_seed(b))
+            xn = x.numpy()
+            fns = {"torch": lambda x=x, q=q: q(x), "torch_f": lambda x=x, f=f: f(x)}
+            fns.update({k: (lambda xn=xn, s=s: s.run(None, {"input": xn})) for k, s in sess.items()})
+            with torch.no_grad():
+                t = timings(fns, repeats)
+            for k, (cpu, _) in t.items():
+                row[f"{k}_{b}_ms"] = cpu * 1e3
+            for k, base, _ in QVF:
+                row[f"{k}_{b}"] = t[k][0] / t[base][0]
+        rows.append(row)
+    return rows
+
+
 def size_rows(model, float_model, specs, tmp: Path) -> tuple[list[dict], int]:
     f32 = os.path.getsize(fx.save(fx.export(float_model), tmp / "f32.safetensors"))
     rows = []
@@ -173,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     lat = latency_rows(model, lat_specs, batches, repeats)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        qvf_specs = [
+            (f"{b} bits" + ("" if c == 1 else f", channels {c}"), space.uniform({"bits": b, "channels": c}))
+            for b in (8, 4, 2)
+            for c in (1.0, 0.5)
+        ]
+        qvf = quant_vs_float_rows(model, qvf_specs, batches, repeats, tmp)
         sizes, f32 = size_rows(
             model, float_model, [(f"{b} bits", space.uniform({"bits": b}), b) for b in (8, 4, 2)], tmp
         )
@@ -214,6 +263,32 @@ def main(argv: list[str] | None = None) -> int:
         [
             [r["spec"], *(f"{r[f'{k}_{b}_med_ms']:.2f}" for b in batches for k in ("torch", "ort", "nested"))]
             for r in lat
+        ],
+    )
+    qvf_md = table(
+        [
+            "sub-model",
+            *(f"{name} b={b}" for b in batches for _, _, name in QVF),
+            "max abs diff ORT vs PyTorch (QDQ / float-round)",
+            "export vs nested",
+            f"b={b_hi} target (<= 1.05x)",
+        ],
+        [
+            [
+                r["spec"],
+                *(
+                    f"{r[f'{k}_{b}']:.3f} ({r[f'{k}_{b}_ms']:.2f} vs {r[f'{base}_{b}_ms']:.2f} ms)"
+                    for b in batches
+                    for k, base, _ in QVF
+                ),
+                f"{r['parity']:.1e} / {r['parity_round']:.1e}",
+                f"{r['vs_nested']:.1e}",
+                ", ".join(
+                    f"{name} " + ("met" if r[f"{k}_{b_hi}"] <= 1.05 else f"MISSED ({r[f'{k}_{b_hi}']:.2f}x)")
+                    for k, name in (("torch", "PyTorch"), ("ort", "ORT"), ("ort_round", "ORT float-round"))
+                ),
+            ]
+            for r in qvf
         ],
     )
     size_md = table(
@@ -272,6 +347,20 @@ Wall-clock medians (ms), same runs:
 
 {med_md}
 
+## Quantized sub-model against the float sub-model of the same spec
+
+Latency ratio quantized / float (thread CPU time medians; in parentheses quantized vs float ms). The
+float sub-model has the same kept channels and blocks, float32 weights (the dequantized ones) and no
+quantizers. "ORT" is the default `to_onnx` graph (float weights, BatchNorm folded, each quantizer
+`QuantizeLinear` [+ integer `Clip`] + `DequantizeLinear`); "ORT float-round" the
+`rounding="float"` graph (each quantizer as float rounding in 1x1 depthwise convolutions that stay
+in ONNX Runtime's blocked layout); "ORT compact" the `compact=True` graph (every weight as int8
+codes + `DequantizeLinear`: the smallest file). All three ONNX graphs come from the same export.
+Parity: largest |ONNX Runtime - PyTorch| on 64 random inputs; "export vs nested": largest
+|exported - nested model| (PyTorch) on 8 inputs.
+
+{qvf_md}
+
 ## File size against bits (float32 file of the same architecture: {f32:,} bytes)
 
 {size_md}
@@ -289,9 +378,31 @@ BatchNorm parameters and the per-channel scales stay float32, which is why the i
   at batch 1 a fixed cost per operator (75 modules; 134 ONNX nodes at 8 bits) dominates and the
   ratios stay well above the FLOPs ratio (the target is stated for batch 64 only).
 - Fewer *bits* shrink the file, not the compute: PyTorch and ONNX Runtime have no 2-4 bit kernels
-  on CPU, so the exported model computes in float32 (int8 weights are dequantized once), and an
-  activation kept at c < 8 bits costs two more element-wise operations than at 8 bits (clearing the
-  dropped bits), which makes the 4- and 2-bit models slower than the 8-bit one, not faster.
+  on CPU, so the exported model computes in float32 with its weights dequantized once (at export for
+  ONNX, at the first call in PyTorch). What a quantized model adds to its float sub-model is the
+  activation quantizers. In PyTorch each is one new tensor and three in-place passes
+  (`div`, `round_`, `clamp_`, `mul_`) where the float model has one ReLU (the export drops the ReLU
+  before an unsigned quantizer): close to the float time at batch 64, a fixed cost per quantizer at
+  small batches.
+- In ONNX Runtime the float sub-model runs as a chain of blocked-layout (NCHWc) convolutions with
+  BatchNorm folded and ReLU fused; a quantizer (`QuantizeLinear`, an integer `Clip` below 8 bits,
+  `DequantizeLinear`) has no blocked-layout kernel, so each one also costs a reorder out of and back
+  into the blocked layout: about five passes over the feature map per quantized layer, which is the
+  gap left in the QDQ column (the first version of this graph, 2.0-2.5x, also ran every convolution
+  unpacked behind a `DequantizeLinear` weight and kept BatchNorm apart; the "ORT compact" column,
+  int8 codes in the file, still does the former). `rounding="float"` keeps the chain in the blocked
+  layout: each quantizer is two 1x1 depthwise convolutions (`+ M` with the clip fused, `- M`, M =
+  1.5 * 2^23, whose float addition rounds to an integer) and the scaling folded into the
+  convolutions around it; two passes instead of five.
+- Integer kernels (`QLinearConv`, via ONNX Runtime's QDQ fusion, `to_onnx(..., integer=True)`),
+  measured separately on the 8-bit ResNet-20: u8 x s8 kernels ran at about 1.0x the float
+  sub-model at full width (16-64 channels) and 1.36x at half width, but on this AVX2 CPU they add
+  pairs of products in int16 and saturate with 8-bit activations and 8-bit weights (outputs off by up
+  to 3.0 in the tests), so fn3 writes them only where that cannot happen (8-bit weights after
+  activations of at most 7 bits, which uniform specs never are); u8 x u8 kernels (weights shifted by
+  128) do not saturate but ran at 1.20x (full width) and 1.36x (half), no faster than float
+  rounding. A centred weight of fewer than 8 bits sits half a cell off the int8 grid, so no int8
+  kernel computes it exactly. A CPU with VNNI is where integer kernels would pay; not measured here.
 - The baseline, the nested model run with `fn3.active`, slices and fake-quantizes its full weights on
   every forward pass; the export does that once, which matters most at batch 1 (at batch 64 the
   convolutions dominate both).
@@ -302,8 +413,11 @@ BatchNorm parameters and the per-channel scales stay float32, which is why the i
     print(text)
     if not args.quick:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "export.md").write_text(text + "\n![export](export.png)\n")
+        (args.out / "export.md").write_text(
+            text + "\n![export](export.png)\n\n![quantized vs float](export_quant_vs_float.png)\n"
+        )
         plot(lat, sizes, nested, batches, args.out / "export.png")
+        plot_qvf(qvf, batches, args.out / "export_quant_vs_float.png")
     return 0
 
 
@@ -341,6 +455,27 @@ def plot(lat, sizes, nested, batches, path: Path) -> None:
         fontsize=7,
     )
     ax.set(ylabel="bytes read / dedicated file", title="nested file reads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_qvf(rows, batches, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.2), squeeze=False)
+    width = 0.2
+    for ax, b in zip(axes[0], batches, strict=True):
+        pos = range(len(rows))
+        for j, (k, _, name) in enumerate(QVF):
+            ax.bar([p + (j - 1.5) * width for p in pos], [r[f"{k}_{b}"] for r in rows], width, label=name)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.axhline(1.05, color="k", ls="--", lw=0.8, label="target 1.05")
+        ax.set_xticks(list(pos), [r["spec"] for r in rows], rotation=30, fontsize=7)
+        ax.set(ylabel="latency quantized / float", title=f"quantized vs float sub-model, batch {b}")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

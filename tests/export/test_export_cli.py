@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -48,6 +51,16 @@ def test_export_matches_eval_of_the_run(run, tmp_path):
     x = torch.randn(2, *model.meta["input_shape"])
     y = ort.InferenceSession(str(out / "model.onnx")).run(None, {"input": x.numpy()})[0]
     assert np.linalg.norm(y - model(x).numpy()) <= 0.15 * np.linalg.norm(y)
+    fast = tmp_path / "f"  # the same sub-model, quantizers as float rounding: the same outputs
+    args = ["export", str(run.path), "--spec", spec_text, "--out", str(fast), "--format", "onnx"]
+    assert main([*args, "--rounding", "float"]) == 0
+    n_q = [
+        [n.op_type for n in onnx.load(str(d / "model.onnx")).graph.node].count("QuantizeLinear")
+        for d in (out, fast)
+    ]
+    assert n_q[0] > n_q[1]  # only the classifier's quantizer (before a Linear) stays QDQ
+    y2 = ort.InferenceSession(str(fast / "model.onnx")).run(None, {"input": x.numpy()})[0]
+    assert np.linalg.norm(y2 - model(x).numpy()) <= 0.15 * np.linalg.norm(y)
 
 
 def test_nested_then_sub_model(run, tmp_path, capsys):
@@ -64,6 +77,10 @@ def test_nested_then_sub_model(run, tmp_path, capsys):
     assert main(["bench", str(nested), "--spec", "smallest", "--repeats", "2", "--batches", "1,4"]) == 0
     printed = capsys.readouterr().out
     assert "MFLOPs" in printed and "ONNX Runtime" in printed
+    assert "float sub-model of the same spec" in printed
+    assert len(re.findall(r"\b\d+\.\d\dx\b", printed)) == 4  # 2 batches x (PyTorch, ORT) ratios
+    parity = float(printed.split("max |ORT - PyTorch| = ")[1].split()[0])
+    assert 0 <= parity < 0.5
 
 
 def test_budget_through_a_search_front(run, tmp_path):

@@ -4,7 +4,7 @@ fn3 export RUN --spec channels=0.5,bits=4 --out DIR [--format onnx]
 fn3 export RUN --budget flops=20M --front front.json --out DIR
 fn3 export RUN --nested --out DIR            # one file, every sub-model
 fn3 export DIR/nested.safetensors --spec smallest --out SMALL
-fn3 bench DIR [--spec ...]                    # latency (PyTorch, ONNX Runtime), size, FLOPs
+fn3 bench DIR [--spec ...]                    # latency vs the float sub-model, ORT parity, size
 """
 
 from __future__ import annotations
@@ -61,6 +61,12 @@ def export_cmd(
     recalibrate: Annotated[
         bool, typer.Option("--recalibrate/--no-recalibrate", help="Re-estimate BatchNorm for the spec.")
     ] = True,
+    rounding: Annotated[
+        str,
+        typer.Option(
+            help="ONNX quantizers: qdq (QuantizeLinear/DequantizeLinear) or float (fastest on ORT CPU)."
+        ),
+    ] = "qdq",
 ) -> None:
     """Export a sub-model (or, with --nested, the whole nested model) of a trained run."""
     from fn3.export import io, load
@@ -83,14 +89,14 @@ def export_cmd(
         if fmt == "onnx":
             from fn3.export.onnx import to_onnx
 
-            files.append(to_onnx(read.model, out / "model.onnx"))
+            files.append(to_onnx(read.model, out / "model.onnx", rounding=rounding))
         console.print(f"read {read.bytes_read:,} of {read.file_size:,} bytes of {run}")
     else:
         from fn3.run import load_run
 
         r = load_run(run)
         chosen = r.space.largest() if nested else _spec(spec, budget, front, r.space, run)
-        files = export_run(r, chosen, out, fmt=fmt, nested=nested, recalibrate=recalibrate)
+        files = export_run(r, chosen, out, fmt=fmt, nested=nested, recalibrate=recalibrate, rounding=rounding)
     for f in files:
         console.print(f"wrote {f} ({os.path.getsize(f):,} bytes)")
     if not nested:
@@ -104,12 +110,20 @@ def bench_cmd(
     spec: SpecOpt = None,
     repeats: Annotated[int, typer.Option(help="Timed runs per measurement (median).")] = 20,
     batches: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,64",
+    threads: Annotated[int, typer.Option(help="Intra-op threads (0: the libraries' default).")] = 0,
+    rounding: Annotated[
+        str, typer.Option(help="ONNX quantizers: qdq (QuantizeLinear/DequantizeLinear) or float.")
+    ] = "qdq",
 ) -> None:
-    """Latency (PyTorch and ONNX Runtime), size and FLOPs of an exported model."""
+    """Latency (PyTorch and ONNX Runtime) beside the float sub-model of the same spec, the ONNX
+    Runtime parity of the outputs, size and FLOPs of an exported model."""
+    import torch
+
     from fn3.export import load
-    from fn3.export.bench import count_flops, count_params, ort_latency, ort_session, torch_latency
+    from fn3.export.bench import count_flops, count_params, interleaved_latency, ort_parity, ort_session
     from fn3.export.io import ideal_size
     from fn3.export.loading import NESTED_FORMATS, file_format, resolve_file
+    from fn3.export.twin import float_twin
 
     file = resolve_file(path)
     parsed = None
@@ -131,15 +145,38 @@ def bench_cmd(
         assert sizes and min(sizes) >= 1 and repeats >= 1
     except (ValueError, AssertionError):
         raise ConfigError(f"--batches {batches!r} / --repeats {repeats}: give positive integers") from None
-    session = ort_session(model, shape)
-    table = Table(title=f"{file}")
-    for col in ("batch", "PyTorch ms", "ONNX Runtime ms"):
+    if threads > 0:
+        torch.set_num_threads(threads)
+    twin = float_twin(model)  # the float sub-model of the same spec, the baseline
+    sessions = {
+        "q": ort_session(model, shape, threads=threads, rounding=rounding),
+        "f": ort_session(twin, shape, threads=threads),
+    }
+    table = Table(title=f"{file}: exported model beside the float sub-model of the same spec")
+    for col in ("batch", "PyTorch ms", "float ms", "ratio", "ONNX Runtime ms", "float ms", "ratio"):
         table.add_column(col, justify="right")
     for b in sizes:
-        t = torch_latency(model, shape, batch=b, repeats=repeats)
-        o = ort_latency(session, shape, batch=b, repeats=repeats)
-        table.add_row(str(b), f"{t * 1e3:.3f}", f"{o * 1e3:.3f}")
+        x = torch.randn(b, *shape, generator=torch.Generator().manual_seed(b))
+        xn = x.numpy()
+        t = interleaved_latency(
+            {
+                "torch q": lambda x=x: model(x),
+                "torch f": lambda x=x: twin(x),
+                **{f"ort {k}": (lambda xn=xn, s=s: s.run(None, {"input": xn})) for k, s in sessions.items()},
+            },
+            repeats=repeats,
+        )
+        row = [str(b)]
+        for k in ("torch", "ort"):
+            q, f = t[f"{k} q"], t[f"{k} f"]
+            row += [f"{q * 1e3:.3f}", f"{f * 1e3:.3f}", f"{q / f:.2f}x"]
+        table.add_row(*row)
     console.print(table)
+    diff = ort_parity(sessions["q"], model, shape)
+    console.print(
+        f"ONNX Runtime parity: max |ORT - PyTorch| = {diff:.2e} on 8 random inputs "
+        "(a quantized activation within float rounding of a step boundary may take the next step)"
+    )
     size = model.meta.get("bytes_read", os.path.getsize(file))
     console.print(
         f"file {size:,} bytes (ideal {ideal_size(model):,}); params {count_params(model):,}; "

@@ -9,7 +9,9 @@ are its other functions.
 :func:`save` / :func:`load` one safetensors file per export, codes bit-packed; ``load`` also reads
                             a sub-model out of a nested file
 :func:`save_nested`         the whole FN3 in importance order; :func:`load_nested` reads one spec's bytes
-:func:`to_onnx`             a single-file ONNX model (QDQ for quantized weights)
+:func:`to_onnx`             a single-file ONNX model, quantizers as QDQ nodes (any module: others go
+                            through ``torch.onnx.export``)
+:func:`float_twin`          the float sub-model of the same spec as an export: the speed baseline
 :func:`evaluate_exported`   accuracy of an exported model on a dataset
 :func:`extract_submodel`    any nested model (also ``fn3.nest_``-ed ones): a plain copy of one spec
 ==========================  ==========================================================================
@@ -35,6 +37,7 @@ from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinea
 from fn3.export.runs import evaluate_exported, export_run
 from fn3.export.slice import export
 from fn3.export.submodel import extract_submodel
+from fn3.export.twin import float_twin
 
 __all__ = [
     "ActQuant",
@@ -48,6 +51,7 @@ __all__ = [
     "export",
     "export_run",
     "extract_submodel",
+    "float_twin",
     "ideal_size",
     "load",
     "load_nested",

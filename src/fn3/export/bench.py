@@ -22,7 +22,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fn3.export.qmodules import QuantConv2d, QuantLinear
 
-__all__ = ["count_flops", "count_params", "ort_latency", "ort_session", "torch_latency"]
+__all__ = [
+    "count_flops",
+    "count_params",
+    "interleaved_latency",
+    "ort_latency",
+    "ort_parity",
+    "ort_session",
+    "torch_latency",
+]
 
 
 @torch.no_grad()
@@ -76,10 +84,17 @@ def torch_latency(
     return _median_time(lambda: model(x), warmup, repeats)
 
 
-def ort_session(model: nn.Module | str | Path, input_shape: Sequence[int] | None = None, *, threads: int = 0):
+def ort_session(
+    model: nn.Module | str | Path,
+    input_shape: Sequence[int] | None = None,
+    *,
+    threads: int = 0,
+    **onnx_options: object,
+):
     """An ONNX Runtime session for an exported module (written to a temporary file) or an .onnx file.
 
-    ``threads``: intra-op threads (0: ONNX Runtime's default, one per core).
+    ``threads``: intra-op threads (0: ONNX Runtime's default, one per core); ``onnx_options``: passed
+    to :func:`fn3.export.to_onnx` (e.g. ``rounding="float"``).
     """
     import onnxruntime as ort
 
@@ -91,7 +106,7 @@ def ort_session(model: nn.Module | str | Path, input_shape: Sequence[int] | None
         from fn3.export.onnx import to_onnx
 
         with tempfile.TemporaryDirectory() as d:
-            path = to_onnx(model, Path(d) / "model.onnx", input_shape)
+            path = to_onnx(model, Path(d) / "model.onnx", input_shape, **onnx_options)
             return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
 
@@ -103,3 +118,33 @@ def ort_latency(
     x = np.random.default_rng(seed).standard_normal((batch, *input_shape), dtype=np.float32)
     name = session.get_inputs()[0].name
     return _median_time(lambda: session.run(None, {name: x}), warmup, repeats)
+
+
+@torch.no_grad()
+def interleaved_latency(fns: dict[str, Callable[[], object]], *, warmup: int = 3, repeats: int = 20) -> dict:
+    """Median seconds of each callable, the repeats interleaved (one call of each in turn), so that a
+    change of machine load between measurements hits all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+@torch.no_grad()
+def ort_parity(
+    session, model: nn.Module, input_shape: Sequence[int], *, batch: int = 8, seed: int = 0
+) -> float:
+    """Largest ``|ONNX Runtime output - PyTorch output|`` of ``model`` on a random batch.
+
+    Float models agree to ~1e-6; where activations are quantized, a value within float rounding of
+    a step boundary may take the neighbouring step in one of them (see :mod:`fn3.export.onnx`).
+    """
+    x = np.random.default_rng(seed).standard_normal((batch, *input_shape), dtype=np.float32)
+    y = session.run(None, {session.get_inputs()[0].name: x})[0]
+    return float(np.abs(y - model.eval()(torch.from_numpy(x)).numpy()).max())

@@ -232,6 +232,7 @@ class ActQuant(nn.Module):
         full = (1 << total_bits) - 1
         self._mask = None if is_prefix(self.planes) else sum(1 << (total_bits - 1 - p) for p in self.planes)
         self._mask = self._mask if self._mask != full else None
+        self._cached: tuple[int, tuple[float, float, float]] | None = None
 
     @property
     def bits(self) -> int:
@@ -243,7 +244,23 @@ class ActQuant(nn.Module):
         bits = self.bits if self.scheme == "centred" else self.total_bits
         return act_step(self.alpha, bits, self.signed)
 
+    def _grid(self) -> tuple[float, float, float]:
+        """``(step, lowest code, highest code)`` of the ``"centred"`` grid, as Python floats, cached
+        until ``alpha`` changes (loading fills it in place)."""
+        if self._cached is None or self._cached[0] != self.alpha._version:
+            step = float(self.step())
+            top = float(max(1, 2 ** (self.bits - 1) - 1) if self.signed else 2**self.bits - 1)
+            self._cached = (self.alpha._version, (step, -top if self.signed else 0.0, top))
+        return self._cached[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scheme == "centred" and not torch.jit.is_tracing():
+            # The same values as clip_act + act_values (round(clip(x) / step) * step): the clip is
+            # done on the rounded codes instead, where it is the same. One new tensor and three
+            # in-place passes (~3x faster than the five out-of-place ops; fake_quantize_per_tensor_
+            # affine, one fused op, measured ~10x slower than both on this CPU).
+            step, lo, hi = self._grid()
+            return torch.div(x, step).round_().clamp_(lo, hi).mul_(step)
         xc = clip_act(x, self.alpha, self.signed)
         return act_values(xc, self.alpha, self.total_bits, self.bits, self.signed, self._mask, self.scheme)
 

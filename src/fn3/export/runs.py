@@ -68,7 +68,14 @@ def _calibration(run: Any) -> tuple[list, int]:
 
 
 def export_run(
-    run: Any, spec: Spec, out: str | Path, *, fmt: str = "fn3", nested: bool = False, recalibrate: bool = True
+    run: Any,
+    spec: Spec,
+    out: str | Path,
+    *,
+    fmt: str = "fn3",
+    nested: bool = False,
+    recalibrate: bool = True,
+    rounding: str = "qdq",
 ) -> list[Path]:
     """Export sub-model ``spec`` of a loaded run (:func:`fn3.run.load_run`) into directory ``out``.
 
@@ -80,6 +87,7 @@ def export_run(
         nested: write ``nested.safetensors`` (the whole model, every spec) instead of one sub-model.
         recalibrate: re-estimate BatchNorm statistics for ``spec`` as ``fn3 eval`` does (when the run's
             ``recalibrate_batches > 0``). The nested file keeps the shared statistics.
+        rounding: the ONNX form of the activation quantizers (:func:`fn3.export.to_onnx`).
 
     Returns the files written.
     """
@@ -107,7 +115,7 @@ def export_run(
     if fmt == "onnx":
         from fn3.export.onnx import to_onnx
 
-        files.append(to_onnx(exported, out / "model.onnx"))
+        files.append(to_onnx(exported, out / "model.onnx", rounding=rounding))
     return files
 
 

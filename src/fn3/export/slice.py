@@ -13,6 +13,7 @@ What the exported module holds:
   codes of the kept planes of the full weight's ``B``-bit code, and that weight's per-channel scale;
 * an :class:`~fn3.export.qmodules.ActQuant` before a layer whose input is quantized;
 * residual blocks dropped by a ``layers`` axis are absent; a ResNeXt block keeps ``c`` groups;
+* a ReLU right before an unsigned activation quantizer is left out (the quantizer clips at 0);
 * BatchNorm stays ``nn.BatchNorm2d`` with the sliced running statistics. It is **not folded** into
   the convolution: folding changes the float rounding of the convolution output, and the next
   activation quantizer turns a last-bit difference into a whole quantization step now and then, so
@@ -192,6 +193,26 @@ def _bn(node: Mapping, src: TensorSource, sel: _Selector) -> nn.BatchNorm2d:
     return bn.eval()
 
 
+def _first(m: nn.Module) -> nn.Module:
+    """The first module ``m`` applies (descending into ``nn.Sequential``)."""
+    while isinstance(m, nn.Sequential) and len(m):
+        m = m[0]
+    return m
+
+
+def _drop_redundant_relus(mods: list[nn.Module]) -> list[nn.Module]:
+    """``mods`` without a ReLU whose output goes straight into an unsigned activation quantizer:
+    the quantizer clips to ``[0, alpha]`` itself, so the ReLU is a wasted pass over the feature map
+    (the values do not change)."""
+    out = []
+    for i, m in enumerate(mods):
+        nxt = _first(mods[i + 1]) if i + 1 < len(mods) else None
+        if type(m) is nn.ReLU and isinstance(nxt, ActQuant) and not nxt.signed:
+            continue
+        out.append(m)
+    return out
+
+
 def build(node: Mapping, src: TensorSource, spec: Spec, space: Space) -> nn.Module:
     """The plain module for description ``node`` as sub-model ``spec`` (tensors from ``src``)."""
     return _build(node, src, _Selector(space, spec))
@@ -200,7 +221,7 @@ def build(node: Mapping, src: TensorSource, spec: Spec, space: Space) -> nn.Modu
 def _build(node: Mapping, src: TensorSource, sel: _Selector) -> nn.Module:
     kind = node["type"]
     if kind == "seq":
-        return nn.Sequential(*[_build(c, src, sel) for c in node["children"]])
+        return nn.Sequential(*_drop_redundant_relus([_build(c, src, sel) for c in node["children"]]))
     if kind == "stage":
         keep = range(len(node["blocks"])) if node["depth"] is None else sel.units(node["depth"])
         return nn.Sequential(*[_build(node["blocks"][i], src, sel) for i in keep])
