@@ -93,10 +93,6 @@ def export_run(
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
-    from fn3.export.user import is_user_model
-
-    if fmt == "onnx" and not nested and is_user_model(run.model):  # refused before anything is written
-        raise ConfigError("--format onnx: a model of your own exports to fn3 files only (ONNX: not yet)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta = run_meta(run)
