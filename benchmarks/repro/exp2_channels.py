@@ -23,6 +23,7 @@ from runner import (
     ODO_UNIFORM,
     RANDOM_ORDER,
     SANDWICH,
+    SANDWICH_TIED,
     TIED,
     Arm,
     Budget,
@@ -46,6 +47,7 @@ def experiment() -> Experiment:
         TIED,  # every channel axis keeps the same fraction each step (the paper: each of 12 alone)
         DEFAULT,  # fn3 train's default since issue 11 (run after the others)
         DEFAULT_RANDOM_ORDER,
+        SANDWICH_TIED,  # a candidate default: the smallest every step too (issue 11)
     )
     return Experiment(
         key="exp2_channels", title="FN3-channel: CIFAR-10, ResNet-20", level="channels",

@@ -22,6 +22,7 @@ from runner import (
     ODO_GEOMETRIC,
     ODO_UNIFORM,
     RANDOM_ORDER,
+    SANDWICH_TIED,
     TIED,
     Arm,
     Budget,
@@ -43,6 +44,7 @@ def experiment(depth: int = 20) -> Experiment:
         TIED,  # one draw per kind (an fn3 option; the paper draws each axis alone)
         DEFAULT,  # fn3 train's default since issue 11 (run after the others)
         DEFAULT_RANDOM_ORDER,
+        SANDWICH_TIED,  # a candidate default: the smallest every step too (issue 11)
     )
     return Experiment(
         key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",

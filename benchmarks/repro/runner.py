@@ -116,6 +116,11 @@ TIED = Arm("fn3 ODO (geometric), one draw per kind",
 #: draw (uniform, one draw per kind), and the same model with blocks removed in random order.
 DEFAULT = Arm("fn3 default (full+odo)",
               train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1})
+#: A candidate for the default measured in issue 11: US-Nets' sandwich (the largest, the smallest and
+#: one tied draw every step) without distillation.
+SANDWICH_TIED = Arm("fn3 sandwich, tied (largest + smallest + 1 draw)",
+                    train={"rule": "sandwich", "dist": "uniform", "tie": "kind", "sandwich_n": 1,
+                           "distill": False})
 DEFAULT_RANDOM_ORDER = Arm("fn3 default, random-order removal", kind="random-order", source=DEFAULT.name)
 
 

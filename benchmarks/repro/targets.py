@@ -232,10 +232,34 @@ def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         rows.append((key, "cost of the whole family (training CPU time)", "; ".join(parts), "info"))
     if key.startswith("exp6"):
         rows += _front_rows(res)
-    return rows + _default_rows(res)
+    return rows + _default_rows(res) + _candidate_rows(res)
 
 
 DEFAULT_PREFIX = "fn3 default"
+#: Rules measured as candidates for the default (issue 11): the same parity targets as the default.
+CANDIDATE_PREFIXES = ("fn3 sandwich, tied",)
+
+
+def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The parity targets of issue 11 for each candidate rule that has run (not the default)."""
+    key, rows = res["experiment"], []
+    indep = _find(res, "independent")
+    for prefix in CANDIDATE_PREFIXES:
+        found = _find(res, prefix)
+        if not (found and indep):
+            continue
+        name, arm = found
+        mine, theirs = best_accuracy(arm), best_accuracy(indep[1])
+        w = _worst(mine, theirs)
+        if w:
+            rows.append((key, f"every {name} sub-model within 2 pt of its independent twin (candidate)",
+                         f"worst gap {w[0] * 100:+.2f} pt ({w[1]}; {_noise(res, theirs[w[1]])})",
+                         _verdict(w[0], -0.02)))
+        if train_time(arm) > 0 and train_time(indep[1]) > 0:
+            ratio = train_time(arm) / train_time(indep[1])
+            rows.append((key, f"{name}: family CPU time against the independent twins",
+                         f"{train_time(arm):.0f} s vs {train_time(indep[1]):.0f} s ({ratio:.2f}x)", "info"))
+    return rows
 CHANCE = 0.1  # ten classes
 
 
