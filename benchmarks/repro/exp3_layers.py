@@ -18,6 +18,7 @@ from __future__ import annotations
 from runner import (
     CIFAR_QUICK,
     DEFAULT,
+    DEFAULT_HALF_LR,
     DEFAULT_RANDOM_ORDER,
     ODO_GEOMETRIC,
     ODO_UNIFORM,
@@ -45,6 +46,7 @@ def experiment(depth: int = 20) -> Experiment:
         DEFAULT,  # fn3 train's default since issue 11 (run after the others)
         DEFAULT_RANDOM_ORDER,
         SANDWICH_TIED,  # a candidate default: the smallest every step too (issue 11)
+        DEFAULT_HALF_LR,  # the default's two losses averaged rather than summed (issue 11)
     )
     return Experiment(
         key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",

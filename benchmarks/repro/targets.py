@@ -237,7 +237,7 @@ def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
 
 DEFAULT_PREFIX = "fn3 default"
 #: Rules measured as candidates for the default (issue 11): the same parity targets as the default.
-CANDIDATE_PREFIXES = ("fn3 sandwich, tied",)
+CANDIDATE_PREFIXES = ("fn3 sandwich, tied", "fn3 default, half learning rate")
 
 
 def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -255,6 +255,13 @@ def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
             rows.append((key, f"every {name} sub-model within 2 pt of its independent twin (candidate)",
                          f"worst gap {w[0] * 100:+.2f} pt ({w[1]}; {_noise(res, theirs[w[1]])})",
                          _verdict(w[0], -0.02)))
+        first = res["budgets"][0]["label"]
+        if first in mine and first in theirs:
+            gap = mine[first] - theirs[first]
+            rows.append((key, f"{name} full model ({first}) within 1 pt of the network trained alone "
+                              "(candidate)",
+                         f"{mine[first] * 100:.2f}% vs {theirs[first] * 100:.2f}% ({gap * 100:+.2f} pt; "
+                         f"{_noise(res, theirs[first])})", _verdict(gap, -0.01)))
         if train_time(arm) > 0 and train_time(indep[1]) > 0:
             ratio = train_time(arm) / train_time(indep[1])
             rows.append((key, f"{name}: family CPU time against the independent twins",
