@@ -121,8 +121,9 @@ DEFAULT = Arm("fn3 default (full+odo)",
 SANDWICH_TIED = Arm("fn3 sandwich, tied (largest + smallest + 1 draw)",
                     train={"rule": "sandwich", "dist": "uniform", "tie": "kind", "sandwich_n": 1,
                            "distill": False})
-#: The default with half the learning rate: for SGD the same as averaging the two per-spec losses of a
-#: step instead of summing them (issue 11: is the default's trouble on layers its doubled step size?).
+#: The default with half the learning rate: for SGD like averaging the two per-spec losses of a
+#: step instead of summing them, with half the weight decay (issue 11: is the default's trouble on
+#: layers its doubled step size?).
 DEFAULT_HALF_LR = Arm("fn3 default, half learning rate (lr 0.05)",
                       train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1, "lr": 0.05})
 DEFAULT_RANDOM_ORDER = Arm("fn3 default, random-order removal", kind="random-order", source=DEFAULT.name)
