@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -464,6 +464,16 @@ def read_meta(r: container.Reader, data: bytes) -> dict:
 _TENSORS = {"codes": "U8", "floats": "F32", "meta": "U8"}  # the tensors of a file, and their dtypes
 
 
+def check_entries(r: container.Reader, tensors: Mapping[str, str]) -> None:
+    """Refuse a file whose tensors are not exactly ``tensors`` (name -> dtype), each 1-D."""
+    if set(r.entries) != set(tensors):
+        raise r.fail(f"expected tensors {', '.join(tensors)}; found {sorted(r.entries)}")
+    for name, dtype in tensors.items():
+        e = r.entries[name]
+        if e.dtype != dtype or len(e.shape) != 1:
+            raise r.fail(f"tensor {name!r} is {e.dtype}{e.shape}, expected a 1-D {dtype} tensor")
+
+
 def load_exported(r: container.Reader) -> ExportedModel:
     """Rebuild an exported model from an open ``fn3.exported`` file.
 
@@ -473,12 +483,7 @@ def load_exported(r: container.Reader) -> ExportedModel:
     whose description and data agree byte for byte gets its modules built.
     """
     crc = check_header(r, FORMAT, READS)
-    if set(r.entries) != set(_TENSORS):
-        raise r.fail(f"expected tensors codes, floats, meta; found {sorted(r.entries)}")
-    for name, dtype in _TENSORS.items():
-        e = r.entries[name]
-        if e.dtype != dtype or len(e.shape) != 1:
-            raise r.fail(f"tensor {name!r} is {e.dtype}{e.shape}, expected a 1-D {dtype} tensor")
+    check_entries(r, _TENSORS)
     meta = read_meta(r, read_checked(r, "meta", crc))
     try:
         arch = parse_tree(meta.get("arch"), version=r.metadata["version"])

@@ -221,15 +221,10 @@ def _write(path: Path, fmt: str, header: dict, state: Mapping[str, torch.Tensor]
 
 
 def _read_header(r: container.Reader, fmt: str) -> tuple[dict, dict[str, str]]:
-    from fn3.export.io import check_header, read_checked, read_meta
+    from fn3.export.io import check_entries, check_header, read_checked, read_meta
 
     crc = check_header(r, fmt, VERSION)
-    if set(r.entries) != set(_TENSORS):
-        raise r.fail(f"expected tensors codes, floats, meta; found {sorted(r.entries)}")
-    for name, dtype in _TENSORS.items():
-        e = r.entries[name]
-        if e.dtype != dtype or len(e.shape) != 1:
-            raise r.fail(f"tensor {name!r} is {e.dtype}{e.shape}, expected a 1-D {dtype} tensor")
+    check_entries(r, _TENSORS)
     header = read_meta(r, read_checked(r, "meta", crc))
     if not isinstance(header.get("tensors"), list) or not isinstance(header.get("meta"), dict):
         raise r.fail("bad header: 'tensors' must be a list and 'meta' an object")
