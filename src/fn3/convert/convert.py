@@ -47,7 +47,7 @@ from fn3.convert.rules import conversion_for
 from fn3.convert.rules import role as registered_role
 from fn3.convert.trace import trace_regions
 from fn3.errors import ConfigError, NestingError
-from fn3.nn.base import NestedModule
+from fn3.nn.base import NestedModule, eval_mode
 from fn3.nn.conv import NestedConv2d
 from fn3.nn.linear import NestedLinear
 from fn3.nn.norm import NestedBatchNorm2d, NestedLayerNorm
@@ -88,15 +88,12 @@ def _calibrate(
         return record
 
     handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
-    training = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        model(*inputs)
+        with eval_mode(model):
+            model(*inputs)
     finally:
         for h in handles:
             h.remove()
-        for m, mode in training.items():
-            m.training = mode
     return seen
 
 

@@ -40,6 +40,7 @@ from torch import fx, nn
 
 from fn3.convert.groups import _PASS_FNS, _PASS_MODULES, _fn_name, _nodes
 from fn3.convert.trace import Region
+from fn3.nn.base import eval_mode
 from fn3.nn.gate import NestedModuleList, NestedSequential
 from fn3.nn.slot import AxisSlot
 from fn3.spec import Axis
@@ -135,14 +136,13 @@ def nest_layers(
         parent, _, leaf = name.rpartition(".")
         owner = model.get_submodule(parent) if parent else model
         setattr(owner, leaf, gated)
-        training = {m: m.training for m in model.modules()}
         called: list[int] = []
         hooks = [seq[i].register_forward_pre_hook(lambda m, a, seen=called: seen.append(1)) for i in gates]
         try:  # the check: the model runs with every block of these axes dropped, and none is called
             for slot in slots:
                 slot.set(tuple(range(slot.axis.min_blocks)))
-            model.eval()
-            model(*inputs)
+            with eval_mode(model):
+                model(*inputs)
             if called:
                 raise RuntimeError("the forward calls its blocks by index, not by iterating the list")
             axes += [s.axis for s in slots]
@@ -154,6 +154,4 @@ def nest_layers(
                 h.remove()
             for slot in slots:
                 slot.set(None)
-            for m, mode in training.items():
-                m.training = mode
     return axes, notes

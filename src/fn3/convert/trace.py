@@ -31,6 +31,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from fn3.errors import NestingError
+from fn3.nn.base import eval_mode
 
 __all__ = ["Region", "trace_regions"]
 
@@ -143,9 +144,7 @@ def _trace(module: nn.Module, prefix: str, ex: _Examples, out: list[Region]) -> 
 @torch.no_grad()
 def trace_regions(model: nn.Module, example_inputs: Sequence[Any]) -> list[Region]:
     """Trace ``model`` (eval mode, restored after) into regions; see the module docstring."""
-    training = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    with eval_mode(model):
         try:
             ex = _Examples(model, example_inputs)
         except Exception as err:
@@ -160,6 +159,3 @@ def trace_regions(model: nn.Module, example_inputs: Sequence[Any]) -> list[Regio
             regions[0].notes.insert(0, f"{type(model).__name__}.forward could not be traced ({why}); "
                                     "its submodules are nested on their own")
         return regions
-    finally:
-        for m, mode in training.items():
-            m.training = mode

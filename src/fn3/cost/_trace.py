@@ -18,6 +18,7 @@ from torch.overrides import TorchFunctionMode
 from fn3.cost.plan import CostPlan, Dim, Gate, Layer, Norm, Op, TensorInfo
 from fn3.errors import ConfigError
 from fn3.nest import active
+from fn3.nn.base import eval_mode
 from fn3.nn.blocks import NestedStage
 from fn3.nn.conv import NestedConv2d
 from fn3.nn.linear import NestedLinear
@@ -212,13 +213,11 @@ class _Tracer(TorchFunctionMode):
 
 def trace_plan(model: nn.Module, shape: tuple[int, int, int], axes: dict[str, Axis]) -> CostPlan:
     """Trace ``model`` once at full size on a zero input of ``(1, *shape)``; see the module docstring."""
-    training = {m: m.training for m in model.modules()}
     param = next(model.parameters(), None)
     x = torch.zeros(1, *shape, device=param.device if param is not None else None)
     tracer = _Tracer(model, axes)
     try:
-        model.eval()  # batch norm must not update its running statistics
-        with torch.no_grad(), active(model, None):
+        with eval_mode(model), torch.no_grad(), active(model, None):  # batch norm keeps its statistics
             tracer.add_tensor(x, Dim(None, 1, shape[0]))
             with tracer:
                 y = model(x)
@@ -228,8 +227,6 @@ def trace_plan(model: nn.Module, shape: tuple[int, int, int], axes: dict[str, Ax
     finally:
         for h in tracer.handles:
             h.remove()
-        for m, mode in training.items():
-            m.training = mode
     live = _liveness(tracer.ops, len(tracer.tensors), out_idx)
     return CostPlan(shape, axes, tracer.layers, tracer.norms, tracer.tensors, tracer.ops, live, tracer.notes)
 

@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fn3.nest import active
+from fn3.nn.base import eval_mode
 from fn3.nn.protocol import FLOAT_BITS, LeafCost, is_gate, is_leaf
 from fn3.spec import Spec
 
@@ -64,17 +65,13 @@ def _record(model: nn.Module, inputs: Sequence[object]) -> _Record:
             rec.shapes.setdefault(id(module), []).append(tuple(args[0].shape))
 
     handles = [m.register_forward_pre_hook(hook) for m in leaves]
-    training = {m: m.training for m in model.modules()}
     counter = FlopCounterMode(display=False)
     try:
-        model.eval()  # batch norm must not update its statistics
-        with active(model, None), counter:
+        with eval_mode(model), active(model, None), counter:  # batch norm keeps its statistics
             model(*inputs)
     finally:
         for h in handles:
             h.remove()
-        for m, mode in training.items():
-            m.training = mode
     # FlopCounterMode names modules "<RootClass>.<path>"; a module's own FLOPs are its total minus
     # its children's totals.
     root = type(model).__name__

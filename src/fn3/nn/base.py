@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -26,7 +27,7 @@ from fn3.nn.functional import check_scheme, fake_quant_act, fake_quant_weight, w
 from fn3.nn.protocol import FLOAT_BITS, AxisUse, LeafCost, PinnedSlot, QuantWeight, uses
 from fn3.nn.slot import AxisSlot, Selection
 
-__all__ = ["NestedActQuant", "NestedModule", "full", "select", "set_quant_scheme"]
+__all__ = ["NestedActQuant", "NestedModule", "eval_mode", "full", "select", "set_quant_scheme"]
 
 
 class NestedModule(nn.Module):
@@ -43,6 +44,31 @@ class NestedModule(nn.Module):
         for value in vars(self).values():
             if isinstance(value, AxisSlot):
                 yield value
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block (batch norm does not update its statistics); on exit
+    every module gets back its own training flag, also when only some of them were training.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+        >>> net[1].eval()  # doctest: +ELLIPSIS
+        BatchNorm1d(...)
+        >>> with eval_mode(net):
+        ...     net.training, net[0].training
+        (False, False)
+        >>> net.training, net[0].training, net[1].training
+        (True, True, False)
+    """
+    training = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in training.items():
+            m.training = mode
 
 
 def set_quant_scheme(model: nn.Module, scheme: str) -> nn.Module:
