@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 
 import pytest
@@ -25,11 +24,8 @@ NETS = textwrap.dedent(
 
 
 @pytest.fixture
-def user_package(tmp_path, monkeypatch):
-    (tmp_path / "usernets.py").write_text(NETS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "usernets"
-    sys.modules.pop("usernets", None)
+def user_package(user_module) -> str:
+    return user_module("usernets", NETS)
 
 
 def test_nest_prints_the_table_and_writes_the_plan(user_package, tmp_path, capsys):

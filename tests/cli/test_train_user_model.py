@@ -4,7 +4,6 @@ pretrained weights, through train, resume, eval and load_run (no pickle: JSON an
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 
 import pytest
@@ -37,11 +36,8 @@ NETS = textwrap.dedent(
 
 
 @pytest.fixture
-def user_package(tmp_path, monkeypatch):
-    (tmp_path / "usertrain.py").write_text(NETS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "usertrain"
-    sys.modules.pop("usertrain", None)
+def user_package(user_module) -> str:
+    return user_module("usertrain", NETS)
 
 
 def test_train_resume_eval_a_pretrained_user_model(user_package, tmp_path, capsys):

@@ -3,7 +3,6 @@ of your own through the whole command line, its exports equal to the nested mode
 
 from __future__ import annotations
 
-import sys
 import textwrap
 
 import pytest
@@ -41,11 +40,8 @@ NETS = textwrap.dedent(
 
 
 @pytest.fixture
-def user_package(tmp_path, monkeypatch):
-    (tmp_path / "e2enet.py").write_text(NETS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "e2enet"
-    sys.modules.pop("e2enet", None)
+def user_package(user_module) -> str:
+    return user_module("e2enet", NETS)
 
 
 def test_train_search_export_a_model_of_your_own(user_package, tmp_path, capsys):
