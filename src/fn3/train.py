@@ -142,23 +142,21 @@ def train_step(
     *,
     label_smoothing: float = 0.0,
     distill: bool = False,
-    wrapper: nn.Module | None = None,
 ) -> float:
     """One optimizer step on the sub-models ``specs``; returns the mean loss.
 
     Gradients of every spec accumulate before the single step (the sandwich rule trains several specs
     per step). With ``distill=True`` the first spec (the largest, for the sandwich rule) is the teacher
-    and the others learn its soft predictions (US-Nets' in-place distillation). ``wrapper`` is the
-    module to call instead of ``model``. Under ``torchrun`` the gradients are averaged over the ranks
-    once, after the last spec's backward (:func:`fn3.distributed.average_gradients`).
+    and the others learn its soft predictions (US-Nets' in-place distillation). Under ``torchrun`` the
+    gradients are averaged over the ranks once, after the last spec's backward
+    (:func:`fn3.distributed.average_gradients`).
     """
-    forward = wrapper if wrapper is not None else model
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     teacher: torch.Tensor | None = None
     for i, spec in enumerate(specs):
         with active(model, spec):
-            logits = forward(x)  # (B, classes)
+            logits = model(x)  # (B, classes)
         if distill and teacher is not None:
             loss = F.cross_entropy(logits, teacher)  # soft targets (B, classes)
         else:
