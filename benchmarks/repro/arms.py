@@ -149,7 +149,8 @@ def _train_joint(ctx: Context, model: nn.Module, cfg: TrainConfig, run_dir: Path
                             drop_last=drop_last):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, cfg.lr, cfg.warmup_steps)
-            train_step(model, opt, x, y, specs, label_smoothing=cfg.label_smoothing)
+            # AdaBits sums the losses of its bit-widths (each at the full step size)
+            train_step(model, opt, x, y, specs, label_smoothing=cfg.label_smoothing, reduction="sum")
             step += 1
         save_checkpoint(ckpt, model, opt, meta())
     return time.perf_counter() - start

@@ -40,7 +40,7 @@ def experiment() -> Experiment:
         Arm("independent (one per path count)", kind="independent"),
         RANDOM_ORDER,
         TIED,  # one draw per kind (an fn3 option; the paper draws each axis alone)
-        DEFAULT,  # fn3 train's default since issue 11 (run after the others)
+        DEFAULT,  # fn3 train's default: full+odo, the step on the mean of the two losses
         DEFAULT_RANDOM_ORDER,
     )
     quick = {**CIFAR_QUICK, "model_kwargs": {"widths": [16, 32, 64]}}

@@ -19,6 +19,7 @@ from runner import (
     DEFAULT,
     ODO_GEOMETRIC,
     ODO_UNIFORM,
+    SUMMED,
     TIED,
     Arm,
     Budget,
@@ -35,7 +36,8 @@ def experiment() -> Experiment:
     budgets = tuple(Budget(f"{b} bits", b, f"bits={b}") for b in BITS)
     base = cifar_config("resnet20", ("bits",)).replace(model_kwargs={"quant_scheme": "centred"})
     arms = (
-        DEFAULT,  # fn3 train's default since issue 11
+        SUMMED,  # fn3 train's default before spec_loss="mean" (issue 11)
+        DEFAULT,  # fn3 train's default: full+odo, the step on the mean of the two losses
         Arm("independent (one per bit-width)", kind="independent"),
         ODO_GEOMETRIC,
     )

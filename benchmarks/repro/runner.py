@@ -102,7 +102,8 @@ class Arm:
 #: The arms every experiment of one level shares (same names in every result file).
 ODO_GEOMETRIC = Arm("fn3 ODO (geometric)", train={"rule": "odo", "dist": "geometric"})
 ODO_UNIFORM = Arm("fn3 ODO (uniform)", train={"rule": "odo", "dist": "uniform"})
-SANDWICH = Arm("US-Nets sandwich + distillation", train={"rule": "sandwich", "distill": True})
+SANDWICH = Arm("US-Nets sandwich + distillation",
+               train={"rule": "sandwich", "distill": True, "spec_loss": "sum"})
 RANDOM_ORDER = Arm("fn3 ODO, random-order removal", kind="random-order", source=ODO_GEOMETRIC.name)
 
 #: An fn3 option beyond the paper, added to experiments 2-5 after their first runs: one
@@ -113,19 +114,26 @@ TIED = Arm("fn3 ODO (geometric), one draw per kind",
 
 
 #: fn3's default rule since issue 11: the largest sub-model every step beside one ordered-dropout
-#: draw (uniform, one draw per kind), and the same model with blocks removed in random order.
-DEFAULT = Arm("fn3 default (full+odo)",
-              train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1})
+#: draw (uniform, one draw per kind), the step on the mean of the two losses; and the same model with
+#: blocks removed in random order.
+DEFAULT = Arm("fn3 default (full+odo, mean loss)",
+              train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1, "spec_loss": "mean"})
+#: The default before issue 11's second change: the same draws, the step on the SUM of the losses
+#: (for SGD, twice the learning rate on the shared weights). Kept as the record of that change.
+SUMMED = Arm("fn3 full+odo, summed losses (default before)",
+             train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1, "spec_loss": "sum"})
 #: A candidate for the default measured in issue 11: US-Nets' sandwich (the largest, the smallest and
-#: one tied draw every step) without distillation.
+#: one tied draw every step) without distillation, losses summed as US-Nets does.
 SANDWICH_TIED = Arm("fn3 sandwich, tied (largest + smallest + 1 draw)",
                     train={"rule": "sandwich", "dist": "uniform", "tie": "kind", "sandwich_n": 1,
-                           "distill": False})
-#: The default with half the learning rate: for SGD like averaging the two per-spec losses of a
-#: step instead of summing them, with half the weight decay (issue 11: is the default's trouble on
-#: layers its doubled step size?).
-DEFAULT_HALF_LR = Arm("fn3 default, half learning rate (lr 0.05)",
-                      train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1, "lr": 0.05})
+                           "distill": False, "spec_loss": "sum"})
+#: The summed rule with half the learning rate: for SGD like averaging the two per-spec losses of a
+#: step, with half the weight decay (the measurement that led to ``spec_loss="mean"``).
+SUMMED_HALF_LR = Arm("fn3 full+odo summed, half learning rate (lr 0.05)",
+                     train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1, "lr": 0.05,
+                            "spec_loss": "sum"})
+SUMMED_RANDOM_ORDER = Arm("fn3 full+odo summed, random-order removal", kind="random-order",
+                          source=SUMMED.name)
 DEFAULT_RANDOM_ORDER = Arm("fn3 default, random-order removal", kind="random-order", source=DEFAULT.name)
 
 

@@ -28,10 +28,10 @@ from fn3._io import one_line
 from fn3.errors import ConfigError
 from fn3.sampling import DISTRIBUTIONS, TIES
 
-__all__ = ["RULES", "RULE_DEFAULTS", "TrainConfig", "load_config_file"]
+__all__ = ["RULES", "RULE_DEFAULTS", "SPEC_LOSSES", "TrainConfig", "load_config_file"]
 
 CONFIG_FORMAT = "fn3.train-config"
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2  # 2: spec_loss (a version-1 config, which had none, summed its specs' losses)
 
 #: Training rules: the largest sub-model plus ordered-dropout draws every step (the default, measured
 #: best on conv nets: docs/reproduction.md), the paper's ordered dropout alone, the US-Nets sandwich
@@ -45,6 +45,11 @@ RULE_DEFAULTS = {"full+odo": ("uniform", "kind"), "odo": ("geometric", "none"),
                  "sandwich": ("uniform", "none"), "full": ("geometric", "none"),
                  "fixed": ("geometric", "none")}
 OPTIMIZERS = ("sgd", "adamw")
+#: How a step that trains several sub-models combines their losses: ``mean`` (the default) keeps the
+#: step size of one model whatever the number of specs; ``sum`` is US-Nets' and AdaBits' accumulation,
+#: which for SGD multiplies the learning rate of the shared weights by the number of specs
+#: (measured in issue 11: docs/reproduction.md).
+SPEC_LOSSES = ("mean", "sum")
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class TrainConfig:
     distill: bool = False
     distill_start: float = 0.0  # fraction of the training steps before in-place distillation starts
     full_first: float = 0.0  # fraction of the training steps that train only the largest sub-model
+    spec_loss: str = "mean"  # mean | sum of the per-spec losses of a step (SPEC_LOSSES)
     fixed_spec: str | None = None  # for rule="fixed": "channels=0.5", "largest", a JSON file
     # evaluation and checkpoints
     eval_specs: tuple[str, ...] = ("largest", "smallest")
@@ -119,6 +125,8 @@ class TrainConfig:
             raise bad("augment", self.augment, "auto, none, crop or crop+flip")
         if self.init is not None and ":" not in self.model:
             raise ConfigError("init (pretrained weights) needs a model given as package.module:factory")
+        if self.spec_loss not in SPEC_LOSSES:
+            raise bad("spec_loss", self.spec_loss, " or ".join(SPEC_LOSSES))
         if self.rule == "fixed" and not self.fixed_spec:
             raise ConfigError("rule=fixed needs fixed_spec (e.g. --fixed-spec channels=0.5)")
         if self.limit is not None and self.limit < 1:
@@ -175,10 +183,12 @@ class TrainConfig:
             raise ConfigError(f"a train config must be a table of settings, not {type(data).__name__}")
         data = dict(data)
         fmt, ver = data.pop("format", None), data.pop("version", None)
-        if not partial and (fmt != CONFIG_FORMAT or ver != CONFIG_VERSION):
+        if not partial and (fmt != CONFIG_FORMAT or ver not in (1, CONFIG_VERSION)):
             raise ConfigError(
                 f"not an fn3 train config (expected format {CONFIG_FORMAT}, version {CONFIG_VERSION})"
             )
+        if not partial and ver == 1:  # written before spec_loss: its runs summed the losses
+            data.setdefault("spec_loss", "sum")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -213,7 +223,7 @@ _FIELD_TYPES: dict[str, tuple[str, bool]] = {  # name -> (kind, may be None)
     "limit": (_INT, True),
     **{n: (_FLOAT, False) for n in ("val_fraction", "lr", "momentum", "weight_decay",
                                    "label_smoothing", "rho", "distill_start", "full_first")},
-    **{n: (_STR, False) for n in ("model", "data", "augment", "optimizer", "rule")},
+    **{n: (_STR, False) for n in ("model", "data", "augment", "optimizer", "rule", "spec_loss")},
     "dist": (_STR, True),
     "tie": (_STR, True),
     "data_dir": (_STR, True),

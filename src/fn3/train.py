@@ -142,14 +142,17 @@ def train_step(
     *,
     label_smoothing: float = 0.0,
     distill: bool = False,
+    reduction: str = "mean",
 ) -> float:
     """One optimizer step on the sub-models ``specs``; returns the mean loss.
 
     Gradients of every spec accumulate before the single step (the sandwich rule trains several specs
-    per step). With ``distill=True`` the first spec (the largest, for the sandwich rule) is the teacher
-    and the others learn its soft predictions (US-Nets' in-place distillation). Under ``torchrun`` the
-    gradients are averaged over the ranks once, after the last spec's backward
-    (:func:`fn3.distributed.average_gradients`).
+    per step). ``reduction="mean"`` steps on the average of the specs' losses, so the step size of the
+    shared weights does not grow with the number of specs; ``"sum"`` steps on their sum (US-Nets,
+    AdaBits), which for SGD is a learning rate multiplied by ``len(specs)``. With ``distill=True`` the
+    first spec (the largest, for the sandwich rule) is the teacher and the others learn its soft
+    predictions (US-Nets' in-place distillation). Under ``torchrun`` the gradients are averaged over
+    the ranks once, after the last spec's backward (:func:`fn3.distributed.average_gradients`).
     """
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
@@ -166,6 +169,8 @@ def train_step(
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingError(f"loss is {value} for spec {spec}")
+        if reduction == "mean":
+            loss = loss / len(specs)
         loss.backward()  # the graph recorded the sliced weights; no need to stay inside active()
         total += value
     average_gradients(model)  # a no-op in one process
@@ -311,6 +316,7 @@ def fit(
                         specs,
                         label_smoothing=cfg.label_smoothing,
                         distill=distill,
+                        reduction=cfg.spec_loss,
                     )
                 except TrainingError as err:
                     raise _diverged(err, result.step, run) from None

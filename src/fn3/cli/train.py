@@ -83,6 +83,11 @@ def train(
     full_first: Annotated[
         float | None, typer.Option(help="Fraction of the steps that train only the largest sub-model.")
     ] = None,
+    spec_loss: Annotated[
+        str | None,
+        typer.Option(help="mean (default) or sum of the losses of the specs trained in one step; sum "
+                     "multiplies the step size of the shared weights by the number of specs."),
+    ] = None,
     fixed_spec: Annotated[str | None, typer.Option(help="Spec trained by rule=fixed.")] = None,
     eval_spec: Annotated[list[str] | None, typer.Option(help="Spec to evaluate each epoch (repeat).")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many training images per class.")] = None,
@@ -135,6 +140,7 @@ def train(
         distill=distill,
         distill_start=distill_start,
         full_first=full_first,
+        spec_loss=spec_loss,
         fixed_spec=fixed_spec,
         limit=limit,
         val_fraction=val_fraction,
