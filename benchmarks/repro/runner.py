@@ -192,6 +192,8 @@ def main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *
     p.add_argument("--runs-dir", type=Path, default=None,
                    help="run directories with checkpoints (default <results-dir>/runs)")
     p.add_argument("--only", nargs="*", default=None, help="run only these experiment keys")
+    p.add_argument("--arms", nargs="*", default=None,
+                   help="run only the arms whose name starts with one of these (the others are skipped)")
     args = p.parse_args(list(argv) if argv is not None else None)
     results_dir = args.results_dir or (RESULTS / "quick" if args.quick else RESULTS)
     runs_dir = args.runs_dir or results_dir / "runs"
@@ -200,7 +202,8 @@ def main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *
     # One thread unless OMP_NUM_THREADS says otherwise: wall times comparable between arms and runs.
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     try:
-        return [run_experiment(exp, results_dir, runs_dir, quick=args.quick, command=cmd)
+        return [run_experiment(exp, results_dir, runs_dir, quick=args.quick, command=cmd,
+                               arms=args.arms)
                 for exp in experiments if not args.only or exp.key in args.only]
     finally:
         torch.set_num_threads(threads)
@@ -215,8 +218,9 @@ def _command(script: Path, argv: list[str]) -> str:
 
 
 def run_experiment(exp: Experiment, results_dir: Path, runs_dir: Path, *, quick: bool,
-                   command: str) -> Path:
-    """Train and evaluate every arm not yet in ``results_dir/<key>.json``; returns that path."""
+                   command: str, arms: Sequence[str] | None = None) -> Path:
+    """Train and evaluate every arm not yet in ``results_dir/<key>.json`` (only those whose name
+    starts with one of ``arms`` when given); returns that path."""
     import arms as arm_impl  # the training/evaluation of each kind (same folder)
 
     cfg = exp.config(quick)
@@ -241,6 +245,8 @@ def run_experiment(exp: Experiment, results_dir: Path, runs_dir: Path, *, quick:
     results = _load_or_new(path, exp, settings, quick, command)
     ctx = Context(exp, cfg, train, val, test, runs_dir / exp.key, quick, results)
     for arm in exp.arms:
+        if arms is not None and not arm.name.startswith(tuple(arms)):
+            continue
         if arm.name in results["arms"]:
             print(f"[{exp.key}] {arm.name}: done already (in {path.name}), skipped", flush=True)
             continue
