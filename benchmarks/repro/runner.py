@@ -291,6 +291,8 @@ def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:
     defaults = TrainConfig().to_dict()
     train = {k: v for k, v in settings["train"].items()
              if k in old["train"] or k not in defaults or v not in (defaults[k], _FORMER.get(k))}
+    if old["train"].get("version") == 1:  # config version 2 only added spec_loss (dropped above)
+        train["version"] = 1
     return {**settings, "train": train}
 
 
