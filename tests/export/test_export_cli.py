@@ -106,12 +106,46 @@ def test_budget_through_a_search_front(run, tmp_path):
         (["--spec", "largest", "--budget", "flops=1M"], "not both"),
         (["--budget", "flops=1M"], "--front"),
         (["--format", "tflite"], "tflite"),
+        (["--activations", "int4"], "use one of quantized, float"),
+        (["--nested", "--activations", "float"], "applies to one sub-model"),
     ],
 )
 def test_bad_input_one_line_exit_2(run, tmp_path, capsys, args, message):
     assert main(["export", str(run.path), "--out", str(tmp_path / "x"), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_activations_float_drops_the_quantizers_and_shows_the_cost(run, tmp_path, capsys):
+    """``--activations float``: the c-bit weights of the quantized export without its activation
+    quantizers, in the file (as small), in PyTorch and in ONNX Runtime, and the accuracy of both printed."""
+    from fn3.export.qmodules import ActQuant
+    from fn3.export.twin import float_twin
+
+    spec = ["--spec", "channels=0.5,bits=2"]
+    quant_dir, fast_dir = tmp_path / "q", tmp_path / "f"
+    assert main(["export", str(run.path), *spec, "--out", str(quant_dir)]) == 0
+    capsys.readouterr()
+    args = ["export", str(run.path), *spec, "--out", str(fast_dir), "--format", "onnx"]
+    assert main([*args, "--activations", "float"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    quant, fast = load(quant_dir), load(fast_dir)
+    assert any(isinstance(m, ActQuant) for m in quant.modules())
+    assert not any(isinstance(m, ActQuant) for m in fast.modules())
+    x = torch.randn(8, *quant.meta["input_shape"], generator=torch.Generator().manual_seed(0))
+    assert torch.equal(fast(x), float_twin(quant)(x))  # same weights, same re-estimated BatchNorm
+    assert not torch.allclose(fast(x), quant(x), atol=1e-3)  # 2-bit activations do change the outputs
+    y = ort.InferenceSession(str(fast_dir / "model.onnx")).run(None, {"input": x.numpy()})[0]
+    assert np.abs(y - fast(x).numpy()).max() <= 1e-4 * np.abs(y).max()
+    drop = fast.meta["activation_drop"]
+    assert drop["quantized"] == pytest.approx(evaluate_exported(quant_dir), abs=1e-9)
+    assert drop["float"] == pytest.approx(evaluate_exported(fast_dir), abs=1e-9)
+    assert f"{drop['float'] * 100:.2f}% without them, {drop['quantized'] * 100:.2f}% with them" in printed
+    # the file keeps the 2-bit codes: the quantized export's bytes plus the recorded accuracies
+    sizes = [(d / "model.safetensors").stat().st_size for d in (quant_dir, fast_dir)]
+    assert sizes[0] <= sizes[1] <= sizes[0] + 200
+    assert main(["bench", str(fast_dir), "--repeats", "1", "--batches", "2"]) == 0
+    assert "--activations float" in " ".join(capsys.readouterr().out.split())
 
 
 def test_missing_inputs(tmp_path, capsys):

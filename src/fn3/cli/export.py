@@ -67,11 +67,21 @@ def export_cmd(
             help="ONNX quantizers: qdq (QuantizeLinear/DequantizeLinear) or float (fastest on ORT CPU)."
         ),
     ] = "qdq",
+    activations: Annotated[
+        str,
+        typer.Option(
+            help="quantized (the nested model's values) or float: drop the activation quantizers at "
+            "deployment for the float sub-model's speed (weights stay c-bit); prints the accuracy cost."
+        ),
+    ] = "quantized",
 ) -> None:
     """Export a sub-model (or, with --nested, the whole nested model) of a trained run."""
     from fn3.export import io, load
     from fn3.export.loading import NESTED_FORMATS, file_format
-    from fn3.export.runs import export_run
+    from fn3.export.runs import ACTIVATIONS, drop_activation_quantizers, export_run
+
+    if activations not in ACTIVATIONS:
+        raise ConfigError(f"--activations {activations!r}: use one of {', '.join(ACTIVATIONS)}")
 
     if run.is_file():  # a nested file: read the sub-model's bytes and write a dedicated export
         if nested:
@@ -84,24 +94,60 @@ def export_cmd(
         with container.Reader(run) as r:
             space = nested_space(r)
         read = load_nested(run, _spec(spec, budget, front, space, None))
+        exported = read.model
+        if activations == "float":
+            exported = drop_activation_quantizers(exported, _recorded_test_split(exported, run))
         out.mkdir(parents=True, exist_ok=True)
-        files = [io.save(read.model, out / "model.safetensors")]
+        files = [io.save(exported, out / "model.safetensors")]
         if fmt == "onnx":
             from fn3.export.onnx import to_onnx
+            from fn3.export.twin import float_twin
 
-            files.append(to_onnx(read.model, out / "model.onnx", rounding=rounding))
+            deployed = float_twin(exported) if activations == "float" else exported
+            files.append(to_onnx(deployed, out / "model.onnx", rounding=rounding))
         console.print(f"read {read.bytes_read:,} of {read.file_size:,} bytes of {run}")
     else:
         from fn3.run import load_run
 
         r = load_run(run)
         chosen = r.space.largest() if nested else _spec(spec, budget, front, r.space, run)
-        files = export_run(r, chosen, out, fmt=fmt, nested=nested, recalibrate=recalibrate, rounding=rounding)
+        files = export_run(r, chosen, out, fmt=fmt, nested=nested, recalibrate=recalibrate, rounding=rounding,
+                           activations=activations)
     for f in files:
         console.print(f"wrote {f} ({os.path.getsize(f):,} bytes)")
     if not nested:
-        model = load(out / "model.safetensors")
+        model = _as_stored(load(out / "model.safetensors"), out / "model.safetensors")
         console.print(f"ideal size {io.ideal_size(model):,} bytes (codes x bits / 8 + floats x 4)")
+        drop = model.meta.get("activation_drop")
+        if drop:
+            change = (drop["float"] - drop["quantized"]) * 100
+            console.print(
+                f"activation quantizers dropped at deployment: test accuracy {drop['float'] * 100:.2f}% "
+                f"without them, {drop['quantized'] * 100:.2f}% with them ({change:+.2f} pt, "
+                f"{drop['images']:,} {drop['split']} images); `fn3 bench {out}` shows the speed"
+            )
+
+
+def _as_stored(model, file: Path):
+    """``model`` as its file stores it: with its quantized layers also when it was exported with
+    ``--activations float`` (which :func:`fn3.export.load` drops), for its ideal size."""
+    if model.meta.get("activations") != "float":
+        return model
+    from fn3.export import container, io
+
+    with container.Reader(file) as reader:
+        return io.load_exported(reader)
+
+
+def _recorded_test_split(model, file: Path):
+    """The test split of the dataset an export records (to score it with and without quantizers)."""
+    from fn3.data import load_dataset
+
+    meta = getattr(model, "meta", {}) or {}
+    if not meta.get("dataset"):
+        raise ConfigError(f"{file} does not record its dataset, so --activations float cannot show its "
+                          "accuracy cost; export from the run directory instead")
+    return load_dataset(meta["dataset"], "test", meta.get("data_dir"))
 
 
 @app.command("bench")
@@ -178,7 +224,11 @@ def bench_cmd(
         "(a quantized activation within float rounding of a step boundary may take the next step)"
     )
     size = model.meta.get("bytes_read", os.path.getsize(file))
+    if model.meta.get("activations") == "float":
+        console.print("exported with --activations float: no activation quantizers, the float sub-model's "
+                      "operations (the ratio measures noise)")
+    ideal = ideal_size(_as_stored(model, file))
     console.print(
-        f"file {size:,} bytes (ideal {ideal_size(model):,}); params {count_params(model):,}; "
+        f"file {size:,} bytes (ideal {ideal:,}); params {count_params(model):,}; "
         f"MFLOPs {count_flops(model, shape) / 1e6:.2f} for input {tuple(shape)}"
     )

@@ -25,6 +25,7 @@ from fn3.export.io import load_exported
 from fn3.export.nested import FORMAT as NESTED_FORMAT
 from fn3.export.nested import load_nested
 from fn3.export.qmodules import ExportedModel
+from fn3.export.twin import float_twin
 from fn3.export.user import NESTED_FORMAT as USER_NESTED_FORMAT
 from fn3.export.user import SUB_FORMAT as USER_FORMAT
 from fn3.export.user import UserExport, load_user
@@ -96,6 +97,8 @@ def load(
     A file of a model of your own (:mod:`fn3.export.user`) gives a
     :class:`~fn3.export.user.UserExport` (loading imports the factory it names).
     For a nested file, ``model.meta["bytes_read"]`` and ``["file_size"]`` report what the read cost.
+    A model exported with ``activations="float"`` (``meta["activations"]``) comes back without its
+    activation quantizers (:func:`fn3.export.float_twin`), as it was exported to be deployed.
     Raises :class:`~fn3.errors.FileFormatError` for a truncated, corrupted or mismatched file.
     """
     if budget is not None:
@@ -115,4 +118,6 @@ def load(
             f"{file} holds another sub-model than the spec asked for; "
             "export that spec, or load it from a nested file"
         )
+    if model.meta.get("activations") == "float":  # exported with --activations float
+        return float_twin(model)
     return model

@@ -38,11 +38,16 @@ from fn3.export.io import save
 from fn3.export.loading import load
 from fn3.export.nested import save_nested
 from fn3.export.slice import export
+from fn3.export.twin import float_twin
 from fn3.spec import Spec
 
-__all__ = ["evaluate_exported", "export_run", "run_meta"]
+__all__ = ["ACTIVATIONS", "drop_activation_quantizers", "evaluate_exported", "export_run", "run_meta"]
 
 FORMATS = ("fn3", "onnx")
+#: What an export does with its activation quantizers: keep them (the values the nested model
+#: computes), or drop them at deployment (``fn3.export.float_twin``: the speed of the float sub-model;
+#: the weights stay on their c-bit grid and the file stays as small).
+ACTIVATIONS = ("quantized", "float")
 
 
 def run_meta(run: Any) -> dict:
@@ -76,6 +81,7 @@ def export_run(
     nested: bool = False,
     recalibrate: bool = True,
     rounding: str = "qdq",
+    activations: str = "quantized",
 ) -> list[Path]:
     """Export sub-model ``spec`` of a loaded run (:func:`fn3.run.load_run`) into directory ``out``.
 
@@ -88,11 +94,22 @@ def export_run(
         recalibrate: re-estimate BatchNorm statistics for ``spec`` as ``fn3 eval`` does (when the run's
             ``recalibrate_batches > 0``). The nested file keeps the shared statistics.
         rounding: the ONNX form of the activation quantizers (:func:`fn3.export.to_onnx`).
+        activations: ``"quantized"`` keeps the activation quantizers; ``"float"`` drops them at
+            deployment (the float sub-model's speed, see :func:`fn3.export.float_twin`). The file
+            still holds the c-bit weight codes and records the choice, so :func:`fn3.export.load`
+            returns the model without quantizers and ``model.onnx`` is written without them. Both
+            models are scored on the run's test split first and the accuracies are stored in
+            ``meta["activation_drop"]``: the accuracy cost of the choice, measured, not assumed.
 
     Returns the files written.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if activations not in ACTIVATIONS:
+        raise ConfigError(f"--activations {activations!r}: use one of {', '.join(ACTIVATIONS)}")
+    if activations == "float" and nested:
+        raise ConfigError("--activations float applies to one sub-model; the nested file keeps every "
+                          "quantizer (choose at `fn3 export NESTED --spec ... --activations float`)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta = run_meta(run)
@@ -104,6 +121,8 @@ def export_run(
             exported = export(run.model, spec, meta={**meta, "bn_recalibrated": n})
     else:
         exported = export(run.model, spec, meta=meta)
+    if activations == "float":
+        exported = drop_activation_quantizers(exported, run.datasets()[2])
     files = [save(exported, out / "model.safetensors")]
     spec_json = json.dumps(spec.to_dict(run.space), indent=1, sort_keys=True) + "\n"
     atomic_write(out / "spec.json", [spec_json.encode()])
@@ -111,8 +130,26 @@ def export_run(
     if fmt == "onnx":
         from fn3.export.onnx import to_onnx
 
-        files.append(to_onnx(exported, out / "model.onnx", rounding=rounding))
+        deployed = float_twin(exported) if activations == "float" else exported
+        files.append(to_onnx(deployed, out / "model.onnx", rounding=rounding))
     return files
+
+
+def drop_activation_quantizers(exported: nn.Module, test: Any) -> nn.Module:
+    """Mark ``exported`` to be deployed without its activation quantizers: ``meta["activations"] =
+    "float"`` (saving keeps the c-bit weight codes; :func:`fn3.export.load` then returns
+    :func:`fn3.export.float_twin` of the model), and the accuracy of the model with and without them
+    on ``test`` (an ``ImageDataset``) in ``meta["activation_drop"]``. Returns ``exported``."""
+    from fn3.export.user import UserExport
+
+    if isinstance(exported, UserExport):
+        raise ConfigError("--activations float is available for fn3's own models; a model of your own "
+                          "keeps its quantizers (export with --activations quantized)")
+    twin = float_twin(exported)
+    drop = {"split": "test", "images": len(test), "quantized": evaluate_exported(exported, test),
+            "float": evaluate_exported(twin, test)}
+    exported.meta = {**exported.meta, "activations": "float", "activation_drop": drop}
+    return exported
 
 
 @torch.no_grad()
