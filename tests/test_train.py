@@ -11,6 +11,7 @@ import fn3
 from fn3.checkpoint import load_checkpoint, save_checkpoint
 from fn3.config import TrainConfig
 from fn3.data import channel_stats, load_dataset
+from fn3.errors import ConfigError
 from fn3.train import CHECKPOINT_NAME, TrainingError, evaluate_specs, fit, lr_at, train_step
 
 HIDDEN = (128, 128)
@@ -146,3 +147,46 @@ def test_checkpoint_errors(tmp_path):
         load_checkpoint(path, model)
     with pytest.raises(fn3.FileFormatError, match="does not exist"):
         load_checkpoint(tmp_path / "none.safetensors", model)
+
+
+def test_zero_init_residual_starts_every_block_as_its_shortcut():
+    from fn3.data.dataset import ImageDataset
+    from fn3.nn.blocks import BasicBlock
+    from fn3.run import build_model
+
+    ds = ImageDataset(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.arange(4) % 2, ("a", "b"), "tiny")
+    cfg = TrainConfig(model="resnet20", model_kwargs={"width": 4}, zero_init_residual=True)
+    model = build_model(cfg, ds).eval()
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) == 9 and all(float(b.bn2.weight.detach().abs().sum()) == 0 for b in blocks)
+    assert all(float(b.bn1.weight.detach().abs().sum()) > 0 for b in blocks)  # only the last norm
+    x = torch.randn(2, 4, 8, 8)
+    block = blocks[0]
+    with torch.no_grad():
+        assert torch.equal(block(x), torch.relu(x))  # identity shortcut: the block passes x through
+    plain = build_model(cfg.replace(zero_init_residual=False), ds)
+    plain_blocks = [b for b in plain.modules() if isinstance(b, BasicBlock)]
+    assert all(float(b.bn2.weight.detach().abs().sum()) > 0 for b in plain_blocks)
+    with pytest.raises(ConfigError, match="no residual blocks"):
+        build_model(TrainConfig(model="mlp", zero_init_residual=True), ds)
+    with pytest.raises(ConfigError, match="factory"):
+        TrainConfig(model="pkg.mod:make", zero_init_residual=True)
+
+
+def test_spec_loss_mean_steps_on_the_average_of_the_losses():
+    """One SGD step on two specs with spec_loss mean equals half the summed step (no momentum, no decay)."""
+    torch.manual_seed(0)
+    model = fn3.create_model("mlp", num_classes=3, in_channels=1, input_size=4, hidden=[8])
+    specs = [fn3.space(model).largest(), fn3.space(model).smallest()]
+    x, y = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    moved = {}
+    for reduction in ("sum", "mean"):
+        model.load_state_dict(start)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        train_step(model, opt, x, y, specs, reduction=reduction)
+        moved[reduction] = {k: v - start[k] for k, v in model.state_dict().items() if v.is_floating_point()}
+    changed = [k for k, d in moved["sum"].items() if d.abs().max() > 0]
+    assert changed
+    for k in changed:
+        torch.testing.assert_close(moved["mean"][k], moved["sum"][k] / 2, rtol=1e-4, atol=1e-7)

@@ -89,6 +89,7 @@ class TrainConfig:
     distill_start: float = 0.0  # fraction of the training steps before in-place distillation starts
     full_first: float = 0.0  # fraction of the training steps that train only the largest sub-model
     spec_loss: str = "mean"  # mean | sum of the per-spec losses of a step (SPEC_LOSSES)
+    zero_init_residual: bool = False  # every residual block starts as its shortcut (last BN scale 0)
     fixed_spec: str | None = None  # for rule="fixed": "channels=0.5", "largest", a JSON file
     # evaluation and checkpoints
     eval_specs: tuple[str, ...] = ("largest", "smallest")
@@ -125,6 +126,9 @@ class TrainConfig:
             raise bad("augment", self.augment, "auto, none, crop or crop+flip")
         if self.init is not None and ":" not in self.model:
             raise ConfigError("init (pretrained weights) needs a model given as package.module:factory")
+        if self.zero_init_residual and ":" in self.model:
+            raise ConfigError("zero_init_residual applies to fn3's resnet and resnext models, not to a "
+                              "package.module:factory model (initialise yours in its factory)")
         if self.spec_loss not in SPEC_LOSSES:
             raise bad("spec_loss", self.spec_loss, " or ".join(SPEC_LOSSES))
         if self.rule == "fixed" and not self.fixed_spec:
@@ -230,6 +234,7 @@ _FIELD_TYPES: dict[str, tuple[str, bool]] = {  # name -> (kind, may be None)
     "fixed_spec": (_STR, True),
     "init": (_STR, True),
     "distill": (_BOOL, False),
+    "zero_init_residual": (_BOOL, False),
 }
 _INT_LIMIT = 2**63  # seeds and counts go to torch as int64
 

@@ -44,6 +44,7 @@ from fn3.data import ImageDataset, batches, channel_stats, load_dataset, train_v
 from fn3.errors import ConfigError, FileFormatError
 from fn3.models import create_model
 from fn3.nest import space
+from fn3.nn.blocks import zero_init_residual_
 from fn3.spec import Space
 from fn3.train import CHECKPOINT_NAME, FitResult, evaluate_specs, fit
 
@@ -70,7 +71,7 @@ def build_model(cfg: TrainConfig, ds: ImageDataset) -> nn.Module:
     c, h, w = ds.image_shape
     if is_factory(cfg.model):
         return _user_model(cfg, ds)[0]
-    return create_model(
+    model = create_model(
         cfg.model,
         num_classes=ds.num_classes,
         in_channels=c,
@@ -79,6 +80,10 @@ def build_model(cfg: TrainConfig, ds: ImageDataset) -> nn.Module:
         seed=cfg.seed,
         **cfg.model_kwargs,
     )
+    if cfg.zero_init_residual and zero_init_residual_(model) == 0:
+        raise ConfigError(f"zero_init_residual: model {cfg.model!r} has no residual blocks; "
+                          "use it with resnet or resnext models")
+    return model
 
 
 def _user_model(cfg: TrainConfig, ds: ImageDataset) -> tuple[nn.Module, dict[str, Any]]:

@@ -83,6 +83,8 @@ BAD = [
     (["train", "--epochs", "abc", "--out", "{tmp}/o"], "--epochs"),
     (["train", "--data", "mnist", "--data-dir", "{tmp}/missing", "--out", "{tmp}/o"], "missing"),
     (["eval", "{tmp}/nothing"], "does not exist"),
+    (["train", "--spec-loss", "avg", "--out", "{tmp}/o"], "spec_loss='avg' is invalid; expected mean or sum"),
+    (["train", "--zero-init-residual", "--out", "{tmp}/o"], "model 'mlp' has no residual blocks"),
 ]
 
 
@@ -118,6 +120,23 @@ def test_bad_spec_for_run(run_dir):
     assert proc.returncode == 2 and "does not nest channels" in proc.stderr
     proc = _fn3("eval", str(run_dir), "--spec", "fc1.width=1000")
     assert proc.returncode == 2 and "fc1.width" in proc.stderr
+
+
+def test_training_rule_flags_reach_the_run(tmp_path):
+    from fn3.nn.blocks import BasicBlock
+    from fn3.run import load_run, read_config
+
+    common = ["--model", "resnet20", "--model-arg", "width=4", "--data", "digits", "--epochs", "1",
+              "--max-steps", "1", "--no-progress"]
+    out = tmp_path / "r"
+    assert main(["train", *common, "--spec-loss", "sum", "--zero-init-residual", "--out", str(out)]) == 0
+    cfg = read_config(out)
+    assert cfg.spec_loss == "sum" and cfg.zero_init_residual
+    assert read_config(out).to_dict()["version"] == 2
+    # one step from zero: the last norms of the blocks are still close to zero, the first ones are not
+    blocks = [m for m in load_run(out, checkpoint=True).model.modules() if isinstance(m, BasicBlock)]
+    assert max(float(b.bn2.weight.detach().abs().max()) for b in blocks) < 0.5
+    assert min(float(b.bn1.weight.detach().abs().min()) for b in blocks) > 0.5
 
 
 def test_levels_repeated_or_comma_joined_mean_the_same(tmp_path):

@@ -88,6 +88,11 @@ def train(
         typer.Option(help="mean (default) or sum of the losses of the specs trained in one step; sum "
                      "multiplies the step size of the shared weights by the number of specs."),
     ] = None,
+    zero_init_residual: Annotated[
+        bool | None,
+        typer.Option("--zero-init-residual/--no-zero-init-residual",
+                     help="Start every residual block as its shortcut (last BatchNorm scale 0)."),
+    ] = None,
     fixed_spec: Annotated[str | None, typer.Option(help="Spec trained by rule=fixed.")] = None,
     eval_spec: Annotated[list[str] | None, typer.Option(help="Spec to evaluate each epoch (repeat).")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many training images per class.")] = None,
@@ -141,6 +146,7 @@ def train(
         distill_start=distill_start,
         full_first=full_first,
         spec_loss=spec_loss,
+        zero_init_residual=zero_init_residual,
         fixed_spec=fixed_spec,
         limit=limit,
         val_fraction=val_fraction,

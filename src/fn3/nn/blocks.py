@@ -33,7 +33,7 @@ from fn3.nn.norm import NestedBatchNorm2d
 from fn3.nn.protocol import AxisUse, uses
 from fn3.nn.slot import AxisSlot
 
-__all__ = ["BasicBlock", "NestedStage", "ResNeXtBlock"]
+__all__ = ["BasicBlock", "NestedStage", "ResNeXtBlock", "zero_init_residual_"]
 
 Bits = tuple[AxisSlot | None, AxisSlot | None]  # (weight bits, activation bits)
 
@@ -80,6 +80,11 @@ class _ResidualBlock(nn.Module):
     @property
     def has_projection(self) -> bool:
         return self.shortcut is not None
+
+    @property
+    def last_norm(self) -> nn.Module:
+        """The BatchNorm right before the residual add (zeroed by :func:`zero_init_residual_`)."""
+        raise NotImplementedError
 
     def add_shortcut(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in_active, H, W), y: (B, C_out_active, H', W')
@@ -139,6 +144,10 @@ class BasicBlock(_ResidualBlock):
         )
         self.bn2 = NestedBatchNorm2d(out_channels, axis=out_axis)
         self.shortcut = _projection(in_channels, out_channels, stride, in_axis, out_axis, bits, total_bits)
+
+    @property
+    def last_norm(self) -> nn.Module:
+        return self.bn2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in_active, H, W) -> (B, C_out_active, H/stride, W/stride)
@@ -215,6 +224,10 @@ class ResNeXtBlock(_ResidualBlock):
         self.bn3 = NestedBatchNorm2d(out_channels, axis=out_axis)
         self.shortcut = _projection(in_channels, out_channels, stride, in_axis, out_axis, bits, total_bits)
 
+    @property
+    def last_norm(self) -> nn.Module:
+        return self.bn3
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in_active, H, W); paths: (B, c*d, H', W')
         y = F.relu(self.bn1(self.conv1(x)))
@@ -258,3 +271,26 @@ class NestedStage(NestedModule):
     def extract(self) -> nn.Module:
         """An ``nn.Sequential`` of the kept blocks (as they are now: extracted first by the caller)."""
         return nn.Sequential(*[self.blocks[i] for i in self.active_blocks()])
+
+
+@torch.no_grad()
+def zero_init_residual_(model: nn.Module) -> int:
+    """Zero the scale of the last BatchNorm of every residual block of ``model``, in place; returns
+    how many blocks there were.
+
+    Each block then starts as its shortcut (Goyal et al., "Accurate, Large Minibatch SGD", 2017), so a
+    network with blocks removed starts as close to the full one as it can: the reason it is a
+    training option of fn3 for families nested in layers (``TrainConfig.zero_init_residual``).
+
+    Example:
+        >>> import fn3
+        >>> net = fn3.create_model("resnet20", num_classes=10, in_channels=3)
+        >>> zero_init_residual_(net)
+        9
+        >>> float(net.stages[0].blocks[0].bn2.weight.abs().sum())
+        0.0
+    """
+    blocks = [m for m in model.modules() if isinstance(m, _ResidualBlock)]
+    for block in blocks:
+        block.last_norm.weight.zero_()
+    return len(blocks)
