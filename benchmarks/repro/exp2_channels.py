@@ -19,10 +19,12 @@ from runner import (
     CIFAR_QUICK,
     DEFAULT,
     DEFAULT_RANDOM_ORDER,
+    DEFAULT_ZERO_INIT,
     ODO_GEOMETRIC,
     ODO_UNIFORM,
     RANDOM_ORDER,
     SANDWICH,
+    SANDWICH_MEAN,
     SANDWICH_TIED,
     SUMMED,
     SUMMED_HALF_LR,
@@ -54,6 +56,8 @@ def experiment() -> Experiment:
         SUMMED_HALF_LR,  # the summed default at half the step: what led to spec_loss="mean"
         DEFAULT,  # fn3 train's default: full+odo, the step on the mean of the two losses
         DEFAULT_RANDOM_ORDER,
+        DEFAULT_ZERO_INIT,  # candidates beside the mean-loss default (issue 11)
+        SANDWICH_MEAN,
     )
     return Experiment(
         key="exp2_channels", title="FN3-channel: CIFAR-10, ResNet-20", level="channels",

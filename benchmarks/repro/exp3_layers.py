@@ -19,9 +19,11 @@ from runner import (
     CIFAR_QUICK,
     DEFAULT,
     DEFAULT_RANDOM_ORDER,
+    DEFAULT_ZERO_INIT,
     ODO_GEOMETRIC,
     ODO_UNIFORM,
     RANDOM_ORDER,
+    SANDWICH_MEAN,
     SANDWICH_TIED,
     SUMMED,
     SUMMED_HALF_LR,
@@ -51,6 +53,8 @@ def experiment(depth: int = 20) -> Experiment:
         SUMMED_HALF_LR,  # the summed default at half the step: what led to spec_loss="mean"
         DEFAULT,  # fn3 train's default: full+odo, the step on the mean of the two losses
         DEFAULT_RANDOM_ORDER,
+        DEFAULT_ZERO_INIT,  # candidates beside the mean-loss default (issue 11)
+        SANDWICH_MEAN,
     )
     return Experiment(
         key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",

@@ -132,6 +132,15 @@ SANDWICH_TIED = Arm("fn3 sandwich, tied (largest + smallest + 1 draw)",
 SUMMED_HALF_LR = Arm("fn3 full+odo summed, half learning rate (lr 0.05)",
                      train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1, "lr": 0.05,
                             "spec_loss": "sum"})
+#: Candidates measured beside the mean-loss default (issue 11): the default with every residual block
+#: starting as its shortcut, and the tied sandwich (largest + smallest + 1 draw) on the mean of its
+#: three losses.
+DEFAULT_ZERO_INIT = Arm("fn3 default + zero-init residual",
+                        train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1,
+                               "spec_loss": "mean", "zero_init_residual": True})
+SANDWICH_MEAN = Arm("fn3 sandwich, tied, mean loss",
+                    train={"rule": "sandwich", "dist": "uniform", "tie": "kind", "sandwich_n": 1,
+                           "distill": False, "spec_loss": "mean"})
 SUMMED_RANDOM_ORDER = Arm("fn3 full+odo summed, random-order removal", kind="random-order",
                           source=SUMMED.name)
 DEFAULT_RANDOM_ORDER = Arm("fn3 default, random-order removal", kind="random-order", source=DEFAULT.name)
