@@ -19,6 +19,7 @@ from runner import (
     DEFAULT,
     ODO_GEOMETRIC,
     ODO_UNIFORM,
+    SANDWICH_MEAN,
     SUMMED,
     TIED,
     Arm,
@@ -40,6 +41,7 @@ def experiment() -> Experiment:
         DEFAULT,  # fn3 train's default: full+odo, the step on the mean of the two losses
         Arm("independent (one per bit-width)", kind="independent"),
         ODO_GEOMETRIC,
+        SANDWICH_MEAN,  # a candidate: the 2-bit model trained at every step too (issue 11)
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",

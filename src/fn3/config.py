@@ -73,7 +73,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "sgd"
-    lr: float = 0.05
+    lr: float = 0.1  # SGD's usual rate for one network: with spec_loss="mean" it is the step size
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_steps: int = 0
