@@ -287,7 +287,7 @@ def zero_init_residual_(model: nn.Module) -> int:
         >>> net = fn3.create_model("resnet20", num_classes=10, in_channels=3)
         >>> zero_init_residual_(net)
         9
-        >>> float(net.stages[0].blocks[0].bn2.weight.abs().sum())
+        >>> float(net.stages[0].blocks[0].bn2.weight.detach().abs().sum())
         0.0
     """
     blocks = [m for m in model.modules() if isinstance(m, _ResidualBlock)]
