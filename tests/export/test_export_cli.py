@@ -146,6 +146,11 @@ def test_activations_float_drops_the_quantizers_and_shows_the_cost(run, tmp_path
     assert sizes[0] <= sizes[1] <= sizes[0] + 200
     assert main(["bench", str(fast_dir), "--repeats", "1", "--batches", "2"]) == 0
     assert "--activations float" in " ".join(capsys.readouterr().out.split())
+    assert main(["info", str(fast_dir)]) == 0
+    info = " ".join(capsys.readouterr().out.split())
+    assert f"without its activation quantizers (--activations float): {drop['float'] * 100:.2f}%" in info
+    assert load(fast_dir, as_stored=True).meta["activations"] == "float"
+    assert any(isinstance(m, ActQuant) for m in load(fast_dir, as_stored=True).modules())
 
 
 def test_missing_inputs(tmp_path, capsys):

@@ -116,7 +116,7 @@ def export_cmd(
     for f in files:
         console.print(f"wrote {f} ({os.path.getsize(f):,} bytes)")
     if not nested:
-        model = _as_stored(load(out / "model.safetensors"), out / "model.safetensors")
+        model = load(out / "model.safetensors", as_stored=True)  # its quantized layers: their sizes
         console.print(f"ideal size {io.ideal_size(model):,} bytes (codes x bits / 8 + floats x 4)")
         drop = model.meta.get("activation_drop")
         if drop:
@@ -126,17 +126,6 @@ def export_cmd(
                 f"without them, {drop['quantized'] * 100:.2f}% with them ({change:+.2f} pt, "
                 f"{drop['images']:,} {drop['split']} images); `fn3 bench {out}` shows the speed"
             )
-
-
-def _as_stored(model, file: Path):
-    """``model`` as its file stores it: with its quantized layers also when it was exported with
-    ``--activations float`` (which :func:`fn3.export.load` drops), for its ideal size."""
-    if model.meta.get("activations") != "float":
-        return model
-    from fn3.export import container, io
-
-    with container.Reader(file) as reader:
-        return io.load_exported(reader)
 
 
 def _recorded_test_split(model, file: Path):
@@ -227,7 +216,7 @@ def bench_cmd(
     if model.meta.get("activations") == "float":
         console.print("exported with --activations float: no activation quantizers, the float sub-model's "
                       "operations (the ratio measures noise)")
-    ideal = ideal_size(_as_stored(model, file))
+    ideal = ideal_size(load(file, parsed, as_stored=True))
     console.print(
         f"file {size:,} bytes (ideal {ideal:,}); params {count_params(model):,}; "
         f"MFLOPs {count_flops(model, shape) / 1e6:.2f} for input {tuple(shape)}"

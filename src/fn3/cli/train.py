@@ -344,7 +344,7 @@ def _info_file(path: Path) -> None:
         )
         _print_space(space)
         return
-    exported = load(file)
+    exported = load(file, as_stored=True)  # as the file stores it (an --activations float export too)
     meta = exported.meta
     shape = meta.get("input_shape")
     flops = f", {count_flops(exported, shape) / 1e6:.3f} MFLOPs" if shape else ""
@@ -360,6 +360,11 @@ def _info_file(path: Path) -> None:
     if meta.get("dataset"):
         console.print(f"trained on {meta['dataset']} (run {meta.get('run', '?')}); "
                       f"`fn3 eval {path}` measures its accuracy", markup=False)
+    drop = meta.get("activation_drop")
+    if meta.get("activations") == "float" and drop:
+        console.print(f"deployed without its activation quantizers (--activations float): "
+                      f"{drop['float'] * 100:.2f}% on {drop['images']:,} {drop['split']} images, "
+                      f"{drop['quantized'] * 100:.2f}% with them", markup=False)
 
 
 def _blocks(value: Any) -> str:

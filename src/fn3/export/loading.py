@@ -83,6 +83,7 @@ def load(
     *,
     budget: str | Mapping[str, float] | None = None,
     front: str | Path | None = None,
+    as_stored: bool = False,
 ) -> ExportedModel | UserExport:
     """Load an exported model; from a nested file, read only the bytes of sub-model ``spec``.
 
@@ -98,7 +99,8 @@ def load(
     :class:`~fn3.export.user.UserExport` (loading imports the factory it names).
     For a nested file, ``model.meta["bytes_read"]`` and ``["file_size"]`` report what the read cost.
     A model exported with ``activations="float"`` (``meta["activations"]``) comes back without its
-    activation quantizers (:func:`fn3.export.float_twin`), as it was exported to be deployed.
+    activation quantizers (:func:`fn3.export.float_twin`), as it was exported to be deployed;
+    ``as_stored=True`` returns it as the file stores it (with its quantized layers, for its sizes).
     Raises :class:`~fn3.errors.FileFormatError` for a truncated, corrupted or mismatched file.
     """
     if budget is not None:
@@ -118,6 +120,6 @@ def load(
             f"{file} holds another sub-model than the spec asked for; "
             "export that spec, or load it from a nested file"
         )
-    if model.meta.get("activations") == "float":  # exported with --activations float
+    if model.meta.get("activations") == "float" and not as_stored:  # exported with --activations float
         return float_twin(model)
     return model
