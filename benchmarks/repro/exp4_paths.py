@@ -20,6 +20,7 @@ from runner import (
     ODO_GEOMETRIC,
     ODO_UNIFORM,
     RANDOM_ORDER,
+    SANDWICH_MEAN,
     TIED,
     Arm,
     Budget,
@@ -42,6 +43,7 @@ def experiment() -> Experiment:
         TIED,  # one draw per kind (an fn3 option; the paper draws each axis alone)
         DEFAULT,  # fn3 train's default: full+odo, the step on the mean of the two losses
         DEFAULT_RANDOM_ORDER,
+        SANDWICH_MEAN,  # a candidate: the fewest paths trained at every step too (issue 11)
     )
     quick = {**CIFAR_QUICK, "model_kwargs": {"widths": [16, 32, 64]}}
     return Experiment(
