@@ -18,6 +18,7 @@ from __future__ import annotations
 from runner import (
     CIFAR_QUICK,
     DEFAULT,
+    DEFAULT_DISTILL,
     DEFAULT_RANDOM_ORDER,
     DEFAULT_ZERO_INIT,
     ODO_GEOMETRIC,
@@ -55,6 +56,7 @@ def experiment(depth: int = 20) -> Experiment:
         DEFAULT_RANDOM_ORDER,
         DEFAULT_ZERO_INIT,  # candidates beside the mean-loss default (issue 11)
         SANDWICH_MEAN,
+        DEFAULT_DISTILL,  # in-place distillation from the full model after 30% of the steps
     )
     return Experiment(
         key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",

@@ -138,6 +138,9 @@ SUMMED_HALF_LR = Arm("fn3 full+odo summed, half learning rate (lr 0.05)",
 DEFAULT_ZERO_INIT = Arm("fn3 default + zero-init residual",
                         train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1,
                                "spec_loss": "mean", "zero_init_residual": True})
+DEFAULT_DISTILL = Arm("fn3 default + distillation from 30%",
+                      train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1,
+                             "spec_loss": "mean", "distill": True, "distill_start": 0.3})
 SANDWICH_MEAN = Arm("fn3 sandwich, tied, mean loss",
                     train={"rule": "sandwich", "dist": "uniform", "tie": "kind", "sandwich_n": 1,
                            "distill": False, "spec_loss": "mean"})

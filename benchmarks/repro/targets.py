@@ -238,7 +238,7 @@ def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
 DEFAULT_PREFIX = "fn3 default"
 #: Rules measured as candidates for the default (issue 11): the same parity targets as the default.
 CANDIDATE_PREFIXES = ("fn3 full+odo, summed", "fn3 sandwich, tied (", "fn3 full+odo summed, half learning",
-                      "fn3 default + zero-init", "fn3 sandwich, tied, mean")
+                      "fn3 default + zero-init", "fn3 sandwich, tied, mean", "fn3 default + distillation")
 
 
 def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
