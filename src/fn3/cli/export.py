@@ -78,10 +78,9 @@ def export_cmd(
     """Export a sub-model (or, with --nested, the whole nested model) of a trained run."""
     from fn3.export import io, load
     from fn3.export.loading import NESTED_FORMATS, file_format
-    from fn3.export.runs import ACTIVATIONS, drop_activation_quantizers, export_run
+    from fn3.export.runs import check_options, drop_activation_quantizers, export_run, write_model_files
 
-    if activations not in ACTIVATIONS:
-        raise ConfigError(f"--activations {activations!r}: use one of {', '.join(ACTIVATIONS)}")
+    check_options(fmt, activations, nested)
 
     if run.is_file():  # a nested file: read the sub-model's bytes and write a dedicated export
         if nested:
@@ -97,14 +96,7 @@ def export_cmd(
         exported = read.model
         if activations == "float":
             exported = drop_activation_quantizers(exported, _recorded_test_split(exported, run))
-        out.mkdir(parents=True, exist_ok=True)
-        files = [io.save(exported, out / "model.safetensors")]
-        if fmt == "onnx":
-            from fn3.export.onnx import to_onnx
-            from fn3.export.twin import float_twin
-
-            deployed = float_twin(exported) if activations == "float" else exported
-            files.append(to_onnx(deployed, out / "model.onnx", rounding=rounding))
+        files = write_model_files(exported, out, fmt=fmt, rounding=rounding)
         console.print(f"read {read.bytes_read:,} of {read.file_size:,} bytes of {run}")
     else:
         from fn3.run import load_run
@@ -213,10 +205,12 @@ def bench_cmd(
         "(a quantized activation within float rounding of a step boundary may take the next step)"
     )
     size = model.meta.get("bytes_read", os.path.getsize(file))
+    stored = model
     if model.meta.get("activations") == "float":
         console.print("exported with --activations float: no activation quantizers, the float sub-model's "
                       "operations (the ratio measures noise)")
-    ideal = ideal_size(load(file, parsed, as_stored=True))
+        stored = load(file, parsed, as_stored=True)  # its quantized layers, for the ideal size
+    ideal = ideal_size(stored)
     console.print(
         f"file {size:,} bytes (ideal {ideal:,}); params {count_params(model):,}; "
         f"MFLOPs {count_flops(model, shape) / 1e6:.2f} for input {tuple(shape)}"

@@ -41,7 +41,8 @@ from fn3.export.slice import export
 from fn3.export.twin import float_twin
 from fn3.spec import Spec
 
-__all__ = ["ACTIVATIONS", "drop_activation_quantizers", "evaluate_exported", "export_run", "run_meta"]
+__all__ = ["ACTIVATIONS", "check_options", "drop_activation_quantizers", "evaluate_exported", "export_run",
+           "run_meta", "write_model_files"]
 
 FORMATS = ("fn3", "onnx")
 #: What an export does with its activation quantizers: keep them (the values the nested model
@@ -103,17 +104,11 @@ def export_run(
 
     Returns the files written.
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
-    if activations not in ACTIVATIONS:
-        raise ConfigError(f"--activations {activations!r}: use one of {', '.join(ACTIVATIONS)}")
-    if activations == "float" and nested:
-        raise ConfigError("--activations float applies to one sub-model; the nested file keeps every "
-                          "quantizer (choose at `fn3 export NESTED --spec ... --activations float`)")
+    check_options(fmt, activations, nested)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     meta = run_meta(run)
     if nested:
+        out.mkdir(parents=True, exist_ok=True)
         return [save_nested(run.model, out / "nested.safetensors", meta=meta)]
     calib, n = _calibration(run) if recalibrate else ([], 0)
     if n > 0:
@@ -123,14 +118,33 @@ def export_run(
         exported = export(run.model, spec, meta=meta)
     if activations == "float":
         exported = drop_activation_quantizers(exported, run.datasets()[2])
-    files = [save(exported, out / "model.safetensors")]
+    files = write_model_files(exported, out, fmt=fmt, rounding=rounding)
     spec_json = json.dumps(spec.to_dict(run.space), indent=1, sort_keys=True) + "\n"
     atomic_write(out / "spec.json", [spec_json.encode()])
-    files.append(out / "spec.json")
+    return [*files, out / "spec.json"]
+
+
+def check_options(fmt: str, activations: str, nested: bool = False) -> None:
+    """Refuse an unknown ``--format`` / ``--activations``, and ``--activations float`` for the nested
+    file (checked before any work, by ``fn3 export`` from a run directory or from a nested file)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if activations not in ACTIVATIONS:
+        raise ConfigError(f"--activations {activations!r}: use one of {', '.join(ACTIVATIONS)}")
+    if activations == "float" and nested:
+        raise ConfigError("--activations float applies to one sub-model; the nested file keeps every "
+                          "quantizer (choose at `fn3 export NESTED --spec ... --activations float`)")
+
+
+def write_model_files(exported: nn.Module, out: Path, *, fmt: str, rounding: str) -> list[Path]:
+    """``out/model.safetensors`` (and ``out/model.onnx`` for ``fmt="onnx"``, without activation
+    quantizers when ``exported`` is to be deployed so: :func:`drop_activation_quantizers`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = [save(exported, out / "model.safetensors")]
     if fmt == "onnx":
         from fn3.export.onnx import to_onnx
 
-        deployed = float_twin(exported) if activations == "float" else exported
+        deployed = float_twin(exported) if exported.meta.get("activations") == "float" else exported
         files.append(to_onnx(deployed, out / "model.onnx", rounding=rounding))
     return files
 
