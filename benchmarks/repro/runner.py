@@ -113,37 +113,34 @@ TIED = Arm("fn3 ODO (geometric), one draw per kind",
            train={"rule": "odo", "dist": "geometric", "tie": "kind"})
 
 
+#: The draws of the rules that train the largest sub-model every step (issue 11): uniform, one draw per
+#: kind; each arm below adds how the step combines the losses and what else it changes.
+_FULL_ODO = {"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1}
+_TIED_SANDWICH = {"rule": "sandwich", "dist": "uniform", "tie": "kind", "sandwich_n": 1, "distill": False}
+
 #: fn3's default rule since issue 11: the largest sub-model every step beside one ordered-dropout
 #: draw (uniform, one draw per kind), the step on the mean of the two losses; and the same model with
 #: blocks removed in random order.
-DEFAULT = Arm("fn3 default (full+odo, mean loss)",
-              train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1, "spec_loss": "mean"})
+DEFAULT = Arm("fn3 default (full+odo, mean loss)", train={**_FULL_ODO, "spec_loss": "mean"})
 #: The default before issue 11's second change: the same draws, the step on the SUM of the losses
 #: (for SGD, twice the learning rate on the shared weights). Kept as the record of that change.
-SUMMED = Arm("fn3 full+odo, summed losses (default before)",
-             train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1, "spec_loss": "sum"})
+SUMMED = Arm("fn3 full+odo, summed losses (default before)", train={**_FULL_ODO, "spec_loss": "sum"})
 #: A candidate for the default measured in issue 11: US-Nets' sandwich (the largest, the smallest and
 #: one tied draw every step) without distillation, losses summed as US-Nets does.
 SANDWICH_TIED = Arm("fn3 sandwich, tied (largest + smallest + 1 draw)",
-                    train={"rule": "sandwich", "dist": "uniform", "tie": "kind", "sandwich_n": 1,
-                           "distill": False, "spec_loss": "sum"})
+                    train={**_TIED_SANDWICH, "spec_loss": "sum"})
 #: The summed rule with half the learning rate: for SGD like averaging the two per-spec losses of a
 #: step, with half the weight decay (the measurement that led to ``spec_loss="mean"``).
 SUMMED_HALF_LR = Arm("fn3 full+odo summed, half learning rate (lr 0.05)",
-                     train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1, "lr": 0.05,
-                            "spec_loss": "sum"})
+                     train={**_FULL_ODO, "lr": 0.05, "spec_loss": "sum"})
 #: Candidates measured beside the mean-loss default (issue 11): the default with every residual block
-#: starting as its shortcut, and the tied sandwich (largest + smallest + 1 draw) on the mean of its
-#: three losses.
+#: starting as its shortcut, with in-place distillation from 30% of the steps, and the tied sandwich
+#: (largest + smallest + 1 draw) on the mean of its three losses.
 DEFAULT_ZERO_INIT = Arm("fn3 default + zero-init residual",
-                        train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1,
-                               "spec_loss": "mean", "zero_init_residual": True})
+                        train={**DEFAULT.train, "zero_init_residual": True})
 DEFAULT_DISTILL = Arm("fn3 default + distillation from 30%",
-                      train={"rule": "full+odo", "dist": "uniform", "tie": "kind", "draws": 1,
-                             "spec_loss": "mean", "distill": True, "distill_start": 0.3})
-SANDWICH_MEAN = Arm("fn3 sandwich, tied, mean loss",
-                    train={"rule": "sandwich", "dist": "uniform", "tie": "kind", "sandwich_n": 1,
-                           "distill": False, "spec_loss": "mean"})
+                      train={**DEFAULT.train, "distill": True, "distill_start": 0.3})
+SANDWICH_MEAN = Arm("fn3 sandwich, tied, mean loss", train={**_TIED_SANDWICH, "spec_loss": "mean"})
 SUMMED_RANDOM_ORDER = Arm("fn3 full+odo summed, random-order removal", kind="random-order",
                           source=SUMMED.name)
 DEFAULT_RANDOM_ORDER = Arm("fn3 default, random-order removal", kind="random-order", source=DEFAULT.name)
