@@ -71,7 +71,8 @@ def experiment() -> Experiment:
 
 def longer(epochs: int = 18) -> Experiment:
     """The gap to independent training against the training length: the same setup for 3x the
-    epochs, fewer arms (paper's rule, one draw per kind, independent) and budgets (100/50/25%).
+    epochs, fewer arms (paper's rule, one draw per kind, independent, fn3's default and the tied
+    sandwich on the mean loss) and budgets (100/50/25%).
 
     Run with ``--only exp2_channels_18ep`` (about an hour on 2 busy cores).
     """
@@ -79,7 +80,7 @@ def longer(epochs: int = 18) -> Experiment:
     budgets = tuple(b for b in short.budgets if b.x in (1.0, 0.5, 0.25))
     arms = tuple(a for a in short.arms if a.name in (
         "fn3 ODO (geometric)", "fn3 ODO (geometric), one draw per kind", "independent (one per width)",
-        DEFAULT.name))
+        DEFAULT.name, SANDWICH_MEAN.name))
     return Experiment(
         key=f"exp2_channels_{epochs}ep", title=f"FN3-channel, {epochs} epochs: CIFAR-10, ResNet-20",
         level="channels", x_label=short.x_label, budgets=budgets, arms=arms,
