@@ -488,7 +488,8 @@ def _needs_fn3_writer(exported: nn.Module, compact: bool, integer: bool) -> bool
     integer kernels (``integer``), or a ``"truncate"`` quantizer (integer bit clearing)."""
     if not isinstance(exported, ExportedModel):
         return False
-    return compact or integer or any(isinstance(m, ActQuant) and m.scheme != "centred" for m in exported.modules())
+    truncate = any(isinstance(m, ActQuant) and m.scheme != "centred" for m in exported.modules())
+    return compact or integer or truncate
 
 
 def _finish(model: onnx.ModelProto, exported: nn.Module, path: str | Path) -> Path:

@@ -135,7 +135,9 @@ def _quantizer(g: _Graph, dq: onnx.NodeProto) -> tuple[list[onnx.NodeProto], str
     q = g.producer.get(clip.input[0]) if clip is not None else src
     if q is None or q.op_type != "QuantizeLinear" or len(q.input) < 3:
         return None
-    if not g.only_consumer(q.output[0], clip or dq) or (clip is not None and not g.only_consumer(clip.output[0], dq)):
+    if not g.only_consumer(q.output[0], clip or dq):
+        return None
+    if clip is not None and not g.only_consumer(clip.output[0], dq):
         return None
     s, zq, ds, zd = (g.const(n) for n in (q.input[1], q.input[2], dq.input[1], dq.input[2]))
     if any(v is None for v in (s, zq, ds, zd)) or s.size != 1 or np.any(zq != 0) or np.any(zd != 0):
@@ -162,7 +164,8 @@ def _producer_conv(g: _Graph, x: str, q: onnx.NodeProto) -> onnx.NodeProto | Non
         q, x, node = node, node.input[0], g.producer.get(node.input[0])
     if node is None or node.op_type != "Conv" or not g.only_consumer(x, q):
         return None
-    if g.const(node.input[1]) is None or (len(node.input) > 2 and node.input[2] and g.const(node.input[2]) is None):
+    has_bias = len(node.input) > 2 and bool(node.input[2])
+    if g.const(node.input[1]) is None or (has_bias and g.const(node.input[2]) is None):
         return None
     return node
 
@@ -187,7 +190,8 @@ def float_rounding(model: onnx.ModelProto) -> onnx.ModelProto:
         users = g.consumers.get(dq.output[0], [])
         if found is None or not users or dq.output[0] in g.outputs:
             continue
-        if any(u.op_type != "Conv" or u.input[0] != dq.output[0] or g.const(u.input[1]) is None for u in users):
+        if any(u.op_type != "Conv" or u.input[0] != dq.output[0] or g.const(u.input[1]) is None
+               for u in users):  # fmt: skip
             continue
         channels = {_channels(g, u) for u in users}
         if len(channels) != 1 or None in channels:
@@ -195,7 +199,7 @@ def float_rounding(model: onnx.ModelProto) -> onnx.ModelProto:
         plans.append((dq, found, users, channels.pop()))
     drop: set[int] = set()
     insert: dict[int, list[onnx.NodeProto]] = {}
-    for dq, (nodes, x, step, lo, hi), users, c in plans:
+    for _, (nodes, x, step, lo, hi), users, c in plans:
         q = nodes[0]
         prev = _producer_conv(g, x, q)
         new = []

@@ -3,11 +3,10 @@
 :func:`fn3.export.to_onnx` sends every module here by default: an
 :class:`~fn3.export.ExportedModel`, a plain copy of one sub-model from
 :func:`fn3.export.extract_submodel`, also of a network converted by ``fn3.nest_`` (whose ``forward``
-is the user's own). The graph then goes through :mod:`fn3.export.onnx_passes`. The model's own forward is traced by
-the TorchScript-based exporter (``dynamo=False``: milliseconds, and it folds BatchNorm into the
-convolution before it in eval mode); fn3's activation quantizers are swapped for
-:class:`~fn3.export.qmodules.ActQuant`, which exports itself as the QDQ nodes of the hand-written
-graph:
+is the user's own). The graph then goes through :mod:`fn3.export.onnx_passes`. The model's own
+forward is traced by the TorchScript-based exporter (``dynamo=False``: milliseconds, and it folds
+BatchNorm into the convolution before it in eval mode); fn3's activation quantizers are swapped for
+:class:`~fn3.export.qmodules.ActQuant`, which exports itself as these QDQ nodes:
 
 * ``"centred"`` quantizer of ``c <= 8`` bits: ``QuantizeLinear`` (uint8 / int8, the ``c``-bit step),
   a ``Clip`` of the integer codes below 8 bits (or signed), ``DequantizeLinear`` with one (equal)
