@@ -139,3 +139,28 @@ def test_centred_activations_round_on_the_c_bit_grid(signed):
 def test_unknown_scheme_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown; expected one of centred, truncate"):
         check_scheme("nearest")
+
+
+@pytest.mark.parametrize("scheme", ["centred", "truncate"])
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("blocks", [(0,), (0, 1), (0, 1, 2, 3), tuple(range(8)), (0, 2, 5)])
+def test_extracted_act_quant_equals_the_nested_one(scheme, signed, blocks):
+    """The extracted quantizer (ActQuant: the deployed model's fewer passes) gives exactly the nested
+    quantizer's forward values, values on and between the steps included."""
+    from fn3.nn import AxisSlot, NestedActQuant
+    from fn3.nn.act_quant import ActQuant
+    from fn3.nn.base import set_quant_scheme
+    from fn3.spec import Axis
+
+    slot = AxisSlot(Axis("q.abits", "bits", 8, min_size=1))
+    q = NestedActQuant(slot, 8, signed, alpha=2.5).eval()
+    set_quant_scheme(q, scheme)
+    slot.set(blocks)
+    g = torch.Generator().manual_seed(len(blocks))
+    x = torch.randn(4, 3, 5, 5, generator=g) * 3
+    x.view(-1)[:20] = torch.arange(-10, 10) * q.alpha.item() / 20  # on grid points and cell edges
+    ex = q.extract()
+    assert isinstance(ex, ActQuant) and ex.bits == len(blocks)
+    with torch.no_grad():
+        d = (ex(x) - q(x)).abs().max().item()
+        assert d <= 1e-6 * q.alpha.item(), d  # training adds (q - x) to x: an ulp of rounding

@@ -16,15 +16,15 @@ Example:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
+from fn3.nn.act_quant import ActQuant
 from fn3.nn.functional import check_scheme, fake_quant_act, fake_quant_weight, weight_scale
-from fn3.nn.protocol import FLOAT_BITS, AxisUse, LeafCost, PinnedSlot, QuantWeight, uses
+from fn3.nn.protocol import FLOAT_BITS, AxisUse, LeafCost, QuantWeight, uses
 from fn3.nn.slot import AxisSlot, Selection
 
 __all__ = ["NestedActQuant", "NestedModule", "eval_mode", "full", "select", "set_quant_scheme"]
@@ -138,9 +138,11 @@ class NestedActQuant(NestedModule):
         return LeafCost(bits=FLOAT_BITS)  # the clipping level; its MACs are counted by the layer
 
     def extract(self) -> nn.Module:
-        """This quantizer with its kept bits pinned: it runs the very same code as the nested one."""
-        memo = {id(self.slot): PinnedSlot(self.slot)} if isinstance(self.slot, AxisSlot) else {}
-        return copy.deepcopy(self, memo).eval().requires_grad_(False)
+        """This quantizer with its kept bits pinned, as the deployed :class:`~fn3.nn.act_quant.ActQuant`:
+        the same values as this module's forward, in the fewest passes (no gradient path to keep)."""
+        q = ActQuant(self.alpha.detach(), planes=tuple(self.slot.blocks), total_bits=self.total_bits,
+                     signed=self.signed, scheme=self.quant_scheme)  # fmt: skip
+        return q.to(self.alpha.device).eval().requires_grad_(False)
 
 
 def quantized_weight(

@@ -49,7 +49,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from fn3.nn.slot import AxisSlot, Selection
+from fn3.nn.slot import AxisSlot
 
 __all__ = [
     "FLOAT_BITS",
@@ -57,7 +57,6 @@ __all__ = [
     "BlockGate",
     "LeafCost",
     "NestedLeaf",
-    "PinnedSlot",
     "QuantWeight",
     "is_gate",
     "is_leaf",
@@ -163,45 +162,6 @@ def uses(*pairs: tuple[AxisSlot | None, str, int]) -> tuple[AxisUse, ...]:
 def bits_of(slot: AxisSlot | None) -> int:
     """Kept bits of a bits slot, or 32 for a float operand."""
     return FLOAT_BITS if slot is None else slot.units
-
-
-class PinnedSlot:
-    """A frozen copy of an :class:`AxisSlot`'s state: what an extracted module keeps of an axis.
-
-    It answers ``units``, ``blocks``, ``select()`` and ``bit_mask()`` like the slot it copies, but it
-    is not an :class:`AxisSlot`, so :func:`fn3.space` of an extracted model finds no axis in it. An
-    extracted quantizer holds one, so it runs the very same quantizer code as the nested model.
-    """
-
-    def __init__(self, slot: AxisSlot):
-        self.axis, self.blocks = slot.axis, tuple(slot.blocks)
-        self._units, self._prefix = slot.units, slot.is_prefix
-        self._select: dict[int, Selection] = {}
-
-    @property
-    def units(self) -> int:
-        return self._units
-
-    @property
-    def is_prefix(self) -> bool:
-        return self._prefix
-
-    def select(self, per_unit: int = 1) -> Selection:
-        sel = self._select.get(per_unit)
-        if sel is None:
-            probe = AxisSlot(self.axis)
-            probe.set(self.blocks)
-            sel = self._select[per_unit] = probe.select(per_unit)
-        return sel
-
-    def bit_mask(self, total_bits: int) -> int:
-        return sum(1 << (total_bits - 1 - b) for b in self.blocks)
-
-    def __repr__(self) -> str:
-        return f"PinnedSlot({self.axis.name}, blocks={self.blocks})"
-
-    def __deepcopy__(self, memo: dict) -> PinnedSlot:
-        return self  # immutable
 
 
 def conv_out_hw(
