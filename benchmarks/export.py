@@ -117,8 +117,8 @@ def latency_rows(model, specs, batches, repeats) -> list[dict]:
     return rows
 
 
-QVF = (("torch", "torch_f", "PyTorch"), ("ort", "ort_f", "ORT"), ("ort_round", "ort_f", "ORT float-round"))
-QVF += (("ort_compact", "ort_f", "ORT compact"),)
+QVF = (("torch", "torch_f", "PyTorch"), ("torch_x", "torch_f", "PyTorch extracted"), ("ort", "ort_f", "ORT"))
+QVF += (("ort_round", "ort_f", "ORT float-round"), ("ort_compact", "ort_f", "ORT compact"))
 
 
 def quant_vs_float_rows(model, specs, batches, repeats, tmp: Path) -> list[dict]:
@@ -126,6 +126,7 @@ def quant_vs_float_rows(model, specs, batches, repeats, tmp: Path) -> list[dict]
     rows = []
     for label, spec in specs:
         q = fx.export(model, spec)
+        xs = fx.extract_submodel(model, spec)  # the nested model's own classes, leaves extracted
         f = float_twin(q)
         sess = {
             "ort": ort_session(fx.to_onnx(q, tmp / "q.onnx", SHAPE), threads=1),
@@ -141,7 +142,8 @@ def quant_vs_float_rows(model, specs, batches, repeats, tmp: Path) -> list[dict]
         for b in batches:
             x = torch.randn(b, *SHAPE, generator=torch.Generator().manual_seed(b))
             xn = x.numpy()
-            fns = {"torch": lambda x=x, q=q: q(x), "torch_f": lambda x=x, f=f: f(x)}
+            fns = {"torch": lambda x=x, q=q: q(x), "torch_f": lambda x=x, f=f: f(x),
+                   "torch_x": lambda x=x, xs=xs: xs(x)}  # fmt: skip
             fns.update({k: (lambda xn=xn, s=s: s.run(None, {"input": xn})) for k, s in sess.items()})
             with torch.no_grad():
                 t = timings(fns, repeats)
@@ -285,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['vs_nested']:.1e}",
                 ", ".join(
                     f"{name} " + ("met" if r[f"{k}_{b_hi}"] <= 1.05 else f"MISSED ({r[f'{k}_{b_hi}']:.2f}x)")
-                    for k, name in (("torch", "PyTorch"), ("ort", "ORT"), ("ort_round", "ORT float-round"))
+                    for k, name in (("torch", "PyTorch"), ("torch_x", "PyTorch extracted"), ("ort", "ORT"),
+                                    ("ort_round", "ORT float-round"))
                 ),
             ]
             for r in qvf
@@ -351,11 +354,14 @@ Wall-clock medians (ms), same runs:
 
 Latency ratio quantized / float (thread CPU time medians; in parentheses quantized vs float ms). The
 float sub-model has the same kept channels and blocks, float32 weights (the dequantized ones) and no
-quantizers. "ORT" is the default `to_onnx` graph (float weights, BatchNorm folded, each quantizer
-`QuantizeLinear` [+ integer `Clip`] + `DequantizeLinear`); "ORT float-round" the
-`rounding="float"` graph (each quantizer as float rounding in 1x1 depthwise convolutions that stay
-in ONNX Runtime's blocked layout); "ORT compact" the `compact=True` graph (every weight as int8
-codes + `DequantizeLinear`: the smallest file). All three ONNX graphs come from the same export.
+quantizers. "ORT" is the default `to_onnx` graph (`torch.onnx.export` of the exported model: float
+weights, BatchNorm folded, each quantizer `QuantizeLinear` [+ integer `Clip`] + `DequantizeLinear`);
+"ORT float-round" the `rounding="float"` graph (the same graph after the `float_rounding` pass of
+`fn3.export.onnx_passes`: each quantizer as float rounding in 1x1 depthwise convolutions that stay in
+ONNX Runtime's blocked layout); "ORT compact" the `compact=True` graph (fn3's own writer: every weight
+as int8 codes + `DequantizeLinear`, the smallest file). All three ONNX graphs come from the same export.
+"PyTorch extracted" is `fn3.export.extract_submodel` of the same spec: the nested model's own classes
+with each nested leaf replaced by its plain form (what a network of your own exports as).
 Parity: largest |ONNX Runtime - PyTorch| on 64 random inputs; "export vs nested": largest
 |exported - nested model| (PyTorch) on 8 inputs.
 
