@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -172,3 +174,23 @@ def test_torch_writer_refuses_fn3_only_forms(models, tmp_path):
     exported = fn3.export.export(models["mlp"])
     with pytest.raises(fn3.ConfigError, match="writer='fn3'"):
         to_onnx(exported, tmp_path / "m.onnx", INPUT, writer="torch", compact=True)
+
+
+def test_float_twin_of_a_user_network(user_cnn):
+    """float_twin of an extracted network of your own: no quantizer left anywhere in its own module
+    tree (unsigned ones become ReLUs: their clip at 0), weights unchanged, and it computes what the
+    sub-model computes with every quantizer replaced so."""
+    from fn3.export import ActQuant, float_twin
+
+    sub = extract_submodel(user_cnn, fn3.space(user_cnn).uniform({"channels": 0.5, "bits": 2}))
+    twin = float_twin(sub)
+    assert any(isinstance(m, ActQuant) for m in sub.modules())
+    assert not any(isinstance(m, ActQuant) for m in twin.modules())
+    assert torch.equal(twin.conv2[1].weight, sub.conv2[1].weight)
+    x = torch.randn(8, *INPUT, generator=torch.Generator().manual_seed(12))
+    ref = copy.deepcopy(sub)
+    for name, m in list(ref.named_modules()):
+        if isinstance(m, ActQuant):
+            parent, _, leaf = name.rpartition(".")
+            setattr(ref.get_submodule(parent), leaf, nn.Identity() if m.signed else nn.ReLU())
+    assert torch.equal(twin(x), ref(x)) and not torch.equal(twin(x), sub(x))

@@ -69,6 +69,7 @@ def _replace(module: nn.Module, nonneg: bool) -> bool:
             _replace(module.shortcut, nonneg)
         return True
     if not isinstance(module, nn.Sequential):
+        _replace_anywhere(module)
         return isinstance(module, nn.ReLU)
     for name, child in list(module.named_children()):
         if isinstance(child, ActQuant):
@@ -85,12 +86,29 @@ def _replace(module: nn.Module, nonneg: bool) -> bool:
     return nonneg
 
 
+def _replace_anywhere(module: nn.Module) -> None:
+    """Replace the quantizers below a module whose forward fn3 does not know (a network of your own,
+    extracted): it may apply a ReLU in its ``forward`` that no module shows, so an unsigned quantizer
+    becomes a ``nn.ReLU`` (its clip at 0, without the clip at ``alpha``: one pass, a no-op after a
+    ReLU) and a signed one ``nn.Identity``."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, ActQuant):
+            setattr(module, name, nn.Identity() if child.signed else nn.ReLU())
+        elif isinstance(child, (QuantConv2d, QuantLinear)):
+            setattr(module, name, _float_layer(child))
+        elif isinstance(child, (nn.Sequential, Residual)):
+            _replace(child, False)
+        else:
+            _replace_anywhere(child)
+
+
 @torch.no_grad()
 def float_twin(exported: nn.Module) -> nn.Module:
     """A float32 copy of ``exported`` without quantization (see the module doc); eval mode.
 
     ``exported`` (an :class:`~fn3.export.ExportedModel`, or any module holding fn3's quantized
-    layers) is not changed. The copy keeps ``meta`` when ``exported`` has one.
+    layers or quantizers, e.g. :func:`fn3.export.extract_submodel` of a network of your own) is not
+    changed. The copy keeps ``meta`` when ``exported`` has one.
     """
     if isinstance(exported, (QuantConv2d, QuantLinear)):
         return _float_layer(exported).eval().requires_grad_(False)
