@@ -1,10 +1,11 @@
 """The compiled *cost plan* of a nested model: every cost of every sub-model by arithmetic alone.
 
 A plan is built once per ``(model, input_shape)`` from one forward trace of the full model at batch 1
-(module hooks on the nested layers and a :class:`~torch.overrides.TorchFunctionMode` that sees the
-functional ReLUs, residual additions and poolings between them). It records, for each layer, which
-axis sets its input/output channels and groups (a :class:`Dim`), which axes set its weight and
-activation bits, its spatial sizes, and which residual block of a ``NestedStage`` gates it. After that
+(module hooks on the nested leaves and plain layers, and a :class:`~torch.overrides.TorchFunctionMode`
+that sees the functional activations, residual additions and poolings between them; see
+:mod:`fn3.cost._trace`, which knows layers only through :mod:`fn3.nn.protocol`). It records, for each
+layer, which axis sets its input/output channels and groups (a :class:`Dim`), which axes set its
+weight and activation bits, its spatial sizes, and which droppable block of a block gate gates it. After that
 a sub-model's cost is pure Python over the spec's kept blocks: no forward pass, and the model's active
 sub-model is never touched (the trace itself runs under ``fn3.active(model, None)`` in eval mode and
 restores both).
@@ -40,8 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CostPlan", "Dim", "Layer", "Norm", "Op", "Sizes", "TensorInfo", "cost_plan", "Gate"]
 
-#: ``((depth axis name, block index), ...)``: the residual blocks an op sits in; it runs iff every
-#: one of them is kept. Empty for ops outside gated blocks.
+#: ``((depth axis name, block index), ...)``: the droppable residual blocks an op sits in; it runs iff
+#: every one of them is kept. Empty for ops outside them (and in a gate's mandatory blocks).
 Gate = tuple[tuple[str, int], ...]
 
 
