@@ -328,7 +328,7 @@ class _Tracer(TorchFunctionMode):
         return out
 
 
-def _window(name: str, args: tuple, kwargs: dict) -> tuple[int, int, int]:
+def _window(name: str, args: tuple, kwargs: dict) -> tuple[int, ...]:
     """``(kernel, stride, padding)`` of a windowed pooling; ``()`` for an adaptive one."""
     if name not in _WINDOW_POOL:
         return ()
