@@ -8,8 +8,12 @@ latency predicted from a table measured on your own device.
 Every cost is computed from the model's compiled :class:`~fn3.cost.plan.CostPlan` (one trace of the
 full model, cached on it) by arithmetic over the spec's kept blocks, in tens of microseconds, so a
 search can price many candidates; see :mod:`fn3.cost.metrics` for exactly what each metric counts.
-A model whose forward that trace does not model (any model :func:`fn3.nest_` made) is priced by its
-nested layers instead (:class:`~fn3.cost.leafplan.LeafPlan`, the same metrics but memory and latency).
+The trace reads layers only through the layer protocol (:mod:`fn3.nn.protocol`), so a model
+:func:`fn3.nest_` made gets the same plan when its forward is convolutions, dense layers, batch norms,
+ReLU-family activations, residual additions, poolings and views (ResNet, VGG, MobileNet-V2 style). A
+model whose forward the trace does not model (squeeze-excite, a concatenation, attention, a non-image
+input) is priced by its nested layers instead (:class:`~fn3.cost.leafplan.LeafPlan`, the same metrics
+but memory and latency); :func:`fn3.cost.plan.cost_plan` says which plan a model gets.
 
 Example:
     >>> import fn3

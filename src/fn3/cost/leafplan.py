@@ -1,9 +1,12 @@
 """The cost plan of any nested model whose forward the traced plan cannot model: ask its leaves.
 
 :func:`fn3.cost.plan.cost_plan` compiles a model's forward into a :class:`~fn3.cost.plan.CostPlan`
-when it can (the built-in models: every metric in tens of microseconds, peak memory and latency
-included). A model of your own after :func:`fn3.nest_` applies functions the traced plan does not
-model (a ``mean`` over positions, a concatenation, attention); it gets a :class:`LeafPlan` instead,
+when it can (the built-in models, and models of your own after :func:`fn3.nest_` made of
+convolutions, dense layers, batch norms, ReLU-family activations, residual additions, poolings and
+views: every metric in tens of microseconds, peak memory and latency included). A model that applies
+functions the traced plan does not model (a ``mean`` over positions, a concatenation, the product of
+a squeeze-excite, attention, a layer norm), or that is not an image model, gets a :class:`LeafPlan`
+instead (its ``notes`` say why),
 which prices a spec by :func:`fn3.cost.leaves.leaf_costs`: each nested leaf that runs answers
 ``fn3_cost`` (:mod:`fn3.nn.protocol`), the plain parts add their counted FLOPs and parameters. The
 metrics ``params``, ``bits``, ``macs``, ``flops`` and ``bitops`` mean the same on both plans; ``memory``

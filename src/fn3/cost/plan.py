@@ -1,10 +1,11 @@
 """The compiled *cost plan* of a nested model: every cost of every sub-model by arithmetic alone.
 
 A plan is built once per ``(model, input_shape)`` from one forward trace of the full model at batch 1
-(module hooks on the nested layers and a :class:`~torch.overrides.TorchFunctionMode` that sees the
-functional ReLUs, residual additions and poolings between them). It records, for each layer, which
-axis sets its input/output channels and groups (a :class:`Dim`), which axes set its weight and
-activation bits, its spatial sizes, and which residual block of a ``NestedStage`` gates it. After that
+(module hooks on the nested leaves and plain layers, and a :class:`~torch.overrides.TorchFunctionMode`
+that sees the functional activations, residual additions and poolings between them; see
+:mod:`fn3.cost._trace`, which knows layers only through :mod:`fn3.nn.protocol`). It records, for each
+layer, which axis sets its input/output channels and groups (a :class:`Dim`), which axes set its
+weight and activation bits, its spatial sizes, and which droppable block of a block gate gates it. After that
 a sub-model's cost is pure Python over the spec's kept blocks: no forward pass, and the model's active
 sub-model is never touched (the trace itself runs under ``fn3.active(model, None)`` in eval mode and
 restores both).
@@ -40,8 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CostPlan", "Dim", "Layer", "Norm", "Op", "Sizes", "TensorInfo", "cost_plan", "Gate"]
 
-#: ``((depth axis name, block index), ...)``: the residual blocks an op sits in; it runs iff every
-#: one of them is kept. Empty for ops outside gated blocks.
+#: ``((depth axis name, block index), ...)``: the droppable residual blocks an op sits in; it runs iff
+#: every one of them is kept. Empty for ops outside them (and in a gate's mandatory blocks).
 Gate = tuple[tuple[str, int], ...]
 
 
@@ -102,7 +103,12 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class Op:
-    """One step of the forward pass: ``conv``, ``linear``, ``bn``, ``relu``, ``add`` or ``pool``."""
+    """One step of the forward pass: ``conv``, ``linear``, ``bn``, ``relu``, ``add`` or ``pool``.
+
+    ``name`` is the layer's module name, the activation of a ``relu`` op (``"relu"``, ``"hardtanh"``,
+    ...: any of :data:`fn3.cost._trace.ACTIVATIONS`) or the pooling function of a ``pool`` op;
+    ``window`` is a windowed pooling's ``(kernel, stride, padding)`` (empty for an adaptive one).
+    """
 
     kind: str
     name: str
@@ -110,6 +116,7 @@ class Op:
     output: int
     gate: Gate
     layer: Layer | None = None
+    window: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -219,9 +226,18 @@ def cost_plan(model: nn.Module, input_shape: Sequence[int] | None = None) -> Cos
     """The (cached) cost plan of ``model`` for one sample of ``input_shape`` (``(C, H, W)`` for images).
 
     ``input_shape`` defaults to the model's creation arguments (``in_channels``, ``input_size``, or
-    the ``input_shape`` of a model of your own). A model whose forward the traced plan does not model
-    (layers or functions it does not know, a non-image input) gets a
-    :class:`~fn3.cost.leafplan.LeafPlan`, which asks the nested leaves (:mod:`fn3.nn.protocol`).
+    the ``input_shape`` of a model of your own).
+
+    Which plan a model gets: an image model whose forward is convolutions, dense layers, batch norms,
+    ReLU-family activations, residual additions, poolings and views (the built-in models, and the
+    ResNet / VGG / MobileNet-V2 style nets :func:`fn3.nest_` converts) gets a traced
+    :class:`CostPlan`, every metric included (peak ``memory``, ``latency``). The trace knows layers
+    only through the layer protocol (:mod:`fn3.cost._trace`), and before it is used its params, bits,
+    MACs, FLOPs and BitOPs are checked against what the nested leaves say
+    (:func:`fn3.cost.leaves.leaf_costs`) on the largest, the smallest and a random sub-model. Any other
+    model (a function the trace does not model, such as a ``mean``, a concatenation, a product or
+    attention; a non-image input; a disagreement) gets a :class:`~fn3.cost.leafplan.LeafPlan`, which
+    asks the nested leaves (:mod:`fn3.nn.protocol`) and prices all but ``memory`` and ``latency``.
     """
     shape = resolve_input_shape(model, input_shape, any_rank=True)
     cache = getattr(model, "_fn3_cost_plans", None)
@@ -237,34 +253,42 @@ def cost_plan(model: nn.Module, input_shape: Sequence[int] | None = None) -> Cos
         try:
             if len(shape) != 3:
                 raise ConfigError("not an image input")
-            _check_plannable(model)
             plan = trace_plan(model, shape, axes)  # type: ignore[arg-type]
-        except ConfigError:
+            _check_against_leaves(model, plan)
+        except ConfigError as err:
             plan = LeafPlan(model, shape, axes)
+            plan.notes.append(f"not traced: {err}")
         cache[shape] = plan
     return plan
 
 
-def _check_plannable(model: nn.Module) -> None:
-    """Refuse the layers the traced plan does not model (it would price them wrongly, silently)."""
-    from fn3.nn.conv import NestedConv2d
-    from fn3.nn.gate import NestedModuleList, NestedSequential
-    from fn3.nn.norm import NestedLayerNorm
+def _check_against_leaves(model: nn.Module, plan: CostPlan) -> None:
+    """A ConfigError unless the plan prices what the nested leaves price, on three sub-models.
 
-    for name, m in model.named_modules():
-        odd = isinstance(m, (NestedSequential, NestedModuleList, NestedLayerNorm)) or (
-            isinstance(m, NestedConv2d)
-            and (
-                (m.path_axis is not None and m.path_axis.axis.kind != "paths")
-                or not all(isinstance(v, int) for v in (m.kernel_size, m.stride, m.padding, m.dilation))
-                or m.dilation != 1
-            )
-        )
-        if odd:
-            raise ConfigError(
-                f"cost plan: {name or 'the model'} ({type(m).__name__}) is not modelled by the traced plan "
-                "yet; fn3.cost.leaf_costs(model, spec, example_input) asks the layers themselves"
-            )
+    The trace follows what it sees; a part it does not see (a plain module's parameter used by a
+    function it treats as free, a layer whose leaf prices itself differently) would make it price a
+    sub-model wrongly without a word. The leaves are the reference, so a disagreement falls back.
+    """
+    import torch
+
+    from fn3.cost.leafplan import LEAF_METRICS
+    from fn3.cost.leaves import leaf_costs
+    from fn3.cost.metrics import get_metric
+
+    space = Space(plan.axes.values())
+    specs = [space.largest(), space.smallest(), space.sample(torch.Generator().manual_seed(0))]
+    param = next(model.parameters(), None)
+    x = torch.zeros(1, *plan.input_shape, device=param.device if param is not None else None)
+    for spec in specs:
+        try:
+            want = leaf_costs(model, spec, x)
+        except (RuntimeError, TypeError, ValueError, IndexError):
+            return  # the leaves cannot price this input; the traced plan can
+        sizes = plan.resolve(spec)
+        for name in LEAF_METRICS:
+            got = get_metric(name)(plan, sizes)
+            if got != want[name]:
+                raise ConfigError(f"the traced plan prices {name} at {got:g}, its layers at {want[name]:g}")
 
 
 class PlanCache(dict):

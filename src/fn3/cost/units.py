@@ -4,7 +4,9 @@ A latency table is keyed by *unit signatures*. A unit is a layer together with t
 ReLU that directly follow it (``conv2d(...,bn=1,relu=1)``: ONNX Runtime folds the norm into the
 convolution and fuses the ReLU, and timing them together captures that), a residual addition with
 its ReLU, a pooling, or a lone batch norm / ReLU. A unit's signature lists everything that changes
-its run time: channels, kernel, stride, padding, groups, input height and width, bias, the fused ops.
+its run time: channels, kernel, stride, padding, groups, input height and width, bias, the fused ops
+(``relu=1`` for any fused activation; one other than a ReLU is named too, ``act=hardtanh`` for a
+ReLU6), a windowed pooling's kernel, stride and padding.
 Bits do not appear: on a float back-end (PyTorch or ONNX Runtime on CPU) a sub-model's quantized
 weights are still float tensors, so its latency does not depend on them.
 
@@ -59,13 +61,14 @@ class Unit:
         fields = dict(zip(names, sizes, strict=True))
         fields.update(self.static)
         if self.kind == "conv2d":  # keep torch's argument order: in, out, k, s, p, g, ...
-            order = ("in", "out", "k", "s", "p", "g", "h", "w", "bias", "bn", "relu")
-            fields = {k: fields[k] for k in order}
+            order = ("in", "out", "k", "s", "p", "g", "h", "w", "bias", "bn", "relu", "act")
+            fields = {k: fields[k] for k in order if k in fields}
         return f"{self.kind}(" + ",".join(f"{k}={v}" for k, v in fields.items()) + ")"
 
     def build(self, sizes: tuple[int, ...], batch_size: int) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
         """The plain torch module this unit stands for (eval mode) and a random input batch."""
         f = dict(self.static)
+        act = _ACT_MODULES[str(f.get("act", "relu"))]
         if self.kind == "conv2d":
             cin, cout, g = sizes
             conv = nn.Conv2d(cin, cout, f["k"], f["s"], f["p"], groups=g, bias=bool(f["bias"]))
@@ -73,37 +76,49 @@ class Unit:
             if f["bn"]:
                 mods.append(nn.BatchNorm2d(cout))
             if f["relu"]:
-                mods.append(nn.ReLU())
+                mods.append(act())
             x = (torch.randn(batch_size, cin, f["h"], f["w"]),)
             return nn.Sequential(*mods).eval(), x
         if self.kind == "linear":
             cin, cout = sizes
-            mods = [nn.Linear(cin, cout, bias=bool(f["bias"]))] + ([nn.ReLU()] if f["relu"] else [])
+            mods = [nn.Linear(cin, cout, bias=bool(f["bias"]))] + ([act()] if f["relu"] else [])
             return nn.Sequential(*mods).eval(), (torch.randn(batch_size, cin),)
         (c,) = sizes
         x = torch.randn(batch_size, c, f["h"], f["w"])
         if self.kind == "add":
-            return _Add(bool(f["relu"])).eval(), (x, torch.randn_like(x))
+            return _Add(act() if f["relu"] else None).eval(), (x, torch.randn_like(x))
         if self.kind == "pool":
-            out = (f["oh"], f["ow"])
-            pool = nn.AdaptiveAvgPool2d(out) if f["op"] == "avg" else nn.AdaptiveMaxPool2d(out)
+            if "k" in f:  # a windowed pooling: kernel, stride, padding
+                window = (f["k"], f["s"], f["p"])
+                pool = nn.AvgPool2d(*window) if f["op"] == "avg" else nn.MaxPool2d(*window)
+            else:
+                out = (f["oh"], f["ow"])
+                pool = nn.AdaptiveAvgPool2d(out) if f["op"] == "avg" else nn.AdaptiveMaxPool2d(out)
             return pool.eval(), (x,)
         if self.kind == "batchnorm2d":
-            mods = [nn.BatchNorm2d(c)] + ([nn.ReLU()] if f["relu"] else [])
+            mods = [nn.BatchNorm2d(c)] + ([act()] if f["relu"] else [])
             return nn.Sequential(*mods).eval(), (x,)
-        return nn.ReLU().eval(), (x,)
+        return act().eval(), (x,)
+
+
+#: The module timed for each activation of the plan (:data:`fn3.cost._trace.ACTIVATIONS`); a unit
+#: whose activation is not a ReLU names it in its signature (``act=hardtanh``).
+_ACT_MODULES: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "hardtanh": nn.Hardtanh, "relu6": nn.ReLU6, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU,
+    "silu": nn.SiLU, "hardswish": nn.Hardswish, "gelu": nn.GELU,
+}
 
 
 class _Add(nn.Module):
-    """``relu(a + b)`` (or ``a + b``): the tail of a residual block."""
+    """``act(a + b)`` (or ``a + b``): the tail of a residual block."""
 
-    def __init__(self, relu: bool):
+    def __init__(self, act: nn.Module | None):
         super().__init__()
-        self.relu = relu
+        self.act = act
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         y = a + b
-        return torch.relu(y) if self.relu else y
+        return self.act(y) if self.act is not None else y
 
 
 def latency_units(plan: CostPlan) -> list[Unit]:
@@ -137,21 +152,23 @@ def latency_units(plan: CostPlan) -> list[Unit]:
             last = bn if bn is not None else i
             relu = follow(last, "relu")
             taken.update(j for j in (bn, relu) if j is not None)
-            units.append(_layer_unit(op, h, w, bn is not None, relu is not None))
+            units.append(_layer_unit(op, h, w, bn is not None, _act(plan, relu)))
             continue
         if op.kind in ("add", "bn"):
             relu = follow(i, "relu")
             if relu is not None:
                 taken.add(relu)
             kind = "add" if op.kind == "add" else "batchnorm2d"
-            units.append(Unit(kind, (t.dim,), (("h", h), ("w", w), ("relu", int(relu is not None))), op.gate))
+            static = (("h", h), ("w", w), ("relu", int(relu is not None)), *_act_field(_act(plan, relu)))
+            units.append(Unit(kind, (t.dim,), static, op.gate))
             continue
         if op.kind == "pool":
             oh, ow = plan.tensors[op.output].hw
+            window = tuple(zip(("k", "s", "p"), op.window, strict=False))
             units.append(Unit("pool", (t.dim,), (("op", _pool_op(op)), ("h", h), ("w", w), ("oh", oh),
-                                                 ("ow", ow)), op.gate))
+                                                 ("ow", ow), *window), op.gate))
             continue
-        units.append(Unit("relu", (t.dim,), (("h", h), ("w", w)), op.gate))
+        units.append(Unit("relu", (t.dim,), (("h", h), ("w", w), *_act_field(op.name)), op.gate))
     plan._latency_units = units  # type: ignore[attr-defined]
     return units
 
@@ -160,12 +177,23 @@ def _pool_op(op: Op) -> str:
     return "max" if "max" in op.name else "avg"
 
 
-def _layer_unit(op: Op, h: int, w: int, bn: bool, relu: bool) -> Unit:
+def _act(plan: CostPlan, i: int | None) -> str | None:
+    """The activation of op ``i`` (``None`` when no activation follows)."""
+    return plan.ops[i].name if i is not None else None
+
+
+def _act_field(act: str | None) -> tuple[tuple[str, object], ...]:
+    """``(("act", name),)`` for an activation other than ReLU: a ReLU unit's signature names none."""
+    return (("act", act),) if act not in (None, "relu") else ()
+
+
+def _layer_unit(op: Op, h: int, w: int, bn: bool, act: str | None) -> Unit:
     layer = op.layer
     assert layer is not None
+    relu = act is not None
     if layer.kind == "linear":
         return Unit("linear", (layer.in_dim, layer.out_dim),
-                    (("bias", int(layer.bias)), ("relu", int(relu))), op.gate)
+                    (("bias", int(layer.bias)), ("relu", int(relu)), *_act_field(act)), op.gate)
     static = (("k", layer.kernel), ("s", layer.stride), ("p", layer.padding), ("h", h), ("w", w),
-              ("bias", int(layer.bias)), ("bn", int(bn)), ("relu", int(relu)))
+              ("bias", int(layer.bias)), ("bn", int(bn)), ("relu", int(relu)), *_act_field(act))
     return Unit("conv2d", (layer.in_dim, layer.out_dim, layer.groups), static, op.gate)

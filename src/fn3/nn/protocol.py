@@ -23,9 +23,15 @@ A *block gate* (:class:`~fn3.nn.blocks.NestedStage`, :class:`~fn3.nn.gate.Nested
 which of its children run; it answers ``fn3_axes()``, ``fn3_skipped()`` (the children that do not
 run) and ``extract()`` (its kept children, already extracted).
 
-Cost (:func:`fn3.cost.leaves.leaf_costs`) and export (:func:`fn3.export.submodel.extract_submodel`)
-only ask these questions, so a model fn3 did not build works as soon as its layers are nested leaves.
-Adding a layer type is one class implementing the three methods (see ``docs/nested_layers.md``).
+Cost (:func:`fn3.cost.leaves.leaf_costs`, and the traced :class:`~fn3.cost.plan.CostPlan`) and export
+(:func:`fn3.export.submodel.extract_submodel`) only ask these questions, so a model fn3 did not build
+works as soon as its layers are nested leaves. The traced plan reads a leaf's ``fn3_axes()`` and its
+``extract()`` under the full spec: a leaf whose plain form is an ``nn.Conv2d``, ``nn.Linear`` or
+``nn.BatchNorm2d`` (behind its activation quantizer) gets every metric, peak memory and latency
+included; any other leaf is priced by ``fn3_cost`` alone (:class:`~fn3.cost.leafplan.LeafPlan`).
+A gate's ``fn3_skipped()`` under specs that drop one block at a time tells the plan which block
+gates which child. Adding a layer type is one class implementing the three methods (see
+``docs/nested_layers.md``).
 
 Example:
     >>> import torch
