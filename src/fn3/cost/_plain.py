@@ -15,15 +15,15 @@ import torch
 from torch import nn
 
 from fn3.export.submodel import extract_submodel
-from fn3.nn.base import NestedActQuant
+from fn3.nn.act_quant import ActQuant
 from fn3.spec import Space, Spec
 
 
 def _drop_quantizers(module: nn.Module) -> nn.Module:
-    """``module`` without its (pinned) activation quantizers, in place; see the module docstring."""
-    if isinstance(module, NestedActQuant):
+    """``module`` without its (extracted) activation quantizers, in place; see the module docstring."""
+    if isinstance(module, ActQuant):
         return nn.Identity()
-    if isinstance(module, nn.Sequential) and len(module) == 2 and isinstance(module[0], NestedActQuant):
+    if isinstance(module, nn.Sequential) and len(module) == 2 and isinstance(module[0], ActQuant):
         return _drop_quantizers(module[1])  # an extracted quantized leaf: Sequential(quantizer, layer)
     for name, child in list(module.named_children()):
         new = _drop_quantizers(child)
