@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
+from fn3._cache import model_cache
 from fn3.errors import SpecError
 from fn3.nn.base import NestedModule
 from fn3.nn.slot import AxisSlot
@@ -47,20 +48,21 @@ def slots(model: nn.Module) -> dict[str, AxisSlot]:
 def space(model: nn.Module) -> Space:
     """The :class:`~fn3.Space` of a nested model: all its axes, in module order.
 
-    The result is cached on the model (its axes never change after construction).
+    The result is cached beside the model (:mod:`fn3._cache`; its axes never change after
+    construction).
     """
-    cached = getattr(model, "_fn3_space", None)
+    cache = model_cache(model)
+    cached = cache.get("space")
     if cached is None:
-        cached = Space(s.axis for s in slots(model).values())
-        object.__setattr__(model, "_fn3_space", cached)
+        cached = cache["space"] = Space(s.axis for s in _slot_map(model).values())
     return cached
 
 
 def _slot_map(model: nn.Module) -> dict[str, AxisSlot]:
-    cached = getattr(model, "_fn3_slots", None)
+    cache = model_cache(model)
+    cached = cache.get("slots")
     if cached is None:
-        cached = slots(model)
-        object.__setattr__(model, "_fn3_slots", cached)
+        cached = cache["slots"] = slots(model)
     return cached
 
 

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fn3._cache import forget
 from fn3.convert.axes import AxisPlan, plan_axes
 from fn3.convert.groups import Groups, analyse
 from fn3.convert.layers import nest_layers
@@ -56,7 +57,6 @@ from fn3.spec import KINDS, Axis
 
 __all__ = ["nest_"]
 
-_CACHES = ("_fn3_space", "_fn3_slots", "_fn3_cost_plans")
 Roles = dict[str, tuple[AxisSlot, int]]  # role -> (slot, entries per unit)
 _WIDTH_ROLES = ("conv_in", "conv_out", "conv_tied", "linear_in", "linear_out", "bn", "ln")
 
@@ -249,8 +249,7 @@ def nest_(
             nested += sum(p.numel() for p in mod.parameters())
         _replace(model, name, new)
     layer_axes, layer_notes = nest_layers(model, regions, inputs) if "layers" in lv else ([], [])
-    for name in _CACHES:
-        model.__dict__.pop(name, None)
+    forget(model)  # its leaves changed: drop the space and cost plans cached for it (fn3._cache)
     notes = tuple(n for r in regions for n in r.notes) + tuple(layer_notes)
     report = NestingReport(rows, tuple((a.name, a.size) for a in layer_axes), nested / max(total, 1),
                            notes, orders, tuple(bits_axes), tuple(signed))

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from fn3._cache import model_cache
 from fn3.cost.plan import CostPlan, Dim, Sizes, cost_plan
 from fn3.errors import ConfigError
 from fn3.spec import Spec
@@ -135,8 +136,8 @@ def get_metric(metric: str | Metric) -> Metric:
 
 
 def _plan(model: nn.Module, input_shape: Sequence[int] | None) -> CostPlan:
-    # Fast path for the search's hot loop: the plan cache is a dict on the model.
-    cache = getattr(model, "_fn3_cost_plans", None)
+    # Fast path for the search's hot loop: the plans cached for the model (fn3._cache).
+    cache = model_cache(model).get("cost_plans")
     if cache is not None:
         key = tuple(input_shape) if input_shape is not None else model_default_key(model)
         plan = cache.get(key)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from torch import nn
 
+from fn3._cache import model_cache
 from fn3.errors import ConfigError, SpecError
 from fn3.nest import space as model_space
 from fn3.spec import Axis, Space, Spec
@@ -240,10 +241,7 @@ def cost_plan(model: nn.Module, input_shape: Sequence[int] | None = None) -> Cos
     asks the nested leaves (:mod:`fn3.nn.protocol`) and prices all but ``memory`` and ``latency``.
     """
     shape = resolve_input_shape(model, input_shape, any_rank=True)
-    cache = getattr(model, "_fn3_cost_plans", None)
-    if cache is None:
-        cache = PlanCache()
-        object.__setattr__(model, "_fn3_cost_plans", cache)
+    cache = model_cache(model).setdefault("cost_plans", {})  # {input_shape: plan}, fn3._cache
     plan = cache.get(shape)
     if plan is None:
         from fn3.cost._trace import trace_plan  # late: the tracer pulls in torch.overrides
@@ -289,17 +287,6 @@ def _check_against_leaves(model: nn.Module, plan: CostPlan) -> None:
             got = get_metric(name)(plan, sizes)
             if got != want[name]:
                 raise ConfigError(f"the traced plan prices {name} at {got:g}, its layers at {want[name]:g}")
-
-
-class PlanCache(dict):
-    """``{input_shape: CostPlan}`` on a model; a deep copy of the model starts with an empty cache.
-
-    (A plan holds up to thousands of resolved specs: copying them with every ``copy.deepcopy(model)``
-    would be slow, and a copy may be changed afterwards; it traces its own plan when asked.)
-    """
-
-    def __deepcopy__(self, memo: dict) -> PlanCache:
-        return PlanCache()
 
 
 def resolve_input_shape(

@@ -27,14 +27,13 @@ import copy
 import torch
 from torch import nn
 
+from fn3._cache import forget
 from fn3.nest import set_active, space
 from fn3.nn.protocol import is_gate, is_leaf
 from fn3.spec import Spec
 
 __all__ = ["extract_submodel"]
 
-#: Caches some fn3 functions keep in a model's ``__dict__``; a copy must not inherit them.
-_CACHES = ("_fn3_space", "_fn3_slots", "_fn3_cost_plans")
 
 
 def _extract(module: nn.Module, skipped: set[int]) -> nn.Module:
@@ -61,11 +60,8 @@ def extract_submodel(model: nn.Module, spec: Spec | None = None) -> nn.Module:
     """
     sp = space(model)
     spec = sp.largest() if spec is None else sp.validate(spec)
-    sub = copy.deepcopy(model)
-    for name in _CACHES:
-        sub.__dict__.pop(name, None)
+    sub = copy.deepcopy(model)  # a copy has no cache of its own yet (fn3._cache)
     set_active(sub, spec)
     sub = _extract(sub, set())
-    for name in _CACHES:
-        sub.__dict__.pop(name, None)
+    forget(sub)  # its slots and space changed: extraction replaced its leaves
     return sub.eval().requires_grad_(False)
