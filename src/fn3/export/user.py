@@ -172,9 +172,10 @@ def _quantized(model: nn.Module, spec: Spec, keys: set[str]) -> dict[str, tuple[
             q = leaf.fn3_quant_weight() if is_leaf(leaf) and hasattr(leaf, "fn3_quant_weight") else None
             if q is None:
                 continue
-            for key in (f"{name}.1.weight", f"{name}.weight"):
+            p = f"{name}." if name else ""  # "": the model is one leaf
+            for key in (f"{p}1.weight", f"{p}weight"):
                 if key in keys:
-                    out[key] = (f"{name}.weight", q)
+                    out[key] = (f"{p}weight", q)
                     break
     return out
 
@@ -445,8 +446,6 @@ def _save_user_nested_v1(model: nn.Module, path: str | Path, *, meta: dict | Non
 
 def _codes_raw(w: torch.Tensor, q: QuantWeight) -> torch.Tensor:
     """The ``B``-bit codes of a full float weight (what training rounds it to)."""
-    from fn3.nn.functional import weight_codes
-
     return weight_codes(w, q.scale, q.total_bits).to(torch.int64)
 
 
