@@ -15,9 +15,32 @@ Tile order is *shell order*: tile ``(a, b)`` belongs to shell ``max(a, b)``; she
 ``(0, m) .. (m-1, m), (m, m), (m, m-1) .. (m, 0)``. The kept tiles of a prefix sub-model keeping
 ``o x i`` blocks then form one contiguous run for the square part and one run per further shell.
 
+The records come from one of two places. A built-in model's come from its hand-written description
+(:func:`records`, :mod:`fn3.export.arch`). Any nested model's come from the layer protocol
+(:func:`protocol_records`, :mod:`fn3.nn.protocol`): each nested leaf says which axis slices which of
+its dimensions (``fn3_axes()``) and whether its weight is coded in bits (``fn3_quant_weight()``), and
+that is all a layout needs, so a model of your own (:mod:`fn3.export.user`) is laid out the same way.
+
 Example:
     >>> shell_order(2, 2)
     [(0, 0), (0, 1), (1, 1), (1, 0)]
+    >>> import torch, fn3
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    >>> _ = fn3.nest_(net, torch.randn(1, 8), verbose=False)
+    >>> for rec in protocol_records(net):
+    ...     print(rec.key, rec.kind, rec.shape, rec.dims, rec.bits)
+    0.weight planes (16, 8) (('0.width', 1),) 8
+    0.weight.scale f32 (16,) (('0.width', 1),) 32
+    0.bias f32 (16,) (('0.width', 1),) 32
+    0.act_quant.alpha f32 () () 32
+    2.weight planes (4, 16) (None, ('0.width', 1)) 8
+    2.weight.scale f32 (4,) () 32
+    2.bias f32 (4,) () 32
+    2.act_quant.alpha f32 () () 32
+
+    ``0.weight`` is 8 bit-planes of 16 x 8 bits, cut along its rows by ``0.width``; ``2.weight`` is
+    cut along its columns by the same axis (the output of ``0`` is the input of ``2``).
 """
 
 from __future__ import annotations
@@ -26,9 +49,23 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import product
 
-from fn3.spec import Space
+from torch import nn
 
-__all__ = ["Record", "records", "shell_order"]
+from fn3.spec import Space, Spec
+
+__all__ = [
+    "SCALE",
+    "Record",
+    "kept_blocks",
+    "protocol_records",
+    "records",
+    "records_from_json",
+    "records_to_json",
+    "shell_order",
+]
+
+#: Suffix of the record holding the per-output-row scale of a bit-plane weight (``conv.weight.scale``).
+SCALE = ".scale"
 
 
 def shell_order(n0: int, n1: int) -> list[tuple[int, int]]:
@@ -139,3 +176,110 @@ def records(node: Mapping) -> Iterator[Record]:
             yield Record(f"{node['name']}.{t}", "f32", (node["num_features"],), (_ref(node["axis"]),))
     elif kind == "act":
         yield Record(f"{node['name']}.alpha", "f32", (), ())
+
+
+# -- records from the layer protocol --------------------------------------------------------------
+def _leaf_dims(
+    leaf: nn.Module, t_shape: tuple[int, ...], space: Space, where: str
+) -> tuple[tuple[str, int] | None, ...]:
+    """Axis reference of each governed leading dimension of one tensor a nested leaf owns.
+
+    The protocol's dims map to tensor dimensions the way every fn3 leaf slices them: ``"out"`` and
+    ``"groups"`` slice dim 0 (a weight's output rows, a bias, a norm's per-channel tensors), ``"in"``
+    slices dim 1 of a weight of an ungrouped layer (a grouped convolution keeps every input of the
+    groups it keeps), and ``"groups"`` counts whole groups, ``out / groups`` rows each. A scalar
+    (a clipping level) is ungoverned.
+    """
+    if not t_shape:
+        return ()
+    groups = int(getattr(leaf, "groups", 1) or 1)
+    dims: list[tuple[str, int] | None] = [None] * min(2, len(t_shape))
+    for use in leaf.fn3_axes():
+        if use.dim == "out" or use.dim == "groups":
+            per = use.per_unit * (t_shape[0] // groups if use.dim == "groups" else 1)
+            dims[0] = (use.axis, per)
+        elif use.dim == "in" and len(t_shape) >= 2 and groups == 1:
+            dims[1] = (use.axis, use.per_unit)
+    for d, ref in enumerate(dims):
+        # A leaf that slices a dimension some other way than whole units of one axis cannot be cut
+        # into tiles; fail at save time, naming it, rather than write a file that reads wrongly.
+        if ref is not None and space[ref[0]].size * ref[1] != t_shape[d]:
+            raise ValueError(
+                f"{where}: axis {ref[0]!r} ({space[ref[0]].size} units x {ref[1]}) does not cover "
+                f"dim {d} of size {t_shape[d]}"
+            )
+    while dims and dims[-1] is None:  # a trailing ungoverned dim is one block: the same tiles
+        dims.pop()
+    return tuple(dims)
+
+
+def protocol_records(model: nn.Module) -> list[Record]:
+    """The records of any nested ``model``, in ``state_dict`` order, from the layer protocol.
+
+    Every tensor of ``model.state_dict()`` but BatchNorm's step counter is one record: a tensor a
+    nested leaf owns is governed as :func:`_leaf_dims` says; any other tensor (a layer fn3 did not
+    nest, a positional embedding) is ungoverned, one tile. A leaf whose ``fn3_quant_weight()`` is not
+    ``None`` stores its ``weight`` as ``total_bits`` bit-planes, followed by the record
+    ``<key>.scale`` (one float per output row, the step of the *full* weight, governed like dim 0).
+    """
+    from fn3.nest import active
+    from fn3.nest import space as model_space
+    from fn3.nn.protocol import is_leaf
+
+    sp = model_space(model)
+    owner: dict[str, tuple[str, nn.Module]] = {}  # tensor key -> (leaf name, leaf)
+    bits: dict[str, int] = {}  # quantized weight key -> total bits
+    with active(model, sp.largest()):
+        for name, mod in model.named_modules():
+            if not is_leaf(mod):
+                continue
+            prefix = f"{name}." if name else ""
+            for t_name, _ in [*mod.named_parameters(recurse=False), *mod.named_buffers(recurse=False)]:
+                owner[prefix + t_name] = (name, mod)
+            q = mod.fn3_quant_weight() if hasattr(mod, "fn3_quant_weight") else None
+            if q is not None:
+                bits[f"{prefix}weight"] = int(q.total_bits)
+    out = []
+    for key, t in model.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue  # an int64 step counter no sub-model needs (the files never stored it)
+        shape = tuple(int(s) for s in t.shape)
+        dims = _leaf_dims(owner[key][1], shape, sp, key) if key in owner else ()
+        if key in bits:
+            out.append(Record(key, "planes", shape, dims, bits[key]))
+            out.append(Record(key + SCALE, "f32", shape[:1], dims[:1] if dims[:1] != (None,) else ()))
+        else:
+            out.append(Record(key, "f32", shape, dims))
+    return out
+
+
+def kept_blocks(rec: Record, spec: Spec) -> list[list[int]]:
+    """Kept block indices of every governed dimension of ``rec`` (``[0]``: an ungoverned one)."""
+    return [[0] if ref is None else list(spec.kept(ref[0])) for ref in rec.dims]
+
+
+def records_to_json(recs: list[Record]) -> list[list]:
+    """Records as JSON lists ``[key, kind, shape, dims, bits]`` (a file header stores them)."""
+    return [[r.key, r.kind, list(r.shape), [None if d is None else list(d) for d in r.dims], r.bits]
+            for r in recs]  # fmt: skip
+
+
+def records_from_json(data: object) -> list[Record]:
+    """Inverse of :func:`records_to_json`; ``ValueError`` for anything malformed (untrusted input)."""
+    if not isinstance(data, list):
+        raise ValueError("'records' must be a list")
+    out = []
+    for item in data:
+        if not (isinstance(item, list) and len(item) == 5):
+            raise ValueError(f"bad record {item!r}")
+        key, kind, shape, dims, bits = item
+        ok = isinstance(key, str) and kind in ("f32", "planes") and isinstance(shape, list)
+        ok = ok and all(type(s) is int and 0 <= s < 1 << 31 for s in shape) and type(bits) is int
+        ok = ok and isinstance(dims, list) and len(dims) <= len(shape)
+        ok = ok and all(d is None or (isinstance(d, list) and len(d) == 2 and isinstance(d[0], str)
+                                      and type(d[1]) is int and d[1] >= 1) for d in dims)  # fmt: skip
+        ok = ok and (bits == 32 if kind == "f32" else 1 <= bits <= 16)
+        if not ok:
+            raise ValueError(f"bad record {item!r}")
+        out.append(Record(key, kind, tuple(shape), tuple(_ref(d) for d in dims), bits))
+    return out

@@ -10,6 +10,10 @@ model description, its space and metadata; the byte layout follows from it) and 
 that ``spec`` keeps, and builds exactly the module :func:`fn3.export.export` builds for that spec (the
 same code runs on file bytes instead of model parameters). It reports the bytes it read.
 
+A model of your own (:func:`fn3.nest_`-ed from a factory) has its own nested file,
+``fn3.user-nested`` (:mod:`fn3.export.user`): the same tiles and bit-planes, laid out from the layer
+protocol instead of a model description; ``load_nested`` reads only a spec's bytes of it too.
+
 Integrity: the header is CRC-checked and every size is checked against the description; a partial read
 cannot checksum the bytes it skips, so a flipped bit inside the weight data goes unnoticed here (the
 dedicated file of :func:`fn3.export.save` checks every byte).
@@ -260,11 +264,11 @@ def load_nested(path: str | Path, spec: Spec | None = None) -> NestedRead:
     """Read sub-model ``spec`` (``None``: the full model) from a nested file, reading only its bytes."""
     p = Path(path)
     with container.Reader(p / "nested.safetensors" if p.is_dir() else p) as r:
-        if r.metadata.get("format") == USER_NESTED:  # a model of your own: rebuilt, then extracted
+        if r.metadata.get("format") == USER_NESTED:  # a model of your own: rebuilt, then read in parts
             from fn3.export.user import load_user_nested
 
             sub, spec, space = load_user_nested(r, spec)
-            return NestedRead(sub, spec, space, r.size, r.size)  # type: ignore[arg-type]
+            return NestedRead(sub, spec, space, r.bytes_read, r.size)  # type: ignore[arg-type]
         header, space = open_nested(r)
         spec = space.largest() if spec is None else space.validate(spec)
         try:

@@ -20,11 +20,25 @@ and fills it in. So **loading imports the factory's module**: load files whose f
 you would import their package.
 
 Two files: ``fn3.user-exported`` holds one sub-model (:func:`save_user` / :func:`load_user`);
-``fn3.user-nested`` holds the whole nested model, quantized weights as their full codes, and serves
-every spec (:func:`save_user_nested` / :func:`load_user_nested`; it reads the whole file, unlike the
-built-in nested file, which reads only a spec's bytes). :func:`fn3.export.export`,
-:func:`fn3.export.save`, :func:`fn3.export.load`, :func:`fn3.export.save_nested` and
-:func:`fn3.export.load_nested` call these for a model of your own.
+``fn3.user-nested`` holds the whole nested model and serves every spec (:func:`save_user_nested` /
+:func:`load_user_nested`). :func:`fn3.export.export`, :func:`fn3.export.save`, :func:`fn3.export.load`,
+:func:`fn3.export.save_nested` and :func:`fn3.export.load_nested` call these for a model of your own.
+
+The nested file (version 2) is laid out like the built-in nested file (:mod:`fn3.export.nested`): a
+``meta`` tensor (the recipe, the space, and the *records*: key, kind, shape, governing axes and bits
+of every stored tensor) and one ``data`` tensor, every tensor stored once in importance order, cut
+into tiles by the axes of its leading dimensions, quantized weights as their full ``B``-bit codes in
+bit-planes, most significant first, each followed by its per-output-row scale (the step of the full
+weight, as training computes it). The records come from the layer protocol of the nested model
+(:func:`fn3.export.layout.protocol_records`), not from a hand-written description, so loading checks
+them against the model the recipe rebuilds to before reading any data. Then, for a spec, it seeks to
+and reads only the kept tiles and kept bit-planes (:class:`fn3.export.tiles.TileFile`; a dropped
+residual block's tensors are not read at all), places them, and extracts: the sub-model equals
+:func:`export_user` of the model the file was saved from (a quantized weight is built straight from
+its kept codes and scales, since a weight's scale is the step of its *full* row, which a partial read
+does not hold). :func:`fn3.export.load_nested` reports the bytes read. As in the built-in nested file,
+only the header is CRC-checked (a partial read cannot checksum the bytes it skips). A version-1 file
+(recipe and every tensor, read whole) still loads.
 
 Example:
     >>> import os, tempfile, torch, fn3
@@ -54,17 +68,20 @@ from torch import nn
 
 from fn3.errors import ConfigError, FileFormatError, SpecError
 from fn3.export import container
-from fn3.export.pack import pack_codes, packed_size, unpack_codes
+from fn3.export.layout import SCALE, Record, kept_blocks, protocol_records, records_from_json, records_to_json
+from fn3.export.pack import from_planes, pack_codes, packed_size, unpack_codes
 from fn3.export.submodel import extract_submodel
+from fn3.export.tiles import TileFile, kept_index, record_bytes
 from fn3.nest import active
 from fn3.nest import space as model_space
 from fn3.nn.base import NestedModule, set_quant_scheme
-from fn3.nn.functional import SCHEMES, grid_values
-from fn3.nn.protocol import QuantWeight, is_leaf
+from fn3.nn.functional import SCHEMES, grid_values, weight_codes, weight_scale
+from fn3.nn.protocol import QuantWeight, is_gate, is_leaf
 from fn3.spec import Space, Spec
 
 __all__ = [
     "NESTED_FORMAT",
+    "NESTED_VERSION",
     "SUB_FORMAT",
     "UserExport",
     "example_net",
@@ -76,8 +93,13 @@ __all__ = [
     "save_user_nested",
 ]
 
-SUB_FORMAT, NESTED_FORMAT, VERSION = "fn3.user-exported", "fn3.user-nested", "1"
-_TENSORS = {"codes": "U8", "floats": "F32", "meta": "U8"}
+SUB_FORMAT, NESTED_FORMAT = "fn3.user-exported", "fn3.user-nested"
+#: Version of the sub-model file, and of the nested file: version 1 of the nested file stored the
+#: recipe and every tensor (read whole, like the sub-model file); version 2 stores tiles and bit-planes
+#: and is read one spec at a time. Both are read.
+VERSION, NESTED_VERSION, NESTED_READS = "1", "2", ("1", "2")
+_TENSORS = {"codes": "U8", "floats": "F32", "meta": "U8"}  # sub-model file, nested file version 1
+_NESTED_TENSORS = {"meta": "U8", "data": "U8"}  # nested file version 2
 
 
 def is_user_model(model: nn.Module) -> bool:
@@ -128,18 +150,7 @@ def export_user(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | N
     sp = model_space(model)
     spec = sp.largest() if spec is None else sp.validate(spec)
     sub = extract_submodel(model, spec)
-    keys = set(sub.state_dict())
-    quant = {}
-    with active(model, spec):
-        for name, leaf in model.named_modules():
-            q = leaf.fn3_quant_weight() if is_leaf(leaf) and hasattr(leaf, "fn3_quant_weight") else None
-            if q is None:
-                continue
-            # an extracted quantized leaf is Sequential(act quantizer, layer), or the layer alone
-            for key in (f"{name}.1.weight", f"{name}.weight"):
-                if key in keys:  # absent: the leaf sits in a dropped block
-                    quant[key] = q
-                    break
+    quant = {key: q for key, (_, q) in _quantized(model, spec, set(sub.state_dict())).items()}
     info = export_meta(model, spec, meta)
     info.update(space=sp.to_dict(), scheme=_scheme(model))
     if is_user_model(model):  # the recipe a file needs to rebuild it
@@ -147,6 +158,26 @@ def export_user(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | N
     else:
         info.pop("model", None)
     return UserExport(sub, info, quant).eval().requires_grad_(False)
+
+
+def _quantized(model: nn.Module, spec: Spec, keys: set[str]) -> dict[str, tuple[str, QuantWeight]]:
+    """``extracted key -> (nested weight key, coding)`` of every quantized leaf kept by ``spec``.
+
+    ``keys`` are the ``state_dict`` keys of the extracted model: an extracted quantized leaf is
+    ``Sequential(act quantizer, layer)`` or the layer alone, and a leaf in a dropped block is absent.
+    """
+    out = {}
+    with active(model, spec):
+        for name, leaf in model.named_modules():
+            q = leaf.fn3_quant_weight() if is_leaf(leaf) and hasattr(leaf, "fn3_quant_weight") else None
+            if q is None:
+                continue
+            p = f"{name}." if name else ""  # "": the model is one leaf
+            for key in (f"{p}1.weight", f"{p}weight"):
+                if key in keys:
+                    out[key] = (f"{p}weight", q)
+                    break
+    return out
 
 
 # -- tensors <-> file ------------------------------------------------------------------------------
@@ -221,13 +252,16 @@ def _write(path: Path, fmt: str, header: dict, state: Mapping[str, torch.Tensor]
 
 
 def _read_header(r: container.Reader, fmt: str) -> tuple[dict, dict[str, str]]:
+    """The checked header of a sub-model file, or of a nested file of either version."""
     from fn3.export.io import check_entries, check_header, read_checked, read_meta
 
-    crc = check_header(r, fmt, VERSION)
-    check_entries(r, _TENSORS)
+    crc = check_header(r, fmt, NESTED_READS if fmt == NESTED_FORMAT else VERSION)
+    tiled = fmt == NESTED_FORMAT and r.metadata.get("version") != "1"
+    check_entries(r, _NESTED_TENSORS if tiled else _TENSORS)
     header = read_meta(r, read_checked(r, "meta", crc))
-    if not isinstance(header.get("tensors"), list) or not isinstance(header.get("meta"), dict):
-        raise r.fail("bad header: 'tensors' must be a list and 'meta' an object")
+    listed = "records" if tiled else "tensors"
+    if not isinstance(header.get(listed), list) or not isinstance(header.get("meta"), dict):
+        raise r.fail(f"bad header: {listed!r} must be a list and 'meta' an object")
     return header, crc
 
 
@@ -340,12 +374,62 @@ def load_user(r: container.Reader) -> UserExport:
     return shell.eval().requires_grad_(False)
 
 
-def save_user_nested(model: nn.Module, path: str | Path, *, meta: dict | None = None) -> Path:
-    """Write the whole nested model of your own (quantized weights as their full codes) to one file."""
+def _nested_info(model: nn.Module, meta: dict | None) -> dict:
+    """The export metadata of a nested file: the recipe, the space, the scheme, no spec."""
     from fn3.export.slice import export_meta
 
+    sp = model_space(model)
+    info = export_meta(model, sp.largest(), meta)
+    info.pop("spec", None)
+    info.update(model=dict(model.fn3_config), input_shape=list(model.fn3_config["input_shape"]),
+                space=sp.to_dict(), scheme=_scheme(model))  # fmt: skip
+    return info
+
+
+def save_user_nested(model: nn.Module, path: str | Path, *, meta: dict | None = None) -> Path:
+    """Write the whole nested model of your own to one file (version 2: tiles and bit-planes).
+
+    ``path`` is a file or an existing directory (then ``DIR/nested.safetensors``). Every tensor is
+    stored once as the records of :func:`fn3.export.layout.protocol_records` say; a quantized weight as
+    the ``B``-bit codes training rounds it to (``weight_codes`` with the per-row step of the full
+    weight), the step stored beside it.
+    """
     if not is_user_model(model):
         _check_recipe({})
+    path = _file(path, "nested.safetensors")
+    sp = model_space(model)
+    try:
+        recs = protocol_records(model)
+    except ValueError as err:  # a leaf slicing a dimension in a way tiles cannot describe
+        raise ConfigError(f"fn3 cannot lay this model out in a nested file: {err}") from None
+    state = model.state_dict()
+    scales: dict[str, torch.Tensor] = {}
+    chunks = []
+    for rec in recs:
+        if rec.kind == "planes":
+            w = state[rec.key].detach()  # (out, ...)
+            scales[rec.key + SCALE] = weight_scale(w, rec.bits)  # (out,): the full weight's step
+            t = weight_codes(w, scales[rec.key + SCALE], rec.bits).to(torch.int64)
+        elif rec.key in scales:
+            t = scales.pop(rec.key)
+        else:
+            t = state[rec.key]
+            if t.dtype != torch.float32:
+                raise ConfigError(
+                    f"cannot save tensor {rec.key!r} of dtype {t.dtype}: fn3 files hold float32"
+                )
+        chunks.append(record_bytes(rec, t, sp))
+    data = b"".join(chunks)
+    header = {"meta": _nested_info(model, meta), "records": records_to_json(recs)}
+    blob_m = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
+    tensors = [("meta", "U8", [len(blob_m)], blob_m), ("data", "U8", [len(data)], data)]
+    crc = json.dumps({"meta": f"{zlib.crc32(blob_m):08x}"})  # the data is read in parts: not summed
+    container.write(path, tensors, {"format": NESTED_FORMAT, "version": NESTED_VERSION, "crc32": crc})
+    return path
+
+
+def _save_user_nested_v1(model: nn.Module, path: str | Path, *, meta: dict | None = None) -> Path:
+    """The version-1 writer (recipe + every tensor, read whole), kept to test that such files load."""
     path = _file(path, "nested.safetensors")
     sp = model_space(model)
     quant = {}
@@ -357,30 +441,97 @@ def save_user_nested(model: nn.Module, path: str | Path, *, meta: dict | None = 
     state = model.state_dict()
     for key, q in quant.items():  # the full codes: every sub-model's weight is read from them
         state[key] = _weight_of(_codes_raw(state[key], q), q)
-    info = export_meta(model, sp.largest(), meta)
-    info.pop("spec", None)
-    info.update(model=dict(model.fn3_config), input_shape=list(model.fn3_config["input_shape"]),
-                space=sp.to_dict(), scheme=_scheme(model))  # fmt: skip
-    return _write(path, NESTED_FORMAT, {"meta": info}, state, quant)
+    return _write(path, NESTED_FORMAT, {"meta": _nested_info(model, meta)}, state, quant)
 
 
 def _codes_raw(w: torch.Tensor, q: QuantWeight) -> torch.Tensor:
     """The ``B``-bit codes of a full float weight (what training rounds it to)."""
-    from fn3.nn.functional import weight_codes
-
     return weight_codes(w, q.scale, q.total_bits).to(torch.int64)
 
 
 def load_user_nested(r: container.Reader, spec: Spec | None) -> tuple[UserExport, Spec, Space]:
-    """Sub-model ``spec`` (``None``: the full model) of an open ``fn3.user-nested`` file."""
+    """Sub-model ``spec`` (``None``: the full model) of an open ``fn3.user-nested`` file.
+
+    A version-2 file is read in parts (``r.bytes_read`` counts them); a version-1 file whole.
+    """
     header, crc = _read_header(r, NESTED_FORMAT)
     meta = header["meta"]
     model, sp = _rebuild(r, meta)
     spec = sp.largest() if spec is None else sp.validate(spec)
-    model.load_state_dict(_fill(r, header, crc, model.state_dict())[0], strict=False)
-    out = export_user(model, spec)
+    if r.metadata.get("version") == "1":
+        model.load_state_dict(_fill(r, header, crc, model.state_dict())[0], strict=False)
+        out = export_user(model, spec)
+    else:
+        out = _read_spec(r, header, model, sp, spec)
     out.meta = {**meta, "spec": spec.to_dict()}
     return out, spec, sp
+
+
+def _check_records(r: container.Reader, header: dict, model: nn.Module) -> list[Record]:
+    """The file's records, once they equal those of the model its recipe rebuilds to."""
+    try:
+        recs = records_from_json(header["records"])
+    except ValueError as err:
+        raise r.fail(f"bad header: {err}") from None
+    want = protocol_records(model)
+    if recs != want:
+        got_keys, want_keys = [x.key for x in recs], [x.key for x in want]
+        if got_keys != want_keys:
+            diff = f"{len(recs)} tensors stored, {len(want)} expected"
+            bad = next((a for a, b in zip(got_keys, want_keys, strict=False) if a != b), None)
+            diff += f"; first differing key {bad!r}" if bad is not None else ""
+        else:
+            a, b = next((a, b) for a, b in zip(recs, want, strict=True) if a != b)
+            diff = f"tensor {a.key!r} is stored as {a.kind} {list(a.shape)} cut by {list(a.dims)}, " \
+                   f"the model has {b.kind} {list(b.shape)} cut by {list(b.dims)}"  # fmt: skip
+        raise r.fail(f"its tensors do not match the structure its model rebuilds to ({diff})")
+    return recs
+
+
+@torch.no_grad()
+def _read_spec(r: container.Reader, header: dict, model: nn.Module, sp: Space, spec: Spec) -> UserExport:
+    """Read only the bytes of sub-model ``spec`` of a version-2 file into ``model``, then extract it."""
+    recs = _check_records(r, header, model)
+    tiles = TileFile(r, recs, r.entries["data"].start, r.entries["data"].end, sp)
+    with active(model, spec):  # what the spec keeps: its blocks, and each quantized leaf's planes
+        dropped = {id(m) for g in model.modules() if is_gate(g) for m in g.fn3_skipped()}
+        coding = {f"{n}.weight" if n else "weight": m.fn3_quant_weight() for n, m in model.named_modules()
+                  if is_leaf(m) and hasattr(m, "fn3_quant_weight")}  # fmt: skip
+    skip = tuple(f"{n}." for n, m in model.named_modules() if id(m) in dropped)
+    wants = {}
+    for rec in recs:
+        if rec.key.startswith(skip):
+            continue  # a tensor of a dropped residual block: its sub-model does not hold it
+        planes = coding[rec.key].planes if rec.kind == "planes" else None  # type: ignore[union-attr]
+        wants[rec.key] = (kept_blocks(rec, spec), planes)
+    got = tiles.read(wants)
+    # Place every kept part into a zero tensor of the full shape (unread tiles stay 0: an extracted
+    # float tensor is a slice, so they never reach it), and keep the quantized weights' codes and steps.
+    state, codes, steps, keys = {}, {}, {}, set(model.state_dict())
+    for rec in recs:
+        if rec.key not in got:
+            continue
+        kept = got[rec.key]
+        if rec.kind == "planes":
+            codes[rec.key] = from_planes(kept, coding[rec.key].planes)  # type: ignore[union-attr]
+        elif rec.key.endswith(SCALE) and rec.key[: -len(SCALE)] in codes:
+            steps[rec.key[: -len(SCALE)]] = torch.from_numpy(kept)  # (out_kept,)
+        if rec.key not in keys:
+            continue  # a step is not a tensor of the model
+        full = np.zeros(rec.shape, dtype=np.float32)
+        if rec.kind == "f32":
+            full[np.ix_(*kept_index(rec, wants[rec.key][0], sp))] = kept
+        state[rec.key] = torch.from_numpy(full)
+    model.load_state_dict(state, strict=False)
+    out = export_user(model, spec)
+    # A quantized weight's extracted value is grid(code) * step, its step that of its FULL row, which
+    # extract would compute from the zero-filled row: build it from the kept codes and stored steps.
+    params = out.module.state_dict()
+    for key, (weight, q) in _quantized(model, spec, set(params)).items():
+        coded = QuantWeight(steps[weight], q.total_bits, q.planes, q.scheme)
+        params[key].copy_(_weight_of(codes[weight], coded).reshape(params[key].shape))
+        out.quant[key] = coded
+    return out
 
 
 def user_header(r: container.Reader) -> tuple[dict, Space]:
