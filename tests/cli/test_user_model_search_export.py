@@ -88,5 +88,20 @@ def test_train_search_export_a_model_of_your_own(user_package, tmp_path, capsys)
     assert onnx_out.shape == tuple(ref.shape)
     gap = (torch.from_numpy(onnx_out) - ref).abs().max().item()
     assert gap <= 1e-3 * ref.abs().max().item()
+    # --activations float: the c-bit weights stay in the file, loading gives the model without its
+    # activation quantizers (in the user's own classes), and both accuracies are recorded
+    assert main(["export", str(run), "--budget", f"flops={middle:.0f}", "--no-recalibrate",
+                 "--activations", "float", "--format", "onnx", "--out", str(tmp_path / "f")]) == 0
+    assert "activation quantizers dropped at deployment" in capsys.readouterr().out
+    stored, deployed = load(tmp_path / "f", as_stored=True), load(tmp_path / "f")
+    drop = stored.meta["activation_drop"]
+    assert drop["quantized"] == fn3.export.evaluate_exported(exported)
+    assert drop["float"] == fn3.export.evaluate_exported(deployed)
+    assert any(isinstance(m, fn3.export.ActQuant) for m in stored.modules())
+    assert not any(isinstance(m, fn3.export.ActQuant) for m in deployed.modules())
+    assert type(deployed.module).__name__ == "Net"
+    sess = ort.InferenceSession(str(tmp_path / "f" / "model.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_f,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    assert abs(onnx_f - deployed(x).numpy()).max() <= 1e-4 * (1 + abs(onnx_f).max())
     assert main(["info", str(nested_file)]) == 0 and "model e2enet:make" in capsys.readouterr().out
     assert main(["eval", str(exp)]) == 0 and "%" in capsys.readouterr().out

@@ -154,11 +154,6 @@ def drop_activation_quantizers(exported: nn.Module, test: Any) -> nn.Module:
     "float"`` (saving keeps the c-bit weight codes; :func:`fn3.export.load` then returns
     :func:`fn3.export.float_twin` of the model), and the accuracy of the model with and without them
     on ``test`` (an ``ImageDataset``) in ``meta["activation_drop"]``. Returns ``exported``."""
-    from fn3.export.user import UserExport
-
-    if isinstance(exported, UserExport):
-        raise ConfigError("--activations float is available for fn3's own models; a model of your own "
-                          "keeps its quantizers (export with --activations quantized)")
     twin = float_twin(exported)
     drop = {"split": "test", "images": len(test), "quantized": evaluate_exported(exported, test),
             "float": evaluate_exported(twin, test)}
