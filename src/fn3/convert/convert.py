@@ -48,7 +48,7 @@ from fn3.convert.rules import conversion_for
 from fn3.convert.rules import role as registered_role
 from fn3.convert.trace import trace_regions
 from fn3.errors import ConfigError, NestingError
-from fn3.nn.base import NestedModule, eval_mode
+from fn3.nn.base import NestedActQuant, NestedModule, eval_mode
 from fn3.nn.conv import NestedConv2d
 from fn3.nn.linear import NestedLinear
 from fn3.nn.norm import NestedBatchNorm2d, NestedLayerNorm
@@ -107,7 +107,10 @@ def _nested(name: str, mod: nn.Module, roles: Roles, bits: dict | None) -> nn.Mo
 
     rule = conversion_for(mod)
     if rule is not None:  # a registered type builds its own twin (fn3.convert.rules)
-        new: nn.Module = rule.nested(mod, roles)
+        new: nn.Module = rule.nested(mod, roles, bits or {}) if rule.quantized else rule.nested(mod, roles)
+        if bits and not isinstance(getattr(new, "act_quant", None), NestedActQuant):
+            raise NestingError(f"{name}: the nested twin of {type(mod).__name__} (a quantized conversion) "
+                               "has no act_quant; give it the bits arguments (fn3.convert.rules.Conversion)")
     elif isinstance(mod, nn.Conv2d):
         k, s, p, d = (_square(v) for v in (mod.kernel_size, mod.stride, mod.padding, mod.dilation))
         new = NestedConv2d(
@@ -134,6 +137,12 @@ def _nested(name: str, mod: nn.Module, roles: Roles, bits: dict | None) -> nn.Mo
     if ref is not None:
         new.to(device=ref.device, dtype=ref.dtype)
     return new.train(mod.training)
+
+
+def _quantized_rule(mod: nn.Module) -> bool:
+    """A module of a registered type whose conversion asks for bits axes (``Conversion.quantized``)."""
+    rule = conversion_for(mod)
+    return rule is not None and rule.quantized
 
 
 def _square(v: Any) -> Any:
@@ -225,8 +234,8 @@ def nest_(
         raise NestingError(f"{len(problems)} part(s) cannot be nested ({'; '.join(problems)}):\n{table}")
     orders = reorder_(plans, modules) if reorder else {}
     targets = [n for n in groups.called if n not in groups.unconvertible]
-    seen = _calibrate(model, [n for n in targets if groups.called[n] in ("Conv2d", "Linear")], inputs) \
-        if "bits" in lv else {}
+    weighted = [n for n in targets if groups.called[n] in ("Conv2d", "Linear") or _quantized_rule(modules[n])]
+    seen = _calibrate(model, weighted, inputs) if "bits" in lv else {}
     roles = _roles(plans)
     total = sum(p.numel() for p in model.parameters())
     nested = 0

@@ -47,7 +47,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,12 +81,22 @@ class Role:
 
 @dataclass(frozen=True)
 class Conversion:
-    """How :func:`fn3.nest_` converts one plain module type (see the module docstring)."""
+    """How :func:`fn3.nest_` converts one plain module type (see the module docstring).
+
+    ``quantized=True``: the type multiplies its input by a weight, as a convolution or a dense layer
+    does, so it gets weight- and activation-bits axes when ``"bits"`` is asked for. ``nested`` is then
+    called with a third argument: ``{}`` without bits, else the keyword arguments fn3's own nested
+    layers take (``wbits`` and ``abits``, two :class:`~fn3.nn.slot.AxisSlot` s, ``total_bits`` and
+    ``signed_input``: pass them to :class:`~fn3.nn.NestedLinear` or :class:`~fn3.nn.NestedConv2d`, or
+    use them in your own leaf). The twin holds its activation quantizer as ``act_quant`` (a
+    :class:`~fn3.nn.NestedActQuant`): ``nest_`` sets its clipping level from the example inputs.
+    """
 
     plain: type[nn.Module]
     analyse: Callable[..., Any]
-    nested: Callable[[nn.Module, Mapping[str, tuple[Any, int]]], nn.Module]
+    nested: Callable[..., nn.Module]
     roles: tuple[Role, ...] = ()
+    quantized: bool = False
 
 
 _BY_TYPE: dict[type, Conversion] = {}
