@@ -27,10 +27,11 @@ from fn3.convert.convert import nest_
 from fn3.convert.factory import build_factory, split_reference
 from fn3.convert.report import NestingReport
 from fn3.errors import ConfigError, FileFormatError
+from fn3.models.info import USER_FORMAT
 
 __all__ = ["UserModel", "build_user_model", "is_factory", "load_init"]
 
-FORMAT = "fn3.user-model"
+FORMAT = USER_FORMAT  # fn3.models.info reads it too
 VERSION = 1
 
 

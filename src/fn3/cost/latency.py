@@ -53,6 +53,7 @@ from fn3.cost._timing import (
 from fn3.cost.plan import CostPlan, Sizes, cost_plan
 from fn3.cost.units import Unit, latency_units
 from fn3.errors import ConfigError, FileFormatError
+from fn3.models.info import model_info
 from fn3.nest import space as model_space
 from fn3.spec import Spec
 
@@ -329,10 +330,10 @@ def measure_latency_table(model: nn.Module, input_shape: Sequence[int] | None = 
     measured_refs = tuple({"spec": s.to_dict(), **st}
                           for s, st in zip(refs, stats[len(names):], strict=True))
     overhead = entries.pop(EMPTY)["median_us"]
-    cfg = getattr(model, "fn3_config", {})
+    info = model_info(model)
     measurement = {"repeats": repeats, "seed": seed, "statistic": "median of interleaved rounds",
                    "clock": clock,
-                   "model": cfg.get("name", type(model).__name__) if isinstance(cfg, dict) else None,
+                   "model": type(model).__name__ if info is None else info.name,
                    "input_shape": list(plan.input_shape),
                    "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     if backend == "onnxruntime":

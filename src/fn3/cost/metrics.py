@@ -55,6 +55,7 @@ from torch import nn
 from fn3._cache import model_cache
 from fn3.cost.plan import CostPlan, Dim, Sizes, cost_plan
 from fn3.errors import ConfigError
+from fn3.models.info import model_info
 from fn3.spec import Spec
 
 __all__ = ["Metric", "cost", "costs", "get_metric", "list_metrics", "register_metric"]
@@ -147,10 +148,8 @@ def _plan(model: nn.Module, input_shape: Sequence[int] | None) -> CostPlan:
 
 
 def model_default_key(model: nn.Module) -> tuple[int, ...] | None:
-    cfg = getattr(model, "fn3_config", None)
-    if isinstance(cfg, dict) and "input_size" in cfg and "in_channels" in cfg:
-        return (cfg["in_channels"], *cfg["input_size"])
-    return None
+    info = model_info(model)
+    return None if info is None else info.input_shape
 
 
 def cost(model: nn.Module, spec: Spec, metric: str | Metric = "flops", *,

@@ -34,6 +34,7 @@ from torch import nn
 
 from fn3._cache import model_cache
 from fn3.errors import ConfigError, SpecError
+from fn3.models.info import model_info
 from fn3.nest import space as model_space
 from fn3.spec import Axis, Space, Spec
 
@@ -292,19 +293,16 @@ def _check_against_leaves(model: nn.Module, plan: CostPlan) -> None:
 def resolve_input_shape(
     model: nn.Module, input_shape: Sequence[int] | None, *, any_rank: bool = False
 ) -> tuple[int, ...]:
-    """``(C, H, W)`` from the argument, else from the model's ``fn3_config``; a ConfigError if neither.
+    """``(C, H, W)`` from the argument, else the one the model's recipe records
+    (:func:`fn3.models.info.model_info`); a ConfigError if neither.
 
     ``any_rank=True`` accepts one sample of any shape (``(features,)`` for a model of your own).
     """
     if input_shape is None:
-        cfg = getattr(model, "fn3_config", None)
-        if isinstance(cfg, dict) and cfg.get("input_shape"):  # a model of your own records it
-            input_shape = cfg["input_shape"]
-        elif not isinstance(cfg, dict) or "in_channels" not in cfg or "input_size" not in cfg:
+        info = model_info(model)
+        if info is None or info.input_shape is None:
             raise ConfigError("give input_shape=(C, H, W): this model does not record its input size")
-        else:
-            h, w = cfg["input_size"]
-            input_shape = (cfg["in_channels"], h, w)
+        input_shape = info.input_shape
     shape = tuple(int(v) for v in input_shape)
     if (len(shape) != 3 and not (any_rank and shape)) or min(shape, default=0) < 1:
         want = "one sample's shape" if any_rank else "(C, H, W)"

@@ -45,6 +45,7 @@ from fn3.errors import ConfigError, FileFormatError
 from fn3.export.arch import describe
 from fn3.export.pack import keep_planes
 from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinear, Residual
+from fn3.models.info import model_info
 from fn3.nest import active, space
 from fn3.nn.functional import weight_codes, weight_scale
 from fn3.nn.slot import AxisSlot, Selection
@@ -248,12 +249,11 @@ def _build(node: Mapping, src: TensorSource, sel: _Selector) -> nn.Module:
 def export_meta(model: nn.Module, spec: Spec, extra: Mapping | None = None) -> dict:
     """The JSON-ready ``meta`` of an export: spec, source model config, input shape, extras."""
     meta: dict = {"spec": spec.to_dict()}
-    config = getattr(model, "fn3_config", None)
-    if isinstance(config, Mapping):
-        meta["model"] = dict(config)
-        size = config.get("input_size")
-        if config.get("in_channels") and isinstance(size, (list, tuple)) and len(size) == 2:
-            meta["input_shape"] = [int(config["in_channels"]), int(size[0]), int(size[1])]
+    info = model_info(model)
+    if info is not None:
+        meta["model"] = dict(info.config)
+        if info.input_shape is not None and len(info.input_shape) == 3:
+            meta["input_shape"] = list(info.input_shape)
     meta.update(extra or {})
     return meta
 

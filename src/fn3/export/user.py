@@ -72,6 +72,7 @@ from fn3.export.layout import SCALE, Record, kept_blocks, protocol_records, reco
 from fn3.export.pack import from_planes, pack_codes, packed_size, unpack_codes
 from fn3.export.submodel import extract_submodel
 from fn3.export.tiles import TileFile, kept_index, record_bytes
+from fn3.models.info import model_info
 from fn3.nest import active
 from fn3.nest import space as model_space
 from fn3.nn.base import NestedModule, set_quant_scheme
@@ -103,11 +104,9 @@ _NESTED_TENSORS = {"meta": "U8", "data": "U8"}  # nested file version 2
 
 
 def is_user_model(model: nn.Module) -> bool:
-    """True for a nested model built from a factory (its ``fn3_config`` is a user-model description)."""
-    from fn3.convert.user import FORMAT
-
-    cfg = getattr(model, "fn3_config", None)
-    return isinstance(cfg, Mapping) and cfg.get("format") == FORMAT
+    """True for a nested model built from a factory (:func:`fn3.models.info.model_info`)."""
+    info = model_info(model)
+    return info is not None and info.is_user_model
 
 
 def example_net(width: int = 8) -> nn.Module:
@@ -154,7 +153,8 @@ def export_user(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | N
     info = export_meta(model, spec, meta)
     info.update(space=sp.to_dict(), scheme=_scheme(model))
     if is_user_model(model):  # the recipe a file needs to rebuild it
-        info.update(model=dict(model.fn3_config), input_shape=list(model.fn3_config["input_shape"]))
+        recipe = model_info(model)
+        info.update(model=dict(recipe.config), input_shape=list(recipe.input_shape))
     else:
         info.pop("model", None)
     return UserExport(sub, info, quant).eval().requires_grad_(False)
@@ -381,7 +381,8 @@ def _nested_info(model: nn.Module, meta: dict | None) -> dict:
     sp = model_space(model)
     info = export_meta(model, sp.largest(), meta)
     info.pop("spec", None)
-    info.update(model=dict(model.fn3_config), input_shape=list(model.fn3_config["input_shape"]),
+    recipe = model_info(model)
+    info.update(model=dict(recipe.config), input_shape=list(recipe.input_shape),
                 space=sp.to_dict(), scheme=_scheme(model))  # fmt: skip
     return info
 
