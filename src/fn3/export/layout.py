@@ -45,9 +45,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import product
+from itertools import accumulate, product
 
 from torch import nn
 
@@ -57,6 +57,7 @@ __all__ = [
     "SCALE",
     "Record",
     "kept_blocks",
+    "kept_runs",
     "protocol_records",
     "records",
     "records_from_json",
@@ -251,6 +252,32 @@ def protocol_records(model: nn.Module) -> list[Record]:
         else:
             out.append(Record(key, "f32", shape, dims))
     return out
+
+
+def kept_runs(
+    rec: Record, kept: Sequence[Sequence[int]], space: Space
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """Where the kept tiles of ``rec`` lie in one of its streams (a float record, or one plane).
+
+    Returns ``(offsets, runs)``: ``offsets[t]`` is the number of values stored before tile ``t``
+    (``len(tiles) + 1`` entries, so the last is the record's size), and ``runs`` the ``(first, end)``
+    tile indices of every run of consecutive tiles whose blocks are all in ``kept`` (the blocks kept
+    along each governed dimension): each run is one contiguous read.
+    """
+    tiles = rec.tiles(space)
+    offsets = [0, *accumulate(rec.tile_numel(space))]
+    want = [all(t[d] in kept[d] for d in range(len(t))) for t in tiles]
+    runs, i = [], 0
+    while i < len(tiles):
+        if not want[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(tiles) and want[j]:
+            j += 1
+        runs.append((i, j))
+        i = j
+    return offsets, runs
 
 
 def kept_blocks(rec: Record, spec: Spec) -> list[list[int]]:

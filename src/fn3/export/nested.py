@@ -48,7 +48,7 @@ from fn3.errors import ConfigError, FileFormatError, SpecError
 from fn3.export import container
 from fn3.export.arch import describe
 from fn3.export.io import check_header, read_checked, read_meta
-from fn3.export.layout import Record, records
+from fn3.export.layout import Record, kept_runs, records
 from fn3.export.pack import from_planes, to_planes, unpack_bits
 from fn3.export.qmodules import ExportedModel
 from fn3.export.slice import Sels, build, export_meta
@@ -151,17 +151,12 @@ class _NestedSource:
 
     def _read(self, rec: Record, base: int, bits: int) -> dict[tuple[int, ...], np.ndarray]:
         """The kept tiles of one stream (a float record or one plane), as flat numpy arrays."""
-        tiles, sizes, kept = rec.tiles(self.space), rec.tile_numel(self.space), self._kept(rec)
-        want = [all(t[d] in kept[d] for d in range(len(t))) for t in tiles]
-        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64) * bits  # bit offsets
-        out, i = {}, 0
-        while i < len(tiles):  # one read per run of consecutive kept tiles
-            if not want[i]:
-                i += 1
-                continue
-            j = i
-            while j + 1 < len(tiles) and want[j + 1]:
-                j += 1
+        tiles = rec.tiles(self.space)
+        offsets, runs = kept_runs(rec, self._kept(rec), self.space)
+        starts = np.asarray(offsets, dtype=np.int64) * bits  # bit offsets
+        out = {}
+        for i, end in runs:  # one read per run of consecutive kept tiles
+            j = end - 1
             b0, b1 = int(starts[i]), int(starts[j + 1])
             raw = self.r.read_range(base + b0 // 8, (b1 + 7) // 8 - b0 // 8)
             if bits == 32:
@@ -172,7 +167,6 @@ class _NestedSource:
                 cuts = starts[i : j + 2] - b0
             for k in range(i, j + 1):
                 out[tiles[k]] = vals[cuts[k - i] : cuts[k - i + 1]]
-            i = j + 1
         return out
 
     def _assemble(

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from fn3.export import container
-from fn3.export.layout import Record
+from fn3.export.layout import Record, kept_runs
 from fn3.export.pack import to_planes, unpack_bits
 from fn3.spec import Space
 
@@ -116,22 +116,12 @@ class TileFile:
         layout = {}
         for key, (kept, planes) in wants.items():
             rec, _ = self.records[key]
-            tiles, sizes = rec.tiles(self.space), rec.tile_numel(self.space)
-            want = [all(t[d] in kept[d] for d in range(len(t))) for t in tiles]
+            offsets, runs = kept_runs(rec, kept, self.space)
             streams = self._streams(key, planes)
-            layout[key] = (tiles, streams)
+            layout[key] = (offsets, streams)  # values before each tile; where each stream starts
             for s, (base, width) in enumerate(streams):
-                starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64) * width + base * 8
-                i = 0
-                while i < len(tiles):
-                    if not want[i]:
-                        i += 1
-                        continue
-                    j = i
-                    while j + 1 < len(tiles) and want[j + 1]:
-                        j += 1
-                    pieces.append((key, s, i, j + 1, int(starts[i]), int(starts[j + 1])))
-                    i = j + 1
+                starts = np.asarray(offsets, dtype=np.int64) * width + base * 8
+                pieces += [(key, s, i, j, int(starts[i]), int(starts[j])) for i, j in runs]
         # 2. Their byte ranges, merged when they touch or overlap, each read once.
         spans = sorted((b0 // 8, (b1 + 7) // 8) for *_, b0, b1 in pieces)
         merged: list[list[int]] = []
@@ -145,14 +135,14 @@ class TileFile:
         # 3. Cut the pieces out of the buffers: tile values per (key, stream).
         got: dict[tuple[str, int], dict[int, np.ndarray]] = {}
         for key, s, i, j, b0, b1 in pieces:
-            rec, _ = self.records[key]
             m = bisect.bisect_right(firsts, b0 // 8) - 1
             buf = memoryview(data[m])[b0 // 8 - firsts[m] : (b1 + 7) // 8 - firsts[m]]
             if layout[key][1][s][1] == 32:
                 vals = np.frombuffer(buf, dtype="<f4").astype(np.float32)
             else:
                 vals = unpack_bits(np.frombuffer(buf, dtype=np.uint8), b1 - b0, b0 % 8)
-            cuts = np.concatenate([[0], np.cumsum(rec.tile_numel(self.space)[i:j])])
+            offsets = layout[key][0]
+            cuts = np.asarray(offsets[i : j + 1]) - offsets[i]  # value offsets of tiles i..j-1
             part = got.setdefault((key, s), {})
             for k in range(i, j):
                 part[k] = vals[cuts[k - i] : cuts[k - i + 1]]
