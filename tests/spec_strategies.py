@@ -21,12 +21,13 @@ Example:
 
 from __future__ import annotations
 
+import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from fn3.spec import Space, Spec
 
-__all__ = ["SPECS", "specs"]
+__all__ = ["SPECS", "seeded_specs", "specs"]
 
 SPECS = settings(
     max_examples=12,
@@ -52,3 +53,21 @@ def specs(draw: st.DrawFn, space: Space, *, prefix_only: bool = False) -> Spec:
             extra = list(range(ax.min_blocks, ax.num_blocks - removed))
         keep[ax.name] = list(range(ax.min_blocks)) + extra
     return space.validate(Spec(keep))
+
+
+def seeded_specs(space: Space, n: int, seed: int, *, prefix_first: bool = True) -> list[Spec]:
+    """``n`` seeded specs, without Hypothesis (for tests that pin values per spec): they alternate
+    a random prefix spec (``space.sample``) and an arbitrary kept set per axis holding its mandatory
+    blocks, starting with a prefix spec when ``prefix_first``. The same list on every run."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        if (i % 2 == 0) == prefix_first:
+            out.append(space.sample(gen))
+            continue
+        keep = {}
+        for ax in space:
+            rest = torch.rand(ax.num_blocks, generator=gen) < 0.5
+            keep[ax.name] = [b for b in range(ax.num_blocks) if b < ax.min_blocks or bool(rest[b])]
+        out.append(space.validate(Spec(keep)))
+    return out

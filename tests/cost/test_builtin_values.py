@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from spec_strategies import seeded_specs
 
 import fn3
 from fn3.cost import costs
@@ -41,19 +42,8 @@ def _model(case: str) -> torch.nn.Module:
 
 
 def _specs(space: fn3.Space, n: int = 8, seed: int = 0) -> list[fn3.Spec]:
-    """Largest, smallest, then random kept sets (most not prefixes) and random prefixes."""
-    gen = torch.Generator().manual_seed(seed)
-    out = [space.largest(), space.smallest()]
-    for i in range(n):
-        if i % 2:
-            out.append(space.sample(gen))
-            continue
-        blocks = {}
-        for ax in space:
-            rest = torch.rand(ax.num_blocks, generator=gen) < 0.5
-            blocks[ax.name] = [b for b in range(ax.num_blocks) if b < ax.min_blocks or bool(rest[b])]
-        out.append(space.validate(fn3.Spec(blocks)))
-    return out
+    """Largest, smallest, then arbitrary kept sets (most not prefixes) alternating with random prefixes."""
+    return [space.largest(), space.smallest(), *seeded_specs(space, n, seed, prefix_first=False)]
 
 
 def values(case: str) -> list[dict]:

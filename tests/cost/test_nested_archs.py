@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from spec_strategies import seeded_specs
 from torch.utils.flop_counter import FlopCounterMode
 
 import fn3
@@ -53,22 +54,6 @@ def _get(nested: dict, name: str, bits: bool) -> tuple[torch.nn.Module, torch.Te
     return nested[name, bits]
 
 
-def _random_specs(space: fn3.Space, n: int, seed: int) -> list[fn3.Spec]:
-    """``n`` seeded kept sets: half random prefixes, half arbitrary sets holding the mandatory blocks."""
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(n):
-        if i % 2 == 0:
-            out.append(space.sample(gen))
-            continue
-        keep = {}
-        for ax in space:
-            rest = torch.rand(ax.num_blocks, generator=gen) < 0.5
-            keep[ax.name] = [b for b in range(ax.num_blocks) if b < ax.min_blocks or bool(rest[b])]
-        out.append(space.validate(fn3.Spec(keep)))
-    return out
-
-
 def _counted_flops(module: torch.nn.Module, x: torch.Tensor) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         module(x)
@@ -83,7 +68,7 @@ def test_traced_plan_prices_as_the_leaves_and_the_flop_counter(nested: dict, nam
     plan = cost_plan(model, shape)
     assert type(plan) is CostPlan, plan.notes
     space = fn3.space(model)
-    for spec in [space.largest(), space.smallest(), *_random_specs(space, 6, seed=len(name))]:
+    for spec in [space.largest(), space.smallest(), *seeded_specs(space, 6, seed=len(name))]:
         got = costs(model, spec, [*LEAF_METRICS, "memory"], input_shape=shape)
         want = leaf_costs(model, spec, x)
         assert {k: got[k] for k in LEAF_METRICS} == want, spec
@@ -102,7 +87,7 @@ def test_memory_never_grows_when_channels_shrink(nested: dict, name: str) -> Non
            for f in fractions]
     assert mem == sorted(mem, reverse=True) and mem[0] > mem[-1] > 0
     # Shrinking one axis of random kept sets never costs more memory either.
-    for spec in _random_specs(space, 6, seed=1):
+    for spec in seeded_specs(space, 6, seed=1):
         keep = dict(spec.keep)
         for ax in space:
             if ax.kind in kinds and len(keep[ax.name]) > ax.min_blocks:
