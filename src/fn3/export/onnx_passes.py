@@ -245,6 +245,7 @@ def tidy(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     graph = model.graph
     inits = {t.name for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
     rename: dict[str, str] = {}
     keep = []
     for node in graph.node:
@@ -255,14 +256,13 @@ def tidy(model: onnx.ModelProto) -> onnx.ModelProto:
             t.name = node.output[0]
             graph.initializer.append(t)
             inits.add(t.name)
-        elif node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in _outputs(graph):
+        elif node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in outputs:
             rename[node.output[0]] = node.input[0]
         else:
             keep.append(node)
     del graph.node[:]
     graph.node.extend(keep)
     g = _Graph(graph)
-    drop = set()
     for node in graph.node:
         if node.op_type != "Relu" or node.output[0] in g.outputs:
             continue
@@ -272,17 +272,9 @@ def tidy(model: onnx.ModelProto) -> onnx.ModelProto:
         q = users[0]
         zero = g.const(q.input[2])
         if g.dtype(q.input[2]) == onnx.TensorProto.UINT8 and zero is not None and not np.any(zero != 0):
-            q.input[0] = node.input[0]
-            drop.add(id(node))
-    kept = [n for n in graph.node if id(n) not in drop]
-    del graph.node[:]
-    graph.node.extend(kept)
+            q.input[0] = node.input[0]  # the ReLU now feeds nothing: _prune drops it
     _prune(model)
     return model
-
-
-def _outputs(graph: onnx.GraphProto) -> set[str]:
-    return {o.name for o in graph.output}
 
 
 def _prune(model: onnx.ModelProto) -> None:
