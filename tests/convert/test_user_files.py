@@ -12,7 +12,7 @@ from fn3.convert.user import UserModel, build_user_model
 from fn3.errors import FileFormatError
 from fn3.export import container, export, ideal_size, load, save, save_nested
 from fn3.export.pack import packed_size
-from fn3.export.user import UserExport
+from fn3.export.user import Exported
 
 NAMES = tuple(ARCHS)  # every architecture pattern of the conversion tests
 
@@ -48,7 +48,7 @@ def test_exported_files_equal_the_nested_model(built, name, tmp_path):
         with torch.no_grad(), fn3.active(model, spec):
             ref = model(x)
         small = export(model, spec)
-        assert isinstance(small, UserExport) and len(fn3.space(small)) == 0
+        assert isinstance(small, Exported) and len(fn3.space(small)) == 0
         assert (small(x) - ref).abs().max().item() <= 1e-5
         path = save(small, tmp_path / f"{i}.safetensors")
         back = load(path)

@@ -1,4 +1,9 @@
-"""The exported model's fast PyTorch forward: weights dequantized once, quantizers in fewer passes."""
+"""The exported model's fast PyTorch forward: weights dequantized once, quantizers in fewer passes.
+
+An export holds plain float layers (each quantized weight dequantized once, at export or load); the
+module-tree vocabulary of format-1/2 files (:class:`~fn3.export.ExportedModel`, what such a file
+loads into) keeps codes and dequantizes them once, on the first forward.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,25 @@ from export_helpers import INPUT, make_model
 
 import fn3
 from fn3.export import ActQuant, QuantConv2d, export
+from fn3.export.slice import export_tree
 from fn3.nn.functional import act_values, clip_act
+
+
+def test_an_export_holds_its_quantized_weights_as_plain_float_layers():
+    model = make_model("resnet20")
+    q = export(model, fn3.space(model).uniform({"bits": 4}))
+    params = q.module.state_dict()
+    assert q.quant and not any(isinstance(m, QuantConv2d) for m in q.modules())
+    for key, coding in q.quant.items():
+        layer = q.module.get_submodule(key.rsplit(".", 1)[0])
+        assert type(layer) in (torch.nn.Conv2d, torch.nn.Linear) and params[key].dtype == torch.float32
+        levels = torch.unique(params[key] / coding.scale.reshape(-1, *([1] * (params[key].dim() - 1))))
+        assert len(levels) <= 2 ** len(coding.planes) * params[key].shape[0]  # on the 4-bit grid
 
 
 def test_weights_are_dequantized_once_and_again_after_a_change(monkeypatch):
     model = make_model("resnet20")
-    q = export(model, fn3.space(model).uniform({"bits": 4}))
+    q = export_tree(model, fn3.space(model).uniform({"bits": 4}))
     conv = next(m for m in q.modules() if isinstance(m, QuantConv2d))
     calls = []
     original = QuantConv2d.grid_codes
@@ -53,7 +71,7 @@ def test_quantizer_follows_a_changed_alpha():
 def test_no_relu_right_before_an_unsigned_quantizer():
     model = make_model("resnet20")
     spec = fn3.space(model).uniform({"bits": 2, "channels": 0.5})
-    q = export(model, spec)
+    q = export_tree(model, spec)
 
     def first(m: torch.nn.Module) -> torch.nn.Module:
         while isinstance(m, torch.nn.Sequential):

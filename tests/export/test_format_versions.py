@@ -1,4 +1,5 @@
-"""File format 2 (quantization schemes) and files of format 1, written before schemes existed."""
+"""File format 3 (every model as its recipe), format 2 (quantization schemes; fn3's module tree) and
+files of format 1, written before schemes existed: all are read, each with its quantization rule."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import torch
 import fn3
 from fn3.errors import FileFormatError
 from fn3.export import container, export, load, save
+from fn3.export.nested import _save_nested_v2
 from fn3.export.qmodules import ActQuant, QuantConv2d
+from fn3.export.slice import export_tree
 
 
 def _strip_q(node: object) -> object:
@@ -44,24 +47,43 @@ def pair():
     return old, new
 
 
-def test_new_files_are_format_2_and_name_their_scheme(pair, tmp_path):
+@pytest.mark.parametrize("which", [0, 1])
+def test_new_files_are_format_3_and_name_their_scheme(pair, tmp_path, which):
+    model = pair[which]  # truncate, centred
+    scheme = ("truncate", "centred")[which]
+    spec = fn3.space(model).uniform({"channels": 0.5, "bits": 3})
+    path = save(export(model, spec), tmp_path / "m.safetensors")
+    with container.Reader(path) as r:
+        assert (r.metadata["format"], r.metadata["version"]) == ("fn3.exported", "3")
+        meta = json.loads(zlib.decompress(r.read("meta")))
+    assert meta["meta"]["scheme"] == scheme
+    assert {e["q"] for e in meta["tensors"] if "q" in e} == {scheme}
+    again = load(path)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(again(x), export(model, spec)(x))
+    with torch.no_grad(), fn3.active(model, spec):
+        assert torch.allclose(again(x), model(x), atol=1e-5)  # the rule the model was trained with
+
+
+def test_files_of_format_2_name_their_scheme(pair, tmp_path):
     _, new = pair
     spec = fn3.space(new).uniform({"channels": 0.5, "bits": 3})
-    path = save(export(new, spec), tmp_path / "m.safetensors")
+    path = save(export_tree(new, spec), tmp_path / "m.safetensors")  # an ExportedModel: format 2
     with container.Reader(path) as r:
         assert r.metadata["version"] == "2"
         meta = json.loads(zlib.decompress(r.read("meta")))
     assert '"q":"centred"' in json.dumps(meta, separators=(",", ":"))
     again = load(path)
     x = torch.randn(2, 3, 32, 32)
-    assert torch.equal(again(x), export(new, spec)(x))
+    assert torch.equal(again(x), export_tree(new, spec)(x))
+    assert torch.allclose(again(x), export(new, spec)(x), atol=1e-5)
     assert {m.scheme for m in again.modules() if isinstance(m, QuantConv2d | ActQuant)} == {"centred"}
 
 
 def test_format_1_files_are_read_with_the_truncating_rule(pair, tmp_path):
     old, new = pair
     spec = fn3.space(old).uniform({"channels": 0.5, "bits": 3})
-    save(export(old, spec), tmp_path / "v2.safetensors")
+    save(export_tree(old, spec), tmp_path / "v2.safetensors")
     _as_format_1(tmp_path / "v2.safetensors", tmp_path / "v1.safetensors")
     legacy = load(tmp_path / "v1.safetensors")
     x = torch.randn(2, 3, 32, 32)
@@ -74,7 +96,7 @@ def test_format_1_files_are_read_with_the_truncating_rule(pair, tmp_path):
 
 def test_format_2_without_a_scheme_is_refused(pair, tmp_path):
     _, new = pair
-    path = save(export(new, fn3.space(new).uniform({"bits": 4})), tmp_path / "v2.safetensors")
+    path = save(export_tree(new, fn3.space(new).uniform({"bits": 4})), tmp_path / "v2.safetensors")
     _as_format_1(path, tmp_path / "bad.safetensors")
     with container.Reader(tmp_path / "bad.safetensors") as r:
         blobs = {name: r.read(name) for name in ("codes", "floats", "meta")}
@@ -87,11 +109,11 @@ def test_format_2_without_a_scheme_is_refused(pair, tmp_path):
         load(tmp_path / "bad.safetensors")
 
 
-def test_a_newer_format_is_refused_with_the_versions_read(tmp_path):
-    container.write(tmp_path / "v3.st", [("x", "F32", [1], b"\0\0\0\0")],
-                    {"format": "fn3.exported", "version": "3"})
-    with pytest.raises(FileFormatError, match=r"version '3' is not supported \(this fn3 reads 1 and 2"):
-        load(tmp_path / "v3.st")
+@pytest.mark.parametrize("fmt", ["fn3.exported", "fn3.nested"])
+def test_a_newer_format_is_refused_with_the_versions_read(tmp_path, fmt):
+    container.write(tmp_path / "v4.st", [("x", "F32", [1], b"\0\0\0\0")], {"format": fmt, "version": "4"})
+    with pytest.raises(FileFormatError, match=r"version '4' is not supported \(this fn3 reads 1, 2 and 3"):
+        load(tmp_path / "v4.st")
 
 
 def test_old_runs_load_with_the_truncating_rule(tmp_path):
@@ -117,7 +139,7 @@ def test_nested_files_of_format_1_are_read_with_the_truncating_rule(pair, tmp_pa
 
     old, new = pair
     spec = fn3.space(old).uniform({"channels": 0.5, "bits": 2})
-    path = save_nested(old, tmp_path / "n.safetensors")
+    path = _save_nested_v2(old, tmp_path / "n.safetensors")
     with container.Reader(path) as r:
         assert r.metadata["version"] == "2"
         meta, data = r.read("meta"), r.read("data")
@@ -129,9 +151,12 @@ def test_nested_files_of_format_1_are_read_with_the_truncating_rule(pair, tmp_pa
                     {"format": "fn3.nested", "version": "1", "crc32": crc})
     x = torch.randn(2, 3, 32, 32)
     legacy = load_nested(tmp_path / "v1.safetensors", spec).model
-    assert torch.equal(legacy(x), export(old, spec)(x))
+    assert torch.equal(legacy(x), export_tree(old, spec)(x))
+    assert torch.allclose(legacy(x), export(old, spec)(x), atol=1e-5)
     centred = load_nested(save_nested(new, tmp_path / "c.safetensors"), spec).model
     assert torch.equal(centred(x), export(new, spec)(x))
+    v2 = load_nested(_save_nested_v2(new, tmp_path / "c2.safetensors"), spec).model
+    assert torch.equal(v2(x), export_tree(new, spec)(x))
     assert not torch.allclose(legacy(x), centred(x), atol=1e-3)
 
 

@@ -12,7 +12,10 @@ from torch import nn
 import fn3
 from fn3.export import ActQuant, QuantConv2d, QuantLinear, Residual, export
 from fn3.export.slice import ModelSource
+from fn3.export.submodel import extract_coded
+from fn3.export.user import _codes_of
 from fn3.nn.functional import weight_scale
+from fn3.nn.protocol import is_gate, is_leaf
 from fn3.nn.slot import AxisSlot
 
 PLAIN = (
@@ -55,30 +58,37 @@ def test_export_equals_nested(models, name):
 
 @pytest.mark.parametrize("name", fn3.list_models())
 def test_exported_codes_are_the_nested_codes(models, name):
-    """Every quantized layer stores the kept bits of the full weight's B-bit code, and its scale."""
+    """Every quantized weight is stored as the kept bits of the full weight's B-bit code, with the
+    full weight's per-row scale, and its exported value is what the nested layer computes with."""
     model = models[name]
     space = fn3.space(model)
     for spec in specs_for(space, 4, seed=5):
         exported = export(model, spec)
-        quant = [m for m in exported.modules() if isinstance(m, (QuantConv2d, QuantLinear))]
+        params = exported.module.state_dict()
+        _, coded = extract_coded(model, spec)
+        assert set(coded) == set(exported.quant)
         with fn3.active(model, spec):
-            layers = list(_active_quant_layers(model))
-            assert len(quant) == len(layers)
-            for layer, q in zip(layers, quant, strict=True):
+            layers = {key: model.get_submodule(nested.rsplit(".", 1)[0])
+                      for key, (nested, _) in coded.items()}  # fmt: skip
+            assert list(layers.values()) == list(_active_quant_layers(model))  # every kept one, in order
+            for key, layer in layers.items():
+                q = exported.quant[key]
                 full_scale = weight_scale(layer.weight.detach(), layer.total_bits).tolist()
-                assert q.scale.numel() == q.codes.shape[0] and set(q.scale.tolist()) <= set(full_scale)
+                assert q.scale.numel() == params[key].shape[0] and set(q.scale.tolist()) <= set(full_scale)
                 w_active, _ = layer.active_weight()  # what the nested layer computes with
-                s = q.scale.reshape(-1, *([1] * (q.codes.dim() - 1)))
-                nested_grid = w_active.detach() / s  # B-bit grid values (cell centres: half-integers)
-                assert torch.allclose(q.grid_codes(), nested_grid, atol=1e-3)
-                unit = 2 ** (q.total_bits - q.bits)
-                if q.planes == tuple(range(q.bits)):  # the stored code is the top bits of the nested one
-                    top = torch.floor(torch.round(nested_grid - q.offset) / unit)
-                    assert torch.equal(q.codes.float(), top)
-                assert q.codes.dtype == torch.int8 and q.bits == layer.wbits.units
-                assert int(q.codes.min()) >= -(2 ** (q.bits - 1)) and int(q.codes.max()) < 2 ** (q.bits - 1)
+                w_active = w_active.detach()
                 # the exported weight is the nested one up to the last float bit
-                assert (q.weight() - w_active).abs().max() <= 1e-6 * w_active.abs().max()
+                assert (params[key] - w_active).abs().max() <= 1e-6 * w_active.abs().max()
+                codes = _codes_of(params[key], q)  # what a file stores: signed c-bit integers
+                c = len(q.planes)
+                assert c == layer.wbits.units
+                assert int(codes.min()) >= -(2 ** (c - 1)) and int(codes.max()) < 2 ** (c - 1)
+                if q.planes == tuple(range(c)):  # the stored code is the top bits of the nested one
+                    unit = 2 ** (q.total_bits - c)
+                    offset = (unit - 1) / 2 if q.scheme == "centred" else 0.0
+                    grid = w_active / q.scale.reshape(-1, *([1] * (w_active.dim() - 1)))
+                    top = torch.floor(torch.round(grid - offset) / unit)
+                    assert torch.equal(codes.float(), top)
 
 
 def _active_quant_layers(model):
@@ -105,18 +115,21 @@ def test_physically_sliced_and_plain(models):
     space = fn3.space(model)
     spec = space.uniform({"channels": 0.5, "bits": 3, "layers": 0.34})
     exported = export(model, spec)
-    assert all(isinstance(m, PLAIN) for m in exported.modules())
+    # the model's own classes, every nested leaf replaced by plain torch layers
+    assert not any(is_leaf(m) or is_gate(m) for m in exported.modules())
+    own = (fn3.export.Exported, nn.ModuleList, type(model), type(model.stages[0].blocks[0]))  # its own
+    assert all(isinstance(m, PLAIN + own) for m in exported.modules())
     assert not any(isinstance(v, AxisSlot) for m in exported.modules() for v in vars(m).values())
-    residuals = [m for m in exported.modules() if isinstance(m, Residual)]
-    assert len(residuals) == 3  # one block per stage kept
-    convs = [m for m in exported.modules() if isinstance(m, QuantConv2d)]
-    assert {m.bits for m in convs} == {3}
-    assert convs[0].codes.shape[:2] == (
-        space["stage1.block0.width"].units(spec.kept("stage1.block0.width")),
-        8,
-    )
-    # a 3-bit export stores 3-bit codes: 8 x fewer bits than float32 for the quantized weights
-    assert sum(m.codes.numel() for m in convs) < sum(p.numel() for p in model.parameters()) / 4
+    assert len(fn3.space(exported.module)) == 0
+    blocks = [m for m in exported.modules() if type(m).__name__ == "BasicBlock"]
+    assert len(blocks) == 3  # one block per stage kept
+    first = blocks[0].conv1[1]
+    assert first.weight.shape[:2] == (space["stage1.block0.width"].units(spec.kept("stage1.block0.width")), 8)
+    assert {len(q.planes) for q in exported.quant.values()} == {3}
+    # a 3-bit export stores 3-bit codes: its ideal size is about 3/32 of float32 for those weights
+    coded = sum(exported.module.state_dict()[k].numel() for k in exported.quant)
+    assert coded < sum(p.numel() for p in model.parameters()) / 4
+    assert fn3.export.ideal_size(exported) < 4 * sum(p.numel() for p in exported.parameters()) * 0.2
 
 
 def test_resnext_keeps_fewer_groups(models):
@@ -140,7 +153,7 @@ def test_callable_package_and_bad_spec(models):
     import fn3.export as fx
 
     model = models["mlp"]
-    assert isinstance(fx(model), fx.ExportedModel)
+    assert isinstance(fx(model), fx.Exported)
     with pytest.raises(fn3.SpecError):
         fx.export(model, fn3.Spec({"nope": (0,)}))
 

@@ -118,9 +118,11 @@ def test_bad_writer(models, tmp_path):
 
 def test_exported_model_through_torch_writer(models, tmp_path):
     """writer="torch" also takes an ExportedModel (weights dequantized, BatchNorm folded by the
-    exporter, ActQuant as QDQ): the nodes and the outputs of the fn3 writer's default graph."""
+    exporter, ActQuant as QDQ): the nodes and the outputs of the fn3 writer's default graph; and the
+    export of the model's own classes gives that graph too."""
     model = models["resnet20"]
-    exported = fn3.export.export(model, fn3.space(model).uniform({"channels": 0.5, "bits": 4}))
+    spec = fn3.space(model).uniform({"channels": 0.5, "bits": 4})
+    exported = fn3.export.export_tree(model, spec)
     x = torch.randn(16, *INPUT, generator=torch.Generator().manual_seed(6))
     ys = [_run(to_onnx(exported, tmp_path / f"{w}.onnx", INPUT, writer=w), x, True) for w in ("fn3", "torch")]
     ops = {
@@ -132,6 +134,11 @@ def test_exported_model_through_torch_writer(models, tmp_path):
     )
     skip = ("Constant", "Identity")  # torch's constants as nodes, and de-duplicated equal initializers
     assert [o for o in ops["torch"] if o not in skip] == [o for o in ops["fn3"] if o not in skip]
+    own = to_onnx(fn3.export.export(model, spec), tmp_path / "own.onnx", INPUT)
+    assert sorted(o for o in (n.op_type for n in onnx.load(str(own)).graph.node) if o not in skip) == [
+        o for o in ops["fn3"] if o not in skip
+    ]
+    ys.append(_run(own, x, True))
     for y in ys:
         assert _agree(y, exported(x).numpy(), steps=True)
 
@@ -157,7 +164,7 @@ def test_builtin_float_rounding_matches_fn3_writer(models, tmp_path):
     """The pass over torch's graph writes the float-rounding graph fn3's own writer writes for a
     built-in export: the same ops, in ONNX Runtime the same outputs to the step tolerance."""
     model = models["resnet20"]
-    exported = fn3.export.export(model, fn3.space(model).uniform({"channels": 0.5, "bits": 4}))
+    exported = fn3.export.export_tree(model, fn3.space(model).uniform({"channels": 0.5, "bits": 4}))
     x = torch.randn(16, *INPUT, generator=torch.Generator().manual_seed(11))
     ops, ys = {}, {}
     for w in ("fn3", "torch"):
@@ -171,7 +178,7 @@ def test_builtin_float_rounding_matches_fn3_writer(models, tmp_path):
 
 
 def test_torch_writer_refuses_fn3_only_forms(models, tmp_path):
-    exported = fn3.export.export(models["mlp"])
+    exported = fn3.export.export_tree(models["mlp"])
     with pytest.raises(fn3.ConfigError, match="writer='fn3'"):
         to_onnx(exported, tmp_path / "m.onnx", INPUT, writer="torch", compact=True)
 

@@ -13,7 +13,7 @@ from fn3.export.twin import float_twin
 
 
 def _leaves(model: torch.nn.Module) -> list[type]:
-    return [type(m) for m in model.modules() if not list(m.children())]
+    return [type(m) for m in model.modules() if not list(m.children()) and type(m) is not torch.nn.Identity]
 
 
 def test_twin_is_the_float_export_of_the_same_spec():
@@ -27,6 +27,23 @@ def test_twin_is_the_float_export_of_the_same_spec():
         assert count_flops(twin, INPUT) == count_flops(ref, INPUT) == count_flops(q, INPUT)
         assert not any(isinstance(m, (ActQuant, QuantConv2d, QuantLinear)) for m in twin.modules())
     x = torch.randn(2, *INPUT)
+    qs = [m.weight for m in q.modules() if isinstance(m, torch.nn.Conv2d)]
+    convs = [m for m in twin.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(torch.equal(a.weight, b) for a, b in zip(convs, qs, strict=True))
+    assert twin(x).shape == q(x).shape
+    # the quantizers' inputs are >= 0 (after a ReLU): the twin is the float model, not a clip
+    ref = export(plain, fs.largest())
+    ref.load_state_dict(dict(zip(ref.state_dict(), twin.state_dict().values(), strict=True)))  # same order
+    assert torch.allclose(twin(x), ref(x), atol=1e-5)
+
+
+def test_twin_of_the_module_tree_vocabulary():
+    """A format-1/2 file loads into fn3's module tree: its twin drops the quantizers the same way."""
+    from fn3.export.slice import export_tree
+
+    quant = make_model("resnet20")
+    q = export_tree(quant, fn3.space(quant).uniform({"channels": 0.5, "bits": 4}))
+    twin = float_twin(q)
+    assert not any(isinstance(m, (ActQuant, QuantConv2d, QuantLinear)) for m in twin.modules())
     conv = next(m for m in q.modules() if isinstance(m, QuantConv2d))
     assert any(torch.equal(m.weight, conv.weight()) for m in twin.modules() if isinstance(m, torch.nn.Conv2d))
-    assert twin(x).shape == q(x).shape

@@ -18,7 +18,8 @@ from export_helpers import specs_for
 
 import fn3
 from fn3.errors import FileFormatError
-from fn3.export import container, export, io, load, save
+from fn3.export import container, io, load, save
+from fn3.export.slice import export_tree as export  # the module-tree vocabulary of format 2 files
 
 
 def _parts(path: Path) -> tuple[dict, bytes, bytes]:
@@ -162,3 +163,25 @@ def test_container_writes_are_fsynced(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
     container.write(tmp_path / "t.safetensors", [("a", "U8", [3], b"xyz")], {"format": "demo"})
     assert synced and [p.name for p in tmp_path.iterdir()] == ["t.safetensors"]
+
+
+def test_a_recipe_far_larger_than_its_file_is_refused_before_building(models, tmp_path):
+    """A format-3 file rebuilds its model from the recipe in its header: a crafted recipe of a huge
+    model is refused from a build on the meta device (nothing allocated), not built for real."""
+    from fn3.export import export as export_recipe
+
+    path = save(export_recipe(models["mlp"]), tmp_path / "m.safetensors")
+    with container.Reader(path) as r:
+        blobs = {name: r.read(name) for name in ("codes", "floats", "meta")}
+        entries = {name: r.entries[name] for name in blobs}
+        md = dict(r.metadata)
+    header = json.loads(zlib.decompress(blobs["meta"]))
+    header["meta"]["model"]["hidden"] = [10**6, 10**6]  # 10^12 parameters: 4 TB of float32
+    blobs["meta"] = zlib.compress(json.dumps(header).encode())
+    md["crc32"] = json.dumps({n: f"{zlib.crc32(b):08x}" for n, b in blobs.items()})
+    tensors = [(n, entries[n].dtype, [len(blobs[n]) // (4 if n == "floats" else 1)], blobs[n]) for n in blobs]
+    container.write(tmp_path / "huge.safetensors", tensors, md)
+    start = time.perf_counter()
+    with pytest.raises(FileFormatError, match=r"huge\.safetensors: its recipe builds a model of 1,00"):
+        load(tmp_path / "huge.safetensors")
+    assert time.perf_counter() - start < 30

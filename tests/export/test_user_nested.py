@@ -24,7 +24,7 @@ from fn3.errors import FileFormatError  # noqa: E402
 from fn3.export import container, export, load, load_nested, save, save_nested  # noqa: E402
 from fn3.export.io import read_meta  # noqa: E402
 from fn3.export.layout import protocol_records  # noqa: E402
-from fn3.export.user import NESTED_FORMAT, _save_user_nested_v1  # noqa: E402
+from fn3.export.user import NESTED_FORMAT, OLD_NESTED_FORMAT, _save_user_nested_v1  # noqa: E402
 
 NAMES = ("resnet18", "mobilenet_v2", "resnext50")
 
@@ -146,7 +146,7 @@ def test_a_version_1_file_still_loads_whole(built, tmp_path):
     model, x, _ = built["mobilenet_v2"]
     old = _save_user_nested_v1(model, tmp_path / "v1.safetensors")
     with container.Reader(old) as r:
-        assert (r.metadata["format"], r.metadata["version"]) == (NESTED_FORMAT, "1")
+        assert (r.metadata["format"], r.metadata["version"]) == (OLD_NESTED_FORMAT, "1")
     space = fn3.space(model)
     for spec in [space.largest(), *_random_specs(space, 2, seed=3, prefix=False)]:
         read = load_nested(old, spec)
@@ -171,7 +171,7 @@ def test_the_records_come_from_the_protocol(built):
 
 
 # -- damaged, crafted and foreign files: one FileFormatError naming the file -----------------------
-def _rewrite(path: Path, out: Path, tamper=None, version: str = "2", data_cut: int = 0) -> Path:
+def _rewrite(path: Path, out: Path, tamper=None, version: str = "3", data_cut: int = 0) -> Path:
     """``path`` re-written with its header JSON tampered, its version replaced or data cut short."""
     with container.Reader(path) as r:
         header = read_meta(r, r.read("meta"))
@@ -218,7 +218,7 @@ def test_a_damaged_or_foreign_file_is_one_readable_error(built, tmp_path, monkey
     model, _, path = built["resnet18"]
     spec = fn3.space(model).smallest()
     cases = {
-        "version": (_rewrite(path, tmp_path / "v3.safetensors", version="3"), "version '3' is not supported"),
+        "version": (_rewrite(path, tmp_path / "v4.safetensors", version="4"), "version '4' is not supported"),
         "short data": (_rewrite(path, tmp_path / "cut.safetensors", data_cut=5), "its records need"),
     }
     raw = path.read_bytes()

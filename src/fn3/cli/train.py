@@ -329,13 +329,13 @@ def _info_file(path: Path) -> None:
     size = os.path.getsize(file)
     if fmt in NESTED_FORMATS:
         with container.Reader(file) as r:
-            if fmt == "fn3.nested":
+            from fn3.export.user import is_recipe_file, user_header
+
+            if is_recipe_file(r):  # version 3, or a model of your own: its header holds the recipe
+                model, space = user_header(r)
+            else:  # versions 1 and 2 of a built-in model
                 header, space = open_nested(r)
                 model = header["meta"].get("model", {})
-            else:  # a model of your own: its header names the factory
-                from fn3.export.user import user_header
-
-                model, space = user_header(r)
         console.print(
             f"nested file {file}: {size:,} bytes, model {model.get('name', '?')}, every sub-model of "
             f"{len(space)} {'axis' if len(space) == 1 else 'axes'} (levels {', '.join(space.kinds())}); "

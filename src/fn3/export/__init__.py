@@ -35,12 +35,14 @@ from fn3.export.nested import NestedRead, load_nested, save_nested
 from fn3.export.onnx import to_onnx
 from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinear, Residual
 from fn3.export.runs import evaluate_exported, export_run
-from fn3.export.slice import export
+from fn3.export.slice import export, export_tree
 from fn3.export.submodel import extract_submodel
 from fn3.export.twin import float_twin
+from fn3.export.user import Exported
 
 __all__ = [
     "ActQuant",
+    "Exported",
     "ExportedModel",
     "NestedRead",
     "QuantConv2d",
@@ -50,6 +52,7 @@ __all__ = [
     "evaluate_exported",
     "export",
     "export_run",
+    "export_tree",
     "extract_submodel",
     "float_twin",
     "ideal_size",

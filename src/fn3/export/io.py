@@ -365,9 +365,9 @@ def _stored(model: nn.Module) -> list[tuple[str, torch.Tensor, int]]:
 
 def ideal_size(model: nn.Module) -> int:
     """Ideal bytes of an exported model: ``sum(codes x bits) / 8 + 4 x float values``."""
-    from fn3.export.user import UserExport
+    from fn3.export.user import Exported
 
-    if isinstance(model, UserExport):  # kept planes per quantized weight, 32-bit scales and floats
+    if isinstance(model, Exported):  # kept planes per quantized weight, 32-bit scales and floats
         total = 0
         for key, t in model.module.state_dict().items():
             q = model.quant.get(key)
@@ -383,9 +383,9 @@ def save(exported: nn.Module, path: str | Path) -> Path:
 
     ``path`` is a file (``.safetensors`` suggested) or an existing directory (then ``DIR/model.safetensors``).
     """
-    from fn3.export.user import UserExport, save_user
+    from fn3.export.user import Exported, save_user
 
-    if isinstance(exported, UserExport):  # a model of your own: its recipe and tensors
+    if isinstance(exported, Exported):  # a model of your own: its recipe and tensors
         return save_user(exported, path)
     path = model_file(path, for_writing=True)
     codes, floats = [], []
@@ -418,6 +418,11 @@ def model_file(path: str | Path, for_writing: bool = False) -> Path:
     return p
 
 
+def _listed(items: tuple[str, ...]) -> str:
+    """``"1"``, ``"1 and 2"``, ``"1, 2 and 3"``."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def check_header(r: container.Reader, fmt: str, versions: str | tuple[str, ...]) -> dict[str, str]:
     """Check format and version (one of ``versions``) of an open file; return its per-tensor CRCs."""
     got = r.metadata.get("format")
@@ -427,7 +432,7 @@ def check_header(r: container.Reader, fmt: str, versions: str | tuple[str, ...])
     if r.metadata.get("version") not in versions:
         raise r.fail(
             f"version {r.metadata.get('version')!r} is not supported (this fn3 reads "
-            f"{' and '.join(versions)}; a newer fn3 may read it)"
+            f"{_listed(versions)}; a newer fn3 may read it)"
         )
     if "crc32" not in r.metadata:
         raise r.fail("no crc32 metadata (every fn3 file stores a CRC-32 of its tensors)")

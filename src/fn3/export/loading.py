@@ -26,16 +26,14 @@ from fn3.export.nested import FORMAT as NESTED_FORMAT
 from fn3.export.nested import load_nested
 from fn3.export.qmodules import ExportedModel
 from fn3.export.twin import float_twin
-from fn3.export.user import NESTED_FORMAT as USER_NESTED_FORMAT
-from fn3.export.user import SUB_FORMAT as USER_FORMAT
-from fn3.export.user import UserExport, load_user
+from fn3.export.user import OLD_NESTED_FORMAT, OLD_SUB_FORMAT, Exported, is_recipe_file, load_user
 from fn3.spec import Spec
 
 __all__ = ["FORMATS", "NESTED_FORMATS", "file_format", "load", "resolve_file"]
 
 #: The file formats :func:`load` opens, and those of them that hold every sub-model.
-FORMATS = (EXPORTED_FORMAT, NESTED_FORMAT, USER_FORMAT, USER_NESTED_FORMAT)
-NESTED_FORMATS = (NESTED_FORMAT, USER_NESTED_FORMAT)
+FORMATS = (EXPORTED_FORMAT, NESTED_FORMAT, OLD_SUB_FORMAT, OLD_NESTED_FORMAT)
+NESTED_FORMATS = (NESTED_FORMAT, OLD_NESTED_FORMAT)
 
 
 def resolve_file(path: str | Path) -> Path:
@@ -50,7 +48,8 @@ def resolve_file(path: str | Path) -> Path:
 
 
 def file_format(path: str | Path) -> str:
-    """``"fn3.exported"``, ``"fn3.nested"`` or their twins for a model of your own (reads the header)."""
+    """``"fn3.exported"`` or ``"fn3.nested"`` (or their former names for a model of your own,
+    ``"fn3.user-exported"`` / ``"fn3.user-nested"``): the format a file's header names."""
     with container.Reader(resolve_file(path)) as r:
         fmt = r.metadata.get("format", "")
         if fmt not in FORMATS:
@@ -84,7 +83,7 @@ def load(
     budget: str | Mapping[str, float] | None = None,
     front: str | Path | None = None,
     as_stored: bool = False,
-) -> ExportedModel | UserExport:
+) -> ExportedModel | Exported:
     """Load an exported model; from a nested file, read only the bytes of sub-model ``spec``.
 
     Args:
@@ -96,7 +95,7 @@ def load(
             search front ``front`` (``SearchResult.best_under``; needs :mod:`fn3.search`).
 
     A file of a model of your own (:mod:`fn3.export.user`) gives a
-    :class:`~fn3.export.user.UserExport` (loading imports the factory it names).
+    :class:`~fn3.export.user.Exported` (loading imports the factory it names).
     For a nested file, ``model.meta["bytes_read"]`` and ``["file_size"]`` report what the read cost.
     A model exported with ``activations="float"`` (``meta["activations"]``) comes back without its
     activation quantizers (:func:`fn3.export.float_twin`), as it was exported to be deployed;
@@ -114,7 +113,7 @@ def load(
         read.model.meta.update(bytes_read=read.bytes_read, file_size=read.file_size)
         return read.model
     with container.Reader(file) as r:
-        model = load_user(r) if fmt == USER_FORMAT else load_exported(r)
+        model = load_user(r) if is_recipe_file(r) else load_exported(r)
     if spec is not None and Spec.from_dict(model.meta.get("spec", {})) != spec:
         raise ConfigError(
             f"{file} holds another sub-model than the spec asked for; "

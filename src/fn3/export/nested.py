@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fn3.errors import ConfigError, FileFormatError, SpecError
+from fn3.errors import FileFormatError, SpecError
 from fn3.export import container
 from fn3.export.arch import describe
 from fn3.export.io import check_header, read_checked, read_meta
@@ -54,14 +54,12 @@ from fn3.export.qmodules import ExportedModel
 from fn3.export.slice import Sels, build, export_meta
 from fn3.nest import space as model_space
 from fn3.nn.functional import weight_codes, weight_scale
-from fn3.nn.protocol import is_leaf
 from fn3.nn.slot import Selection
 from fn3.spec import Space, Spec
 
 __all__ = ["FORMAT", "VERSION", "NestedRead", "load_nested", "nested_space", "save_nested"]
 
 FORMAT, VERSION = "fn3.nested", "2"
-USER_NESTED = "fn3.user-nested"  # fn3.export.user.NESTED_FORMAT (that module imports this one)
 #: Versions read: format 1 descriptions name no quantization scheme and are read with the truncating
 #: rule their model was trained with; format 2 names the scheme of every quantized layer.
 READS = ("1", "2")
@@ -85,16 +83,14 @@ def save_nested(model: nn.Module, path: str | Path, *, meta: dict | None = None)
 
     ``path`` is a file or an existing directory (then ``DIR/nested.safetensors``).
     """
-    from fn3.export.user import is_user_model, save_user_nested
+    from fn3.export.user import save_user_nested
 
-    if is_user_model(model):  # a model of your own: its recipe and its tensors (fn3.export.user)
-        return save_user_nested(model, path, meta=meta)
-    try:
-        arch = describe(model)
-    except ConfigError:  # fn3.nest_ made it without a factory: save_user_nested says what it needs
-        if not any(is_leaf(m) for m in model.modules()):
-            raise
-        return save_user_nested(model, path, meta=meta)
+    return save_user_nested(model, path, meta=meta)
+
+
+def _save_nested_v2(model: nn.Module, path: str | Path, *, meta: dict | None = None) -> Path:
+    """The version-2 writer (a built-in model's module tree), kept to test that such files load."""
+    arch = describe(model)
     path = Path(path)
     path = path / "nested.safetensors" if path.is_dir() else path
     space = model_space(model)
@@ -232,9 +228,9 @@ class NestedRead:
 
 def nested_space(r: container.Reader) -> Space:
     """The space of an open nested file, built-in or of a model of your own (reads the header)."""
-    if r.metadata.get("format") == USER_NESTED:
-        from fn3.export.user import user_space
+    from fn3.export.user import is_recipe_file, user_space
 
+    if is_recipe_file(r):
         return user_space(r)
     return open_nested(r)[1]
 
@@ -258,9 +254,9 @@ def load_nested(path: str | Path, spec: Spec | None = None) -> NestedRead:
     """Read sub-model ``spec`` (``None``: the full model) from a nested file, reading only its bytes."""
     p = Path(path)
     with container.Reader(p / "nested.safetensors" if p.is_dir() else p) as r:
-        if r.metadata.get("format") == USER_NESTED:  # a model of your own: rebuilt, then read in parts
-            from fn3.export.user import load_user_nested
+        from fn3.export.user import is_recipe_file, load_user_nested
 
+        if is_recipe_file(r):  # version 3 (any model): rebuilt from its recipe, then read in parts
             sub, spec, space = load_user_nested(r, spec)
             return NestedRead(sub, spec, space, r.bytes_read, r.size)  # type: ignore[arg-type]
         header, space = open_nested(r)

@@ -463,7 +463,13 @@ def to_onnx(
         writer = "fn3" if _needs_fn3_writer(exported, compact, integer) else "torch"
     if writer == "torch":
         if compact or integer:
-            raise ConfigError("compact=True and integer=True are forms of fn3's own writer: use writer='fn3'")
+            if isinstance(exported, ExportedModel):
+                raise ConfigError("compact=True and integer=True are forms of fn3's own writer: "
+                                  "use writer='fn3'")
+            raise ConfigError(
+                "compact=True and integer=True are written by fn3's own writer from the module-tree form "
+                "of a built-in model: to_onnx(fn3.export.export_tree(model, spec), ..., compact=True)"
+            )
         from fn3.export.onnx_passes import float_rounding, tidy
         from fn3.export.torch_onnx import torch_onnx_model
 

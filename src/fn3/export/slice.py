@@ -41,7 +41,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from fn3.errors import ConfigError, FileFormatError
+from fn3.errors import FileFormatError
 from fn3.export.arch import describe
 from fn3.export.pack import keep_planes
 from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinear, Residual
@@ -259,30 +259,36 @@ def export_meta(model: nn.Module, spec: Spec, extra: Mapping | None = None) -> d
 
 
 @torch.no_grad()
-def export(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | None = None) -> ExportedModel:
+def export(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | None = None) -> nn.Module:
     """A plain, physically small module computing ``model`` as sub-model ``spec``, in eval mode.
 
     Args:
-        model: a nested model built from :mod:`fn3.nn` layers (any registered model).
+        model: a nested model: a registered one (:func:`fn3.create_model`), one of your own
+            (:func:`fn3.nest_`, ``fn3 train --model pkg.mod:factory``), or any module of fn3 layers.
         spec: the sub-model (``None``: the full model); validated against ``fn3.space(model)``.
         meta: extra JSON-ready entries for ``exported.meta`` (e.g. the input normalisation).
 
-    The result is an inference artifact (eval mode, ``requires_grad=False``), needs only torch (and
-    fn3's small export modules), holds no axis slot, and equals ``model(x)`` under
-    ``fn3.active(model, spec)`` in eval mode. To export with BatchNorm statistics re-estimated for
-    this spec, export inside :func:`fn3.evaluate.bn_recalibrated`.
+    Export is "copy the model, replace each nested leaf by its extracted form"
+    (:func:`~fn3.export.submodel.extract_submodel`), so the model's own forward survives: the result
+    is a :class:`~fn3.export.user.Exported` holding that copy, its ``meta`` (spec, the model's
+    recipe, input shape) and the coding of its quantized weights (how a file stores them as c-bit
+    codes). It is an inference artifact (eval mode, ``requires_grad=False``), holds no axis slot, and
+    equals ``model(x)`` under ``fn3.active(model, spec)`` in eval mode. To export with BatchNorm
+    statistics re-estimated for this spec, export inside :func:`fn3.evaluate.bn_recalibrated`.
     """
-    from fn3.export.user import export_user, is_user_model
-    from fn3.nn.protocol import is_leaf
+    from fn3.export.user import export_user
 
-    if is_user_model(model):  # a model of your own keeps its classes and forward
-        return export_user(model, spec, meta=meta)  # type: ignore[return-value]
-    try:
-        arch = describe(model)
-    except ConfigError:  # not a built-in model: fn3.nest_ made it (no factory to rebuild it from)
-        if not any(is_leaf(m) for m in model.modules()):
-            raise
-        return export_user(model, spec, meta=meta)  # type: ignore[return-value]
+    return export_user(model, spec, meta=meta)
+
+
+@torch.no_grad()
+def export_tree(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | None = None) -> ExportedModel:
+    """The sub-model in fn3's version-1/2 module vocabulary (:class:`ExportedModel`), for built-ins.
+
+    What :func:`export` returned before the layer protocol: kept for the ONNX writer's
+    ``compact=True`` / ``integer=True`` graphs, which walk that vocabulary.
+    """
+    arch = describe(model)
     sp = space(model)
     spec = sp.largest() if spec is None else sp.validate(spec)
     with active(model, spec):  # validates and leaves the model as it was

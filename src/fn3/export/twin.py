@@ -86,32 +86,69 @@ def _replace(module: nn.Module, nonneg: bool) -> bool:
     return nonneg
 
 
-def _replace_anywhere(module: nn.Module) -> None:
+def _replace_anywhere(module: nn.Module, nonneg: frozenset[int] | None = None) -> None:
     """Replace the quantizers below a module whose forward fn3 does not know (a network of your own,
-    extracted): it may apply a ReLU in its ``forward`` that no module shows, so an unsigned quantizer
-    becomes a ``nn.ReLU`` (its clip at 0, without the clip at ``alpha``: one pass, a no-op after a
-    ReLU) and a signed one ``nn.Identity``."""
+    or a built-in model's own classes, extracted): it may apply a ReLU in its ``forward`` that no
+    module shows. An unsigned quantizer whose input is ``>= 0`` (``id`` in ``nonneg``: after a ReLU)
+    goes, as in the float model; any other unsigned one becomes a ``nn.ReLU`` (its clip at 0, without
+    the clip at ``alpha``) and a signed one goes too. ``nonneg=None``: no probe was run; a
+    ``Sequential`` or ``Residual`` below is then read as fn3's module-tree vocabulary (:func:`_replace`)."""
     for name, child in list(module.named_children()):
         if isinstance(child, ActQuant):
-            setattr(module, name, nn.Identity() if child.signed else nn.ReLU())
+            setattr(module, name, nn.Identity() if child.signed or id(child) in (nonneg or ()) else nn.ReLU())
         elif isinstance(child, (QuantConv2d, QuantLinear)):
             setattr(module, name, _float_layer(child))
-        elif isinstance(child, (nn.Sequential, Residual)):
+        elif isinstance(child, (nn.Sequential, Residual)) and nonneg is None:
             _replace(child, False)
         else:
-            _replace_anywhere(child)
+            _replace_anywhere(child, nonneg)
+
+
+@torch.no_grad()
+def _nonneg_inputs(model: nn.Module, input_shape: object) -> frozenset[int]:
+    """The unsigned quantizers of ``model`` whose input was ``>= 0`` in a forward of a random batch.
+
+    A quantizer after a ReLU (or any op whose output cannot be negative) sees no negative value; one
+    whose input can be negative sees thousands of them in a random batch of two, so "none seen" is
+    how fn3 tells, for a forward it cannot read, where the float model has no ReLU to put back.
+    """
+    if not (isinstance(input_shape, (list, tuple)) and input_shape):
+        return frozenset()
+    seen: dict[int, bool] = {}
+
+    def hook(mod: nn.Module, args: tuple) -> None:
+        seen[id(mod)] = seen.get(id(mod), True) and bool((args[0] >= 0).all())
+
+    quantizers = [m for m in model.modules() if isinstance(m, ActQuant) and not m.signed]
+    handles = [m.register_forward_pre_hook(hook) for m in quantizers]
+    try:
+        x = torch.randn(2, *map(int, input_shape), generator=torch.Generator().manual_seed(0))
+        model.eval()(x)
+    except Exception:  # noqa: BLE001 - a forward the probe cannot run: keep every ReLU
+        return frozenset()
+    finally:
+        for h in handles:
+            h.remove()
+    return frozenset(k for k, ok in seen.items() if ok)
 
 
 @torch.no_grad()
 def float_twin(exported: nn.Module) -> nn.Module:
     """A float32 copy of ``exported`` without quantization (see the module doc); eval mode.
 
-    ``exported`` (an :class:`~fn3.export.ExportedModel`, or any module holding fn3's quantized
-    layers or quantizers, e.g. :func:`fn3.export.extract_submodel` of a network of your own) is not
-    changed. The copy keeps ``meta`` when ``exported`` has one.
+    ``exported`` (an export of :func:`fn3.export.export`, an :class:`~fn3.export.ExportedModel` of a
+    format-1/2 file, or any module holding fn3's quantized layers or quantizers, e.g.
+    :func:`fn3.export.extract_submodel` of a network) is not changed. The copy keeps ``meta`` when
+    ``exported`` has one.
     """
+    from fn3.export.user import Exported
+
     if isinstance(exported, (QuantConv2d, QuantLinear)):
         return _float_layer(exported).eval().requires_grad_(False)
     twin = copy.deepcopy(exported)
+    if isinstance(twin, Exported):  # the model's own forward: where are its inputs >= 0?
+        twin.quant = {}
+        _replace_anywhere(twin, _nonneg_inputs(twin, twin.meta.get("input_shape")))
+        return twin.eval().requires_grad_(False)
     _replace(nn.Sequential(twin) if not isinstance(twin, (nn.Sequential, Residual)) else twin, False)
     return twin.eval().requires_grad_(False)

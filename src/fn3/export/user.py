@@ -3,7 +3,7 @@
 A built-in model is exported into fn3's own module vocabulary (:mod:`fn3.export.slice`). A model of
 your own keeps its own classes and forward: :func:`export_user` is
 :func:`~fn3.export.submodel.extract_submodel` (copy, replace each nested leaf by its plain form)
-wrapped in a :class:`UserExport` that remembers where it came from. Its files store no code and no
+wrapped in a :class:`Exported` that remembers where it came from. Its files store no code and no
 module tree, only the recipe and the tensors:
 
 * the JSON header (zlib-compressed ``meta`` tensor) holds the factory reference, its arguments, the
@@ -70,7 +70,7 @@ from fn3.errors import ConfigError, FileFormatError, SpecError
 from fn3.export import container
 from fn3.export.layout import SCALE, Record, kept_blocks, protocol_records, records_from_json, records_to_json
 from fn3.export.pack import from_planes, pack_codes, packed_size, unpack_codes
-from fn3.export.submodel import extract_submodel
+from fn3.export.submodel import extract_coded
 from fn3.export.tiles import TileFile, kept_index, record_bytes
 from fn3.models.info import model_info
 from fn3.nest import active
@@ -84,6 +84,7 @@ __all__ = [
     "NESTED_FORMAT",
     "NESTED_VERSION",
     "SUB_FORMAT",
+    "Exported",
     "UserExport",
     "example_net",
     "export_user",
@@ -94,11 +95,26 @@ __all__ = [
     "save_user_nested",
 ]
 
-SUB_FORMAT, NESTED_FORMAT = "fn3.user-exported", "fn3.user-nested"
-#: Version of the sub-model file, and of the nested file: version 1 of the nested file stored the
-#: recipe and every tensor (read whole, like the sub-model file); version 2 stores tiles and bit-planes
-#: and is read one spec at a time. Both are read.
-VERSION, NESTED_VERSION, NESTED_READS = "1", "2", ("1", "2")
+SUB_FORMAT, NESTED_FORMAT = "fn3.exported", "fn3.nested"
+#: Version 3 of both formats is the recipe form this module writes, for every model. Versions 1 and 2
+#: are fn3's module-tree vocabulary (built-in models only; :mod:`fn3.export.io`,
+#: :mod:`fn3.export.nested`), still read.
+VERSION = NESTED_VERSION = "3"
+#: The names files of a model of your own had before version 3, still read: a sub-model file of
+#: version 1 (the layout of version 3), and a nested file of version 1 (the recipe and every tensor,
+#: read whole) or 2 (the tiled layout of version 3).
+OLD_SUB_FORMAT, OLD_NESTED_FORMAT = "fn3.user-exported", "fn3.user-nested"
+_TREE_VERSIONS = ("1", "2")
+
+
+def is_recipe_file(r: container.Reader) -> bool:
+    """True for a file this module reads: version 3 of ``fn3.exported`` / ``fn3.nested`` (or a newer,
+    unknown version: the refusal then names the versions fn3 reads), or the former names for a model
+    of your own. Versions 1 and 2 go to the module-tree readers."""
+    fmt, version = r.metadata.get("format"), r.metadata.get("version")
+    if fmt in (OLD_SUB_FORMAT, OLD_NESTED_FORMAT):
+        return True
+    return fmt in (SUB_FORMAT, NESTED_FORMAT) and version not in _TREE_VERSIONS
 _TENSORS = {"codes": "U8", "floats": "F32", "meta": "U8"}  # sub-model file, nested file version 1
 _NESTED_TENSORS = {"meta": "U8", "data": "U8"}  # nested file version 2
 
@@ -118,8 +134,8 @@ def example_net(width: int = 8) -> nn.Module:
     )  # fmt: skip
 
 
-class UserExport(nn.Module):
-    """A plain sub-model of a model of your own: ``module`` (its own classes, leaves extracted).
+class Exported(nn.Module):
+    """An exported sub-model: ``module``, the nested model's own classes with each leaf extracted.
 
     ``meta`` is the export metadata (spec, model description, input shape, ...); ``quant`` maps the
     ``state_dict`` key of every quantized weight of ``module`` to its coding, so a file stores it as
@@ -136,48 +152,47 @@ class UserExport(nn.Module):
         return self.module(*args, **kwargs)
 
 
+#: The name :class:`Exported` had while only models of your own were exported this way.
+UserExport = Exported
+
+
 def _scheme(model: nn.Module) -> str:
     schemes = {m.quant_scheme for m in model.modules() if isinstance(m, NestedModule)}
     return schemes.pop() if len(schemes) == 1 else "centred"
 
 
 @torch.no_grad()
-def export_user(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | None = None) -> UserExport:
-    """Sub-model ``spec`` of a model of your own, as a :class:`UserExport` (eval mode)."""
+def export_user(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | None = None) -> Exported:
+    """Sub-model ``spec`` of any nested model, as a :class:`Exported` (eval mode)."""
+    return _export_coded(model, spec, meta)[0]
+
+
+def _export_coded(
+    model: nn.Module, spec: Spec | None, meta: Mapping | None = None
+) -> tuple[Exported, dict[str, tuple[str, QuantWeight]]]:
+    """:func:`export_user`, and ``extracted weight key -> (nested weight key, coding)``."""
     from fn3.export.slice import export_meta
 
     sp = model_space(model)
     spec = sp.largest() if spec is None else sp.validate(spec)
-    sub = extract_submodel(model, spec)
-    quant = {key: q for key, (_, q) in _quantized(model, spec, set(sub.state_dict())).items()}
+    sub, coded = extract_coded(model, spec)
+    quant = {key: q for key, (_, q) in coded.items()}
+    # Each quantized weight as a file gives it back: the value of its codes (_weight_of), so that
+    # save -> load, and a read from the nested file, are bit-exact (the extracted value can differ
+    # from it in the last float bit: another order of the same operations).
+    params = sub.state_dict()
+    for key, q in quant.items():
+        params[key].copy_(_weight_of(_codes_of(params[key], q), q))
     info = export_meta(model, spec, meta)
     info.update(space=sp.to_dict(), scheme=_scheme(model))
-    if is_user_model(model):  # the recipe a file needs to rebuild it
-        recipe = model_info(model)
-        info.update(model=dict(recipe.config), input_shape=list(recipe.input_shape))
+    recipe = model_info(model)
+    if recipe is not None:  # the recipe a file needs to rebuild it
+        info["model"] = dict(recipe.config)
+        if recipe.input_shape is not None:
+            info["input_shape"] = list(recipe.input_shape)
     else:
         info.pop("model", None)
-    return UserExport(sub, info, quant).eval().requires_grad_(False)
-
-
-def _quantized(model: nn.Module, spec: Spec, keys: set[str]) -> dict[str, tuple[str, QuantWeight]]:
-    """``extracted key -> (nested weight key, coding)`` of every quantized leaf kept by ``spec``.
-
-    ``keys`` are the ``state_dict`` keys of the extracted model: an extracted quantized leaf is
-    ``Sequential(act quantizer, layer)`` or the layer alone, and a leaf in a dropped block is absent.
-    """
-    out = {}
-    with active(model, spec):
-        for name, leaf in model.named_modules():
-            q = leaf.fn3_quant_weight() if is_leaf(leaf) and hasattr(leaf, "fn3_quant_weight") else None
-            if q is None:
-                continue
-            p = f"{name}." if name else ""  # "": the model is one leaf
-            for key in (f"{p}1.weight", f"{p}weight"):
-                if key in keys:
-                    out[key] = (f"{p}weight", q)
-                    break
-    return out
+    return Exported(sub, info, quant).eval().requires_grad_(False), coded
 
 
 # -- tensors <-> file ------------------------------------------------------------------------------
@@ -230,7 +245,7 @@ def _entries(state: Mapping[str, torch.Tensor], quant: Mapping[str, QuantWeight]
 
 
 def _write(path: Path, fmt: str, header: dict, state: Mapping[str, torch.Tensor],
-           quant: Mapping[str, QuantWeight]) -> Path:  # fmt: skip
+           quant: Mapping[str, QuantWeight], version: str = VERSION) -> Path:  # fmt: skip
     entries = _entries(state, quant)
     codes, floats = [], []
     for e in entries:
@@ -247,16 +262,21 @@ def _write(path: Path, fmt: str, header: dict, state: Mapping[str, torch.Tensor]
     tensors = [("codes", "U8", [len(blob_c)], blob_c), ("floats", "F32", [len(blob_f) // 4], blob_f),
                ("meta", "U8", [len(blob_m)], blob_m)]  # fmt: skip
     crc = {name: f"{zlib.crc32(data):08x}" for name, _, _, data in tensors}
-    container.write(path, tensors, {"format": fmt, "version": VERSION, "crc32": json.dumps(crc)})
+    container.write(path, tensors, {"format": fmt, "version": version, "crc32": json.dumps(crc)})
     return path
 
 
 def _read_header(r: container.Reader, fmt: str) -> tuple[dict, dict[str, str]]:
-    """The checked header of a sub-model file, or of a nested file of either version."""
+    """The checked header of a sub-model file (``fmt = SUB_FORMAT``) or a nested file of any version
+    this module reads."""
     from fn3.export.io import check_entries, check_header, read_checked, read_meta
 
-    crc = check_header(r, fmt, NESTED_READS if fmt == NESTED_FORMAT else VERSION)
-    tiled = fmt == NESTED_FORMAT and r.metadata.get("version") != "1"
+    nested = fmt == NESTED_FORMAT
+    if r.metadata.get("format") in (OLD_SUB_FORMAT, OLD_NESTED_FORMAT):
+        crc = check_header(r, OLD_NESTED_FORMAT if nested else OLD_SUB_FORMAT, ("1", "2") if nested else "1")
+    else:  # versions 1 and 2 never get here (is_recipe_file): the message lists every version read
+        crc = check_header(r, fmt, (*_TREE_VERSIONS, VERSION))
+    tiled = _tiled(r)
     check_entries(r, _NESTED_TENSORS if tiled else _TENSORS)
     header = read_meta(r, read_checked(r, "meta", crc))
     listed = "records" if tiled else "tensors"
@@ -265,22 +285,75 @@ def _read_header(r: container.Reader, fmt: str) -> tuple[dict, dict[str, str]]:
     return header, crc
 
 
+def _tiled(r: container.Reader) -> bool:
+    """True for a nested file in tiles and bit-planes (read in parts), false for one read whole."""
+    fmt, version = r.metadata.get("format"), r.metadata.get("version")
+    return fmt == NESTED_FORMAT or (fmt == OLD_NESTED_FORMAT and version == "2")
+
+
 def _rebuild(r: container.Reader, meta: dict) -> tuple[nn.Module, Space]:
-    """The nested model of the file's recipe, its weights not loaded; checks the space matches."""
+    """The nested model of the file's recipe, its weights not loaded; checks the space matches.
+
+    The recipe is a factory's (:class:`~fn3.convert.user.UserModel`: import it, build, nest) or a
+    registered model's (its ``fn3.create_model`` arguments).
+    """
     from fn3.convert.user import UserModel, build_user_model
 
-    desc = UserModel.from_dict(meta.get("model") or {})
+    recipe = meta.get("model") or {}
     if meta.get("scheme") not in SCHEMES:
         raise r.fail(f"bad header: quantization scheme {meta.get('scheme')!r}")
     try:
-        model = build_user_model(desc, fresh=False)[0]
+        if _is_factory_recipe(recipe):
+            desc = UserModel.from_dict(recipe)
+            model, source = build_user_model(desc, fresh=False)[0], f"the factory {desc.factory!r}"
+        else:
+            _check_model_size(r, recipe)
+            model, source = _registry_model(recipe), f"the registered model {recipe.get('name')!r}"
     except ConfigError as err:
         raise r.fail(f"cannot rebuild its model ({err})") from None
     set_quant_scheme(model, meta["scheme"])
     sp = model_space(model)
     if sp.to_dict() != meta.get("space"):
-        raise r.fail(f"the factory {desc.factory!r} now builds another nested model than the one saved")
+        raise r.fail(f"{source} now builds another nested model than the one saved")
     return model.eval(), sp
+
+
+def _is_factory_recipe(recipe: object) -> bool:
+    from fn3.convert.user import FORMAT
+
+    return isinstance(recipe, Mapping) and recipe.get("format") == FORMAT
+
+
+#: A file of ``n`` bytes may rebuild a model of at most ``PARAMS_PER_BYTE * n + 2^20`` parameters: a
+#: 2-bit sub-model of a quarter of the channels stores ~1/64 byte per parameter of its full model.
+PARAMS_PER_BYTE = 256
+
+
+def _check_model_size(r: container.Reader, recipe: Mapping) -> None:
+    """Refuse a recipe whose model is far larger than the file (a crafted header must not make fn3
+    allocate gigabytes): the model is first built on the ``meta`` device, which allocates nothing."""
+    with torch.device("meta"):
+        try:
+            n = sum(p.numel() for p in _registry_model(recipe).parameters())
+        except ConfigError:
+            return  # building it for real gives the error
+    if n > PARAMS_PER_BYTE * r.size + (1 << 20):
+        raise r.fail(f"its recipe builds a model of {n:,} parameters, more than a file of "
+                     f"{r.size:,} bytes can hold: the header is damaged or crafted")
+
+
+def _registry_model(recipe: Mapping) -> nn.Module:
+    """``fn3.create_model(**recipe)``: a registered model from the arguments it recorded."""
+    from fn3.models.registry import create_model, list_models
+
+    name = recipe.get("name")
+    if not isinstance(name, str) or name not in list_models():
+        raise ConfigError(f"its model {name!r} is not a registered model (see `fn3 info --models`)")
+    args = {k: (tuple(v) if isinstance(v, list) else v) for k, v in recipe.items() if k != "name"}
+    try:
+        return create_model(name, **args)
+    except TypeError as err:  # an argument this version of the model does not take
+        raise ConfigError(f"bad arguments for model {name!r}: {err}") from None
 
 
 def _fill(
@@ -341,25 +414,26 @@ def _file(path: str | Path, name: str) -> Path:
 
 
 def _check_recipe(meta: Mapping) -> None:
-    from fn3.convert.user import FORMAT
+    """Refuse to save a model no recipe can rebuild (one built by hand, or ``fn3.nest_``-ed in place)."""
+    recipe = meta.get("model")
+    if isinstance(recipe, Mapping) and (_is_factory_recipe(recipe) or isinstance(recipe.get("name"), str)):
+        return
+    raise ConfigError(
+        "this model has no recipe to rebuild it from, so fn3 cannot save it: build it with "
+        "fn3.create_model or fn3.convert.user.build_user_model (as `fn3 train --model pkg.mod:factory` "
+        "does), or save its state_dict with safetensors yourself"
+    )
 
-    if not isinstance(meta.get("model"), Mapping) or meta["model"].get("format") != FORMAT:
-        raise ConfigError(
-            "this model has no factory to rebuild it from, so fn3 cannot save it: build it with "
-            "fn3.convert.user.build_user_model (as `fn3 train --model pkg.mod:factory` does), or save "
-            "its state_dict with safetensors yourself"
-        )
 
-
-def save_user(exported: UserExport, path: str | Path) -> Path:
-    """Write a :class:`UserExport` to ``path`` (a file, or a directory: ``DIR/model.safetensors``)."""
+def save_user(exported: Exported, path: str | Path) -> Path:
+    """Write a :class:`Exported` to ``path`` (a file, or a directory: ``DIR/model.safetensors``)."""
     _check_recipe(exported.meta)
     path = _file(path, "model.safetensors")
     return _write(path, SUB_FORMAT, {"meta": exported.meta}, exported.module.state_dict(), exported.quant)
 
 
-def load_user(r: container.Reader) -> UserExport:
-    """Rebuild a :class:`UserExport` from an open ``fn3.user-exported`` file."""
+def load_user(r: container.Reader) -> Exported:
+    """Rebuild a :class:`Exported` from an open ``fn3.user-exported`` file."""
     header, crc = _read_header(r, SUB_FORMAT)
     meta = header["meta"]
     model, sp = _rebuild(r, meta)
@@ -382,8 +456,9 @@ def _nested_info(model: nn.Module, meta: dict | None) -> dict:
     info = export_meta(model, sp.largest(), meta)
     info.pop("spec", None)
     recipe = model_info(model)
-    info.update(model=dict(recipe.config), input_shape=list(recipe.input_shape),
-                space=sp.to_dict(), scheme=_scheme(model))  # fmt: skip
+    info.update(model=dict(recipe.config), space=sp.to_dict(), scheme=_scheme(model))
+    if recipe.input_shape is not None:
+        info["input_shape"] = list(recipe.input_shape)
     return info
 
 
@@ -395,7 +470,7 @@ def save_user_nested(model: nn.Module, path: str | Path, *, meta: dict | None = 
     the ``B``-bit codes training rounds it to (``weight_codes`` with the per-row step of the full
     weight), the step stored beside it.
     """
-    if not is_user_model(model):
+    if model_info(model) is None:
         _check_recipe({})
     path = _file(path, "nested.safetensors")
     sp = model_space(model)
@@ -442,7 +517,7 @@ def _save_user_nested_v1(model: nn.Module, path: str | Path, *, meta: dict | Non
     state = model.state_dict()
     for key, q in quant.items():  # the full codes: every sub-model's weight is read from them
         state[key] = _weight_of(_codes_raw(state[key], q), q)
-    return _write(path, NESTED_FORMAT, {"meta": _nested_info(model, meta)}, state, quant)
+    return _write(path, OLD_NESTED_FORMAT, {"meta": _nested_info(model, meta)}, state, quant, "1")
 
 
 def _codes_raw(w: torch.Tensor, q: QuantWeight) -> torch.Tensor:
@@ -450,7 +525,7 @@ def _codes_raw(w: torch.Tensor, q: QuantWeight) -> torch.Tensor:
     return weight_codes(w, q.scale, q.total_bits).to(torch.int64)
 
 
-def load_user_nested(r: container.Reader, spec: Spec | None) -> tuple[UserExport, Spec, Space]:
+def load_user_nested(r: container.Reader, spec: Spec | None) -> tuple[Exported, Spec, Space]:
     """Sub-model ``spec`` (``None``: the full model) of an open ``fn3.user-nested`` file.
 
     A version-2 file is read in parts (``r.bytes_read`` counts them); a version-1 file whole.
@@ -459,7 +534,7 @@ def load_user_nested(r: container.Reader, spec: Spec | None) -> tuple[UserExport
     meta = header["meta"]
     model, sp = _rebuild(r, meta)
     spec = sp.largest() if spec is None else sp.validate(spec)
-    if r.metadata.get("version") == "1":
+    if not _tiled(r):
         model.load_state_dict(_fill(r, header, crc, model.state_dict())[0], strict=False)
         out = export_user(model, spec)
     else:
@@ -490,7 +565,7 @@ def _check_records(r: container.Reader, header: dict, model: nn.Module) -> list[
 
 
 @torch.no_grad()
-def _read_spec(r: container.Reader, header: dict, model: nn.Module, sp: Space, spec: Spec) -> UserExport:
+def _read_spec(r: container.Reader, header: dict, model: nn.Module, sp: Space, spec: Spec) -> Exported:
     """Read only the bytes of sub-model ``spec`` of a version-2 file into ``model``, then extract it."""
     recs = _check_records(r, header, model)
     tiles = TileFile(r, recs, r.entries["data"].start, r.entries["data"].end, sp)
@@ -524,14 +599,14 @@ def _read_spec(r: container.Reader, header: dict, model: nn.Module, sp: Space, s
             full[np.ix_(*kept_index(rec, wants[rec.key][0], sp))] = kept
         state[rec.key] = torch.from_numpy(full)
     model.load_state_dict(state, strict=False)
-    out = export_user(model, spec)
+    out, coded = _export_coded(model, spec)
     # A quantized weight's extracted value is grid(code) * step, its step that of its FULL row, which
     # extract would compute from the zero-filled row: build it from the kept codes and stored steps.
     params = out.module.state_dict()
-    for key, (weight, q) in _quantized(model, spec, set(params)).items():
-        coded = QuantWeight(steps[weight], q.total_bits, q.planes, q.scheme)
-        params[key].copy_(_weight_of(codes[weight], coded).reshape(params[key].shape))
-        out.quant[key] = coded
+    for key, (weight, q) in coded.items():
+        stored = QuantWeight(steps[weight], q.total_bits, q.planes, q.scheme)
+        params[key].copy_(_weight_of(codes[weight], stored).reshape(params[key].shape))
+        out.quant[key] = stored
     return out
 
 
