@@ -45,7 +45,7 @@ from fn3.distributed import rank, world_size
 from fn3.errors import ConfigError
 from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.nest import current_spec, set_active, slots, space
-from fn3.search._segments import score_tree, segments_of
+from fn3.search._segments import random_before_bn, score_tree, segments_of
 from fn3.search.journal import ScoreJournal, fingerprint
 from fn3.spec import Spec
 
@@ -98,6 +98,8 @@ class Evaluator:
         self._segments = segments_of(model) if reuse else None
         if self._segments is not None and not self._segments_match():
             self._segments = None  # the model's forward is not what the segments assume
+        if self._segments is not None and self._calib is not None and random_before_bn(self._segments):
+            self._segments = None  # dropout would draw other masks in another order: not the same statistics
         self._cache: dict[Spec, float] = {}
         self._journal: ScoreJournal | None = None
         self.evals = 0
@@ -243,17 +245,22 @@ class Evaluator:
 
     @torch.no_grad()
     def _segments_match(self) -> bool:
-        """Check once that running the segments equals ``model(x)`` (full model, first batch)."""
+        """Check once that running the segments equals ``model(x)`` (first batch) for the full and
+        the smallest sub-model: a cut the trace got wrong (a Python branch on the sub-model frozen
+        by the trace, a gate whose skipped child is not the identity) shows in one of the two."""
         model = self.model
         was_training, previous = model.training, current_spec(model)
         try:
             model.eval()
-            set_active(model, None)
             x = self._val[0][0][:8]
-            y = x
-            for seg in self._segments or []:
-                y = seg.run(y)
-            return torch.equal(y, model(x))
+            for spec in (None, self.space.smallest()):
+                set_active(model, spec)
+                y = x
+                for seg in self._segments or []:
+                    y = seg.run(y)
+                if not torch.equal(y, model(x)):
+                    return False
+            return True
         finally:
             set_active(model, previous)
             model.train(was_training)
