@@ -51,18 +51,21 @@ class _ListNet(nn.Module):
 
 
 class _InPlace(nn.Module):
-    """Writes into a conv's output in place: no cut may sit between the conv and the write."""
+    """Writes into conv1's output in place while conv2's is live: no cut may sit after conv1."""
 
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
         self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
-        self.fc = nn.Linear(8, 10)
+        self.conv3 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10, bias=False)  # the features decide the class
 
     def forward(self, x):
         y = self.conv1(x)
-        y.mul_(0.5).add_(1.0)  # not idempotent: a second run on the same tensor would differ
-        y = F.relu(self.conv2(y))
+        w = self.conv2(y)
+        # not idempotent: a second group of specs run from the same y would read other values
+        y.mul_(-2.0).add_(1.0)
+        y = F.relu(self.conv3(y) + w)
         return self.fc(y.mean((2, 3)))
 
 
@@ -107,10 +110,12 @@ def _nested(name: str) -> tuple[nn.Module, tuple[int, ...]]:
     return model.eval(), shape
 
 
-def _data(shape, n=2, seed=0):
+def _data(model, shape, n=2, seed=0):
+    """Random inputs labelled by the full model: accuracy then moves with any change of the outputs."""
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(16, *shape, generator=g), torch.randint(0, 10, (16,), generator=g))
-            for _ in range(n)]
+    xs = [torch.randn(16, *shape, generator=g) for _ in range(n)]
+    with torch.no_grad(), fn3.active(model, None):
+        return [(x, model(x).argmax(1)) for x in xs]
 
 
 def _specs(space, n=12):
@@ -142,7 +147,7 @@ def test_generic_segments_score_like_one_forward_per_spec(name):
     segs = segments_of(model)
     assert segs is not None and len(segs) > 1
     assert {a for s in segs for a in s.set_axes()} == set(fn3.space(model).names)  # every axis read
-    val, cal = _data(shape), _data(shape, seed=1)
+    val, cal = _data(model, shape), _data(model, shape, seed=1)
     specs = _specs(fn3.space(model))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     for recal in (None, cal):
@@ -167,7 +172,7 @@ def test_layers_axes_become_gated_segments():
 def test_untraceable_model_is_scored_spec_by_spec():
     model, shape = _nested("branchy")
     assert segments_of(model) is None
-    val = _data(shape)
+    val = _data(model, shape)
     ev = Evaluator(model, val)
     assert not ev.reuse
     specs = _specs(fn3.space(model))
@@ -192,7 +197,7 @@ def test_trie_runs_each_shared_prefix_once():
     ax = space[axis]
     full = space.largest()
     specs = [full.with_blocks(axis, tuple(range(n))) for n in range(ax.min_blocks, ax.num_blocks + 1)]
-    val = _data(shape)
+    val = _data(model, shape)
     with fn3.active(model, None):
         got = score_tree([counted(k, s) for k, s in enumerate(segs)], slots(model), specs, val, None)
     assert got == _per_spec(model, specs, val, None)
