@@ -1,20 +1,47 @@
 """Score many sub-models at once, sharing the layers they have in common (a prefix tree of specs).
 
-A registered model's forward pass is cut into *segments* run in order: the MLP's layers; a ResNet's
-stem, each residual block, and the pooled classifier. A segment reads a few axes (its layers' slots),
-so its output depends only on the kept blocks of the axes read by it *and by every segment before
-it*. Specs that agree on those share that output. :func:`score_tree` groups the specs level by level
-(a trie keyed by each segment's axes) and runs every distinct prefix once: the heuristic's
-candidates, which differ from their parent in one block, recompute only the layers from the first
-segment reading that block's axis onwards.
+A model's forward pass is cut into *segments* run in order. A segment reads a few axes (the slots of
+the nested leaves it calls), so its output depends only on the kept blocks of the axes read by it
+*and by every segment before it*. Specs that agree on those share that output. :func:`score_tree`
+groups the specs level by level (a trie keyed by each segment's axes) and runs every distinct prefix
+once: the heuristic's candidates, which differ from their parent in one block, recompute only the
+layers from the first segment reading that block's axis onwards.
+
+Where the cuts come from (:func:`segments_of`, the same for every model, built-in or nested by
+:func:`fn3.nest_`): the forward is traced once with ``torch.fx`` under the full spec, keeping whole
+what the layer protocol (:mod:`fn3.nn.protocol`) describes: every nested leaf (``is_leaf``), every
+module that reads a slot in Python, torch's own layers. Fn3's chain gates (``NestedStage``,
+``NestedSequential``, ``NestedModuleList``: ``x = child(x)`` over the children that run) are traced
+through; each gated child, found as :mod:`fn3.cost._trace` finds it (``fn3_skipped()`` under specs
+dropping one block), stays one call run behind ``child(x) if its blocks are kept else x``. Any other
+gate is one call, its depth axis read like a width. A cut goes after a node where exactly one value
+is live (every later node reads earlier ones only through it: an articulation point), so a segment
+is a ``GraphModule`` from one tensor to the next. Then spans are joined where finer cuts gain nothing:
+a span reading only axes that earlier ungated spans already read has one output per group of specs,
+so it joins the one before (the MLP's last layer, a ReLU, a pooling). A span that is a gated child
+alone keeps its ``gate``: a spec dropping that block skips it whatever the child's own axes, which
+the trie shares. For the built-in models this gives the cuts written by hand before (the MLP's
+layers; a ResNet's stem, each residual block, the classifier), so there is one path for all.
+
+Exactness needs three more rules. A segment's input is shared by all the groups run from it, so no
+cut goes on a value that a later in-place op (``relu_``, ``+=``, a module with ``inplace=True``, a
+child that writes into its input) may write through, views included (decided conservatively). A
+BatchNorm called in two spans joins them (re-estimating it per span would reset what the first call
+accumulated). And the graph must not depend on the mode: traced in train and eval mode, the two must
+be the same. Models fx cannot trace, that write into their input or their parameters, or with no cut
+point get ``None`` and are scored spec by spec (:class:`~fn3.search.Evaluator` also checks once that
+the segments reproduce ``model(x)`` for the full and the smallest sub-model, and falls back if not).
 
 BatchNorm re-estimation fits the same scheme: a segment's recalibrated statistics depend only on its
 train-mode inputs, which the trie shares too. The statistics are computed exactly as
 :func:`fn3.evaluate.recalibrate_bn` computes them (reset, cumulative average over the calibration
-batches, train mode), so the scores are bit-identical to the plain per-spec evaluation.
+batches, train mode), so the scores are bit-identical to the plain per-spec evaluation. (Dropout
+running before a BatchNorm would draw its masks in another order: :func:`random_before_bn`, and the
+Evaluator then scores spec by spec.)
 
 Memory: the trie is walked depth-first with all validation batches at once, so it holds one output
-of the validation set per segment on the current path (at most one per segment), never one per spec.
+of the validation set per segment on the current path (at most one per segment), never one per spec;
+inside a segment, the ``GraphModule`` frees each intermediate after its last use, as the forward does.
 """
 
 from __future__ import annotations
@@ -34,7 +61,7 @@ from fn3.nn.protocol import is_gate, is_leaf
 from fn3.nn.slot import AxisSlot
 from fn3.spec import Spec
 
-__all__ = ["Segment", "score_tree", "segments_of"]
+__all__ = ["Segment", "random_before_bn", "score_tree", "segments_of"]
 
 
 @dataclass(frozen=True)
@@ -77,13 +104,12 @@ def segments_of(model: nn.Module) -> list[Segment] | None:
     single segment would share nothing). See the module docstring for how the cuts are chosen.
 
     Example:
-        >>> import fn3
+        >>> import torch, fn3
         >>> from fn3.export.user import example_net
-        >>> import torch
-        >>> net = example_net()
+        >>> net = example_net()  # conv-bn-relu, conv-bn-relu, pool, flatten, linear
         >>> _ = fn3.nest_(net, torch.zeros(1, 1, 8, 8), levels=("channels",), verbose=False)
-        >>> [seg.axes for seg in segments_of(net)]
-        [('0.width',), ('3.width',), ()]
+        >>> [seg.axes for seg in segments_of(net)]  # the head reads no new axis: joined to conv 2
+        [('0.width',), ('0.width', '3.width')]
     """
     try:
         return _traced_segments(model)

@@ -5,11 +5,12 @@ Three things make it fast:
 * **a cache**: each distinct :class:`~fn3.Spec` is scored once (``evals`` counts scorings,
   ``hits`` the requests answered from the cache);
 * **pre-built tensors**: the validation (and calibration) batches are materialised once;
-* **shared prefixes**: :meth:`Evaluator.evaluate_many` scores a batch of specs together and, for the
-  registered MLP and ResNet models, runs each distinct prefix of the forward pass once (the layers
-  before the first layer whose kept blocks differ). The heuristic's candidates differ from their
-  parent in one block, so most of them recompute only the layers from that block onwards. Other
-  models are scored spec by spec.
+* **shared prefixes**: :meth:`Evaluator.evaluate_many` scores a batch of specs together and runs each
+  distinct prefix of the forward pass once (the layers before the first layer whose kept blocks
+  differ), for any nested model whose forward ``torch.fx`` can cut into segments
+  (:mod:`fn3.search._segments`: built-in models and models nested by :func:`fn3.nest_` alike). The
+  heuristic's candidates differ from their parent in one block, so most of them recompute only the
+  layers from that block onwards. A model that cannot be cut is scored spec by spec.
 
 With ``recalibrate`` (a few training batches), each spec is scored after re-estimating its
 BatchNorm statistics (:func:`fn3.evaluate.bn_recalibrated`); the shared statistics are restored
@@ -79,7 +80,9 @@ class Evaluator:
         recalibrate: training batches for BatchNorm re-estimation per spec, or ``None`` to use the
             shared statistics. Ignored for models without BatchNorm.
         num_batches: calibration batches used (the first ones).
-        reuse: share the common prefix of the forward pass across specs (registered models only).
+        reuse: share the common prefix of the forward pass across specs, for any model whose forward
+            :func:`~fn3.search._segments.segments_of` can cut (else, or with ``False``, spec by spec;
+            the scores are the same either way). :attr:`reuse` says whether it is in use.
     """
 
     def __init__(self, model: nn.Module, batches: Batches, *, recalibrate: Batches | None = None,
