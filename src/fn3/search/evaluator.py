@@ -5,11 +5,12 @@ Three things make it fast:
 * **a cache**: each distinct :class:`~fn3.Spec` is scored once (``evals`` counts scorings,
   ``hits`` the requests answered from the cache);
 * **pre-built tensors**: the validation (and calibration) batches are materialised once;
-* **shared prefixes**: :meth:`Evaluator.evaluate_many` scores a batch of specs together and, for the
-  registered MLP and ResNet models, runs each distinct prefix of the forward pass once (the layers
-  before the first layer whose kept blocks differ). The heuristic's candidates differ from their
-  parent in one block, so most of them recompute only the layers from that block onwards. Other
-  models are scored spec by spec.
+* **shared prefixes**: :meth:`Evaluator.evaluate_many` scores a batch of specs together and runs each
+  distinct prefix of the forward pass once (the layers before the first layer whose kept blocks
+  differ), for any nested model whose forward ``torch.fx`` can cut into segments
+  (:mod:`fn3.search._segments`: built-in models and models nested by :func:`fn3.nest_` alike). The
+  heuristic's candidates differ from their parent in one block, so most of them recompute only the
+  layers from that block onwards. A model that cannot be cut is scored spec by spec.
 
 With ``recalibrate`` (a few training batches), each spec is scored after re-estimating its
 BatchNorm statistics (:func:`fn3.evaluate.bn_recalibrated`); the shared statistics are restored
@@ -45,7 +46,7 @@ from fn3.distributed import rank, world_size
 from fn3.errors import ConfigError
 from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.nest import current_spec, set_active, slots, space
-from fn3.search._segments import score_tree, segments_of
+from fn3.search._segments import random_before_bn, score_tree, segments_of
 from fn3.search.journal import ScoreJournal, fingerprint
 from fn3.spec import Spec
 
@@ -79,7 +80,9 @@ class Evaluator:
         recalibrate: training batches for BatchNorm re-estimation per spec, or ``None`` to use the
             shared statistics. Ignored for models without BatchNorm.
         num_batches: calibration batches used (the first ones).
-        reuse: share the common prefix of the forward pass across specs (registered models only).
+        reuse: share the common prefix of the forward pass across specs, for any model whose forward
+            :func:`~fn3.search._segments.segments_of` can cut (else, or with ``False``, spec by spec;
+            the scores are the same either way). :attr:`reuse` says whether it is in use.
     """
 
     def __init__(self, model: nn.Module, batches: Batches, *, recalibrate: Batches | None = None,
@@ -98,6 +101,8 @@ class Evaluator:
         self._segments = segments_of(model) if reuse else None
         if self._segments is not None and not self._segments_match():
             self._segments = None  # the model's forward is not what the segments assume
+        if self._segments is not None and self._calib is not None and random_before_bn(self._segments):
+            self._segments = None  # dropout would draw other masks in another order: not the same statistics
         self._cache: dict[Spec, float] = {}
         self._journal: ScoreJournal | None = None
         self.evals = 0
@@ -243,17 +248,22 @@ class Evaluator:
 
     @torch.no_grad()
     def _segments_match(self) -> bool:
-        """Check once that running the segments equals ``model(x)`` (full model, first batch)."""
+        """Check once that running the segments equals ``model(x)`` (first batch) for the full and
+        the smallest sub-model: a cut the trace got wrong (a Python branch on the sub-model frozen
+        by the trace, a gate whose skipped child is not the identity) shows in one of the two."""
         model = self.model
         was_training, previous = model.training, current_spec(model)
         try:
             model.eval()
-            set_active(model, None)
             x = self._val[0][0][:8]
-            y = x
-            for seg in self._segments or []:
-                y = seg.run(y)
-            return torch.equal(y, model(x))
+            for spec in (None, self.space.smallest()):
+                set_active(model, spec)
+                y = x
+                for seg in self._segments or []:
+                    y = seg.run(y)
+                if not torch.equal(y, model(x)):
+                    return False
+            return True
         finally:
             set_active(model, previous)
             model.train(was_training)
