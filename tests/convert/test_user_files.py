@@ -96,7 +96,7 @@ def test_a_model_nested_without_a_factory_exports_but_cannot_be_saved(tmp_path):
     with torch.no_grad(), fn3.active(model, spec):
         assert (small(x) - model(x)).abs().max().item() <= 1e-5
     for write in (lambda: save(small, tmp_path / "m.safetensors"), lambda: save_nested(model, tmp_path)):
-        with pytest.raises(fn3.ConfigError, match="no factory to rebuild it from"):
+        with pytest.raises(fn3.ConfigError, match="no recipe to rebuild it from"):
             write()
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
