@@ -117,7 +117,8 @@ def latency_rows(model, specs, batches, repeats) -> list[dict]:
     return rows
 
 
-QVF = (("torch", "torch_f", "PyTorch"), ("torch_x", "torch_f", "PyTorch module tree"), ("ort", "ort_f", "ORT"))
+QVF = (("torch", "torch_f", "PyTorch"), ("torch_x", "torch_f", "PyTorch module tree"))
+QVF += (("ort", "ort_f", "ORT"),)
 QVF += (("ort_round", "ort_f", "ORT float-round"), ("ort_compact", "ort_f", "ORT compact"))
 
 

@@ -5,7 +5,8 @@
 are its other functions.
 
 ==========================  ==========================================================================
-:func:`export`              a plain, physically sliced ``nn.Module`` for one spec (codes + scales)
+:func:`export`              a plain, physically sliced copy of the model for one spec (its own classes,
+                            each nested leaf extracted; a file stores its weights as c-bit codes)
 :func:`save` / :func:`load` one safetensors file per export, codes bit-packed; ``load`` also reads
                             a sub-model out of a nested file
 :func:`save_nested`         the whole FN3 in importance order; :func:`load_nested` reads one spec's bytes
@@ -21,8 +22,8 @@ Example:
     >>> import fn3.export
     >>> net = fn3.create_model("resnet20", num_classes=10, in_channels=3).eval()
     >>> small = fn3.export(net, fn3.space(net).uniform({"channels": 0.5, "bits": 4}))
-    >>> type(small).__name__, small(torch.randn(1, 3, 32, 32)).shape
-    ('ExportedModel', torch.Size([1, 10]))
+    >>> type(small).__name__, type(small.module).__name__, small(torch.randn(1, 3, 32, 32)).shape
+    ('Exported', 'NestedResNet', torch.Size([1, 10]))
 """
 
 from __future__ import annotations

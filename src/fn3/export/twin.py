@@ -3,12 +3,15 @@
 A quantized sub-model should be judged against the network a user would otherwise ship: the same
 kept channels, blocks and groups, in float32, without quantizers. :func:`float_twin` builds exactly
 that from an exported model: each quantized layer becomes the ``nn.Conv2d`` / ``nn.Linear`` of its
-dequantized weight, and each activation quantizer the float operation it stands in for: ``nn.ReLU``
-where an unsigned quantizer clips a value that can be negative (the export leaves out the ReLU right
-before it), ``nn.Identity`` elsewhere (after a ReLU, or a signed quantizer). The twin then has the layer
-structure of ``fn3.export(float_model, spec)`` for a float model with the same channel and depth axes.
-Its outputs differ from the quantized model's (no quantization): it is a baseline for speed, not for
-values.
+dequantized weight, and each activation quantizer the float operation it stands in for. An export of
+:func:`fn3.export.export` runs the model's own forward, which fn3 does not read: a random batch is run
+through it once, and an unsigned quantizer that saw no negative input (it follows a ReLU) goes, as in
+the float model; one that saw negative values becomes ``nn.ReLU`` (its clip at 0); a signed one goes.
+In fn3's module tree (:class:`~fn3.export.ExportedModel`, what format-1/2 files load into) the
+structure says it: ``nn.ReLU`` where the export left out the ReLU right before an unsigned quantizer,
+nothing elsewhere. Either way the twin computes what ``fn3.export(float_model, spec)`` computes for a
+float model with the same weights and the same channel and depth axes. Its outputs differ from the
+quantized model's (no quantization): it is a baseline for speed, not for values.
 
 Example:
     >>> import torch, fn3
@@ -17,12 +20,9 @@ Example:
     >>> net = fn3.create_model("resnet20", num_classes=10, in_channels=3).eval()
     >>> q = export(net, fn3.space(net).uniform({"channels": 0.5, "bits": 4}))
     >>> f = float_twin(q)
-    >>> [type(m).__name__ for m in q[3][0].body if not isinstance(m, torch.nn.Sequential)]
-    ['BatchNorm2d', 'BatchNorm2d']
-    >>> [[type(m).__name__ for m in s] for s in q[3][0].body if isinstance(s, torch.nn.Sequential)]
-    [['ActQuant', 'QuantConv2d'], ['ActQuant', 'QuantConv2d']]
-    >>> [[type(m).__name__ for m in s] for s in f[3][0].body if isinstance(s, torch.nn.Sequential)]
-    [['Conv2d'], ['ReLU', 'Conv2d']]
+    >>> block, twin_block = q.module.stages[0][0], f.module.stages[0][0]
+    >>> [type(m).__name__ for m in block.conv2], [type(m).__name__ for m in twin_block.conv2]
+    (['ActQuant', 'Conv2d'], ['Identity', 'Conv2d'])
     >>> f(torch.randn(2, 3, 32, 32)).shape
     torch.Size([2, 10])
 """
