@@ -36,6 +36,7 @@ from torch.overrides import TorchFunctionMode
 from fn3.cost.plan import CostPlan, Dim, Gate, Layer, Norm, Op, TensorInfo
 from fn3.errors import ConfigError
 from fn3.nest import active
+from fn3.nn.act_quant import relus_kept
 from fn3.nn.base import eval_mode
 from fn3.nn.protocol import AxisUse, is_gate, is_leaf
 from fn3.spec import Axis, Spec
@@ -351,7 +352,7 @@ def trace_plan(model: nn.Module, shape: tuple[int, int, int], axes: dict[str, Ax
         tracer = _Tracer(model, axes)
         try:
             tracer.add_tensor(x, Dim(None, 1, shape[0]))
-            with tracer:
+            with tracer, relus_kept():  # the float sub-model's ReLUs (see relu_unless_quantized)
                 y = model(x)
             if not isinstance(y, torch.Tensor) or id(y) not in tracer.ids:
                 raise ConfigError("cost plan: the model output is not produced by a layer the plan follows")

@@ -22,7 +22,7 @@ Example:
     >>> f = float_twin(q)
     >>> block, twin_block = q.module.stages[0][0], f.module.stages[0][0]
     >>> [type(m).__name__ for m in block.conv2], [type(m).__name__ for m in twin_block.conv2]
-    (['ActQuant', 'Conv2d'], ['Identity', 'Conv2d'])
+    (['ActQuant', 'Conv2d'], ['ReLU', 'Conv2d'])
     >>> f(torch.randn(2, 3, 32, 32)).shape
     torch.Size([2, 10])
 """

@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fn3.models._builder import AxisFactory
 from fn3.models.registry import register_model
+from fn3.nn.act_quant import relu_unless_quantized
 from fn3.nn.linear import NestedLinear
 
 __all__ = ["NestedMLP"]
@@ -73,7 +73,7 @@ class NestedMLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < len(self.layers) - 1:
-                x = F.relu(x)
+                x = relu_unless_quantized(x, self.layers[i + 1])  # its quantizer clips at 0
         return x
 
 

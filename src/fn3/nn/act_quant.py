@@ -16,14 +16,15 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from fn3.nn.functional import act_step, act_values, check_scheme, clip_act
 
-__all__ = ["ActQuant", "is_prefix"]
+__all__ = ["ActQuant", "is_prefix", "relu_unless_quantized", "relus_kept"]
 
 
 def is_prefix(planes: Sequence[int]) -> bool:
@@ -100,3 +101,50 @@ class ActQuant(nn.Module):
             f"bits={self.bits}, planes={list(self.planes)}, total_bits={self.total_bits}, "
             f"signed={self.signed}, scheme={self.scheme}"
         )
+
+
+_ELIDE = [True]  # relu_unless_quantized leaves the ReLU out; relus_kept() puts it back
+
+
+@contextmanager
+def relus_kept() -> Iterator[None]:
+    """Within this block :func:`relu_unless_quantized` always applies its ReLU.
+
+    The cost plan traces the nested model to price the *float* sub-model a latency back-end runs
+    (quantizers dropped, so the ReLU is back): it traces inside this block. Not thread-safe (a
+    module-level switch, like ``torch.no_grad``'s counterpart in Python code).
+    """
+    _ELIDE.append(False)
+    try:
+        yield
+    finally:
+        _ELIDE.pop()
+
+
+def relu_unless_quantized(x: torch.Tensor, consumer: nn.Module) -> torch.Tensor:
+    """``relu(x)``, or ``x`` itself when ``consumer`` starts with a clip at 0 of its own.
+
+    A consumer with an unsigned activation quantizer clips to ``[0, alpha]`` as ``min(relu(x),
+    alpha)``, so a ReLU right before it changes neither a value nor a gradient: leaving it out saves
+    one pass over the feature map, in training and in the deployed model alike. ``consumer`` is a
+    nested layer with an ``act_quant``, or its extracted form ``Sequential(ActQuant, layer)``, or
+    that form with the quantizer replaced by an ``nn.ReLU`` (:func:`fn3.export.float_twin`); once
+    the quantizer is gone altogether (a float sub-model), the ReLU is applied here again. The check
+    reads only module attributes, so ``torch.fx`` traces it as a constant.
+
+    Example:
+        >>> conv = nn.Sequential(ActQuant(torch.tensor(2.0), planes=(0, 1)), nn.Identity())
+        >>> relu_unless_quantized(torch.tensor([-1.0, 1.0]), conv).tolist()   # the quantizer clips
+        [-1.0, 1.0]
+        >>> relu_unless_quantized(torch.tensor([-1.0, 1.0]), nn.Identity()).tolist()
+        [0.0, 1.0]
+    """
+    if _ELIDE[-1]:
+        if isinstance(consumer, nn.Sequential):
+            q = consumer[0] if len(consumer) else None
+        else:
+            q = getattr(consumer, "act_quant", None)
+        unsigned_quantizer = getattr(q, "signed", True) is False and hasattr(q, "alpha")
+        if isinstance(q, nn.ReLU) or unsigned_quantizer:
+            return x  # the consumer clips at 0 itself
+    return torch.relu(x)

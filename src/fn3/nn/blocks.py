@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fn3.nn.act_quant import relu_unless_quantized
 from fn3.nn.base import NestedModule
 from fn3.nn.conv import NestedConv2d
 from fn3.nn.norm import NestedBatchNorm2d
@@ -151,7 +152,7 @@ class BasicBlock(_ResidualBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in_active, H, W) -> (B, C_out_active, H/stride, W/stride)
-        y = F.relu(self.bn1(self.conv1(x)))
+        y = relu_unless_quantized(self.bn1(self.conv1(x)), self.conv2)  # conv2's quantizer clips at 0
         y = self.bn2(self.conv2(y))
         return self.add_shortcut(x, y)
 
@@ -230,8 +231,8 @@ class ResNeXtBlock(_ResidualBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in_active, H, W); paths: (B, c*d, H', W')
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = F.relu(self.bn2(self.conv2(y)))
+        y = relu_unless_quantized(self.bn1(self.conv1(x)), self.conv2)
+        y = relu_unless_quantized(self.bn2(self.conv2(y)), self.conv3)
         y = self.bn3(self.conv3(y))
         return self.add_shortcut(x, y)
 
