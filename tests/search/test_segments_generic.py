@@ -142,7 +142,8 @@ def _per_spec(model, specs, val, cal):
 
 
 @pytest.mark.parametrize("name", ["example_net", "resnet18", "listnet", "inplace"])
-def test_generic_segments_score_like_one_forward_per_spec(name):
+def test_generic_segments_score_like_one_forward_per_spec(name, monkeypatch):
+    monkeypatch.setattr("fn3.search.evaluator.MIN_SHARED", 0.0)  # the trie for every batch of specs
     model, shape = _nested(name)
     segs = segments_of(model)
     assert segs is not None and len(segs) > 1
@@ -205,3 +206,28 @@ def test_trie_runs_each_shared_prefix_once():
     assert calls[:-1] == [batches] * (len(segs) - 1)  # the shared prefix: once
     assert calls[-1] == batches * len(specs)  # the differing segment: once per spec
     assert sum(calls) < batches * len(specs) * len(segs)
+
+
+def test_the_trie_is_used_only_where_specs_share_work(monkeypatch):
+    """Random specs share (almost) no prefix: scored one forward each; a parent and its
+    one-block-removed children (the heuristic's batches) share most of theirs: the trie."""
+    import fn3.search.evaluator as evaluator
+    from fn3.search._segments import shared_fraction
+
+    model, shape = _nested("resnet18")
+    space, val = fn3.space(model), _data(model, shape)
+    g = torch.Generator().manual_seed(5)
+    random = [space.sample(g, dist="uniform") for _ in range(8)]
+    parent = space.largest()
+    children = [parent.with_blocks(a.name, parent.kept(a.name)[:-1]) for a in space if a.num_blocks > 1]
+    children = children[:: max(1, len(children) // 12)]  # spread over the axes, as the heuristic's
+    segs = segments_of(model)
+    assert shared_fraction(segs, random) < evaluator.MIN_SHARED <= shared_fraction(segs, children)
+    calls = []
+    real = evaluator.score_tree
+    monkeypatch.setattr(evaluator, "score_tree", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ev = Evaluator(model, val)
+    ev.evaluate_many(random)
+    assert calls == []
+    ev.evaluate_many(children)
+    assert calls == [1]

@@ -46,7 +46,7 @@ from fn3.distributed import rank, world_size
 from fn3.errors import ConfigError
 from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.nest import current_spec, set_active, slots, space
-from fn3.search._segments import random_before_bn, score_tree, segments_of
+from fn3.search._segments import random_before_bn, score_tree, segments_of, shared_fraction
 from fn3.search.journal import ScoreJournal, fingerprint
 from fn3.spec import Spec
 
@@ -70,6 +70,10 @@ def _bns(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
 
+
+#: Share the forward's common prefixes only when that saves at least this share of the segment runs
+#: (``shared_fraction``); below it, one whole forward per spec is as fast or faster.
+MIN_SHARED = 0.15
 
 class Evaluator:
     """Validation accuracy of sub-models, cached per spec, scored in batches with shared prefixes.
@@ -224,7 +228,7 @@ class Evaluator:
                   bn.num_batches_tracked.clone()) for bn in bns]
         try:
             model.eval()
-            if self._segments is not None:
+            if self._segments is not None and shared_fraction(self._segments, specs) >= MIN_SHARED:
                 for bn in bns:
                     bn.momentum = None  # cumulative average, as fn3.evaluate.recalibrate_bn does
                 calib = None if self._calib is None else [x for x, _ in self._calib]
