@@ -66,12 +66,13 @@ def test_activation_quantizer_is_exact(tmp_path, planes, signed):
 
 
 def test_single_file_with_int8_qdq_weights(models, tmp_path):
-    """compact=True: every quantized weight as int8 codes (DequantizeLinear), in one file (fn3's
-    writer, on the module-tree form: an export of the model's own classes is refused, clearly)."""
+    """compact=True: every quantized weight as int8 codes (DequantizeLinear), in one file (fn3's own
+    writer, on the module tree a format-1/2 file loads into; an export goes through the graph pass,
+    tests/export/test_torch_onnx.py)."""
     model = models["resnet20"]
     spec = fn3.space(model).uniform({"channels": 0.5, "bits": 4})
-    with pytest.raises(fn3.ConfigError, match="export_tree"):
-        to_onnx(export(model, spec), tmp_path / "no.onnx", INPUT, compact=True)
+    with pytest.raises(fn3.ConfigError, match="need an export of fn3.export.export"):
+        to_onnx(fn3.export.extract_submodel(model, spec), tmp_path / "no.onnx", INPUT, compact=True)
     exported = fn3.export.export_tree(model, spec)
     path = to_onnx(exported, tmp_path / "m.onnx", INPUT, compact=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]

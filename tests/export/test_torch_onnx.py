@@ -201,3 +201,46 @@ def test_float_twin_of_a_user_network(user_cnn):
             parent, _, leaf = name.rpartition(".")
             setattr(ref.get_submodule(parent), leaf, nn.Identity() if m.signed else nn.ReLU())
     assert torch.equal(twin(x), ref(x)) and not torch.equal(twin(x), sub(x))
+
+
+def _int8_weights(path) -> int:
+    inits = onnx.load(str(path)).graph.initializer
+    return sum(t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2 for t in inits)
+
+
+@pytest.mark.parametrize("which", ["resnet20", "user"])
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_compact_is_a_pass_over_torch_graph(models, user_cnn, tmp_path, which, bits):
+    """compact=True on an export (built-in or your own network): every quantized weight as int8 codes
+    behind a DequantizeLinear (found by value in torch's graph, BatchNorm folded in), the file at most
+    half the float-weight one, and ONNX Runtime computing what PyTorch computes."""
+    model = models["resnet20"] if which == "resnet20" else user_cnn
+    exported = fn3.export.export(model, fn3.space(model).uniform({"channels": 0.5, "bits": bits}))
+    x = torch.randn(16, *INPUT, generator=torch.Generator().manual_seed(bits))
+    plain = to_onnx(exported, tmp_path / "f.onnx", INPUT)
+    path = to_onnx(exported, tmp_path / "c.onnx", INPUT, compact=True)
+    assert _int8_weights(plain) == 0 and _int8_weights(path) == len(exported.quant) > 0
+    assert path.stat().st_size < plain.stat().st_size / 2  # (a tiny network: names and scales weigh)
+    for optimize in (False, True):
+        assert _agree(_run(path, x, optimize), exported(x).numpy(), steps=True)
+
+
+@pytest.mark.parametrize("abits", [7, 8])
+def test_integer_kernels_from_an_export(models, tmp_path, abits):
+    """integer=True on an export: an 8-bit weight after a 7-bit quantizer and before the next one
+    becomes ONNX Runtime's QLinearConv; after an 8-bit quantizer (u8 x s8 pairs would saturate int16
+    on AVX2) it stays a float convolution. Outputs as PyTorch's either way."""
+    model = models["resnet20"]
+    space = fn3.space(model)
+    spec = space.uniform({"channels": 0.5, "bits": 8}).replace(
+        **{a.name: tuple(range(abits)) for a in space if a.name.endswith("abits")})
+    exported = fn3.export.export(model, spec)
+    path = to_onnx(exported, tmp_path / "m.onnx", INPUT, integer=True)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    x = torch.randn(16, *INPUT, generator=torch.Generator().manual_seed(3))
+    y = ort.InferenceSession(str(path), opts).run(None, {"input": x.numpy()})[0]
+    fused = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node].count("QLinearConv")
+    assert (fused > 0) == (abits == 7) and (_int8_weights(path) > 0) == (abits == 7)
+    assert _agree(y, exported(x).numpy(), steps=True)

@@ -3,15 +3,18 @@
 Two writers. By default every module, an :class:`~fn3.export.ExportedModel` included, goes through
 ``torch.onnx.export`` of its own forward (:mod:`fn3.export.torch_onnx`: quantizers as QDQ nodes,
 BatchNorm folded by the exporter), then through graph passes that read only the ONNX graph
-(:mod:`fn3.export.onnx_passes`: ``tidy``, and ``float_rounding`` for ``rounding="float"``). Nothing in
-that path describes an architecture, so any model fn3 can nest (users' ``fn3.nest_``-ed networks too)
-gets the same graph quality: measured on ResNet-20 at 8/4/2 bits, the torch-written graphs run as
-fast as the ones fn3's own writer writes, node for node (``tests/export/test_torch_onnx.py``).
+(:mod:`fn3.export.onnx_passes`: ``tidy``; ``coded_weights`` for ``compact=True`` / ``integer=True``,
+which finds each quantized weight of an export in the graph by its values and stores it as int8
+codes; ``float_rounding`` for ``rounding="float"``). Nothing in that path describes an architecture,
+so any model fn3 can nest (users' ``fn3.nest_``-ed networks too) gets the same graph quality:
+measured on ResNet-20 at 8/4/2 bits, the torch-written graphs run as fast as the ones fn3's own
+writer writes, node for node (``tests/export/test_torch_onnx.py``).
 
-fn3's own writer (``writer="fn3"``, below) walks an ``ExportedModel``'s module tree node by node. It
-stays for the forms ``torch.onnx.export`` does not write: int8 weight codes in the file
-(``compact=True``), integer kernels (``integer=True``) and ``"truncate"`` quantizers (format-1 files;
-integer bit clearing); ``writer="auto"`` picks it only for those.
+fn3's own writer (``writer="fn3"``, below) walks an ``ExportedModel``'s module tree node by node: the
+form a file of format 1 or 2 loads into (:func:`fn3.export.export_tree` still builds it). It writes
+that form's ``compact`` / ``integer`` graphs and its ``"truncate"`` quantizers (format-1 files;
+integer bit clearing); ``writer="auto"`` picks it only for those. The mapping below is its own; the
+torch path computes the same values.
 
 Mapping (``"centred"`` scheme):
 
@@ -441,10 +444,10 @@ def to_onnx(
             quantization tools read) or ``"float"`` (rounding by float addition inside the
             convolutions' blocked layout, the fastest on ONNX Runtime's CPU: see the module doc).
         writer: ``"torch"`` (``torch.onnx.export`` and graph passes, see :mod:`fn3.export.torch_onnx`
-            and :mod:`fn3.export.onnx_passes`; not ``compact`` nor ``integer``), ``"fn3"`` (the graph
-            written node by node; exported models only), or ``"auto"``: ``"torch"``, except
-            ``"fn3"`` for the forms only it writes (``compact``, ``integer``, ``"truncate"``
-            quantizers).
+            and :mod:`fn3.export.onnx_passes`; ``compact`` / ``integer`` need an export of
+            :func:`fn3.export.export`, which knows its coded weights), ``"fn3"`` (the graph written
+            node by node; an ``ExportedModel`` only), or ``"auto"``: ``"torch"``, except ``"fn3"``
+            for an ``ExportedModel``'s ``compact``, ``integer`` and ``"truncate"`` forms.
 
     The graph's input is ``"input"`` (float32, ``(batch, C, H, W)``), its output ``"output"``.
     """
@@ -462,19 +465,15 @@ def to_onnx(
     if writer == "auto":
         writer = "fn3" if _needs_fn3_writer(exported, compact, integer) else "torch"
     if writer == "torch":
-        if compact or integer:
-            if isinstance(exported, ExportedModel):
-                raise ConfigError("compact=True and integer=True are forms of fn3's own writer: "
-                                  "use writer='fn3'")
-            raise ConfigError(
-                "compact=True and integer=True are written by fn3's own writer from the module-tree form "
-                "of a built-in model: to_onnx(fn3.export.export_tree(model, spec), ..., compact=True)"
-            )
-        from fn3.export.onnx_passes import float_rounding, tidy
+        from fn3.export.onnx_passes import coded_weights, float_rounding, short_names, tidy
         from fn3.export.torch_onnx import torch_onnx_model
 
+        weights = _coded(exported) if compact or integer else []
         model = tidy(torch_onnx_model(exported, input_shape, opset))
-        return _finish(float_rounding(model) if rounding == "float" else model, exported, path)
+        if compact or integer:
+            model = coded_weights(model, weights, compact=compact, integer=integer)
+        model = float_rounding(model) if rounding == "float" else model
+        return _finish(short_names(model) if compact else model, exported, path)
     g = _Graph(opset)
     out = _emit(g, exported, "input", _Form(compact, integer, rounding == "float"))
     g.nodes.append(helper.make_node("Identity", [out], ["output"], name="output"))
@@ -489,6 +488,33 @@ def to_onnx(
     return _finish(model, exported, path)
 
 
+def _coded(exported: nn.Module) -> list:
+    """The quantized weights of an export (:class:`~fn3.export.Exported`) as codes, steps and offsets,
+    for :func:`~fn3.export.onnx_passes.coded_weights`: every prefix weight (the top ``c`` bits)."""
+    from fn3.export.onnx_passes import CodedWeight
+    from fn3.export.user import _codes_of
+
+    quant = getattr(exported, "quant", None)
+    if not isinstance(quant, dict) or not hasattr(exported, "module"):
+        if isinstance(exported, ExportedModel):
+            raise ConfigError("compact=True and integer=True of an ExportedModel are forms of fn3's own "
+                              "writer: use writer='fn3'")
+        raise ConfigError("compact=True and integer=True need an export of fn3.export.export (it knows "
+                          "which weights are codes), not a plain module")
+    state = exported.module.state_dict()
+    out = []
+    for key, q in quant.items():
+        c = len(q.planes)
+        if q.planes != tuple(range(c)):
+            continue  # not a prefix: its levels are no integer grid
+        unit = 2 ** (q.total_bits - c)
+        offset = (unit - 1) / 2 / unit if q.scheme == "centred" else 0.0
+        w = state[key].detach()
+        codes = _codes_of(w, q).numpy()
+        out.append(CodedWeight(w.numpy(), codes, (q.scale.numpy() * unit).astype(np.float32), offset))
+    return out
+
+
 def _needs_fn3_writer(exported: nn.Module, compact: bool, integer: bool) -> bool:
     """Whether only fn3's own writer writes this form: int8 weight codes in the file (``compact``),
     integer kernels (``integer``), or a ``"truncate"`` quantizer (integer bit clearing)."""
@@ -501,7 +527,8 @@ def _needs_fn3_writer(exported: nn.Module, compact: bool, integer: bool) -> bool
 def _finish(model: onnx.ModelProto, exported: nn.Module, path: str | Path) -> Path:
     """Record the spec, check, and write ``model`` atomically to ``path``."""
     model.ir_version = min(model.ir_version, 10)  # what current ONNX Runtime releases read
-    meta = getattr(exported, "meta", {}) if isinstance(exported, ExportedModel) else {}
+    meta = getattr(exported, "meta", None)
+    meta = meta if isinstance(meta, dict) else {}
     if "spec" in meta:
         import json
 

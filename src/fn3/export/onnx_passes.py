@@ -44,12 +44,13 @@ Example:
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["MAGIC", "float_rounding", "tidy"]
+__all__ = ["MAGIC", "CodedWeight", "coded_weights", "float_rounding", "short_names", "tidy"]
 
 #: ``1.5 * 2^23``: float32 values near it are exactly one apart, so adding it rounds to an integer.
 MAGIC = 12582912.0
@@ -292,3 +293,140 @@ def _prune(model: onnx.ModelProto) -> None:
     inits = [t for t in graph.initializer if t.name in live]
     del graph.initializer[:]
     graph.initializer.extend(inits)
+
+
+# -- weights as int8 codes: compact files, and ONNX Runtime's integer kernels -----------------------
+@dataclass(frozen=True)
+class CodedWeight:
+    """A quantized weight as a graph pass needs it: ``value = (codes + offset) * step`` per row.
+
+    ``value`` (out, ...) float32 is what the model computes with, ``codes`` (out, ...) its signed
+    integer codes, ``step`` (out,) the value of one code step per output row, ``offset`` the centre
+    of a cell in steps (``"centred"`` below ``B`` bits; 0 when the weight is exactly ``codes * step``).
+    """
+
+    value: np.ndarray
+    codes: np.ndarray
+    step: np.ndarray
+    offset: float
+
+
+def _row_factor(w: np.ndarray, ref: np.ndarray) -> np.ndarray | None:
+    """``k`` (out,) with ``w == k * ref`` row by row (a BatchNorm folded in), or ``None``."""
+    a, b = w.reshape(w.shape[0], -1).astype(np.float64), ref.reshape(ref.shape[0], -1).astype(np.float64)
+    den = (b * b).sum(1)
+    k = np.where(den > 0, (a * b).sum(1) / np.where(den > 0, den, 1.0), 1.0)
+    err = np.abs(a - k[:, None] * b).max(1)
+    if np.any(err > 1e-5 * np.maximum(np.abs(a).max(1), 1e-30)):
+        return None
+    return k.astype(np.float32)
+
+
+def _integer_ok(g: _Graph, conv: onnx.NodeProto, w: CodedWeight) -> onnx.NodeProto | None:
+    """The activation ``DequantizeLinear`` feeding ``conv`` when ONNX Runtime may fuse the three into
+    an integer ``QLinearConv`` that computes the same: an exact weight (no centre offset) between an
+    unsigned fn3 quantizer read only by ``conv`` and a ``QuantizeLinear`` reading only ``conv``, with
+    codes small enough for x86 u8 x s8 kernels, which add pairs of products in int16 and saturate
+    (``2 * max activation code * max |weight code| <= 32767``)."""
+    if w.offset or conv.op_type != "Conv":
+        return None
+    dq = g.producer.get(conv.input[0])
+    found = _quantizer(g, dq) if dq is not None and dq.op_type == "DequantizeLinear" else None
+    if found is None or not g.only_consumer(dq.output[0], conv):
+        return None
+    _, _, _, lo, hi = found
+    users = g.consumers.get(conv.output[0], [])
+    if lo < 0 or len(users) != 1 or users[0].op_type != "QuantizeLinear" or conv.output[0] in g.outputs:
+        return None
+    return dq if 2 * hi * int(np.abs(w.codes).max(initial=0)) <= 32767 else None
+
+
+def coded_weights(
+    model: onnx.ModelProto, weights: list[CodedWeight], *, compact: bool, integer: bool
+) -> onnx.ModelProto:
+    """Store quantized weights as int8 codes + ``DequantizeLinear`` (in place; returns ``model``).
+
+    Every ``Conv`` / ``Gemm`` whose constant weight is one of ``weights`` (up to a per-row factor:
+    the exporter folds BatchNorm into it) and whose codes fit int8 gets ``DequantizeLinear(codes,
+    step * factor, axis 0)`` (plus the per-row centre ``Add`` under ``"centred"``): with ``compact``
+    every one of them (the smallest file), with ``integer`` only those ONNX Runtime fuses into an
+    exact integer ``QLinearConv`` (:func:`_integer_ok`; their activation ``DequantizeLinear`` becomes
+    per-tensor, as the fusion needs). The graph is matched by values, not names: it serves any
+    model ``torch.onnx.export`` wrote.
+    """
+    g = _Graph(model.graph)
+    by_shape: dict[tuple[int, ...], list[CodedWeight]] = defaultdict(list)
+    for w in weights:
+        by_shape[tuple(w.value.shape)].append(w)
+    insert: dict[int, list[onnx.NodeProto]] = {}
+    for node in list(model.graph.node):
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in g.inits:
+            continue
+        if node.op_type == "Gemm" and not any(a.name == "transB" and a.i == 1 for a in node.attribute):
+            continue  # a weight stored (in, out): not how torch writes nn.Linear
+        value = g.const(node.input[1])
+        if value is None or value.dtype != np.float32:
+            continue
+        match = next(((w, k) for w in by_shape.get(tuple(value.shape), [])
+                      if (k := _row_factor(value, w.value)) is not None), None)  # fmt: skip
+        if match is None:
+            continue
+        w, k = match
+        if w.codes.min(initial=0) < -128 or w.codes.max(initial=0) > 127:
+            continue
+        act = None if compact else (_integer_ok(g, node, w) if integer else None)
+        if not compact and act is None:
+            continue
+        if act is not None:  # the fusion needs one activation scale: all channels' are equal
+            s = g.const(act.input[1]).reshape(-1)[:1].reshape(())
+            z = g.const(act.input[2]).reshape(-1)[:1].reshape(())
+            act.input[1], act.input[2] = g.new_const("ascale", s), g.new_const("azero", z)
+            kept = [a for a in act.attribute if a.name != "axis"]
+            del act.attribute[:]
+            act.attribute.extend(kept)
+        step = (w.step * k).astype(np.float32)
+        codes = g.new_const("codes", w.codes.astype(np.int8))
+        zero = g.new_const("wzero", np.zeros(len(step), np.int8))
+        out = g.new_name("weight")
+        new = [helper.make_node("DequantizeLinear", [codes, g.new_const("wscale", step), zero], [out],
+                                name=out, axis=0)]  # fmt: skip
+        if w.offset:
+            off = (np.float32(w.offset) * step).reshape(-1, *([1] * (value.ndim - 1)))
+            added = g.new_name("weight")
+            new.append(helper.make_node("Add", [out, g.new_const("woffset", off)], [added], name=added))
+            out = added
+        node.input[1] = out
+        insert[id(node)] = new
+    if insert:
+        nodes = []
+        for node in model.graph.node:
+            nodes.extend(insert.get(id(node), []))
+            nodes.append(node)
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        _prune(model)
+    return model
+
+
+def short_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rename every node and every tensor but the graph's inputs and outputs to a short name (in
+    place; returns ``model``): ``torch.onnx.export`` names them by module path, which takes a third of
+    a compact 2-bit file."""
+    graph = model.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return names.setdefault(name, f"t{len(names)}")
+
+    for t in graph.initializer:
+        t.name = short(t.name)
+    for i, node in enumerate(graph.node):
+        node.name = f"n{i}"
+        node.input[:] = [short(x) for x in node.input]
+        node.output[:] = [short(x) for x in node.output]
+    for v in graph.value_info:
+        v.name = short(v.name)
+    return model
