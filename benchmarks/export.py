@@ -117,8 +117,7 @@ def latency_rows(model, specs, batches, repeats) -> list[dict]:
     return rows
 
 
-QVF = (("torch", "torch_f", "PyTorch"), ("torch_x", "torch_f", "PyTorch module tree"))
-QVF += (("ort", "ort_f", "ORT"),)
+QVF = (("torch", "torch_f", "PyTorch"), ("ort", "ort_f", "ORT"))
 QVF += (("ort_round", "ort_f", "ORT float-round"), ("ort_compact", "ort_f", "ORT compact"))
 
 
@@ -127,12 +126,11 @@ def quant_vs_float_rows(model, specs, batches, repeats, tmp: Path) -> list[dict]
     rows = []
     for label, spec in specs:
         q = fx.export(model, spec)
-        xs = fx.export_tree(model, spec)  # fn3's module tree (format 1/2 files load into it)
         f = float_twin(q)
         sess = {
             "ort": ort_session(fx.to_onnx(q, tmp / "q.onnx", SHAPE), threads=1),
             "ort_f": ort_session(fx.to_onnx(f, tmp / "f.onnx", SHAPE), threads=1),
-            "ort_compact": ort_session(fx.to_onnx(xs, tmp / "c.onnx", SHAPE, compact=True), threads=1),
+            "ort_compact": ort_session(fx.to_onnx(q, tmp / "c.onnx", SHAPE, compact=True), threads=1),
             "ort_round": ort_session(fx.to_onnx(q, tmp / "r.onnx", SHAPE, rounding="float"), threads=1),
         }
         row = {"spec": label, "parity": ort_parity(sess["ort"], q, SHAPE, batch=64)}
@@ -143,8 +141,7 @@ def quant_vs_float_rows(model, specs, batches, repeats, tmp: Path) -> list[dict]
         for b in batches:
             x = torch.randn(b, *SHAPE, generator=torch.Generator().manual_seed(b))
             xn = x.numpy()
-            fns = {"torch": lambda x=x, q=q: q(x), "torch_f": lambda x=x, f=f: f(x),
-                   "torch_x": lambda x=x, xs=xs: xs(x)}  # fmt: skip
+            fns = {"torch": lambda x=x, q=q: q(x), "torch_f": lambda x=x, f=f: f(x)}
             fns.update({k: (lambda xn=xn, s=s: s.run(None, {"input": xn})) for k, s in sess.items()})
             with torch.no_grad():
                 t = timings(fns, repeats)
@@ -288,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['vs_nested']:.1e}",
                 ", ".join(
                     f"{name} " + ("met" if r[f"{k}_{b_hi}"] <= 1.05 else f"MISSED ({r[f'{k}_{b_hi}']:.2f}x)")
-                    for k, name in (("torch", "PyTorch"), ("torch_x", "PyTorch module tree"), ("ort", "ORT"),
+                    for k, name in (("torch", "PyTorch"), ("ort", "ORT"),
                                     ("ort_round", "ORT float-round"))
                 ),
             ]
@@ -359,12 +356,10 @@ quantizers. "ORT" is the default `to_onnx` graph (`torch.onnx.export` of the exp
 weights, BatchNorm folded, each quantizer `QuantizeLinear` [+ integer `Clip`] + `DequantizeLinear`);
 "ORT float-round" the `rounding="float"` graph (the same graph after the `float_rounding` pass of
 `fn3.export.onnx_passes`: each quantizer as float rounding in 1x1 depthwise convolutions that stay in
-ONNX Runtime's blocked layout); "ORT compact" the `compact=True` graph (fn3's own writer, from the
-module tree: every weight as int8 codes + `DequantizeLinear`, the smallest file). "PyTorch" is the
-export (`fn3.export.export`: the nested model's own classes, each nested leaf replaced by its plain form,
-weights dequantized once); "PyTorch module tree" is `fn3.export.export_tree` of the same spec, fn3's
-module vocabulary of format-1/2 files (codes dequantized on the first forward, the ReLU before each
-unsigned quantizer left out).
+ONNX Runtime's blocked layout); "ORT compact" the `compact=True` graph (the `coded_weights` pass:
+every quantized weight as int8 codes + `DequantizeLinear`, the smallest file). "PyTorch" is the export
+(`fn3.export.export`: the nested model's own classes, each nested leaf replaced by its plain form,
+weights dequantized once).
 Parity: largest |ONNX Runtime - PyTorch| on 64 random inputs; "export vs nested": largest
 |exported - nested model| (PyTorch) on 8 inputs.
 

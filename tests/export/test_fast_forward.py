@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 from export_helpers import INPUT, make_model
+from legacy import export_tree
 
 import fn3
 from fn3.export import ActQuant, QuantConv2d, export
-from fn3.export.slice import export_tree
 from fn3.nn.functional import act_values, clip_act
 
 

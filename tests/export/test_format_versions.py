@@ -8,13 +8,13 @@ import zlib
 
 import pytest
 import torch
+from legacy import export_tree
+from legacy import save_nested_v2 as _save_nested_v2
 
 import fn3
 from fn3.errors import FileFormatError
 from fn3.export import container, export, load, save
-from fn3.export.nested import _save_nested_v2
 from fn3.export.qmodules import ActQuant, QuantConv2d
-from fn3.export.slice import export_tree
 
 
 def _strip_q(node: object) -> object:

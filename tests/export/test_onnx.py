@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from export_helpers import INPUT, make_model, specs_for
+from legacy import export_tree
 
 import fn3
 from fn3.export import ActQuant, QuantConv2d, export, float_twin, to_onnx
@@ -73,7 +74,7 @@ def test_single_file_with_int8_qdq_weights(models, tmp_path):
     spec = fn3.space(model).uniform({"channels": 0.5, "bits": 4})
     with pytest.raises(fn3.ConfigError, match="need an export of fn3.export.export"):
         to_onnx(fn3.export.extract_submodel(model, spec), tmp_path / "no.onnx", INPUT, compact=True)
-    exported = fn3.export.export_tree(model, spec)
+    exported = export_tree(model, spec)
     path = to_onnx(exported, tmp_path / "m.onnx", INPUT, compact=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
     proto = onnx.load(str(path))

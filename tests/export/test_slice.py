@@ -6,12 +6,12 @@ import pytest
 import torch
 from export_helpers import INPUT, specs_for
 from hypothesis import given, settings
+from legacy import ModelSource
 from spec_strategies import SPECS, specs
 from torch import nn
 
 import fn3
 from fn3.export import ActQuant, QuantConv2d, QuantLinear, Residual, export
-from fn3.export.slice import ModelSource
 from fn3.export.submodel import extract_coded
 from fn3.export.user import _codes_of
 from fn3.nn.functional import weight_scale
@@ -156,15 +156,6 @@ def test_callable_package_and_bad_spec(models):
     assert isinstance(fx(model), fx.Exported)
     with pytest.raises(fn3.SpecError):
         fx.export(model, fn3.Spec({"nope": (0,)}))
-
-
-def test_unknown_module_is_a_clear_error():
-    class Odd(nn.Module):
-        def forward(self, x):
-            return x
-
-    with pytest.raises(fn3.ConfigError, match="register_describer"):
-        fn3.export.describe(nn.Sequential(Odd()))
 
 
 @pytest.mark.parametrize("name", ["mlp", "resnet20"])

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from export_helpers import INPUT
+from legacy import export_tree
 from torch import nn
 
 import fn3
@@ -122,7 +123,7 @@ def test_exported_model_through_torch_writer(models, tmp_path):
     export of the model's own classes gives that graph too."""
     model = models["resnet20"]
     spec = fn3.space(model).uniform({"channels": 0.5, "bits": 4})
-    exported = fn3.export.export_tree(model, spec)
+    exported = export_tree(model, spec)
     x = torch.randn(16, *INPUT, generator=torch.Generator().manual_seed(6))
     ys = [_run(to_onnx(exported, tmp_path / f"{w}.onnx", INPUT, writer=w), x, True) for w in ("fn3", "torch")]
     ops = {
@@ -164,7 +165,7 @@ def test_builtin_float_rounding_matches_fn3_writer(models, tmp_path):
     """The pass over torch's graph writes the float-rounding graph fn3's own writer writes for a
     built-in export: the same ops, in ONNX Runtime the same outputs to the step tolerance."""
     model = models["resnet20"]
-    exported = fn3.export.export_tree(model, fn3.space(model).uniform({"channels": 0.5, "bits": 4}))
+    exported = export_tree(model, fn3.space(model).uniform({"channels": 0.5, "bits": 4}))
     x = torch.randn(16, *INPUT, generator=torch.Generator().manual_seed(11))
     ops, ys = {}, {}
     for w in ("fn3", "torch"):
@@ -178,7 +179,7 @@ def test_builtin_float_rounding_matches_fn3_writer(models, tmp_path):
 
 
 def test_torch_writer_refuses_fn3_only_forms(models, tmp_path):
-    exported = fn3.export.export_tree(models["mlp"])
+    exported = export_tree(models["mlp"])
     with pytest.raises(fn3.ConfigError, match="writer='fn3'"):
         to_onnx(exported, tmp_path / "m.onnx", INPUT, writer="torch", compact=True)
 

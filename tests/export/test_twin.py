@@ -41,7 +41,7 @@ def test_twin_is_the_float_export_of_the_same_spec():
 
 def test_twin_of_the_module_tree_vocabulary():
     """A format-1/2 file loads into fn3's module tree: its twin drops the quantizers the same way."""
-    from fn3.export.slice import export_tree
+    from legacy import export_tree
 
     quant = make_model("resnet20")
     q = export_tree(quant, fn3.space(quant).uniform({"channels": 0.5, "bits": 4}))

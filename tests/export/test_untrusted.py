@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 from export_helpers import specs_for
+from legacy import export_tree as export  # the module-tree vocabulary of format 2 files
 
 import fn3
 from fn3.errors import FileFormatError
 from fn3.export import container, io, load, save
-from fn3.export.slice import export_tree as export  # the module-tree vocabulary of format 2 files
 
 
 def _parts(path: Path) -> tuple[dict, bytes, bytes]:

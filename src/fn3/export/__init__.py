@@ -29,14 +29,13 @@ Example:
 from __future__ import annotations
 
 from fn3._callable import make_callable
-from fn3.export.arch import describe, register_describer
 from fn3.export.io import ideal_size, save
 from fn3.export.loading import load
 from fn3.export.nested import NestedRead, load_nested, save_nested
 from fn3.export.onnx import to_onnx
 from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinear, Residual
 from fn3.export.runs import evaluate_exported, export_run
-from fn3.export.slice import export, export_tree
+from fn3.export.slice import export
 from fn3.export.submodel import extract_submodel
 from fn3.export.twin import float_twin
 from fn3.export.user import Exported
@@ -49,17 +48,14 @@ __all__ = [
     "QuantConv2d",
     "QuantLinear",
     "Residual",
-    "describe",
     "evaluate_exported",
     "export",
     "export_run",
-    "export_tree",
     "extract_submodel",
     "float_twin",
     "ideal_size",
     "load",
     "load_nested",
-    "register_describer",
     "save",
     "save_nested",
     "to_onnx",

@@ -16,7 +16,7 @@ Tile order is *shell order*: tile ``(a, b)`` belongs to shell ``max(a, b)``; she
 ``o x i`` blocks then form one contiguous run for the square part and one run per further shell.
 
 The records come from one of two places. A built-in model's come from its hand-written description
-(:func:`records`, :mod:`fn3.export.arch`). Any nested model's come from the layer protocol
+(:func:`records`, the module tree of version-1/2 files). Any nested model's come from the layer protocol
 (:func:`protocol_records`, :mod:`fn3.nn.protocol`): each nested leaf says which axis slices which of
 its dimensions (``fn3_axes()``) and whether its weight is coded in bits (``fn3_quant_weight()``), and
 that is all a layout needs, so a model of your own (:mod:`fn3.export.user`) is laid out the same way.
@@ -140,7 +140,7 @@ def _ref(r: list | None) -> tuple[str, int] | None:
 
 
 def records(node: Mapping) -> Iterator[Record]:
-    """The records of a model description (from :func:`fn3.export.arch.describe`), in file order."""
+    """The records of a stored model tree (a version-1/2 nested file's ``arch``), in file order."""
     kind = node["type"]
     if kind == "seq":
         for c in node["children"]:

@@ -35,8 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import json
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,14 +44,11 @@ from torch import nn
 
 from fn3.errors import FileFormatError, SpecError
 from fn3.export import container
-from fn3.export.arch import describe
 from fn3.export.io import check_header, read_checked, read_meta
 from fn3.export.layout import Record, kept_runs, records
-from fn3.export.pack import from_planes, to_planes, unpack_bits
+from fn3.export.pack import from_planes, unpack_bits
 from fn3.export.qmodules import ExportedModel
-from fn3.export.slice import Sels, build, export_meta
-from fn3.nest import space as model_space
-from fn3.nn.functional import weight_codes, weight_scale
+from fn3.export.slice import Sels, build
 from fn3.nn.slot import Selection
 from fn3.spec import Space, Spec
 
@@ -86,41 +81,6 @@ def save_nested(model: nn.Module, path: str | Path, *, meta: dict | None = None)
     from fn3.export.user import save_user_nested
 
     return save_user_nested(model, path, meta=meta)
-
-
-def _save_nested_v2(model: nn.Module, path: str | Path, *, meta: dict | None = None) -> Path:
-    """The version-2 writer (a built-in model's module tree), kept to test that such files load."""
-    arch = describe(model)
-    path = Path(path)
-    path = path / "nested.safetensors" if path.is_dir() else path
-    space = model_space(model)
-    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    bits_of = {r.key: r.bits for r in records(arch) if r.kind == "planes"}
-    chunks = []
-    for rec in records(arch):
-        if rec.key.endswith(".weight.scale"):  # the B-bit step of the full weight, per output channel
-            weight = rec.key[: -len(".scale")]
-            t = weight_scale(tensors[weight].detach(), bits_of[weight])
-        else:
-            t = tensors[rec.key].detach()
-        if tuple(t.shape) != rec.shape:
-            raise ValueError(f"{rec.key}: shape {tuple(t.shape)} does not match {rec.shape}")
-        if rec.kind == "f32":
-            flat = torch.cat(_tiles(t, rec, space)) if rec.shape else t.reshape(1)
-            chunks.append(flat.to(torch.float32).numpy().astype("<f4").tobytes())
-        else:
-            codes = weight_codes(t, weight_scale(t, rec.bits), rec.bits)  # (out, ...) B-bit
-            planes = torch.from_numpy(to_planes(codes, rec.bits))  # (B, *shape) 0/1
-            for p in range(rec.bits):
-                chunks.append(np.packbits(torch.cat(_tiles(planes[p], rec, space)).numpy()).tobytes())
-    data = b"".join(chunks)
-    header = {"arch": arch, "space": space.to_dict(), "meta": export_meta(model, space.largest(), meta)}
-    header["meta"].pop("spec", None)
-    blob_m = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
-    tensors_out = [("meta", "U8", [len(blob_m)], blob_m), ("data", "U8", [len(data)], data)]
-    crc = json.dumps({"meta": f"{zlib.crc32(blob_m):08x}"})
-    container.write(path, tensors_out, {"format": FORMAT, "version": VERSION, "crc32": crc})
-    return path
 
 
 class _NestedSource:

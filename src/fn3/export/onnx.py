@@ -11,7 +11,7 @@ measured on ResNet-20 at 8/4/2 bits, the torch-written graphs run as fast as the
 writer writes, node for node (``tests/export/test_torch_onnx.py``).
 
 fn3's own writer (``writer="fn3"``, below) walks an ``ExportedModel``'s module tree node by node: the
-form a file of format 1 or 2 loads into (:func:`fn3.export.export_tree` still builds it). It writes
+form a file of format 1 or 2 loads into. It writes
 that form's ``compact`` / ``integer`` graphs and its ``"truncate"`` quantizers (format-1 files;
 integer bit clearing); ``writer="auto"`` picks it only for those. The mapping below is its own; the
 torch path computes the same values.

@@ -1,24 +1,21 @@
-"""`export(model, spec)`: a plain, physically sliced PyTorch module computing the sub-model ``spec``.
+"""`export(model, spec)`: a plain, physically small copy of sub-model ``spec``; and :func:`build`,
+which reads fn3's former module-tree files.
 
-The model is first described (:func:`fn3.export.arch.describe`); :func:`build` then turns that
-description into ``torch.nn`` layers of the kept sizes, reading every tensor from a *source*: the
-model's own parameters here, the byte ranges of a nested file in :mod:`fn3.export.nested`. Both paths
-run the same code, so a sub-model read from the nested file equals the dedicated export.
+:func:`export` copies the model and replaces each nested leaf by its extracted form
+(:func:`fn3.export.submodel.extract_submodel`, the layer protocol only): the model's own classes and
+forward survive, for a built-in model as for your own, and :mod:`fn3.export.user` saves it as its
+recipe and its tensors (file format 3).
 
-What the exported module holds:
-
-* ``nn.Linear`` / ``nn.Conv2d`` of the kept sizes for float layers; kept channels of a non-prefix
-  set are gathered (``index_select``), so the order of the kept units is kept;
-* :class:`~fn3.export.qmodules.QuantLinear` / ``QuantConv2d`` for quantized layers: the ``c``-bit
-  codes of the kept planes of the full weight's ``B``-bit code, and that weight's per-channel scale;
-* an :class:`~fn3.export.qmodules.ActQuant` before a layer whose input is quantized;
-* residual blocks dropped by a ``layers`` axis are absent; a ResNeXt block keeps ``c`` groups;
-* a ReLU right before an unsigned activation quantizer is left out (the quantizer clips at 0);
-* BatchNorm stays ``nn.BatchNorm2d`` with the sliced running statistics. It is **not folded** into
-  the convolution: folding changes the float rounding of the convolution output, and the next
-  activation quantizer turns a last-bit difference into a whole quantization step now and then, so
-  the exported model would not equal the nested one; for quantized layers folding would also change
-  the stored codes. (ONNX Runtime fuses BatchNorm into float convolutions itself.)
+Files of formats 1 and 2 store instead a JSON *tree* of a dozen node types (``seq``, ``stage``,
+``residual``, ``conv``, ``linear``, ``bn``, ``act``, ``relu``, ``flatten``, ``gap``, ``identity``),
+which fn3 once wrote with a describer per model class: a second description of every architecture.
+fn3 no longer writes it; :func:`build` still turns such a tree into ``torch.nn`` layers of the kept
+sizes (:class:`~fn3.export.ExportedModel`), reading every tensor from a *source*: a dedicated file's
+blobs (:mod:`fn3.export.io`) or the byte ranges of a nested file (:mod:`fn3.export.nested`). Such a
+module holds :class:`~fn3.export.qmodules.QuantLinear` / ``QuantConv2d`` (the ``c``-bit codes and
+the full weight's per-channel scale), an :class:`~fn3.export.qmodules.ActQuant` before a layer whose
+input is quantized, and BatchNorm unfolded; ``tests/export/legacy.py`` keeps the writer, to test
+that these files still load.
 
 Example:
     >>> import torch, fn3
@@ -42,16 +39,12 @@ import torch
 from torch import nn
 
 from fn3.errors import FileFormatError
-from fn3.export.arch import describe
-from fn3.export.pack import keep_planes
-from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinear, Residual
+from fn3.export.qmodules import ActQuant, QuantConv2d, QuantLinear, Residual
 from fn3.models.info import model_info
-from fn3.nest import active, space
-from fn3.nn.functional import weight_codes, weight_scale
 from fn3.nn.slot import AxisSlot, Selection
 from fn3.spec import Space, Spec
 
-__all__ = ["ModelSource", "TensorSource", "build", "export"]
+__all__ = ["TensorSource", "build", "export"]
 
 Sels = tuple[Selection | None, ...]  # one selection per leading dimension (None: the whole dimension)
 
@@ -74,24 +67,6 @@ def _take(t: torch.Tensor, sels: Sels) -> torch.Tensor:
         if sel is not None:
             t = sel.take(t, dim)
     return t
-
-
-class ModelSource:
-    """Reads tensors from a nested model's parameters and buffers (codes computed as in training)."""
-
-    def __init__(self, model: nn.Module):
-        self.tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-
-    def floats(self, key: str, sels: Sels) -> torch.Tensor:
-        return _take(self.tensors[key].detach(), sels).clone()
-
-    def codes(self, key: str, sels: Sels, planes: tuple[int, ...], total_bits: int) -> torch.Tensor:
-        w = self.tensors[key].detach()
-        full = weight_codes(w, weight_scale(w, total_bits), total_bits)  # (out, ...) B-bit codes
-        return keep_planes(_take(full, sels), total_bits, planes)
-
-    def scale(self, key: str, out: Selection | None, total_bits: int) -> torch.Tensor:
-        return _take(weight_scale(self.tensors[key].detach(), total_bits), (out,)).clone()
 
 
 class _Selector:
@@ -280,18 +255,3 @@ def export(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | None =
 
     return export_user(model, spec, meta=meta)
 
-
-@torch.no_grad()
-def export_tree(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | None = None) -> ExportedModel:
-    """The sub-model in fn3's version-1/2 module vocabulary (:class:`ExportedModel`), for built-ins.
-
-    What :func:`export` returned before the layer protocol: kept for the ONNX writer's
-    ``compact=True`` / ``integer=True`` graphs, which walk that vocabulary.
-    """
-    arch = describe(model)
-    sp = space(model)
-    spec = sp.largest() if spec is None else sp.validate(spec)
-    with active(model, spec):  # validates and leaves the model as it was
-        net = build(arch, ModelSource(model), spec, sp)
-    layers = list(net) if type(net) is nn.Sequential else [net]
-    return ExportedModel(*layers, meta=export_meta(model, spec, meta)).eval().requires_grad_(False)

@@ -1,38 +1,38 @@
-"""`describe`: a nested model as a JSON-ready tree of a dozen node types, with its axes named.
+"""fn3's module-tree vocabulary (file formats 1 and 2), *written* here only to test its readers.
 
-Export does not copy a model's Python class: it walks the module tree once and writes down what each
-module computes and which axis governs which dimension of which tensor. That description is what
-:func:`fn3.export.export` slices for a spec, what the nested file stores (so a reader needs no model
-code), and what makes "any model built from fn3.nn layers" exportable.
-
-Node types (``"type"`` key): ``seq`` (children in order), ``stage`` (residual blocks, some dropped by
-a ``layers`` axis), ``residual`` (``relu(body(x) + shortcut(x))``), ``conv``, ``linear``, ``bn``,
-``act`` (a standalone activation quantizer), ``relu``, ``flatten``, ``gap`` (global average pool),
-``identity``. An axis reference is ``[axis name, entries per unit]``; tensors are named by the
-model's ``state_dict`` keys (``"<name>.weight"``).
-
-A model class with its own ``forward`` (a top-level network) needs a describer saying what that
-forward computes; fn3's registered models have one, and :func:`register_describer` adds others.
-
-Example:
-    >>> import fn3
-    >>> from fn3.export.arch import describe
-    >>> net = fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=8, hidden=(32,))
-    >>> [n["type"] for n in describe(net)["children"]]
-    ['flatten', 'linear', 'relu', 'linear']
-    >>> describe(net)["children"][1]["out_axis"]
-    ['fc1.width', 1]
+Before the layer protocol, fn3 exported a built-in model by describing it as a JSON tree of a dozen
+node types (one describer per model class: a second description of every architecture, kept in sync
+by hand) and building :class:`~fn3.export.ExportedModel` modules from that tree; files of formats 1
+and 2 store such a tree. fn3 now exports every model by extraction and writes format 3
+(:mod:`fn3.export.user`), but it still *reads* formats 1 and 2 (:func:`fn3.export.slice.build`,
+:mod:`fn3.export.nested`). The writer lives on here, in the tests, to make such files:
+:func:`describe` (the describers), :class:`ModelSource`, :func:`export_tree` (a built-in model's
+sub-model as an ``ExportedModel``) and :func:`save_nested_v2` (a version-2 nested file).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import zlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
+import numpy as np
+import torch
 from torch import nn
 
 from fn3.errors import ConfigError
-
-__all__ = ["describe", "register_describer"]
+from fn3.export import container
+from fn3.export.layout import records
+from fn3.export.nested import _tiles
+from fn3.export.pack import keep_planes, to_planes
+from fn3.export.qmodules import ExportedModel
+from fn3.export.slice import Sels, _take, build, export_meta
+from fn3.nest import active, space
+from fn3.nest import space as model_space
+from fn3.nn.functional import weight_codes, weight_scale
+from fn3.nn.slot import Selection
+from fn3.spec import Spec
 
 Node = dict
 Describer = Callable[[nn.Module, str], Node]
@@ -287,3 +287,75 @@ def _register_builtin() -> None:
         if m.output_size not in (1, (1, 1)):
             raise ConfigError(f"cannot export {name!r}: only global average pooling (output size 1)")
         return {"type": "gap"}
+
+
+class ModelSource:
+    """Reads tensors from a nested model's parameters and buffers (codes computed as in training)."""
+
+    def __init__(self, model: nn.Module):
+        self.tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+    def floats(self, key: str, sels: Sels) -> torch.Tensor:
+        return _take(self.tensors[key].detach(), sels).clone()
+
+    def codes(self, key: str, sels: Sels, planes: tuple[int, ...], total_bits: int) -> torch.Tensor:
+        w = self.tensors[key].detach()
+        full = weight_codes(w, weight_scale(w, total_bits), total_bits)  # (out, ...) B-bit codes
+        return keep_planes(_take(full, sels), total_bits, planes)
+
+    def scale(self, key: str, out: Selection | None, total_bits: int) -> torch.Tensor:
+        return _take(weight_scale(self.tensors[key].detach(), total_bits), (out,)).clone()
+
+
+
+@torch.no_grad()
+def export_tree(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | None = None) -> ExportedModel:
+    """The sub-model in fn3's version-1/2 module vocabulary (:class:`ExportedModel`), for built-ins.
+
+    What :func:`export` returned before the layer protocol: kept for the ONNX writer's
+    ``compact=True`` / ``integer=True`` graphs, which walk that vocabulary.
+    """
+    arch = describe(model)
+    sp = space(model)
+    spec = sp.largest() if spec is None else sp.validate(spec)
+    with active(model, spec):  # validates and leaves the model as it was
+        net = build(arch, ModelSource(model), spec, sp)
+    layers = list(net) if type(net) is nn.Sequential else [net]
+    return ExportedModel(*layers, meta=export_meta(model, spec, meta)).eval().requires_grad_(False)
+
+
+def save_nested_v2(model: nn.Module, path: str | Path, *, meta: dict | None = None) -> Path:
+    """The version-2 writer (a built-in model's module tree), kept to test that such files load."""
+    arch = describe(model)
+    path = Path(path)
+    path = path / "nested.safetensors" if path.is_dir() else path
+    space = model_space(model)
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    bits_of = {r.key: r.bits for r in records(arch) if r.kind == "planes"}
+    chunks = []
+    for rec in records(arch):
+        if rec.key.endswith(".weight.scale"):  # the B-bit step of the full weight, per output channel
+            weight = rec.key[: -len(".scale")]
+            t = weight_scale(tensors[weight].detach(), bits_of[weight])
+        else:
+            t = tensors[rec.key].detach()
+        if tuple(t.shape) != rec.shape:
+            raise ValueError(f"{rec.key}: shape {tuple(t.shape)} does not match {rec.shape}")
+        if rec.kind == "f32":
+            flat = torch.cat(_tiles(t, rec, space)) if rec.shape else t.reshape(1)
+            chunks.append(flat.to(torch.float32).numpy().astype("<f4").tobytes())
+        else:
+            codes = weight_codes(t, weight_scale(t, rec.bits), rec.bits)  # (out, ...) B-bit
+            planes = torch.from_numpy(to_planes(codes, rec.bits))  # (B, *shape) 0/1
+            for p in range(rec.bits):
+                chunks.append(np.packbits(torch.cat(_tiles(planes[p], rec, space)).numpy()).tobytes())
+    data = b"".join(chunks)
+    header = {"arch": arch, "space": space.to_dict(), "meta": export_meta(model, space.largest(), meta)}
+    header["meta"].pop("spec", None)
+    blob_m = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
+    tensors_out = [("meta", "U8", [len(blob_m)], blob_m), ("data", "U8", [len(data)], data)]
+    crc = json.dumps({"meta": f"{zlib.crc32(blob_m):08x}"})
+    container.write(path, tensors_out, {"format": "fn3.nested", "version": "2", "crc32": crc})
+    return path
+
+
