@@ -1,6 +1,9 @@
 """`save` / `load`: an exported model as one safetensors file, codes bit-packed, no pickle.
 
-File layout (``format: fn3.exported``, ``version: 2``; files of version 1 are read too), a plain
+:func:`save` writes an export of :func:`fn3.export.export` as **format 3** (:mod:`fn3.export.user`):
+the model's recipe and its tensors, quantized weights as bit-packed codes; loading rebuilds the model
+from the recipe and checks every tensor against it. This module also reads (and, for an
+:class:`ExportedModel` loaded from one, writes) fn3's former layout, **versions 1 and 2**, a plain
 safetensors file with three tensors:
 
 * ``codes`` (U8): the weight codes of every quantized layer, ``c`` bits each, packed MSB first
@@ -11,12 +14,11 @@ safetensors file with three tensors:
   their sizes; rebuilt by fn3, never executed), the spec and the export metadata.
 
 The header's ``__metadata__`` holds ``format``, ``version`` and a CRC-32 of every tensor. Tensor names
-and shapes are not stored per layer: they follow from the architecture, which keeps the file within a
-few hundred bytes of the ideal ``sum(kept weights x bits) / 8 + 4 x float values`` even for a tiny
-sub-model. Loading parses the architecture, checks that the byte counts match it exactly *before*
-building any module (a crafted description cannot make it allocate more than the file holds) and that
-every CRC matches, and raises :class:`~fn3.errors.FileFormatError` naming the file
-and the problem otherwise (truncated, corrupted, wrong format or version, mismatched sizes).
+and shapes are not stored per layer: they follow from the architecture. Loading parses the
+architecture, checks that the byte counts match it exactly *before* building any module (a crafted
+description cannot make it allocate more than the file holds) and that every CRC matches, and raises
+:class:`~fn3.errors.FileFormatError` naming the file and the problem otherwise (truncated, corrupted,
+wrong format or version, mismatched sizes).
 
 Example:
     >>> import os, tempfile, torch, fn3
@@ -382,10 +384,12 @@ def save(exported: nn.Module, path: str | Path) -> Path:
     """Write ``exported`` (from :func:`fn3.export.export`) to ``path`` atomically; returns the file.
 
     ``path`` is a file (``.safetensors`` suggested) or an existing directory (then ``DIR/model.safetensors``).
+    An export is written as format 3 (its recipe and tensors, :mod:`fn3.export.user`); an
+    :class:`ExportedModel` loaded from a format-1/2 file is written back in format 2.
     """
     from fn3.export.user import Exported, save_user
 
-    if isinstance(exported, Exported):  # a model of your own: its recipe and tensors
+    if isinstance(exported, Exported):  # format 3: the model's recipe and its tensors
         return save_user(exported, path)
     path = model_file(path, for_writing=True)
     codes, floats = [], []
