@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 from torch import nn
@@ -26,9 +26,9 @@ from fn3._cache import model_cache
 from fn3.errors import SpecError
 from fn3.nn.base import NestedModule
 from fn3.nn.slot import AxisSlot
-from fn3.spec import Space, Spec
+from fn3.spec import Axis, Space, Spec
 
-__all__ = ["active", "current_spec", "set_active", "slots", "space"]
+__all__ = ["active", "current_spec", "gated_children", "set_active", "slots", "space"]
 
 
 def slots(model: nn.Module) -> dict[str, AxisSlot]:
@@ -96,3 +96,27 @@ def active(model: nn.Module, spec: Spec | None) -> Iterator[nn.Module]:
         yield model
     finally:
         set_active(model, previous)
+
+
+def gated_children(
+    model: nn.Module, gates: Iterable[nn.Module], axes: Mapping[str, Axis]
+) -> dict[int, tuple[tuple[str, int], ...]]:
+    """``{id(child): ((axis, block), ...)}``: the blocks whose dropping skips each child of ``gates``.
+
+    Asked through the layer protocol only: each block gate answers ``fn3_skipped()`` once per
+    droppable block of each of its axes (``axes``: the model's, by name), under the spec that keeps
+    everything but that block. Mandatory blocks never drop, so the children they gate need no entry.
+    The cost plan and the search segments both read a model's gates this way.
+    """
+    full = {n: tuple(range(a.num_blocks)) for n, a in axes.items()}
+    found: dict[int, list[tuple[str, int]]] = {}
+    for module in gates:
+        for use in module.fn3_axes():
+            ax = axes[use.axis]
+            for b in range(ax.min_blocks, ax.num_blocks):
+                spec = Spec({**full, use.axis: tuple(i for i in full[use.axis] if i != b)})
+                with active(model, spec):
+                    skipped = list(module.fn3_skipped())
+                for child in skipped:
+                    found.setdefault(id(child), []).append((use.axis, b))
+    return {k: tuple(v) for k, v in found.items()}

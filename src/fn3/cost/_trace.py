@@ -35,11 +35,11 @@ from torch.overrides import TorchFunctionMode
 
 from fn3.cost.plan import CostPlan, Dim, Gate, Layer, Norm, Op, TensorInfo
 from fn3.errors import ConfigError
-from fn3.nest import active
+from fn3.nest import active, gated_children
 from fn3.nn.act_quant import relus_kept
 from fn3.nn.base import eval_mode
 from fn3.nn.protocol import AxisUse, is_gate, is_leaf
-from fn3.spec import Axis, Spec
+from fn3.spec import Axis
 
 #: Element-wise activations the plan models (in place too, ``relu_``); latency units time them.
 ACTIVATIONS = {"relu", "hardtanh", "relu6", "leaky_relu", "elu", "silu", "hardswish", "gelu"}
@@ -159,28 +159,18 @@ def _layers(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Modul
 
 
 def _block_gates(model: nn.Module, axes: dict[str, Axis]) -> dict[int, Gate]:
-    """``{id(child): ((axis, block), ...)}``: the blocks whose dropping skips each gated child.
-
-    Each block gate is asked ``fn3_skipped()`` once per droppable block of each of its ``"blocks"``
-    axes, under the spec that keeps everything but that block. (Mandatory blocks never drop: the
-    children they gate always run, so they need no gate.)
-    """
-    gates: dict[int, list[tuple[str, int]]] = {}
-    full = {n: tuple(range(a.num_blocks)) for n, a in axes.items()}
+    """``{id(child): ((axis, block), ...)}``: the blocks whose dropping skips each gated child
+    (:func:`fn3.nest.gated_children`), once every gate is checked to slice only whole blocks of the
+    plan's axes."""
+    gates = []
     for name, module in model.named_modules():
         if not is_gate(module):
             continue
         for use in module.fn3_axes():
             if use.dim != "blocks" or use.axis not in axes:
                 raise ConfigError(f"cost plan: the gate {name} uses axis {use.axis!r} as {use.dim!r}")
-            ax = axes[use.axis]
-            for b in range(ax.min_blocks, ax.num_blocks):
-                spec = Spec({**full, use.axis: tuple(i for i in full[use.axis] if i != b)})
-                with active(model, spec):
-                    skipped = list(module.fn3_skipped())
-                for child in skipped:
-                    gates.setdefault(id(child), []).append((use.axis, b))
-    return {k: tuple(v) for k, v in gates.items()}
+        gates.append(module)
+    return gated_children(model, gates, axes)
 
 
 class _Tracer(TorchFunctionMode):

@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from fn3.nest import active, slots, space
+from fn3.nest import active, gated_children, slots, space
 from fn3.nn.base import NestedModule
 from fn3.nn.protocol import is_gate, is_leaf
 from fn3.nn.slot import AxisSlot
@@ -152,26 +152,10 @@ Gates = tuple[tuple[str, int], ...]  # (axis, block) pairs: a child runs iff all
 
 
 def _gated_children(model: nn.Module) -> dict[int, Gates]:
-    """``{id(child): ((axis, block), ...)}``: the blocks whose dropping skips each child of a chain gate.
-
-    Asked through the protocol, as :mod:`fn3.cost._trace` does: each gate's ``fn3_skipped()`` under
-    the spec that keeps everything but one droppable block of one of its ``"blocks"`` axes.
-    """
-    sp = space(model)
-    full = {a.name: tuple(range(a.num_blocks)) for a in sp}
-    gates: dict[int, list[tuple[str, int]]] = {}
-    for module in model.modules():
-        if not isinstance(module, _chain_gates()):
-            continue
-        for use in module.fn3_axes():
-            ax = sp[use.axis]
-            for b in range(ax.min_blocks, ax.num_blocks):
-                spec = Spec({**full, use.axis: tuple(i for i in full[use.axis] if i != b)})
-                with active(model, spec):
-                    skipped = list(module.fn3_skipped())
-                for child in skipped:
-                    gates.setdefault(id(child), []).append((use.axis, b))
-    return {k: tuple(v) for k, v in gates.items()}
+    """``{id(child): ((axis, block), ...)}``: the blocks whose dropping skips each child of a chain
+    gate (:func:`fn3.nest.gated_children`, as :mod:`fn3.cost._trace` reads them)."""
+    gates = [m for m in model.modules() if isinstance(m, _chain_gates())]
+    return gated_children(model, gates, {a.name: a for a in space(model)})
 
 
 def _trace(model: nn.Module, gated: Mapping[int, Gates], train: bool) -> fx.Graph:
