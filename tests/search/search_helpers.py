@@ -11,6 +11,7 @@ import itertools
 import zlib
 
 import fn3
+from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.spec import Space, Spec
 
 
@@ -44,3 +45,16 @@ class Synthetic:
 def prefix_specs(space: Space) -> list[Spec]:
     ranges = [range(a.min_blocks, a.num_blocks + 1) for a in space]
     return [space.prefix(dict(zip(space.names, c, strict=True))) for c in itertools.product(*ranges)]
+
+
+def per_spec_scores(model, specs, val, calib=None) -> list[float]:
+    """The reference the Evaluator must match: one accuracy per spec, BatchNorm statistics
+    re-estimated on ``calib`` for each when given."""
+    out = []
+    for s in specs:
+        if calib is None:
+            out.append(accuracy(model, val, s))
+        else:
+            with bn_recalibrated(model, s, calib):
+                out.append(accuracy(model, val, s))
+    return out

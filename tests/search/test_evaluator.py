@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from search_helpers import per_spec_scores
 
 import fn3
 from fn3.errors import ConfigError
-from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.search import Evaluator, Heuristic, search
 
 
@@ -48,13 +48,7 @@ def test_scores_equal_plain_accuracy(name, kw):
         ev = Evaluator(model, val, recalibrate=recal)
         assert ev.reuse
         got = ev.evaluate_many(specs)
-        want = []
-        for s in specs:
-            if recal is None:
-                want.append(accuracy(model, val, s))
-            else:
-                with bn_recalibrated(model, s, cal):
-                    want.append(accuracy(model, val, s))
+        want = per_spec_scores(model, specs, val, recal)
         assert got == want
         assert Evaluator(model, val, recalibrate=recal, reuse=False).evaluate_many(specs) == want
     after = model.state_dict()

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from search_helpers import per_spec_scores
 from torch import nn
 
 import fn3
 from fn3.convert.user import UserModel, build_user_model
-from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.nest import slots
 from fn3.nn import AxisSlot, NestedLinear
 from fn3.search import Evaluator
@@ -130,17 +130,6 @@ def _specs(space, n=12):
     return specs
 
 
-def _per_spec(model, specs, val, cal):
-    out = []
-    for s in specs:
-        if cal is None:
-            out.append(accuracy(model, val, s))
-        else:
-            with bn_recalibrated(model, s, cal):
-                out.append(accuracy(model, val, s))
-    return out
-
-
 @pytest.mark.parametrize("name", ["example_net", "resnet18", "listnet", "inplace"])
 def test_generic_segments_score_like_one_forward_per_spec(name, monkeypatch):
     monkeypatch.setattr("fn3.search.evaluator.MIN_SHARED", 0.0)  # the trie for every batch of specs
@@ -156,7 +145,7 @@ def test_generic_segments_score_like_one_forward_per_spec(name, monkeypatch):
         assert ev.reuse
         got = ev.evaluate_many(specs)
         assert got == Evaluator(model, val, recalibrate=recal, reuse=False).evaluate_many(specs)
-        assert got == _per_spec(model, specs, val, recal)
+        assert got == per_spec_scores(model, specs, val, recal)
     after = model.state_dict()
     assert all(torch.equal(state[k], after[k]) for k in state)
 
@@ -177,7 +166,7 @@ def test_untraceable_model_is_scored_spec_by_spec():
     ev = Evaluator(model, val)
     assert not ev.reuse
     specs = _specs(fn3.space(model))
-    assert ev.evaluate_many(specs) == _per_spec(model, specs, val, None)
+    assert ev.evaluate_many(specs) == per_spec_scores(model, specs, val, None)
 
 
 def test_trie_runs_each_shared_prefix_once():
@@ -201,7 +190,7 @@ def test_trie_runs_each_shared_prefix_once():
     val = _data(model, shape)
     with fn3.active(model, None):
         got = score_tree([counted(k, s) for k, s in enumerate(segs)], slots(model), specs, val, None)
-    assert got == _per_spec(model, specs, val, None)
+    assert got == per_spec_scores(model, specs, val, None)
     batches = len(val)
     assert calls[:-1] == [batches] * (len(segs) - 1)  # the shared prefix: once
     assert calls[-1] == batches * len(specs)  # the differing segment: once per spec
