@@ -222,16 +222,8 @@ def float_rounding(model: onnx.ModelProto) -> onnx.ModelProto:
             _scale_input(g, u, 1, step)
         insert[id(q)] = new
         drop.update(id(n) for n in nodes)
-    if not plans:
-        return model
-    out = []
-    for node in model.graph.node:
-        out.extend(insert.get(id(node), []))
-        if id(node) not in drop:
-            out.append(node)
-    del model.graph.node[:]
-    model.graph.node.extend(out)
-    _prune(model)
+    if plans:
+        _splice(model, insert, drop)
     return model
 
 
@@ -276,6 +268,21 @@ def tidy(model: onnx.ModelProto) -> onnx.ModelProto:
             q.input[0] = node.input[0]  # the ReLU now feeds nothing: _prune drops it
     _prune(model)
     return model
+
+
+def _splice(
+    model: onnx.ModelProto, insert: dict[int, list[onnx.NodeProto]], drop: set[int] = frozenset()
+) -> None:
+    """Put ``insert[id(node)]`` right before each such node, leave out the nodes in ``drop`` (ids),
+    then drop what nothing reads any more (:func:`_prune`). The node order stays topological."""
+    out = []
+    for node in model.graph.node:
+        out.extend(insert.get(id(node), []))
+        if id(node) not in drop:
+            out.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(out)
+    _prune(model)
 
 
 def _prune(model: onnx.ModelProto) -> None:
@@ -398,13 +405,7 @@ def coded_weights(
         node.input[1] = out
         insert[id(node)] = new
     if insert:
-        nodes = []
-        for node in model.graph.node:
-            nodes.extend(insert.get(id(node), []))
-            nodes.append(node)
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
-        _prune(model)
+        _splice(model, insert)
     return model
 
 
