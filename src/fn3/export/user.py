@@ -182,7 +182,7 @@ def _export_coded(
     # from it in the last float bit: another order of the same operations).
     params = sub.state_dict()
     for key, q in quant.items():
-        params[key].copy_(_weight_of(_codes_of(params[key], q), q))
+        params[key].copy_(_on_grid(params[key], q)[1])
     info = export_meta(model, spec, meta)
     info.update(space=sp.to_dict(), scheme=_scheme(model))
     recipe = model_info(model)
@@ -198,6 +198,12 @@ def _export_coded(
 # -- tensors <-> file ------------------------------------------------------------------------------
 def _codes_of(w: torch.Tensor, q: QuantWeight) -> torch.Tensor:
     """The kept-plane codes of an extracted quantized weight (inverse of :func:`_weight_of`)."""
+    return _on_grid(w, q)[0]
+
+
+def _on_grid(w: torch.Tensor, q: QuantWeight) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(codes, value)`` of an extracted quantized weight: its kept-plane codes, and the float
+    value a file gives back for them (``w`` up to the last float bit; checked)."""
     big = q.total_bits
     full = (1 << big) - 1
     kept = sum(1 << (big - 1 - p) for p in q.planes)
@@ -210,9 +216,10 @@ def _codes_of(w: torch.Tensor, q: QuantWeight) -> torch.Tensor:
     for j, p in enumerate(q.planes):
         out |= ((u >> (big - 1 - p)) & 1) << (c - 1 - j)
     codes = out - ((out >> (c - 1)) & 1) * (1 << c)
-    if not torch.allclose(_weight_of(codes, q), w, rtol=1e-5, atol=1e-7):
+    value = _weight_of(codes, q)
+    if not torch.allclose(value, w, rtol=1e-5, atol=1e-7):
         raise RuntimeError("fn3 bug: an extracted quantized weight is not on its grid")
-    return codes
+    return codes, value
 
 
 def _weight_of(codes: torch.Tensor, q: QuantWeight) -> torch.Tensor:
