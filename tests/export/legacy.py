@@ -23,16 +23,15 @@ from torch import nn
 
 from fn3.errors import ConfigError
 from fn3.export import container
-from fn3.export.layout import records
-from fn3.export.nested import _tiles
+from fn3.export.layout import Record, records
 from fn3.export.pack import keep_planes, to_planes
 from fn3.export.qmodules import ExportedModel
-from fn3.export.slice import Sels, _take, build, export_meta
+from fn3.export.slice import Sels, build, export_meta
 from fn3.nest import active, space
 from fn3.nest import space as model_space
 from fn3.nn.functional import weight_codes, weight_scale
 from fn3.nn.slot import Selection
-from fn3.spec import Spec
+from fn3.spec import Space, Spec
 
 Node = dict
 Describer = Callable[[nn.Module, str], Node]
@@ -287,6 +286,26 @@ def _register_builtin() -> None:
         if m.output_size not in (1, (1, 1)):
             raise ConfigError(f"cannot export {name!r}: only global average pooling (output size 1)")
         return {"type": "gap"}
+
+
+def _take(t: torch.Tensor, sels: Sels) -> torch.Tensor:
+    for dim, sel in enumerate(sels):
+        if sel is not None:
+            t = sel.take(t, dim)
+    return t
+
+
+def _tiles(t: torch.Tensor, rec: Record, space: Space) -> list[torch.Tensor]:
+    """The tiles of ``t`` (shape ``rec.shape``) in storage order."""
+    grid = rec.blocks(space)
+    out = []
+    for tile in rec.tiles(space):
+        part = t
+        for d, b in enumerate(tile):
+            r = grid[d][b]
+            part = part.narrow(d, r.start, len(r))
+        out.append(part.reshape(-1))
+    return out
 
 
 class ModelSource:

@@ -2,17 +2,14 @@
 
 ``save_nested(model, path)`` stores every tensor once, in importance order: channels and paths are
 already in rank order (ordered dropout makes the first blocks the important ones), and every quantized
-weight is stored as bit-planes, most significant first (see :mod:`fn3.export.layout`). The file is a
-plain safetensors file (``format: fn3.nested``) with two tensors: ``meta`` (zlib-compressed JSON: the
-model description, its space and metadata; the byte layout follows from it) and ``data``.
+weight is stored as bit-planes, most significant first (see :mod:`fn3.export.layout`). It writes
+format 3 (:mod:`fn3.export.user`, any model: its recipe, and the tiles and bit-planes laid out from
+the layer protocol); ``load_nested(path, spec)`` seeks to and reads only the tiles and bit-planes
+that ``spec`` keeps, and reports the bytes it read.
 
-``load_nested(path, spec)`` reads the header, then seeks to and reads only the tiles and bit-planes
-that ``spec`` keeps, and builds exactly the module :func:`fn3.export.export` builds for that spec (the
-same code runs on file bytes instead of model parameters). It reports the bytes it read.
-
-A model of your own (:func:`fn3.nest_`-ed from a factory) has its own nested file,
-``fn3.user-nested`` (:mod:`fn3.export.user`): the same tiles and bit-planes, laid out from the layer
-protocol instead of a model description; ``load_nested`` reads only a spec's bytes of it too.
+This module also reads versions 1 and 2 (``format: fn3.nested``, a built-in model's module tree in
+the header: ``meta``, zlib-compressed JSON with the description, space and metadata, and ``data``),
+building exactly the module that tree describes from the kept bytes.
 
 Integrity: the header is CRC-checked and every size is checked against the description; a partial read
 cannot checksum the bytes it skips, so a flipped bit inside the weight data goes unnoticed here (the
@@ -58,19 +55,6 @@ FORMAT, VERSION = "fn3.nested", "2"
 #: Versions read: format 1 descriptions name no quantization scheme and are read with the truncating
 #: rule their model was trained with; format 2 names the scheme of every quantized layer.
 READS = ("1", "2")
-
-
-def _tiles(t: torch.Tensor, rec: Record, space: Space) -> list[torch.Tensor]:
-    """The tiles of ``t`` (shape ``rec.shape``) in storage order."""
-    grid = rec.blocks(space)
-    out = []
-    for tile in rec.tiles(space):
-        part = t
-        for d, b in enumerate(tile):
-            r = grid[d][b]
-            part = part.narrow(d, r.start, len(r))
-        out.append(part.reshape(-1))
-    return out
 
 
 def save_nested(model: nn.Module, path: str | Path, *, meta: dict | None = None) -> Path:

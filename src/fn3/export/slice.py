@@ -62,13 +62,6 @@ class TensorSource(Protocol):
         """Per-output-channel ``B``-bit step of the full weight ``key``, restricted to ``out``."""
 
 
-def _take(t: torch.Tensor, sels: Sels) -> torch.Tensor:
-    for dim, sel in enumerate(sels):
-        if sel is not None:
-            t = sel.take(t, dim)
-    return t
-
-
 class _Selector:
     """Turns axis references of the description into index selections for one spec."""
 
