@@ -236,6 +236,31 @@ def test_float_rounding_stays_in_the_blocked_layout(tmp_path):
         assert (d > 1e-4).mean() <= 0.01, (rounding, (d > 1e-4).mean())
 
 
+def test_float_rounding_folds_the_step_into_every_producing_conv(tmp_path):
+    """In a chain conv -> quantizer -> conv -> quantizer -> conv, the middle convolution is both the
+    consumer of the first quantizer (its weight takes that step) and the producer of the second (its
+    weight takes 1 / that step): both rewrites land, so no depthwise Conv scales (every ``+ M`` one
+    has weight 1), and the values still match PyTorch's."""
+    g = torch.Generator().manual_seed(3)
+    convs = [torch.nn.Conv2d(c, 16, 3, padding=1) for c in (3, 16, 16)]
+    for conv in convs:
+        conv.weight.data.normal_(0, 0.3, generator=g)
+    m = fn3.export.ExportedModel(
+        convs[0], ActQuant(torch.tensor(2.0), planes=range(4)), convs[1],
+        ActQuant(torch.tensor(3.0), planes=range(4)), convs[2],
+    ).eval().requires_grad_(False)
+    path = to_onnx(m, tmp_path / "m.onnx", INPUT, rounding="float")
+    model = onnx.load(str(path))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    depthwise = [n for n in model.graph.node if n.op_type == "Conv"
+                 and any(a.name == "group" and a.i > 1 for a in n.attribute)]  # fmt: skip
+    assert len(depthwise) == 4  # + M and - M of each quantizer
+    assert all(np.all(inits[n.input[1]] == 1.0) for n in depthwise)
+    x = torch.randn(16, *INPUT, generator=g)
+    d = np.abs(_run(path, x) - m(x).numpy())
+    assert (d > 1e-4).mean() <= 0.01, (d > 1e-4).mean()
+
+
 def test_integer_kernel_keeps_its_quantizer_under_float_rounding(tmp_path):
     """integer=True with rounding="float": the quantizer after a QLinearConv-fused layer stays the
     QuantizeLinear the fusion needs, even when a float convolution follows it."""

@@ -105,7 +105,9 @@ class _Graph:
     def new_const(self, hint: str, value: np.ndarray) -> str:
         self._n += 1
         name = f"fn3_round/{hint}_{self._n}"
-        self.g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
+        self.g.initializer.append(tensor)
+        self.inits[name] = tensor  # a later rewrite may read it (a consumer scaled, then a producer)
         return name
 
     def new_name(self, hint: str) -> str:
