@@ -19,12 +19,14 @@ from runner import (
     CIFAR_QUICK,
     DEFAULT,
     DEFAULT_DISTILL,
+    DEFAULT_FULL_FIRST,
     DEFAULT_RANDOM_ORDER,
     DEFAULT_ZERO_INIT,
     ODO_GEOMETRIC,
     ODO_UNIFORM,
     RANDOM_ORDER,
     SANDWICH,
+    SANDWICH_FULL_FIRST,
     SANDWICH_MEAN,
     SANDWICH_TIED,
     SUMMED,
@@ -60,6 +62,8 @@ def experiment() -> Experiment:
         DEFAULT_ZERO_INIT,  # candidates beside the mean-loss default (issue 11)
         SANDWICH_MEAN,
         DEFAULT_DISTILL,  # in-place distillation from the full model after 30% of the steps
+        DEFAULT_FULL_FIRST,  # the full model alone for half the steps, then the rule
+        SANDWICH_FULL_FIRST,
     )
     return Experiment(
         key="exp2_channels", title="FN3-channel: CIFAR-10, ResNet-20", level="channels",

@@ -141,6 +141,12 @@ DEFAULT_ZERO_INIT = Arm("fn3 default + zero-init residual",
 DEFAULT_DISTILL = Arm("fn3 default + distillation from 30%",
                       train={**DEFAULT.train, "distill": True, "distill_start": 0.3})
 SANDWICH_MEAN = Arm("fn3 sandwich, tied, mean loss", train={**_TIED_SANDWICH, "spec_loss": "mean"})
+#: Once-for-All's order (issue 11): the largest sub-model alone for the first half of the steps, then
+#: the rule; for the default and for the tied sandwich.
+DEFAULT_FULL_FIRST = Arm("fn3 default, full model alone first 50%",
+                         train={**DEFAULT.train, "full_first": 0.5})
+SANDWICH_FULL_FIRST = Arm("fn3 sandwich, tied, mean loss, full model alone first 50%",
+                          train={**SANDWICH_MEAN.train, "full_first": 0.5})
 SUMMED_RANDOM_ORDER = Arm("fn3 full+odo summed, random-order removal", kind="random-order",
                           source=SUMMED.name)
 DEFAULT_RANDOM_ORDER = Arm("fn3 default, random-order removal", kind="random-order", source=DEFAULT.name)
@@ -263,6 +269,9 @@ def run_experiment(exp: Experiment, results_dir: Path, runs_dir: Path, *, quick:
         entry = arm_impl.run_arm(ctx, arm)
         entry.update(kind=arm.kind, train=dict(arm.train), commit=git_commit(),
                      finished_at=_now())
+        if path.is_file():  # another process may have added arms since we read it: keep them
+            for name, other in json.loads(path.read_text())["arms"].items():
+                results["arms"].setdefault(name, other)
         results["arms"][arm.name] = entry
         results["updated_at"] = _now()
         write_json(path, results)
