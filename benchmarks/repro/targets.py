@@ -240,9 +240,11 @@ def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
 
 DEFAULT_PREFIX = "fn3 default"
 #: Rules measured as candidates for the default (issue 11): the same parity targets as the default.
-CANDIDATE_PREFIXES = ("fn3 full+odo, summed", "fn3 sandwich, tied (", "fn3 full+odo summed, half learning",
-                      "fn3 default + zero-init", "fn3 sandwich, tied, mean loss", "fn3 default + distillation",
-                      "fn3 default, full model alone", "fn3 sandwich, tied, mean loss, full model alone")
+CANDIDATE_PREFIXES = (
+    "fn3 full+odo, summed", "fn3 sandwich, tied (", "fn3 full+odo summed, half learning",
+    "fn3 default + zero-init", "fn3 sandwich, tied, mean loss", "fn3 default + distillation",
+    "fn3 default, full model alone", "fn3 sandwich, tied, mean loss, full model alone",
+)
 
 
 def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
