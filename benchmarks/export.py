@@ -384,10 +384,15 @@ BatchNorm parameters and the per-channel scales stay float32, which is why the i
 - Fewer *bits* shrink the file, not the compute: PyTorch and ONNX Runtime have no 2-4 bit kernels
   on CPU, so the exported model computes in float32 with its weights dequantized once (at export for
   ONNX, at the first call in PyTorch). What a quantized model adds to its float sub-model is the
-  activation quantizers. In PyTorch each is one new tensor and three in-place passes
-  (`div`, `round_`, `clamp_`, `mul_`) where the float model has one ReLU (the export drops the ReLU
-  before an unsigned quantizer): close to the float time at batch 64, a fixed cost per quantizer at
-  small batches.
+  activation quantizers. In PyTorch each is four passes over the feature map (`div`, `round_`,
+  `clamp_`, `mul_`) where the float model has one ReLU or nothing (the export drops the ReLU before
+  an unsigned quantizer; after a block's ReLU the float model has nothing to do). A new tensor costs
+  more than a pass on this CPU (fresh memory), so a quantizer whose input nothing else reads (a
+  BatchNorm output: the second convolution of each ResNet block, found by `plan_in_place` from the
+  model's `torch.fx` graph at the first call) writes into its input; the float twin's ReLU does the
+  same at those sites. The first convolution of a block reads the block input that the shortcut
+  reads too: there the quantizer needs its own tensor where the float model does nothing, and that
+  is most of what is left of the gap. A fixed cost per quantizer at small batches.
 - In ONNX Runtime the float sub-model runs as a chain of blocked-layout (NCHWc) convolutions with
   BatchNorm folded and ReLU fused; a quantizer (`QuantizeLinear`, an integer `Clip` below 8 bits,
   `DequantizeLinear`) has no blocked-layout kernel, so each one also costs a reorder out of and back

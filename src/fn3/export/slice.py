@@ -41,6 +41,7 @@ from torch import nn
 from fn3.errors import FileFormatError
 from fn3.export.qmodules import ActQuant, QuantConv2d, QuantLinear, Residual
 from fn3.models.info import model_info
+from fn3.nn.act_quant import QuantInput
 from fn3.nn.slot import AxisSlot, Selection
 from fn3.spec import Space, Spec
 
@@ -147,7 +148,7 @@ def _layer(node: Mapping, src: TensorSource, sel: _Selector) -> nn.Module:
                 layer.bias.copy_(bias)
     if node["act"] is None:
         return layer
-    return nn.Sequential(_act(node["act"], f"{name}.act_quant", src, sel), layer)
+    return QuantInput(_act(node["act"], f"{name}.act_quant", src, sel), layer)
 
 
 def _bn(node: Mapping, src: TensorSource, sel: _Selector) -> nn.BatchNorm2d:

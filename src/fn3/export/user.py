@@ -75,6 +75,7 @@ from fn3.export.tiles import TileFile, kept_index, record_bytes
 from fn3.models.info import model_info
 from fn3.nest import active
 from fn3.nest import space as model_space
+from fn3.nn.act_quant import plan_in_place
 from fn3.nn.base import NestedModule, set_quant_scheme
 from fn3.nn.functional import SCHEMES, grid_values, weight_codes, weight_scale
 from fn3.nn.protocol import QuantWeight, is_gate, is_leaf
@@ -147,8 +148,12 @@ class Exported(nn.Module):
         self.module = module
         self.meta = meta
         self.quant = dict(quant)
+        self._planned = False
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._planned:  # which quantized inputs may be overwritten (once, at the first call)
+            self._planned = True
+            plan_in_place(self.module)
         return self.module(*args, **kwargs)
 
 

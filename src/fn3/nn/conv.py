@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fn3.nn.act_quant import QuantInput
 from fn3.nn.base import NestedActQuant, NestedModule, full, quant_weight, quantized_weight, select
 from fn3.nn.protocol import (
     FLOAT_BITS,
@@ -187,7 +188,7 @@ class NestedConv2d(NestedModule):
         conv = plain_copy(conv, w, b)
         if self.act_quant is None:
             return conv
-        return nn.Sequential(self.act_quant.extract(), conv)
+        return QuantInput(self.act_quant.extract(), conv)
 
     def extra_repr(self) -> str:
         return (

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fn3.nn.act_quant import QuantInput
 from fn3.nn.base import NestedActQuant, NestedModule, quant_weight, quantized_weight, select
 from fn3.nn.protocol import FLOAT_BITS, AxisUse, LeafCost, QuantWeight, bits_of, plain_copy, uses
 from fn3.nn.slot import AxisSlot
@@ -123,7 +124,7 @@ class NestedLinear(NestedModule):
         layer = plain_copy(nn.Linear(w.shape[1], w.shape[0], bias=b is not None), w, b)
         if self.act_quant is None:
             return layer
-        return nn.Sequential(self.act_quant.extract(), layer)
+        return QuantInput(self.act_quant.extract(), layer)
 
     def extra_repr(self) -> str:
         bias = self.bias is not None
