@@ -16,3 +16,16 @@ def test_quick_benchmark_runs(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "Latency against FLOPs" in out and "Bytes read from the nested file" in out
     assert "MISSED" not in out.split("## File size")[1]  # size and nested-read targets hold
+
+
+def test_quick_inplace_benchmark_runs(capsys, tmp_path):
+    """benchmarks/export_inplace.py --quick: every sub-model has pairs in place and the same outputs
+    in place and out of place."""
+    path = SCRIPT.with_name("export_inplace.py")
+    spec = importlib.util.spec_from_file_location("export_inplace_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| bits=")]
+    assert len(rows) == 4
+    assert all(r.rstrip(" |").endswith("yes") and "| 9 of 20 |" in r for r in rows), rows
