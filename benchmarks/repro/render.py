@@ -29,6 +29,7 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("exp2_channels_18ep", "python benchmarks/repro/exp2_channels.py --only exp2_channels_18ep"),
     ("exp3_layers_resnet20", "python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet20"),
     ("exp3_layers_resnet32", "python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet32"),
+    ("exp3_layers_resnet20_18ep", "python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet20_18ep"),
     ("exp4_paths", "python benchmarks/repro/exp4_paths.py"),
     ("exp5_bits", "python benchmarks/repro/exp5_bits.py --only exp5_bits"),
     ("exp5_bits_truncate", "python benchmarks/repro/exp5_bits.py --only exp5_bits_truncate"),
