@@ -179,7 +179,9 @@ def plan_in_place(module: nn.Module) -> int:
     that input is a new tensor (the output of a BatchNorm, a convolution, a linear layer, an addition
     or an out-of-place ReLU) read by this pair alone. A forward ``torch.fx`` cannot trace (data-
     dependent control flow) leaves every pair as it is: the values are the same either way, only one
-    pass slower. Returns the number of pairs marked.
+    pass slower. Returns the number of pairs marked. A forward hook that keeps a reference to such an
+    input (a feature-extraction hook on the BatchNorm before a marked pair) sees it overwritten: set
+    ``pair.inplace = False`` on that pair.
 
     Example:
         >>> import torch
