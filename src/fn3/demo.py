@@ -226,13 +226,13 @@ def _search(run, data, budget: float, max_evals: int, seed: int):  # noqa: ANN00
 
 def _evaluator(run, train, ds):  # noqa: ANN001, ANN202
     """Accuracy on ``ds`` with BatchNorm re-estimated per sub-model, as ``fn3 search`` scores."""
-    from fn3.data import batches
     from fn3.search import Evaluator
+    from fn3.train import calibration_batches
 
     cfg = run.config
     calib = None
     if cfg.recalibrate_batches > 0:
-        calib = batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, mean=cfg.mean, std=cfg.std)
+        calib = calibration_batches(train, cfg)
     n = max(1, cfg.recalibrate_batches)
     return Evaluator(run.model, run.batches(ds), recalibrate=calib, num_batches=n)
 

@@ -75,8 +75,8 @@ def search_command(
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
 
     from fn3 import distributed
-    from fn3.data import batches
     from fn3.run import load_run
+    from fn3.train import calibration_batches
 
     # Under torchrun every rank runs the same search; each scores its share of every step's candidates.
     distributed.setup()
@@ -94,7 +94,7 @@ def search_command(
     check_budgets(limits, {m: cost(model, smallest, m, input_shape=shape) for m in limits})
     calib = None
     if recalibrate and cfg.recalibrate_batches > 0:
-        calib = batches(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, mean=cfg.mean, std=cfg.std)
+        calib = calibration_batches(train_ds, cfg)
     n_cal = max(1, cfg.recalibrate_batches)
     evaluator = Evaluator(model, r.batches(val_ds, batch_size), recalibrate=calib, num_batches=n_cal)
     # Every score is journaled as it is made, so a killed search loses nothing: `--resume` replays the
@@ -122,8 +122,7 @@ def search_command(
         raise
 
     # Test accuracy of the front points (and the chosen ones), reported only, never used to choose.
-    calib = (batches(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, mean=cfg.mean, std=cfg.std)
-             if recalibrate and cfg.recalibrate_batches > 0 else None)
+    calib = calibration_batches(train_ds, cfg) if recalibrate and cfg.recalibrate_batches > 0 else None
     tester = Evaluator(model, r.batches(test_ds, batch_size), recalibrate=calib, num_batches=n_cal)
     tester.attach_journal(out_dir / "scores-test.jsonl", resume=resume)
     chosen = {res.strategy: res.best_under(limits) for res in results} if limits else {}

@@ -65,12 +65,11 @@ def run_meta(run: Any) -> dict:
 
 def _calibration(run: Any) -> tuple[list, int]:
     """The BatchNorm calibration batches ``fn3 eval`` uses for a run (training split, seed + 1)."""
-    from fn3.data import batches
+    from fn3.train import calibration_batches
 
     cfg = run.config
     train, _, _ = run.datasets()
-    calib = batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, mean=cfg.mean, std=cfg.std)
-    return calib, cfg.recalibrate_batches
+    return calibration_batches(train, cfg), cfg.recalibrate_batches
 
 
 def export_run(
