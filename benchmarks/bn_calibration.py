@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks" / "repro"))
 
 import exp3_layers  # noqa: E402 - the experiment's own settings
+from runner import experiment_data  # noqa: E402
 
 import fn3  # noqa: E402
-from fn3.data import batches, load_dataset  # noqa: E402
-from fn3.data.dataset import channel_stats, train_val_split  # noqa: E402
+from fn3.data import batches  # noqa: E402
 from fn3.evaluate import accuracy, bn_recalibrated  # noqa: E402
 from fn3.run import load_run  # noqa: E402
 from fn3.spec import parse_spec  # noqa: E402
@@ -34,16 +34,11 @@ from fn3.train import calibration_batches  # noqa: E402
 def main() -> int:
     torch.set_num_threads(2)
     exp = exp3_layers.longer()
-    cfg = exp.config(False)
-    full = load_dataset(cfg.data, "train", cfg.data_dir, limit=cfg.limit)
-    train = train_val_split(full, cfg.val_fraction, cfg.seed)[0] if cfg.val_fraction > 0 else full
-    mean, std = channel_stats(train)
-    cfg = cfg.replace(mean=mean, std=std)
-    test = list(batches(load_dataset(cfg.data, "test", cfg.data_dir, limit=exp.test_limit), 256,
-                        shuffle=False, mean=mean, std=std))
+    cfg, train, _, test_ds = experiment_data(exp, quick=False)  # as the experiment's runner loads it
+    test = list(batches(test_ds, 256, shuffle=False, mean=cfg.mean, std=cfg.std))
     n = cfg.recalibrate_batches
-    clean = list(islice(batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, mean=mean,
-                                std=std), n))
+    clean = list(islice(batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, mean=cfg.mean,
+                                std=cfg.std), n))
     augmented = list(islice(calibration_batches(train, cfg), n))
     runs = ROOT / "benchmarks" / "results" / "runs" / exp.key
     print(f"| arm | sub-model | stored statistics | clean batches | augmented batches |\n|{' --- |' * 5}")

@@ -232,12 +232,12 @@ def _command(script: Path, argv: list[str]) -> str:
     return "python " + " ".join(shlex.quote(a) for a in [str(rel), *argv])
 
 
-def run_experiment(exp: Experiment, results_dir: Path, runs_dir: Path, *, quick: bool,
-                   command: str, arms: Sequence[str] | None = None) -> Path:
-    """Train and evaluate every arm not yet in ``results_dir/<key>.json`` (only those whose name
-    starts with one of ``arms`` when given); returns that path."""
-    import arms as arm_impl  # the training/evaluation of each kind (same folder)
-
+def experiment_data(
+    exp: Experiment, quick: bool
+) -> tuple[TrainConfig, ImageDataset, ImageDataset | None, ImageDataset]:
+    """``(cfg, train, val, test)`` every arm of ``exp`` shares: the config with the training split's
+    normalisation filled in, the training and validation splits (``val`` is ``None`` without one) and
+    the test subset."""
     cfg = exp.config(quick)
     full = load_dataset(cfg.data, "train", cfg.data_dir, limit=cfg.limit)
     if cfg.val_fraction > 0:
@@ -247,7 +247,17 @@ def run_experiment(exp: Experiment, results_dir: Path, runs_dir: Path, *, quick:
     mean, std = channel_stats(train)
     cfg = cfg.replace(mean=mean, std=std)
     test_limit = exp.quick_test_limit if quick else exp.test_limit
-    test = load_dataset(cfg.data, "test", cfg.data_dir, limit=test_limit)
+    return cfg, train, val, load_dataset(cfg.data, "test", cfg.data_dir, limit=test_limit)
+
+
+def run_experiment(exp: Experiment, results_dir: Path, runs_dir: Path, *, quick: bool,
+                   command: str, arms: Sequence[str] | None = None) -> Path:
+    """Train and evaluate every arm not yet in ``results_dir/<key>.json`` (only those whose name
+    starts with one of ``arms`` when given); returns that path."""
+    import arms as arm_impl  # the training/evaluation of each kind (same folder)
+
+    cfg, train, val, test = experiment_data(exp, quick)
+    test_limit = exp.quick_test_limit if quick else exp.test_limit
     path = results_dir / f"{exp.key}.json"
     settings = {
         "train": cfg.to_dict(),

@@ -195,14 +195,14 @@ def plan_in_place(module: nn.Module) -> int:
         >>> plan_in_place(Block())
         1
     """
-    pairs = {name: m for name, m in module.named_modules() if isinstance(m, QuantInput)}
+    modules = dict(module.named_modules())
+    pairs = {name: m for name, m in modules.items() if isinstance(m, QuantInput)}
     if not pairs:
         return 0
     try:
         graph = _PairTracer().trace(module)
     except Exception:  # noqa: BLE001 - any forward torch.fx cannot read: nothing is marked
         return 0
-    modules = dict(module.named_modules())
     safe: dict[str, bool] = {}
     for node in graph.nodes:
         if node.op == "call_module" and str(node.target) in pairs and node.args:
