@@ -9,8 +9,11 @@
 * ``search``       a nested run, then ``fn3.search`` (heuristic, on the held-out validation split)
                    and the test accuracy of its Pareto front (experiment 6).
 
-Accuracies are on the TEST set, as ``{"plain": {budget: acc}, "bn_recal": {budget: acc}}``; the
-second only when the model has BatchNorm (statistics re-estimated per sub-model on training batches).
+Accuracies are on the TEST set, as ``{"plain": {budget: acc}, "bn_recal": {budget: acc},
+"bn_aug": {budget: acc}}``; the last two only when the model has BatchNorm: statistics re-estimated
+per sub-model on clean training batches (``bn_recal``, the page's protocol until 2026-12) and on
+training batches augmented as in training (``bn_aug``, what ``fn3 eval`` / ``search`` / ``export``
+do since: :func:`fn3.train.calibration_batches`). Arms run before ``bn_aug`` existed lack it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,15 @@ from fn3.errors import ConfigError
 from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.run import CONFIG_NAME, MODEL_NAME, build_model, load_run, read_config
 from fn3.spec import Spec, parse_spec
-from fn3.train import CHECKPOINT_NAME, augment_mode, fit, lr_at, make_optimizer, train_step
+from fn3.train import (
+    CHECKPOINT_NAME,
+    augment_mode,
+    calibration_batches,
+    fit,
+    lr_at,
+    make_optimizer,
+    train_step,
+)
 
 TIME_NAME = "repro_time.json"  # training seconds summed over the segments of a resumed run
 COST_METRICS = ("flops", "bitops", "params")
@@ -168,13 +179,17 @@ def _test_batches(ctx: Context) -> list:
                                                      std=cfg.std)))
 
 
-def _calib_batches(ctx: Context) -> list:
-    """Training batches (no augmentation) for BN re-estimation, the same for every arm."""
+def _calib_batches(ctx: Context, augmented: bool = False) -> list:
+    """Training batches for BN re-estimation, the same for every arm: clean, or augmented as in
+    training (fn3's own re-estimation, :func:`fn3.train.calibration_batches`)."""
     cfg = ctx.cfg
-    make = lambda: list(islice(batches(ctx.train, cfg.batch_size, shuffle=True,  # noqa: E731
-                                       seed=cfg.seed + 1, mean=cfg.mean, std=cfg.std),
-                               cfg.recalibrate_batches))
-    return _cached(ctx, "calib", make)
+    if augmented:
+        make = lambda: list(islice(calibration_batches(ctx.train, cfg), cfg.recalibrate_batches))  # noqa: E731
+    else:
+        make = lambda: list(islice(batches(ctx.train, cfg.batch_size, shuffle=True,  # noqa: E731
+                                           seed=cfg.seed + 1, mean=cfg.mean, std=cfg.std),
+                                   cfg.recalibrate_batches))
+    return _cached(ctx, "calib_aug" if augmented else "calib", make)
 
 
 def has_bn(model: nn.Module) -> bool:
@@ -182,16 +197,17 @@ def has_bn(model: nn.Module) -> bool:
 
 
 def evaluate(ctx: Context, model: nn.Module, specs: dict[str, Spec]) -> dict[str, dict[str, float]]:
-    """Test accuracy of each spec: ``plain`` (shared BN statistics) and ``bn_recal`` (re-estimated)."""
+    """Test accuracy of each spec: ``plain`` (shared BN statistics), ``bn_recal`` and ``bn_aug``
+    (re-estimated on clean / augmented training batches)."""
     test = _test_batches(ctx)
     out: dict[str, dict[str, float]] = {"plain": {n: accuracy(model, test, s) for n, s in specs.items()}}
     if has_bn(model) and ctx.cfg.recalibrate_batches > 0:
-        calib = _calib_batches(ctx)
-        recal = {}
-        for name, spec in specs.items():
-            with bn_recalibrated(model, spec, calib, len(calib)):
-                recal[name] = accuracy(model, test, spec)
-        out["bn_recal"] = recal
+        for mode, augmented in (("bn_recal", False), ("bn_aug", True)):
+            calib, recal = _calib_batches(ctx, augmented), {}
+            for name, spec in specs.items():
+                with bn_recalibrated(model, spec, calib, len(calib)):
+                    recal[name] = accuracy(model, test, spec)
+            out[mode] = recal
     return out
 
 
@@ -249,7 +265,7 @@ def _search(ctx: Context, arm: Arm, model: nn.Module) -> dict[str, Any]:
         raise ConfigError("a search arm needs a validation split (val_fraction > 0)")
     cfg, opts = ctx.cfg, dict(arm.options)
     val = list(batches(ctx.val, 256, shuffle=False, mean=cfg.mean, std=cfg.std))
-    calib = _calib_batches(ctx) if cfg.recalibrate_batches > 0 else None
+    calib = _calib_batches(ctx, augmented=True) if cfg.recalibrate_batches > 0 else None
     ev = Evaluator(model, val, recalibrate=calib, num_batches=max(1, cfg.recalibrate_batches))
     metric = opts.pop("metric", "bitops")
     if ctx.quick:

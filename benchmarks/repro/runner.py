@@ -209,6 +209,10 @@ def main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *
     p.add_argument("--only", nargs="*", default=None, help="run only these experiment keys")
     p.add_argument("--arms", nargs="*", default=None,
                    help="run only the arms whose name starts with one of these (the others are skipped)")
+    p.add_argument("--rerun", action="store_true",
+                   help="evaluate the selected arms again even when the results hold them (training "
+                        "only where their run directory has no final model), e.g. to add a BN "
+                        "protocol; the training seeds make a retrained arm the same model")
     args = p.parse_args(list(argv) if argv is not None else None)
     results_dir = args.results_dir or (RESULTS / "quick" if args.quick else RESULTS)
     runs_dir = args.runs_dir or results_dir / "runs"
@@ -218,7 +222,7 @@ def main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     try:
         return [run_experiment(exp, results_dir, runs_dir, quick=args.quick, command=cmd,
-                               arms=args.arms)
+                               arms=args.arms, rerun=args.rerun)
                 for exp in experiments if not args.only or exp.key in args.only]
     finally:
         torch.set_num_threads(threads)
@@ -251,9 +255,10 @@ def experiment_data(
 
 
 def run_experiment(exp: Experiment, results_dir: Path, runs_dir: Path, *, quick: bool,
-                   command: str, arms: Sequence[str] | None = None) -> Path:
+                   command: str, arms: Sequence[str] | None = None, rerun: bool = False) -> Path:
     """Train and evaluate every arm not yet in ``results_dir/<key>.json`` (only those whose name
-    starts with one of ``arms`` when given); returns that path."""
+    starts with one of ``arms`` when given; with ``rerun`` also those it holds, replaced); returns
+    that path."""
     import arms as arm_impl  # the training/evaluation of each kind (same folder)
 
     cfg, train, val, test = experiment_data(exp, quick)
@@ -269,19 +274,24 @@ def run_experiment(exp: Experiment, results_dir: Path, runs_dir: Path, *, quick:
     }
     results = _load_or_new(path, exp, settings, quick, command)
     ctx = Context(exp, cfg, train, val, test, runs_dir / exp.key, quick, results)
+    mine: set[str] = set()  # arms this process (re)ran: the file's version of any other wins
     for arm in exp.arms:
         if arms is not None and not arm.name.startswith(tuple(arms)):
             continue
-        if arm.name in results["arms"]:
+        if arm.name in results["arms"] and not rerun:
             print(f"[{exp.key}] {arm.name}: done already (in {path.name}), skipped", flush=True)
             continue
         print(f"[{exp.key}] {arm.name}: training/evaluating", flush=True)
         entry = arm_impl.run_arm(ctx, arm)
         entry.update(kind=arm.kind, train=dict(arm.train), commit=git_commit(),
                      finished_at=_now())
-        if path.is_file():  # another process may have added arms since we read it: keep them
+        if arm.name in results["arms"]:
+            _report_changes(exp.key, arm.name, results["arms"][arm.name], entry)
+        if path.is_file():  # another process may have added or re-run arms since we read it
             for name, other in json.loads(path.read_text())["arms"].items():
-                results["arms"].setdefault(name, other)
+                if name not in mine:
+                    results["arms"][name] = other
+        mine.add(arm.name)
         results["arms"][arm.name] = entry
         results["updated_at"] = _now()
         write_json(path, results)
@@ -289,9 +299,18 @@ def run_experiment(exp: Experiment, results_dir: Path, runs_dir: Path, *, quick:
     return path
 
 
+def _report_changes(key: str, name: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Print the accuracies a re-run arm changed (a retrained arm should be the same model)."""
+    for mode, accs in old.get("accuracy", {}).items():
+        for label, v in accs.items():
+            w = new.get("accuracy", {}).get(mode, {}).get(label)
+            if w is not None and abs(w - v) > 1e-9:
+                print(f"[{key}] {name}: {mode} {label} was {v * 100:.2f}, now {w * 100:.2f}", flush=True)
+
+
 def _summary(entry: Mapping[str, Any]) -> str:
     acc = entry.get("accuracy", {})
-    mode = "bn_recal" if "bn_recal" in acc else "plain"
+    mode = next((m for m in ("bn_aug", "bn_recal") if m in acc), "plain")
     parts = [f"{k} {v * 100:.2f}" for k, v in acc.get(mode, {}).items()]
     return f"{entry.get('wall_time_s', 0):.0f} s train; test % ({mode}): " + ", ".join(parts)
 
