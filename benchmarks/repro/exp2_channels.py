@@ -28,6 +28,7 @@ from runner import (
     SANDWICH,
     SANDWICH_FULL_FIRST,
     SANDWICH_MEAN,
+    SANDWICH_RANDOM_ORDER,
     SANDWICH_TIED,
     SUMMED,
     SUMMED_HALF_LR,
@@ -64,6 +65,7 @@ def experiment() -> Experiment:
         DEFAULT_DISTILL,  # in-place distillation from the full model after 30% of the steps
         DEFAULT_FULL_FIRST,  # the full model alone for half the steps, then the rule
         SANDWICH_FULL_FIRST,
+        SANDWICH_RANDOM_ORDER,  # the default (rule auto) on one level: tail vs random order
     )
     return Experiment(
         key="exp2_channels", title="FN3-channel: CIFAR-10, ResNet-20", level="channels",

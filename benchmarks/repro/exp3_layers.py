@@ -25,6 +25,7 @@ from runner import (
     ODO_UNIFORM,
     RANDOM_ORDER,
     SANDWICH_MEAN,
+    SANDWICH_RANDOM_ORDER,
     SANDWICH_TIED,
     SUMMED,
     SUMMED_HALF_LR,
@@ -57,6 +58,7 @@ def experiment(depth: int = 20) -> Experiment:
         DEFAULT_ZERO_INIT,  # candidates beside the mean-loss default (issue 11)
         SANDWICH_MEAN,
         DEFAULT_DISTILL,  # in-place distillation from the full model after 30% of the steps
+        SANDWICH_RANDOM_ORDER,  # the default (rule auto) on one level: tail vs random order
     )
     return Experiment(
         key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",
@@ -74,7 +76,7 @@ def longer(epochs: int = 18) -> Experiment:
     """
     short = experiment(20)
     arms = tuple(a for a in short.arms if a.name in (
-        "independent (one per depth)", DEFAULT.name, SANDWICH_MEAN.name))
+        "independent (one per depth)", DEFAULT.name, SANDWICH_MEAN.name, SANDWICH_RANDOM_ORDER.name))
     return Experiment(
         key=f"exp3_layers_resnet20_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-20",
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,

@@ -21,6 +21,7 @@ from runner import (
     ODO_UNIFORM,
     RANDOM_ORDER,
     SANDWICH_MEAN,
+    SANDWICH_RANDOM_ORDER,
     TIED,
     Arm,
     Budget,
@@ -44,6 +45,7 @@ def experiment() -> Experiment:
         DEFAULT,  # fn3 train's default: full+odo, the step on the mean of the two losses
         DEFAULT_RANDOM_ORDER,
         SANDWICH_MEAN,  # a candidate: the fewest paths trained at every step too (issue 11)
+        SANDWICH_RANDOM_ORDER,  # the default (rule auto) on one level: tail vs random order
     )
     quick = {**CIFAR_QUICK, "model_kwargs": {"widths": [16, 32, 64]}}
     return Experiment(

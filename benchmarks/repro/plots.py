@@ -36,7 +36,8 @@ def plot_experiment(res: Mapping[str, Any], figs: Path, mode: str) -> list[Path]
         if res["level"] in ("neurons", "paths"):
             axes[0].set_xscale("log", base=2)
     title = res["title"] + (" (QUICK smoke run)" if res.get("quick") else "")
-    sub = "BN re-estimated per sub-model" if mode == "bn_recal" else "no BatchNorm"
+    sub = {"bn_aug": "BN re-estimated per sub-model (augmented batches)",
+           "bn_recal": "BN re-estimated per sub-model (clean batches)"}.get(mode, "no BatchNorm")
     fig.suptitle(f"{title}\n{res['settings']['train_images']:,} train images, "
                  f"{res['settings']['train']['epochs']} epochs; test accuracy ({sub})", fontsize=10)
     fig.tight_layout()
@@ -69,7 +70,7 @@ def _lines(ax: Any, res: Mapping[str, Any], mode: str, metric: str | None) -> No
             else:
                 ax.plot(x, y, color=color, ls=style, marker="o" if style == "-" else ".", ms=4,
                         label=label, alpha=1.0 if style == "-" else 0.6)
-    ax.set_ylabel("test accuracy (%)" + ("; dotted: shared BN" if mode == "bn_recal" else ""))
+    ax.set_ylabel("test accuracy (%)" + ("; dotted: shared BN" if mode != "plain" else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
 

@@ -150,6 +150,10 @@ SANDWICH_FULL_FIRST = Arm("fn3 sandwich, tied, mean loss, full model alone first
 SUMMED_RANDOM_ORDER = Arm("fn3 full+odo summed, random-order removal", kind="random-order",
                           source=SUMMED.name)
 DEFAULT_RANDOM_ORDER = Arm("fn3 default, random-order removal", kind="random-order", source=DEFAULT.name)
+#: The tied sandwich is what ``fn3 train``'s default (``rule="auto"``) trains a family nested in one
+#: level with: its tail-vs-random-order ablation.
+SANDWICH_RANDOM_ORDER = Arm("fn3 sandwich, tied, random-order removal", kind="random-order",
+                            source=SANDWICH_MEAN.name)
 
 
 @dataclass(frozen=True)

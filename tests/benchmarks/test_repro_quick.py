@@ -70,7 +70,7 @@ def test_every_quick_experiment_writes_its_arms_and_numbers(quick_results):
         assert res["settings"]["train"]["epochs"] == 1
         for arm, spec in zip(res["arms"].values(), exp.arms, strict=True):
             labels = [b.label for b in (spec.budgets or exp.budgets)]
-            modes = ["plain"] if exp.key == "exp1_neurons" else ["plain", "bn_recal"]
+            modes = ["plain"] if exp.key == "exp1_neurons" else ["plain", "bn_recal", "bn_aug"]
             assert sorted(arm["accuracy"]) == sorted(modes)  # the MLP has no BatchNorm
             for mode in modes:
                 assert list(arm["accuracy"][mode]) == labels
@@ -85,7 +85,29 @@ def test_every_quick_experiment_writes_its_arms_and_numbers(quick_results):
             assert all(c["flops"] > 0 for c in arm["costs"].values())
     front = json.loads((out / "exp6_all_levels.json").read_text())["arms"]
     points = front["fn3 ODO all levels (searched front)"]["search"]["front"]
-    assert points and all(0.0 <= p["test_accuracy"]["bn_recal"] <= 1.0 for p in points)
+    assert points and all(0.0 <= p["test_accuracy"]["bn_aug"] <= 1.0 for p in points)
+
+
+def test_rerun_replaces_the_chosen_arms_and_keeps_the_others(quick_results):
+    out, mods, runner = quick_results
+    path = out / "exp2_channels.json"
+    before = json.loads(path.read_text())
+    name = "fn3 ODO (uniform)"
+    stale = json.loads(json.dumps(before))
+    del stale["arms"][name]["accuracy"]["bn_aug"]  # an arm evaluated before bn_aug existed
+    runner.write_json(path, stale)
+    mod = mods["exp2_channels"]
+    runner.main(_experiments(mod), ["--quick", "--results-dir", str(out), "--only", "exp2_channels",
+                                    "--arms", name, "--rerun"], script=mod.__file__)
+    after = json.loads(path.read_text())
+    assert list(after["arms"]) == list(before["arms"])
+    for n, arm in before["arms"].items():
+        if n != name:
+            assert after["arms"][n] == arm  # not touched
+    again = after["arms"][name]
+    assert again["finished_at"] >= before["arms"][name]["finished_at"]
+    assert again["runs"]["model"]["segments"] == 1  # its final model was there: evaluated, not retrained
+    assert again["accuracy"] == before["arms"][name]["accuracy"]  # the same model, bn_aug back
 
 
 def test_rerun_skips_finished_arms_and_resumes_an_unfinished_one(quick_results):

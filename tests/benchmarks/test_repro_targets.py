@@ -1,0 +1,61 @@
+"""The reproduction page's comparisons (benchmarks/repro/targets.py) when arms were evaluated with
+different BatchNorm protocols: two arms are compared only over the protocols both have."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPRO = Path(__file__).resolve().parents[2] / "benchmarks" / "repro"
+if str(REPRO) not in sys.path:
+    sys.path.insert(0, str(REPRO))
+
+import targets  # noqa: E402
+
+
+def _arm(**modes: dict[str, float]) -> dict:
+    return {"accuracy": modes, "cpu_time_s": 100.0, "wall_time_s": 100.0}
+
+
+OLD = _arm(plain={"8 bits": 0.30, "2 bits": 0.20}, bn_recal={"8 bits": 0.50, "2 bits": 0.40})
+NEW = _arm(plain={"8 bits": 0.30, "2 bits": 0.20}, bn_recal={"8 bits": 0.47, "2 bits": 0.41},
+           bn_aug={"8 bits": 0.55, "2 bits": 0.53})
+
+
+def test_two_arms_are_compared_over_the_protocols_both_have():
+    mine, theirs = targets.best_pair(NEW, OLD)
+    assert mine == {"8 bits": 0.47, "2 bits": 0.41}  # NEW's bn_aug is not held against OLD
+    assert theirs == {"8 bits": 0.50, "2 bits": 0.40}
+    mine, theirs = targets.best_pair(NEW, NEW)
+    assert mine == theirs == {"8 bits": 0.55, "2 bits": 0.53}
+
+
+def test_one_arm_reads_its_best_protocol_and_the_page_one_all_arms_share():
+    assert targets.arm_mode(NEW) == "bn_aug" and targets.arm_mode(OLD) == "bn_recal"
+    assert targets.arm_mode(NEW, OLD) == "bn_recal"
+    assert targets.arm_mode(_arm(plain={"x": 0.1})) == "plain"
+    assert targets.main_mode({"arms": {"a": NEW, "b": OLD}}) == "bn_recal"
+    assert targets.main_mode({"arms": {"a": NEW, "b": NEW}}) == "bn_aug"
+    assert targets.main_mode({"arms": {"a": _arm(plain={"x": 0.1})}}) == "plain"
+
+
+def _res(level: str, **arms: dict) -> dict:
+    return {"experiment": "exp5_bits", "level": level, "settings": {"test_images": 2000},
+            "budgets": [{"label": "8 bits"}, {"label": "2 bits"}], "arms": arms}
+
+
+def test_parity_rows_use_the_common_protocol_and_the_default_of_the_family():
+    one = _res("bits", **{"fn3 sandwich, tied, mean loss": NEW, "fn3 default (full+odo, mean loss)": OLD,
+                          "independent (one per bit-width)": OLD})
+    rows = [r for r in targets.target_rows(one) if "independent twin" in r[1]]
+    default = next(r for r in rows if "[fn3's default" in r[1])
+    assert default[1].startswith("every fn3 sandwich, tied, mean loss")  # one level: the sandwich
+    assert "worst gap -3.00 pt (8 bits" in default[2] and "missed" in default[3]  # 0.47 vs 0.50
+    assert any(r[1].startswith("every fn3 default (full+odo") and "(candidate)" in r[1] for r in rows)
+    drop = next(r for r in targets.target_rows(one) if r[1].startswith("2-bit fn3 sandwich"))
+    assert "drop 2.00 pt" in drop[2]  # within the arm: its own bn_aug, 55 -> 53
+    several = _res("bits,channels", **{"fn3 sandwich, tied, mean loss": NEW,
+                                        "fn3 default (full+odo, mean loss)": OLD,
+                                        "independent (one per bit-width)": OLD})
+    rows = [r for r in targets.target_rows(several) if "[fn3's default" in r[1]]
+    assert rows and all("fn3 default (full+odo" in r[1] for r in rows)  # several levels: full+odo
