@@ -19,6 +19,7 @@ from runner import (
     DEFAULT,
     ODO_GEOMETRIC,
     ODO_UNIFORM,
+    SANDWICH_CORNERS,
     SANDWICH_MEAN,
     SUMMED,
     TIED,
@@ -42,6 +43,7 @@ def experiment() -> Experiment:
         Arm("independent (one per bit-width)", kind="independent"),
         ODO_GEOMETRIC,
         SANDWICH_MEAN,  # a candidate: the 2-bit model trained at every step too (issue 11)
+        SANDWICH_CORNERS,  # 8 and 2 bits only: the default's two passes a step
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",

@@ -141,6 +141,11 @@ DEFAULT_ZERO_INIT = Arm("fn3 default + zero-init residual",
 DEFAULT_DISTILL = Arm("fn3 default + distillation from 30%",
                       train={**DEFAULT.train, "distill": True, "distill_start": 0.3})
 SANDWICH_MEAN = Arm("fn3 sandwich, tied, mean loss", train={**_TIED_SANDWICH, "spec_loss": "mean"})
+#: The tied sandwich without its random draw: the largest and the smallest sub-model every step, two
+#: passes like the default (for bits, where every member costs a full pass in training, 2/3 of the
+#: sandwich's time). Intermediate members are never trained as such.
+SANDWICH_CORNERS = Arm("fn3 sandwich, tied, corners only (largest + smallest)",
+                       train={**_TIED_SANDWICH, "sandwich_n": 0, "spec_loss": "mean"})
 #: Once-for-All's order (issue 11): the largest sub-model alone for the first half of the steps, then
 #: the rule; for the default and for the tied sandwich.
 DEFAULT_FULL_FIRST = Arm("fn3 default, full model alone first 50%",
