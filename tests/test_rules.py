@@ -1,4 +1,4 @@
-"""The training rules of issue 11: full+odo (the default), progressive start, delayed distillation."""
+"""The training rules of issue 11: auto (the default), full+odo, progressive start, delayed distillation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import fn3
 from fn3.config import TrainConfig
 from fn3.data import channel_stats, load_dataset
 from fn3.sampling import FullPlusODO
-from fn3.train import evaluate_specs, fit, make_rule, step_plan
+from fn3.train import evaluate_specs, fit, make_rule, resolved_rule, step_plan
 
 
 def _resnet():
@@ -37,8 +37,29 @@ def test_full_plus_odo_trains_the_largest_every_step_beside_tied_uniform_draws()
         FullPlusODO(space, draws=0)
 
 
+def test_auto_rule_is_the_tied_sandwich_on_one_level_and_full_odo_on_several():
+    one = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("channels",))
+    sp = fn3.space(one)
+    assert TrainConfig().rule == "auto" and resolved_rule(one, TrainConfig()) == "sandwich"
+    rule = make_rule(one, TrainConfig())
+    widths = sp.of_kind("channels")
+    drawn = set()
+    for t in range(40):
+        specs = rule(t)
+        assert specs[:2] == [sp.largest(), sp.smallest()] and len(specs) == 3  # draws=1 beside them
+        assert len({len(specs[2].kept(a.name)) for a in widths}) == 1  # tied per kind
+        drawn.add(len(specs[2].kept(widths[0].name)))
+    assert len(drawn) > 2  # uniform draws, not only the corners
+    two = make_rule(one, TrainConfig(draws=2))
+    assert len(two(0)) == 4
+    several = _resnet()
+    assert resolved_rule(several, TrainConfig()) == "full+odo"
+    full_odo = FullPlusODO(fn3.space(several), 1, "uniform", 0.9, 0, "kind")
+    assert all(make_rule(several, TrainConfig())(t) == full_odo.step_specs(t) for t in range(10))
+    assert resolved_rule(several, TrainConfig(rule="sandwich")) == "sandwich"  # explicit rules stay
+
+
 def test_rule_defaults_depend_on_the_rule():
-    assert TrainConfig().rule == "full+odo"
     assert TrainConfig().sampler == ("uniform", "kind")
     assert TrainConfig(rule="odo").sampler == ("geometric", "none")  # the paper, as it was
     assert TrainConfig(rule="odo", tie="kind").sampler == ("geometric", "kind")

@@ -95,6 +95,7 @@ def test_non_finite_loss_stops_training(digits):
 
 # What each rule trains, and the sub-model whose accuracy shows it was trained.
 RULE_TARGETS = {
+    "auto": "largest",
     "full+odo": "largest",
     "odo": "largest",
     "sandwich": "largest",

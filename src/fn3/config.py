@@ -33,15 +33,15 @@ __all__ = ["RULES", "RULE_DEFAULTS", "SPEC_LOSSES", "TrainConfig", "load_config_
 CONFIG_FORMAT = "fn3.train-config"
 CONFIG_VERSION = 2  # 2: spec_loss (a version-1 config, which had none, summed its specs' losses)
 
-#: Training rules: the largest sub-model plus ordered-dropout draws every step (the default, measured
-#: best on conv nets: docs/reproduction.md), the paper's ordered dropout alone, the US-Nets sandwich
-#: rule, plain training of the full model, and training one fixed sub-model (the "independently
-#: trained" baseline of a budget).
-RULES = ("full+odo", "odo", "sandwich", "full", "fixed")
+#: Training rules: ``auto`` (the default: the rule measured best for the model's family,
+#: :func:`fn3.sampling.auto_rule`), the largest sub-model plus ordered-dropout draws every step, the
+#: paper's ordered dropout alone, the US-Nets sandwich rule, plain training of the full model, and
+#: training one fixed sub-model (the "independently trained" baseline of a budget).
+RULES = ("auto", "full+odo", "odo", "sandwich", "full", "fixed")
 #: ``(dist, tie)`` of each rule when the config leaves them unset: the paper's ordered dropout draws
 #: every axis alone from the truncated geometric; beside the largest model, uniform draws tied per kind
 #: train the small members (measured: docs/reproduction.md).
-RULE_DEFAULTS = {"full+odo": ("uniform", "kind"), "odo": ("geometric", "none"),
+RULE_DEFAULTS = {"auto": ("uniform", "kind"), "full+odo": ("uniform", "kind"), "odo": ("geometric", "none"),
                  "sandwich": ("uniform", "none"), "full": ("geometric", "none"),
                  "fixed": ("geometric", "none")}
 OPTIMIZERS = ("sgd", "adamw")
@@ -79,11 +79,11 @@ class TrainConfig:
     warmup_steps: int = 0
     label_smoothing: float = 0.0
     # what each step trains
-    rule: str = "full+odo"
+    rule: str = "auto"  # auto: tied sandwich nested in one level, full+odo in several (auto_rule)
     dist: str | None = None  # geometric | uniform; None: the rule's own (RULE_DEFAULTS)
     rho: float = 0.9
     tie: str | None = None  # none: each axis drawn alone (paper) | kind: one draw per kind; None: rule's
-    draws: int = 1  # ordered-dropout specs per step beside the largest (rule full+odo)
+    draws: int = 1  # ordered-dropout specs per step beside the largest (full+odo) or the corners (auto)
     sandwich_n: int = 2
     distill: bool = False
     distill_start: float = 0.0  # fraction of the training steps before in-place distillation starts

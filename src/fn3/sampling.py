@@ -27,6 +27,14 @@ behind. Every method that reaches parity with separately trained models trains t
 every step (US-Nets, Any-Precision DNN, AdaBits); this is that, with the paper's ordered dropout for
 the rest. :class:`Sandwich` is the US-Nets rule (largest + smallest + ``n`` random specs per step).
 
+:func:`auto_rule` is ``fn3 train``'s default (``rule="auto"``): the rule measured best for the
+family's shape. Nested in **one** level (channels, layers, paths or bits), the tied sandwich (largest +
+smallest + one uniform draw tied per kind) brings the narrowest members within 1-3 pt of their own
+networks where :class:`FullPlusODO` leaves them 6-15 pt behind, for about the same full model. Nested
+in several levels at once the sandwich's "smallest" is the corner of all of them (the 2-bit, 25%-wide,
+shallowest network), which then takes a third of every step: there :class:`FullPlusODO` measures
+better (the README's "Which training rule" table has the numbers and commands).
+
 Example:
     >>> import fn3
     >>> model = fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=8)
@@ -38,6 +46,8 @@ Example:
     >>> rule = FullPlusODO(fn3.space(model), draws=1, seed=0)
     >>> [s == fn3.space(model).largest() for s in rule.step_specs(0)][0]   # the largest, every step
     True
+    >>> auto_rule(fn3.space(model))            # the MLP nests neurons and bits: two levels
+    'full+odo'
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ __all__ = [
     "DISTRIBUTIONS",
     "TIES",
     "FullPlusODO",
+    "auto_rule",
     "OrderedDropout",
     "Sandwich",
     "keep_probabilities",
@@ -208,3 +219,15 @@ class FullPlusODO(OrderedDropout):
 
     def to_dict(self) -> dict[str, object]:
         return {**super().to_dict(), "rule": "full+odo", "draws": self.draws}
+
+
+def auto_rule(space: Space) -> str:
+    """The rule ``rule="auto"`` trains ``space``'s model with: ``"sandwich"`` (tied: largest, smallest
+    and ``draws`` uniform draws tied per kind) when its axes nest one level, else ``"full+odo"``.
+
+    Example:
+        >>> import fn3
+        >>> auto_rule(fn3.space(fn3.create_model("resnet20", num_classes=10, levels=("channels",))))
+        'sandwich'
+    """
+    return "sandwich" if len({ax.kind for ax in space}) == 1 else "full+odo"

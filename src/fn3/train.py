@@ -54,7 +54,7 @@ from fn3.distributed import setup as dist_setup
 from fn3.errors import Fn3Error
 from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.nest import active, space
-from fn3.sampling import FullPlusODO, OrderedDropout, Sandwich
+from fn3.sampling import FullPlusODO, OrderedDropout, Sandwich, auto_rule
 from fn3.spec import Spec, parse_spec
 
 __all__ = [
@@ -66,6 +66,7 @@ __all__ = [
     "lr_at",
     "make_optimizer",
     "make_rule",
+    "resolved_rule",
     "step_plan",
     "train_step",
 ]
@@ -109,17 +110,30 @@ def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0) ->
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
+def resolved_rule(model: nn.Module, cfg: TrainConfig) -> str:
+    """The rule ``cfg`` trains ``model`` with: ``cfg.rule``, or for ``"auto"`` what
+    :func:`fn3.sampling.auto_rule` picks for the model's nested levels."""
+    return auto_rule(space(model)) if cfg.rule == "auto" else cfg.rule
+
+
 def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]:
-    """``rule(step) -> specs to train at that step``, from ``cfg.rule``."""
+    """``rule(step) -> specs to train at that step``, from ``cfg.rule``.
+
+    ``"auto"`` resolves through :func:`resolved_rule`; when it picks the sandwich, ``cfg.draws`` (not
+    ``sandwich_n``) random specs join the largest and the smallest, drawn as ``cfg.sampler`` says
+    (uniform, tied per kind unless set): the tied sandwich of the measurements.
+    """
     sp = space(model)
     dist, tie = cfg.sampler
-    if cfg.rule == "odo":
+    rule = resolved_rule(model, cfg)
+    if rule == "odo":
         return OrderedDropout(sp, dist, cfg.rho, cfg.seed, tie).step_specs
-    if cfg.rule == "full+odo":
+    if rule == "full+odo":
         return FullPlusODO(sp, cfg.draws, dist, cfg.rho, cfg.seed, tie).step_specs
-    if cfg.rule == "sandwich":
-        return Sandwich(sp, cfg.sandwich_n, dist=dist, rho=cfg.rho, seed=cfg.seed, tie=tie).step_specs
-    fixed = sp.largest() if cfg.rule == "full" else parse_spec(cfg.fixed_spec or "", sp)
+    if rule == "sandwich":
+        n = cfg.draws if cfg.rule == "auto" else cfg.sandwich_n
+        return Sandwich(sp, n, dist=dist, rho=cfg.rho, seed=cfg.seed, tie=tie).step_specs
+    fixed = sp.largest() if rule == "full" else parse_spec(cfg.fixed_spec or "", sp)
     return lambda step: [fixed]
 
 

@@ -56,22 +56,24 @@ def train(
     label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing in [0, 1).")] = None,
     rule: Annotated[
         str | None,
-        typer.Option(help="full+odo (default: the largest sub-model + ordered-dropout draws each step), "
-                     "odo (the paper), sandwich, full or fixed."),
+        typer.Option(help="auto (default: the tied sandwich when the model nests one level, full+odo "
+                     "when it nests several), full+odo (the largest sub-model + ordered-dropout "
+                     "draws each step), odo (the paper), sandwich, full or fixed."),
     ] = None,
     dist: Annotated[
         str | None,
         typer.Option(help="Ordered-dropout distribution: geometric or uniform (default: the rule's; "
-                     "uniform for full+odo, geometric for odo)."),
+                     "uniform for auto and full+odo, geometric for odo)."),
     ] = None,
     rho: Annotated[float | None, typer.Option(help="Geometric keep rate, shared by all axes.")] = None,
     tie: Annotated[
         str | None,
         typer.Option(help="none (each axis drawn alone, the paper) or kind (one draw per kind); "
-                     "default: kind for full+odo, none for odo."),
+                     "default: kind for auto and full+odo, none for odo and sandwich."),
     ] = None,
     draws: Annotated[
-        int | None, typer.Option(help="Ordered-dropout draws per step beside the largest (full+odo).")
+        int | None, typer.Option(help="Ordered-dropout draws per step beside the largest (full+odo), or "
+                                 "beside the largest and the smallest (auto's sandwich).")
     ] = None,
     sandwich_n: Annotated[int | None, typer.Option(help="Random specs per step for rule=sandwich.")] = None,
     distill: Annotated[
