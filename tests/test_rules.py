@@ -95,7 +95,7 @@ def test_default_rule_trains_every_width_on_real_digits():
                       model_kwargs={"hidden": [128, 128]}, eval_specs=())
     model = fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=8, hidden=(128, 128))
     torch.manual_seed(0)
-    fit(model, train, cfg, progress=False)
+    assert fit(model, train, cfg, progress=False).rule == "full+odo"  # auto, on neurons and bits
     space = fn3.space(model)
     specs = {"full": space.largest(), "quarter": space.uniform({"neurons": 0.25}),
              "2 bits": space.uniform({"bits": 2})}

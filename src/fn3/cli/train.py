@@ -188,7 +188,8 @@ def _report(result: Any, out: Path) -> None:
     for name, acc in final.items():
         table.add_row(name, f"{acc * 100:.2f}%")
     console.print(table)
-    console.print(f"{result.step} steps in {result.wall_time:.1f} s; run directory: {out}")
+    console.print(f"{result.step} steps in {result.wall_time:.1f} s (rule {result.rule}); "
+                  f"run directory: {out}")
 
 
 @app.command("eval")
