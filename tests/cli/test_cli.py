@@ -150,6 +150,14 @@ def test_levels_repeated_or_comma_joined_mean_the_same(tmp_path):
     assert set(load_run(a).space.kinds()) == {"channels", "layers"}
 
 
+def test_train_says_which_rule_auto_picked(tmp_path, capsys):
+    common = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--max-steps", "1", "--no-progress"]
+    assert main(["train", *common, "--levels", "channels", "--out", str(tmp_path / "one")]) == 0
+    assert "(rule sandwich)" in capsys.readouterr().out  # one level: the tied sandwich
+    assert main(["train", *common, "--levels", "channels,bits", "--out", str(tmp_path / "two")]) == 0
+    assert "(rule full+odo)" in capsys.readouterr().out
+
+
 def test_version(capsys):
     from importlib.metadata import version
 

@@ -179,7 +179,8 @@ def _report(result: Any, out: Path) -> None:
     if not distributed.is_main():
         return
     if result.interrupted:
-        console.print(f"stopped at step {result.step}; continue with: fn3 train --resume {out}")
+        console.print(f"stopped at step {result.step} (rule {result.rule}); continue with: "
+                      f"fn3 train --resume {out}")
         return
     final = result.history[-1].get("test_accuracy", {}) if result.history else {}
     table = Table(title=f"test accuracy ({out})")
