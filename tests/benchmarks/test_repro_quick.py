@@ -108,6 +108,8 @@ def test_rerun_replaces_the_chosen_arms_and_keeps_the_others(quick_results):
     assert again["finished_at"] >= before["arms"][name]["finished_at"]
     assert again["runs"]["model"]["segments"] == 1  # its final model was there: evaluated, not retrained
     assert again["accuracy"] == before["arms"][name]["accuracy"]  # the same model, bn_aug back
+    assert again["earlier_runs"] == [{k: before["arms"][name][k] for k in
+                                      ("cpu_time_s", "wall_time_s", "commit", "finished_at")}]
 
 
 def test_rerun_skips_finished_arms_and_resumes_an_unfinished_one(quick_results):

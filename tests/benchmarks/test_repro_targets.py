@@ -59,3 +59,10 @@ def test_parity_rows_use_the_common_protocol_and_the_default_of_the_family():
                                         "independent (one per bit-width)": OLD})
     rows = [r for r in targets.target_rows(several) if "[fn3's default" in r[1]]
     assert rows and all("fn3 default (full+odo" in r[1] for r in rows)  # several levels: full+odo
+
+
+def test_an_arm_run_twice_costs_its_smallest_cpu_time():
+    arm = {**NEW, "cpu_time_s": 1208.0, "earlier_runs": [{"cpu_time_s": 724.0}, {"cpu_time_s": 0.0}]}
+    assert targets.train_time(arm) == 724.0  # the busier run only added time
+    assert targets.train_time(NEW) == 100.0
+    assert targets.train_time({"accuracy": {}, "wall_time_s": 5.0}) == 5.0  # no CPU time recorded
