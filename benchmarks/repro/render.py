@@ -20,7 +20,7 @@ from typing import Any
 
 from plots import plot_experiment
 from runner import RESULT_FORMAT, RESULTS, ROOT
-from targets import REMARKS, THEIRS, main_mode, target_rows, train_time
+from targets import MODES, REMARKS, THEIRS, main_mode, target_rows, train_time
 
 #: Every experiment of issue 5: (result key, command of its full run).
 EXPECTED: tuple[tuple[str, str], ...] = (
@@ -221,7 +221,7 @@ def _accuracy_tables(res: Mapping[str, Any], mode: str) -> list[str]:
     labels = [b["label"] for b in res["budgets"]]
     out = []
     have = {md for a in res["arms"].values() for md in a["accuracy"]}
-    for md in [mode] + [m for m in ("bn_aug", "bn_recal", "plain") if m != mode and m in have]:
+    for md in [mode] + [m for m in MODES if m != mode and m in have]:
         out += [f"Test accuracy (%), {MODE_NAMES[md if mode != 'plain' else 'nobn']}:", "",
                 "| arm | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
         for name, arm in res["arms"].items():

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from targets import arm_mode
 
 from fn3.config import TrainConfig
 from fn3.data import ImageDataset, channel_stats, load_dataset, train_val_split
@@ -329,7 +330,7 @@ def _report_changes(key: str, name: str, old: Mapping[str, Any], new: Mapping[st
 
 def _summary(entry: Mapping[str, Any]) -> str:
     acc = entry.get("accuracy", {})
-    mode = next((m for m in ("bn_aug", "bn_recal") if m in acc), "plain")
+    mode = arm_mode(entry)
     parts = [f"{k} {v * 100:.2f}" for k, v in acc.get(mode, {}).items()]
     return f"{entry.get('wall_time_s', 0):.0f} s train; test % ({mode}): " + ", ".join(parts)
 
