@@ -29,8 +29,9 @@ the rest. :class:`Sandwich` is the US-Nets rule (largest + smallest + ``n`` rand
 
 :func:`auto_rule` is ``fn3 train``'s default (``rule="auto"``): the rule measured best for the
 family's shape. Nested in **one** level (channels, layers, paths or bits), the tied sandwich (largest +
-smallest + one uniform draw tied per kind) brings the narrowest members within 1-3 pt of their own
-networks where :class:`FullPlusODO` leaves them 6-15 pt behind, for about the same full model. Nested
+smallest + one uniform draw tied per kind) brings the narrowest members within 4 pt of their own
+networks where :class:`FullPlusODO` leaves them 2.6-17.5 pt behind, at up to 3 pt on the full model
+(6-epoch CIFAR-10 runs, ``docs/reproduction.md``). Nested
 in several levels at once the sandwich's "smallest" is the corner of all of them (the 2-bit, 25%-wide,
 shallowest network), which then takes a third of every step: there :class:`FullPlusODO` measures
 better (the README's "Which training rule" table has the numbers and commands).
