@@ -156,6 +156,11 @@ def test_train_says_which_rule_auto_picked(tmp_path, capsys):
     assert "(rule sandwich)" in capsys.readouterr().out  # one level: the tied sandwich
     assert main(["train", *common, "--levels", "channels,bits", "--out", str(tmp_path / "two")]) == 0
     assert "(rule full+odo)" in capsys.readouterr().out
+    # a run that finishes says it too (8 images per class: one short epoch)
+    done = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--limit", "8", "--no-progress",
+            "--levels", "channels", "--out", str(tmp_path / "done")]
+    assert main(["train", *done]) == 0
+    assert "(rule sandwich); run directory" in capsys.readouterr().out
 
 
 def test_version(capsys):
