@@ -38,6 +38,7 @@ from runner import (
     Budget,
     Experiment,
     cifar_config,
+    every_budget,
     main,
 )
 
@@ -66,6 +67,8 @@ def experiment() -> Experiment:
         DEFAULT_FULL_FIRST,  # the full model alone for half the steps, then the rule
         SANDWICH_FULL_FIRST,
         SANDWICH_RANDOM_ORDER,  # the default (rule auto) on one level: tail vs random order
+        every_budget(budgets),  # every budget each step (Slimmable Networks, Any-Precision)
+        every_budget(budgets, "sum"),
     )
     return Experiment(
         key="exp2_channels", title="FN3-channel: CIFAR-10, ResNet-20", level="channels",

@@ -35,6 +35,7 @@ from runner import (
     Budget,
     Experiment,
     cifar_config,
+    every_budget,
     main,
 )
 
@@ -59,6 +60,8 @@ def experiment(depth: int = 20) -> Experiment:
         SANDWICH_MEAN,
         DEFAULT_DISTILL,  # in-place distillation from the full model after 30% of the steps
         SANDWICH_RANDOM_ORDER,  # the default (rule auto) on one level: tail vs random order
+        every_budget(budgets),  # every budget each step (Slimmable Networks, Any-Precision)
+        every_budget(budgets, "sum"),
     )
     return Experiment(
         key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",

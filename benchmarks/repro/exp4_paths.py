@@ -27,6 +27,7 @@ from runner import (
     Budget,
     Experiment,
     cifar_config,
+    every_budget,
     main,
 )
 
@@ -46,6 +47,8 @@ def experiment() -> Experiment:
         DEFAULT_RANDOM_ORDER,
         SANDWICH_MEAN,  # a candidate: the fewest paths trained at every step too (issue 11)
         SANDWICH_RANDOM_ORDER,  # the default (rule auto) on one level: tail vs random order
+        every_budget(budgets),  # every budget each step (Slimmable Networks, Any-Precision)
+        every_budget(budgets, "sum"),
     )
     quick = {**CIFAR_QUICK, "model_kwargs": {"widths": [16, 32, 64]}}
     return Experiment(

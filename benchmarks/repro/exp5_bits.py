@@ -27,6 +27,7 @@ from runner import (
     Budget,
     Experiment,
     cifar_config,
+    every_budget,
     main,
 )
 
@@ -44,6 +45,8 @@ def experiment() -> Experiment:
         ODO_GEOMETRIC,
         SANDWICH_MEAN,  # a candidate: the 2-bit model trained at every step too (issue 11)
         SANDWICH_CORNERS,  # 8 and 2 bits only: the default's two passes a step
+        every_budget(budgets),  # every budget each step (Slimmable Networks, Any-Precision)
+        every_budget(budgets, "sum"),
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",

@@ -162,6 +162,14 @@ SANDWICH_RANDOM_ORDER = Arm("fn3 sandwich, tied, random-order removal", kind="ra
                             source=SANDWICH_MEAN.name)
 
 
+def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean") -> Arm:
+    """``rule="budgets"``: the largest and each of the experiment's budgets at every step (Slimmable
+    Networks, Any-Precision), on the mean or the sum of their losses (issue 11)."""
+    loss = "mean loss" if spec_loss == "mean" else "summed losses"
+    return Arm(f"fn3 every budget each step, {loss}",
+               train={"rule": "budgets", "budgets": tuple(b.spec for b in budgets), "spec_loss": spec_loss})
+
+
 @dataclass(frozen=True)
 class Experiment:
     """Everything every arm shares, plus the arms.

@@ -54,6 +54,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -61,6 +62,7 @@ from fn3.errors import ConfigError
 from fn3.spec import Axis, Space, Spec
 
 __all__ = [
+    "Budgets",
     "DISTRIBUTIONS",
     "TIES",
     "FullPlusODO",
@@ -220,6 +222,43 @@ class FullPlusODO(OrderedDropout):
 
     def to_dict(self) -> dict[str, object]:
         return {**super().to_dict(), "rule": "full+odo", "draws": self.draws}
+
+
+class Budgets:
+    """The largest sub-model and every listed budget at every step (``rule="budgets"``).
+
+    Slimmable Networks' and Any-Precision's training: when the deployment budgets are known before
+    training (four phones, two microcontrollers), train each of them at every step instead of
+    drawing. Every listed member is trained as often as its own network would be; sub-models between
+    the budgets are never trained as such (the search still reaches them, at lower accuracy). A step
+    costs the sum of the members' forward and backward passes.
+
+    Args:
+        space: the model's space.
+        specs: the budgets (duplicates and the largest itself are dropped: it always comes first).
+
+    Example:
+        >>> import fn3
+        >>> sp = fn3.space(fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=8))
+        >>> rule = Budgets(sp, [fn3.parse_spec("neurons=0.5", sp), sp.smallest()])
+        >>> [s == sp.largest() for s in rule.step_specs(7)]
+        [True, False, False]
+    """
+
+    def __init__(self, space: Space, specs: Sequence[Spec]):
+        self.space = space
+        largest = space.largest()
+        self.specs: list[Spec] = [largest]
+        for s in specs:
+            if s not in self.specs:
+                self.specs.append(s)
+
+    def step_specs(self, step: int) -> list[Spec]:
+        """Every budget, the largest first (the teacher, when distilling)."""
+        return list(self.specs)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"rule": "budgets", "specs": len(self.specs)}
 
 
 def auto_rule(space: Space) -> str:

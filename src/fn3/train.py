@@ -54,7 +54,7 @@ from fn3.distributed import setup as dist_setup
 from fn3.errors import Fn3Error
 from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.nest import active, space
-from fn3.sampling import FullPlusODO, OrderedDropout, Sandwich, auto_rule
+from fn3.sampling import Budgets, FullPlusODO, OrderedDropout, Sandwich, auto_rule
 from fn3.spec import Spec, parse_spec
 
 __all__ = [
@@ -135,6 +135,8 @@ def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]
     if rule == "sandwich":
         n = cfg.draws if cfg.rule == "auto" else cfg.sandwich_n
         return Sandwich(sp, n, dist=dist, rho=cfg.rho, seed=cfg.seed, tie=tie).step_specs
+    if rule == "budgets":
+        return Budgets(sp, [parse_spec(text, sp) for text in cfg.budgets]).step_specs
     fixed = sp.largest() if rule == "full" else parse_spec(cfg.fixed_spec or "", sp)
     return lambda step: [fixed]
 

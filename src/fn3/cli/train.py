@@ -58,7 +58,8 @@ def train(
         str | None,
         typer.Option(help="auto (default: the tied sandwich when the model nests one level, full+odo "
                      "when it nests several), full+odo (the largest sub-model + ordered-dropout "
-                     "draws each step), odo (the paper), sandwich, full or fixed."),
+                     "draws each step), odo (the paper), sandwich, budgets (the largest and every "
+                     "--budget each step), full or fixed."),
     ] = None,
     dist: Annotated[
         str | None,
@@ -96,6 +97,11 @@ def train(
                      help="Start every residual block as its shortcut (last BatchNorm scale 0)."),
     ] = None,
     fixed_spec: Annotated[str | None, typer.Option(help="Spec trained by rule=fixed.")] = None,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(help="A deployment budget trained at every step by rule=budgets, e.g. "
+                     "channels=0.5 (repeat; the largest sub-model is always trained)."),
+    ] = None,
     eval_spec: Annotated[list[str] | None, typer.Option(help="Spec to evaluate each epoch (repeat).")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many training images per class.")] = None,
     val_fraction: Annotated[float | None, typer.Option(help="Held-out share of the training set.")] = None,
@@ -159,6 +165,8 @@ def train(
     overrides.update({k: v for k, v in flags.items() if v is not None})
     if eval_spec:
         overrides["eval_specs"] = tuple(eval_spec)
+    if budget:
+        overrides["budgets"] = tuple(budget)
     if model_arg:
         base = overrides.get("model_kwargs", {})
         if not isinstance(base, dict):
