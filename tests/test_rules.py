@@ -59,6 +59,25 @@ def test_auto_rule_is_the_tied_sandwich_on_one_level_and_full_odo_on_several():
     assert resolved_rule(several, TrainConfig(rule="sandwich")) == "sandwich"  # explicit rules stay
 
 
+def test_budgets_rule_trains_the_largest_and_every_listed_budget_each_step():
+    model = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8,
+                             levels=("channels", "bits"))
+    sp = fn3.space(model)
+    cfg = TrainConfig(rule="budgets", budgets=("channels=0.5", "channels=0.25,bits=2", "largest",
+                                               "channels=0.5"))
+    want = [sp.largest(), fn3.parse_spec("channels=0.5", sp), fn3.parse_spec("channels=0.25,bits=2", sp)]
+    rule = make_rule(model, cfg)
+    assert all(rule(t) == want for t in range(20))  # every budget, every step, largest first, once each
+    assert cfg.to_dict()["budgets"] == ["channels=0.5", "channels=0.25,bits=2", "largest", "channels=0.5"]
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # the run directory's config round-trips
+    with pytest.raises(fn3.ConfigError, match="rule=budgets needs the budgets"):
+        TrainConfig(rule="budgets")
+    with pytest.raises(fn3.SpecError, match="--budget layers=0.5: .*does not nest layers"):
+        make_rule(model, TrainConfig(rule="budgets", budgets=("layers=0.5",)))
+    with pytest.raises(fn3.ConfigError, match="budgets=.* a list of specs"):
+        TrainConfig(budgets=[1, 2])
+
+
 def test_rule_defaults_depend_on_the_rule():
     assert TrainConfig().sampler == ("uniform", "kind")
     assert TrainConfig(rule="odo").sampler == ("geometric", "none")  # the paper, as it was

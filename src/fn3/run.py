@@ -46,7 +46,7 @@ from fn3.models import create_model
 from fn3.nest import space
 from fn3.nn.blocks import zero_init_residual_
 from fn3.spec import Space
-from fn3.train import CHECKPOINT_NAME, FitResult, evaluate_specs, fit
+from fn3.train import CHECKPOINT_NAME, FitResult, evaluate_specs, fit, make_rule
 
 __all__ = ["Run", "build_model", "load_data", "load_run", "train_run"]
 
@@ -131,6 +131,7 @@ def train_run(
         model, nesting = _user_model(cfg, train)
     else:
         model = build_model(cfg, train)
+    make_rule(model, cfg)  # a --fixed-spec or --budget that does not fit fails before anything is written
     dist.barrier()  # every rank has checked the directory before rank 0 writes into it
     if not resume and dist.is_main():
         out.mkdir(parents=True, exist_ok=True)

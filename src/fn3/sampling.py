@@ -26,6 +26,9 @@ ResNet with a dozen axes, so the full model and the BatchNorm statistics every m
 behind. Every method that reaches parity with separately trained models trains the largest member at
 every step (US-Nets, Any-Precision DNN, AdaBits); this is that, with the paper's ordered dropout for
 the rest. :class:`Sandwich` is the US-Nets rule (largest + smallest + ``n`` random specs per step).
+:class:`Budgets` (``rule="budgets"``) draws nothing: it trains the largest and every deployment budget
+the user lists at every step, as Slimmable Networks and Any-Precision DNN train their few widths or
+bit-widths.
 
 :func:`auto_rule` is ``fn3 train``'s default (``rule="auto"``): the rule measured best for the
 family's shape. Nested in **one** level (channels, layers, paths or bits), the tied sandwich (largest +

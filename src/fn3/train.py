@@ -51,11 +51,11 @@ from fn3.distributed import (
     shard,
 )
 from fn3.distributed import setup as dist_setup
-from fn3.errors import Fn3Error
+from fn3.errors import Fn3Error, SpecError
 from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.nest import active, space
 from fn3.sampling import Budgets, FullPlusODO, OrderedDropout, Sandwich, auto_rule
-from fn3.spec import Spec, parse_spec
+from fn3.spec import Space, Spec, parse_spec
 
 __all__ = [
     "FitResult",
@@ -136,9 +136,17 @@ def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]
         n = cfg.draws if cfg.rule == "auto" else cfg.sandwich_n
         return Sandwich(sp, n, dist=dist, rho=cfg.rho, seed=cfg.seed, tie=tie).step_specs
     if rule == "budgets":
-        return Budgets(sp, [parse_spec(text, sp) for text in cfg.budgets]).step_specs
-    fixed = sp.largest() if rule == "full" else parse_spec(cfg.fixed_spec or "", sp)
+        return Budgets(sp, [_flag_spec("budget", text, sp) for text in cfg.budgets]).step_specs
+    fixed = sp.largest() if rule == "full" else _flag_spec("fixed-spec", cfg.fixed_spec or "", sp)
     return lambda step: [fixed]
+
+
+def _flag_spec(flag: str, text: str, sp: Space) -> Spec:
+    """``parse_spec``, its error naming the flag that gave the spec."""
+    try:
+        return parse_spec(text, sp)
+    except SpecError as err:
+        raise SpecError(f"--{flag} {text}: {err}") from None
 
 
 def step_plan(cfg: TrainConfig, rule: Callable[[int], list[Spec]], largest: Spec, step: int,
