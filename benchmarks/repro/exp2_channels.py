@@ -69,6 +69,7 @@ def experiment() -> Experiment:
         SANDWICH_RANDOM_ORDER,  # the default (rule auto) on one level: tail vs random order
         every_budget(budgets),  # every budget each step (Slimmable Networks, Any-Precision)
         every_budget(budgets, "sum"),
+        every_budget(budgets, lr=0.2),  # between the two: the mean of four losses at twice the step
     )
     return Experiment(
         key="exp2_channels", title="FN3-channel: CIFAR-10, ResNet-20", level="channels",
@@ -89,7 +90,7 @@ def longer(epochs: int = 18) -> Experiment:
     budgets = tuple(b for b in short.budgets if b.x in (1.0, 0.5, 0.25))
     arms = tuple(a for a in short.arms if a.name in (
         "fn3 ODO (geometric)", "fn3 ODO (geometric), one draw per kind", "independent (one per width)",
-        DEFAULT.name, SANDWICH_MEAN.name))
+        DEFAULT.name, SANDWICH_MEAN.name)) + (every_budget(budgets),)
     return Experiment(
         key=f"exp2_channels_{epochs}ep", title=f"FN3-channel, {epochs} epochs: CIFAR-10, ResNet-20",
         level="channels", x_label=short.x_label, budgets=budgets, arms=arms,

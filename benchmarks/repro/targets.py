@@ -279,7 +279,8 @@ CANDIDATE_PREFIXES = (
     "fn3 default (", "fn3 full+odo, summed", "fn3 sandwich, tied (", "fn3 full+odo summed, half learning",
     "fn3 default + zero-init", "fn3 sandwich, tied, mean loss", "fn3 default + distillation",
     "fn3 default, full model alone", "fn3 sandwich, tied, mean loss, full model alone",
-    "fn3 sandwich, tied, corners only",
+    "fn3 sandwich, tied, corners only", "fn3 every budget each step, mean",
+    "fn3 every budget each step, summed", "fn3 every budget each step, lr",
 )
 
 
