@@ -76,6 +76,12 @@ def test_budgets_rule_trains_the_largest_and_every_listed_budget_each_step():
         make_rule(model, TrainConfig(rule="budgets", budgets=("layers=0.5",)))
     with pytest.raises(fn3.ConfigError, match="budgets=.* a list of specs"):
         TrainConfig(budgets=[1, 2])
+    # auto trains the listed budgets; a rule that draws its own specs refuses them (it would ignore them)
+    listed = TrainConfig(budgets=cfg.budgets)
+    assert resolved_rule(model, listed) == "budgets"
+    assert all(make_rule(model, listed)(t) == want for t in (0, 9))
+    with pytest.raises(fn3.ConfigError, match="budgets are trained by rule=budgets .*not rule=odo"):
+        TrainConfig(rule="odo", budgets=("channels=0.5",))
 
 
 def test_rule_defaults_depend_on_the_rule():

@@ -81,7 +81,7 @@ class TrainConfig:
     warmup_steps: int = 0
     label_smoothing: float = 0.0
     # what each step trains
-    rule: str = "auto"  # auto: tied sandwich nested in one level, full+odo in several (auto_rule)
+    rule: str = "auto"  # auto: budgets if listed, else tied sandwich on one level, full+odo on several
     dist: str | None = None  # geometric | uniform; None: the rule's own (RULE_DEFAULTS)
     rho: float = 0.9
     tie: str | None = None  # none: each axis drawn alone (paper) | kind: one draw per kind; None: rule's
@@ -134,6 +134,9 @@ class TrainConfig:
                               "package.module:factory model (initialise yours in its factory)")
         if self.spec_loss not in SPEC_LOSSES:
             raise bad("spec_loss", self.spec_loss, " or ".join(SPEC_LOSSES))
+        if self.budgets and self.rule not in ("auto", "budgets"):
+            raise ConfigError(f"budgets are trained by rule=budgets (or auto), not rule={self.rule}: "
+                              "drop --budget or --rule")
         if self.rule == "budgets" and not self.budgets:
             raise ConfigError("rule=budgets needs the budgets to train, e.g. --budget channels=0.5 "
                               "--budget channels=0.25 (the largest sub-model is always trained)")

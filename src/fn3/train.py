@@ -113,9 +113,12 @@ def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0) ->
 
 
 def resolved_rule(model: nn.Module, cfg: TrainConfig) -> str:
-    """The rule ``cfg`` trains ``model`` with: ``cfg.rule``, or for ``"auto"`` what
+    """The rule ``cfg`` trains ``model`` with: ``cfg.rule``; for ``"auto"``, ``"budgets"`` when the
+    config lists deployment budgets (``--budget``: each is then trained every step), else what
     :func:`fn3.sampling.auto_rule` picks for the model's nested levels."""
-    return auto_rule(space(model)) if cfg.rule == "auto" else cfg.rule
+    if cfg.rule != "auto":
+        return cfg.rule
+    return "budgets" if cfg.budgets else auto_rule(space(model))
 
 
 def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]:

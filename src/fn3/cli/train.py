@@ -56,10 +56,10 @@ def train(
     label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing in [0, 1).")] = None,
     rule: Annotated[
         str | None,
-        typer.Option(help="auto (default: the tied sandwich when the model nests one level, full+odo "
-                     "when it nests several), full+odo (the largest sub-model + ordered-dropout "
-                     "draws each step), odo (the paper), sandwich, budgets (the largest and every "
-                     "--budget each step), full or fixed."),
+        typer.Option(help="auto (default: budgets when --budget is given, else the tied sandwich when "
+                     "the model nests one level, full+odo when it nests several), full+odo (the "
+                     "largest sub-model + ordered-dropout draws each step), odo (the paper), "
+                     "sandwich, budgets (the largest and every --budget each step), full or fixed."),
     ] = None,
     dist: Annotated[
         str | None,
