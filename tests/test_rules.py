@@ -59,29 +59,29 @@ def test_auto_rule_is_the_tied_sandwich_on_one_level_and_full_odo_on_several():
     assert resolved_rule(several, TrainConfig(rule="sandwich")) == "sandwich"  # explicit rules stay
 
 
-def test_budgets_rule_trains_the_largest_and_every_listed_budget_each_step():
+def test_specs_rule_trains_the_largest_and_every_listed_spec_each_step():
     model = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8,
                              levels=("channels", "bits"))
     sp = fn3.space(model)
-    cfg = TrainConfig(rule="budgets", budgets=("channels=0.5", "channels=0.25,bits=2", "largest",
+    cfg = TrainConfig(rule="specs", train_specs=("channels=0.5", "channels=0.25,bits=2", "largest",
                                                "channels=0.5"))
     want = [sp.largest(), fn3.parse_spec("channels=0.5", sp), fn3.parse_spec("channels=0.25,bits=2", sp)]
     rule = make_rule(model, cfg)
     assert all(rule(t) == want for t in range(20))  # every budget, every step, largest first, once each
-    assert cfg.to_dict()["budgets"] == ["channels=0.5", "channels=0.25,bits=2", "largest", "channels=0.5"]
+    assert cfg.to_dict()["train_specs"] == ["channels=0.5", "channels=0.25,bits=2", "largest", "channels=0.5"]
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # the run directory's config round-trips
-    with pytest.raises(fn3.ConfigError, match="rule=budgets needs the budgets"):
-        TrainConfig(rule="budgets")
-    with pytest.raises(fn3.SpecError, match="--budget layers=0.5: .*does not nest layers"):
-        make_rule(model, TrainConfig(rule="budgets", budgets=("layers=0.5",)))
-    with pytest.raises(fn3.ConfigError, match="budgets=.* a list of specs"):
-        TrainConfig(budgets=[1, 2])
-    # auto trains the listed budgets; a rule that draws its own specs refuses them (it would ignore them)
-    listed = TrainConfig(budgets=cfg.budgets)
-    assert resolved_rule(model, listed) == "budgets"
+    with pytest.raises(fn3.ConfigError, match="rule=specs needs the sub-models"):
+        TrainConfig(rule="specs")
+    with pytest.raises(fn3.SpecError, match="--train-spec layers=0.5: .*does not nest layers"):
+        make_rule(model, TrainConfig(rule="specs", train_specs=("layers=0.5",)))
+    with pytest.raises(fn3.ConfigError, match="train_specs=.* a list of specs"):
+        TrainConfig(train_specs=[1, 2])
+    # auto trains the listed specs; a rule that draws its own specs refuses them (it would ignore them)
+    listed = TrainConfig(train_specs=cfg.train_specs)
+    assert resolved_rule(model, listed) == "specs"
     assert all(make_rule(model, listed)(t) == want for t in (0, 9))
-    with pytest.raises(fn3.ConfigError, match="budgets are trained by rule=budgets .*not rule=odo"):
-        TrainConfig(rule="odo", budgets=("channels=0.5",))
+    with pytest.raises(fn3.ConfigError, match="train_specs are trained by rule=specs .*not rule=odo"):
+        TrainConfig(rule="odo", train_specs=("channels=0.5",))
 
 
 def test_rule_defaults_depend_on_the_rule():

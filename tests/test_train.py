@@ -99,7 +99,7 @@ RULE_TARGETS = {
     "full+odo": "largest",
     "odo": "largest",
     "sandwich": "largest",
-    "budgets": "neurons=0.25",  # trained every step beside the largest
+    "specs": "neurons=0.25",  # trained every step beside the largest
     "full": "largest",
     "fixed": "neurons=0.5",
 }
@@ -118,7 +118,7 @@ def test_each_rule_trains(digits, rule):
     model = _model()
     target = RULE_TARGETS[rule]
     cfg = _cfg(mean, std, epochs=4, rule=rule, fixed_spec="neurons=0.5", distill=rule == "sandwich",
-               budgets=("neurons=0.25",) if rule == "budgets" else (), eval_specs=(target,))
+               train_specs=("neurons=0.25",) if rule == "specs" else (), eval_specs=(target,))
     with _one_thread():
         result = fit(model, train, cfg, val=test, progress=False)
     losses = [h["loss"] for h in result.history]

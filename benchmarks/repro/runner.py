@@ -163,11 +163,11 @@ SANDWICH_RANDOM_ORDER = Arm("fn3 sandwich, tied, random-order removal", kind="ra
 
 
 def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float | None = None) -> Arm:
-    """``rule="budgets"``: the largest and each of the experiment's budgets at every step (Slimmable
+    """``rule="specs"``: the largest and each of the experiment's budgets at every step (Slimmable
     Networks, Any-Precision), on the mean or the sum of their losses (issue 11); ``lr`` other than the
     experiment's 0.1 when given."""
     loss = "mean loss" if spec_loss == "mean" else "summed losses"
-    train = {"rule": "budgets", "budgets": tuple(b.spec for b in budgets), "spec_loss": spec_loss}
+    train = {"rule": "specs", "train_specs": tuple(b.spec for b in budgets), "spec_loss": spec_loss}
     if lr is not None:
         train["lr"] = lr
     step = f", lr {lr:g}" if lr is not None else ""

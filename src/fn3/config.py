@@ -36,15 +36,16 @@ CONFIG_VERSION = 2  # 2: spec_loss (a version-1 config, which had none, summed i
 #: Training rules: ``auto`` (the default: the rule measured best for the model's family,
 #: :func:`fn3.sampling.auto_rule`), the largest sub-model plus ordered-dropout draws every step, the
 #: paper's ordered dropout alone, the US-Nets sandwich rule, plain training of the full model, and
-#: training one fixed sub-model (the "independently trained" baseline of a budget), and ``budgets``: the
-#: largest sub-model and every listed deployment budget at every step (Slimmable Networks' and
-#: Any-Precision's switchable training, for a family whose budgets are known before training).
-RULES = ("auto", "full+odo", "odo", "sandwich", "budgets", "full", "fixed")
+#: training one fixed sub-model (the "independently trained" baseline of a budget), and ``specs``: the
+#: largest sub-model and every listed one (``train_specs``, the deployment budgets) at every step
+#: (Slimmable Networks' and Any-Precision's training, for a family whose budgets are known before
+#: training).
+RULES = ("auto", "full+odo", "odo", "sandwich", "specs", "full", "fixed")
 #: ``(dist, tie)`` of each rule when the config leaves them unset: the paper's ordered dropout draws
 #: every axis alone from the truncated geometric; beside the largest model, uniform draws tied per kind
 #: train the small members (measured: docs/reproduction.md).
 RULE_DEFAULTS = {"auto": ("uniform", "kind"), "full+odo": ("uniform", "kind"), "odo": ("geometric", "none"),
-                 "sandwich": ("uniform", "none"), "budgets": ("uniform", "kind"),
+                 "sandwich": ("uniform", "none"), "specs": ("uniform", "kind"),
                  "full": ("geometric", "none"), "fixed": ("geometric", "none")}
 OPTIMIZERS = ("sgd", "adamw")
 #: How a step that trains several sub-models combines their losses: ``mean`` (the default) keeps the
@@ -81,7 +82,7 @@ class TrainConfig:
     warmup_steps: int = 0
     label_smoothing: float = 0.0
     # what each step trains
-    rule: str = "auto"  # auto: budgets if listed, else tied sandwich on one level, full+odo on several
+    rule: str = "auto"  # auto: specs if train_specs, else tied sandwich on one level, full+odo on several
     dist: str | None = None  # geometric | uniform; None: the rule's own (RULE_DEFAULTS)
     rho: float = 0.9
     tie: str | None = None  # none: each axis drawn alone (paper) | kind: one draw per kind; None: rule's
@@ -93,7 +94,7 @@ class TrainConfig:
     spec_loss: str = "mean"  # mean | sum of the per-spec losses of a step (SPEC_LOSSES)
     zero_init_residual: bool = False  # every residual block starts as its shortcut (last BN scale 0)
     fixed_spec: str | None = None  # for rule="fixed": "channels=0.5", "largest", a JSON file
-    budgets: tuple[str, ...] = ()  # for rule="budgets": the specs trained every step beside the largest
+    train_specs: tuple[str, ...] = ()  # rule="specs" (or auto): trained every step beside the largest
     # evaluation and checkpoints
     eval_specs: tuple[str, ...] = ("largest", "smallest")
     recalibrate_batches: int = 20
@@ -134,12 +135,12 @@ class TrainConfig:
                               "package.module:factory model (initialise yours in its factory)")
         if self.spec_loss not in SPEC_LOSSES:
             raise bad("spec_loss", self.spec_loss, " or ".join(SPEC_LOSSES))
-        if self.budgets and self.rule not in ("auto", "budgets"):
-            raise ConfigError(f"budgets are trained by rule=budgets (or auto), not rule={self.rule}: "
-                              "drop --budget or --rule")
-        if self.rule == "budgets" and not self.budgets:
-            raise ConfigError("rule=budgets needs the budgets to train, e.g. --budget channels=0.5 "
-                              "--budget channels=0.25 (the largest sub-model is always trained)")
+        if self.train_specs and self.rule not in ("auto", "specs"):
+            raise ConfigError(f"train_specs are trained by rule=specs (or auto), not rule={self.rule}: "
+                              "drop --train-spec or --rule")
+        if self.rule == "specs" and not self.train_specs:
+            raise ConfigError("rule=specs needs the sub-models to train, e.g. --train-spec channels=0.5 "
+                              "--train-spec channels=0.25 (the largest sub-model is always trained)")
         if self.rule == "fixed" and not self.fixed_spec:
             raise ConfigError("rule=fixed needs fixed_spec (e.g. --fixed-spec channels=0.5)")
         if self.limit is not None and self.limit < 1:
@@ -157,7 +158,7 @@ class TrainConfig:
         if self.std is not None and not all(s > 0 for s in self.std):
             raise bad("std", self.std, "positive standard deviations")
         # Normalise sequences to tuples so that equal configs compare equal.
-        for name in ("levels", "eval_specs", "budgets", "mean", "std"):
+        for name in ("levels", "eval_specs", "train_specs", "mean", "std"):
             value = getattr(self, name)
             if isinstance(value, str) and name == "levels":  # "channels,bits", as a flag gives it
                 value = tuple(v.strip() for v in value.split(",") if v.strip())
@@ -270,7 +271,7 @@ def _check_types(cfg: TrainConfig, bad: Any) -> None:
         or (isinstance(levels, list | tuple) and all(isinstance(v, str) for v in levels))
     ):
         raise bad("levels", levels, 'a list of levels such as ["channels", "bits"], or null')
-    for name, example in (("eval_specs", '["largest", "smallest"]'), ("budgets", '["channels=0.5"]')):
+    for name, example in (("eval_specs", '["largest", "smallest"]'), ("train_specs", '["channels=0.5"]')):
         specs = getattr(cfg, name)
         if not (isinstance(specs, list | tuple) and all(isinstance(v, str) for v in specs)):
             raise bad(name, specs, f"a list of specs such as {example}")

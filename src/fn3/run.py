@@ -131,7 +131,7 @@ def train_run(
         model, nesting = _user_model(cfg, train)
     else:
         model = build_model(cfg, train)
-    make_rule(model, cfg)  # a --fixed-spec or --budget that does not fit fails before anything is written
+    make_rule(model, cfg)  # a --fixed-spec or --train-spec that does not fit fails before anything is written
     dist.barrier()  # every rank has checked the directory before rank 0 writes into it
     if not resume and dist.is_main():
         out.mkdir(parents=True, exist_ok=True)

@@ -26,9 +26,9 @@ ResNet with a dozen axes, so the full model and the BatchNorm statistics every m
 behind. Every method that reaches parity with separately trained models trains the largest member at
 every step (US-Nets, Any-Precision DNN, AdaBits); this is that, with the paper's ordered dropout for
 the rest. :class:`Sandwich` is the US-Nets rule (largest + smallest + ``n`` random specs per step).
-:class:`Budgets` (``rule="budgets"``) draws nothing: it trains the largest and every deployment budget
-the user lists at every step, as Slimmable Networks and Any-Precision DNN train their few widths or
-bit-widths.
+:class:`ListedSpecs` (``rule="specs"``) draws nothing: it trains the largest and every sub-model the
+user lists (the deployment budgets) at every step, as Slimmable Networks and Any-Precision DNN train
+their few widths or bit-widths.
 
 :func:`auto_rule` is ``fn3 train``'s default (``rule="auto"``): the rule measured best for the
 family's shape. Nested in **one** level (channels, layers, paths or bits), the tied sandwich (largest +
@@ -65,10 +65,10 @@ from fn3.errors import ConfigError
 from fn3.spec import Axis, Space, Spec
 
 __all__ = [
-    "Budgets",
     "DISTRIBUTIONS",
     "TIES",
     "FullPlusODO",
+    "ListedSpecs",
     "auto_rule",
     "OrderedDropout",
     "Sandwich",
@@ -227,8 +227,8 @@ class FullPlusODO(OrderedDropout):
         return {**super().to_dict(), "rule": "full+odo", "draws": self.draws}
 
 
-class Budgets:
-    """The largest sub-model and every listed budget at every step (``rule="budgets"``).
+class ListedSpecs:
+    """The largest sub-model and every listed sub-model at every step (``rule="specs"``).
 
     Slimmable Networks' and Any-Precision's training: when the deployment budgets are known before
     training (four phones, two microcontrollers), train each of them at every step instead of
@@ -238,12 +238,12 @@ class Budgets:
 
     Args:
         space: the model's space.
-        specs: the budgets (duplicates and the largest itself are dropped: it always comes first).
+        specs: the sub-models to deploy (duplicates and the largest are dropped: it always comes first).
 
     Example:
         >>> import fn3
         >>> sp = fn3.space(fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=8))
-        >>> rule = Budgets(sp, [fn3.parse_spec("neurons=0.5", sp), sp.smallest()])
+        >>> rule = ListedSpecs(sp, [fn3.parse_spec("neurons=0.5", sp), sp.smallest()])
         >>> [s == sp.largest() for s in rule.step_specs(7)]
         [True, False, False]
     """
@@ -261,7 +261,7 @@ class Budgets:
         return list(self.specs)
 
     def to_dict(self) -> dict[str, object]:
-        return {"rule": "budgets", "specs": len(self.specs)}
+        return {"rule": "specs", "specs": len(self.specs)}
 
 
 def auto_rule(space: Space) -> str:

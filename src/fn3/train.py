@@ -54,7 +54,7 @@ from fn3.distributed import setup as dist_setup
 from fn3.errors import Fn3Error, SpecError
 from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.nest import active, space
-from fn3.sampling import Budgets, FullPlusODO, OrderedDropout, Sandwich, auto_rule
+from fn3.sampling import FullPlusODO, ListedSpecs, OrderedDropout, Sandwich, auto_rule
 from fn3.spec import Space, Spec, parse_spec
 
 __all__ = [
@@ -113,12 +113,12 @@ def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0) ->
 
 
 def resolved_rule(model: nn.Module, cfg: TrainConfig) -> str:
-    """The rule ``cfg`` trains ``model`` with: ``cfg.rule``; for ``"auto"``, ``"budgets"`` when the
-    config lists deployment budgets (``--budget``: each is then trained every step), else what
+    """The rule ``cfg`` trains ``model`` with: ``cfg.rule``; for ``"auto"``, ``"specs"`` when the
+    config lists the sub-models to deploy (``--train-spec``: each is then trained every step), else what
     :func:`fn3.sampling.auto_rule` picks for the model's nested levels."""
     if cfg.rule != "auto":
         return cfg.rule
-    return "budgets" if cfg.budgets else auto_rule(space(model))
+    return "specs" if cfg.train_specs else auto_rule(space(model))
 
 
 def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]:
@@ -138,8 +138,8 @@ def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]
     if rule == "sandwich":
         n = cfg.draws if cfg.rule == "auto" else cfg.sandwich_n
         return Sandwich(sp, n, dist=dist, rho=cfg.rho, seed=cfg.seed, tie=tie).step_specs
-    if rule == "budgets":
-        return Budgets(sp, [_flag_spec("budget", text, sp) for text in cfg.budgets]).step_specs
+    if rule == "specs":
+        return ListedSpecs(sp, [_flag_spec("train-spec", text, sp) for text in cfg.train_specs]).step_specs
     fixed = sp.largest() if rule == "full" else _flag_spec("fixed-spec", cfg.fixed_spec or "", sp)
     return lambda step: [fixed]
 

@@ -156,9 +156,10 @@ def test_train_says_which_rule_auto_picked(tmp_path, capsys):
     assert "(rule sandwich)" in capsys.readouterr().out  # one level: the tied sandwich
     assert main(["train", *common, "--levels", "channels,bits", "--out", str(tmp_path / "two")]) == 0
     assert "(rule full+odo)" in capsys.readouterr().out
-    listed = ["--levels", "channels,bits", "--budget", "channels=0.5,bits=4", "--out", str(tmp_path / "b")]
+    listed = ["--levels", "channels,bits", "--train-spec", "channels=0.5,bits=4",
+              "--out", str(tmp_path / "b")]
     assert main(["train", *common, *listed]) == 0
-    assert "(rule budgets)" in capsys.readouterr().out  # budgets listed: auto trains each of them
+    assert "(rule specs)" in capsys.readouterr().out  # sub-models listed: auto trains each of them
     # a run that finishes says it too (8 images per class: one short epoch)
     done = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--limit", "8", "--no-progress",
             "--levels", "channels", "--out", str(tmp_path / "done")]

@@ -56,10 +56,10 @@ def train(
     label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing in [0, 1).")] = None,
     rule: Annotated[
         str | None,
-        typer.Option(help="auto (default: budgets when --budget is given, else the tied sandwich when "
+        typer.Option(help="auto (default: specs when --train-spec is given, else the tied sandwich when "
                      "the model nests one level, full+odo when it nests several), full+odo (the "
                      "largest sub-model + ordered-dropout draws each step), odo (the paper), "
-                     "sandwich, budgets (the largest and every --budget each step), full or fixed."),
+                     "sandwich, specs (the largest and every --train-spec each step), full or fixed."),
     ] = None,
     dist: Annotated[
         str | None,
@@ -97,10 +97,10 @@ def train(
                      help="Start every residual block as its shortcut (last BatchNorm scale 0)."),
     ] = None,
     fixed_spec: Annotated[str | None, typer.Option(help="Spec trained by rule=fixed.")] = None,
-    budget: Annotated[
+    train_spec: Annotated[
         list[str] | None,
-        typer.Option(help="A deployment budget trained at every step by rule=budgets, e.g. "
-                     "channels=0.5 (repeat; the largest sub-model is always trained)."),
+        typer.Option(help="A sub-model to deploy, trained at every step (rule specs, which auto "
+                     "picks when this is given), e.g. channels=0.5 (repeat; the largest is always trained)."),
     ] = None,
     eval_spec: Annotated[list[str] | None, typer.Option(help="Spec to evaluate each epoch (repeat).")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many training images per class.")] = None,
@@ -165,8 +165,8 @@ def train(
     overrides.update({k: v for k, v in flags.items() if v is not None})
     if eval_spec:
         overrides["eval_specs"] = tuple(eval_spec)
-    if budget:
-        overrides["budgets"] = tuple(budget)
+    if train_spec:
+        overrides["train_specs"] = tuple(train_spec)
     if model_arg:
         base = overrides.get("model_kwargs", {})
         if not isinstance(base, dict):
