@@ -62,6 +62,7 @@ def experiment(depth: int = 20) -> Experiment:
         SANDWICH_RANDOM_ORDER,  # the default (rule auto) on one level: tail vs random order
         every_budget(budgets),  # every budget each step (Slimmable Networks, Any-Precision)
         every_budget(budgets, "sum"),
+        every_budget(budgets, lr=0.2),  # the mean of the losses at twice the step
     )
     return Experiment(
         key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",

@@ -49,6 +49,7 @@ def experiment() -> Experiment:
         SANDWICH_RANDOM_ORDER,  # the default (rule auto) on one level: tail vs random order
         every_budget(budgets),  # every budget each step (Slimmable Networks, Any-Precision)
         every_budget(budgets, "sum"),
+        every_budget(budgets, lr=0.2),  # the mean of the losses at twice the step
     )
     quick = {**CIFAR_QUICK, "model_kwargs": {"widths": [16, 32, 64]}}
     return Experiment(

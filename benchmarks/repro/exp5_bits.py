@@ -47,6 +47,7 @@ def experiment() -> Experiment:
         SANDWICH_CORNERS,  # 8 and 2 bits only: the default's two passes a step
         every_budget(budgets),  # every budget each step (Slimmable Networks, Any-Precision)
         every_budget(budgets, "sum"),
+        every_budget(budgets, lr=0.2),  # the mean of the losses at twice the step
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",
