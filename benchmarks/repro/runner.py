@@ -168,10 +168,11 @@ def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float
     experiment's 0.1 when given."""
     loss = "mean loss" if spec_loss == "mean" else "summed losses"
     train = {"rule": "specs", "train_specs": tuple(b.spec for b in budgets), "spec_loss": spec_loss}
+    name = "fn3 every budget each step"
     if lr is not None:
         train["lr"] = lr
-    step = f", lr {lr:g}" if lr is not None else ""
-    return Arm(f"fn3 every budget each step{step}, {loss}", train=train)
+        name += f", lr {lr:g}"
+    return Arm(f"{name}, {loss}", train=train)
 
 
 @dataclass(frozen=True)
