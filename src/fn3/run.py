@@ -46,7 +46,7 @@ from fn3.models import create_model
 from fn3.nest import space
 from fn3.nn.blocks import zero_init_residual_
 from fn3.spec import Space
-from fn3.train import CHECKPOINT_NAME, FitResult, evaluate_specs, fit, make_rule
+from fn3.train import CHECKPOINT_NAME, FitResult, eval_specs_of, evaluate_specs, fit, make_rule
 
 __all__ = ["Run", "build_model", "load_data", "load_run", "train_run"]
 
@@ -131,7 +131,8 @@ def train_run(
         model, nesting = _user_model(cfg, train)
     else:
         model = build_model(cfg, train)
-    make_rule(model, cfg)  # a --fixed-spec or --train-spec that does not fit fails before anything is written
+    make_rule(model, cfg)  # a --fixed-spec, --train-spec or --eval-spec that does not fit fails
+    eval_specs_of(model, cfg)  # before anything is written
     dist.barrier()  # every rank has checked the directory before rank 0 writes into it
     if not resume and dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
@@ -142,7 +143,7 @@ def train_run(
         model, train, cfg, val=val, run_dir=out, resume=resume, progress=progress, max_steps=max_steps
     )
     if not result.interrupted:
-        final = {"test_accuracy": evaluate_specs(model, _eval_specs(model, cfg), test, cfg, train)}
+        final = {"test_accuracy": evaluate_specs(model, eval_specs_of(model, cfg), test, cfg, train)}
         if dist.is_main():
             meta = {"config": cfg.to_dict(), "step": result.step, "model": model.fn3_config, **final}
             save_checkpoint(out / MODEL_NAME, model, None, meta)
@@ -167,12 +168,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise FileFormatError(f"{path} does not hold a JSON object")
     return data
-
-
-def _eval_specs(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
-    from fn3.spec import parse_spec
-
-    return {name: parse_spec(name, space(model)) for name in cfg.eval_specs}
 
 
 def read_config(run: str | Path) -> TrainConfig:

@@ -152,6 +152,16 @@ def _flag_spec(flag: str, text: str, sp: Space) -> Spec:
         raise SpecError(f"--{flag} {text}: {err}") from None
 
 
+def eval_specs_of(model: nn.Module, cfg: TrainConfig) -> dict[str, Spec]:
+    """``{text: spec}`` of ``cfg.eval_specs`` (``--eval-spec``), each checked against ``model``'s space.
+
+    A spec that does not fit raises :class:`~fn3.SpecError` naming the flag, so ``fn3 train`` refuses
+    it before it writes the run directory.
+    """
+    sp = space(model)
+    return {name: _flag_spec("eval-spec", name, sp) for name in cfg.eval_specs}
+
+
 def step_plan(cfg: TrainConfig, rule: Callable[[int], list[Spec]], largest: Spec, step: int,
               total: int) -> tuple[list[Spec], bool]:
     """``(specs, distill)`` of training step ``step`` of ``total``: ``cfg.full_first`` of the run trains
@@ -303,7 +313,7 @@ def fit(
     sp = space(model)
     optimizer = make_optimizer(model, cfg)
     rule = make_rule(model, cfg)
-    eval_specs = {name: parse_spec(name, sp) for name in cfg.eval_specs}
+    eval_specs = eval_specs_of(model, cfg)
     drop_last = len(train) >= cfg.batch_size
     per_epoch = num_batches(len(train), cfg.batch_size, drop_last)
     total = per_epoch * cfg.epochs
