@@ -8,7 +8,7 @@ import torch
 import fn3
 from fn3.config import TrainConfig
 from fn3.data import channel_stats, load_dataset
-from fn3.sampling import FullPlusODO
+from fn3.sampling import FullPlusODO, ListedSpecs
 from fn3.train import evaluate_specs, fit, make_rule, resolved_rule, step_plan
 
 
@@ -68,6 +68,8 @@ def test_specs_rule_trains_the_largest_and_every_listed_spec_each_step():
     want = [sp.largest(), fn3.parse_spec("channels=0.5", sp), fn3.parse_spec("channels=0.25,bits=2", sp)]
     rule = make_rule(model, cfg)
     assert all(rule(t) == want for t in range(20))  # every budget, every step, largest first, once each
+    recorded = ListedSpecs(sp, want[1:]).to_dict()
+    assert recorded["rule"] == "specs" and [fn3.Spec.from_dict(d, sp) for d in recorded["specs"]] == want
     assert cfg.to_dict()["train_specs"] == ["channels=0.5", "channels=0.25,bits=2", "largest", "channels=0.5"]
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # the run directory's config round-trips
     with pytest.raises(fn3.ConfigError, match="rule=specs needs the sub-models"):

@@ -261,7 +261,8 @@ class ListedSpecs:
         return list(self.specs)
 
     def to_dict(self) -> dict[str, object]:
-        return {"rule": "specs", "specs": len(self.specs)}
+        """JSON-ready: the rule and every trained spec (the largest first), as :meth:`Spec.to_dict`."""
+        return {"rule": "specs", "specs": [s.to_dict(self.space) for s in self.specs]}
 
 
 def auto_rule(space: Space) -> str:
