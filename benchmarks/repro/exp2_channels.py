@@ -91,6 +91,7 @@ def longer(epochs: int = 18) -> Experiment:
     arms = tuple(a for a in short.arms if a.name in (
         "fn3 ODO (geometric)", "fn3 ODO (geometric), one draw per kind", "independent (one per width)",
         DEFAULT.name, SANDWICH_MEAN.name))
+    arms += (every_budget(budgets), every_budget(budgets, lr=0.2))  # its own three budgets each step
     return Experiment(
         key=f"exp2_channels_{epochs}ep", title=f"FN3-channel, {epochs} epochs: CIFAR-10, ResNet-20",
         level="channels", x_label=short.x_label, budgets=budgets, arms=arms,

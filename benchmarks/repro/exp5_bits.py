@@ -48,6 +48,7 @@ def experiment() -> Experiment:
         every_budget(budgets),  # every budget each step (Slimmable Networks, Any-Precision)
         every_budget(budgets, "sum"),
         every_budget(budgets, lr=0.2),  # the mean of the losses at twice the step
+        every_budget(budgets, distill_start=0.3),  # soft labels from the largest once it has learned
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",

@@ -162,16 +162,21 @@ SANDWICH_RANDOM_ORDER = Arm("fn3 sandwich, tied, random-order removal", kind="ra
                             source=SANDWICH_MEAN.name)
 
 
-def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float | None = None) -> Arm:
+def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float | None = None,
+                 distill_start: float | None = None) -> Arm:
     """``rule="specs"``: the largest and each of the experiment's budgets at every step (Slimmable
     Networks, Any-Precision), on the mean or the sum of their losses (issue 11); ``lr`` other than the
-    experiment's 0.1 when given."""
+    experiment's 0.1 when given; in-place distillation from the largest after ``distill_start`` of
+    the steps when given (Any-Precision's soft labels)."""
     loss = "mean loss" if spec_loss == "mean" else "summed losses"
     train = {"rule": "specs", "train_specs": tuple(b.spec for b in budgets), "spec_loss": spec_loss}
     name = "fn3 every budget each step"
     if lr is not None:
         train["lr"] = lr
         name += f", lr {lr:g}"
+    if distill_start is not None:
+        train |= {"distill": True, "distill_start": distill_start}
+        name += f", distillation from {distill_start:.0%}"
     return Arm(f"{name}, {loss}", train=train)
 
 
