@@ -26,6 +26,10 @@ def test_quick_inplace_benchmark_runs(capsys, tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| bits=")]
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith("| bits=") and " of " in line]
     assert len(rows) == 4
     assert all(r.rstrip(" |").endswith("yes") and "| 9 of 20 |" in r for r in rows), rows
+    # The profile table: one row per operator group per sub-model, quantizer time only in q.
+    groups = [line for line in lines if line.startswith("| bits=") and " of " not in line]
+    assert len(groups) >= 4 and any("convolutions" in g for g in groups), groups
