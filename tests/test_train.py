@@ -192,3 +192,32 @@ def test_spec_loss_mean_steps_on_the_average_of_the_losses():
     assert changed
     for k in changed:
         torch.testing.assert_close(moved["mean"][k], moved["sum"][k] / 2, rtol=1e-4, atol=1e-7)
+
+
+def test_spec_loss_shared_averages_each_weight_over_the_specs_that_use_it():
+    """spec_loss shared: a weight only the largest model uses steps as in the largest model alone, a
+    weight both specs use steps on the mean of their gradients (neither the plain mean nor the sum)."""
+    torch.manual_seed(0)
+    model = fn3.create_model("mlp", num_classes=3, in_channels=1, input_size=4, hidden=[8])
+    sp = fn3.space(model)
+    specs = [sp.largest(), sp.smallest()]
+    x, y = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = []
+    for spec in specs:  # each spec's gradient alone
+        model.zero_grad()
+        with fn3.active(model, spec):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    model.load_state_dict(start)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_step(model, opt, x, y, specs, reduction="shared")
+    only_largest = both = 0
+    for name, p in model.named_parameters():
+        g_large, g_small = grads[0][name], grads[1][name]
+        uses = (g_large != 0).int() + (g_small != 0).int()
+        want = start[name] - 0.1 * (g_large + g_small) / uses.clamp_min(1)
+        torch.testing.assert_close(p.detach(), want, rtol=1e-5, atol=1e-7)
+        only_largest += int(((g_large != 0) & (g_small == 0)).sum())
+        both += int(((g_large != 0) & (g_small != 0)).sum())
+    assert only_largest > 0 and both > 0  # both kinds of weight are exercised

@@ -70,6 +70,7 @@ def experiment() -> Experiment:
         every_budget(budgets),  # every budget each step (Slimmable Networks, Any-Precision)
         every_budget(budgets, "sum"),
         every_budget(budgets, lr=0.2),  # between the two: the mean of four losses at twice the step
+        every_budget(budgets, "shared"),  # each weight's gradient averaged over the specs using it
     )
     return Experiment(
         key="exp2_channels", title="FN3-channel: CIFAR-10, ResNet-20", level="channels",
@@ -91,7 +92,8 @@ def longer(epochs: int = 18) -> Experiment:
     arms = tuple(a for a in short.arms if a.name in (
         "fn3 ODO (geometric)", "fn3 ODO (geometric), one draw per kind", "independent (one per width)",
         DEFAULT.name, SANDWICH_MEAN.name))
-    arms += (every_budget(budgets), every_budget(budgets, lr=0.2))  # its own three budgets each step
+    # its own three budgets each step
+    arms += (every_budget(budgets), every_budget(budgets, lr=0.2), every_budget(budgets, "shared"))
     return Experiment(
         key=f"exp2_channels_{epochs}ep", title=f"FN3-channel, {epochs} epochs: CIFAR-10, ResNet-20",
         level="channels", x_label=short.x_label, budgets=budgets, arms=arms,

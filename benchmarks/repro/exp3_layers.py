@@ -63,6 +63,7 @@ def experiment(depth: int = 20) -> Experiment:
         every_budget(budgets),  # every budget each step (Slimmable Networks, Any-Precision)
         every_budget(budgets, "sum"),
         every_budget(budgets, lr=0.2),  # the mean of the losses at twice the step
+        every_budget(budgets, "shared"),  # each weight's gradient averaged over the specs using it
     )
     return Experiment(
         key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",
@@ -81,7 +82,8 @@ def longer(epochs: int = 18) -> Experiment:
     short = experiment(20)
     arms = tuple(a for a in short.arms if a.name in (
         "independent (one per depth)", DEFAULT.name, SANDWICH_MEAN.name, SANDWICH_RANDOM_ORDER.name,
-        "fn3 every budget each step, mean loss", "fn3 every budget each step, lr 0.2, mean loss"))
+        "fn3 every budget each step, mean loss", "fn3 every budget each step, lr 0.2, mean loss",
+        "fn3 every budget each step, per-weight mean"))
     return Experiment(
         key=f"exp3_layers_resnet20_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-20",
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,

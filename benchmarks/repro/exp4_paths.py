@@ -50,6 +50,7 @@ def experiment() -> Experiment:
         every_budget(budgets),  # every budget each step (Slimmable Networks, Any-Precision)
         every_budget(budgets, "sum"),
         every_budget(budgets, lr=0.2),  # the mean of the losses at twice the step
+        every_budget(budgets, "shared"),  # each weight's gradient averaged over the specs using it
     )
     quick = {**CIFAR_QUICK, "model_kwargs": {"widths": [16, 32, 64]}}
     return Experiment(

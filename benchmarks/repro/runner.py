@@ -168,7 +168,7 @@ def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float
     Networks, Any-Precision), on the mean or the sum of their losses (issue 11); ``lr`` other than the
     experiment's 0.1 when given; in-place distillation from the largest after ``distill_start`` of
     the steps when given (Any-Precision's soft labels)."""
-    loss = "mean loss" if spec_loss == "mean" else "summed losses"
+    loss = {"mean": "mean loss", "sum": "summed losses", "shared": "per-weight mean"}[spec_loss]
     train = {"rule": "specs", "train_specs": tuple(b.spec for b in budgets), "spec_loss": spec_loss}
     name = "fn3 every budget each step"
     if lr is not None:

@@ -281,7 +281,7 @@ CANDIDATE_PREFIXES = (
     "fn3 default, full model alone", "fn3 sandwich, tied, mean loss, full model alone",
     "fn3 sandwich, tied, corners only", "fn3 every budget each step, mean",
     "fn3 every budget each step, summed", "fn3 every budget each step, lr",
-    "fn3 every budget each step, distillation",
+    "fn3 every budget each step, distillation", "fn3 every budget each step, per-weight",
 )
 
 

@@ -51,8 +51,9 @@ OPTIMIZERS = ("sgd", "adamw")
 #: How a step that trains several sub-models combines their losses: ``mean`` (the default) keeps the
 #: step size of one model whatever the number of specs; ``sum`` is US-Nets' and AdaBits' accumulation,
 #: which for SGD multiplies the learning rate of the shared weights by the number of specs
-#: (measured in issue 11: docs/reproduction.md).
-SPEC_LOSSES = ("mean", "sum")
+#: (measured in issue 11: docs/reproduction.md); ``shared`` averages each weight's gradient over the
+#: specs that use it, so weights only the largest model has step as in the network trained alone.
+SPEC_LOSSES = ("mean", "sum", "shared")
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class TrainConfig:
     distill: bool = False
     distill_start: float = 0.0  # fraction of the training steps before in-place distillation starts
     full_first: float = 0.0  # fraction of the training steps that train only the largest sub-model
-    spec_loss: str = "mean"  # mean | sum of the per-spec losses of a step (SPEC_LOSSES)
+    spec_loss: str = "mean"  # mean | sum | shared: how a step combines its specs' losses (SPEC_LOSSES)
     zero_init_residual: bool = False  # every residual block starts as its shortcut (last BN scale 0)
     fixed_spec: str | None = None  # for rule="fixed": "channels=0.5", "largest", a JSON file
     train_specs: tuple[str, ...] = ()  # rule="specs" (or auto): trained every step beside the largest
@@ -134,7 +135,7 @@ class TrainConfig:
             raise ConfigError("zero_init_residual applies to fn3's resnet and resnext models, not to a "
                               "package.module:factory model (initialise yours in its factory)")
         if self.spec_loss not in SPEC_LOSSES:
-            raise bad("spec_loss", self.spec_loss, " or ".join(SPEC_LOSSES))
+            raise bad("spec_loss", self.spec_loss, ", ".join(SPEC_LOSSES[:-1]) + " or " + SPEC_LOSSES[-1])
         if self.train_specs and self.rule not in ("auto", "specs"):
             raise ConfigError(f"train_specs are trained by rule=specs (or auto), not rule={self.rule}: "
                               "drop --train-spec or --rule")

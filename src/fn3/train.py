@@ -189,7 +189,11 @@ def train_step(
     Gradients of every spec accumulate before the single step (the sandwich rule trains several specs
     per step). ``reduction="mean"`` steps on the average of the specs' losses, so the step size of the
     shared weights does not grow with the number of specs; ``"sum"`` steps on their sum (US-Nets,
-    AdaBits), which for SGD is a learning rate multiplied by ``len(specs)``. With ``distill=True`` the
+    AdaBits), which for SGD is a learning rate multiplied by ``len(specs)``. ``"shared"`` divides
+    each weight's summed gradient by the number of specs that *use* it (a nonzero gradient in that
+    spec's pass): a channel or block only the largest model has learns at the step of the network
+    trained alone, where ``"mean"`` would give it ``1/len(specs)`` of it, and weights every spec
+    shares (all of them, nested in bits alone) get exactly the ``"mean"`` step. With ``distill=True`` the
     first spec (the largest, for the sandwich rule) is the teacher and the others learn its soft
     predictions (US-Nets' in-place distillation). Under ``torchrun`` the gradients are averaged over
     the ranks once, after the last spec's backward (:func:`fn3.distributed.average_gradients`).
@@ -197,6 +201,10 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     teacher: torch.Tensor | None = None
+    # reduction="shared": per parameter, how many specs' passes gave each element a nonzero gradient
+    # (same shape as the parameter); the summed gradient is divided by it after the last pass.
+    uses: dict[nn.Parameter, torch.Tensor] = {}
+    params = [p for p in model.parameters() if p.requires_grad] if reduction == "shared" else []
     for i, spec in enumerate(specs):
         with active(model, spec):
             logits = model(x)  # (B, classes)
@@ -211,8 +219,15 @@ def train_step(
             raise TrainingError(f"loss is {value} for spec {spec}")
         if reduction == "mean":
             loss = loss / len(specs)
+        before = [p.grad.clone() if p.grad is not None else None for p in params]
         loss.backward()  # the graph recorded the sliced weights; no need to stay inside active()
+        for p, old in zip(params, before, strict=True):
+            if p.grad is not None:
+                grew = (p.grad != 0) if old is None else (p.grad != old)
+                uses[p] = uses[p] + grew if p in uses else grew.to(torch.int32)
         total += value
+    for p, count in uses.items():
+        p.grad.div_(count.clamp_min(1))
     average_gradients(model)  # a no-op in one process
     optimizer.step()
     return total / len(specs)

@@ -83,7 +83,8 @@ BAD = [
     (["train", "--epochs", "abc", "--out", "{tmp}/o"], "--epochs"),
     (["train", "--data", "mnist", "--data-dir", "{tmp}/missing", "--out", "{tmp}/o"], "missing"),
     (["eval", "{tmp}/nothing"], "does not exist"),
-    (["train", "--spec-loss", "avg", "--out", "{tmp}/o"], "spec_loss='avg' is invalid; expected mean or sum"),
+    (["train", "--spec-loss", "avg", "--out", "{tmp}/o"],
+     "spec_loss='avg' is invalid; expected mean, sum or shared"),
     (["train", "--zero-init-residual", "--out", "{tmp}/o"], "model 'mlp' has no residual blocks"),
 ]
 

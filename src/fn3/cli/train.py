@@ -88,8 +88,9 @@ def train(
     ] = None,
     spec_loss: Annotated[
         str | None,
-        typer.Option(help="mean (default) or sum of the losses of the specs trained in one step; sum "
-                     "multiplies the step size of the shared weights by the number of specs."),
+        typer.Option(help="mean (default), sum or shared: how a step combines the losses of its specs; "
+                     "sum multiplies the step size of the shared weights by the number of specs, "
+                     "shared averages each weight's gradient over the specs that use it."),
     ] = None,
     zero_init_residual: Annotated[
         bool | None,
