@@ -29,6 +29,7 @@ from runner import (
     SANDWICH_FULL_FIRST,
     SANDWICH_MEAN,
     SANDWICH_RANDOM_ORDER,
+    SANDWICH_SHARED,
     SANDWICH_TIED,
     SUMMED,
     SUMMED_HALF_LR,
@@ -63,6 +64,7 @@ def experiment() -> Experiment:
         DEFAULT_RANDOM_ORDER,
         DEFAULT_ZERO_INIT,  # candidates beside the mean-loss default (issue 11)
         SANDWICH_MEAN,
+        SANDWICH_SHARED,
         DEFAULT_DISTILL,  # in-place distillation from the full model after 30% of the steps
         DEFAULT_FULL_FIRST,  # the full model alone for half the steps, then the rule
         SANDWICH_FULL_FIRST,

@@ -26,6 +26,7 @@ from runner import (
     RANDOM_ORDER,
     SANDWICH_MEAN,
     SANDWICH_RANDOM_ORDER,
+    SANDWICH_SHARED,
     SANDWICH_TIED,
     SUMMED,
     SUMMED_HALF_LR,
@@ -58,6 +59,7 @@ def experiment(depth: int = 20) -> Experiment:
         DEFAULT_RANDOM_ORDER,
         DEFAULT_ZERO_INIT,  # candidates beside the mean-loss default (issue 11)
         SANDWICH_MEAN,
+        SANDWICH_SHARED,
         DEFAULT_DISTILL,  # in-place distillation from the full model after 30% of the steps
         SANDWICH_RANDOM_ORDER,  # the default (rule auto) on one level: tail vs random order
         every_budget(budgets),  # every budget each step (Slimmable Networks, Any-Precision)

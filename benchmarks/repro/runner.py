@@ -142,6 +142,8 @@ DEFAULT_ZERO_INIT = Arm("fn3 default + zero-init residual",
 DEFAULT_DISTILL = Arm("fn3 default + distillation from 30%",
                       train={**DEFAULT.train, "distill": True, "distill_start": 0.3})
 SANDWICH_MEAN = Arm("fn3 sandwich, tied, mean loss", train={**_TIED_SANDWICH, "spec_loss": "mean"})
+#: The same with each weight's gradient averaged over the specs that use it (``spec_loss="shared"``).
+SANDWICH_SHARED = Arm("fn3 sandwich, tied, per-weight mean", train={**_TIED_SANDWICH, "spec_loss": "shared"})
 #: The tied sandwich without its random draw: the largest and the smallest sub-model every step, two
 #: passes like the default (for bits, where every member costs a full pass in training, 2/3 of the
 #: sandwich's time). Intermediate members are never trained as such.

@@ -282,6 +282,7 @@ CANDIDATE_PREFIXES = (
     "fn3 sandwich, tied, corners only", "fn3 every budget each step, mean",
     "fn3 every budget each step, summed", "fn3 every budget each step, lr",
     "fn3 every budget each step, distillation", "fn3 every budget each step, per-weight",
+    "fn3 sandwich, tied, per-weight",
 )
 
 
