@@ -202,9 +202,9 @@ def train_step(
     total = 0.0
     teacher: torch.Tensor | None = None
     # reduction="shared": per parameter, how many specs' passes gave each element a nonzero gradient
-    # (same shape as the parameter); the summed gradient is divided by it after the last pass.
-    uses: dict[nn.Parameter, torch.Tensor] = {}
-    params = [p for p in model.parameters() if p.requires_grad] if reduction == "shared" else []
+    # (int32, the parameter's shape); the summed gradient is divided by it after the last pass.
+    uses = ({p: torch.zeros_like(p, dtype=torch.int32) for p in model.parameters() if p.requires_grad}
+            if reduction == "shared" else {})
     for i, spec in enumerate(specs):
         with active(model, spec):
             logits = model(x)  # (B, classes)
@@ -219,15 +219,15 @@ def train_step(
             raise TrainingError(f"loss is {value} for spec {spec}")
         if reduction == "mean":
             loss = loss / len(specs)
-        before = [p.grad.clone() if p.grad is not None else None for p in params]
+        before = {p: p.grad.clone() for p in uses if p.grad is not None}
         loss.backward()  # the graph recorded the sliced weights; no need to stay inside active()
-        for p, old in zip(params, before, strict=True):
+        for p, count in uses.items():
             if p.grad is not None:
-                grew = (p.grad != 0) if old is None else (p.grad != old)
-                uses[p] = uses[p] + grew if p in uses else grew.to(torch.int32)
+                count += p.grad != before[p] if p in before else p.grad != 0
         total += value
     for p, count in uses.items():
-        p.grad.div_(count.clamp_min(1))
+        if p.grad is not None:
+            p.grad.div_(count.clamp_min(1))
     average_gradients(model)  # a no-op in one process
     optimizer.step()
     return total / len(specs)
