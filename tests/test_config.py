@@ -22,5 +22,5 @@ def test_a_version_1_config_summed_its_losses():
     old["version"] = 1
     del old["spec_loss"], old["zero_init_residual"]
     assert TrainConfig.from_dict(old).spec_loss == "sum"
-    assert TrainConfig().spec_loss == "mean"
+    assert TrainConfig().spec_loss == "auto"
     assert TrainConfig.from_dict(TrainConfig(spec_loss="sum").to_dict()).spec_loss == "sum"

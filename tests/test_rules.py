@@ -9,7 +9,7 @@ import fn3
 from fn3.config import TrainConfig
 from fn3.data import channel_stats, load_dataset
 from fn3.sampling import FullPlusODO, ListedSpecs
-from fn3.train import evaluate_specs, fit, make_rule, resolved_rule, step_plan
+from fn3.train import evaluate_specs, fit, make_rule, resolved_rule, resolved_spec_loss, step_plan
 
 
 def _resnet():
@@ -37,11 +37,28 @@ def test_full_plus_odo_trains_the_largest_every_step_beside_tied_uniform_draws()
         FullPlusODO(space, draws=0)
 
 
-def test_auto_rule_is_the_tied_sandwich_on_one_level_and_full_odo_on_several():
+def test_auto_rule_is_the_tied_grid_on_one_level_and_full_odo_on_several():
     one = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("channels",))
     sp = fn3.space(one)
-    assert TrainConfig().rule == "auto" and resolved_rule(one, TrainConfig()) == "sandwich"
-    rule = make_rule(one, TrainConfig())
+    cfg = TrainConfig()
+    assert cfg.rule == "auto" and resolved_rule(one, cfg) == "specs"
+    assert resolved_spec_loss(one, cfg) == "shared"  # per-weight mean under the grid
+    want = [fn3.parse_spec(f"channels={f}", sp) for f in (1.0, 0.75, 0.5, 0.25)]
+    assert want[0] == sp.largest() and len(set(map(str, want))) == 4
+    assert all(make_rule(one, cfg)(t) == want for t in range(5))  # the grid, every step, largest first
+    two = make_rule(one, TrainConfig(grid=(0.5, 1, 0.5)))
+    assert two(0) == [sp.largest(), want[2]]  # largest first, each level once
+    layers = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("layers",))
+    lsp = fn3.space(layers)
+    stage = lsp.axes[0].name
+    assert [s.size(stage, lsp) for s in make_rule(layers, cfg)(0)] == [3, 2, 1]  # 2.25, 1.5, 0.75 round
+    bits = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("bits",))
+    bsp = fn3.space(bits)
+    assert [s.size(bsp.axes[0].name, bsp) for s in make_rule(bits, cfg)(0)] == [8, 6, 4, 2]
+    # an empty grid: the tied sandwich (the default before config version 3) on the mean loss
+    sand = TrainConfig(grid=())
+    assert resolved_rule(one, sand) == "sandwich" and resolved_spec_loss(one, sand) == "mean"
+    rule = make_rule(one, sand)
     widths = sp.of_kind("channels")
     drawn = set()
     for t in range(40):
@@ -50,13 +67,27 @@ def test_auto_rule_is_the_tied_sandwich_on_one_level_and_full_odo_on_several():
         assert len({len(specs[2].kept(a.name)) for a in widths}) == 1  # tied per kind
         drawn.add(len(specs[2].kept(widths[0].name)))
     assert len(drawn) > 2  # uniform draws, not only the corners
-    two = make_rule(one, TrainConfig(draws=2))
-    assert len(two(0)) == 4
+    assert len(make_rule(one, TrainConfig(grid=(), draws=2))(0)) == 4
     several = _resnet()
-    assert resolved_rule(several, TrainConfig()) == "full+odo"
+    assert resolved_rule(several, cfg) == "full+odo" and resolved_spec_loss(several, cfg) == "mean"
     full_odo = FullPlusODO(fn3.space(several), 1, "uniform", 0.9, 0, "kind")
-    assert all(make_rule(several, TrainConfig())(t) == full_odo.step_specs(t) for t in range(10))
+    assert all(make_rule(several, cfg)(t) == full_odo.step_specs(t) for t in range(10))
     assert resolved_rule(several, TrainConfig(rule="sandwich")) == "sandwich"  # explicit rules stay
+    assert resolved_rule(several, TrainConfig(rule="specs")) == "specs"  # on the grid, tied over kinds
+    with pytest.raises(fn3.ConfigError, match=r"grid=.*kept fractions in \(0, 1\]"):
+        TrainConfig(grid=(1.0, 0.0))
+
+
+def test_a_config_written_before_the_grid_keeps_training_the_tied_sandwich():
+    """A run directory of config version 2 resumes with the rule it started with."""
+    old = {**TrainConfig().to_dict(), "version": 2}
+    del old["grid"]
+    old["spec_loss"] = "mean"
+    cfg = TrainConfig.from_dict(old)
+    assert cfg.grid == () and cfg.spec_loss == "mean"
+    one = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("channels",))
+    assert resolved_rule(one, cfg) == "sandwich"
+    assert TrainConfig.from_dict(TrainConfig().to_dict()).grid == (1.0, 0.75, 0.5, 0.25)
 
 
 def test_specs_rule_trains_the_largest_and_every_listed_spec_each_step():
@@ -73,7 +104,7 @@ def test_specs_rule_trains_the_largest_and_every_listed_spec_each_step():
     assert cfg.to_dict()["train_specs"] == ["channels=0.5", "channels=0.25,bits=2", "largest", "channels=0.5"]
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # the run directory's config round-trips
     with pytest.raises(fn3.ConfigError, match="rule=specs needs the sub-models"):
-        TrainConfig(rule="specs")
+        TrainConfig(rule="specs", grid=())
     with pytest.raises(fn3.SpecError, match="--train-spec layers=0.5: .*does not nest layers"):
         make_rule(model, TrainConfig(rule="specs", train_specs=("layers=0.5",)))
     with pytest.raises(fn3.ConfigError, match="train_specs=.* a list of specs"):

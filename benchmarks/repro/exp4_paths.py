@@ -14,6 +14,8 @@ CPU budget: 500 training images per class (5,000), 6 epochs, 200 test images per
 from __future__ import annotations
 
 from runner import (
+    AUTO,
+    AUTO_RANDOM_ORDER,
     CIFAR_QUICK,
     DEFAULT,
     DEFAULT_RANDOM_ORDER,
@@ -51,6 +53,8 @@ def experiment() -> Experiment:
         every_budget(budgets, "sum"),
         every_budget(budgets, lr=0.2),  # the mean of the losses at twice the step
         every_budget(budgets, "shared"),  # each weight's gradient averaged over the specs using it
+        AUTO,  # fn3 train's default since config version 3: the tied grid, per-weight mean
+        AUTO_RANDOM_ORDER,
     )
     quick = {**CIFAR_QUICK, "model_kwargs": {"widths": [16, 32, 64]}}
     return Experiment(

@@ -15,6 +15,7 @@ CPU budget: 500 training images per class (5,000), 6 epochs, 200 test images per
 from __future__ import annotations
 
 from runner import (
+    AUTO,
     CIFAR_QUICK,
     DEFAULT,
     ODO_GEOMETRIC,
@@ -49,6 +50,7 @@ def experiment() -> Experiment:
         every_budget(budgets, "sum"),
         every_budget(budgets, lr=0.2),  # the mean of the losses at twice the step
         every_budget(budgets, distill_start=0.3),  # soft labels from the largest once it has learned
+        AUTO,  # fn3 train's default since config version 3: the tied grid, per-weight mean
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",

@@ -158,10 +158,18 @@ SANDWICH_FULL_FIRST = Arm("fn3 sandwich, tied, mean loss, full model alone first
 SUMMED_RANDOM_ORDER = Arm("fn3 full+odo summed, random-order removal", kind="random-order",
                           source=SUMMED.name)
 DEFAULT_RANDOM_ORDER = Arm("fn3 default, random-order removal", kind="random-order", source=DEFAULT.name)
-#: The tied sandwich is what ``fn3 train``'s default (``rule="auto"``) trains a family nested in one
-#: level with: its tail-vs-random-order ablation.
+#: What ``fn3 train``'s default (``rule="auto"``) trained a family nested in one level with before config
+#: version 3: its tail-vs-random-order ablation.
 SANDWICH_RANDOM_ORDER = Arm("fn3 sandwich, tied, random-order removal", kind="random-order",
                             source=SANDWICH_MEAN.name)
+
+
+#: ``fn3 train``'s default since config version 3 (issue 11): ``rule="auto"`` trains a family nested in one
+#: level on the tied grid (every axis at 100, 75, 50 and 25% of its units; bits 8, 6, 4, 2) every step,
+#: each weight's gradient averaged over the grid members that use it; and its tail-vs-random ablation.
+AUTO = Arm("fn3 auto (tied grid 100/75/50/25%, per-weight mean)",
+           train={"rule": "auto", "dist": None, "tie": None, "spec_loss": "auto"})
+AUTO_RANDOM_ORDER = Arm("fn3 auto, random-order removal", kind="random-order", source=AUTO.name)
 
 
 def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float | None = None,
@@ -362,12 +370,13 @@ def cifar_config(model: str, levels: tuple[str, ...], limit: int = 500) -> Train
     return TrainConfig(model=model, levels=levels, data="cifar10", data_dir=str(DATA / "cifar10-jpeg"),
                        limit=limit, val_fraction=0.0, epochs=6, batch_size=128, optimizer="sgd", lr=0.1,
                        weight_decay=5e-4, seed=0, recalibrate_batches=10, rule="odo",
-                       dist="geometric", tie="none")
+                       dist="geometric", tie="none", spec_loss="mean")
 
 
 #: Defaults of fields that changed since they were added (``tie`` was ``"none"`` before issue 11 made
-#: it depend on the rule): a result file written before such a field existed matches either value.
-_FORMER: dict[str, Any] = {"tie": "none"}
+#: it depend on the rule, ``spec_loss`` ``"mean"`` before config version 3): a result file written
+#: before such a field existed matches either value.
+_FORMER: dict[str, Any] = {"tie": "none", "spec_loss": "mean"}
 
 
 def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:
@@ -378,8 +387,8 @@ def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:
     defaults = TrainConfig().to_dict()
     train = {k: v for k, v in settings["train"].items()
              if k in old["train"] or k not in defaults or v not in (defaults[k], _FORMER.get(k))}
-    if old["train"].get("version") == 1:  # config version 2 only added spec_loss (dropped above)
-        train["version"] = 1
+    if old["train"].get("version") in (1, 2):  # versions 2 and 3 only added spec_loss and grid
+        train["version"] = old["train"]["version"]
     return {**settings, "train": train}
 
 

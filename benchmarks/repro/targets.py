@@ -288,12 +288,12 @@ CANDIDATE_PREFIXES = (
 
 def default_arms(res: Mapping[str, Any]) -> tuple[str, str]:
     """Names (or prefixes) of the arm trained as ``fn3 train``'s default (``rule="auto"``:
-    :func:`fn3.sampling.auto_rule`) and of its random-order ablation: the tied sandwich for a family
-    nested in one level, ``full+odo`` (the "fn3 default" arms, the default until December 2026) for
-    several."""
+    :func:`fn3.sampling.auto_rule`) and of its random-order ablation: the tied grid on the per-weight
+    mean ("fn3 auto" arms, since config version 3) for a family nested in one level, ``full+odo`` (the
+    "fn3 default" arms) for several."""
     if "," in res.get("level", ""):
         return DEFAULT_PREFIX + " (", DEFAULT_PREFIX + ", random-order"
-    return "fn3 sandwich, tied, mean loss", "fn3 sandwich, tied, random-order"
+    return "fn3 auto (", "fn3 auto, random-order"
 
 
 def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:

@@ -31,7 +31,9 @@ from fn3.sampling import DISTRIBUTIONS, TIES
 __all__ = ["RULES", "RULE_DEFAULTS", "SPEC_LOSSES", "TrainConfig", "load_config_file"]
 
 CONFIG_FORMAT = "fn3.train-config"
-CONFIG_VERSION = 2  # 2: spec_loss (a version-1 config, which had none, summed its specs' losses)
+# 2: spec_loss (a version-1 config, which had none, summed its specs' losses); 3: grid, and rule=auto
+# trains it on one level (a version-1 or -2 config, which had none, trained the tied sandwich there).
+CONFIG_VERSION = 3
 
 #: Training rules: ``auto`` (the default: the rule measured best for the model's family,
 #: :func:`fn3.sampling.auto_rule`), the largest sub-model plus ordered-dropout draws every step, the
@@ -48,12 +50,14 @@ RULE_DEFAULTS = {"auto": ("uniform", "kind"), "full+odo": ("uniform", "kind"), "
                  "sandwich": ("uniform", "none"), "specs": ("uniform", "kind"),
                  "full": ("geometric", "none"), "fixed": ("geometric", "none")}
 OPTIMIZERS = ("sgd", "adamw")
-#: How a step that trains several sub-models combines their losses: ``mean`` (the default) keeps the
+#: How a step that trains several sub-models combines their losses: ``auto`` (the default) is ``shared``
+#: when the rule trains listed specs or a grid (``rule="specs"``, what ``auto`` picks on one level) and
+#: ``mean`` for the rules that draw (``shared`` measured mixed under the sandwich); ``mean`` keeps the
 #: step size of one model whatever the number of specs; ``sum`` is US-Nets' and AdaBits' accumulation,
 #: which for SGD multiplies the learning rate of the shared weights by the number of specs
 #: (measured in issue 11: docs/reproduction.md); ``shared`` averages each weight's gradient over the
 #: specs that use it, so weights only the largest model has step as in the network trained alone.
-SPEC_LOSSES = ("mean", "sum", "shared")
+SPEC_LOSSES = ("auto", "mean", "sum", "shared")
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ class TrainConfig:
     warmup_steps: int = 0
     label_smoothing: float = 0.0
     # what each step trains
-    rule: str = "auto"  # auto: specs if train_specs, else tied sandwich on one level, full+odo on several
+    rule: str = "auto"  # auto: specs (train_specs, else the grid) on one level, full+odo on several
     dist: str | None = None  # geometric | uniform; None: the rule's own (RULE_DEFAULTS)
     rho: float = 0.9
     tie: str | None = None  # none: each axis drawn alone (paper) | kind: one draw per kind; None: rule's
@@ -92,7 +96,10 @@ class TrainConfig:
     distill: bool = False
     distill_start: float = 0.0  # fraction of the training steps before in-place distillation starts
     full_first: float = 0.0  # fraction of the training steps that train only the largest sub-model
-    spec_loss: str = "mean"  # mean | sum | shared: how a step combines its specs' losses (SPEC_LOSSES)
+    spec_loss: str = "auto"  # auto | mean | sum | shared: how a step combines its specs' losses
+    # rule=auto (or specs) without train_specs: kept fractions trained every step, every axis tied
+    # (fn3.sampling.grid_specs); () makes auto train the tied sandwich on one level instead
+    grid: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
     zero_init_residual: bool = False  # every residual block starts as its shortcut (last BN scale 0)
     fixed_spec: str | None = None  # for rule="fixed": "channels=0.5", "largest", a JSON file
     train_specs: tuple[str, ...] = ()  # rule="specs" (or auto): trained every step beside the largest
@@ -139,9 +146,10 @@ class TrainConfig:
         if self.train_specs and self.rule not in ("auto", "specs"):
             raise ConfigError(f"train_specs are trained by rule=specs (or auto), not rule={self.rule}: "
                               "drop --train-spec or --rule")
-        if self.rule == "specs" and not self.train_specs:
+        if self.rule == "specs" and not (self.train_specs or self.grid):
             raise ConfigError("rule=specs needs the sub-models to train, e.g. --train-spec channels=0.5 "
-                              "--train-spec channels=0.25 (the largest sub-model is always trained)")
+                              "--train-spec channels=0.25, or a --grid such as 1,0.5,0.25 (the largest "
+                              "sub-model is always trained)")
         if self.rule == "fixed" and not self.fixed_spec:
             raise ConfigError("rule=fixed needs fixed_spec (e.g. --fixed-spec channels=0.5)")
         if self.limit is not None and self.limit < 1:
@@ -159,7 +167,7 @@ class TrainConfig:
         if self.std is not None and not all(s > 0 for s in self.std):
             raise bad("std", self.std, "positive standard deviations")
         # Normalise sequences to tuples so that equal configs compare equal.
-        for name in ("levels", "eval_specs", "train_specs", "mean", "std"):
+        for name in ("levels", "eval_specs", "train_specs", "mean", "std", "grid"):
             value = getattr(self, name)
             if isinstance(value, str) and name == "levels":  # "channels,bits", as a flag gives it
                 value = tuple(v.strip() for v in value.split(",") if v.strip())
@@ -198,12 +206,15 @@ class TrainConfig:
             raise ConfigError(f"a train config must be a table of settings, not {type(data).__name__}")
         data = dict(data)
         fmt, ver = data.pop("format", None), data.pop("version", None)
-        if not partial and (fmt != CONFIG_FORMAT or ver not in (1, CONFIG_VERSION)):
+        if not partial and (fmt != CONFIG_FORMAT or ver not in (1, 2, CONFIG_VERSION)):
             raise ConfigError(
                 f"not an fn3 train config (expected format {CONFIG_FORMAT}, version {CONFIG_VERSION})"
             )
         if not partial and ver == 1:  # written before spec_loss: its runs summed the losses
             data.setdefault("spec_loss", "sum")
+        if not partial and ver in (1, 2):  # written before grid: auto trained the tied sandwich
+            data.setdefault("grid", ())
+            data.setdefault("spec_loss", "mean")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -276,6 +287,9 @@ def _check_types(cfg: TrainConfig, bad: Any) -> None:
         specs = getattr(cfg, name)
         if not (isinstance(specs, list | tuple) and all(isinstance(v, str) for v in specs)):
             raise bad(name, specs, f"a list of specs such as {example}")
+    grid = cfg.grid
+    if not (isinstance(grid, list | tuple) and all(_is_kind(v, _FLOAT) and 0 < v <= 1 for v in grid)):
+        raise bad("grid", grid, "a list of kept fractions in (0, 1] such as [1, 0.75, 0.5, 0.25], or []")
     for name in ("mean", "std"):
         value = getattr(cfg, name)
         if value is not None and not (

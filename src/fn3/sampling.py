@@ -19,25 +19,27 @@ both), not of a generator advanced step by step. That choice makes three things 
 draws exactly the specs it would have drawn, every distributed rank draws the same spec at the same
 step without communicating, and the sampler's whole state is the step counter.
 
-:class:`FullPlusODO` (``rule="full+odo"``, the default of ``fn3 train``) trains the largest sub-model
-at every step beside ``draws`` ordered-dropout draws. With one draw per axis the chance that a step
-trains the whole largest model is about the product of ``rho^(K-1)`` over the axes: almost never in a
-ResNet with a dozen axes, so the full model and the BatchNorm statistics every member shares lag
-behind. Every method that reaches parity with separately trained models trains the largest member at
-every step (US-Nets, Any-Precision DNN, AdaBits); this is that, with the paper's ordered dropout for
-the rest. :class:`Sandwich` is the US-Nets rule (largest + smallest + ``n`` random specs per step).
-:class:`ListedSpecs` (``rule="specs"``) draws nothing: it trains the largest and every sub-model the
-user lists (the deployment budgets) at every step, as Slimmable Networks and Any-Precision DNN train
-their few widths or bit-widths.
+:class:`FullPlusODO` (``rule="full+odo"``, ``fn3 train``'s default on several levels) trains the
+largest sub-model at every step beside ``draws`` ordered-dropout draws. With one draw per axis the
+chance that a step trains the whole largest model is about the product of ``rho^(K-1)`` over the
+axes: almost never in a ResNet with a dozen axes, so the full model and the BatchNorm statistics
+every member shares lag behind. Every method that reaches parity with separately trained models
+trains the largest member at every step (US-Nets, Any-Precision DNN, AdaBits); this is that, with
+the paper's ordered dropout for the rest. :class:`Sandwich` is the US-Nets rule (largest + smallest
++ ``n`` random specs per step). :class:`ListedSpecs` (``rule="specs"``) draws nothing: it trains the
+largest and every sub-model the user lists (the deployment budgets) at every step, as Slimmable
+Networks and Any-Precision DNN train their few widths or bit-widths.
 
 :func:`auto_rule` is ``fn3 train``'s default (``rule="auto"``): the rule measured best for the
-family's shape. Nested in **one** level (channels, layers, paths or bits), the tied sandwich (largest +
-smallest + one uniform draw tied per kind) brings the narrowest members within 4 pt of their own
-networks where :class:`FullPlusODO` leaves them 2.6-17.5 pt behind, at up to 3 pt on the full model
-(6-epoch CIFAR-10 runs, ``docs/reproduction.md``). Nested
-in several levels at once the sandwich's "smallest" is the corner of all of them (the 2-bit, 25%-wide,
-shallowest network), which then takes a third of every step: there :class:`FullPlusODO` measures
-better (the README's "Which training rule" table has the numbers and commands).
+family's shape. Nested in **one** level (channels, layers, paths or bits), it trains a tied grid of
+levels every step (:func:`grid_specs`: every axis at 100, 75, 50 and 25% of its units, or 8, 6, 4 and
+2 bits) with each weight's gradient averaged over the grid members that use it (``spec_loss="shared"``):
+on 6-epoch CIFAR-10 runs its full model is within 0-1.7 pt of the network trained alone and its
+members 0-5 pt, where the tied sandwich (largest + smallest + one uniform draw tied per kind, the
+default before) left them 2-9 pt behind (``docs/reproduction.md``). Nested in several levels at once
+a grid or a sandwich's "smallest" is the corner of all of them (the 2-bit, 25%-wide, shallowest
+network), which then takes a share of every step: there :class:`FullPlusODO` measures better (the
+README's "Which training rule" table has the numbers and commands).
 
 Example:
     >>> import fn3
@@ -68,8 +70,10 @@ __all__ = [
     "DISTRIBUTIONS",
     "TIES",
     "FullPlusODO",
+    "GRID",
     "ListedSpecs",
     "auto_rule",
+    "grid_specs",
     "OrderedDropout",
     "Sandwich",
     "keep_probabilities",
@@ -265,13 +269,45 @@ class ListedSpecs:
         return {"rule": "specs", "specs": [s.to_dict(self.space) for s in self.specs]}
 
 
-def auto_rule(space: Space) -> str:
-    """The rule ``rule="auto"`` trains ``space``'s model with: ``"sandwich"`` (tied: largest, smallest
-    and ``draws`` uniform draws tied per kind) when its axes nest one level, else ``"full+odo"``.
+#: Kept fractions of :func:`grid_specs`' default grid (``TrainConfig.grid``): four tied levels, the
+#: budgets of the channels experiment (on a 3-block ResNet stage they round to 3, 2 and 1 blocks).
+GRID = (1.0, 0.75, 0.5, 0.25)
+
+
+def grid_specs(space: Space, fractions: Sequence[float] = GRID) -> list[Spec]:
+    """One tied spec per fraction: every axis keeps ``round(f * size)`` of its units (at least its
+    minimum), so on a bits axis of 8 the grid ``(1, 0.75, 0.5, 0.25)`` is 8, 6, 4 and 2 bits.
+
+    Specs that round to the same sub-model appear once, in the order of ``fractions``.
+
+    Example:
+        >>> import fn3
+        >>> sp = fn3.space(fn3.create_model("resnet20", num_classes=10, levels=("layers",)))
+        >>> stage = next(iter(sp)).name
+        >>> [s.size(stage, sp) for s in grid_specs(sp)]     # blocks of the first stage: 3, 2.25, 1.5, 0.75
+        [3, 2, 1]
+    """
+    specs: list[Spec] = []
+    for f in fractions:
+        if not 0.0 < f <= 1.0:
+            raise ConfigError(f"grid fraction {f!r} is invalid; expected a kept fraction in (0, 1]")
+        spec = space.prefix({ax.name: ax.blocks_for(round(f * ax.size)) for ax in space})  # clamped
+        if spec not in specs:
+            specs.append(spec)
+    return specs
+
+
+def auto_rule(space: Space, grid: Sequence[float] = GRID) -> str:
+    """The rule ``rule="auto"`` trains ``space``'s model with: ``"specs"`` (the tied ``grid`` of
+    :func:`grid_specs` every step) when its axes nest one level, or ``"sandwich"`` (tied: largest,
+    smallest and ``draws`` uniform draws tied per kind) there when ``grid`` is empty; ``"full+odo"``
+    when they nest several.
 
     Example:
         >>> import fn3
         >>> auto_rule(fn3.space(fn3.create_model("resnet20", num_classes=10, levels=("channels",))))
-        'sandwich'
+        'specs'
     """
-    return "sandwich" if len({ax.kind for ax in space}) == 1 else "full+odo"
+    if len({ax.kind for ax in space}) > 1:
+        return "full+odo"
+    return "specs" if grid else "sandwich"

@@ -54,7 +54,7 @@ from fn3.distributed import setup as dist_setup
 from fn3.errors import Fn3Error, SpecError
 from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.nest import active, space
-from fn3.sampling import FullPlusODO, ListedSpecs, OrderedDropout, Sandwich, auto_rule
+from fn3.sampling import FullPlusODO, ListedSpecs, OrderedDropout, Sandwich, auto_rule, grid_specs
 from fn3.spec import Space, Spec, parse_spec
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "make_optimizer",
     "make_rule",
     "resolved_rule",
+    "resolved_spec_loss",
     "step_plan",
     "train_step",
 ]
@@ -115,18 +116,29 @@ def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0) ->
 def resolved_rule(model: nn.Module, cfg: TrainConfig) -> str:
     """The rule ``cfg`` trains ``model`` with: ``cfg.rule``; for ``"auto"``, ``"specs"`` when the
     config lists the sub-models to deploy (``--train-spec``: each is then trained every step), else what
-    :func:`fn3.sampling.auto_rule` picks for the model's nested levels."""
+    :func:`fn3.sampling.auto_rule` picks for the model's nested levels and ``cfg.grid``."""
     if cfg.rule != "auto":
         return cfg.rule
-    return "specs" if cfg.train_specs else auto_rule(space(model))
+    return "specs" if cfg.train_specs else auto_rule(space(model), cfg.grid)
+
+
+def resolved_spec_loss(model: nn.Module, cfg: TrainConfig) -> str:
+    """How ``cfg``'s steps combine their specs' losses: ``cfg.spec_loss``; for ``"auto"``, ``"shared"``
+    under ``rule="specs"`` (listed specs or the grid: measured better than ``"mean"`` on channels,
+    layers and paths, the same on bits) and ``"mean"`` under the rules that draw."""
+    if cfg.spec_loss != "auto":
+        return cfg.spec_loss
+    return "shared" if resolved_rule(model, cfg) == "specs" else "mean"
 
 
 def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]:
     """``rule(step) -> specs to train at that step``, from ``cfg.rule``.
 
-    ``"auto"`` resolves through :func:`resolved_rule`; when it picks the sandwich, ``cfg.draws`` (not
-    ``sandwich_n``) random specs join the largest and the smallest, drawn as ``cfg.sampler`` says
-    (uniform, tied per kind unless set): the tied sandwich of the measurements.
+    ``"auto"`` resolves through :func:`resolved_rule`; when it picks the sandwich (one level, empty
+    ``cfg.grid``), ``cfg.draws`` (not ``sandwich_n``) random specs join the largest and the smallest,
+    drawn as ``cfg.sampler`` says (uniform, tied per kind unless set): the tied sandwich of the
+    measurements. ``"specs"`` without ``cfg.train_specs`` trains ``cfg.grid``
+    (:func:`fn3.sampling.grid_specs`).
     """
     sp = space(model)
     dist, tie = cfg.sampler
@@ -138,6 +150,8 @@ def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]
     if rule == "sandwich":
         n = cfg.draws if cfg.rule == "auto" else cfg.sandwich_n
         return Sandwich(sp, n, dist=dist, rho=cfg.rho, seed=cfg.seed, tie=tie).step_specs
+    if rule == "specs" and not cfg.train_specs:  # the grid, every axis tied
+        return ListedSpecs(sp, grid_specs(sp, cfg.grid)).step_specs
     if rule == "specs":
         return ListedSpecs(sp, [_flag_spec("train-spec", text, sp) for text in cfg.train_specs]).step_specs
     fixed = sp.largest() if rule == "full" else _flag_spec("fixed-spec", cfg.fixed_spec or "", sp)
@@ -334,6 +348,7 @@ def fit(
     total = per_epoch * cfg.epochs
     aug = augment_mode(cfg, train)
     result = FitResult(step=0, rule=resolved_rule(model, cfg))
+    spec_loss = resolved_spec_loss(model, cfg)
     if resume and run is None:
         raise TrainingError("resume=True needs the run_dir to resume from")
     # A run killed before its first checkpoint restarts from step 0: the model's initial weights are a
@@ -384,7 +399,7 @@ def fit(
                         specs,
                         label_smoothing=cfg.label_smoothing,
                         distill=distill,
-                        reduction=cfg.spec_loss,
+                        reduction=spec_loss,
                     )
                 except TrainingError as err:
                     raise _diverged(err, result.step, run) from None

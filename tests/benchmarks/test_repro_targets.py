@@ -45,14 +45,16 @@ def _res(level: str, **arms: dict) -> dict:
 
 
 def test_parity_rows_use_the_common_protocol_and_the_default_of_the_family():
-    one = _res("bits", **{"fn3 sandwich, tied, mean loss": NEW, "fn3 default (full+odo, mean loss)": OLD,
+    one = _res("bits", **{"fn3 auto (tied grid 100/75/50/25%, per-weight mean)": NEW,
+                          "fn3 sandwich, tied, mean loss": OLD, "fn3 default (full+odo, mean loss)": OLD,
                           "independent (one per bit-width)": OLD})
     rows = [r for r in targets.target_rows(one) if "independent twin" in r[1]]
     default = next(r for r in rows if "[fn3's default" in r[1])
-    assert default[1].startswith("every fn3 sandwich, tied, mean loss")  # one level: the sandwich
+    assert default[1].startswith("every fn3 auto (tied grid")  # one level: the tied grid
     assert "worst gap -3.00 pt (8 bits" in default[2] and "missed" in default[3]  # 0.47 vs 0.50
     assert any(r[1].startswith("every fn3 default (full+odo") and "(candidate)" in r[1] for r in rows)
-    drop = next(r for r in targets.target_rows(one) if r[1].startswith("2-bit fn3 sandwich"))
+    assert any(r[1].startswith("every fn3 sandwich, tied, mean") and "(candidate)" in r[1] for r in rows)
+    drop = next(r for r in targets.target_rows(one) if r[1].startswith("2-bit fn3 auto"))
     assert "drop 2.00 pt" in drop[2]  # within the arm: its own bn_aug, 55 -> 53
     several = _res("bits,channels", **{"fn3 sandwich, tied, mean loss": NEW,
                                         "fn3 default (full+odo, mean loss)": OLD,

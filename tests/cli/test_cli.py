@@ -84,7 +84,10 @@ BAD = [
     (["train", "--data", "mnist", "--data-dir", "{tmp}/missing", "--out", "{tmp}/o"], "missing"),
     (["eval", "{tmp}/nothing"], "does not exist"),
     (["train", "--spec-loss", "avg", "--out", "{tmp}/o"],
-     "spec_loss='avg' is invalid; expected mean, sum or shared"),
+     "spec_loss='avg' is invalid; expected auto, mean, sum or shared"),
+    (["train", "--grid", "1,half", "--out", "{tmp}/o"], "--grid 1,half: expected kept fractions"),
+    (["train", "--grid", "1,0", "--out", "{tmp}/o"], "grid=(1.0, 0.0) is invalid; expected a list of kept"),
+    (["train", "--rule", "specs", "--grid", "none", "--out", "{tmp}/o"], "rule=specs needs the sub-models"),
     (["train", "--zero-init-residual", "--out", "{tmp}/o"], "model 'mlp' has no residual blocks"),
 ]
 
@@ -133,7 +136,7 @@ def test_training_rule_flags_reach_the_run(tmp_path):
     assert main(["train", *common, "--spec-loss", "sum", "--zero-init-residual", "--out", str(out)]) == 0
     cfg = read_config(out)
     assert cfg.spec_loss == "sum" and cfg.zero_init_residual
-    assert read_config(out).to_dict()["version"] == 2
+    assert read_config(out).to_dict()["version"] == 3
     # one step from zero: the last norms of the blocks are still close to zero, the first ones are not
     blocks = [m for m in load_run(out, checkpoint=True).model.modules() if isinstance(m, BasicBlock)]
     assert max(float(b.bn2.weight.detach().abs().max()) for b in blocks) < 0.5
@@ -154,7 +157,10 @@ def test_levels_repeated_or_comma_joined_mean_the_same(tmp_path):
 def test_train_says_which_rule_auto_picked(tmp_path, capsys):
     common = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--max-steps", "1", "--no-progress"]
     assert main(["train", *common, "--levels", "channels", "--out", str(tmp_path / "one")]) == 0
-    assert "(rule sandwich)" in capsys.readouterr().out  # one level: the tied sandwich
+    assert "(rule specs)" in capsys.readouterr().out  # one level: the tied grid
+    no_grid = ["--levels", "channels", "--grid", "none", "--out", str(tmp_path / "s")]
+    assert main(["train", *common, *no_grid]) == 0
+    assert "(rule sandwich)" in capsys.readouterr().out  # no grid: the tied sandwich
     assert main(["train", *common, "--levels", "channels,bits", "--out", str(tmp_path / "two")]) == 0
     assert "(rule full+odo)" in capsys.readouterr().out
     listed = ["--levels", "channels,bits", "--train-spec", "channels=0.5,bits=4",
@@ -165,7 +171,7 @@ def test_train_says_which_rule_auto_picked(tmp_path, capsys):
     done = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--limit", "8", "--no-progress",
             "--levels", "channels", "--out", str(tmp_path / "done")]
     assert main(["train", *done]) == 0
-    assert "(rule sandwich); run directory" in capsys.readouterr().out
+    assert "(rule specs); run directory" in capsys.readouterr().out
 
 
 def test_version(capsys):

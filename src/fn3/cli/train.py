@@ -16,6 +16,17 @@ from fn3.errors import ConfigError
 RunArg = Annotated[Path, typer.Argument(help="Run directory written by `fn3 train --out`.")]
 
 
+def _grid(text: str) -> tuple[float, ...]:
+    """``--grid 1,0.5,0.25`` as fractions; ``none`` (or nothing) as the empty grid."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--grid {text}: expected kept fractions separated by commas, such as "
+                          "1,0.75,0.5,0.25, or none") from None
+
+
 def _model_args(pairs: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs or []:
@@ -56,10 +67,11 @@ def train(
     label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing in [0, 1).")] = None,
     rule: Annotated[
         str | None,
-        typer.Option(help="auto (default: specs when --train-spec is given, else the tied sandwich when "
-                     "the model nests one level, full+odo when it nests several), full+odo (the "
-                     "largest sub-model + ordered-dropout draws each step), odo (the paper), "
-                     "sandwich, specs (the largest and every --train-spec each step), full or fixed."),
+        typer.Option(help="auto (default: specs when the model nests one level, on the --train-spec "
+                     "sub-models if given, else on the --grid; full+odo when it nests several), "
+                     "full+odo (the largest sub-model + ordered-dropout draws each step), odo (the "
+                     "paper), sandwich, specs (the largest and every --train-spec, or the --grid, each "
+                     "step), full or fixed."),
     ] = None,
     dist: Annotated[
         str | None,
@@ -88,9 +100,10 @@ def train(
     ] = None,
     spec_loss: Annotated[
         str | None,
-        typer.Option(help="mean (default), sum or shared: how a step combines the losses of its specs; "
-                     "sum multiplies the step size of the shared weights by the number of specs, "
-                     "shared averages each weight's gradient over the specs that use it."),
+        typer.Option(help="auto (default: shared for rule specs, mean for the others), mean, sum or "
+                     "shared: how a step combines the losses of its specs; sum multiplies the step "
+                     "size of the shared weights by the number of specs, shared averages each "
+                     "weight's gradient over the specs that use it."),
     ] = None,
     zero_init_residual: Annotated[
         bool | None,
@@ -102,6 +115,12 @@ def train(
         list[str] | None,
         typer.Option(help="A sub-model to deploy, trained at every step (rule specs, which auto "
                      "picks when this is given), e.g. channels=0.5 (repeat; the largest is always trained)."),
+    ] = None,
+    grid: Annotated[
+        str | None,
+        typer.Option(help="Kept fractions trained every step by rule auto/specs without --train-spec, "
+                     "every axis tied (bits: of 8), e.g. 1,0.75,0.5,0.25 (the default); none: auto "
+                     "trains the tied sandwich instead."),
     ] = None,
     eval_spec: Annotated[list[str] | None, typer.Option(help="Spec to evaluate each epoch (repeat).")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many training images per class.")] = None,
@@ -168,6 +187,8 @@ def train(
         overrides["eval_specs"] = tuple(eval_spec)
     if train_spec:
         overrides["train_specs"] = tuple(train_spec)
+    if grid is not None:
+        overrides["grid"] = _grid(grid)
     if model_arg:
         base = overrides.get("model_kwargs", {})
         if not isinstance(base, dict):
