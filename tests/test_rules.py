@@ -47,7 +47,7 @@ def test_auto_rule_is_the_tied_grid_on_one_level_and_full_odo_on_several():
     assert want[0] == sp.largest() and len(set(map(str, want))) == 4
     assert all(make_rule(one, cfg)(t) == want for t in range(5))  # the grid, every step, largest first
     two = make_rule(one, TrainConfig(grid=(0.5, 1, 0.5)))
-    assert two(0) == [sp.largest(), want[2]]  # largest first, each level once
+    assert two(0) == [sp.largest(), want[2], sp.smallest()]  # largest first, each once, the smallest last
     layers = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("layers",))
     lsp = fn3.space(layers)
     stage = lsp.axes[0].name
@@ -55,6 +55,11 @@ def test_auto_rule_is_the_tied_grid_on_one_level_and_full_odo_on_several():
     bits = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("bits",))
     bsp = fn3.space(bits)
     assert [s.size(bsp.axes[0].name, bsp) for s in make_rule(bits, cfg)(0)] == [8, 6, 4, 2]
+    paths = fn3.create_model("resnext_tiny", num_classes=10, in_channels=1, input_size=8, levels=("paths",))
+    psp = fn3.space(paths)  # 8 paths a block: the grid ends at the smallest sub-model, 1 path
+    assert [s.size(psp.axes[0].name, psp) for s in make_rule(paths, cfg)(0)] == [8, 6, 4, 2, 1]
+    assert make_rule(paths, TrainConfig(grid=(0.5,)))(0) == [psp.largest(), psp.uniform({"paths": 0.5}),
+                                                            psp.smallest()]
     # an empty grid: the tied sandwich (the default before config version 3) on the mean loss
     sand = TrainConfig(grid=())
     assert resolved_rule(one, sand) == "sandwich" and resolved_spec_loss(one, sand) == "mean"

@@ -97,8 +97,8 @@ class TrainConfig:
     distill_start: float = 0.0  # fraction of the training steps before in-place distillation starts
     full_first: float = 0.0  # fraction of the training steps that train only the largest sub-model
     spec_loss: str = "auto"  # auto | mean | sum | shared: how a step combines its specs' losses
-    # rule=auto (or specs) without train_specs: kept fractions trained every step, every axis tied
-    # (fn3.sampling.grid_specs); () makes auto train the tied sandwich on one level instead
+    # rule=auto (or specs) without train_specs: kept fractions trained every step, every axis tied,
+    # and the smallest (fn3.sampling.grid_specs); () makes auto train the tied sandwich on one level
     grid: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
     zero_init_residual: bool = False  # every residual block starts as its shortcut (last BN scale 0)
     fixed_spec: str | None = None  # for rule="fixed": "channels=0.5", "largest", a JSON file

@@ -32,14 +32,15 @@ Networks and Any-Precision DNN train their few widths or bit-widths.
 
 :func:`auto_rule` is ``fn3 train``'s default (``rule="auto"``): the rule measured best for the
 family's shape. Nested in **one** level (channels, layers, paths or bits), it trains a tied grid of
-levels every step (:func:`grid_specs`: every axis at 100, 75, 50 and 25% of its units, or 8, 6, 4 and
-2 bits) with each weight's gradient averaged over the grid members that use it (``spec_loss="shared"``):
-on 6-epoch CIFAR-10 runs its full model is within 0-1.7 pt of the network trained alone and its
-members 0-5 pt, where the tied sandwich (largest + smallest + one uniform draw tied per kind, the
-default before) left them 2-9 pt behind (``docs/reproduction.md``). Nested in several levels at once
-a grid or a sandwich's "smallest" is the corner of all of them (the 2-bit, 25%-wide, shallowest
-network), which then takes a share of every step: there :class:`FullPlusODO` measures better (the
-README's "Which training rule" table has the numbers and commands).
+levels every step (:func:`grid_specs`: every axis at 100, 75, 50 and 25% of its units, or 8, 6, 4
+and 2 bits, and the smallest sub-model) with each weight's gradient averaged over the grid members
+that use it (``spec_loss="shared"``): on 6-epoch CIFAR-10 runs its full model is within 0-1.7 pt of
+the network trained alone and its members 0-5 pt, where the tied sandwich (largest + smallest + one
+uniform draw tied per kind, the default before) left them 2-9 pt behind (``docs/reproduction.md``).
+Nested in several levels at once a grid or a sandwich's "smallest" is the corner of all of them (the
+2-bit, 25%-wide, shallowest network), which then takes a share of every step: there
+:class:`FullPlusODO` measures better (the README's "Which training rule" table has the numbers and
+commands).
 
 Example:
     >>> import fn3
@@ -276,9 +277,15 @@ GRID = (1.0, 0.75, 0.5, 0.25)
 
 def grid_specs(space: Space, fractions: Sequence[float] = GRID) -> list[Spec]:
     """One tied spec per fraction: every axis keeps ``round(f * size)`` of its units (at least its
-    minimum), so on a bits axis of 8 the grid ``(1, 0.75, 0.5, 0.25)`` is 8, 6, 4 and 2 bits.
+    minimum), so on a bits axis of 8 the grid ``(1, 0.75, 0.5, 0.25)`` is 8, 6, 4 and 2 bits; then
+    the smallest sub-model, unless a fraction gave it already.
 
-    Specs that round to the same sub-model appear once, in the order of ``fractions``.
+    Specs that round to the same sub-model appear once, in the order of ``fractions``. The grid
+    ends at the smallest sub-model (as the sandwich rule does) so that no member a search may pick
+    lies below every trained one: on the paths family (1 to 8 paths) the 12.5% member went from
+    24.7% (untrained, 4 points of grid) to 36.8% with it, at 1.0-3.6 pt on the others (6 epochs,
+    ``docs/reproduction.md``). On channels, layers and bits of fn3's ResNets the 25% point is the
+    smallest already.
 
     Example:
         >>> import fn3
@@ -294,6 +301,8 @@ def grid_specs(space: Space, fractions: Sequence[float] = GRID) -> list[Spec]:
         spec = space.prefix({ax.name: ax.blocks_for(round(f * ax.size)) for ax in space})  # clamped
         if spec not in specs:
             specs.append(spec)
+    if fractions and space.smallest() not in specs:
+        specs.append(space.smallest())
     return specs
 
 

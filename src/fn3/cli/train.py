@@ -119,8 +119,8 @@ def train(
     grid: Annotated[
         str | None,
         typer.Option(help="Kept fractions trained every step by rule auto/specs without --train-spec, "
-                     "every axis tied (bits: of 8), e.g. 1,0.75,0.5,0.25 (the default); none: auto "
-                     "trains the tied sandwich instead."),
+                     "every axis tied (bits: of 8), and the smallest sub-model; e.g. 1,0.75,0.5,0.25 "
+                     "(the default); none: auto trains the tied sandwich instead."),
     ] = None,
     eval_spec: Annotated[list[str] | None, typer.Option(help="Spec to evaluate each epoch (repeat).")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many training images per class.")] = None,
