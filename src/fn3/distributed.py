@@ -140,6 +140,24 @@ def average_gradients(model: torch.nn.Module) -> None:
         offset += g.numel()
 
 
+def all_reduce_max_(tensors: list[torch.Tensor]) -> None:
+    """The element-wise maximum of each tensor over the ranks, in place (one all-reduce of one flat
+    buffer; every rank passes tensors of the same shapes and dtype, in the same order).
+
+    ``spec_loss="shared"`` counts, per weight, the specs whose pass gave it a nonzero gradient; a spec
+    that used a weight on any rank's share of the batch used it on the whole batch, so the maximum
+    over the ranks is the count one process would have found.
+    """
+    if world_size() == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])  # (total,)
+    dist.all_reduce(flat, op=dist.ReduceOp.MAX)
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
 def all_reduce_sum(values: list[float]) -> list[float]:
     """Sum ``values`` over ranks (float64)."""
     if world_size() == 1:

@@ -42,6 +42,7 @@ from fn3.checkpoint import load_checkpoint, save_checkpoint
 from fn3.config import TrainConfig
 from fn3.data import ImageDataset, batches, num_batches
 from fn3.distributed import (
+    all_reduce_max_,
     all_reduce_sum,
     average_gradients,
     barrier,
@@ -239,10 +240,12 @@ def train_step(
             if p.grad is not None:
                 count += p.grad != before[p] if p in before else p.grad != 0
         total += value
-    for p, count in uses.items():
-        if p.grad is not None:
-            p.grad.div_(count.clamp_min(1))
     average_gradients(model)  # a no-op in one process
+    if uses:  # divide the rank-averaged gradient by the count of the whole batch (max over ranks)
+        used = [(p, count) for p, count in uses.items() if p.grad is not None]
+        all_reduce_max_([count for _, count in used])
+        for p, count in used:
+            p.grad.div_(count.clamp_min(1))
     optimizer.step()
     return total / len(specs)
 
