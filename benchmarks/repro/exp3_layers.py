@@ -89,7 +89,7 @@ def longer(epochs: int = 18) -> Experiment:
     arms = tuple(a for a in short.arms if a.name in (
         "independent (one per depth)", DEFAULT.name, SANDWICH_MEAN.name, SANDWICH_RANDOM_ORDER.name,
         "fn3 every budget each step, mean loss", "fn3 every budget each step, lr 0.2, mean loss",
-        "fn3 every budget each step, per-weight mean", AUTO.name, AUTO_RANDOM_ORDER.name))
+        AUTO.name, AUTO_RANDOM_ORDER.name))  # auto's grid is every depth: "every budget, per-weight mean"
     return Experiment(
         key=f"exp3_layers_resnet20_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-20",
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,
