@@ -92,7 +92,9 @@ def test_onnxruntime_table_records_its_session_settings(net: torch.nn.Module) ->
     assert table.backend == "onnxruntime" and table.threads == 1
     assert "onnxruntime" in table.versions and table.measurement["ort_optimization"] == "all"
     assert table.overhead_us > 0  # one session.run of an Identity graph
-    assert 0 < table.predict(net, specs[1], SHAPE) < table.predict(net, specs[0], SHAPE)
+    # <=, not <: on an 8x8 input every entry is a few microseconds beside a ~25 us session overhead,
+    # and on a busy machine each may measure at the overhead (entry 0): both then predict the overhead.
+    assert 0 < table.predict(net, specs[1], SHAPE) <= table.predict(net, specs[0], SHAPE)
     # Measured for two specs only: another one may need entries the table lacks.
     half = space.uniform({"channels": 0.5, "layers": 1.0})
     with pytest.raises(ConfigError, match="latency table has no entry conv2d"):
