@@ -39,6 +39,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -128,16 +129,22 @@ def average_gradients(model: torch.nn.Module) -> None:
     """
     if world_size() == 1:
         return
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
+    _all_reduce_flat_([p.grad for p in model.parameters() if p.grad is not None], divisor=world_size())
+
+
+def _all_reduce_flat_(tensors: list[torch.Tensor], op: Any = None, divisor: int = 1) -> None:
+    """All-reduce ``tensors`` in place as one flat buffer (one collective, however many tensors),
+    divided by ``divisor`` when it is not 1; ``op`` defaults to the sum."""
+    if not tensors:
         return
-    flat = torch.cat([g.reshape(-1) for g in grads])  # (total,)
-    dist.all_reduce(flat)
-    flat /= world_size()
+    flat = torch.cat([t.reshape(-1) for t in tensors])  # (total,)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM if op is None else op)
+    if divisor != 1:
+        flat /= divisor
     offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
 
 
 def all_reduce_max_(tensors: list[torch.Tensor]) -> None:
@@ -148,14 +155,8 @@ def all_reduce_max_(tensors: list[torch.Tensor]) -> None:
     that used a weight on any rank's share of the batch used it on the whole batch, so the maximum
     over the ranks is the count one process would have found.
     """
-    if world_size() == 1 or not tensors:
-        return
-    flat = torch.cat([t.reshape(-1) for t in tensors])  # (total,)
-    dist.all_reduce(flat, op=dist.ReduceOp.MAX)
-    offset = 0
-    for t in tensors:
-        t.copy_(flat[offset : offset + t.numel()].view_as(t))
-        offset += t.numel()
+    if world_size() > 1:
+        _all_reduce_flat_(tensors, op=dist.ReduceOp.MAX)
 
 
 def all_reduce_sum(values: list[float]) -> list[float]:
