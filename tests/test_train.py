@@ -221,3 +221,6 @@ def test_spec_loss_shared_averages_each_weight_over_the_specs_that_use_it():
         only_largest += int(((g_large != 0) & (g_small == 0)).sum())
         both += int(((g_large != 0) & (g_small != 0)).sum())
     assert only_largest > 0 and both > 0  # both kinds of weight are exercised
+    # "auto" is a config value fit resolves; train_step refuses it rather than summing the losses
+    with pytest.raises(ConfigError, match="reduction='auto' is invalid; expected mean, sum or shared"):
+        train_step(model, opt, x, y, specs, reduction="auto")

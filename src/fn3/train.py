@@ -52,7 +52,7 @@ from fn3.distributed import (
     shard,
 )
 from fn3.distributed import setup as dist_setup
-from fn3.errors import Fn3Error, SpecError
+from fn3.errors import ConfigError, Fn3Error, SpecError
 from fn3.evaluate import accuracy, bn_recalibrated
 from fn3.nest import active, space
 from fn3.sampling import FullPlusODO, ListedSpecs, OrderedDropout, Sandwich, auto_rule, grid_specs
@@ -151,10 +151,9 @@ def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]
     if rule == "sandwich":
         n = cfg.draws if cfg.rule == "auto" else cfg.sandwich_n
         return Sandwich(sp, n, dist=dist, rho=cfg.rho, seed=cfg.seed, tie=tie).step_specs
-    if rule == "specs" and not cfg.train_specs:  # the grid, every axis tied
-        return ListedSpecs(sp, grid_specs(sp, cfg.grid)).step_specs
-    if rule == "specs":
-        return ListedSpecs(sp, [_flag_spec("train-spec", text, sp) for text in cfg.train_specs]).step_specs
+    if rule == "specs":  # the listed sub-models, else the grid (every axis tied)
+        listed = [_flag_spec("train-spec", text, sp) for text in cfg.train_specs]
+        return ListedSpecs(sp, listed or grid_specs(sp, cfg.grid)).step_specs
     fixed = sp.largest() if rule == "full" else _flag_spec("fixed-spec", cfg.fixed_spec or "", sp)
     return lambda step: [fixed]
 
@@ -213,6 +212,8 @@ def train_step(
     predictions (US-Nets' in-place distillation). Under ``torchrun`` the gradients are averaged over
     the ranks once, after the last spec's backward (:func:`fn3.distributed.average_gradients`).
     """
+    if reduction not in ("mean", "sum", "shared"):  # "auto" is resolved by fit (resolved_spec_loss)
+        raise ConfigError(f"reduction={reduction!r} is invalid; expected mean, sum or shared")
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     teacher: torch.Tensor | None = None
