@@ -81,6 +81,10 @@ def test_nested_then_sub_model(run, tmp_path, capsys):
     assert len(re.findall(r"\b\d+\.\d\dx\b", printed)) == 4  # 2 batches x (PyTorch, ORT) ratios
     parity = float(printed.split("max |ORT - PyTorch| = ")[1].split()[0])
     assert 0 <= parity < 0.5
+    args = ["bench", str(nested), "--spec", "smallest", "--repeats", "1", "--batches", "2", "--compile"]
+    assert main(args) == 0  # torch.compile of both models (Inductor, freezing)
+    printed = capsys.readouterr().out
+    assert "torch.compile" in printed and len(re.findall(r"\b\d+\.\d\dx\b", printed)) == 3, printed
 
 
 def test_budget_through_a_search_front(run, tmp_path):
@@ -151,6 +155,26 @@ def test_activations_float_drops_the_quantizers_and_shows_the_cost(run, tmp_path
     assert f"without its activation quantizers (--activations float): {drop['float'] * 100:.2f}%" in info
     assert load(fast_dir, as_stored=True).meta["activations"] == "float"
     assert any(isinstance(m, ActQuant) for m in load(fast_dir, as_stored=True).modules())
+
+
+def test_bench_compile_without_a_working_compiler_is_one_line(run, tmp_path, capsys, monkeypatch):
+    import torch._dynamo.exc
+
+    import fn3.export.fast
+
+    def broken(model):
+        def forward(x):
+            raise torch._dynamo.exc.BackendCompilerFailed(None, RuntimeError("cc: not found\nmore"), None)
+        return forward
+
+    monkeypatch.setattr(fn3.export.fast, "compiled", broken)  # as Inductor fails without a compiler
+    out = tmp_path / "e"
+    assert main(["export", str(run.path), "--spec", "smallest", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["bench", str(out), "--repeats", "1", "--batches", "2", "--compile"]) == 2
+    err = capsys.readouterr().err
+    assert "--compile: torch.compile failed (RuntimeError: cc: not found)" in " ".join(err.split())
+    assert "Traceback" not in err
 
 
 def test_missing_inputs(tmp_path, capsys):

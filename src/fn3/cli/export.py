@@ -141,6 +141,10 @@ def bench_cmd(
     rounding: Annotated[
         str, typer.Option(help="ONNX quantizers: qdq (QuantizeLinear/DequantizeLinear) or float.")
     ] = "qdq",
+    compile_: Annotated[
+        bool, typer.Option("--compile", help="Also time both models under torch.compile "
+                           "(fn3.export.compiled; needs a C++ compiler, compiles per batch size).")
+    ] = False,
 ) -> None:
     """Latency (PyTorch and ONNX Runtime) beside the float sub-model of the same spec, the ONNX
     Runtime parity of the outputs, size and FLOPs of an exported model."""
@@ -179,25 +183,31 @@ def bench_cmd(
         "q": ort_session(model, shape, threads=threads, rounding=rounding),
         "f": ort_session(twin, shape, threads=threads),
     }
+    runs = {"torch": (model, twin)}
+    if compile_:
+        from fn3.export.fast import compiled
+
+        runs["compiled"] = (compiled(model), compiled(twin))
+    names = {"torch": "PyTorch", "compiled": "PyTorch, torch.compile", "ort": "ONNX Runtime"}
     table = Table(title=f"{file}: exported model beside the float sub-model of the same spec")
-    for col in ("batch", "PyTorch ms", "float ms", "ratio", "ONNX Runtime ms", "float ms", "ratio"):
-        table.add_column(col, justify="right")
+    for col in ("batch", "runtime", "model ms", "float ms", "ratio"):
+        table.add_column(col, justify="left" if col == "runtime" else "right")
     for b in sizes:
         x = torch.randn(b, *shape, generator=torch.Generator().manual_seed(b))
         xn = x.numpy()
-        t = interleaved_latency(
-            {
-                "torch q": lambda x=x: model(x),
-                "torch f": lambda x=x: twin(x),
-                **{f"ort {k}": (lambda xn=xn, s=s: s.run(None, {"input": xn})) for k, s in sessions.items()},
-            },
-            repeats=repeats,
-        )
-        row = [str(b)]
-        for k in ("torch", "ort"):
+        fns = {f"{k} {w}": (lambda x=x, m=m: m(x)) for k, pair in runs.items() for w, m in zip("qf", pair)}  # noqa: B905
+        fns |= {f"ort {k}": (lambda xn=xn, s=s: s.run(None, {"input": xn})) for k, s in sessions.items()}
+        try:
+            with torch.no_grad():
+                t = interleaved_latency(fns, repeats=repeats)
+        except torch._dynamo.exc.BackendCompilerFailed as e:  # e.g. no C++ compiler for Inductor
+            inner = e.inner_exception
+            why = (str(inner).strip().splitlines() or [""])[0][:200]
+            raise ConfigError(f"--compile: torch.compile failed ({type(inner).__name__}: {why}); it needs "
+                              "a C++ compiler (Inductor): install one or run without --compile") from None
+        for k in (*runs, "ort"):
             q, f = t[f"{k} q"], t[f"{k} f"]
-            row += [f"{q * 1e3:.3f}", f"{f * 1e3:.3f}", f"{q / f:.2f}x"]
-        table.add_row(*row)
+            table.add_row(str(b), names[k], f"{q * 1e3:.3f}", f"{f * 1e3:.3f}", f"{q / f:.2f}x")
     console.print(table)
     diff = ort_parity(sessions["q"], model, shape)
     console.print(

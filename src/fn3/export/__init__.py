@@ -13,6 +13,7 @@ are its other functions.
 :func:`to_onnx`             a single-file ONNX model, quantizers as QDQ nodes (any module: others go
                             through ``torch.onnx.export``)
 :func:`float_twin`          the float sub-model of the same spec as an export: the speed baseline
+:func:`compiled`            an export under ``torch.compile`` for CPU inference (quantizers fused)
 :func:`evaluate_exported`   accuracy of an exported model on a dataset
 :func:`extract_submodel`    any nested model (also ``fn3.nest_``-ed ones): a plain copy of one spec
 ==========================  ==========================================================================
@@ -29,6 +30,7 @@ Example:
 from __future__ import annotations
 
 from fn3._callable import make_callable
+from fn3.export.fast import compiled
 from fn3.export.io import ideal_size, save
 from fn3.export.loading import load
 from fn3.export.nested import NestedRead, load_nested, save_nested
@@ -48,6 +50,7 @@ __all__ = [
     "QuantConv2d",
     "QuantLinear",
     "Residual",
+    "compiled",
     "evaluate_exported",
     "export",
     "export_run",

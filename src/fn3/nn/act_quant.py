@@ -5,7 +5,9 @@ form of :class:`~fn3.nn.base.NestedActQuant` (``extract()``, so a user's own net
 :func:`fn3.export.extract_submodel` runs it) and the quantizer of :func:`fn3.export.export`'s models
 (re-exported as ``fn3.export.ActQuant``). It computes exactly :func:`fn3.nn.functional.fake_quant_act`'s
 forward value, with one new tensor and three in-place passes instead of training's five out-of-place
-ops (which keep the gradient path).
+ops (which keep the gradient path). Under ``torch.compile`` it keeps its step a tensor, so the graph
+does not break at the quantizer and the compiler fuses the four passes into one
+(:func:`fn3.export.compiled`).
 
 Example:
     >>> import torch
@@ -78,16 +80,27 @@ class ActQuant(nn.Module):
         bits = self.bits if self.scheme == "centred" else self.total_bits
         return act_step(self.alpha, bits, self.signed)
 
+    def _bounds(self) -> tuple[float, float]:
+        """``(lowest code, highest code)`` of the ``"centred"`` grid: they depend on the bits only."""
+        top = float(max(1, 2 ** (self.bits - 1) - 1) if self.signed else 2**self.bits - 1)
+        return -top if self.signed else 0.0, top
+
     def _grid(self) -> tuple[float, float, float]:
         """``(step, lowest code, highest code)`` of the ``"centred"`` grid, as Python floats, cached
         until ``alpha`` changes (loading fills it in place)."""
         if self._cached is None or self._cached[0] != self.alpha._version:
-            step = float(self.step())
-            top = float(max(1, 2 ** (self.bits - 1) - 1) if self.signed else 2**self.bits - 1)
-            self._cached = (self.alpha._version, (step, -top if self.signed else 0.0, top))
+            lo, hi = self._bounds()
+            self._cached = (self.alpha._version, (float(self.step()), lo, hi))
         return self._cached[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scheme == "centred" and torch.compiler.is_compiling():
+            # Under torch.compile the step stays a tensor (a Python float would break the graph at
+            # .item()), so the compiler fuses the four passes into one loop, usually into the
+            # BatchNorm / ReLU before it: the values are those of the eager branch below.
+            lo, hi = self._bounds()
+            step = self.step()
+            return torch.clamp(torch.round(x / step), lo, hi) * step
         if self.scheme == "centred" and not torch.jit.is_tracing():
             # The same values as clip_act + act_values (round(clip(x) / step) * step): the clip is
             # done on the rounded codes instead, where it is the same. One new tensor and three
