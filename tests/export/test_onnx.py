@@ -240,7 +240,9 @@ def test_float_rounding_folds_the_step_into_every_producing_conv(tmp_path):
     """In a chain conv -> quantizer -> conv -> quantizer -> conv, the middle convolution is both the
     consumer of the first quantizer (its weight takes that step) and the producer of the second (its
     weight takes 1 / that step): both rewrites land, so no depthwise Conv scales (every ``+ M`` one
-    has weight 1), and the values still match PyTorch's."""
+    has weight 1). Each quantizer is then one depthwise pass: the clip fused into the convolution
+    before it, ``+ M`` rounding, and a ``HardSigmoid`` that ONNX Runtime fuses into that pass
+    subtracting M (exactly: its slope is a power of two); the values still match PyTorch's."""
     g = torch.Generator().manual_seed(3)
     convs = [torch.nn.Conv2d(c, 16, 3, padding=1) for c in (3, 16, 16)]
     for conv in convs:
@@ -254,8 +256,16 @@ def test_float_rounding_folds_the_step_into_every_producing_conv(tmp_path):
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     depthwise = [n for n in model.graph.node if n.op_type == "Conv"
                  and any(a.name == "group" and a.i > 1 for a in n.attribute)]  # fmt: skip
-    assert len(depthwise) == 4  # + M and - M of each quantizer
+    assert len(depthwise) == 2  # + M of each quantizer; no - M pass
     assert all(np.all(inits[n.input[1]] == 1.0) for n in depthwise)
+    assert [n.op_type for n in model.graph.node].count("HardSigmoid") == 2
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(path), opts)
+    optimized = onnx.load(str(tmp_path / "opt.onnx")).graph.node
+    assert sum(n.op_type.endswith("Conv") for n in optimized) == 5  # 3 convolutions + 2 passes
+    assert not any(n.op_type in ("HardSigmoid", "Clip") for n in optimized)  # all fused
     x = torch.randn(16, *INPUT, generator=g)
     d = np.abs(_run(path, x) - m(x).numpy())
     assert (d > 1e-4).mean() <= 0.01, (d > 1e-4).mean()

@@ -47,7 +47,9 @@ Mapping (``"centred"`` scheme):
   into that convolution) is the clip; a second one subtracts ``M``; the next convolution's weight
   takes the ``step``. Same values up to float rounding (``x * (1/step)`` for ``x / step``), like
   BatchNorm folding. Each addition of ``M`` is a 1x1 depthwise convolution of its own: a convolution
-  kernel may start from its bias and accumulate the products at ``M``'s magnitude;
+  kernel may start from its bias and accumulate the products at ``M``'s magnitude. An unsigned
+  quantizer after a convolution it alone reads is one such pass, not two (the clip fused into the
+  producing convolution, ``- M`` as a fused ``HardSigmoid``; :mod:`fn3.export.onnx_passes`);
 * ``compact=True``: every prefix weight of ``<= 8`` bits as int8 codes (``DequantizeLinear``, plus the
   per-channel centre offset ``Add`` under ``"centred"``): the smallest file, slower in ONNX Runtime;
 * ``"truncate"`` activations (files of format 1): ``QuantizeLinear``, the dropped low bits cleared in
@@ -87,6 +89,8 @@ from torch import nn
 
 from fn3.errors import ConfigError
 from fn3.export.container import atomic_write
+from fn3.export.onnx_passes import MAGIC as _MAGIC
+from fn3.export.onnx_passes import code_unit
 from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinear, Residual, is_prefix
 
 __all__ = ["to_onnx"]
@@ -295,11 +299,6 @@ def _weights_as_codes(mods: list[nn.Module], j: int, form: _Form) -> bool:
     )
 
 
-#: 1.5 * 2^23: float32 numbers near it are spaced 1 apart, so ``y + M - M`` is ``y`` rounded to an
-#: integer, half to even (as QuantizeLinear and torch.round round), for ``|y| < 2^22``.
-_MAGIC = 12582912.0
-
-
 def _rounds_in_float(mods: list[nn.Module], j: int, form: _Form) -> bool:
     """Whether quantizer ``mods[j]`` is written as float rounding (see ``_round_tail``)."""
     q = mods[j] if j < len(mods) else None
@@ -371,6 +370,13 @@ def _emit_seq(g: _Graph, mods: list[nn.Module], x: str, form: _Form) -> str:
                 # first and accumulate the products at M's magnitude, losing the fraction)
                 c = _out_channels(m)
                 x = _layer(g, m, x, bn, False, in_scale, 1.0 / step)
+                if lo == 0:  # one pass, as fn3.export.onnx_passes.float_rounding writes it
+                    unit = code_unit(int(hi))
+                    x = g.op("Clip", [x, g.const("lo", np.float32(0.0)), g.const("hi", np.float32(hi))])
+                    x = _channel_affine(g, x, c, 1.0, _MAGIC)
+                    x = g.op("HardSigmoid", [x], alpha=unit, beta=-_MAGIC * unit)
+                    in_scale, i = step / unit, j + 1
+                    continue
                 x = _round_tail(g, _channel_affine(g, x, c, 1.0, _MAGIC), lo, hi, c)
                 in_scale, i = step, j + 1
                 continue

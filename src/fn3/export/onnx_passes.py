@@ -22,6 +22,13 @@ DequantizeLinear(step)`` whose every consumer is a ``Conv`` reading it as its in
 * a depthwise 1x1 ``Conv`` subtracting ``M``: the integer codes, exactly;
 * each consumer's weight is multiplied by ``step``, so it reads the codes as ``codes * step``.
 
+An unsigned quantizer whose producing convolution it alone reads (the second convolution of a
+ResNet block) takes one depthwise pass instead of two: the clip to ``[0, hi]`` goes before the
+rounding, fused into that convolution (where the float model fuses its ReLU), and the ``- M`` into
+the ``+ M`` pass as a ``HardSigmoid`` of slope ``2^-k`` (:func:`code_unit`), which ONNX Runtime
+fuses too; the consumers read ``codes * 2^-k`` and their weights take ``step * 2^k``. The values are
+the two-pass graph's, bit for bit (``2^-k`` scalings are exact).
+
 The values equal the QDQ graph's up to float rounding (``x * (1 / step)`` for ``x / step``, like
 BatchNorm folding): an activation within rounding error of a step boundary can land on the
 neighbouring step (the step-boundary tolerance of :mod:`fn3.export.onnx`). A quantizer feeding
@@ -50,10 +57,18 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["MAGIC", "CodedWeight", "coded_weights", "float_rounding", "short_names", "tidy"]
+__all__ = ["MAGIC", "CodedWeight", "code_unit", "coded_weights", "float_rounding", "short_names", "tidy"]
 
 #: ``1.5 * 2^23``: float32 values near it are exactly one apart, so adding it rounds to an integer.
 MAGIC = 12582912.0
+
+def code_unit(hi: int) -> float:
+    """``2^-k``, the smallest power of two with ``hi * 2^-k < 1``: a ``HardSigmoid`` of slope
+    ``2^-k`` and offset ``-M * 2^-k`` turns ``codes + M`` (codes in ``[0, hi]``) into ``codes * 2^-k``
+    exactly (a power-of-two scaling, then a sum that is representable), and its clip to ``[0, 1]``
+    never binds."""
+    return 2.0 ** -int(np.ceil(np.log2(hi + 1)))
+
 
 _RANGE = {onnx.TensorProto.UINT8: (0, 255), onnx.TensorProto.INT8: (-128, 127)}
 
@@ -206,6 +221,26 @@ def float_rounding(model: onnx.ModelProto) -> onnx.ModelProto:
         q = nodes[0]
         prev = _producer_conv(g, x, q)
         new = []
+        if prev is not None and lo == 0:  # one depthwise pass instead of two
+            _scale_input(g, prev, 1, 1.0 / step)
+            if len(prev.input) > 2 and prev.input[2]:
+                _scale_input(g, prev, 2, 1.0 / step)
+            unit = code_unit(hi)
+            hi_c, zero = g.new_const("hi", np.float32(hi)), g.new_const("lo", np.float32(0.0))
+            clipped = g.new_name("clip")
+            new.append(helper.make_node("Clip", [x, zero, hi_c], [clipped], name=clipped))
+            node, t = _depthwise(g, clipped, c, 1.0, MAGIC)
+            new.append(node)
+            codes = g.new_name("codes")
+            new.append(
+                helper.make_node("HardSigmoid", [t], [codes], name=codes, alpha=unit, beta=-MAGIC * unit)
+            )
+            for u in users:
+                u.input[0] = codes
+                _scale_input(g, u, 1, step / unit)
+            insert[id(q)] = new
+            drop.update(id(n) for n in nodes)
+            continue
         if prev is not None:  # conv(x) / step: the 1 / step goes into its weight and bias
             _scale_input(g, prev, 1, 1.0 / step)
             if len(prev.input) > 2 and prev.input[2]:
