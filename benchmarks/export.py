@@ -414,7 +414,12 @@ BatchNorm parameters and the per-channel scales stay float32, which is why the i
   int8 codes in the file, still does the former). `rounding="float"` keeps the chain in the blocked
   layout: each quantizer is two 1x1 depthwise convolutions (`+ M` with the clip fused, `- M`, M =
   1.5 * 2^23, whose float addition rounds to an integer) and the scaling folded into the
-  convolutions around it; two passes instead of five.
+  convolutions around it; two passes instead of five. After a convolution it alone reads (the second
+  of each block) an unsigned quantizer is one pass: its clip fused into that convolution, `- M` as
+  a `HardSigmoid` of slope 2^-k fused into the `+ M` pass (same values, bit for bit). Even so the
+  depthwise passes cost more than their bytes suggest (ONNX Runtime's profiler: 1-4 ms each on a
+  64x16x32x32 map, beside 7-9 ms for a 3x3 convolution of it), and at half width float rounding
+  ran slower than the QDQ graph in these runs.
 - Integer kernels (`QLinearConv`, via ONNX Runtime's QDQ fusion, `to_onnx(..., integer=True)`),
   measured separately on the 8-bit ResNet-20: u8 x s8 kernels ran at about 1.0x the float
   sub-model at full width (16-64 channels) and 1.36x at half width, but on this AVX2 CPU they add
@@ -423,17 +428,24 @@ BatchNorm parameters and the per-channel scales stay float32, which is why the i
   activations of at most 7 bits, which uniform specs never are); u8 x u8 kernels (weights shifted by
   128) do not saturate but ran at 1.20x (full width) and 1.36x (half), no faster than float
   rounding. A centred weight of fewer than 8 bits sits half a cell off the int8 grid, so no int8
-  kernel computes it exactly. A CPU with VNNI is where integer kernels would pay; not measured here.
+  kernel computes it exactly. On a CPU with AVX-512 VNNI (the machine of the runs recorded here;
+  the figures above are from an AVX2 one) the u8 x s8 kernels accumulate in int32 and do not
+  saturate: written without the int16 bound (an experiment, not an option: the same file computes
+  wrong values on a CPU without VNNI), the 8-bit ResNet-20 got 9 of its 19 convolutions as
+  `QLinearConv` (the first of each block; the second feeds the float residual addition) and ran at
+  1.17x the float sub-model at full width and 1.15x at half (QDQ graph: 1.51x and 1.19x), outputs
+  within 3.2e-3 of PyTorch's (one batch of 64, 20 interleaved repeats).
 - `torch.compile` of the export (`fn3.export.compiled`: Inductor with freezing; the "PyTorch
   compiled" column, its own float twin compiled alike as the baseline) folds BatchNorm, fuses ReLU
   and the residual addition into oneDNN convolutions, and fuses each quantizer's four passes into
-  one loop, mostly written into the convolution output's own memory: both models run 1.2-1.6x
-  faster than eager, and in the run recorded here the quantized one was within 1.04-1.11x of its
-  compiled float twin at batch 1, 1.07-1.09x at batch 64 with all channels and 1.17-1.18x with half
-  of them. What is left is one read and one write of each quantized feature map: a oneDNN
-  convolution has no rounding step to fuse it into, and at a block's first convolution the shortcut
-  still needs the unquantized input. "compiled vs eager" is the largest output difference: the
-  folded BatchNorm rounds differently, so an activation at a step boundary may take the next step.
+  one loop, mostly written into the convolution output's own memory: the quantized model ran
+  1.2-1.6x faster than in eager mode (its float twin 1.0-1.5x), and within 1.04-1.11x of its
+  compiled float twin at batch 1, 1.07-1.11x at batch 64 with all channels and 1.16-1.19x with
+  half of them (this run and the one before it). What is left is one read and one write of each
+  quantized feature map: a oneDNN convolution has no rounding step to fuse it into, and at a
+  block's first convolution the shortcut still needs the unquantized input. "compiled vs eager" is
+  the largest output difference: the folded BatchNorm rounds differently, so an activation at a
+  step boundary may take the next step.
 - The baseline, the nested model run with `fn3.active`, slices and fake-quantizes its full weights on
   every forward pass; the export does that once, which matters most at batch 1 (at batch 64 the
   convolutions dominate both).
