@@ -195,7 +195,8 @@ def bench_cmd(
     for b in sizes:
         x = torch.randn(b, *shape, generator=torch.Generator().manual_seed(b))
         xn = x.numpy()
-        fns = {f"{k} {w}": (lambda x=x, m=m: m(x)) for k, pair in runs.items() for w, m in zip("qf", pair)}  # noqa: B905
+        fns = {f"{k} {w}": (lambda x=x, m=m: m(x))
+               for k, pair in runs.items() for w, m in zip("qf", pair, strict=True)}  # fmt: skip
         fns |= {f"ort {k}": (lambda xn=xn, s=s: s.run(None, {"input": xn})) for k, s in sessions.items()}
         try:
             with torch.no_grad():
