@@ -90,7 +90,7 @@ from torch import nn
 from fn3.errors import ConfigError
 from fn3.export.container import atomic_write
 from fn3.export.onnx_passes import MAGIC as _MAGIC
-from fn3.export.onnx_passes import code_unit
+from fn3.export.onnx_passes import blocked, code_unit
 from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinear, Residual, is_prefix
 
 __all__ = ["to_onnx"]
@@ -312,6 +312,7 @@ def _rounds_in_float(mods: list[nn.Module], j: int, form: _Form) -> bool:
         and q.scheme == "centred"
         and q.bits <= 16
         and isinstance(nxt, (QuantConv2d, nn.Conv2d))
+        and blocked(nxt.in_channels)
         and not _weights_as_codes(mods, j + 1, form)
     )
 
