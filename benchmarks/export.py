@@ -418,8 +418,10 @@ BatchNorm parameters and the per-channel scales stay float32, which is why the i
   of each block) an unsigned quantizer is one pass: its clip fused into that convolution, `- M` as
   a `HardSigmoid` of slope 2^-k fused into the `+ M` pass (same values, bit for bit). Even so the
   depthwise passes cost more than their bytes suggest (ONNX Runtime's profiler: 1-4 ms each on a
-  64x16x32x32 map, beside 7-9 ms for a 3x3 convolution of it), and at half width float rounding
-  ran slower than the QDQ graph in these runs.
+  64x16x32x32 map, beside 7-9 ms for a 3x3 convolution of it). On a feature map ONNX Runtime does
+  not block (channels not a multiple of 16: the first stage at half width has 8) QDQ costs no
+  reorder and a depthwise pass is slower still (float rounding there: 1.40x the float model, QDQ
+  1.17-1.19x), so those quantizers keep their QDQ nodes (`fn3.export.onnx_passes.blocked`).
 - Integer kernels (`QLinearConv`, via ONNX Runtime's QDQ fusion, `to_onnx(..., integer=True)`),
   measured separately on the 8-bit ResNet-20: u8 x s8 kernels ran at about 1.0x the float
   sub-model at full width (16-64 channels) and 1.36x at half width, but on this AVX2 CPU they add
@@ -441,7 +443,7 @@ BatchNorm parameters and the per-channel scales stay float32, which is why the i
   one loop, mostly written into the convolution output's own memory: the quantized model ran
   1.2-1.6x faster than in eager mode (its float twin 1.0-1.5x), and within 1.04-1.11x of its
   compiled float twin at batch 1, 1.07-1.11x at batch 64 with all channels and 1.16-1.19x with
-  half of them (this run and the one before it). What is left is one read and one write of each
+  half of them (three runs, this one the last). What is left is one read and one write of each
   quantized feature map: a oneDNN convolution has no rounding step to fuse it into, and at a
   block's first convolution the shortcut still needs the unquantized input. "compiled vs eager" is
   the largest output difference: the folded BatchNorm rounds differently, so an activation at a
