@@ -12,9 +12,9 @@ compiles to a single graph, with no break.
 
 What stays: PyTorch's CPU convolutions have no rounding step they could fuse, so the quantized
 model still reads and writes each quantized feature map once more than its float twin (measured
-1.06-1.14x of the compiled float twin; ``python benchmarks/export.py``). The values are those of the
-eager export except that a folded BatchNorm rounds differently, so an activation within float
-rounding of a step boundary may take the neighbouring step (the step-boundary tolerance of
+1.04-1.19x of the compiled float twin on ResNet-20; ``python benchmarks/export.py``). The values are
+those of the eager export except that a folded BatchNorm rounds differently, so an activation within
+float rounding of a step boundary may take the neighbouring step (the step-boundary tolerance of
 :mod:`fn3.export.onnx`).
 
 Inductor needs a C++ compiler on the machine; the first call compiles (tens of seconds for a

@@ -238,51 +238,40 @@ def float_rounding(model: onnx.ModelProto) -> onnx.ModelProto:
                for u in users):  # fmt: skip
             continue
         channels = {_channels(g, u) for u in users}
-        if len(channels) != 1 or None in channels or not blocked(next(iter(channels))):
+        if len(channels) != 1 or None in channels:
             continue
-        plans.append((dq, found, users, channels.pop()))
+        c = channels.pop()
+        if blocked(c):
+            plans.append((found, users, c))
     drop: set[int] = set()
     insert: dict[int, list[onnx.NodeProto]] = {}
-    for _, (nodes, x, step, lo, hi), users, c in plans:
+    for (nodes, x, step, lo, hi), users, c in plans:
         q = nodes[0]
         prev = _producer_conv(g, x, q)
-        new = []
-        if prev is not None and lo == 0:  # one depthwise pass instead of two
+        if prev is not None:  # conv(x) / step: the 1 / step goes into its weight and bias
             _scale_input(g, prev, 1, 1.0 / step)
             if len(prev.input) > 2 and prev.input[2]:
                 _scale_input(g, prev, 2, 1.0 / step)
+        new = []
+        if prev is not None and lo == 0:  # one depthwise pass: clip first, - M in a HardSigmoid
             unit = code_unit(hi)
             hi_c, zero = g.new_const("hi", np.float32(hi)), g.new_const("lo", np.float32(0.0))
             clipped = g.new_name("clip")
             new.append(helper.make_node("Clip", [x, zero, hi_c], [clipped], name=clipped))
             node, t = _depthwise(g, clipped, c, 1.0, MAGIC)
-            new.append(node)
             codes = g.new_name("codes")
-            new.append(
-                helper.make_node("HardSigmoid", [t], [codes], name=codes, alpha=unit, beta=-MAGIC * unit)
-            )
-            for u in users:
-                u.input[0] = codes
-                _scale_input(g, u, 1, step / unit)
-            insert[id(q)] = new
-            drop.update(id(n) for n in nodes)
-            continue
-        if prev is not None:  # conv(x) / step: the 1 / step goes into its weight and bias
-            _scale_input(g, prev, 1, 1.0 / step)
-            if len(prev.input) > 2 and prev.input[2]:
-                _scale_input(g, prev, 2, 1.0 / step)
-            node, t = _depthwise(g, x, c, 1.0, MAGIC)
-        else:
-            node, t = _depthwise(g, x, c, 1.0 / step, MAGIC)
-        new.append(node)
-        lo_c, hi_c = g.new_const("lo", np.float32(MAGIC + lo)), g.new_const("hi", np.float32(MAGIC + hi))
-        clipped = g.new_name("clip")
-        new.append(helper.make_node("Clip", [t, lo_c, hi_c], [clipped], name=clipped))
-        node, codes = _depthwise(g, clipped, c, 1.0, -MAGIC)
-        new.append(node)
-        for u in users:  # the consumer reads codes: its weight takes the step
+            new += [node, helper.make_node("HardSigmoid", [t], [codes], name=codes,
+                                           alpha=unit, beta=-MAGIC * unit)]  # fmt: skip
+        else:  # + M (the 1 / step too when no convolution took it), clip, - M
+            unit = 1.0
+            node, t = _depthwise(g, x, c, 1.0 if prev is not None else 1.0 / step, MAGIC)
+            lo_c, hi_c = g.new_const("lo", np.float32(MAGIC + lo)), g.new_const("hi", np.float32(MAGIC + hi))
+            clipped = g.new_name("clip")
+            tail, codes = _depthwise(g, clipped, c, 1.0, -MAGIC)
+            new += [node, helper.make_node("Clip", [t, lo_c, hi_c], [clipped], name=clipped), tail]
+        for u in users:  # the consumer reads codes * unit: its weight takes step / unit
             u.input[0] = codes
-            _scale_input(g, u, 1, step)
+            _scale_input(g, u, 1, step / unit)
         insert[id(q)] = new
         drop.update(id(n) for n in nodes)
     if plans:
