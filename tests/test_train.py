@@ -222,5 +222,37 @@ def test_spec_loss_shared_averages_each_weight_over_the_specs_that_use_it():
         both += int(((g_large != 0) & (g_small != 0)).sum())
     assert only_largest > 0 and both > 0  # both kinds of weight are exercised
     # "auto" is a config value fit resolves; train_step refuses it rather than summing the losses
-    with pytest.raises(ConfigError, match="reduction='auto' is invalid; expected mean, sum or shared"):
+    with pytest.raises(ConfigError, match="reduction='auto' is invalid; expected mean, sum, shared or norm"):
         train_step(model, opt, x, y, specs, reduction="auto")
+
+
+def test_spec_loss_norm_steps_along_the_sum_at_the_longest_specs_length():
+    """spec_loss norm: per tensor, the summed gradient rescaled to the norm of the longest spec's
+    gradient; the same spec listed twice steps exactly as it does alone (not twice as far)."""
+    torch.manual_seed(0)
+    model = fn3.create_model("mlp", num_classes=3, in_channels=1, input_size=4, hidden=[8])
+    sp = fn3.space(model)
+    specs = [sp.largest(), sp.smallest()]
+    x, y = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = []
+    for spec in specs:
+        model.zero_grad()
+        with fn3.active(model, spec):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    model.load_state_dict(start)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_step(model, opt, x, y, specs, reduction="norm")
+    rescaled = 0
+    for name, p in model.named_parameters():
+        g_large, g_small = grads[0][name], grads[1][name]
+        summed = g_large + g_small
+        scale = max(g_large.norm(), g_small.norm()) / summed.norm()
+        torch.testing.assert_close(p.detach(), start[name] - 0.1 * summed * scale, rtol=1e-5, atol=1e-7)
+        rescaled += bool(abs(scale - 1) > 0.05)
+    assert rescaled > 0  # the rescaling is exercised, not the plain sum
+    model.load_state_dict(start)
+    train_step(model, opt, x, y, [specs[1], specs[1]], reduction="norm")
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), start[name] - 0.1 * grads[1][name], rtol=1e-5, atol=1e-7)

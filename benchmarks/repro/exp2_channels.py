@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from runner import (
     AUTO,
+    AUTO_NORM,
     AUTO_RANDOM_ORDER,
     CIFAR_QUICK,
     DEFAULT,
@@ -77,6 +78,7 @@ def experiment() -> Experiment:
         every_budget(budgets, "shared"),  # each weight's gradient averaged over the specs using it
         AUTO,  # fn3 train's default since config version 3: the tied grid, per-weight mean
         AUTO_RANDOM_ORDER,
+        AUTO_NORM,  # candidate: the grid, the summed gradient at one member's step length
     )
     return Experiment(
         key="exp2_channels", title="FN3-channel: CIFAR-10, ResNet-20", level="channels",
@@ -97,7 +99,7 @@ def longer(epochs: int = 18) -> Experiment:
     budgets = tuple(b for b in short.budgets if b.x in (1.0, 0.5, 0.25))
     arms = tuple(a for a in short.arms if a.name in (
         "fn3 ODO (geometric)", "fn3 ODO (geometric), one draw per kind", "independent (one per width)",
-        DEFAULT.name, SANDWICH_MEAN.name, AUTO.name))
+        DEFAULT.name, SANDWICH_MEAN.name, AUTO.name, AUTO_NORM.name))
     # its own three budgets each step
     arms += (every_budget(budgets), every_budget(budgets, lr=0.2), every_budget(budgets, "shared"))
     return Experiment(

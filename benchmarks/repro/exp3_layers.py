@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from runner import (
     AUTO,
+    AUTO_NORM,
     AUTO_RANDOM_ORDER,
     CIFAR_QUICK,
     DEFAULT,
@@ -70,6 +71,7 @@ def experiment(depth: int = 20) -> Experiment:
         every_budget(budgets, "shared"),  # each weight's gradient averaged over the specs using it
         AUTO,  # fn3 train's default since config version 3: the tied grid, per-weight mean
         AUTO_RANDOM_ORDER,
+        AUTO_NORM,  # candidate: the grid, the summed gradient at one member's step length
     )
     return Experiment(
         key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",
@@ -89,7 +91,7 @@ def longer(epochs: int = 18) -> Experiment:
     arms = tuple(a for a in short.arms if a.name in (
         "independent (one per depth)", DEFAULT.name, SANDWICH_MEAN.name, SANDWICH_RANDOM_ORDER.name,
         "fn3 every budget each step, mean loss", "fn3 every budget each step, lr 0.2, mean loss",
-        AUTO.name, AUTO_RANDOM_ORDER.name))  # auto's grid is every depth: "every budget, per-weight mean"
+        AUTO.name, AUTO_RANDOM_ORDER.name, AUTO_NORM.name))  # auto's grid is every depth
     return Experiment(
         key=f"exp3_layers_resnet20_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-20",
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from runner import (
     AUTO,
+    AUTO_NORM,
     AUTO_RANDOM_ORDER,
     CIFAR_QUICK,
     DEFAULT,
@@ -55,6 +56,7 @@ def experiment() -> Experiment:
         every_budget(budgets, "shared"),  # each weight's gradient averaged over the specs using it
         AUTO,  # fn3 train's default since config version 3: the tied grid, per-weight mean
         AUTO_RANDOM_ORDER,
+        AUTO_NORM,  # candidate: the grid, the summed gradient at one member's step length
     )
     quick = {**CIFAR_QUICK, "model_kwargs": {"widths": [16, 32, 64]}}
     return Experiment(

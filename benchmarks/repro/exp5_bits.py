@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from runner import (
     AUTO,
+    AUTO_NORM,
     CIFAR_QUICK,
     DEFAULT,
     ODO_GEOMETRIC,
@@ -51,6 +52,7 @@ def experiment() -> Experiment:
         every_budget(budgets, lr=0.2),  # the mean of the losses at twice the step
         every_budget(budgets, distill_start=0.3),  # soft labels from the largest once it has learned
         AUTO,  # fn3 train's default since config version 3: the tied grid, per-weight mean
+        AUTO_NORM,  # candidate: the grid, the summed gradient at one member's step length
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",

@@ -170,6 +170,9 @@ SANDWICH_RANDOM_ORDER = Arm("fn3 sandwich, tied, random-order removal", kind="ra
 AUTO = Arm("fn3 auto (tied grid 100/75/50/25%, per-weight mean)",
            train={"rule": "auto", "dist": None, "tie": None, "spec_loss": "auto"})
 AUTO_RANDOM_ORDER = Arm("fn3 auto, random-order removal", kind="random-order", source=AUTO.name)
+#: A candidate default (issue 11): the same grid, the step along the members' summed gradient at the
+#: length of the longest member's (``spec_loss="norm"``).
+AUTO_NORM = Arm("fn3 auto grid, norm-matched sum", train={**AUTO.train, "spec_loss": "norm"})
 
 
 def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float | None = None,

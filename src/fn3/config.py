@@ -57,7 +57,7 @@ OPTIMIZERS = ("sgd", "adamw")
 #: which for SGD multiplies the learning rate of the shared weights by the number of specs
 #: (measured in issue 11: docs/reproduction.md); ``shared`` averages each weight's gradient over the
 #: specs that use it, so weights only the largest model has step as in the network trained alone.
-SPEC_LOSSES = ("auto", "mean", "sum", "shared")
+SPEC_LOSSES = ("auto", "mean", "sum", "shared", "norm")
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class TrainConfig:
     distill: bool = False
     distill_start: float = 0.0  # fraction of the training steps before in-place distillation starts
     full_first: float = 0.0  # fraction of the training steps that train only the largest sub-model
-    spec_loss: str = "auto"  # auto | mean | sum | shared: how a step combines its specs' losses
+    spec_loss: str = "auto"  # auto | mean | sum | shared | norm: how a step combines its specs' losses
     # rule=auto (or specs) without train_specs: kept fractions trained every step, every axis tied,
     # and the smallest (fn3.sampling.grid_specs); () makes auto train the tied sandwich on one level
     grid: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)

@@ -1,0 +1,170 @@
+"""Cost of training a nested family against training each of its budgets alone (issue 11).
+
+Issue 11 asks that training the whole family cost at most half the CPU time of training the
+independent twins (one network per budget, same epochs). The reproduction page's cost rows compare
+the CPU times of runs made hours or sessions apart, on shared machines where a process's CPU time
+grows by up to 1.7x with what else runs (the same independent family: 724 s alone, 1208 s beside
+four other runs) and on CPUs that differ between sessions. This benchmark measures the same ratio
+without that noise: for each experiment of ``benchmarks/repro`` (its model, level, budgets and batch
+size), it times one training step of every budget's network alone and one step of each family rule,
+interleaved in one process (round-robin over repeats), on thread CPU time, and reports
+
+    family step / (sum of the budgets' steps)
+
+which is the CPU-time ratio of the two trainings at equal epochs (each budget's twin takes as many
+steps as the family). The twins are the nested model at a fixed spec (``rule="fixed"``), as the
+experiments train them; a physically smaller network costs the same convolutions.
+
+    python benchmarks/family_cost.py            # a few minutes on 2 cores
+    python benchmarks/family_cost.py --quick    # seconds
+
+Writes ``docs/benchmarks/family_cost.md`` and ``docs/benchmarks/family_cost.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import fn3
+from fn3.config import TrainConfig
+from fn3.spec import Spec, parse_spec
+from fn3.train import make_optimizer, make_rule, resolved_spec_loss, train_step
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks" / "repro"))
+
+#: The family rules compared, as ``TrainConfig`` overrides of an experiment's base config.
+RULES: dict[str, dict] = {
+    "auto (fn3 train's default: grid, per-weight mean)": {"rule": "auto", "dist": None, "tie": None,
+                                                          "spec_loss": "auto"},
+    "auto grid, norm-matched sum": {"rule": "auto", "dist": None, "tie": None, "spec_loss": "norm"},
+    "full+odo (mean loss)": {"rule": "full+odo", "dist": None, "tie": None, "spec_loss": "mean"},
+    "ODO (the paper: one draw a step)": {"rule": "odo", "dist": "geometric", "tie": "none",
+                                         "spec_loss": "mean"},
+}
+
+
+def experiments() -> list:
+    """The experiments whose families are timed: channels, layers, paths and bits (2-5)."""
+    import exp2_channels
+    import exp3_layers
+    import exp4_paths
+    import exp5_bits
+
+    return [exp2_channels.experiment(), exp3_layers.experiment(20), exp4_paths.experiment(),
+            exp5_bits.experiment()]
+
+
+def _model(cfg: TrainConfig) -> torch.nn.Module:
+    return fn3.create_model(cfg.model, num_classes=10, in_channels=3, input_size=(32, 32),
+                            levels=cfg.levels, seed=cfg.seed, **cfg.model_kwargs)
+
+
+def _timed(step: Callable[[int], None], t: int, steps: int) -> float:
+    """Thread CPU seconds per step of ``steps`` steps starting at step index ``t``."""
+    t0 = time.thread_time()
+    for s in range(steps):
+        step(t + s)
+    return (time.thread_time() - t0) / steps
+
+
+def measure(exp, batch: int, repeats: int, steps: int) -> list[tuple[str, float, float]]:
+    """``[(rule, family ms per step, ratio to the twins' summed steps)]`` for one experiment, with a
+    first row per budget twin (its ms per step, its share of the twins' sum)."""
+    base: TrainConfig = exp.base
+    model = _model(base)
+    space = fn3.space(model)
+    opt = make_optimizer(model, base)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, 32, 32, generator=gen)  # (B, 3, 32, 32): the step's cost, not its data
+    y = torch.randint(0, 10, (batch,), generator=gen)
+
+    def fixed(spec: Spec) -> Callable[[int], None]:
+        return lambda t: train_step(model, opt, x, y, [spec])
+
+    def family(cfg: TrainConfig) -> Callable[[int], None]:
+        rule, loss = make_rule(model, cfg), resolved_spec_loss(model, cfg)
+        return lambda t: train_step(model, opt, x, y, rule(t), reduction=loss)
+
+    twins = {b.label: fixed(parse_spec(b.spec, space)) for b in exp.budgets}
+    rules = {name: family(base.replace(**over)) for name, over in RULES.items()}
+    arms = {**{("twin", k): v for k, v in twins.items()}, **{("rule", k): v for k, v in rules.items()}}
+    for step in arms.values():  # warm-up (oneDNN primitives, allocator)
+        step(0)
+    times: dict = {k: [] for k in arms}
+    for r in range(repeats):
+        for key, step in arms.items():
+            times[key].append(_timed(step, r * steps, steps))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    twins_sum = sum(med[("twin", k)] for k in twins)
+    rows = [(f"twin {k}", med[("twin", k)] * 1e3, med[("twin", k)] / twins_sum) for k in twins]
+    rows += [(k, med[("rule", k)] * 1e3, med[("rule", k)] / twins_sum) for k in rules]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="seconds: small batch, one repeat")
+    ap.add_argument("--batch", type=int, default=128, help="the experiments' batch size")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=4, help="steps per repeat (ODO draws vary per step)")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.batch, args.repeats, args.steps = 8, 1, 1
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # thread CPU time of one thread: stable on a shared 2-core machine
+    table: list[tuple[str, str, float, float]] = []
+    for exp in experiments():
+        for name, ms, ratio in measure(exp, args.batch, args.repeats, args.steps):
+            table.append((exp.key, name, ms, ratio))
+            print(f"{exp.key:16s} {name:52s} {ms:8.1f} ms {ratio:5.2f}x", flush=True)
+    lines = ["| experiment | step | ms / step | vs the twins' summed steps |", "| --- | --- | ---: | ---: |"]
+    lines += [f"| {k} | {n} | {ms:.1f} | {r:.2f}x |" for k, n, ms, r in table]
+    cmd = "python benchmarks/family_cost.py" + (" --quick" if args.quick else "")
+    md = (f"### Training the family vs training each budget alone (batch {args.batch}, 1 thread)\n\n"
+          f"Command: `{cmd}` ({args.repeats} interleaved repeats x {args.steps} steps, median thread "
+          "CPU time). A rule's ratio is its CPU time for the family against the independent twins' "
+          "at equal epochs; a twin's is its share of theirs. Issue 11's target: <= 0.50x.\n\n"
+          + "\n".join(lines) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    _write(args.out / "family_cost.md", md)
+    _plot(table, args.out / "family_cost.png")
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _plot(table: list[tuple[str, str, float, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in table if not r[1].startswith("twin ")]
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.2))
+    ax.barh(range(len(rows)), [r[3] for r in rows], color="tab:blue")
+    ax.axvline(0.5, color="tab:red", ls="--", lw=1, label="issue 11 target (0.5x)")
+    ax.axvline(1.0, color="gray", ls=":", lw=1, label="the twins' cost")
+    ax.set_yticks(range(len(rows)), [f"{n} [{k}]" for k, n, *_ in rows], fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("family training CPU time / independent twins' (equal epochs)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    main()

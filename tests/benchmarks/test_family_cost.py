@@ -1,0 +1,29 @@
+"""benchmarks/family_cost.py --quick: every experiment's twins and rules are timed, and the ratios
+mean what the table says (the twins' shares add up to 1; a rule training every grid member each step
+costs more than the paper's one draw)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "family_cost.py"
+
+
+def test_quick_family_cost_runs(tmp_path):
+    spec = importlib.util.spec_from_file_location("family_cost_benchmark", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--quick", "--out", str(tmp_path)])
+    md = (tmp_path / "family_cost.md").read_text()
+    assert (tmp_path / "family_cost.png").stat().st_size > 0
+    rows = [line.strip("| ").split(" | ") for line in md.splitlines() if line.startswith("| exp")]
+    rows = [r for r in rows if r[0] != "experiment"]  # the header
+    keys = {r[0] for r in rows}
+    assert keys == {"exp2_channels", "exp3_layers_resnet20", "exp4_paths", "exp5_bits"}
+    for key in keys:
+        mine = {r[1]: float(r[3].rstrip("x")) for r in rows if r[0] == key}
+        shares = [v for k, v in mine.items() if k.startswith("twin ")]
+        assert len(shares) >= 3 and abs(sum(shares) - 1) < 0.05, (key, shares)
+        auto, odo = (mine[n] for n in bench.RULES if n.startswith(("auto (", "ODO")))
+        assert auto > odo, (key, auto, odo)
