@@ -18,12 +18,15 @@ experiments train them; a physically smaller network costs the same convolutions
     python benchmarks/family_cost.py            # a few minutes on 2 cores
     python benchmarks/family_cost.py --quick    # seconds
 
-Writes ``docs/benchmarks/family_cost.md`` and ``docs/benchmarks/family_cost.png``.
+Writes ``docs/benchmarks/family_cost.md`` and ``docs/benchmarks/family_cost.png``, and the ratios to
+``benchmarks/results/family_cost.json`` (``{experiment: {arm name: ratio}}``), which
+``benchmarks/repro/render.py`` shows beside the runs' own CPU times.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -38,17 +41,17 @@ from fn3.spec import Spec, parse_spec
 from fn3.train import make_optimizer, make_rule, resolved_spec_loss, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "family_cost.json"
 sys.path.insert(0, str(ROOT / "benchmarks" / "repro"))
 
-#: The family rules compared, as ``TrainConfig`` overrides of an experiment's base config.
-RULES: dict[str, dict] = {
-    "auto (fn3 train's default: grid, per-weight mean)": {"rule": "auto", "dist": None, "tie": None,
-                                                          "spec_loss": "auto"},
-    "auto grid, norm-matched sum": {"rule": "auto", "dist": None, "tie": None, "spec_loss": "norm"},
-    "full+odo (mean loss)": {"rule": "full+odo", "dist": None, "tie": None, "spec_loss": "mean"},
-    "ODO (the paper: one draw a step)": {"rule": "odo", "dist": "geometric", "tie": "none",
-                                         "spec_loss": "mean"},
-}
+
+
+def rules() -> list:
+    """The family rules compared: arms of the reproduction (their ``train`` overrides), so that a
+    ratio here names the arm whose accuracy the reproduction page shows."""
+    from runner import AUTO, AUTO_NORM, DEFAULT, ODO_GEOMETRIC
+
+    return [AUTO, AUTO_NORM, DEFAULT, ODO_GEOMETRIC]
 
 
 def experiments() -> list:
@@ -94,8 +97,8 @@ def measure(exp, batch: int, repeats: int, steps: int) -> list[tuple[str, float,
         return lambda t: train_step(model, opt, x, y, rule(t), reduction=loss)
 
     twins = {b.label: fixed(parse_spec(b.spec, space)) for b in exp.budgets}
-    rules = {name: family(base.replace(**over)) for name, over in RULES.items()}
-    arms = {**{("twin", k): v for k, v in twins.items()}, **{("rule", k): v for k, v in rules.items()}}
+    rules_ = {arm.name: family(base.replace(**arm.train)) for arm in rules()}
+    arms = {**{("twin", k): v for k, v in twins.items()}, **{("rule", k): v for k, v in rules_.items()}}
     for step in arms.values():  # warm-up (oneDNN primitives, allocator)
         step(0)
     times: dict = {k: [] for k in arms}
@@ -105,7 +108,7 @@ def measure(exp, batch: int, repeats: int, steps: int) -> list[tuple[str, float,
     med = {k: statistics.median(v) for k, v in times.items()}
     twins_sum = sum(med[("twin", k)] for k in twins)
     rows = [(f"twin {k}", med[("twin", k)] * 1e3, med[("twin", k)] / twins_sum) for k in twins]
-    rows += [(k, med[("rule", k)] * 1e3, med[("rule", k)] / twins_sum) for k in rules]
+    rows += [(k, med[("rule", k)] * 1e3, med[("rule", k)] / twins_sum) for k in rules_]
     return rows
 
 
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=4, help="steps per repeat (ODO draws vary per step)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    ap.add_argument("--results", type=Path, default=RESULTS,
+                    help="where the ratios go as JSON for the reproduction page")
     args = ap.parse_args(argv)
     if args.quick:
         args.batch, args.repeats, args.steps = 8, 1, 1
@@ -136,6 +141,14 @@ def main(argv: list[str] | None = None) -> None:
           + "\n".join(lines) + "\n")
     args.out.mkdir(parents=True, exist_ok=True)
     _write(args.out / "family_cost.md", md)
+    ratios: dict[str, dict[str, float]] = {}
+    for key, name, _, ratio in table:
+        if not name.startswith("twin "):
+            ratios.setdefault(key, {})[name] = round(ratio, 3)
+    payload = {"command": cmd, "batch": args.batch, "repeats": args.repeats, "steps": args.steps,
+               "ratios": ratios}
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    _write(args.results, json.dumps(payload, indent=1) + "\n")
     _plot(table, args.out / "family_cost.png")
 
 

@@ -282,7 +282,7 @@ CANDIDATE_PREFIXES = (
     "fn3 sandwich, tied, corners only", "fn3 every budget each step, mean",
     "fn3 every budget each step, summed", "fn3 every budget each step, lr",
     "fn3 every budget each step, distillation", "fn3 every budget each step, per-weight",
-    "fn3 sandwich, tied, per-weight",
+    "fn3 sandwich, tied, per-weight", "fn3 auto grid, norm",
 )
 
 
@@ -309,9 +309,11 @@ def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def _parity_rows(res: Mapping[str, Any], name: str, arm: Mapping[str, Any], indep: Mapping[str, Any],
-                 *, candidate: bool) -> list[tuple[str, str, str, str]]:
+                 *, candidate: bool, arm_name: str | None = None) -> list[tuple[str, str, str, str]]:
     """Issue 11's parity rows of one rule against the independent twins: the worst gap, the full
-    model, the family's CPU time (a target for the default, information for a candidate)."""
+    model, the family's CPU time (a target for the default, information for a candidate). The cost
+    is the interleaved per-step ratio of ``benchmarks/family_cost.py`` where it measured the arm
+    (``res["_step_cost"]``, by arm name ``arm_name``, else ``name``), beside the runs' CPU times."""
     key, rows = res["experiment"], []
     mine, theirs = best_pair(arm, indep)
     w = _worst(mine, theirs)
@@ -328,9 +330,14 @@ def _parity_rows(res: Mapping[str, Any], name: str, arm: Mapping[str, Any], inde
                           + (" (candidate)" if candidate else ""),
                      f"{mine[first] * 100:.2f}% vs {theirs[first] * 100:.2f}% ({gap * 100:+.2f} pt; "
                      f"{_noise(res, theirs[first])})", _verdict(gap, -0.01)))
+    step = res.get("_step_cost", {}).get(arm_name or name)
     if train_time(arm) > 0 and train_time(indep) > 0:
         ratio = train_time(arm) / train_time(indep)
         times = f"{train_time(arm):.0f} s vs {train_time(indep):.0f} s ({ratio:.2f}x)"
+        if step is not None:  # the interleaved measurement decides; the runs' times are context
+            times = (f"{step:.2f}x per step, interleaved (`python benchmarks/family_cost.py`); "
+                     f"the runs' CPU times {times}, made apart on a shared machine")
+            ratio = step
         if candidate:
             rows.append((key, f"{name}: family CPU time against the independent twins", times, "info"))
         else:
@@ -350,11 +357,11 @@ def _default_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     found, indep = _find(res, which), _find(res, "independent")
     if not found:
         return []
-    name, arm = found
-    name = f"{name} [fn3's default, rule auto]"
+    arm_name, arm = found
+    name = f"{arm_name} [fn3's default, rule auto]"
     mode = arm_mode(arm)
     acc = arm["accuracy"].get(mode, {})
-    rows = _parity_rows(res, name, arm, indep[1], candidate=False) if indep else []
+    rows = _parity_rows(res, name, arm, indep[1], candidate=False, arm_name=arm_name) if indep else []
     if key.startswith("exp5") and "8 bits" in acc and "2 bits" in acc:
         drop = acc["8 bits"] - acc["2 bits"]
         rows.append((key, f"2-bit {name} within 3 pt of its 8-bit model (stretch 1.5)",

@@ -5,6 +5,7 @@ costs more than the paper's one draw)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "family_cost.py"
@@ -14,7 +15,7 @@ def test_quick_family_cost_runs(tmp_path):
     spec = importlib.util.spec_from_file_location("family_cost_benchmark", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    bench.main(["--quick", "--out", str(tmp_path)])
+    bench.main(["--quick", "--out", str(tmp_path), "--results", str(tmp_path / "ratios.json")])
     md = (tmp_path / "family_cost.md").read_text()
     assert (tmp_path / "family_cost.png").stat().st_size > 0
     rows = [line.strip("| ").split(" | ") for line in md.splitlines() if line.startswith("| exp")]
@@ -25,5 +26,7 @@ def test_quick_family_cost_runs(tmp_path):
         mine = {r[1]: float(r[3].rstrip("x")) for r in rows if r[0] == key}
         shares = [v for k, v in mine.items() if k.startswith("twin ")]
         assert len(shares) >= 3 and abs(sum(shares) - 1) < 0.05, (key, shares)
-        auto, odo = (mine[n] for n in bench.RULES if n.startswith(("auto (", "ODO")))
-        assert auto > odo, (key, auto, odo)
+        auto, norm, _, odo = (mine[arm.name] for arm in bench.rules())
+        assert auto > odo and norm > odo, (key, auto, odo)
+    saved = json.loads((tmp_path / "ratios.json").read_text())["ratios"]
+    assert saved["exp5_bits"][bench.rules()[0].name] > 0

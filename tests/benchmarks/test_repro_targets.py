@@ -68,3 +68,18 @@ def test_an_arm_run_twice_costs_its_smallest_cpu_time():
     assert targets.train_time(arm) == 724.0  # the busier run only added time
     assert targets.train_time(NEW) == 100.0
     assert targets.train_time({"accuracy": {}, "wall_time_s": 5.0}) == 5.0  # no CPU time recorded
+
+
+def test_the_family_cost_verdict_reads_the_interleaved_step_ratio_where_measured():
+    """benchmarks/family_cost.py's ratio (res["_step_cost"]) decides the cost target; without it the
+    runs' CPU times do (here equal: 1.00x)."""
+    auto = "fn3 auto (tied grid 100/75/50/25%, per-weight mean)"
+    one = _res("bits", **{auto: NEW, "independent (one per bit-width)": OLD})
+
+    def cost_row(res: dict) -> tuple[str, str, str, str]:
+        return next(r for r in targets.target_rows(res) if "half the CPU time" in r[1])
+
+    assert cost_row(one)[3] == "**missed**: 1.00x, not <= 0.50x"
+    row = cost_row({**one, "_step_cost": {auto: 0.42}})
+    assert row[3] == "**met**" and row[2].startswith("0.42x per step, interleaved")
+    assert "100 s vs 100 s (1.00x)" in row[2]  # the runs' own times stay beside it
