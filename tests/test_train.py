@@ -12,7 +12,15 @@ from fn3.checkpoint import load_checkpoint, save_checkpoint
 from fn3.config import TrainConfig
 from fn3.data import channel_stats, load_dataset
 from fn3.errors import ConfigError
-from fn3.train import CHECKPOINT_NAME, TrainingError, evaluate_specs, fit, lr_at, train_step
+from fn3.train import (
+    CHECKPOINT_NAME,
+    TrainingError,
+    evaluate_specs,
+    fit,
+    lr_at,
+    norm_matched_,
+    train_step,
+)
 
 HIDDEN = (128, 128)
 
@@ -248,7 +256,7 @@ def test_spec_loss_norm_steps_along_the_sum_at_the_longest_specs_length():
     for name, p in model.named_parameters():
         g_large, g_small = grads[0][name], grads[1][name]
         summed = g_large + g_small
-        scale = max(g_large.norm(), g_small.norm()) / summed.norm()
+        scale = min(1.0, max(g_large.norm(), g_small.norm()) / summed.norm())
         torch.testing.assert_close(p.detach(), start[name] - 0.1 * summed * scale, rtol=1e-5, atol=1e-7)
         rescaled += bool(abs(scale - 1) > 0.05)
     assert rescaled > 0  # the rescaling is exercised, not the plain sum
@@ -256,3 +264,9 @@ def test_spec_loss_norm_steps_along_the_sum_at_the_longest_specs_length():
     train_step(model, opt, x, y, [specs[1], specs[1]], reduction="norm")
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.detach(), start[name] - 0.1 * grads[1][name], rtol=1e-5, atol=1e-7)
+    # Opposed gradients (+1.0 from one spec, -0.9 from another): the sum's short remainder is kept,
+    # not stretched to the longest spec's length; a long sum is shortened to it.
+    short, long_ = torch.tensor([0.1]), torch.tensor([3.0, 4.0])
+    norm_matched_(short, torch.tensor(1.0))
+    norm_matched_(long_, torch.tensor(1.0))
+    assert short.tolist() == pytest.approx([0.1]) and long_.tolist() == pytest.approx([0.6, 0.8])

@@ -70,6 +70,7 @@ __all__ = [
     "resolved_rule",
     "resolved_spec_loss",
     "step_plan",
+    "norm_matched_",
     "train_step",
 ]
 
@@ -187,6 +188,26 @@ def step_plan(cfg: TrainConfig, rule: Callable[[int], list[Spec]], largest: Spec
     return rule(step), cfg.distill and step >= cfg.distill_start * total
 
 
+def norm_matched_(summed: torch.Tensor, longest: torch.Tensor) -> torch.Tensor:
+    """Shorten the summed gradient ``summed`` in place to the norm ``longest`` (of the longest spec's
+    gradient alone), ``spec_loss="norm"``'s step; returns it.
+
+    Never lengthened: where the specs' gradients cancel (a clipping level one spec wants up and
+    another down) the sum is short and stays so, not stretched to a full step along what is left.
+
+    Example:
+        >>> import torch
+        >>> norm_matched_(torch.tensor([3.0, 4.0]), torch.tensor(1.0)).tolist()
+        [0.6000000238418579, 0.800000011920929]
+        >>> norm_matched_(torch.tensor([0.1]), torch.tensor(1.0)).tolist()
+        [0.10000000149011612]
+    """
+    norm = torch.linalg.vector_norm(summed)
+    if norm > longest:
+        summed.mul_(longest / norm)
+    return summed
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -212,13 +233,14 @@ def train_step(
     predictions (US-Nets' in-place distillation). Under ``torchrun`` the gradients are averaged over
     the ranks once, after the last spec's backward (:func:`fn3.distributed.average_gradients`).
 
-    ``"norm"`` steps along the *sum* of the specs' gradients, rescaled per parameter tensor to the
-    norm of the largest of the specs' gradients of that tensor: the step is as long as one network's
-    step, in the direction all specs agree on. Where the specs' gradients agree (nested bits: a 6-bit
-    and an 8-bit model want nearly the same change) it is the ``"mean"`` step; where they are
-    orthogonal (the shared core of nested channels) it is ``sqrt(len(specs))`` times the mean, the
-    step the mean of the losses reaches only with a larger learning rate, which then breaks nested
-    bits. Under ``torchrun`` each rank rescales its own gradients before they are averaged.
+    ``"norm"`` steps along the *sum* of the specs' gradients, shortened per parameter tensor to the
+    norm of the longest of the specs' gradients of that tensor (:func:`norm_matched_`): the step is
+    as long as one network's step, in the direction the specs agree on. Where their gradients agree
+    (nested bits: a 6-bit and an 8-bit model want nearly the same change) it is the ``"mean"`` step;
+    where they are orthogonal (the shared core of nested channels) it is ``sqrt(len(specs))`` times
+    the mean, the step the mean of the losses reaches only with a larger learning rate, which then
+    breaks nested bits. Under ``torchrun`` each rank rescales its own gradients before they are
+    averaged.
     """
     if reduction not in ("mean", "sum", "shared", "norm"):  # "auto" is resolved by fit
         raise ConfigError(f"reduction={reduction!r} is invalid; expected mean, sum, shared or norm")
@@ -259,9 +281,7 @@ def train_step(
         total += value
     for p, top in longest.items():  # before the rank average: each rank rescales its own sum
         if p.grad is not None:
-            summed = torch.linalg.vector_norm(p.grad)
-            if summed > 0:
-                p.grad.mul_(top / summed)
+            norm_matched_(p.grad, top)
     average_gradients(model)  # a no-op in one process
     if uses:  # divide the rank-averaged gradient by the count of the whole batch (max over ranks)
         used = [(p, count) for p, count in uses.items() if p.grad is not None]
