@@ -50,8 +50,8 @@ def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:
             out[data["experiment"]] = data
     cost = results_dir / "family_cost.json"  # benchmarks/family_cost.py: per-step cost ratios
     ratios = json.loads(cost.read_text()).get("ratios", {}) if cost.is_file() else {}
-    for key, data in out.items():  # the step's cost does not depend on the epochs: exp2_channels_18ep
-        data["_step_cost"] = next((v for k, v in ratios.items() if key == k or key.startswith(k + "_")), {})
+    for key, data in out.items():
+        data["_step_cost"] = ratios.get(key, {})
     return out
 
 

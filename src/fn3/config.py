@@ -56,7 +56,10 @@ OPTIMIZERS = ("sgd", "adamw")
 #: step size of one model whatever the number of specs; ``sum`` is US-Nets' and AdaBits' accumulation,
 #: which for SGD multiplies the learning rate of the shared weights by the number of specs
 #: (measured in issue 11: docs/reproduction.md); ``shared`` averages each weight's gradient over the
-#: specs that use it, so weights only the largest model has step as in the network trained alone.
+#: specs that use it, so weights only the largest model has step as in the network trained alone;
+#: ``norm`` steps along the summed gradient shortened per tensor to the longest spec's gradient
+#: (:func:`fn3.train.norm_matched_`): the ``mean`` step where the specs agree, up to ``sqrt(n)`` times
+#: it where they pull apart.
 SPEC_LOSSES = ("auto", "mean", "sum", "shared", "norm")
 
 

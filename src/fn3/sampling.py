@@ -37,8 +37,9 @@ levels every step (:func:`grid_specs`: every axis at 100, 75, 50 and 25% of its 
 use it (``spec_loss="shared"``): on 6-epoch CIFAR-10 runs its worst gap to the networks trained alone
 is smaller than the tied sandwich's (largest + smallest + one uniform draw tied per kind, the default
 before) on channels, layers, paths and bits, its full model is within 1.7 pt of the network trained
-alone on the first three (above it on channels), and the family costs 0.7-0.9x their CPU time
-(``docs/reproduction.md``). Nested in several levels at once a grid or a sandwich's "smallest" is the
+alone on the first three (above it on channels) (``docs/reproduction.md``), and the family costs
+what they cost at equal epochs (0.77-1.02x, step against step: ``benchmarks/family_cost.py``).
+Nested in several levels at once a grid or a sandwich's "smallest" is the
 corner of all of them (the 2-bit, 25%-wide, shallowest network), which then takes a share of every
 step: there :class:`FullPlusODO` measures better (the README's "Which training rule" table has the
 numbers and commands).
