@@ -42,8 +42,7 @@ from fn3.train import make_optimizer, make_rule, resolved_spec_loss, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "family_cost.json"
-sys.path.insert(0, str(ROOT / "benchmarks" / "repro"))
-
+sys.path.insert(0, str(ROOT / "benchmarks" / "repro"))  # the experiments' definitions (runner, expN)
 
 
 def rules() -> list:
