@@ -89,23 +89,26 @@ def test_two_processes_equal_one(two_process_run, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("rule", "tie"),
+    ("rule", "tie", "spec_loss"),
     [
         # The paper's rule draws through the same code as full+odo's draws; full+odo also runs the
         # largest model, so it covers both (one parametrization less: each costs ~1 min of torchrun).
-        ("full+odo", "none"),
+        ("full+odo", "none", "auto"),
         # The per-weight mean (spec_loss auto = shared under specs): the use-counts of the whole batch
         # (maximum over the ranks) divide the rank-averaged gradient. One listed width of 75%, one
         # step: the gradients agree to 1e-7 there; at the second step a 1e-7 weight difference
         # already moved a BN-bias gradient by 1e-3 (the amplification the comment below describes).
-        ("specs", "none"),
+        ("specs", "none", "auto"),
+        # spec_loss norm: each spec's own gradient is rank-averaged before its norm is taken, so the
+        # shortened sum is the one a single process computes (per-rank norms fail this comparison).
+        ("specs", "none", "norm"),
         # Narrow widths (tie=kind draws 25% for every channel axis at step 0) are checked layer by
         # layer in tests/nn/test_sync_batchnorm.py: through a whole network a ~1e-7 rounding
         # difference of the batch statistics can flip a ReLU at a pre-activation of 1e-6 and move a
         # BN-bias gradient by several percent, which a 1e-4 comparison cannot tell from a bug.
     ],
 )
-def test_resnet_with_batchnorm_two_processes_equal_one(tmp_path, rule, tie):
+def test_resnet_with_batchnorm_two_processes_equal_one(tmp_path, rule, tie, spec_loss):
     # BatchNorm statistics are synchronised across ranks, so the first steps agree to float rounding.
     # (Over many steps training amplifies rounding: one process with 1 vs 2 threads drifts as much.)
     tol = 1e-4
@@ -131,6 +134,8 @@ def test_resnet_with_batchnorm_two_processes_equal_one(tmp_path, rule, tie):
         "largest",
         "--no-progress",
         *(["--train-spec", "channels=0.75"] if rule == "specs" else []),
+        "--spec-loss",
+        spec_loss,
     ]
     runs = {}
     for n in (1, 2):

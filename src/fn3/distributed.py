@@ -132,6 +132,14 @@ def average_gradients(model: torch.nn.Module) -> None:
     _all_reduce_flat_([p.grad for p in model.parameters() if p.grad is not None], divisor=world_size())
 
 
+def average_tensors_(tensors: list[torch.Tensor]) -> None:
+    """Average ``tensors`` over the ranks, in place (one all-reduce of one flat buffer; a no-op in one
+    process). ``spec_loss="norm"`` averages each spec's own gradient this way before taking its
+    norm, so that the norm is that of the whole batch's gradient, as one process computes it."""
+    if world_size() > 1:
+        _all_reduce_flat_(tensors, divisor=world_size())
+
+
 def _all_reduce_flat_(tensors: list[torch.Tensor], op: Any = None, divisor: int = 1) -> None:
     """All-reduce ``tensors`` in place as one flat buffer (one collective, however many tensors),
     divided by ``divisor`` when it is not 1; ``op`` defaults to the sum."""

@@ -45,6 +45,7 @@ from fn3.distributed import (
     all_reduce_max_,
     all_reduce_sum,
     average_gradients,
+    average_tensors_,
     barrier,
     broadcast_state,
     check_same,
@@ -239,8 +240,8 @@ def train_step(
     (nested bits: a 6-bit and an 8-bit model want nearly the same change) it is the ``"mean"`` step;
     where they are orthogonal (the shared core of nested channels) it is ``sqrt(len(specs))`` times
     the mean, the step the mean of the losses reaches only with a larger learning rate, which then
-    breaks nested bits. Under ``torchrun`` each rank rescales its own gradients before they are
-    averaged.
+    breaks nested bits. Under ``torchrun`` the norms are those of the rank-averaged gradients, as in
+    one process.
     """
     if reduction not in ("mean", "sum", "shared", "norm"):  # "auto" is resolved by fit
         raise ConfigError(f"reduction={reduction!r} is invalid; expected mean, sum, shared or norm")
@@ -251,10 +252,11 @@ def train_step(
     # (int32, the parameter's shape); the summed gradient is divided by it after the last pass.
     uses = ({p: torch.zeros_like(p, dtype=torch.int32) for p in model.parameters() if p.requires_grad}
             if reduction == "shared" else {})
-    # reduction="norm": per parameter, the largest norm of one spec's gradient (a 0-dim tensor)
-    longest = ({p: p.new_zeros(()) for p in model.parameters() if p.requires_grad}
-               if reduction == "norm" else {})
-    tracked = uses or longest
+    # reduction="norm": per parameter, each spec's own gradient (rank-averaged before its norm is
+    # taken, so that under torchrun the norm is the whole batch's, as in one process): the step holds
+    # one extra gradient per spec
+    own = ({p: [] for p in model.parameters() if p.requires_grad} if reduction == "norm" else {})
+    tracked = uses or own
     for i, spec in enumerate(specs):
         with active(model, spec):
             logits = model(x)  # (B, classes)
@@ -274,15 +276,16 @@ def train_step(
         for p, count in uses.items():
             if p.grad is not None:
                 count += p.grad != before[p] if p in before else p.grad != 0
-        for p, top in longest.items():
-            if p.grad is not None:
-                own = p.grad - before[p] if p in before else p.grad  # this spec's gradient alone
-                torch.maximum(top, torch.linalg.vector_norm(own), out=top)
+        for p, kept in own.items():
+            if p.grad is not None:  # this spec's gradient alone
+                kept.append(p.grad - before[p] if p in before else p.grad.clone())
         total += value
-    for p, top in longest.items():  # before the rank average: each rank rescales its own sum
-        if p.grad is not None:
-            norm_matched_(p.grad, top)
     average_gradients(model)  # a no-op in one process
+    if own:
+        average_tensors_([g for kept in own.values() for g in kept])  # a no-op in one process
+        for p, kept in own.items():
+            if kept:
+                norm_matched_(p.grad, torch.stack([torch.linalg.vector_norm(g) for g in kept]).max())
     if uses:  # divide the rank-averaged gradient by the count of the whole batch (max over ranks)
         used = [(p, count) for p, count in uses.items() if p.grad is not None]
         all_reduce_max_([count for _, count in used])
