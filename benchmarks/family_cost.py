@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 import fn3
+from fn3._io import atomic_path, atomic_write_text
 from fn3.config import TrainConfig
 from fn3.spec import Spec, parse_spec
 from fn3.train import make_optimizer, make_rule, resolved_spec_loss, train_step
@@ -148,23 +149,15 @@ def main(argv: list[str] | None = None) -> None:
           "at equal epochs; a twin's is its share of theirs. The 18-epoch rows reuse the step times "
           "of their 6-epoch experiment over their own budgets. Issue 11's target: <= 0.50x.\n\n"
           + "\n".join(lines) + "\n")
-    args.out.mkdir(parents=True, exist_ok=True)
-    _write(args.out / "family_cost.md", md)
+    atomic_write_text(args.out / "family_cost.md", md)
     ratios: dict[str, dict[str, float]] = {}
     for key, name, _, ratio in table:
         if not name.startswith("twin "):
             ratios.setdefault(key, {})[name] = round(ratio, 3)
     payload = {"command": cmd, "batch": args.batch, "repeats": args.repeats, "steps": args.steps,
                "ratios": ratios}
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    _write(args.results, json.dumps(payload, indent=1) + "\n")
+    atomic_write_text(args.results, json.dumps(payload, indent=1) + "\n")
     _plot(table, args.out / "family_cost.png")
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _plot(table: list[tuple[str, str, float, float]], path: Path) -> None:
@@ -183,9 +176,8 @@ def _plot(table: list[tuple[str, str, float, float]], path: Path) -> None:
     ax.set_xlabel("family training CPU time / independent twins' (equal epochs)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
 
 
 if __name__ == "__main__":
