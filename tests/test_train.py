@@ -202,9 +202,9 @@ def test_spec_loss_mean_steps_on_the_average_of_the_losses():
         torch.testing.assert_close(moved["mean"][k], moved["sum"][k] / 2, rtol=1e-4, atol=1e-7)
 
 
-def test_spec_loss_shared_averages_each_weight_over_the_specs_that_use_it():
-    """spec_loss shared: a weight only the largest model uses steps as in the largest model alone, a
-    weight both specs use steps on the mean of their gradients (neither the plain mean nor the sum)."""
+def _two_specs_and_their_gradients():
+    """A small MLP, its largest and smallest specs, a batch, the starting weights, each spec's
+    gradient alone (by parameter name) and SGD at lr 0.1: what a spec_loss test steps from."""
     torch.manual_seed(0)
     model = fn3.create_model("mlp", num_classes=3, in_channels=1, input_size=4, hidden=[8])
     sp = fn3.space(model)
@@ -218,7 +218,13 @@ def test_spec_loss_shared_averages_each_weight_over_the_specs_that_use_it():
             torch.nn.functional.cross_entropy(model(x), y).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     model.load_state_dict(start)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    return model, specs, x, y, start, grads, torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+def test_spec_loss_shared_averages_each_weight_over_the_specs_that_use_it():
+    """spec_loss shared: a weight only the largest model uses steps as in the largest model alone, a
+    weight both specs use steps on the mean of their gradients (neither the plain mean nor the sum)."""
+    model, specs, x, y, start, grads, opt = _two_specs_and_their_gradients()
     train_step(model, opt, x, y, specs, reduction="shared")
     only_largest = both = 0
     for name, p in model.named_parameters():
@@ -235,22 +241,9 @@ def test_spec_loss_shared_averages_each_weight_over_the_specs_that_use_it():
 
 
 def test_spec_loss_norm_steps_along_the_sum_at_the_longest_specs_length():
-    """spec_loss norm: per tensor, the summed gradient rescaled to the norm of the longest spec's
+    """spec_loss norm: per tensor, the summed gradient shortened to the norm of the longest spec's
     gradient; the same spec listed twice steps exactly as it does alone (not twice as far)."""
-    torch.manual_seed(0)
-    model = fn3.create_model("mlp", num_classes=3, in_channels=1, input_size=4, hidden=[8])
-    sp = fn3.space(model)
-    specs = [sp.largest(), sp.smallest()]
-    x, y = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
-    start = {k: v.clone() for k, v in model.state_dict().items()}
-    grads = []
-    for spec in specs:
-        model.zero_grad()
-        with fn3.active(model, spec):
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
-    model.load_state_dict(start)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, specs, x, y, start, grads, opt = _two_specs_and_their_gradients()
     train_step(model, opt, x, y, specs, reduction="norm")
     rescaled = 0
     for name, p in model.named_parameters():
