@@ -24,3 +24,25 @@ def test_a_version_1_config_summed_its_losses():
     assert TrainConfig.from_dict(old).spec_loss == "sum"
     assert TrainConfig().spec_loss == "auto"
     assert TrainConfig.from_dict(TrainConfig(spec_loss="sum").to_dict()).spec_loss == "sum"
+
+
+def test_auto_of_a_version_3_config_keeps_the_loss_it_trained_with():
+    """Config version 4 made ``auto`` the norm-matched sum under the grid; a run written before (its
+    ``auto`` was the per-weight mean there) must resume with the per-weight mean, and say so."""
+    import fn3
+    from fn3.train import resolved_spec_loss
+
+    one = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("channels",))
+    two = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8,
+                           levels=("channels", "bits"))
+    old = TrainConfig(model="resnet20").to_dict()
+    assert old["version"] == 4 and old["spec_loss"] == "auto"
+    old["version"] = 3
+    cfg = TrainConfig.from_dict(old)
+    assert cfg.spec_loss == "auto-v3"
+    assert resolved_spec_loss(one, cfg) == "shared"  # the grid, as version 3 trained it
+    assert resolved_spec_loss(two, cfg) == "mean"  # full+odo draws: mean in every version
+    assert resolved_spec_loss(one, TrainConfig.from_dict(TrainConfig(model="resnet20").to_dict())) == "norm"
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # written again as version 4, still auto-v3
+    old["spec_loss"] = "sum"  # an explicit loss is kept as it is
+    assert TrainConfig.from_dict(old).spec_loss == "sum"

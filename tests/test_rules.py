@@ -42,7 +42,7 @@ def test_auto_rule_is_the_tied_grid_on_one_level_and_full_odo_on_several():
     sp = fn3.space(one)
     cfg = TrainConfig()
     assert cfg.rule == "auto" and resolved_rule(one, cfg) == "specs"
-    assert resolved_spec_loss(one, cfg) == "shared"  # per-weight mean under the grid
+    assert resolved_spec_loss(one, cfg) == "norm"  # the summed gradient at one member's length (v4)
     want = [fn3.parse_spec(f"channels={f}", sp) for f in (1.0, 0.75, 0.5, 0.25)]
     assert want[0] == sp.largest() and len(set(map(str, want))) == 4
     assert all(make_rule(one, cfg)(t) == want for t in range(5))  # the grid, every step, largest first

@@ -18,6 +18,7 @@ from __future__ import annotations
 from runner import (
     AUTO,
     AUTO_NORM,
+    AUTO_NORM_RANDOM_ORDER,
     AUTO_RANDOM_ORDER,
     CIFAR_QUICK,
     DEFAULT,
@@ -76,9 +77,10 @@ def experiment() -> Experiment:
         every_budget(budgets, "sum"),
         every_budget(budgets, lr=0.2),  # between the two: the mean of four losses at twice the step
         every_budget(budgets, "shared"),  # each weight's gradient averaged over the specs using it
-        AUTO,  # fn3 train's default since config version 3: the tied grid, per-weight mean
+        AUTO,  # fn3 train's default in config version 3: the tied grid, per-weight mean
         AUTO_RANDOM_ORDER,
-        AUTO_NORM,  # candidate: the grid, the summed gradient at one member's step length
+        AUTO_NORM,  # fn3 train's default since config version 4: the grid, norm-matched sum
+        AUTO_NORM_RANDOM_ORDER,
     )
     return Experiment(
         key="exp2_channels", title="FN3-channel: CIFAR-10, ResNet-20", level="channels",
@@ -99,7 +101,7 @@ def longer(epochs: int = 18) -> Experiment:
     budgets = tuple(b for b in short.budgets if b.x in (1.0, 0.5, 0.25))
     arms = tuple(a for a in short.arms if a.name in (
         "fn3 ODO (geometric)", "fn3 ODO (geometric), one draw per kind", "independent (one per width)",
-        DEFAULT.name, SANDWICH_MEAN.name, AUTO.name, AUTO_NORM.name))
+        DEFAULT.name, SANDWICH_MEAN.name, AUTO.name, AUTO_NORM.name, AUTO_NORM_RANDOM_ORDER.name))
     # its own three budgets each step
     arms += (every_budget(budgets), every_budget(budgets, lr=0.2), every_budget(budgets, "shared"))
     return Experiment(

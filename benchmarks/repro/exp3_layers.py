@@ -18,6 +18,7 @@ from __future__ import annotations
 from runner import (
     AUTO,
     AUTO_NORM,
+    AUTO_NORM_RANDOM_ORDER,
     AUTO_RANDOM_ORDER,
     CIFAR_QUICK,
     DEFAULT,
@@ -69,9 +70,10 @@ def experiment(depth: int = 20) -> Experiment:
         every_budget(budgets, "sum"),
         every_budget(budgets, lr=0.2),  # the mean of the losses at twice the step
         every_budget(budgets, "shared"),  # each weight's gradient averaged over the specs using it
-        AUTO,  # fn3 train's default since config version 3: the tied grid, per-weight mean
+        AUTO,  # fn3 train's default in config version 3: the tied grid, per-weight mean
         AUTO_RANDOM_ORDER,
-        AUTO_NORM,  # candidate: the grid, the summed gradient at one member's step length
+        AUTO_NORM,  # fn3 train's default since config version 4: the grid, norm-matched sum
+        AUTO_NORM_RANDOM_ORDER,
     )
     return Experiment(
         key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",
@@ -91,7 +93,7 @@ def longer(epochs: int = 18) -> Experiment:
     arms = tuple(a for a in short.arms if a.name in (
         "independent (one per depth)", DEFAULT.name, SANDWICH_MEAN.name, SANDWICH_RANDOM_ORDER.name,
         "fn3 every budget each step, mean loss", "fn3 every budget each step, lr 0.2, mean loss",
-        AUTO.name, AUTO_RANDOM_ORDER.name, AUTO_NORM.name))  # auto's grid is every depth
+        AUTO.name, AUTO_RANDOM_ORDER.name, AUTO_NORM.name, AUTO_NORM_RANDOM_ORDER.name))  # grid: every depth
     return Experiment(
         key=f"exp3_layers_resnet20_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-20",
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from runner import (
     AUTO,
     AUTO_NORM,
+    AUTO_NORM_RANDOM_ORDER,
     AUTO_RANDOM_ORDER,
     CIFAR_QUICK,
     DEFAULT,
@@ -54,9 +55,10 @@ def experiment() -> Experiment:
         every_budget(budgets, "sum"),
         every_budget(budgets, lr=0.2),  # the mean of the losses at twice the step
         every_budget(budgets, "shared"),  # each weight's gradient averaged over the specs using it
-        AUTO,  # fn3 train's default since config version 3: the tied grid, per-weight mean
+        AUTO,  # fn3 train's default in config version 3: the tied grid, per-weight mean
         AUTO_RANDOM_ORDER,
-        AUTO_NORM,  # candidate: the grid, the summed gradient at one member's step length
+        AUTO_NORM,  # fn3 train's default since config version 4: the grid, norm-matched sum
+        AUTO_NORM_RANDOM_ORDER,
     )
     quick = {**CIFAR_QUICK, "model_kwargs": {"widths": [16, 32, 64]}}
     return Experiment(

@@ -51,8 +51,8 @@ def experiment() -> Experiment:
         every_budget(budgets, "sum"),
         every_budget(budgets, lr=0.2),  # the mean of the losses at twice the step
         every_budget(budgets, distill_start=0.3),  # soft labels from the largest once it has learned
-        AUTO,  # fn3 train's default since config version 3: the tied grid, per-weight mean
-        AUTO_NORM,  # candidate: the grid, the summed gradient at one member's step length
+        AUTO,  # fn3 train's default in config version 3: the tied grid, per-weight mean
+        AUTO_NORM,  # fn3 train's default since config version 4: the grid, norm-matched sum
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",

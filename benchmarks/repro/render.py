@@ -145,11 +145,12 @@ def _intro(results: Mapping[str, Any]) -> list[str]:
                   "The arms named 'fn3 default (full+odo, ...)' train `full+odo`, `fn3 train`'s "
                   "default until December 2026; 'fn3 sandwich, tied, mean loss' is what the default "
                   "(`rule=\"auto\"`) trained a family nested in one level with until config version "
-                  "3. The default now trains a family nested in one level as the arm 'fn3 auto (tied "
-                  "grid ...)' does (every axis at 100/75/50/25% of its units, bits 8/6/4/2, every "
-                  "step, each weight's gradient averaged over the members that use it) and a family "
-                  "nested in several as 'fn3 default' does: the rows marked [fn3's default, rule "
-                  "auto] hold it to issue 11's targets.", "",
+                  "3, and 'fn3 auto (tied grid ..., per-weight mean)' what it trained until version "
+                  "4. The default now trains a family nested in one level as the arm 'fn3 auto grid, "
+                  "norm-matched sum' does (every axis at 100/75/50/25% of its units, bits 8/6/4/2, "
+                  "every step, the step along the members' summed gradient at the length of the "
+                  "longest member's) and a family nested in several as 'fn3 default' does: the rows "
+                  "marked [fn3's default, rule auto] hold it to issue 11's targets.", "",
                   "| experiment | target | measured | verdict |", "| --- | --- | --- | --- |"]
         lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |" for r in rows]
         lines += [""]

@@ -164,15 +164,18 @@ SANDWICH_RANDOM_ORDER = Arm("fn3 sandwich, tied, random-order removal", kind="ra
                             source=SANDWICH_MEAN.name)
 
 
-#: ``fn3 train``'s default since config version 3 (issue 11): ``rule="auto"`` trains a family nested in one
-#: level on the tied grid (every axis at 100, 75, 50 and 25% of its units; bits 8, 6, 4, 2) every step,
-#: each weight's gradient averaged over the grid members that use it; and its tail-vs-random ablation.
+#: ``fn3 train``'s default from config version 3 to 4 (issue 11): ``rule="auto"`` trained a family nested
+#: in one level on the tied grid (every axis at 100, 75, 50 and 25% of its units; bits 8, 6, 4, 2) every
+#: step, each weight's gradient averaged over the grid members that use it; and its tail-vs-random
+#: ablation. Its results were trained with ``spec_loss="auto"`` of version 3, which is ``"shared"``.
 AUTO = Arm("fn3 auto (tied grid 100/75/50/25%, per-weight mean)",
-           train={"rule": "auto", "dist": None, "tie": None, "spec_loss": "auto"})
+           train={"rule": "auto", "dist": None, "tie": None, "spec_loss": "shared"})
 AUTO_RANDOM_ORDER = Arm("fn3 auto, random-order removal", kind="random-order", source=AUTO.name)
-#: A candidate default (issue 11): the same grid, the step along the members' summed gradient at the
-#: length of the longest member's (``spec_loss="norm"``).
+#: ``fn3 train``'s default since config version 4 (issue 11): the same grid, the step along the members'
+#: summed gradient at the length of the longest member's (``spec_loss="norm"``); and its ablation.
 AUTO_NORM = Arm("fn3 auto grid, norm-matched sum", train={**AUTO.train, "spec_loss": "norm"})
+AUTO_NORM_RANDOM_ORDER = Arm("fn3 auto norm, random-order removal", kind="random-order",
+                             source=AUTO_NORM.name)
 
 
 def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float | None = None,
@@ -390,7 +393,7 @@ def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:
     defaults = TrainConfig().to_dict()
     train = {k: v for k, v in settings["train"].items()
              if k in old["train"] or k not in defaults or v not in (defaults[k], _FORMER.get(k))}
-    if old["train"].get("version") in (1, 2):  # versions 2 and 3 only added spec_loss and grid
+    if old["train"].get("version") in (1, 2, 3):  # versions 2-4 only added or changed spec_loss and grid
         train["version"] = old["train"]["version"]
     return {**settings, "train": train}
 

@@ -282,18 +282,19 @@ CANDIDATE_PREFIXES = (
     "fn3 sandwich, tied, corners only", "fn3 every budget each step, mean",
     "fn3 every budget each step, summed", "fn3 every budget each step, lr",
     "fn3 every budget each step, distillation", "fn3 every budget each step, per-weight",
-    "fn3 sandwich, tied, per-weight", "fn3 auto grid, norm",
+    "fn3 sandwich, tied, per-weight", "fn3 auto (",
 )
 
 
 def default_arms(res: Mapping[str, Any]) -> tuple[str, str]:
     """Names (or prefixes) of the arm trained as ``fn3 train``'s default (``rule="auto"``:
-    :func:`fn3.sampling.auto_rule`) and of its random-order ablation: the tied grid on the per-weight
-    mean ("fn3 auto" arms, since config version 3) for a family nested in one level, ``full+odo`` (the
-    "fn3 default" arms) for several."""
+    :func:`fn3.sampling.auto_rule`) and of its random-order ablation: the tied grid on the norm-matched
+    sum ("fn3 auto grid, norm" arms, since config version 4; the per-weight mean of the "fn3 auto ("
+    arms in version 3, now a candidate) for a family nested in one level, ``full+odo`` (the "fn3
+    default" arms) for several."""
     if "," in res.get("level", ""):
         return DEFAULT_PREFIX + " (", DEFAULT_PREFIX + ", random-order"
-    return "fn3 auto (", "fn3 auto, random-order"
+    return "fn3 auto grid, norm", "fn3 auto norm, random-order"
 
 
 def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:

@@ -33,12 +33,13 @@ Networks and Any-Precision DNN train their few widths or bit-widths.
 :func:`auto_rule` is ``fn3 train``'s default (``rule="auto"``): the rule measured best for the
 family's shape. Nested in **one** level (channels, layers, paths or bits), it trains a tied grid of
 levels every step (:func:`grid_specs`: every axis at 100, 75, 50 and 25% of its units, or 8, 6, 4 and
-2 bits, and the smallest sub-model) with each weight's gradient averaged over the grid members that
-use it (``spec_loss="shared"``): on 6-epoch CIFAR-10 runs its worst gap to the networks trained alone
-is smaller than the tied sandwich's (largest + smallest + one uniform draw tied per kind, the default
-before) on channels, layers, paths and bits, its full model is within 1.7 pt of the network trained
-alone on the first three (above it on channels) (``docs/reproduction.md``), and the family costs
-what they cost at equal epochs (0.77-1.02x, step against step: ``benchmarks/family_cost.py``).
+2 bits, and the smallest sub-model), the step along the members' summed gradient at the length of
+the longest member's (``spec_loss="norm"``, :func:`fn3.train.resolved_spec_loss`): on 6-epoch
+CIFAR-10 runs its worst gap to the networks trained alone is smaller than the tied sandwich's
+(largest + smallest + one uniform draw tied per kind, the default before) on channels, paths and
+bits (layers: -4.7 against -4.6 pt), at 18 epochs every channel width is within 1.1 pt of its own
+network (``docs/reproduction.md``), and the family costs what they cost at equal epochs
+(0.77-1.02x, step against step: ``benchmarks/family_cost.py``).
 Nested in several levels at once a grid or a sandwich's "smallest" is the
 corner of all of them (the 2-bit, 25%-wide, shallowest network), which then takes a share of every
 step: there :class:`FullPlusODO` measures better (the README's "Which training rule" table has the

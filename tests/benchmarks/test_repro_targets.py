@@ -45,16 +45,18 @@ def _res(level: str, **arms: dict) -> dict:
 
 
 def test_parity_rows_use_the_common_protocol_and_the_default_of_the_family():
-    one = _res("bits", **{"fn3 auto (tied grid 100/75/50/25%, per-weight mean)": NEW,
+    one = _res("bits", **{"fn3 auto grid, norm-matched sum": NEW,
+                          "fn3 auto (tied grid 100/75/50/25%, per-weight mean)": OLD,
                           "fn3 sandwich, tied, mean loss": OLD, "fn3 default (full+odo, mean loss)": OLD,
                           "independent (one per bit-width)": OLD})
     rows = [r for r in targets.target_rows(one) if "independent twin" in r[1]]
     default = next(r for r in rows if "[fn3's default" in r[1])
-    assert default[1].startswith("every fn3 auto (tied grid")  # one level: the tied grid
+    assert default[1].startswith("every fn3 auto grid, norm")  # one level: the grid (config v4)
     assert "worst gap -3.00 pt (8 bits" in default[2] and "missed" in default[3]  # 0.47 vs 0.50
     assert any(r[1].startswith("every fn3 default (full+odo") and "(candidate)" in r[1] for r in rows)
     assert any(r[1].startswith("every fn3 sandwich, tied, mean") and "(candidate)" in r[1] for r in rows)
-    drop = next(r for r in targets.target_rows(one) if r[1].startswith("2-bit fn3 auto"))
+    assert any(r[1].startswith("every fn3 auto (tied grid") and "(candidate)" in r[1] for r in rows)
+    drop = next(r for r in targets.target_rows(one) if r[1].startswith("2-bit fn3 auto grid"))
     assert "drop 2.00 pt" in drop[2]  # within the arm: its own bn_aug, 55 -> 53
     several = _res("bits,channels", **{"fn3 sandwich, tied, mean loss": NEW,
                                         "fn3 default (full+odo, mean loss)": OLD,
@@ -73,7 +75,7 @@ def test_an_arm_run_twice_costs_its_smallest_cpu_time():
 def test_the_family_cost_verdict_reads_the_interleaved_step_ratio_where_measured():
     """benchmarks/family_cost.py's ratio (res["_step_cost"]) decides the cost target; without it the
     runs' CPU times do (here equal: 1.00x)."""
-    auto = "fn3 auto (tied grid 100/75/50/25%, per-weight mean)"
+    auto = "fn3 auto grid, norm-matched sum"
     one = _res("bits", **{auto: NEW, "independent (one per bit-width)": OLD})
 
     def cost_row(res: dict) -> tuple[str, str, str, str]:

@@ -136,7 +136,7 @@ def test_training_rule_flags_reach_the_run(tmp_path):
     assert main(["train", *common, "--spec-loss", "sum", "--zero-init-residual", "--out", str(out)]) == 0
     cfg = read_config(out)
     assert cfg.spec_loss == "sum" and cfg.zero_init_residual
-    assert read_config(out).to_dict()["version"] == 3
+    assert read_config(out).to_dict()["version"] == 4
     # one step from zero: the last norms of the blocks are still close to zero, the first ones are not
     blocks = [m for m in load_run(out, checkpoint=True).model.modules() if isinstance(m, BasicBlock)]
     assert max(float(b.bn2.weight.detach().abs().max()) for b in blocks) < 0.5

@@ -100,7 +100,7 @@ def train(
     ] = None,
     spec_loss: Annotated[
         str | None,
-        typer.Option(help="auto (default: shared for rule specs, mean for the others), mean, sum, "
+        typer.Option(help="auto (default: norm for rule specs, mean for the others), mean, sum, "
                      "shared or norm: how a step combines the losses of its specs; sum multiplies the step "
                      "size of the shared weights by the number of specs, shared averages each "
                      "weight's gradient over the specs that use it, norm steps along the summed "
