@@ -7,7 +7,8 @@ without BN re-estimation.
 
 CPU budget: 500 training images per class (5,000), 6 epochs, 200 test images per class (2,000).
 
-    python benchmarks/repro/exp4_paths.py            # full
+    python benchmarks/repro/exp4_paths.py --only exp4_paths        # full
+    python benchmarks/repro/exp4_paths.py --only exp4_paths_18ep   # the same for 18 epochs
     python benchmarks/repro/exp4_paths.py --quick    # seconds
 """
 
@@ -67,9 +68,27 @@ def experiment() -> Experiment:
         quick=quick, test_limit=200, notes="Every block keeps the same fraction of its 8 paths.")
 
 
+def longer(epochs: int = 18) -> Experiment:
+    """The gap to independent training against the training length: the same setup for 3x the
+    epochs, with the independent networks and fn3's default on one level in config versions 3
+    (per-weight mean) and 4 (norm-matched sum), each with its random-order ablation.
+
+    Run with ``--only exp4_paths_18ep`` (about 100 minutes on 2 cores, two arms at a time).
+    """
+    short = experiment()
+    arms = tuple(a for a in short.arms if a.name in (
+        "independent (one per path count)", AUTO.name, AUTO_RANDOM_ORDER.name, AUTO_NORM.name,
+        AUTO_NORM_RANDOM_ORDER.name))
+    return Experiment(
+        key=f"exp4_paths_{epochs}ep", title=f"FN3-path, {epochs} epochs: CIFAR-10, ResNeXt (tiny)",
+        level="paths", x_label=short.x_label, budgets=short.budgets, arms=arms,
+        base=short.base.replace(epochs=epochs), quick=short.quick, test_limit=200,
+        notes=f"Experiment 4 with {epochs} epochs instead of 6: does the gap shrink with training length?")
+
+
 def experiments() -> list[Experiment]:
     """Every experiment this script runs (its ``--only`` choices)."""
-    return [experiment()]
+    return [experiment(), longer()]
 
 
 if __name__ == "__main__":
