@@ -1,0 +1,51 @@
+"""benchmarks/repro/heldout.py on a --quick run: the two grid arms of experiment 3 are trained (a tiny
+subset, one epoch), then scored again on the page's test images (which must give the page's numbers:
+the script refuses otherwise) and on the held-out rest of the test split."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import fn3
+
+REPRO = Path(__file__).resolve().parents[2] / "benchmarks" / "repro"
+
+
+def _load(name: str):
+    if str(REPRO) not in sys.path:
+        sys.path.insert(0, str(REPRO))
+    return importlib.import_module(name)
+
+
+def test_heldout_scores_both_arms_and_checks_the_page(tmp_path, data_root):
+    runner, exp3, heldout = _load("runner"), _load("exp3_layers"), _load("heldout")
+    exp = exp3.experiment(20)
+    names = [runner.AUTO.name, runner.AUTO_NORM.name]
+    quick = ["--quick", "--results-dir", str(tmp_path)]
+    runner.main([exp], [*quick, "--arms", *names], script=exp3.__file__)
+    out = tmp_path / "heldout.md"
+    assert heldout.main([*quick, "--only", exp.key, "--out", str(out)]) == 0
+    saved = json.loads((tmp_path / "heldout.json").read_text())["experiments"][exp.key]
+    assert saved["page_images"] == 10 * exp.quick_test_limit
+    assert saved["heldout_images"] == 10_000 - saved["page_images"]  # the rest of CIFAR-10's test split
+    assert set(saved["budgets"]) == {b.label for b in exp.budgets}
+    for row in saved["budgets"].values():
+        d = row["norm_minus_shared"]
+        assert d["heldout"] == pytest.approx(row[names[1]]["heldout"] - row[names[0]]["heldout"], abs=1e-6)
+        assert 0 < d["se"] < 0.02  # 9,950 paired images: well under a point
+    assert out.read_text().count(f"| {exp.key} |") == len(exp.budgets)
+
+    # A page value the models do not give (another model or protocol) is refused, nothing written.
+    path = tmp_path / f"{exp.key}.json"
+    res = json.loads(path.read_text())
+    res["arms"][names[1]]["accuracy"]["bn_aug"][exp.budgets[0].label] += 0.01
+    path.write_text(json.dumps(res))
+    out.unlink()
+    with pytest.raises(fn3.ConfigError, match="not the model or protocol the page scored"):
+        heldout.main([*quick, "--only", exp.key, "--out", str(out)])
+    assert not out.exists()
