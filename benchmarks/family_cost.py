@@ -65,7 +65,7 @@ def experiments() -> list[tuple[object, list]]:
 
     return [(exp2_channels.experiment(), [exp2_channels.longer()]),
             (exp3_layers.experiment(20), [exp3_layers.longer()]),
-            (exp4_paths.experiment(), []), (exp5_bits.experiment(), [])]
+            (exp4_paths.experiment(), [exp4_paths.longer()]), (exp5_bits.experiment(), [])]
 
 
 def _model(cfg: TrainConfig) -> torch.nn.Module:

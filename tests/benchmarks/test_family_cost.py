@@ -22,7 +22,7 @@ def test_quick_family_cost_runs(tmp_path):
     rows = [r for r in rows if r[0] != "experiment"]  # the header
     keys = {r[0] for r in rows}
     assert keys == {"exp2_channels", "exp2_channels_18ep", "exp3_layers_resnet20",
-                    "exp3_layers_resnet20_18ep", "exp4_paths", "exp5_bits"}
+                    "exp3_layers_resnet20_18ep", "exp4_paths", "exp4_paths_18ep", "exp5_bits"}
     for key in keys:
         mine = {r[1]: float(r[3].rstrip("x")) for r in rows if r[0] == key}
         shares = [v for k, v in mine.items() if k.startswith("twin ")]
