@@ -151,7 +151,11 @@ def _intro(results: Mapping[str, Any]) -> list[str]:
                   "norm-matched sum' does (every axis at 100/75/50/25% of its units, bits 8/6/4/2, "
                   "every step, the step along the members' summed gradient at the length of the "
                   "longest member's) and a family nested in several as 'fn3 default' does: the rows "
-                  "marked [fn3's default, rule auto] hold it to issue 11's targets.", "",
+                  "marked [fn3's default, rule auto] hold it to issue 11's targets. The choice between "
+                  "the grid's two losses was checked again on the 8,000 test images this page does "
+                  "not use, where the noise of a difference is a third of this page's: "
+                  "[benchmarks/heldout.md](benchmarks/heldout.md) (`python "
+                  "benchmarks/repro/heldout.py`).", "",
                   "| experiment | target | measured | verdict |", "| --- | --- | --- | --- |"]
         lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |" for r in rows]
         lines += [""]
