@@ -85,14 +85,16 @@ class TrainingError(Fn3Error):
 
 @dataclass
 class FitResult:
-    """What :func:`fit` did: final step, per-epoch history, wall time (seconds) and the rule it
-    trained with (``cfg.rule``, or what ``"auto"`` resolved to: :func:`resolved_rule`)."""
+    """What :func:`fit` did: final step, per-epoch history, wall time (seconds), the rule it trained
+    with (``cfg.rule``, or what ``"auto"`` resolved to: :func:`resolved_rule`) and how its steps
+    combined their specs' losses (:func:`resolved_spec_loss`)."""
 
     step: int
     history: list[dict[str, Any]] = field(default_factory=list)
     wall_time: float = 0.0
     interrupted: bool = False
     rule: str = ""
+    spec_loss: str = ""
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -407,8 +409,8 @@ def fit(
     per_epoch = num_batches(len(train), cfg.batch_size, drop_last)
     total = per_epoch * cfg.epochs
     aug = augment_mode(cfg, train)
-    result = FitResult(step=0, rule=resolved_rule(model, cfg))
     spec_loss = resolved_spec_loss(model, cfg)
+    result = FitResult(step=0, rule=resolved_rule(model, cfg), spec_loss=spec_loss)
     if resume and run is None:
         raise TrainingError("resume=True needs the run_dir to resume from")
     # A run killed before its first checkpoint restarts from step 0: the model's initial weights are a

@@ -154,24 +154,41 @@ def test_levels_repeated_or_comma_joined_mean_the_same(tmp_path):
     assert set(load_run(a).space.kinds()) == {"channels", "layers"}
 
 
+def test_a_run_written_by_config_version_3_resumes_with_its_loss(tmp_path, capsys):
+    """Version 4 made auto's loss on the grid norm; a version-3 run directory (auto meant shared) must
+    go on with shared when resumed, and say so."""
+    import json
+
+    out = tmp_path / "v3"
+    args = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--levels", "channels",
+            "--no-progress"]
+    assert main(["train", *args, "--max-steps", "1", "--out", str(out)]) == 0
+    assert "(rule specs, spec loss norm)" in capsys.readouterr().out
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["version"] == 4 and cfg["spec_loss"] == "auto"
+    (out / "config.json").write_text(json.dumps({**cfg, "version": 3}))  # as fn3 with config v3 wrote it
+    assert main(["train", "--resume", str(out), "--max-steps", "2", "--no-progress"]) == 0
+    assert "(rule specs, spec loss shared)" in capsys.readouterr().out
+
+
 def test_train_says_which_rule_auto_picked(tmp_path, capsys):
     common = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--max-steps", "1", "--no-progress"]
     assert main(["train", *common, "--levels", "channels", "--out", str(tmp_path / "one")]) == 0
-    assert "(rule specs)" in capsys.readouterr().out  # one level: the tied grid
+    assert "(rule specs, spec loss norm)" in capsys.readouterr().out  # one level: the tied grid
     no_grid = ["--levels", "channels", "--grid", "none", "--out", str(tmp_path / "s")]
     assert main(["train", *common, *no_grid]) == 0
-    assert "(rule sandwich)" in capsys.readouterr().out  # no grid: the tied sandwich
+    assert "(rule sandwich, spec loss mean)" in capsys.readouterr().out  # no grid: the tied sandwich
     assert main(["train", *common, "--levels", "channels,bits", "--out", str(tmp_path / "two")]) == 0
-    assert "(rule full+odo)" in capsys.readouterr().out
+    assert "(rule full+odo, spec loss mean)" in capsys.readouterr().out
     listed = ["--levels", "channels,bits", "--train-spec", "channels=0.5,bits=4",
               "--out", str(tmp_path / "b")]
     assert main(["train", *common, *listed]) == 0
-    assert "(rule specs)" in capsys.readouterr().out  # sub-models listed: auto trains each of them
+    assert "(rule specs, spec loss norm)" in capsys.readouterr().out  # listed: auto trains each of them
     # a run that finishes says it too (8 images per class: one short epoch)
     done = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--limit", "8", "--no-progress",
             "--levels", "channels", "--out", str(tmp_path / "done")]
     assert main(["train", *done]) == 0
-    assert "(rule specs); run directory" in capsys.readouterr().out
+    assert "(rule specs, spec loss norm); run directory" in capsys.readouterr().out
 
 
 def test_version(capsys):

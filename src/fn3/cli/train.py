@@ -204,13 +204,18 @@ def train(
     _report(result, out)
 
 
+def _rule_text(result: Any) -> str:
+    """``rule specs, spec loss norm``: what a run trained with (a resumed run: what it started with)."""
+    return f"rule {result.rule}, spec loss {result.spec_loss}" if result.spec_loss else f"rule {result.rule}"
+
+
 def _report(result: Any, out: Path) -> None:
     from fn3 import distributed
 
     if not distributed.is_main():
         return
     if result.interrupted:
-        console.print(f"stopped at step {result.step} (rule {result.rule}); continue with: "
+        console.print(f"stopped at step {result.step} ({_rule_text(result)}); continue with: "
                       f"fn3 train --resume {out}")
         return
     final = result.history[-1].get("test_accuracy", {}) if result.history else {}
@@ -220,7 +225,7 @@ def _report(result: Any, out: Path) -> None:
     for name, acc in final.items():
         table.add_row(name, f"{acc * 100:.2f}%")
     console.print(table)
-    console.print(f"{result.step} steps in {result.wall_time:.1f} s (rule {result.rule}); "
+    console.print(f"{result.step} steps in {result.wall_time:.1f} s ({_rule_text(result)}); "
                   f"run directory: {out}")
 
 
