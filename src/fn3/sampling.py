@@ -39,7 +39,7 @@ CIFAR-10 runs its worst gap to the networks trained alone is smaller than the ti
 (largest + smallest + one uniform draw tied per kind, the default before) on channels, paths and
 bits (layers: -4.7 against -4.6 pt), at 18 epochs every channel width is within 1.1 pt of its own
 network (``docs/reproduction.md``), and the family costs what they cost at equal epochs
-(0.77-1.02x, step against step: ``benchmarks/family_cost.py``).
+(0.77-1.04x, step against step: ``benchmarks/family_cost.py``).
 Nested in several levels at once a grid or a sandwich's "smallest" is the
 corner of all of them (the 2-bit, 25%-wide, shallowest network), which then takes a share of every
 step: there :class:`FullPlusODO` measures better (the README's "Which training rule" table has the
