@@ -215,8 +215,9 @@ def _report(result: Any, out: Path) -> None:
     if not distributed.is_main():
         return
     if result.interrupted:
+        # One unwrapped line: the command is copied as it is (a wrapped path breaks the copy).
         console.print(f"stopped at step {result.step} ({_rule_text(result)}); continue with: "
-                      f"fn3 train --resume {out}")
+                      f"fn3 train --resume {out}", soft_wrap=True)
         return
     final = result.history[-1].get("test_accuracy", {}) if result.history else {}
     table = Table(title=f"test accuracy ({out})")
@@ -226,7 +227,7 @@ def _report(result: Any, out: Path) -> None:
         table.add_row(name, f"{acc * 100:.2f}%")
     console.print(table)
     console.print(f"{result.step} steps in {result.wall_time:.1f} s ({_rule_text(result)}); "
-                  f"run directory: {out}")
+                  f"run directory: {out}", soft_wrap=True)
 
 
 @app.command("eval")
