@@ -62,8 +62,9 @@ OPTIMIZERS = ("sgd", "adamw")
 #: ``norm`` steps along the summed gradient shortened per tensor to the longest spec's gradient
 #: (:func:`fn3.train.norm_matched_`): the ``mean`` step where the specs agree, up to ``sqrt(n)`` times
 #: it where they pull apart. Since config version 4 ``auto`` is ``norm`` under ``rule="specs"``
-#: (measured in issue 11: worst gap to the networks trained alone smaller on four of the six CIFAR-10
-#: families, both 18-epoch ones included; docs/reproduction.md).
+#: (measured in issue 11 on 8,000 held-out CIFAR-10 test images against ``shared``: the smallest member
+#: 1.1-3.8 pt better on channels, paths and bits, layers the same, the full model 0.6-1.7 pt lower
+#: except on bits; benchmarks/repro/heldout.py, docs/benchmarks/heldout.md).
 SPEC_LOSSES = ("auto", "mean", "sum", "shared", "norm")
 #: Values only read from older configs: ``auto-v3`` is ``auto`` as config versions 1-3 resolved it
 #: (``shared`` under ``rule="specs"``, ``mean`` otherwise), so their runs resume unchanged.
