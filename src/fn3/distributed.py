@@ -127,9 +127,7 @@ def average_gradients(model: torch.nn.Module) -> None:
     rule trains two) a parameter used by an earlier spec but not by the last one depended on DDP's
     bookkeeping across ``no_sync``; one explicit average after all the specs needs none.
     """
-    if world_size() == 1:
-        return
-    _all_reduce_flat_([p.grad for p in model.parameters() if p.grad is not None], divisor=world_size())
+    average_tensors_([p.grad for p in model.parameters() if p.grad is not None])
 
 
 def average_tensors_(tensors: list[torch.Tensor]) -> None:
