@@ -28,12 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import arms  # the page's own calibration batches (same folder)
 import torch
 from runner import AUTO, AUTO_NORM, RESULTS, ROOT, Context, Experiment, experiment_data
 
 import fn3
 from fn3._io import atomic_write_text
-from fn3.data import ImageDataset, batches, load_dataset
+from fn3.data import batches, load_dataset
+from fn3.data.registry import first_per_class_mask
 from fn3.errors import ConfigError
 from fn3.evaluate import bn_recalibrated, predict
 from fn3.run import load_run
@@ -56,23 +58,13 @@ def experiments() -> list[Experiment]:
             *exp4_paths.experiments(), exp5_bits.experiment()]
 
 
-def split_test(test: ImageDataset, first: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masks (N,) of the first ``first`` images of each class (the page's subset) and of the rest."""
-    one_hot = torch.nn.functional.one_hot(test.labels, test.num_classes)  # (N, K)
-    rank = (one_hot.cumsum(0) * one_hot).sum(1)  # (N,) 1-based position within its class
-    return rank <= first, rank > first
-
-
-def correct(model: torch.nn.Module, ctx: Context, spec_text: str, test: ImageDataset) -> torch.Tensor:
-    """Per-image correctness (N,) bool of ``spec_text`` on ``test``, BatchNorm re-estimated for it on
-    the page's augmented calibration batches (``bn_aug``)."""
-    import arms  # the page's own calibration batches (same folder)
-
+def correct(model: torch.nn.Module, ctx: Context, spec_text: str, test: list) -> torch.Tensor:
+    """Per-image correctness (N,) bool of ``spec_text`` on the normalised ``test`` batches, BatchNorm
+    re-estimated for it on the page's augmented calibration batches (``bn_aug``)."""
     spec = parse_spec(spec_text, fn3.space(model))
     calib = arms._calib_batches(ctx, augmented=True)
-    cfg = ctx.cfg
     with bn_recalibrated(model, spec, calib, len(calib)):
-        pred, y = predict(model, list(batches(test, 256, shuffle=False, mean=cfg.mean, std=cfg.std)), spec)
+        pred, y = predict(model, test, spec)
     return pred == y
 
 
@@ -88,17 +80,18 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
     experiment's ``--quick`` run)."""
     cfg, train, val, _ = experiment_data(exp, quick=quick)
     full = load_dataset(cfg.data, "test", cfg.data_dir)
-    page_mask, rest_mask = split_test(full, exp.quick_test_limit if quick else exp.test_limit)
-    page, rest = full.subset(page_mask), full.subset(rest_mask)
+    page_mask = first_per_class_mask(full, exp.quick_test_limit if quick else exp.test_limit)
+    page, rest = full.subset(page_mask), full.subset(~page_mask)
     ctx = Context(exp, cfg, train, val, page, Path("."), quick, results)
+    page_b, rest_b = (list(batches(d, 256, shuffle=False, mean=cfg.mean, std=cfg.std)) for d in (page, rest))
     out: dict[str, Any] = {"page_images": len(page), "heldout_images": len(rest), "budgets": {}}
     models = {name: load_run(results["arms"][name]["runs"]["model"]["run_dir"]).model for name in ARMS}
     for b in exp.budgets:
         row: dict[str, Any] = {}
         hits = {}
         for name, model in models.items():
-            hit_page = correct(model, ctx, b.spec, page)
-            hit_rest = correct(model, ctx, b.spec, rest)
+            hit_page = correct(model, ctx, b.spec, page_b)
+            hit_rest = correct(model, ctx, b.spec, rest_b)
             hits[name] = hit_rest
             recorded = results["arms"][name]["accuracy"]["bn_aug"][b.label]
             got = float(hit_page.float().mean())

@@ -130,11 +130,17 @@ def _canonical(name: str) -> str:
     return key
 
 
-def _first_per_class(ds: ImageDataset, limit: int) -> ImageDataset:
-    """The first ``limit`` images of each class, in dataset order."""
+def first_per_class_mask(ds: ImageDataset, limit: int) -> torch.Tensor:
+    """Mask (N,) bool of the first ``limit`` images of each class, in dataset order: the images
+    ``load_dataset(..., limit=limit)`` keeps."""
     one_hot = torch.nn.functional.one_hot(ds.labels, ds.num_classes)  # (N, K)
     rank = (one_hot.cumsum(0) * one_hot).sum(1)  # (N,) 1-based position within its class
-    keep = rank <= limit  # (N,) bool
+    return rank <= limit
+
+
+def _first_per_class(ds: ImageDataset, limit: int) -> ImageDataset:
+    """The first ``limit`` images of each class, in dataset order."""
+    keep = first_per_class_mask(ds, limit)  # (N,) bool
     return ds if bool(keep.all()) else ds.subset(keep)
 
 
