@@ -51,8 +51,11 @@ def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:
             out[data["experiment"]] = data
     cost = results_dir / "family_cost.json"  # benchmarks/family_cost.py: per-step cost ratios
     ratios = json.loads(cost.read_text()).get("ratios", {}) if cost.is_file() else {}
+    held = results_dir / "heldout.json"  # benchmarks/repro/heldout.py: the 8,000 unused test images
+    heldout = json.loads(held.read_text()).get("experiments", {}) if held.is_file() else {}
     for key, data in out.items():
         data["_step_cost"] = ratios.get(key, {})
+        data["_heldout"] = heldout.get(key, {})
     return out
 
 

@@ -351,6 +351,32 @@ def _parity_rows(res: Mapping[str, Any], name: str, arm: Mapping[str, Any], inde
 CHANCE = 0.1  # ten classes
 
 
+def _heldout_rows(res: Mapping[str, Any], name: str) -> list[tuple[str, str, str, str]]:
+    """The default's parity targets read again on the test images the page does not use
+    (``res["_heldout"]``: ``benchmarks/repro/heldout.py``, where the independent twins were kept):
+    information beside the page's verdicts, with the paired noise of each gap (a third of the page's)."""
+    held = res.get("_heldout") or {}
+    gaps = {lb: r["norm_minus_independent"] for lb, r in held.get("budgets", {}).items()
+            if "norm_minus_independent" in r}
+    if not gaps:
+        return []
+    key, n = res["experiment"], held.get("heldout_images", 0)
+    worst = min(gaps, key=lambda lb: gaps[lb]["heldout"])
+    first = res["budgets"][0]["label"]
+    w, f = gaps[worst], gaps.get(first)
+    measured = f"worst gap {w['heldout'] * 100:+.2f} pt ({worst}; 2 s.e. {2 * w['se'] * 100:.2f})"
+    verdict = f"held-out: {'met' if w['heldout'] >= -0.02 else 'missed'} (2 pt)"
+    if f is not None:
+        measured += f", full model {f['heldout'] * 100:+.2f} pt (2 s.e. {2 * f['se'] * 100:.2f})"
+        verdict += f", {'met' if f['heldout'] >= -0.01 else 'missed'} (full, 1 pt)"
+    drop = held.get("norm_bit_drop")
+    if drop:
+        measured += f"; 8 bits - 2 bits {drop['heldout'] * 100:.2f} pt (2 s.e. {2 * drop['se'] * 100:.2f})"
+        verdict += f", {'met' if drop['heldout'] <= 0.03 else 'missed'} (2-bit drop, 3 pt)"
+    return [(key, f"{name}: the parity targets on the {n:,} test images this page does not use "
+                  "(paired with the same twins; `python benchmarks/repro/heldout.py`)", measured, verdict)]
+
+
 def _default_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     """The targets of issue 11 for fn3's default rule (:func:`default_arms`), where that arm has run."""
     key = res["experiment"]
@@ -373,6 +399,7 @@ def _default_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         if two is not None:
             rows.append((key, "the independent 2-bit twin well above chance (>= 2x chance)",
                          f"{two * 100:.2f}% (chance {CHANCE * 100:.0f}%)", _verdict(two, 2 * CHANCE)))
+    rows += _heldout_rows(res, name)
     rnd = _find(res, random_order)
     if rnd:
         mode = arm_mode(arm, rnd[1])

@@ -85,3 +85,22 @@ def test_the_family_cost_verdict_reads_the_interleaved_step_ratio_where_measured
     row = cost_row({**one, "_step_cost": {auto: 0.42}})
     assert row[3] == "**met**" and row[2].startswith("0.42x per step, interleaved")
     assert "100 s vs 100 s (1.00x)" in row[2]  # the runs' own times stay beside it
+
+
+def test_the_held_out_images_add_a_row_with_the_defaults_gaps_and_their_noise():
+    """benchmarks/repro/heldout.py's paired gaps (res["_heldout"]) give the default one more row: the
+    worst budget's gap, the full model's and the 2-bit drop, each judged against its own target."""
+    one = _res("bits", **{"fn3 auto grid, norm-matched sum": NEW, "independent (one per bit-width)": OLD})
+
+    def held_rows(res: dict) -> list[tuple[str, str, str, str]]:
+        return [r for r in targets.target_rows(res) if "this page does not use" in r[1]]
+
+    assert held_rows(one) == []  # no held-out measurement: no row
+    gaps = {"8 bits": {"norm_minus_independent": {"heldout": -0.005, "se": 0.004}},
+            "2 bits": {"norm_minus_independent": {"heldout": -0.025, "se": 0.005}}}
+    held = {"heldout_images": 8000, "budgets": gaps, "norm_bit_drop": {"heldout": 0.02, "se": 0.003}}
+    (row,) = held_rows({**one, "_heldout": held})
+    assert "8,000 test images" in row[1] and "[fn3's default" in row[1]
+    assert row[2] == ("worst gap -2.50 pt (2 bits; 2 s.e. 1.00), full model -0.50 pt (2 s.e. 0.80); "
+                      "8 bits - 2 bits 2.00 pt (2 s.e. 0.60)")
+    assert row[3] == "held-out: missed (2 pt), met (full, 1 pt), met (2-bit drop, 3 pt)"
