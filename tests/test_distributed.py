@@ -94,14 +94,16 @@ def test_two_processes_equal_one(two_process_run, tmp_path):
         # The paper's rule draws through the same code as full+odo's draws; full+odo also runs the
         # largest model, so it covers both (one parametrization less: each costs ~1 min of torchrun).
         ("full+odo", "none", "auto"),
-        # The per-weight mean (spec_loss auto = shared under specs): the use-counts of the whole batch
-        # (maximum over the ranks) divide the rank-averaged gradient. One listed width of 75%, one
-        # step: the gradients agree to 1e-7 there; at the second step a 1e-7 weight difference
-        # already moved a BN-bias gradient by 1e-3 (the amplification the comment below describes).
+        # The per-weight mean (spec_loss shared, auto's loss under specs before config version 4):
+        # the use-counts of the whole batch (maximum over the ranks) divide the rank-averaged
+        # gradient. One listed width of 75%, one step: the gradients agree to 1e-7 there; at the
+        # second step a 1e-7 weight difference already moved a BN-bias gradient by 1e-3 (the
+        # amplification the comment below describes).
+        ("specs", "none", "shared"),
+        # spec_loss auto = norm under specs (config version 4): each spec's own gradient is
+        # rank-averaged before its norm is taken, so the shortened sum is the one a single process
+        # computes (per-rank norms fail this comparison).
         ("specs", "none", "auto"),
-        # spec_loss norm: each spec's own gradient is rank-averaged before its norm is taken, so the
-        # shortened sum is the one a single process computes (per-rank norms fail this comparison).
-        ("specs", "none", "norm"),
         # Narrow widths (tie=kind draws 25% for every channel axis at step 0) are checked layer by
         # layer in tests/nn/test_sync_batchnorm.py: through a whole network a ~1e-7 rounding
         # difference of the batch statistics can flip a ReLU at a pre-activation of 1e-6 and move a
@@ -142,6 +144,8 @@ def test_resnet_with_batchnorm_two_processes_equal_one(tmp_path, rule, tie, spec
         runs[n] = tmp_path / f"r{n}"
         proc = _torchrun(*args, "--out", str(runs[n]), nproc=n)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        if rule == "specs":  # the loss the run says it trained with is the one named above
+            assert f"spec loss {'norm' if spec_loss == 'auto' else spec_loss})" in proc.stdout, proc.stdout
     w1 = load_file(str(runs[1] / "checkpoint.safetensors"))
     w2 = load_file(str(runs[2] / "checkpoint.safetensors"))
     for k in w1:

@@ -29,12 +29,13 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 from fn3._callable import make_callable
 from fn3.export.fast import compiled
 from fn3.export.io import ideal_size, save
 from fn3.export.loading import load
 from fn3.export.nested import NestedRead, load_nested, save_nested
-from fn3.export.onnx import to_onnx
 from fn3.export.qmodules import ActQuant, ExportedModel, QuantConv2d, QuantLinear, Residual
 from fn3.export.runs import evaluate_exported, export_run
 from fn3.export.slice import export
@@ -63,6 +64,19 @@ __all__ = [
     "save_nested",
     "to_onnx",
 ]
+
+
+
+
+def __getattr__(name: str) -> Any:
+    """``to_onnx`` on first use: its module imports ``onnx``, which takes a second or more (its
+    ``ml_dtypes`` extension), and every ``fn3`` command and ``import fn3`` would pay it otherwise."""
+    if name == "to_onnx":
+        from fn3.export.onnx import to_onnx
+
+        globals()[name] = to_onnx
+        return to_onnx
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 make_callable(__name__, export)
