@@ -37,6 +37,7 @@ from typing import Any
 import arms  # the page's own calibration batches (same folder)
 import torch
 from runner import AUTO, AUTO_NORM, RESULTS, ROOT, Context, Experiment, experiment_data
+from targets import BIT_DROP, FULL_GAP, MEMBER_GAP
 
 import fn3
 from fn3._io import atomic_write_text
@@ -124,9 +125,10 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
     for b in exp.budgets:
         row: dict[str, Any] = {}
         hits = hits_of[b.label] = {}
+        twin_dir = twins[1].get(b.label) if twins else None
         scored = dict(models)
-        if twins and b.label in twins[1]:
-            scored[twins[0]] = load_run(twins[1][b.label]).model
+        if twin_dir:
+            scored[twins[0]] = load_run(twin_dir).model
         for name, model in scored.items():
             got = _page_checked(exp, name, b.label, results["arms"][name]["accuracy"]["bn_aug"][b.label],
                                 correct(model, ctx, b.spec, page_b))
@@ -137,7 +139,7 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
         text = (f"[{exp.key}] {b.label}: shared {row[ARMS[0]]['heldout'] * 100:.2f}%, norm "
                 f"{row[ARMS[1]]['heldout'] * 100:.2f}% on {len(rest):,} held-out images "
                 f"(norm - shared {diff * 100:+.2f} pt, 2 s.e. {2 * se * 100:.2f})")
-        if twins and b.label in twins[1]:
+        if twin_dir:
             for short, name in zip(("shared", "norm"), ARMS, strict=True):
                 g, g_se = paired(hits[twins[0]], hits[name])
                 row[f"{short}_minus_independent"] = {"heldout": g, "se": g_se}
@@ -216,7 +218,7 @@ def _parity_lines(measured: dict[str, Any]) -> list[str]:
             cells = ", ".join(f"{lb} {g['heldout'] * 100:+.2f} ({2 * g['se'] * 100:.2f})"
                               for lb, g in gaps.items())
             w, f = gaps[worst]["heldout"], gaps[first]["heldout"] if first in gaps else float("nan")
-            verdict = f"{'met' if w >= -0.02 else 'missed'} / {'met' if f >= -0.01 else 'missed'}"
+            verdict = f"{'met' if w >= -MEMBER_GAP else 'missed'} / {'met' if f >= -FULL_GAP else 'missed'}"
             lines.append(f"| {key} | {short} | {cells} | {w * 100:+.2f} ({worst}) | {f * 100:+.2f} | "
                          f"{verdict} |")
     for key, res in kept.items():
@@ -225,7 +227,7 @@ def _parity_lines(measured: dict[str, Any]) -> list[str]:
             if drop:
                 lines.append(f"- {key}, {short}: 8 bits minus 2 bits on the held-out images "
                              f"{drop['heldout'] * 100:.2f} pt (2 s.e. {2 * drop['se'] * 100:.2f}; "
-                             "target <= 3).")
+                             f"target <= {BIT_DROP * 100:.0f}).")
     return lines
 
 

@@ -66,8 +66,6 @@ __all__ = [
 ]
 
 
-
-
 def __getattr__(name: str) -> Any:
     """``to_onnx`` on first use: its module imports ``onnx``, which takes a second or more (its
     ``ml_dtypes`` extension), and every ``fn3`` command and ``import fn3`` would pay it otherwise."""
