@@ -119,6 +119,7 @@ def latency_rows(model, specs, batches, repeats) -> list[dict]:
 
 
 QVF = (("torch", "torch_f", "PyTorch"), ("torch_c", "torch_cf", "PyTorch compiled"), ("ort", "ort_f", "ORT"))
+QVF += (("torch_i", "torch_cf", "PyTorch int8"),)
 QVF += (("ort_round", "ort_f", "ORT float-round"), ("ort_compact", "ort_f", "ORT compact"))
 
 
@@ -143,17 +144,19 @@ def quant_vs_float_rows(model, specs, batches, repeats, tmp: Path) -> list[dict]
         # forward code, and dynamo keeps at most 8 compiled versions of one code object (then runs
         # it eagerly): start each spec afresh.
         torch._dynamo.reset()
-        qc, fc = compiled(q), compiled(f)
-        row["compiled_diff"] = 0.0
+        qc, fc, qi = compiled(q), compiled(f), compiled(q, integer=True)
+        row["compiled_diff"] = row["int8_diff"] = 0.0
         for b in batches:
             x = torch.randn(b, *SHAPE, generator=torch.Generator().manual_seed(b))
             xn = x.numpy()
             fns = {"torch": lambda x=x, q=q: q(x), "torch_f": lambda x=x, f=f: f(x)}
             fns |= {"torch_c": lambda x=x, m=qc: m(x), "torch_cf": lambda x=x, m=fc: m(x)}
+            fns["torch_i"] = lambda x=x, m=qi: m(x)
             fns.update({k: (lambda xn=xn, s=s: s.run(None, {"input": xn})) for k, s in sess.items()})
             with torch.no_grad():
                 t = timings(fns, repeats)
                 row["compiled_diff"] = max(row["compiled_diff"], float((qc(x) - q(x)).abs().max()))
+                row["int8_diff"] = max(row["int8_diff"], float((qi(x) - q(x)).abs().max()))
             for k, (cpu, _) in t.items():
                 row[f"{k}_{b}_ms"] = cpu * 1e3
             for k, base, _ in QVF:
@@ -281,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             "max abs diff ORT vs PyTorch (QDQ / float-round)",
             "export vs nested",
             "compiled vs eager",
+            "int8 vs eager",
             f"b={b_hi} target (<= 1.05x)",
         ],
         [
@@ -294,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['parity']:.1e} / {r['parity_round']:.1e}",
                 f"{r['vs_nested']:.1e}",
                 f"{r['compiled_diff']:.1e}",
+                f"{r['int8_diff']:.1e}",
                 ", ".join(
                     f"{name} " + ("met" if r[f"{k}_{b_hi}"] <= 1.05 else f"MISSED ({r[f'{k}_{b_hi}']:.2f}x)")
                     for k, _, name in QVF

@@ -27,7 +27,7 @@ Example:
     >>> from fn3.export.fast import compiled
     >>> net = fn3.create_model("resnet20", num_classes=10, in_channels=3).eval()
     >>> small = export(net, fn3.space(net).uniform({"channels": 0.5, "bits": 4}))
-    >>> fast = compiled(small)
+    >>> fast = compiled(small)                                       # integer=True: int8 kernels
     >>> with torch.no_grad():                                        # doctest: +SKIP
     ...     fast(torch.randn(64, 3, 32, 32)).shape                   # compiles on this first call
     torch.Size([64, 10])
@@ -41,8 +41,27 @@ from torch import nn
 __all__ = ["compiled"]
 
 
-def compiled(model: nn.Module, *, dynamic: bool = False) -> nn.Module:
-    """``torch.compile(model, options={"freezing": True}, dynamic=dynamic)`` in eval mode.
+class _Frozen(nn.Module):
+    """``torch.compile`` of ``model``, each call under Inductor's ``freezing`` config.
+
+    The global config, not ``torch.compile(options={"freezing": True})``: with the option alone,
+    Inductor (torch 2.13) did not turn an int8 weight into a constant, and its int8 convolution
+    pattern then failed to compile (``onednn.qconv_prepack`` on a graph input). The config is read
+    when a call compiles, so it is set around every call (a context switch of a few microseconds).
+    """
+
+    def __init__(self, model: nn.Module, dynamic: bool):
+        super().__init__()
+        self.model = model
+        self._compiled = torch.compile(model, dynamic=dynamic)
+
+    def forward(self, *args, **kwargs):
+        with torch._inductor.config.patch(freezing=True):
+            return self._compiled(*args, **kwargs)
+
+
+def compiled(model: nn.Module, *, dynamic: bool = False, integer: bool = False) -> nn.Module:
+    """``torch.compile(model, dynamic=dynamic)`` with Inductor's freezing, in eval mode.
 
     ``dynamic=False`` (the default) compiles once per input shape, the fastest code for a server
     that sees one batch size; ``True`` compiles one graph for every batch size. The returned module
@@ -51,5 +70,15 @@ def compiled(model: nn.Module, *, dynamic: bool = False) -> nn.Module:
     ``torch._dynamo`` keeps at most ``torch._dynamo.config.recompile_limit`` (8) compiled versions
     of one code object, then runs it eagerly with a warning: a process that compiles many sub-models
     (or batch sizes) calls ``torch._dynamo.reset()`` between them.
+
+    ``integer=True`` (an :class:`~fn3.export.user.Exported` model) first converts its quantized
+    convolutions to int8 kernels (:func:`fn3.export.integer.integer`): on a CPU with VNNI the
+    fastest way to run a quantized export (0.5-0.8x its compiled float twin at batch 64 on
+    ResNet-20, ``docs/benchmarks.md``), its values those of the export up to float rounding and
+    rounding ties.
     """
-    return torch.compile(model.eval(), dynamic=dynamic, options={"freezing": True})
+    if integer:
+        from fn3.export.integer import integer as to_integer
+
+        model = to_integer(model)
+    return _Frozen(model.eval(), dynamic)
