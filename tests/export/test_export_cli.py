@@ -162,7 +162,7 @@ def test_bench_compile_without_a_working_compiler_is_one_line(run, tmp_path, cap
 
     import fn3.export.fast
 
-    def broken(model):
+    def broken(model, **kwargs):
         def forward(x):
             raise torch._dynamo.exc.BackendCompilerFailed(None, RuntimeError("cc: not found\nmore"), None)
         return forward
@@ -173,8 +173,22 @@ def test_bench_compile_without_a_working_compiler_is_one_line(run, tmp_path, cap
     capsys.readouterr()
     assert main(["bench", str(out), "--repeats", "1", "--batches", "2", "--compile"]) == 2
     err = capsys.readouterr().err
-    assert "--compile: torch.compile failed (RuntimeError: cc: not found)" in " ".join(err.split())
+    assert "--compile/--integer: torch.compile failed (RuntimeError: cc: not found)" in " ".join(err.split())
     assert "Traceback" not in err
+
+
+def test_bench_integer_times_the_int8_kernels_beside_the_compiled_float_model(run, tmp_path, capsys):
+    import re
+
+    out = tmp_path / "e"
+    assert main(["export", str(run.path), "--spec", "largest", "--out", str(out)]) == 0
+    capsys.readouterr()
+    torch._dynamo.reset()
+    assert main(["bench", str(out), "--repeats", "1", "--batches", "2", "--integer"]) == 0
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if "int8 kernels" in line]
+    assert len(rows) == 1 and re.search(r"\d+\.\d+x", rows[0]), printed
+    assert "torch.compile" not in printed  # --integer alone times no fake-quantized compiled model
 
 
 def test_missing_inputs(tmp_path, capsys):

@@ -145,6 +145,10 @@ def bench_cmd(
         bool, typer.Option("--compile", help="Also time both models under torch.compile "
                            "(fn3.export.compiled; needs a C++ compiler, compiles per batch size).")
     ] = False,
+    integer: Annotated[
+        bool, typer.Option("--integer", help="Also time the model on int8 kernels under torch.compile "
+                           "(fn3.export.compiled(..., integer=True)) beside the compiled float sub-model.")
+    ] = False,
 ) -> None:
     """Latency (PyTorch and ONNX Runtime) beside the float sub-model of the same spec, the ONNX
     Runtime parity of the outputs, size and FLOPs of an exported model."""
@@ -184,11 +188,16 @@ def bench_cmd(
         "f": ort_session(twin, shape, threads=threads),
     }
     runs = {"torch": (model, twin)}
-    if compile_:
+    if compile_ or integer:
         from fn3.export.fast import compiled
 
-        runs["compiled"] = (compiled(model), compiled(twin))
-    names = {"torch": "PyTorch", "compiled": "PyTorch, torch.compile", "ort": "ONNX Runtime"}
+        twin_c = compiled(twin)
+        if compile_:
+            runs["compiled"] = (compiled(model), twin_c)
+        if integer:
+            runs["integer"] = (compiled(model, integer=True), twin_c)
+    names = {"torch": "PyTorch", "compiled": "PyTorch, torch.compile", "integer": "PyTorch, int8 kernels",
+             "ort": "ONNX Runtime"}
     table = Table(title=f"{file}: exported model beside the float sub-model of the same spec")
     for col in ("batch", "runtime", "model ms", "float ms", "ratio"):
         table.add_column(col, justify="left" if col == "runtime" else "right")
@@ -204,8 +213,10 @@ def bench_cmd(
         except torch._dynamo.exc.BackendCompilerFailed as e:  # e.g. no C++ compiler for Inductor
             inner = e.inner_exception
             why = (str(inner).strip().splitlines() or [""])[0][:200]
-            raise ConfigError(f"--compile: torch.compile failed ({type(inner).__name__}: {why}); it needs "
-                              "a C++ compiler (Inductor): install one or run without --compile") from None
+            raise ConfigError(
+                f"--compile/--integer: torch.compile failed ({type(inner).__name__}: {why}); it needs "
+                "a C++ compiler (Inductor): install one or run without --compile/--integer"
+            ) from None
         for k in (*runs, "ort"):
             q, f = t[f"{k} q"], t[f"{k} f"]
             table.add_row(str(b), names[k], f"{q * 1e3:.3f}", f"{f * 1e3:.3f}", f"{q / f:.2f}x")
