@@ -376,7 +376,11 @@ ONNX Runtime's blocked layout); "ORT compact" the `compact=True` graph (the `cod
 every quantized weight as int8 codes + `DequantizeLinear`, the smallest file). "PyTorch" is the export
 (`fn3.export.export`: the nested model's own classes, each nested leaf replaced by its plain form,
 weights dequantized once); "PyTorch compiled" the same under `fn3.export.compiled` (`torch.compile`,
-Inductor with freezing), beside the float twin compiled alike.
+Inductor with freezing), beside the float twin compiled alike; "PyTorch int8" the export under
+`fn3.export.compiled(..., integer=True)` (`fn3.export.integer`: each quantized convolution with at
+least 16 input and output channels on oneDNN's int8 convolution, the rest as "PyTorch compiled"),
+beside the same compiled float twin; "int8 vs eager" its largest output difference from the eager
+export.
 Parity: largest |ONNX Runtime - PyTorch| on 64 random inputs; "export vs nested": largest
 |exported - nested model| (PyTorch) on 8 inputs.
 
@@ -445,14 +449,35 @@ BatchNorm parameters and the per-channel scales stay float32, which is why the i
 - `torch.compile` of the export (`fn3.export.compiled`: Inductor with freezing; the "PyTorch
   compiled" column, its own float twin compiled alike as the baseline) folds BatchNorm, fuses ReLU
   and the residual addition into oneDNN convolutions, and fuses each quantizer's four passes into
-  one loop, mostly written into the convolution output's own memory: the quantized model ran
-  1.2-1.6x faster than in eager mode (its float twin 1.0-1.5x), and within 1.04-1.11x of its
-  compiled float twin at batch 1, 1.07-1.11x at batch 64 with all channels and 1.16-1.19x with
-  half of them (three runs, this one the last). What is left is one read and one write of each
-  quantized feature map: a oneDNN convolution has no rounding step to fuse it into, and at a
-  block's first convolution the shortcut still needs the unquantized input. "compiled vs eager" is
-  the largest output difference: the folded BatchNorm rounds differently, so an activation at a
-  step boundary may take the next step.
+  one loop, mostly written into the convolution output's own memory: 1.06-1.12x of the compiled
+  float twin at batch 64 in this run (1.04-1.36x at batch 1). What is left is one read and one
+  write of each quantized feature map: a float oneDNN convolution has no rounding step to fuse it
+  into, and at a block's first convolution the shortcut still needs the unquantized input.
+  "compiled vs eager" is the largest output difference: the folded BatchNorm rounds differently, so
+  an activation at a step boundary may take the next step. (Until this version `compiled` passed
+  `options={"freezing": True}` to `torch.compile`; with torch 2.13 that left int8 weights unfrozen
+  (Inductor's int8 pattern then failed to compile), and the float twin compiled that way ran
+  1.1-1.3x slower than with Inductor's `freezing` config set (one side-by-side run of the 8- and
+  4-bit specs): earlier runs' compiled columns compared two slower models.)
+- Integer kernels in PyTorch (`fn3.export.compiled(model, integer=True)`, the "PyTorch int8"
+  column): every quantized convolution with at least 16 input and output channels is written with
+  PyTorch's decomposed quantize/dequantize ops (`fn3.export.integer.IntConv2d`), which Inductor
+  lowers to oneDNN's int8 convolution (uint8 activations x int8 weight codes, int32 sums); on this
+  AVX-512 VNNI CPU that is the fastest way to run every quantized sub-model measured: 0.49-0.62x
+  of the compiled float twin at batch 64 with all channels, 0.92-0.94x at half width (whose first
+  stage, 8 channels, stays in float: narrower layers measured slower on int8 kernels), and
+  0.80-0.99x at batch 1. A weight below 8 bits sits at the centre of its cell, half a step of the
+  8-bit grid off any int8 value; the offset is one constant per output channel, so the layer adds
+  it exactly as that constant times a window sum of the input's channel sum (an average pool of
+  one channel, fused by Inductor into the loop after the convolution): this is why 4 and 2 bits
+  run at 0.61-0.62x where 8 bits run at 0.49x. "int8 vs eager" is the largest output difference
+  from the eager export: float rounding, plus an activation exactly on a rounding tie (the
+  decomposed quantizer multiplies by 1/step where the export divides) taking the next step. Not
+  measured on a CPU without VNNI, where oneDNN's int8 convolutions are not expected to beat float:
+  measure with `fn3 bench --integer`. ONNX Runtime has no equivalent here: its `ConvInteger`
+  (uint8 x int8 -> int32) ran a 3x3 convolution 6-7x slower than its float `Conv` (one layer,
+  batch 64, 16-64 channels), and its `QLinearConv` needs a quantized output, which a weight's
+  centre offset (added before the next rounding) and a block's float residual addition rule out.
 - The baseline, the nested model run with `fn3.active`, slices and fake-quantizes its full weights on
   every forward pass; the export does that once, which matters most at batch 1 (at batch 64 the
   convolutions dominate both).

@@ -13,7 +13,9 @@ are its other functions.
 :func:`to_onnx`             a single-file ONNX model, quantizers as QDQ nodes (any module: others go
                             through ``torch.onnx.export``)
 :func:`float_twin`          the float sub-model of the same spec as an export: the speed baseline
-:func:`compiled`            an export under ``torch.compile`` for CPU inference (quantizers fused)
+:func:`compiled`            an export under ``torch.compile`` for CPU inference (quantizers fused;
+                            ``integer=True``: quantized convolutions on int8 kernels,
+                            :mod:`fn3.export.integer`)
 :func:`evaluate_exported`   accuracy of an exported model on a dataset
 :func:`extract_submodel`    any nested model (also ``fn3.nest_``-ed ones): a plain copy of one spec
 ==========================  ==========================================================================

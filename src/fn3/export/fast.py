@@ -10,9 +10,11 @@ faster than the eager float model. fn3's quantizer keeps its step a tensor under
 (:class:`fn3.nn.act_quant.ActQuant`), so an export of fn3's networks or of a network of your own
 compiles to a single graph, with no break.
 
-What stays: PyTorch's CPU convolutions have no rounding step they could fuse, so the quantized
-model still reads and writes each quantized feature map once more than its float twin (measured
-1.04-1.19x of the compiled float twin on ResNet-20; ``python benchmarks/export.py``). The values are
+What stays: PyTorch's float CPU convolutions have no rounding step they could fuse, so the
+quantized model still reads and writes each quantized feature map once more than its float twin
+(measured 1.06-1.12x of the compiled float twin on ResNet-20 at batch 64; ``python
+benchmarks/export.py``). ``compiled(model, integer=True)`` runs the quantized convolutions on int8
+kernels instead (:mod:`fn3.export.integer`): 0.49-0.94x of the compiled float twin there. The values are
 those of the eager export except that a folded BatchNorm rounds differently, so an activation within
 float rounding of a step boundary may take the neighbouring step (the step-boundary tolerance of
 :mod:`fn3.export.onnx`).
