@@ -97,3 +97,24 @@ def test_compiled_integer_export_runs_int8_kernels_and_keeps_the_values():
     # step (the step-boundary tolerance); everything else agrees to float rounding.
     assert torch.linalg.norm(out - eager) <= 2e-2 * torch.linalg.norm(eager)
     assert (out.argmax(1) == eager.argmax(1)).float().mean() >= 0.9
+
+
+@pytest.mark.parametrize(
+    "conv, signed, convertible",
+    [
+        (nn.Conv2d(16, 16, 3, padding=1), False, True),
+        (nn.Conv2d(16, 16, 1, padding=1), False, False),  # the window sum pads at most half its window
+        (nn.Conv2d(16, 16, 3, padding=1, groups=2), False, False),  # int8 path: dense convolutions only
+        (nn.Conv2d(16, 16, 3, padding=2, dilation=2), False, False),
+        (nn.Conv2d(16, 16, 3, padding=1), True, False),  # a signed quantizer is not a uint8 input
+    ],
+)
+def test_only_what_an_int8_convolution_computes_is_converted(conv, signed, convertible):
+    from fn3.export.integer import _convertible
+    from fn3.nn.act_quant import ActQuant
+    from fn3.nn.protocol import QuantWeight
+
+    pair = QuantInput(ActQuant(torch.tensor(2.0), planes=(0, 1, 2, 3), signed=signed), conv)
+    quant = QuantWeight(torch.ones(16), 8, (0, 1, 2, 3), "centred")
+    assert _convertible(pair, quant, min_channels=16) is convertible
+    assert not _convertible(pair, quant, min_channels=32)
