@@ -455,7 +455,7 @@ BatchNorm parameters and the per-channel scales stay float32, which is why the i
   into, and at a block's first convolution the shortcut still needs the unquantized input.
   "compiled vs eager" is the largest output difference: the folded BatchNorm rounds differently, so
   an activation at a step boundary may take the next step. (Until this version `compiled` passed
-  `options={"freezing": True}` to `torch.compile`; with torch 2.13 that left int8 weights unfrozen
+  `options={{"freezing": True}}` to `torch.compile`; with torch 2.13 that left int8 weights unfrozen
   (Inductor's int8 pattern then failed to compile), and the float twin compiled that way ran
   1.1-1.3x slower than with Inductor's `freezing` config set (one side-by-side run of the 8- and
   4-bit specs): earlier runs' compiled columns compared two slower models.)
