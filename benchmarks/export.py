@@ -450,7 +450,7 @@ BatchNorm parameters and the per-channel scales stay float32, which is why the i
   compiled" column, its own float twin compiled alike as the baseline) folds BatchNorm, fuses ReLU
   and the residual addition into oneDNN convolutions, and fuses each quantizer's four passes into
   one loop, mostly written into the convolution output's own memory: 1.06-1.12x of the compiled
-  float twin at batch 64 in this run (1.04-1.36x at batch 1). What is left is one read and one
+  float twin at batch 64 (1.04-1.36x at batch 1; two runs). What is left is one read and one
   write of each quantized feature map: a float oneDNN convolution has no rounding step to fuse it
   into, and at a block's first convolution the shortcut still needs the unquantized input.
   "compiled vs eager" is the largest output difference: the folded BatchNorm rounds differently, so
@@ -463,20 +463,20 @@ BatchNorm parameters and the per-channel scales stay float32, which is why the i
   column): every quantized convolution with at least 16 input and output channels is written with
   PyTorch's decomposed quantize/dequantize ops (`fn3.export.integer.IntConv2d`), which Inductor
   lowers to oneDNN's int8 convolution (uint8 activations x int8 weight codes, int32 sums); on this
-  AVX-512 VNNI CPU that is the fastest way to run every quantized sub-model measured: 0.49-0.62x
-  of the compiled float twin at batch 64 with all channels, 0.92-0.94x at half width (whose first
+  AVX-512 VNNI CPU that is the fastest way to run every quantized sub-model measured: 0.47-0.63x of
+  the compiled float twin at batch 64 with all channels, 0.85-0.94x at half width (whose first
   stage, 8 channels, stays in float: narrower layers measured slower on int8 kernels), and
-  0.80-0.99x at batch 1. A weight below 8 bits sits at the centre of its cell, half a step of the
-  8-bit grid off any int8 value; the offset is one constant per output channel, so the layer adds
-  it exactly as that constant times a window sum of the input's channel sum (an average pool of
-  one channel, fused by Inductor into the loop after the convolution): this is why 4 and 2 bits
-  run at 0.61-0.62x where 8 bits run at 0.49x. "int8 vs eager" is the largest output difference
-  from the eager export: float rounding, plus an activation exactly on a rounding tie (the
-  decomposed quantizer multiplies by 1/step where the export divides) taking the next step. Not
-  measured on a CPU without VNNI, where oneDNN's int8 convolutions are not expected to beat float:
-  measure with `fn3 bench --integer`. ONNX Runtime has no equivalent here: its `ConvInteger`
-  (uint8 x int8 -> int32) ran a 3x3 convolution 6-7x slower than its float `Conv` (one layer,
-  batch 64, 16-64 channels), and its `QLinearConv` needs a quantized output, which a weight's
+  0.80-1.02x at batch 1 (two runs, this one the last). A weight below 8 bits sits at the centre of
+  its cell, half a step of the 8-bit grid off any int8 value; the offset is one constant per output
+  channel, so the layer adds it exactly as that constant times a window sum of the input's channel
+  sum (an average pool of one channel, fused by Inductor into the loop after the convolution): this
+  is why 4 and 2 bits run at 0.60-0.63x where 8 bits run at 0.47-0.49x. "int8 vs eager" is the
+  largest output difference from the eager export: float rounding, plus an activation exactly on a
+  rounding tie (the decomposed quantizer multiplies by 1/step where the export divides) taking the
+  next step. Not measured on a CPU without VNNI, where oneDNN's int8 convolutions are not expected
+  to beat float: measure with `fn3 bench --integer`. ONNX Runtime has no equivalent here: its
+  `ConvInteger` (uint8 x int8 -> int32) ran a 3x3 convolution 6-7x slower than its float `Conv` (one
+  layer, batch 64, 16-64 channels), and its `QLinearConv` needs a quantized output, which a weight's
   centre offset (added before the next rounding) and a block's float residual addition rule out.
 - The baseline, the nested model run with `fn3.active`, slices and fake-quantizes its full weights on
   every forward pass; the export does that once, which matters most at batch 1 (at batch 64 the

@@ -14,7 +14,7 @@ What stays: PyTorch's float CPU convolutions have no rounding step they could fu
 quantized model still reads and writes each quantized feature map once more than its float twin
 (measured 1.06-1.12x of the compiled float twin on ResNet-20 at batch 64; ``python
 benchmarks/export.py``). ``compiled(model, integer=True)`` runs the quantized convolutions on int8
-kernels instead (:mod:`fn3.export.integer`): 0.49-0.94x of the compiled float twin there. The values are
+kernels instead (:mod:`fn3.export.integer`): 0.47-0.94x of the compiled float twin there. The values are
 those of the eager export except that a folded BatchNorm rounds differently, so an activation within
 float rounding of a step boundary may take the neighbouring step (the step-boundary tolerance of
 :mod:`fn3.export.onnx`).

@@ -8,7 +8,7 @@ integer kernels: int8 x uint8 products summed in int32, then one float multiply.
 pattern written here with PyTorch's decomposed quantization ops (the same graph its own PT2E
 quantization flow produces) and calls oneDNN's ``qconv``, which on a CPU with AVX-512 VNNI (or
 AVX-VNNI) runs the int8 products at about four times the float rate. Measured on this project's
-2-core AVX-512 VNNI machine: the compiled ResNet-20 export at batch 64 in 0.49-0.94x the time of
+2-core AVX-512 VNNI machine: the compiled ResNet-20 export at batch 64 in 0.47-0.94x the time of
 its compiled float twin, where the fake-quantized export (float convolutions and fused rounding
 loops, :func:`fn3.export.compiled`) costs 1.07-1.19x (``python benchmarks/export.py``).
 
