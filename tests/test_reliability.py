@@ -62,17 +62,28 @@ def reference(tmp_path_factory) -> Path:
     return ref
 
 
+def _epochs_done(out: Path) -> int:
+    metrics = out / "metrics.jsonl"
+    return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, reference):
     out = tmp_path / "run"
     rng = random.Random(1234)
     kills, deadline = 0, time.monotonic() + 420
     while True:
         args = ["--resume", str(out)] if (out / "config.json").exists() else [*FLAGS, "--out", str(out)]
+        done = _epochs_done(out)
         proc = _start(args)
         if kills < 5:
-            try:
-                proc.wait(timeout=rng.uniform(2.0, 4.5))
-            except subprocess.TimeoutExpired:
+            # Kill at a random moment once this process has trained an epoch (steps, checkpoint
+            # writes, the epoch's metrics line): tied to the run's progress, not to a fixed window of
+            # seconds, which a fast machine's whole run (about 3 s here) could fall inside.
+            while proc.poll() is None and _epochs_done(out) <= done:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.15))
+            if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=30)
                 kills += 1
