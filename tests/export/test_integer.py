@@ -60,6 +60,26 @@ def test_integer_converts_the_quantized_convolutions_wide_enough_and_keeps_the_v
     assert not any(isinstance(m, IntConv2d) for m in q.modules())  # the export itself is untouched
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_quantized_linear_layer_runs_on_int8_kernels_with_the_export_values(bits):
+    from torch._inductor.utils import run_and_get_code
+
+    from fn3.export.integer import IntLinear
+
+    model = fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=28).eval()
+    q = export(model, fn3.space(model).uniform({"bits": bits}))
+    fast = integer(q)
+    assert [n for n, m in fast.named_modules() if isinstance(m, IntLinear)] == ["layers.1"]
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(bits))
+    with torch.no_grad():
+        want = q(x)
+        assert torch.allclose(fast(x), want, atol=1e-5, rtol=1e-5)
+        torch._dynamo.reset()
+        out, code = run_and_get_code(compiled(q, integer=True), x)
+    assert "torch.ops.onednn.qlinear" in "\n".join(code)
+    assert torch.linalg.norm(out - want) <= 1e-3 * torch.linalg.norm(want)
+
+
 def test_a_users_network_converts_too():
     torch.manual_seed(0)
     net = SmallUserNet().eval()
@@ -107,6 +127,8 @@ def test_compiled_integer_export_runs_int8_kernels_and_keeps_the_values():
         (nn.Conv2d(16, 16, 3, padding=1, groups=2), False, False),  # int8 path: dense convolutions only
         (nn.Conv2d(16, 16, 3, padding=2, dilation=2), False, False),
         (nn.Conv2d(16, 16, 3, padding=1), True, False),  # a signed quantizer is not a uint8 input
+        (nn.Linear(16, 16), False, True),
+        (nn.Linear(16, 16), True, False),
     ],
 )
 def test_only_what_an_int8_convolution_computes_is_converted(conv, signed, convertible):
@@ -116,5 +138,5 @@ def test_only_what_an_int8_convolution_computes_is_converted(conv, signed, conve
 
     pair = QuantInput(ActQuant(torch.tensor(2.0), planes=(0, 1, 2, 3), signed=signed), conv)
     quant = QuantWeight(torch.ones(16), 8, (0, 1, 2, 3), "centred")
-    assert _convertible(pair, quant, min_channels=16) is convertible
-    assert not _convertible(pair, quant, min_channels=32)
+    assert (_convertible(pair, quant, min_channels=16) is not None) is convertible
+    assert _convertible(pair, quant, min_channels=32) is None

@@ -33,10 +33,13 @@ default only layers with at least ``min_channels`` input and output channels are
 others keep the export's float convolution and fused quantizer. On a CPU without VNNI the int8
 kernels are not faster (``docs/benchmarks.md``): measure with ``python benchmarks/export.py``.
 
-Converted: an ``fn3.nn.act_quant.QuantInput`` pair (activation quantizer, then ``nn.Conv2d``) of an
-:class:`~fn3.export.user.Exported` model whose quantizer is unsigned, ``"centred"``, on a prefix of
-its bit-planes with at most 8 bits, and whose weight keeps a prefix of its planes (at most 8 bits).
-Everything else (the stem, the classifier, signed quantizers, non-prefix plane sets) is left as is.
+Converted: an ``fn3.nn.act_quant.QuantInput`` pair (activation quantizer, then ``nn.Conv2d`` or
+``nn.Linear``) of an :class:`~fn3.export.user.Exported` model whose quantizer is unsigned,
+``"centred"``, on a prefix of its bit-planes with at most 8 bits, and whose weight keeps a prefix of
+its planes (at most 8 bits); a convolution also dense, not dilated, zero-padded by at most half its
+window. A linear layer (:class:`IntLinear`, oneDNN ``qlinear``) adds its centre offset as a per-row
+constant times the sum of its input features. Everything else (an unquantized stem or classifier,
+signed quantizers, non-prefix plane sets) is left as is.
 
 Example:
     >>> import torch, fn3
@@ -66,9 +69,43 @@ from fn3.errors import ConfigError
 from fn3.nn.act_quant import ActQuant, QuantInput, is_prefix
 from fn3.nn.protocol import QuantWeight
 
-__all__ = ["IntConv2d", "integer"]
+__all__ = ["IntConv2d", "IntLinear", "integer"]
 
 _qd = torch.ops.quantized_decomposed
+
+
+def _int8_state(layer: nn.Module, act: ActQuant, plain: nn.Module, quant: QuantWeight) -> None:
+    """The int8 form of a quantizer + weight layer, as buffers of ``layer``: the activation step and
+    top code, the weight's ``c``-bit codes (int8) with the step of a code per row, the centre offset
+    per row, the bias."""
+    step, _, hi = act._grid()
+    layer.step, layer.qmax = float(step), int(hi)
+    c = len(quant.planes)
+    k = quant.total_bits - c
+    offset = (2**k - 1) / 2 if quant.scheme == "centred" else 0.0
+    s = quant.scale.detach().to(torch.float32)  # (out,) the B-bit step of each row
+    w = plain.weight.detach()  # (out, in, ...) on the grid: (code * 2^k + offset) * s
+    row = (-1, *([1] * (w.dim() - 1)))
+    codes = torch.round(w / s.view(row) - offset) / 2**k
+    if not torch.equal(codes, codes.round()) or codes.min() < -128 or codes.max() > 127:
+        raise ValueError("fn3 bug: a quantized weight is not on its c-bit grid")
+    layer.register_buffer("codes", codes.to(torch.int8))  # (out, in, ...)
+    layer.register_buffer("w_scale", s * 2**k)  # (out,) the step of a c-bit code
+    layer.register_buffer("w_zero", torch.zeros(s.shape, dtype=torch.int64))
+    layer.offset = float(offset)
+    layer.register_buffer("centre", offset * s)  # (out,)
+    bias = None if plain.bias is None else plain.bias.detach().clone()
+    layer.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+
+
+def _dequantized(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x on its c-bit grid, the weight)`` through the decomposed ops Inductor's int8 patterns
+    match: quantize -> dequantize for the input, dequantize of the int8 codes for the weight."""
+    xq = _qd.quantize_per_tensor.default(x, layer.step, 0, 0, layer.qmax, torch.uint8)
+    xd = _qd.dequantize_per_tensor.default(xq, layer.step, 0, 0, layer.qmax, torch.uint8)
+    w = _qd.dequantize_per_channel.default(layer.codes, layer.w_scale, layer.w_zero, 0, -128, 127, torch.int8)
+    return xd, w
+
 
 
 class IntConv2d(nn.Module):
@@ -80,32 +117,11 @@ class IntConv2d(nn.Module):
 
     def __init__(self, act: ActQuant, conv: nn.Conv2d, quant: QuantWeight):
         super().__init__()
-        step, _, hi = act._grid()
-        self.step, self.qmax = float(step), int(hi)
-        c = len(quant.planes)
-        k = quant.total_bits - c
-        offset = (2**k - 1) / 2 if quant.scheme == "centred" else 0.0
-        s = quant.scale.detach().to(torch.float32)  # (out,) the B-bit step of each row
-        w = conv.weight.detach()  # (out, in, kh, kw), on the grid: (code * 2^k + offset) * s
-        codes = torch.round(w / s.view(-1, 1, 1, 1) - offset) / 2**k
-        if not torch.equal(codes, codes.round()) or codes.min() < -128 or codes.max() > 127:
-            raise ValueError("fn3 bug: a quantized weight is not on its c-bit grid")
-        self.register_buffer("codes", codes.to(torch.int8))  # (out, in, kh, kw)
-        self.register_buffer("w_scale", s * 2**k)  # (out,) the step of a c-bit code
-        self.register_buffer("w_zero", torch.zeros(s.shape, dtype=torch.int64))
-        self.offset = float(offset)
-        self.register_buffer("centre", (offset * s).view(1, -1, 1, 1))  # (1, out, 1, 1)
-        bias = None if conv.bias is None else conv.bias.detach().clone()
-        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        _int8_state(self, act, conv, quant)
         self.stride, self.padding = conv.stride, conv.padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, C_in, H, W) float -> uint8 codes -> their float values (Inductor: the qconv's input)
-        xq = _qd.quantize_per_tensor.default(x, self.step, 0, 0, self.qmax, torch.uint8)
-        xd = _qd.dequantize_per_tensor.default(xq, self.step, 0, 0, self.qmax, torch.uint8)
-        w = _qd.dequantize_per_channel.default(
-            self.codes, self.w_scale, self.w_zero, 0, -128, 127, torch.int8
-        )
+        xd, w = _dequantized(self, x)  # (B, C_in, H, W) on the c-bit grid; Inductor: the qconv's input
         y = F.conv2d(xd, w, self.bias, self.stride, self.padding)  # (B, C_out, H', W')
         if self.offset:  # the centre offset: a per-row constant times a box sum of the input
             total = xd.sum(1, keepdim=True)  # (B, 1, H, W)
@@ -113,7 +129,7 @@ class IntConv2d(nn.Module):
             # the k x k window sum as a mean times its size: a pooling loop Inductor generates itself
             # (a 1-channel convolution measured slower)
             box = F.avg_pool2d(total, (kh, kw), self.stride, self.padding, count_include_pad=True)
-            y = y + (self.centre * (kh * kw)) * box  # (B, C_out, H', W')
+            y = y + (self.centre.view(1, -1, 1, 1) * (kh * kw)) * box  # (B, C_out, H', W')
         return y
 
     def extra_repr(self) -> str:
@@ -124,24 +140,51 @@ class IntConv2d(nn.Module):
         )
 
 
-def _convertible(pair: nn.Module, quant: QuantWeight | None, min_channels: int) -> bool:
-    """Is ``pair`` a quantizer + convolution an int8 kernel computes (see the module docstring)?"""
+
+class IntLinear(nn.Module):
+    """A quantized activation, then ``nn.Linear`` of ``c``-bit weight codes (Inductor: oneDNN
+    ``qlinear``); the centre offset is a per-row constant times the sum of the input features."""
+
+    def __init__(self, act: ActQuant, linear: nn.Linear, quant: QuantWeight):
+        super().__init__()
+        _int8_state(self, act, linear, quant)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xd, w = _dequantized(self, x)  # (..., in)
+        y = F.linear(xd, w, self.bias)  # (..., out)
+        if self.offset:
+            y = y + self.centre * xd.sum(-1, keepdim=True)
+        return y
+
+    def extra_repr(self) -> str:
+        out, cin = self.codes.shape
+        levels = self.qmax + 1
+        return f"in_features={cin}, out_features={out}, act_levels={levels}, centred={bool(self.offset)}"
+
+
+def _convertible(pair: nn.Module, quant: QuantWeight | None, min_channels: int) -> type[nn.Module] | None:
+    """The int8 layer that computes ``pair`` (a quantizer + convolution or linear layer), or None
+    (see the module docstring)."""
     if not (isinstance(pair, QuantInput) and len(pair) == 2 and quant is not None):
-        return False
-    act, conv = pair[0], pair[1]
-    if not (isinstance(act, ActQuant) and type(conv) is nn.Conv2d):
-        return False
-    if act.signed or act.scheme != "centred" or not is_prefix(act.planes) or act.bits > 8:
-        return False
-    if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
-        return False
-    if isinstance(conv.padding, str):
-        return False
-    if any(2 * p > k for p, k in zip(conv.padding, conv.kernel_size, strict=True)):
-        return False  # the window sum is an average pool, which pads at most half its window
+        return None
+    act, layer = pair[0], pair[1]
+    if not isinstance(act, ActQuant) or act.signed or act.scheme != "centred":
+        return None
+    if not is_prefix(act.planes) or act.bits > 8:
+        return None
     if not is_prefix(quant.planes) or len(quant.planes) > 8 or quant.scheme not in ("centred", "truncate"):
-        return False
-    return min(conv.in_channels, conv.out_channels) >= min_channels
+        return None
+    if type(layer) is nn.Linear:
+        return IntLinear if min(layer.in_features, layer.out_features) >= min_channels else None
+    if type(layer) is not nn.Conv2d:
+        return None
+    if layer.groups != 1 or layer.dilation != (1, 1) or layer.padding_mode != "zeros":
+        return None
+    if isinstance(layer.padding, str):
+        return None
+    if any(2 * p > k for p, k in zip(layer.padding, layer.kernel_size, strict=True)):
+        return None  # the window sum is an average pool, which pads at most half its window
+    return IntConv2d if min(layer.in_channels, layer.out_channels) >= min_channels else None
 
 
 def integer(model: nn.Module, *, min_channels: int = 16) -> nn.Module:
@@ -172,6 +215,7 @@ def integer(model: nn.Module, *, min_channels: int = 16) -> nn.Module:
         for child_name, child in list(parent.named_children()):
             key = f"{name}.{child_name}.1.weight" if name else f"{child_name}.1.weight"
             quant = model.quant.get(key)
-            if _convertible(child, quant, min_channels):
-                setattr(parent, child_name, IntConv2d(child[0], child[1], quant))
+            kind = _convertible(child, quant, min_channels)
+            if kind is not None:
+                setattr(parent, child_name, kind(child[0], child[1], quant))
     return module.requires_grad_(False)
