@@ -74,10 +74,10 @@ def compiled(model: nn.Module, *, dynamic: bool = False, integer: bool = False) 
     (or batch sizes) calls ``torch._dynamo.reset()`` between them.
 
     ``integer=True`` (an :class:`~fn3.export.user.Exported` model) first converts its quantized
-    convolutions to int8 kernels (:func:`fn3.export.integer.integer`): on a CPU with VNNI the
-    fastest way to run a quantized export (0.5-0.8x its compiled float twin at batch 64 on
-    ResNet-20, ``docs/benchmarks.md``), its values those of the export up to float rounding and
-    rounding ties.
+    convolutions and linear layers to int8 kernels (:func:`fn3.export.integer.integer`): on a CPU
+    with VNNI the fastest way to run a quantized export (0.47-0.94x its compiled float twin at
+    batch 64 on ResNet-20, ``docs/benchmarks.md``), its values those of the export up to float
+    rounding and rounding ties.
     """
     if integer:
         from fn3.export.integer import integer as to_integer
