@@ -77,7 +77,8 @@ def compiled(model: nn.Module, *, dynamic: bool = False, integer: bool = False) 
     convolutions and linear layers to int8 kernels (:func:`fn3.export.integer.integer`): on a CPU
     with VNNI the fastest way to run a quantized export (0.47-0.94x its compiled float twin at
     batch 64 on ResNet-20, ``docs/benchmarks.md``), its values those of the export up to float
-    rounding and rounding ties.
+    rounding and rounding ties. The converted model is a copy: it does not follow later changes of
+    ``model``'s weights.
     """
     if integer:
         from fn3.export.integer import integer as to_integer
