@@ -84,9 +84,27 @@ def truncated() -> Experiment:
               "the bottom of their cell (weights and activations).")
 
 
+def longer(epochs: int = 18) -> Experiment:
+    """The bits experiment for 3x the epochs: fn3's default and the independent networks, the
+    budget of experiments 2-4's longer runs. Does the 2-bit model close on the 8-bit one with
+    training length (issue 11: within 3 pt)?
+
+    Run with ``--only exp5_bits_18ep`` (the default arm about 75 minutes of one core; the
+    independent networks about 95).
+    """
+    short = experiment()
+    arms = tuple(a for a in short.arms if a.name in ("independent (one per bit-width)", AUTO_NORM.name))
+    return Experiment(
+        key=f"exp5_bits_{epochs}ep", title=f"FN3-bit, {epochs} epochs: CIFAR-10, ResNet-20", level="bits",
+        x_label=short.x_label, budgets=short.budgets, arms=arms,
+        base=short.base.replace(epochs=epochs), quick=CIFAR_QUICK, test_limit=200,
+        notes=f"Experiment 5 with {epochs} epochs instead of 6: does the 2-bit drop shrink with training "
+              "length?")
+
+
 def experiments() -> list[Experiment]:
     """Every experiment this script runs (its ``--only`` choices)."""
-    return [experiment(), truncated()]
+    return [experiment(), truncated(), longer()]
 
 
 if __name__ == "__main__":
