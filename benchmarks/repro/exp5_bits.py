@@ -85,15 +85,17 @@ def truncated() -> Experiment:
 
 
 def longer(epochs: int = 18) -> Experiment:
-    """The bits experiment for 3x the epochs: fn3's default and the independent networks, the
-    budget of experiments 2-4's longer runs. Does the 2-bit model close on the 8-bit one with
-    training length (issue 11: within 3 pt)?
+    """The bits experiment for 3x the epochs: fn3's default, the independent networks, and the
+    8-and-2-bit sandwich (the smallest 2-bit drop at 6 epochs among arms whose 8-bit model stays
+    within 2 pt of the default's), the budget of experiments 2-4's longer runs. Does the 2-bit
+    model close on the 8-bit one with training length (issue 11: within 3 pt)?
 
     Run with ``--only exp5_bits_18ep`` (the default arm about 75 minutes of one core; the
     independent networks about 95).
     """
     short = experiment()
-    arms = tuple(a for a in short.arms if a.name in ("independent (one per bit-width)", AUTO_NORM.name))
+    arms = tuple(a for a in short.arms if a.name in (
+        "independent (one per bit-width)", AUTO_NORM.name, SANDWICH_CORNERS.name))
     return Experiment(
         key=f"exp5_bits_{epochs}ep", title=f"FN3-bit, {epochs} epochs: CIFAR-10, ResNet-20", level="bits",
         x_label=short.x_label, budgets=short.budgets, arms=arms,
