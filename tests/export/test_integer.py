@@ -45,6 +45,19 @@ def test_an_int8_layer_computes_the_quantizer_and_convolution_it_replaces(bits):
     assert (got - want).abs().max() <= 1e-5 * want.abs().max()
 
 
+def test_a_row_with_a_zero_step_converts_to_zero_codes():
+    q = _export(4)
+    pair = q.module.get_submodule("stages.1.1.conv1")
+    quant = q.quant["stages.1.1.conv1.1.weight"]
+    pair[1].weight.data[3] = 0.0
+    quant.scale[3] = 0.0
+    layer = IntConv2d(pair[0], pair[1], quant)
+    assert not layer.codes[3].any() and layer.w_scale[3] == 0 and layer.centre[3] == 0
+    x = torch.rand(2, pair[1].in_channels, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.allclose(layer(x), pair(x.clone()), atol=1e-5, rtol=1e-5)
+
+
 def test_integer_converts_the_quantized_convolutions_wide_enough_and_keeps_the_values():
     q = _export(4, channels=0.5)  # ResNet-20 at half width: stages of 8, 16 and 32 channels
     convs = {n: m for n, m in q.module.named_modules() if isinstance(m, QuantInput)}

@@ -86,7 +86,8 @@ def _int8_state(layer: nn.Module, act: ActQuant, plain: nn.Module, quant: QuantW
     s = quant.scale.detach().to(torch.float32)  # (out,) the B-bit step of each row
     w = plain.weight.detach()  # (out, in, ...) on the grid: (code * 2^k + offset) * s
     row = (-1, *([1] * (w.dim() - 1)))
-    codes = torch.round(w / s.view(row) - offset) / 2**k
+    live = s.view(row) > 0  # a row of zeros may have a zero step: its codes are 0, its weight 0
+    codes = torch.where(live, torch.round(w / torch.where(live, s.view(row), 1.0) - offset) / 2**k, 0.0)
     if not torch.equal(codes, codes.round()) or codes.min() < -128 or codes.max() > 127:
         raise ValueError("fn3 bug: a quantized weight is not on its c-bit grid")
     layer.register_buffer("codes", codes.to(torch.int8))  # (out, in, ...)
