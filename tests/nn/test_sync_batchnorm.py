@@ -70,6 +70,9 @@ def _worker(rank: int, init: str, path: str) -> None:
         n = BATCH // WORLD
         results = [_run(b, slice(rank * n, (rank + 1) * n)) for b in SELECTIONS]
         torch.save(results, f"{path}.{rank}")
+        # both ranks done before either tears gloo down: a rank that exits while its peer is still
+        # in the group aborted once ("terminate called without an active exception", SIGABRT)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
