@@ -48,8 +48,24 @@ def test_heldout_scores_both_arms_and_checks_the_page(tmp_path, data_root):
     assert text.count(f"| {exp.key} |") == len(exp.budgets) + 2
     assert "Against the networks trained alone" in text
 
-    # A page value the models do not give (another model or protocol) is refused, nothing written.
+    # An experiment that ran only the default (norm) is scored alone: the same norm numbers and
+    # parity gaps, no shared column.
     path = tmp_path / f"{exp.key}.json"
+    one = tmp_path / "only_norm"
+    one.mkdir()
+    res = json.loads(path.read_text())
+    del res["arms"][names[0]]
+    (one / path.name).write_text(json.dumps(res))
+    args = ["--quick", "--results-dir", str(one), "--only", exp.key, "--out", str(one / "h.md")]
+    assert heldout.main(args) == 0
+    alone = json.loads((one / "heldout.json").read_text())["experiments"][exp.key]
+    for label, row in alone["budgets"].items():
+        assert names[0] not in row and not {"norm_minus_shared", "shared_minus_independent"} & set(row)
+        assert row["norm_minus_independent"] == saved["budgets"][label]["norm_minus_independent"]
+    text = (one / "h.md").read_text()
+    assert text.count("| not run |") == len(exp.budgets) and text.count(f"| {exp.key} | norm |") == 1
+
+    # A page value the models do not give (another model or protocol) is refused, nothing written.
     res = json.loads(path.read_text())
     res["arms"][names[1]]["accuracy"]["bn_aug"][exp.budgets[0].label] += 0.01
     path.write_text(json.dumps(res))
