@@ -15,7 +15,8 @@ and speed do not depend on training). Side by side in one run:
    file of that budget. Target: <= 1.1x.
 4. **Quantized against float.** Every quantized sub-model (8, 4 and 2 bits; all channels and half of
    them) against the float sub-model of the same spec (``fn3.export.twin.float_twin``: same layers,
-   float32, no quantizers), in PyTorch and in ONNX Runtime (the default QDQ ``to_onnx`` graph, the
+   float32, no quantizers), in PyTorch (eager, compiled, and compiled on int8 kernels:
+   ``fn3.export.compiled(..., integer=True)``) and in ONNX Runtime (the default QDQ ``to_onnx`` graph, the
    ``rounding="float"`` graph, and the ``compact=True`` graph of int8 codes for reference), at batch 1
    and 64, with the ONNX Runtime parity of the outputs. Target: latency ratio <= 1.05 at batch 64
    (stretch: < 1).
