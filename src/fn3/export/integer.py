@@ -59,6 +59,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
@@ -66,6 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fn3.errors import ConfigError
+from fn3.export.user import Exported, _codes_of
 from fn3.nn.act_quant import ActQuant, QuantInput, is_prefix
 from fn3.nn.protocol import QuantWeight
 
@@ -85,12 +87,12 @@ def _int8_state(layer: nn.Module, act: ActQuant, plain: nn.Module, quant: QuantW
     offset = (2**k - 1) / 2 if quant.scheme == "centred" else 0.0
     s = quant.scale.detach().to(torch.float32)  # (out,) the B-bit step of each row
     w = plain.weight.detach()  # (out, in, ...) on the grid: (code * 2^k + offset) * s
-    row = (-1, *([1] * (w.dim() - 1)))
-    live = s.view(row) > 0  # a row of zeros may have a zero step: its codes are 0, its weight 0
-    codes = torch.where(live, torch.round(w / torch.where(live, s.view(row), 1.0) - offset) / 2**k, 0.0)
-    if not torch.equal(codes, codes.round()) or codes.min() < -128 or codes.max() > 127:
-        raise ValueError("fn3 bug: a quantized weight is not on its c-bit grid")
-    layer.register_buffer("codes", codes.to(torch.int8))  # (out, in, ...)
+    # the c-bit codes a file stores for this weight (fn3.export.user, which checks the grid); a row
+    # with a zero step keeps codes 0 (its weight is 0 whatever they are)
+    live = s > 0
+    codes = torch.zeros(w.shape, dtype=torch.int64)
+    codes[live] = _codes_of(w[live], dataclasses.replace(quant, scale=s[live]))
+    layer.register_buffer("codes", codes.to(torch.int8))  # (out, in, ...), c <= 8 bits
     layer.register_buffer("w_scale", s * 2**k)  # (out,) the step of a c-bit code
     layer.register_buffer("w_zero", torch.zeros(s.shape, dtype=torch.int64))
     layer.offset = float(offset)
@@ -203,8 +205,6 @@ def integer(model: nn.Module, *, min_channels: int = 16) -> nn.Module:
         turns each :class:`IntConv2d` into an int8 oneDNN convolution. Eager PyTorch runs it in float
         (the same values, slower than the export). Save the export, not this copy.
     """
-    from fn3.export.user import Exported
-
     if not isinstance(model, Exported):
         raise ConfigError(
             f"integer() converts an exported sub-model (fn3.export.export(...)), got {type(model).__name__}"
