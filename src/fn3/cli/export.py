@@ -187,15 +187,17 @@ def bench_cmd(
         "q": ort_session(model, shape, threads=threads, rounding=rounding),
         "f": ort_session(twin, shape, threads=threads),
     }
-    runs = {"torch": (model, twin)}
+    # each run's model and the name of its float baseline; a baseline shared by two runs (the
+    # compiled float sub-model, for --compile and --integer) is timed once
+    runs, baselines = {"torch": (model, "torch")}, {"torch": twin}
     if compile_ or integer:
         from fn3.export.fast import compiled
 
-        twin_c = compiled(twin)
+        baselines["compiled"] = compiled(twin)
         if compile_:
-            runs["compiled"] = (compiled(model), twin_c)
+            runs["compiled"] = (compiled(model), "compiled")
         if integer:
-            runs["integer"] = (compiled(model, integer=True), twin_c)
+            runs["integer"] = (compiled(model, integer=True), "compiled")
     names = {"torch": "PyTorch", "compiled": "PyTorch, torch.compile", "integer": "PyTorch, int8 kernels",
              "ort": "ONNX Runtime"}
     table = Table(title=f"{file}: exported model beside the float sub-model of the same spec")
@@ -204,8 +206,8 @@ def bench_cmd(
     for b in sizes:
         x = torch.randn(b, *shape, generator=torch.Generator().manual_seed(b))
         xn = x.numpy()
-        fns = {f"{k} {w}": (lambda x=x, m=m: m(x))
-               for k, pair in runs.items() for w, m in zip("qf", pair, strict=True)}  # fmt: skip
+        fns = {f"{k} q": (lambda x=x, m=m: m(x)) for k, (m, _) in runs.items()}
+        fns |= {f"{k} f": (lambda x=x, m=m: m(x)) for k, m in baselines.items()}
         fns |= {f"ort {k}": (lambda xn=xn, s=s: s.run(None, {"input": xn})) for k, s in sessions.items()}
         try:
             with torch.no_grad():
@@ -217,8 +219,8 @@ def bench_cmd(
                 f"--compile/--integer: torch.compile failed ({type(inner).__name__}: {why}); it needs "
                 "a C++ compiler (Inductor): install one or run without --compile/--integer"
             ) from None
-        for k in (*runs, "ort"):
-            q, f = t[f"{k} q"], t[f"{k} f"]
+        for k, base in [*((k, base) for k, (_, base) in runs.items()), ("ort", "ort")]:
+            q, f = t[f"{k} q"], t[f"{base} f"]
             table.add_row(str(b), names[k], f"{q * 1e3:.3f}", f"{f * 1e3:.3f}", f"{q / f:.2f}x")
     console.print(table)
     diff = ort_parity(sessions["q"], model, shape)

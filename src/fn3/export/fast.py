@@ -54,8 +54,7 @@ class _Frozen(nn.Module):
 
     def __init__(self, model: nn.Module, dynamic: bool):
         super().__init__()
-        self.model = model
-        self._compiled = torch.compile(model, dynamic=dynamic)
+        self._compiled = torch.compile(model, dynamic=dynamic)  # holds model (its ``_orig_mod``)
 
     def forward(self, *args, **kwargs):
         with torch._inductor.config.patch(freezing=True):
