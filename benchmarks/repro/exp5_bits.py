@@ -17,6 +17,7 @@ from __future__ import annotations
 from runner import (
     AUTO,
     AUTO_NORM,
+    AUTO_NORM_CLIP,
     CIFAR_QUICK,
     DEFAULT,
     ODO_GEOMETRIC,
@@ -53,6 +54,7 @@ def experiment() -> Experiment:
         every_budget(budgets, distill_start=0.3),  # soft labels from the largest once it has learned
         AUTO,  # fn3 train's default in config version 3: the tied grid, per-weight mean
         AUTO_NORM,  # fn3 train's default since config version 4: the grid, norm-matched sum
+        AUTO_NORM_CLIP,  # the default with a clipping level per bit-width (issue 11: the 2-bit drop)
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",
@@ -95,7 +97,7 @@ def longer(epochs: int = 18) -> Experiment:
     """
     short = experiment()
     arms = tuple(a for a in short.arms if a.name in (
-        "independent (one per bit-width)", AUTO_NORM.name, SANDWICH_CORNERS.name))
+        "independent (one per bit-width)", AUTO_NORM.name, SANDWICH_CORNERS.name, AUTO_NORM_CLIP.name))
     return Experiment(
         key=f"exp5_bits_{epochs}ep", title=f"FN3-bit, {epochs} epochs: CIFAR-10, ResNet-20", level="bits",
         x_label=short.x_label, budgets=short.budgets, arms=arms,

@@ -108,11 +108,14 @@ def create_model(
         seed: seeds the initial weights (the caller's global RNG is left as it was).
         kwargs: model-specific options (e.g. ``hidden=(512, 256)``, ``total_bits=8``), and
             ``quant_scheme``: ``"centred"`` (default) or ``"truncate"`` (fn3's rule before file
-            format 2; see :mod:`fn3.nn.functional`).
+            format 2; see :mod:`fn3.nn.functional`), and ``act_clip``: ``"shared"`` (default, one
+            activation clipping level for every bit-width) or ``"per-bits"`` (one per bit-width; see
+            :func:`fn3.nn.base.set_act_clip`).
     """
-    from fn3.nn.base import set_quant_scheme
+    from fn3.nn.base import set_act_clip, set_quant_scheme
 
     scheme = kwargs.pop("quant_scheme", "centred")
+    clip = kwargs.pop("act_clip", "shared")
     fn, supported = _entry(name)
     if not (levels is None or isinstance(levels, (str, list, tuple, set, frozenset))):
         raise ConfigError(f"levels={levels!r}: give a comma-separated string or a list of level names")
@@ -141,6 +144,7 @@ def create_model(
             raise ConfigError(f"model {name!r} cannot be built with these options ({err})") from None
     try:
         set_quant_scheme(model, scheme)  # type: ignore[arg-type]
+        set_act_clip(model, clip)  # type: ignore[arg-type]
     except ConfigError as err:
         raise ConfigError(f"model {name!r}: {err}") from None
     model.fn3_config = {
@@ -152,5 +156,7 @@ def create_model(
         "seed": seed,
         **kwargs,
         "quant_scheme": scheme,
+        # recorded when not the default, so configs of models without it read as before
+        **({"act_clip": clip} if clip != "shared" else {}),
     }
     return model

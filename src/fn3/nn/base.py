@@ -27,7 +27,21 @@ from fn3.nn.functional import check_scheme, fake_quant_act, fake_quant_weight, w
 from fn3.nn.protocol import FLOAT_BITS, AxisUse, LeafCost, QuantWeight, uses
 from fn3.nn.slot import AxisSlot, Selection
 
-__all__ = ["NestedActQuant", "NestedModule", "eval_mode", "full", "select", "set_quant_scheme"]
+__all__ = [
+    "ACT_CLIPS",
+    "NestedActQuant",
+    "NestedModule",
+    "act_clip_of",
+    "eval_mode",
+    "full",
+    "select",
+    "set_act_clip",
+    "set_quant_scheme",
+]
+
+#: How the activation quantizers of a model clip: ``"shared"``, one learned clipping level for every
+#: bit-width; ``"per-bits"``, one learned level per kept bit count (AdaBits' switchable clipping).
+ACT_CLIPS = ("shared", "per-bits")
 
 
 class NestedModule(nn.Module):
@@ -71,6 +85,45 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = mode
 
 
+def set_act_clip(model: nn.Module, clip: str) -> nn.Module:
+    """Give every nested activation quantizer of ``model`` one clipping level per bit-width
+    (``clip="per-bits"``) or one shared by all (``"shared"``, fn3's rule before it).
+
+    Only stored weights must nest bit-plane by bit-plane (a ``c``-bit file is a prefix of the 8-bit
+    one); activations are quantized at run time, so each bit-width may clip them where it fits best:
+    two bits put their 4 levels on a narrower range than eight bits put their 256. ``"per-bits"`` adds
+    the parameter ``alpha_bits`` (``B - 1`` levels, for ``c = 1 .. B-1`` kept bits; ``B`` bits keep
+    ``alpha``), each started at ``alpha``'s value and learned through the clamp (PACT) by the steps
+    that train that bit-width. It needs the ``"centred"`` scheme (``"truncate"`` reads every
+    bit-width off the one ``B``-bit code of the shared level).
+
+    Example:
+        >>> import fn3
+        >>> net = set_act_clip(fn3.create_model("mlp", input_size=8, in_channels=1), "per-bits")
+        >>> sorted({tuple(m.alpha_bits.shape) for m in net.modules() if isinstance(m, NestedActQuant)})
+        [(7,)]
+        >>> act_clip_of(net)
+        'per-bits'
+    """
+    from fn3.errors import ConfigError
+
+    if clip not in ACT_CLIPS:
+        raise ConfigError(f"act_clip={clip!r}: choose {' or '.join(ACT_CLIPS)}")
+    for m in model.modules():
+        if isinstance(m, NestedActQuant):
+            if clip == "per-bits" and m.quant_scheme != "centred":
+                raise ConfigError(f"act_clip='per-bits' needs quant_scheme='centred', not {m.quant_scheme!r}")
+            m.clip_per_bits(clip == "per-bits")
+    return model
+
+
+def act_clip_of(model: nn.Module) -> str:
+    """``"per-bits"`` when ``model``'s activation quantizers have a clipping level per bit-width,
+    else ``"shared"`` (also for a model without any); see :func:`set_act_clip`."""
+    per = any(isinstance(m, NestedActQuant) and m.alpha_bits is not None for m in model.modules())
+    return "per-bits" if per else "shared"
+
+
 def set_quant_scheme(model: nn.Module, scheme: str) -> nn.Module:
     """Make every nested layer of ``model`` use quantization ``scheme`` (``"centred"``/``"truncate"``).
 
@@ -98,7 +151,8 @@ def select(slot: AxisSlot | None, n: int, per_unit: int = 1) -> Selection:
 
 
 class NestedActQuant(NestedModule):
-    """Nested activation quantizer: one learned clipping level shared by every bit-width.
+    """Nested activation quantizer: one learned clipping level shared by every bit-width, or one per
+    kept bit count after :meth:`clip_per_bits` (see :func:`set_act_clip`).
 
     Args:
         slot: the bits axis (block 0 = most significant bit).
@@ -115,11 +169,28 @@ class NestedActQuant(NestedModule):
         self.total_bits = total_bits
         self.signed = signed
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+        self.alpha_bits: nn.Parameter | None
+        self.register_parameter("alpha_bits", None)  # (B-1,): c = 1 .. B-1 kept bits, per-bits only
+
+    def clip_per_bits(self, on: bool = True) -> None:
+        """Add (``on``) one learned clipping level per kept bit count ``c < B``, each started at
+        ``alpha``'s value, or remove them (every bit-width back on ``alpha``)."""
+        if on and self.alpha_bits is None:
+            start = self.alpha.detach().abs().expand(self.total_bits - 1).clone()
+            self.alpha_bits = nn.Parameter(start)
+        elif not on:
+            self.alpha_bits = None
+
+    def clip_level(self, bits: int | None = None) -> torch.Tensor:
+        """The clipping level (0-dim, may be negative: its magnitude is used) of ``bits`` kept bits,
+        by default the slot's current count."""
+        c = self.slot.units if bits is None else bits
+        return self.alpha if self.alpha_bits is None or c >= self.total_bits else self.alpha_bits[c - 1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return fake_quant_act(
             x,
-            self.alpha,
+            self.clip_level(),
             self.total_bits,
             self.slot.units,
             self.signed,
@@ -140,7 +211,8 @@ class NestedActQuant(NestedModule):
     def extract(self) -> nn.Module:
         """This quantizer with its kept bits pinned, as the deployed :class:`~fn3.nn.act_quant.ActQuant`:
         the same values as this module's forward, in the fewest passes (no gradient path to keep)."""
-        q = ActQuant(self.alpha.detach(), planes=tuple(self.slot.blocks), total_bits=self.total_bits,
+        alpha = self.clip_level(len(self.slot.blocks)).detach()
+        q = ActQuant(alpha, planes=tuple(self.slot.blocks), total_bits=self.total_bits,
                      signed=self.signed, scheme=self.quant_scheme)  # fmt: skip
         return q.to(self.alpha.device).eval().requires_grad_(False)
 
