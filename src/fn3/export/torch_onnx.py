@@ -79,7 +79,7 @@ class QDQ(torch.autograd.Function):
 def _as_act_quant(m: NestedActQuant) -> ActQuant:
     """The exported quantizer computing what the extracted (pinned) nested quantizer computes."""
     return ActQuant(
-        m.alpha.detach(),
+        m.clip_level(len(m.slot.blocks)).detach(),  # the kept bit count's level (act_clip="per-bits")
         planes=tuple(m.slot.blocks),
         total_bits=m.total_bits,
         signed=m.signed,
