@@ -104,3 +104,21 @@ def test_bad_choices_are_refused():
         fn3.create_model("mlp", input_size=8, in_channels=1, act_clip="bogus")
     with pytest.raises(ConfigError, match="needs quant_scheme='centred'"):
         fn3.create_model("mlp", input_size=8, in_channels=1, act_clip="per-bits", quant_scheme="truncate")
+
+
+def test_a_model_of_your_own_keeps_its_levels_in_the_nested_file(tmp_path):
+    from fn3.convert.user import UserModel, build_user_model
+
+    desc = UserModel("fn3.export.user:example_net", {"width": 8}, (1, 8, 8), ("channels", "bits"))
+    model = set_act_clip(build_user_model(desc)[0], "per-bits").eval()
+    with torch.no_grad():
+        for q in _quantizers(model):
+            q.alpha_bits.copy_(torch.linspace(0.5, 2.0, q.alpha_bits.numel()))
+    spec = fn3.space(model).uniform({"channels": 0.5, "bits": 2})
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    with fn3.active(model, spec), torch.no_grad():
+        ref = model(x)
+    read = fn3.export.load_nested(fn3.export.save_nested(model, tmp_path / "nested.safetensors"), spec)
+    assert (read.model(x) - ref).abs().max() <= 1e-5
+    sub = fn3.export.load(fn3.export.save(fn3.export.export(model, spec), tmp_path / "sub.safetensors"))
+    assert (sub(x) - ref).abs().max() <= 1e-5

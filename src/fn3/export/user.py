@@ -76,7 +76,7 @@ from fn3.models.info import model_info
 from fn3.nest import active
 from fn3.nest import space as model_space
 from fn3.nn.act_quant import plan_in_place
-from fn3.nn.base import NestedModule, set_quant_scheme
+from fn3.nn.base import ACT_CLIPS, NestedModule, act_clip_of, set_act_clip, set_quant_scheme
 from fn3.nn.functional import SCHEMES, grid_values, weight_codes, weight_scale
 from fn3.nn.protocol import QuantWeight, is_gate, is_leaf
 from fn3.spec import Space, Spec
@@ -166,6 +166,13 @@ def _scheme(model: nn.Module) -> str:
     return schemes.pop() if len(schemes) == 1 else "centred"
 
 
+def _quant_info(model: nn.Module) -> dict[str, str]:
+    """The header's quantization fields: the scheme, and ``act_clip`` when it is not the shared
+    level (so headers of models without a level per bit-width read as before)."""
+    clip = act_clip_of(model)
+    return {"scheme": _scheme(model), **({"act_clip": clip} if clip != "shared" else {})}
+
+
 @torch.no_grad()
 def export_user(model: nn.Module, spec: Spec | None = None, *, meta: Mapping | None = None) -> Exported:
     """Sub-model ``spec`` of any nested model, as a :class:`Exported` (eval mode)."""
@@ -189,7 +196,7 @@ def _export_coded(
     for key, q in quant.items():
         params[key].copy_(_on_grid(params[key], q)[1])
     info = export_meta(model, spec, meta)
-    info.update(space=sp.to_dict(), scheme=_scheme(model))
+    info.update(space=sp.to_dict(), **_quant_info(model))
     recipe = model_info(model)
     if recipe is not None:  # the recipe a file needs to rebuild it
         info["model"] = dict(recipe.config)
@@ -314,6 +321,8 @@ def _rebuild(r: container.Reader, meta: dict) -> tuple[nn.Module, Space]:
     recipe = meta.get("model") or {}
     if meta.get("scheme") not in SCHEMES:
         raise r.fail(f"bad header: quantization scheme {meta.get('scheme')!r}")
+    if meta.get("act_clip", "shared") not in ACT_CLIPS:
+        raise r.fail(f"bad header: activation clipping {meta.get('act_clip')!r}")
     try:
         if _is_factory_recipe(recipe):
             desc = UserModel.from_dict(recipe)
@@ -324,6 +333,10 @@ def _rebuild(r: container.Reader, meta: dict) -> tuple[nn.Module, Space]:
     except ConfigError as err:
         raise r.fail(f"cannot rebuild its model ({err})") from None
     set_quant_scheme(model, meta["scheme"])
+    try:
+        set_act_clip(model, meta.get("act_clip", "shared"))  # a model of your own set it after nesting
+    except ConfigError as err:
+        raise r.fail(f"bad header: {err}") from None
     sp = model_space(model)
     if sp.to_dict() != meta.get("space"):
         raise r.fail(f"{source} now builds another nested model than the one saved")
@@ -468,7 +481,7 @@ def _nested_info(model: nn.Module, meta: dict | None) -> dict:
     info = export_meta(model, sp.largest(), meta)
     info.pop("spec", None)
     recipe = model_info(model)
-    info.update(model=dict(recipe.config), space=sp.to_dict(), scheme=_scheme(model))
+    info.update(model=dict(recipe.config), space=sp.to_dict(), **_quant_info(model))
     if recipe.input_shape is not None:
         info["input_shape"] = list(recipe.input_shape)
     return info
