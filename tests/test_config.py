@@ -36,7 +36,7 @@ def test_auto_of_a_version_3_config_keeps_the_loss_it_trained_with():
     two = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8,
                            levels=("channels", "bits"))
     old = TrainConfig(model="resnet20").to_dict()
-    assert old["version"] == 4 and old["spec_loss"] == "auto"
+    assert old["version"] == 5 and old["spec_loss"] == "auto"
     old["version"] = 3
     cfg = TrainConfig.from_dict(old)
     assert cfg.spec_loss == "auto-v3"
@@ -46,3 +46,29 @@ def test_auto_of_a_version_3_config_keeps_the_loss_it_trained_with():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # written again as version 4, still auto-v3
     old["spec_loss"] = "sum"  # an explicit loss is kept as it is
     assert TrainConfig.from_dict(old).spec_loss == "sum"
+
+
+def test_act_clip_auto_and_old_configs():
+    """Config version 5 added act_clip; a run written before clipped at one shared level and must
+    rebuild (and resume) with it whatever auto picks, or its checkpoint would not load."""
+    import pytest
+
+    import fn3
+    from fn3.errors import ConfigError
+    from fn3.run import AUTO_ACT_CLIP, resolved_act_clip
+
+    bits = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("bits",))
+    floats = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("channels",))
+    assert resolved_act_clip(bits, TrainConfig()) == AUTO_ACT_CLIP
+    assert resolved_act_clip(bits, TrainConfig(act_clip="per-bits")) == "per-bits"
+    assert resolved_act_clip(floats, TrainConfig()) == "shared"  # nothing to clip
+    old = TrainConfig(act_clip="per-bits").to_dict()
+    old["version"] = 4
+    del old["act_clip"]
+    assert resolved_act_clip(bits, TrainConfig.from_dict(old)) == "shared"
+    given = TrainConfig(model_kwargs={"act_clip": "shared"})  # the model option, as the repro arms give it
+    assert resolved_act_clip(bits, given) == "shared"
+    with pytest.raises(ConfigError, match="disagree"):
+        resolved_act_clip(bits, given.replace(act_clip="per-bits"))
+    with pytest.raises(ConfigError, match="act_clip='bogus' is invalid; expected auto, shared or per-bits"):
+        TrainConfig(act_clip="bogus")

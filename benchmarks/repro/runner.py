@@ -177,7 +177,7 @@ AUTO_NORM = Arm("fn3 auto grid, norm-matched sum", train={**AUTO.train, "spec_lo
 #: The default with one activation clipping level per bit-width (``act_clip="per-bits"``, AdaBits'
 #: switchable clipping; issue 11's 2-bit drop). Only bits experiments differ from AUTO_NORM.
 AUTO_NORM_CLIP = Arm("fn3 auto grid, norm-matched sum, clip per bit-width",
-                     train={**AUTO_NORM.train, "model_kwargs": {"quant_scheme": "centred", "act_clip": "per-bits"}})
+                     train={**AUTO_NORM.train, "act_clip": "per-bits"})
 AUTO_NORM_RANDOM_ORDER = Arm("fn3 auto norm, random-order removal", kind="random-order",
                              source=AUTO_NORM.name)
 

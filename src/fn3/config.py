@@ -28,14 +28,23 @@ from fn3._io import one_line
 from fn3.errors import ConfigError
 from fn3.sampling import DISTRIBUTIONS, TIES
 
-__all__ = ["LEGACY_SPEC_LOSSES", "RULES", "RULE_DEFAULTS", "SPEC_LOSSES", "TrainConfig", "load_config_file"]
+__all__ = [
+    "ACT_CLIP_CHOICES",
+    "LEGACY_SPEC_LOSSES",
+    "RULES",
+    "RULE_DEFAULTS",
+    "SPEC_LOSSES",
+    "TrainConfig",
+    "load_config_file",
+]
 
 CONFIG_FORMAT = "fn3.train-config"
 # 2: spec_loss (a version-1 config, which had none, summed its specs' losses); 3: grid, and rule=auto
 # trains it on one level (a version-1 or -2 config, which had none, trained the tied sandwich there);
 # 4: spec_loss="auto" is "norm" under rule=specs (a version 1-3 config's "auto" meant "shared" there:
-# it is read as "auto-v3", so a run directory written before resumes with the loss it was trained on).
-CONFIG_VERSION = 4
+# it is read as "auto-v3", so a run directory written before resumes with the loss it was trained on);
+# 5: act_clip (a version 1-4 config, which had none, clipped activations at one shared level).
+CONFIG_VERSION = 5
 
 #: Training rules: ``auto`` (the default: the rule measured best for the model's family,
 #: :func:`fn3.sampling.auto_rule`), the largest sub-model plus ordered-dropout draws every step, the
@@ -66,6 +75,9 @@ OPTIMIZERS = ("sgd", "adamw")
 #: 1.1-3.8 pt better on channels, paths and bits, layers the same, the full model 0.6-1.7 pt lower
 #: except on bits; benchmarks/repro/heldout.py, docs/benchmarks/heldout.md).
 SPEC_LOSSES = ("auto", "mean", "sum", "shared", "norm")
+#: ``act_clip`` choices: ``auto`` (:func:`fn3.run.resolved_act_clip`) or a rule of
+#: :func:`fn3.nn.base.set_act_clip`.
+ACT_CLIP_CHOICES = ("auto", "shared", "per-bits")
 #: Values only read from older configs: ``auto-v3`` is ``auto`` as config versions 1-3 resolved it
 #: (``shared`` under ``rule="specs"``, ``mean`` otherwise), so their runs resume unchanged.
 LEGACY_SPEC_LOSSES = ("auto-v3",)
@@ -112,6 +124,8 @@ class TrainConfig:
     # and the smallest (fn3.sampling.grid_specs); () makes auto train the tied sandwich on one level
     grid: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
     zero_init_residual: bool = False  # every residual block starts as its shortcut (last BN scale 0)
+    # activation clipping of a model nested in bits: auto | shared | per-bits (fn3.nn.base.set_act_clip)
+    act_clip: str = "auto"
     fixed_spec: str | None = None  # for rule="fixed": "channels=0.5", "largest", a JSON file
     train_specs: tuple[str, ...] = ()  # rule="specs" (or auto): trained every step beside the largest
     # evaluation and checkpoints
@@ -152,6 +166,8 @@ class TrainConfig:
         if self.zero_init_residual and ":" in self.model:
             raise ConfigError("zero_init_residual applies to fn3's resnet and resnext models, not to a "
                               "package.module:factory model (initialise yours in its factory)")
+        if self.act_clip not in ACT_CLIP_CHOICES:
+            raise bad("act_clip", self.act_clip, "auto, shared or per-bits")
         if self.spec_loss not in SPEC_LOSSES + LEGACY_SPEC_LOSSES:
             raise bad("spec_loss", self.spec_loss, ", ".join(SPEC_LOSSES[:-1]) + " or " + SPEC_LOSSES[-1])
         if self.train_specs and self.rule not in ("auto", "specs"):
@@ -217,7 +233,7 @@ class TrainConfig:
             raise ConfigError(f"a train config must be a table of settings, not {type(data).__name__}")
         data = dict(data)
         fmt, ver = data.pop("format", None), data.pop("version", None)
-        if not partial and (fmt != CONFIG_FORMAT or ver not in (1, 2, 3, CONFIG_VERSION)):
+        if not partial and (fmt != CONFIG_FORMAT or ver not in (1, 2, 3, 4, CONFIG_VERSION)):
             raise ConfigError(
                 f"not an fn3 train config (expected format {CONFIG_FORMAT}, version {CONFIG_VERSION})"
             )
@@ -228,6 +244,8 @@ class TrainConfig:
             data.setdefault("spec_loss", "mean")
         if not partial and ver in (1, 2, 3) and data.get("spec_loss", "auto") == "auto":
             data["spec_loss"] = "auto-v3"  # before version 4, auto was "shared" under rule=specs
+        if not partial and ver in (1, 2, 3, 4):  # written before act_clip: one shared level
+            data.setdefault("act_clip", "shared")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -262,7 +280,8 @@ _FIELD_TYPES: dict[str, tuple[str, bool]] = {  # name -> (kind, may be None)
     "limit": (_INT, True),
     **{n: (_FLOAT, False) for n in ("val_fraction", "lr", "momentum", "weight_decay",
                                    "label_smoothing", "rho", "distill_start", "full_first")},
-    **{n: (_STR, False) for n in ("model", "data", "augment", "optimizer", "rule", "spec_loss")},
+    **{n: (_STR, False) for n in ("model", "data", "augment", "optimizer", "rule", "spec_loss",
+                                 "act_clip")},
     "dist": (_STR, True),
     "tie": (_STR, True),
     "data_dir": (_STR, True),

@@ -122,3 +122,35 @@ def test_a_model_of_your_own_keeps_its_levels_in_the_nested_file(tmp_path):
     assert (read.model(x) - ref).abs().max() <= 1e-5
     sub = fn3.export.load(fn3.export.save(fn3.export.export(model, spec), tmp_path / "sub.safetensors"))
     assert (sub(x) - ref).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("learn", ["pact", "lsq"])
+def test_lsq_moves_a_level_to_its_bit_width_and_pact_does_not(learn):
+    """Half-normal activations (after BatchNorm and ReLU) at 2 bits from a level of 4: the rounding
+    error wants the 4 levels on a narrower range (~2). LSQ's gradient takes the level there; PACT's
+    clamp gradient cannot (no activation exceeds 4), which is why per-bits levels learn with LSQ.
+    The forward value is the same under both."""
+    from fn3.nn.functional import fake_quant_act
+
+    x = torch.randn(4096, 64, generator=torch.Generator().manual_seed(0)).relu()
+    alpha = torch.nn.Parameter(torch.tensor(4.0))
+    opt = torch.optim.SGD([alpha], lr=0.05)
+    ref = fake_quant_act(x, alpha, 8, 2, False, None, "centred", "pact")
+    assert torch.equal(fake_quant_act(x, alpha, 8, 2, False, None, "centred", learn), ref)
+    err0 = (ref - x).square().mean().item()
+    for _ in range(100):
+        opt.zero_grad()
+        (fake_quant_act(x, alpha, 8, 2, False, None, "centred", learn) - x).square().mean().backward()
+        opt.step()
+    err = (fake_quant_act(x, alpha, 8, 2, False, None, "centred", learn) - x).square().mean().item()
+    if learn == "lsq":
+        assert 1.5 < alpha.item() < 3.0 and err < 0.5 * err0, (alpha.item(), err, err0)
+    else:
+        assert alpha.item() == pytest.approx(4.0, abs=0.05)
+
+
+def test_lsq_needs_the_centred_grid():
+    from fn3.nn.functional import fake_quant_act
+
+    with pytest.raises(ConfigError, match="'lsq' with 'centred'"):
+        fake_quant_act(torch.ones(2, 2), torch.tensor(1.0), 8, 2, False, None, "truncate", "lsq")

@@ -106,6 +106,11 @@ def train(
                      "weight's gradient over the specs that use it, norm steps along the summed "
                      "gradient at the length of the longest spec's gradient (per tensor)."),
     ] = None,
+    act_clip: Annotated[
+        str | None,
+        typer.Option(help="auto (default: per-bits for a model nested in bits), shared or per-bits: "
+                     "one learned activation clipping level for every bit-width, or one per bit-width."),
+    ] = None,
     zero_init_residual: Annotated[
         bool | None,
         typer.Option("--zero-init-residual/--no-zero-init-residual",
@@ -175,6 +180,7 @@ def train(
         distill_start=distill_start,
         full_first=full_first,
         spec_loss=spec_loss,
+        act_clip=act_clip,
         zero_init_residual=zero_init_residual,
         fixed_spec=fixed_spec,
         limit=limit,

@@ -93,9 +93,12 @@ def set_act_clip(model: nn.Module, clip: str) -> nn.Module:
     one); activations are quantized at run time, so each bit-width may clip them where it fits best:
     two bits put their 4 levels on a narrower range than eight bits put their 256. ``"per-bits"`` adds
     the parameter ``alpha_bits`` (``B - 1`` levels, for ``c = 1 .. B-1`` kept bits; ``B`` bits keep
-    ``alpha``), each started at ``alpha``'s value and learned through the clamp (PACT) by the steps
-    that train that bit-width. It needs the ``"centred"`` scheme (``"truncate"`` reads every
-    bit-width off the one ``B``-bit code of the shared level).
+    ``alpha``), each started at ``alpha``'s value and learned by the steps that train that bit-width.
+    Every level of such a model (``alpha`` too) learns with LSQ's gradient (``learn="lsq"`` of
+    :func:`fn3.nn.functional.fake_quant_act`: the rounding error moves it); PACT's clamp gradient,
+    which a shared level keeps, left every level where it started (issue 11). It needs the
+    ``"centred"`` scheme (``"truncate"`` reads every bit-width off the one ``B``-bit code of the
+    shared level).
 
     Example:
         >>> import fn3
@@ -114,6 +117,10 @@ def set_act_clip(model: nn.Module, clip: str) -> nn.Module:
             if clip == "per-bits" and m.quant_scheme != "centred":
                 raise ConfigError(f"act_clip='per-bits' needs quant_scheme='centred', not {m.quant_scheme!r}")
             m.clip_per_bits(clip == "per-bits")
+    config = getattr(model, "fn3_config", None)
+    if isinstance(config, dict):  # a registered model's arguments: rebuilding it gives the same levels
+        config.pop("act_clip", None)
+        config.update({"act_clip": clip} if clip != "shared" else {})
     return model
 
 
@@ -196,6 +203,7 @@ class NestedActQuant(NestedModule):
             self.signed,
             self.slot.bit_mask(self.total_bits),
             self.quant_scheme,
+            "pact" if self.alpha_bits is None else "lsq",  # per-bits levels learn from the rounding
         )
 
     def extra_repr(self) -> str:
