@@ -221,3 +221,37 @@ def test_info_describes_an_exported_model_and_a_nested_file(run_dir, tmp_path, c
     out = capsys.readouterr().out
     assert "nested file" in out and "fc1.width" in out and "neurons" in out
     assert "does not exist" not in out
+
+
+def test_act_clip_flag_trains_resumes_and_exports_levels_per_bit_width(tmp_path):
+    """`--act-clip per-bits`: the run's model has a level per bit-width, its 2-bit level moves in
+    training (LSQ) while the shared level of the default stays put, the run resumes from its
+    checkpoint, and an export from the run directory equals the run's own sub-model."""
+    import torch
+
+    import fn3
+    from fn3.nn.base import NestedActQuant
+    from fn3.run import load_run, read_config
+
+    common = ["--model", "resnet20", "--model-arg", "width=4", "--data", "digits", "--epochs", "1",
+              "--levels", "bits", "--no-progress"]
+    out = tmp_path / "per"
+    assert main(["train", *common, "--act-clip", "per-bits", "--max-steps", "3", "--out", str(out)]) == 0
+    assert read_config(out).act_clip == "per-bits"
+    assert main(["train", "--resume", str(out), "--max-steps", "6", "--no-progress"]) == 0
+    run = load_run(out, checkpoint=True)
+    quantizers = [m for m in run.model.modules() if isinstance(m, NestedActQuant)]
+    assert quantizers and all(q.alpha_bits is not None for q in quantizers)
+    start = quantizers[0].alpha_bits.new_tensor(4.0)  # NestedConv2d's initial level after a ReLU
+    assert any((q.alpha_bits[1] - start).abs() > 1e-3 for q in quantizers)  # the 2-bit levels learned
+    spec = run.space.uniform({"bits": 2})
+    x = torch.randn(4, 1, 8, 8)
+    with fn3.active(run.model, spec), torch.no_grad():
+        ref = run.model(x)
+    assert (fn3.export.export(run.model, spec)(x) - ref).abs().max() <= 1e-5
+    shared = tmp_path / "shared"
+    assert main(["train", *common, "--max-steps", "3", "--out", str(shared)]) == 0
+    plain = load_run(shared, checkpoint=True).model
+    assert all(m.alpha_bits is None for m in plain.modules() if isinstance(m, NestedActQuant))
+    assert main(["train", *common, "--act-clip", "sometimes", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
