@@ -242,8 +242,9 @@ def test_act_clip_flag_trains_resumes_and_exports_levels_per_bit_width(tmp_path)
     run = load_run(out, checkpoint=True)
     quantizers = [m for m in run.model.modules() if isinstance(m, NestedActQuant)]
     assert quantizers and all(q.alpha_bits is not None for q in quantizers)
-    start = quantizers[0].alpha_bits.new_tensor(4.0)  # NestedConv2d's initial level after a ReLU
-    assert any((q.alpha_bits[1] - start).abs() > 1e-3 for q in quantizers)  # the 2-bit levels learned
+    # The 2-bit levels learned (from 4, the level of a quantizer after a ReLU): in 6 steps LSQ's
+    # gradient moved the farthest 0.065, PACT's clamp gradient 0.003.
+    assert max(abs(float(q.alpha_bits[1]) - 4.0) for q in quantizers) > 0.02
     spec = run.space.uniform({"bits": 2})
     x = torch.randn(4, 1, 8, 8)
     with fn3.active(run.model, spec), torch.no_grad():
