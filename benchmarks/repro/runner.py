@@ -305,7 +305,7 @@ def experiment_data(
 def run_experiment(exp: Experiment, results_dir: Path, runs_dir: Path, *, quick: bool,
                    command: str, arms: Sequence[str] | None = None, rerun: bool = False) -> Path:
     """Train and evaluate every arm not yet in ``results_dir/<key>.json`` (only those whose name
-    starts with one of ``arms`` when given; with ``rerun`` also those it holds, replaced); returns
+    is, or else starts with, one of ``arms`` when given; with ``rerun`` also those it holds, replaced); returns
     that path."""
     import arms as arm_impl  # the training/evaluation of each kind (same folder)
 
@@ -323,8 +323,12 @@ def run_experiment(exp: Experiment, results_dir: Path, runs_dir: Path, *, quick:
     results = _load_or_new(path, exp, settings, quick, command)
     ctx = Context(exp, cfg, train, val, test, runs_dir / exp.key, quick, results)
     mine: set[str] = set()  # arms this process (re)ran: the file's version of any other wins
+    # A given name that is an arm's whole name selects that arm alone (one arm's name can be the
+    # start of another's); any other is a prefix.
+    exact = {a for a in arms or () if a in {arm.name for arm in exp.arms}}
+    prefixes = tuple(a for a in arms or () if a not in exact)
     for arm in exp.arms:
-        if arms is not None and not arm.name.startswith(tuple(arms)):
+        if arms is not None and not (arm.name in exact or arm.name.startswith(prefixes)):
             continue
         if arm.name in results["arms"] and not rerun:
             print(f"[{exp.key}] {arm.name}: done already (in {path.name}), skipped", flush=True)
