@@ -305,8 +305,8 @@ def experiment_data(
 def run_experiment(exp: Experiment, results_dir: Path, runs_dir: Path, *, quick: bool,
                    command: str, arms: Sequence[str] | None = None, rerun: bool = False) -> Path:
     """Train and evaluate every arm not yet in ``results_dir/<key>.json`` (only those whose name
-    is, or else starts with, one of ``arms`` when given; with ``rerun`` also those it holds, replaced); returns
-    that path."""
+    is, or else starts with, one of ``arms`` when given; with ``rerun`` also those it holds,
+    replaced); returns that path."""
     import arms as arm_impl  # the training/evaluation of each kind (same folder)
 
     cfg, train, val, test = experiment_data(exp, quick)
