@@ -37,7 +37,7 @@ from typing import Any
 
 import arms  # the page's own calibration batches (same folder)
 import torch
-from runner import AUTO, AUTO_NORM, RESULTS, ROOT, Context, Experiment, experiment_data
+from runner import AUTO, AUTO_NORM, AUTO_NORM_CLIP, RESULTS, ROOT, Context, Experiment, experiment_data
 from targets import BIT_DROP, FULL_GAP, MEMBER_GAP
 
 import fn3
@@ -51,6 +51,8 @@ from fn3.spec import parse_spec
 
 #: The two losses compared: version 3's default on the grid (``shared``) and version 4's (``norm``).
 ARMS = (AUTO.name, AUTO_NORM.name)
+#: Variants of the default scored beside it where they ran, each against ``norm`` (short name, arm).
+EXTRA = (("clip", AUTO_NORM_CLIP.name),)
 #: The arm of networks trained alone, one per budget (its name starts with this).
 INDEPENDENT = "independent"
 #: ``--quick`` (a test of the script) scores this many of the held-out images per class.
@@ -120,7 +122,7 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
     out: dict[str, Any] = {"page_images": len(page), "heldout_images": len(rest), "budgets": {}}
     # both losses where both ran; an experiment that ran only the default (norm) scores that alone
     models = {name: load_run(results["arms"][name]["runs"]["model"]["run_dir"]).model
-              for name in ARMS if name in results["arms"]}
+              for name in (*ARMS, *(n for _, n in EXTRA)) if name in results["arms"]}
     twins = independent_models(results)
     if twins:
         out["independent"] = twins[0]
@@ -144,6 +146,11 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
             row["norm_minus_shared"] = {"heldout": diff, "se": se}
             text += (f", shared {row[ARMS[0]]['heldout'] * 100:.2f}% (norm - shared {diff * 100:+.2f} pt, "
                      f"2 s.e. {2 * se * 100:.2f})")
+        for short, name in EXTRA:
+            if name in hits:
+                diff, se = paired(hits[ARMS[1]], hits[name])
+                row[f"{short}_minus_norm"] = {"heldout": diff, "se": se}
+                text += f", {short} {row[name]['heldout'] * 100:.2f}% ({short} - norm {diff * 100:+.2f} pt)"
         if twin_dir:
             for short, name in _losses(hits):
                 g, g_se = paired(hits[twins[0]], hits[name])
@@ -159,8 +166,9 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
 
 
 def _losses(hits: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(short name, arm name)`` of the two losses' arms that were scored."""
-    return [(short, name) for short, name in zip(("shared", "norm"), ARMS, strict=True) if name in hits]
+    """``(short name, arm name)`` of the two losses' arms (and the default's variants) that were scored."""
+    pairs = [*zip(("shared", "norm"), ARMS, strict=True), *EXTRA]
+    return [(short, name) for short, name in pairs if name in hits]
 
 
 def render(measured: dict[str, Any]) -> str:
@@ -202,7 +210,31 @@ def render(measured: dict[str, Any]) -> str:
                 f"{k} {d['heldout'] * 100:+.2f}" for k, d in ends.items()) + f" pt; {len(clear)} of "
                 f"{len(ends)} beyond 2 s.e. ({sum(d['heldout'] > 0 for d in clear.values())} of them for "
                 "`norm`).")
-    return "\n".join(lines + _parity_lines(measured)) + "\n"
+    return "\n".join(lines + _extra_lines(measured) + _parity_lines(measured)) + "\n"
+
+
+def _extra_lines(measured: dict[str, Any]) -> list[str]:
+    """The default's variants against the default on the held-out images, and each one's 2-bit drop."""
+    lines: list[str] = []
+    for short, name in EXTRA:
+        runs = {k: r for k, r in measured.items()
+                if any(f"{short}_minus_norm" in b for b in r["budgets"].values())}
+        if not runs:
+            continue
+        lines += ["", f"## {name} against the default", "",
+                  f"| experiment | budget | {short}: page / held-out | {short} - norm, held-out | 2 s.e. |",
+                  "| --- | --- | --- | --- | --- |"]
+        for key, res in runs.items():
+            for label, row in res["budgets"].items():
+                v, d = row[name], row[f"{short}_minus_norm"]
+                lines.append(f"| {key} | {label} | {v['page'] * 100:.2f} / {v['heldout'] * 100:.2f}% | "
+                             f"{d['heldout'] * 100:+.2f} pt | {2 * d['se'] * 100:.2f} |")
+            for which in ("norm", short):
+                drop = res.get(f"{which}_bit_drop")
+                if drop:
+                    lines.append(f"- {key}, {which}: 8 bits minus 2 bits on the held-out images "
+                                 f"{drop['heldout'] * 100:.2f} pt (2 s.e. {2 * drop['se'] * 100:.2f}).")
+    return lines
 
 
 def _parity_lines(measured: dict[str, Any]) -> list[str]:
@@ -221,7 +253,7 @@ def _parity_lines(measured: dict[str, Any]) -> list[str]:
              "full model | within 2 pt / full within 1 pt |", "| --- | --- | --- | --- | --- | --- |"]
     for key, res in kept.items():
         first = next(iter(res["budgets"]))
-        for short in ("norm", "shared"):
+        for short in ("norm", "shared", *(s for s, _ in EXTRA)):
             gaps = {lb: r[f"{short}_minus_independent"] for lb, r in res["budgets"].items()
                     if f"{short}_minus_independent" in r}
             if not gaps:
@@ -234,7 +266,7 @@ def _parity_lines(measured: dict[str, Any]) -> list[str]:
             lines.append(f"| {key} | {short} | {cells} | {w * 100:+.2f} ({worst}) | {f * 100:+.2f} | "
                          f"{verdict} |")
     for key, res in kept.items():
-        for short in ("norm", "shared"):
+        for short in ("norm", "shared", *(s for s, _ in EXTRA)):
             drop = res.get(f"{short}_bit_drop")
             if drop:
                 lines.append(f"- {key}, {short}: 8 bits minus 2 bits on the held-out images "

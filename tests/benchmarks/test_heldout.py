@@ -73,3 +73,27 @@ def test_heldout_scores_both_arms_and_checks_the_page(tmp_path, data_root):
     with pytest.raises(fn3.ConfigError, match="not the model or protocol the page scored"):
         heldout.main([*quick, "--only", exp.key, "--out", str(out)])
     assert not out.exists()
+
+
+def test_heldout_scores_the_default_with_a_level_per_bit_width_against_the_default(tmp_path, data_root):
+    """Experiment 5's clip arm (act_clip="per-bits") is scored beside the default: its paired
+    difference to it per budget and both models' 2-bit drops, on the same held-out images."""
+    runner, exp5, heldout = _load("runner"), _load("exp5_bits"), _load("heldout")
+    exp = exp5.longer()
+    norm, clip = runner.AUTO_NORM.name, runner.AUTO_NORM_CLIP.name
+    quick = ["--quick", "--results-dir", str(tmp_path)]
+    runner.main([exp], [*quick, "--arms", norm, clip], script=exp5.__file__)
+    out = tmp_path / "heldout.md"
+    assert heldout.main([*quick, "--only", exp.key, "--out", str(out)]) == 0
+    saved = json.loads((tmp_path / "heldout.json").read_text())["experiments"][exp.key]
+    for row in saved["budgets"].values():
+        d = row["clip_minus_norm"]
+        assert d["heldout"] == pytest.approx(row[clip]["heldout"] - row[norm]["heldout"], abs=1e-6)
+    for short, name in (("norm", norm), ("clip", clip)):
+        rows = saved["budgets"]
+        drop = rows["8 bits"][name]["heldout"] - rows["2 bits"][name]["heldout"]
+        assert saved[f"{short}_bit_drop"]["heldout"] == pytest.approx(drop, abs=1e-6)
+    text = out.read_text()
+    assert f"## {clip} against the default" in text
+    assert text.count(f"| {exp.key} |") == 2 * len(exp.budgets)  # the loss table's rows and the clip arm's
+    assert f"- {exp.key}, clip: 8 bits minus 2 bits" in text
