@@ -62,7 +62,8 @@ def experiment() -> Experiment:
         quick=CIFAR_QUICK, test_limit=200,
         notes="Nested 8-bit weight codes: c bits keep the c most significant bits of the 8-bit code, "
               "read at the centre of their cell; c-bit activations are rounded on the c-bit grid of "
-              "the shared clipping level (quant_scheme centred).")
+              "the shared clipping level (quant_scheme centred). The arm 'clip per bit-width' gives "
+              "each bit-width its own learned level instead (act_clip per-bits, LSQ's gradient).")
 
 
 def truncated() -> Experiment:
@@ -103,7 +104,8 @@ def longer(epochs: int = 18) -> Experiment:
         x_label=short.x_label, budgets=short.budgets, arms=arms,
         base=short.base.replace(epochs=epochs), quick=CIFAR_QUICK, test_limit=200,
         notes=f"Experiment 5 with {epochs} epochs instead of 6: does the 2-bit drop shrink with training "
-              "length?")
+              "length? The arm 'clip per bit-width' (act_clip per-bits, issue 11) asks whether a clipping "
+              "level per bit-width shrinks it.")
 
 
 def experiments() -> list[Experiment]:

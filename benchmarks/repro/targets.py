@@ -285,7 +285,7 @@ CANDIDATE_PREFIXES = (
     "fn3 sandwich, tied, corners only", "fn3 every budget each step, mean",
     "fn3 every budget each step, summed", "fn3 every budget each step, lr",
     "fn3 every budget each step, distillation", "fn3 every budget each step, per-weight",
-    "fn3 sandwich, tied, per-weight", "fn3 auto (",
+    "fn3 sandwich, tied, per-weight", "fn3 auto (", "fn3 auto grid, norm-matched sum, clip",
 )
 
 
@@ -297,7 +297,8 @@ def default_arms(res: Mapping[str, Any]) -> tuple[str, str]:
     default" arms) for several."""
     if "," in res.get("level", ""):
         return DEFAULT_PREFIX + " (", DEFAULT_PREFIX + ", random-order"
-    return "fn3 auto grid, norm", "fn3 auto norm, random-order"
+    # The whole name: the arm with a clipping level per bit-width starts with it too.
+    return "fn3 auto grid, norm-matched sum", "fn3 auto norm, random-order"
 
 
 def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
