@@ -226,7 +226,8 @@ def test_info_describes_an_exported_model_and_a_nested_file(run_dir, tmp_path, c
 def test_act_clip_flag_trains_resumes_and_exports_levels_per_bit_width(tmp_path):
     """`--act-clip per-bits`: the run's model has a level per bit-width, its 2-bit level moves in
     training (LSQ) while the shared level of the default stays put, the run resumes from its
-    checkpoint, and an export from the run directory equals the run's own sub-model."""
+    checkpoint, and an export from the run directory equals the run's own sub-model; the default
+    (auto) gives a model nested in bits a level per bit-width, `--act-clip shared` one level."""
     import torch
 
     import fn3
@@ -250,8 +251,11 @@ def test_act_clip_flag_trains_resumes_and_exports_levels_per_bit_width(tmp_path)
     with fn3.active(run.model, spec), torch.no_grad():
         ref = run.model(x)
     assert (fn3.export.export(run.model, spec)(x) - ref).abs().max() <= 1e-5
-    shared = tmp_path / "shared"
-    assert main(["train", *common, "--max-steps", "3", "--out", str(shared)]) == 0
+    default, shared = tmp_path / "default", tmp_path / "shared"
+    assert main(["train", *common, "--max-steps", "3", "--out", str(default)]) == 0
+    assert main(["train", *common, "--act-clip", "shared", "--max-steps", "3", "--out", str(shared)]) == 0
+    per = load_run(default, checkpoint=True).model  # the default (auto) on a model nested in bits
+    assert all(m.alpha_bits is not None for m in per.modules() if isinstance(m, NestedActQuant))
     plain = load_run(shared, checkpoint=True).model
     assert all(m.alpha_bits is None for m in plain.modules() if isinstance(m, NestedActQuant))
     assert main(["train", *common, "--act-clip", "sometimes", "--out", str(tmp_path / "bad")]) == 2
