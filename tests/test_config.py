@@ -62,6 +62,9 @@ def test_act_clip_auto_and_old_configs():
     assert resolved_act_clip(bits, TrainConfig()) == AUTO_ACT_CLIP
     assert resolved_act_clip(bits, TrainConfig(act_clip="per-bits")) == "per-bits"
     assert resolved_act_clip(floats, TrainConfig()) == "shared"  # nothing to clip
+    several = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8,
+                               levels=("channels", "bits"))
+    assert resolved_act_clip(several, TrainConfig()) == "shared"  # measured only on bits alone
     old = TrainConfig(act_clip="per-bits").to_dict()
     old["version"] = 4
     del old["act_clip"]

@@ -63,7 +63,9 @@ def experiment() -> Experiment:
         notes="Nested 8-bit weight codes: c bits keep the c most significant bits of the 8-bit code, "
               "read at the centre of their cell; c-bit activations are rounded on the c-bit grid of "
               "the shared clipping level (quant_scheme centred). The arm 'clip per bit-width' gives "
-              "each bit-width its own learned level instead (act_clip per-bits, LSQ's gradient).")
+              "each bit-width its own learned level instead (act_clip per-bits, LSQ's gradient): fn3 "
+              "train's default since config version 5, though this page's target rows still mark the "
+              "shared level's arm as the default and the clip arm as a candidate.")
 
 
 def truncated() -> Experiment:
@@ -105,7 +107,9 @@ def longer(epochs: int = 18) -> Experiment:
         base=short.base.replace(epochs=epochs), quick=CIFAR_QUICK, test_limit=200,
         notes=f"Experiment 5 with {epochs} epochs instead of 6: does the 2-bit drop shrink with training "
               "length? The arm 'clip per bit-width' (act_clip per-bits, issue 11) asks whether a clipping "
-              "level per bit-width shrinks it.")
+              "level per bit-width shrinks it: fn3 train's default since config version 5 (the target rows "
+              "still mark the shared level's arm as the default, the clip arm as a candidate; its 2-bit "
+              "drop is 8 bits minus 2 bits in its table below).")
 
 
 def experiments() -> list[Experiment]:
