@@ -64,8 +64,9 @@ def experiment() -> Experiment:
               "read at the centre of their cell; c-bit activations are rounded on the c-bit grid of "
               "the shared clipping level (quant_scheme centred). The arm 'clip per bit-width' gives "
               "each bit-width its own learned level instead (act_clip per-bits, LSQ's gradient): fn3 "
-              "train's default since config version 5, though this page's target rows still mark the "
-              "shared level's arm as the default and the clip arm as a candidate.")
+              "train's default since config version 5 (the target rows mark it so). Its CPU time (Dec 4) "
+              "and the independent networks' (Dec 1) were measured on different machines: its 0.33x "
+              "is not a like-for-like cost (on one machine at 18 epochs: 0.86x).")
 
 
 def truncated() -> Experiment:
@@ -108,8 +109,8 @@ def longer(epochs: int = 18) -> Experiment:
         notes=f"Experiment 5 with {epochs} epochs instead of 6: does the 2-bit drop shrink with training "
               "length? The arm 'clip per bit-width' (act_clip per-bits, issue 11) asks whether a clipping "
               "level per bit-width shrinks it: fn3 train's default since config version 5 (the target rows "
-              "still mark the shared level's arm as the default, the clip arm as a candidate; its 2-bit "
-              "drop is 8 bits minus 2 bits in its table below).")
+              "mark it so; the shared level's held-out rows are in docs/benchmarks/heldout.md, the clip "
+              "arm's against it in docs/benchmarks/heldout_act_clip.md).")
 
 
 def experiments() -> list[Experiment]:

@@ -277,6 +277,11 @@ def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 DEFAULT_PREFIX = "fn3 default"
+#: The grid on the norm-matched sum (``rule="auto"`` on one level since config version 4), and the same
+#: with a clipping level per bit-width: what ``fn3 train`` trains a family nested in bits alone with
+#: since config version 5 (``act_clip="auto"``).
+NORM_ARM = "fn3 auto grid, norm-matched sum"
+CLIP_ARM = NORM_ARM + ", clip per bit-width"
 #: Rules measured as candidates for the default (issue 11): the same parity targets as the default.
 CANDIDATE_PREFIXES = (
     "fn3 default (", "fn3 full+odo, summed", "fn3 sandwich, tied (", "fn3 full+odo summed, half learning",
@@ -286,6 +291,7 @@ CANDIDATE_PREFIXES = (
     "fn3 every budget each step, summed", "fn3 every budget each step, lr",
     "fn3 every budget each step, distillation", "fn3 every budget each step, per-weight",
     "fn3 sandwich, tied, per-weight", "fn3 auto (", "fn3 auto grid, norm-matched sum, clip",
+    "fn3 auto grid, norm-matched sum",  # a candidate where the clip arm is the default (bits)
 )
 
 
@@ -294,11 +300,14 @@ def default_arms(res: Mapping[str, Any]) -> tuple[str, str]:
     :func:`fn3.sampling.auto_rule`) and of its random-order ablation: the tied grid on the norm-matched
     sum ("fn3 auto grid, norm" arms, since config version 4; the per-weight mean of the "fn3 auto ("
     arms in version 3, now a candidate) for a family nested in one level, ``full+odo`` (the "fn3
-    default" arms) for several."""
+    default" arms) for several; on a family nested in bits alone, the same grid with a clipping level
+    per bit-width where that arm ran (``act_clip="auto"`` since config version 5)."""
     if "," in res.get("level", ""):
         return DEFAULT_PREFIX + " (", DEFAULT_PREFIX + ", random-order"
-    # The whole name: the arm with a clipping level per bit-width starts with it too.
-    return "fn3 auto grid, norm-matched sum", "fn3 auto norm, random-order"
+    if res.get("level") == "bits" and CLIP_ARM in res.get("arms", {}):
+        return CLIP_ARM, "fn3 auto norm, random-order"  # act_clip auto: per-bits (config version 5)
+    # The whole name: the clip arm's starts with it too.
+    return NORM_ARM, "fn3 auto norm, random-order"
 
 
 def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -403,7 +412,8 @@ def _default_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         if two is not None:
             rows.append((key, "the independent 2-bit twin well above chance (>= 2x chance)",
                          f"{two * 100:.2f}% (chance {CHANCE * 100:.0f}%)", _verdict(two, 2 * CHANCE)))
-    rows += _heldout_rows(res, name)
+    if arm_name == NORM_ARM:  # heldout.py's "norm" gaps are this arm's
+        rows += _heldout_rows(res, name)
     rnd = _find(res, random_order)
     if rnd:
         mode = arm_mode(arm, rnd[1])
