@@ -72,9 +72,25 @@ def setup() -> bool:
     return True
 
 
+#: Seconds :func:`cleanup` waits for the other ranks before it destroys the group anyway.
+CLEANUP_WAIT_S = 60
+
+
 def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Destroy the process group once every rank has got here. A rank that destroyed its group (and
+    exited) while another still talked to it made that one abort at exit ("terminate called without
+    an active exception", SIGABRT; seen once in CI after ``--max-steps``). A rank that never arrives
+    (it failed) is waited for :data:`CLEANUP_WAIT_S` seconds, not forever."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=CLEANUP_WAIT_S))
+        else:
+            dist.barrier()
+    except Exception:  # noqa: BLE001  (another rank failed: its own error is the one to report)
+        pass
+    dist.destroy_process_group()
 
 
 def world_size() -> int:
