@@ -112,7 +112,7 @@ def build_model(cfg: TrainConfig, ds: ImageDataset) -> nn.Module:
     its activation clipping as :func:`resolved_act_clip` says."""
     c, h, w = ds.image_shape
     if is_factory(cfg.model):
-        return _with_act_clip(_user_model(cfg, ds)[0], cfg)
+        return _user_model(cfg, ds)[0]
     model = create_model(
         cfg.model,
         num_classes=ds.num_classes,
@@ -129,11 +129,12 @@ def build_model(cfg: TrainConfig, ds: ImageDataset) -> nn.Module:
 
 
 def _user_model(cfg: TrainConfig, ds: ImageDataset) -> tuple[nn.Module, dict[str, Any]]:
-    """Build, load ``cfg.init`` into, and nest a user's model; the quantizers see one real batch."""
+    """Build, load ``cfg.init`` into, and nest a user's model; the quantizers see one real batch; its
+    activation clipping as :func:`resolved_act_clip` says."""
     desc = UserModel(cfg.model, cfg.model_kwargs, ds.image_shape, cfg.levels, cfg.seed, cfg.init)
     example = next(iter(batches(ds, 64, shuffle=False, mean=cfg.mean, std=cfg.std)))[0]
     model, report, desc = build_user_model(desc, example)
-    return model, {"model": desc.to_dict(), "report": report.to_dict()}
+    return _with_act_clip(model, cfg), {"model": desc.to_dict(), "report": report.to_dict()}
 
 
 def _resolve(cfg: TrainConfig, train: ImageDataset) -> TrainConfig:
@@ -168,10 +169,9 @@ def train_run(
     cfg = _resolve(cfg, train)
     nesting = None
     if is_factory(cfg.model) and resume:
-        model = _with_act_clip(_stored_user_model(out / NESTING_NAME), cfg)
+        model = _stored_user_model(out / NESTING_NAME, cfg)
     elif is_factory(cfg.model):
         model, nesting = _user_model(cfg, train)
-        model = _with_act_clip(model, cfg)
     else:
         model = build_model(cfg, train)
     make_rule(model, cfg)  # a --fixed-spec, --train-spec or --eval-spec that does not fit fails
@@ -195,12 +195,13 @@ def train_run(
     return result
 
 
-def _stored_user_model(path: Path) -> nn.Module:
-    """Rebuild the nested user model described in a run's ``nesting.json`` (weights not loaded)."""
+def _stored_user_model(path: Path, cfg: TrainConfig) -> nn.Module:
+    """Rebuild the nested user model described in a run's ``nesting.json`` (weights not loaded), its
+    activation clipping as the run's ``cfg`` says."""
     if not path.is_file():
         raise FileFormatError(f"{path} is missing: the run cannot rebuild its model of your own")
     desc = UserModel.from_dict(_read_json(path).get("model"))
-    return build_user_model(desc, fresh=False)[0]
+    return _with_act_clip(build_user_model(desc, fresh=False)[0], cfg)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -271,7 +272,7 @@ def load_run(path: str | Path, *, checkpoint: bool = False) -> Run:
     if "name" not in model_cfg:
         raise FileFormatError(f"{weights} does not say which model it holds (no model metadata)")
     if isinstance(model_cfg["name"], str) and is_factory(model_cfg["name"]):
-        model = _with_act_clip(_stored_user_model(run / NESTING_NAME), cfg)
+        model = _stored_user_model(run / NESTING_NAME, cfg)
         info = load_checkpoint(weights, model)
         return Run(path=run, config=cfg, model=model.eval(), step=int(info.get("step", 0)))
     # Runs written before quantization schemes existed were trained with the truncating rule.

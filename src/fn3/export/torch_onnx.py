@@ -77,14 +77,9 @@ class QDQ(torch.autograd.Function):
 
 
 def _as_act_quant(m: NestedActQuant) -> ActQuant:
-    """The exported quantizer computing what the extracted (pinned) nested quantizer computes."""
-    return ActQuant(
-        m.clip_level(len(m.slot.blocks)).detach(),  # the kept bit count's level (act_clip="per-bits")
-        planes=tuple(m.slot.blocks),
-        total_bits=m.total_bits,
-        signed=m.signed,
-        scheme=m.quant_scheme,
-    )
+    """The exported quantizer computing what the extracted (pinned) nested quantizer computes: its
+    own :meth:`~fn3.nn.base.NestedActQuant.extract`, so both read the same clipping level."""
+    return m.extract()
 
 
 def pin_quantizers(model: nn.Module) -> nn.Module:

@@ -144,7 +144,6 @@ def create_model(
             raise ConfigError(f"model {name!r} cannot be built with these options ({err})") from None
     try:
         set_quant_scheme(model, scheme)  # type: ignore[arg-type]
-        set_act_clip(model, clip)  # type: ignore[arg-type]
     except ConfigError as err:
         raise ConfigError(f"model {name!r}: {err}") from None
     model.fn3_config = {
@@ -156,7 +155,9 @@ def create_model(
         "seed": seed,
         **kwargs,
         "quant_scheme": scheme,
-        # recorded when not the default, so configs of models without it read as before
-        **({"act_clip": clip} if clip != "shared" else {}),
     }
+    try:  # after fn3_config: set_act_clip records a level per bit-width there (the default is not)
+        set_act_clip(model, clip)  # type: ignore[arg-type]
+    except ConfigError as err:
+        raise ConfigError(f"model {name!r}: {err}") from None
     return model
