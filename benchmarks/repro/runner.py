@@ -178,6 +178,13 @@ AUTO_NORM = Arm("fn3 auto grid, norm-matched sum", train={**AUTO.train, "spec_lo
 #: switchable clipping; issue 11's 2-bit drop). Only bits experiments differ from AUTO_NORM.
 AUTO_NORM_CLIP = Arm("fn3 auto grid, norm-matched sum, clip per bit-width",
                      train={**AUTO_NORM.train, "act_clip": "per-bits"})
+#: The default at two specs a step (``specs_per_step=2``: the largest and the grid's other members in
+#: turn): about half the passes of the grid on bits, where every member costs as much as the largest
+#: (issue 11: the family's cost against the independent twins).
+AUTO_NORM_HALF = Arm("fn3 auto grid, norm-matched sum, 2 specs a step",
+                     train={**AUTO_NORM.train, "specs_per_step": 2})
+AUTO_NORM_CLIP_HALF = Arm("fn3 auto grid, norm-matched sum, clip per bit-width, 2 specs a step",
+                          train={**AUTO_NORM_CLIP.train, "specs_per_step": 2})
 AUTO_NORM_RANDOM_ORDER = Arm("fn3 auto norm, random-order removal", kind="random-order",
                              source=AUTO_NORM.name)
 

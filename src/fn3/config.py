@@ -128,6 +128,8 @@ class TrainConfig:
     act_clip: str = "auto"
     fixed_spec: str | None = None  # for rule="fixed": "channels=0.5", "largest", a JSON file
     train_specs: tuple[str, ...] = ()  # rule="specs" (or auto): trained every step beside the largest
+    # rule="specs" (or auto on one level): specs a step trains, the largest and the others in turn; 0: all
+    specs_per_step: int = 0
     # evaluation and checkpoints
     eval_specs: tuple[str, ...] = ("largest", "smallest")
     recalibrate_batches: int = 20
@@ -177,6 +179,12 @@ class TrainConfig:
             raise ConfigError("rule=specs needs the sub-models to train, e.g. --train-spec channels=0.5 "
                               "--train-spec channels=0.25, or a --grid such as 1,0.5,0.25 (the largest "
                               "sub-model is always trained)")
+        if self.specs_per_step == 1 or self.specs_per_step < 0:
+            raise bad("specs_per_step", self.specs_per_step,
+                      "0 (every listed spec or grid member each step) or a whole number >= 2")
+        if self.specs_per_step and self.rule not in ("auto", "specs"):
+            raise ConfigError(f"specs_per_step applies to rule=specs (or auto), not rule={self.rule}: "
+                              "drop --specs-per-step or --rule")
         if self.rule == "fixed" and not self.fixed_spec:
             raise ConfigError("rule=fixed needs fixed_spec (e.g. --fixed-spec channels=0.5)")
         if self.limit is not None and self.limit < 1:
@@ -276,7 +284,7 @@ class TrainConfig:
 _INT, _FLOAT, _STR, _BOOL = "int", "float", "str", "bool"
 _FIELD_TYPES: dict[str, tuple[str, bool]] = {  # name -> (kind, may be None)
     **{n: (_INT, False) for n in ("epochs", "batch_size", "warmup_steps", "sandwich_n", "draws",
-                                 "recalibrate_batches", "checkpoint_every", "seed")},
+                                 "specs_per_step", "recalibrate_batches", "checkpoint_every", "seed")},
     "limit": (_INT, True),
     **{n: (_FLOAT, False) for n in ("val_fraction", "lr", "momentum", "weight_decay",
                                    "label_smoothing", "rho", "distill_start", "full_first")},

@@ -244,9 +244,17 @@ class ListedSpecs:
     the budgets are never trained as such (the search still reaches them, at lower accuracy). A step
     costs the sum of the members' forward and backward passes.
 
+    ``per_step`` trades that cost for fewer updates per member: each step trains the largest and
+    ``per_step - 1`` of the other members in turn (step ``t`` the ones after those of step ``t - 1``,
+    round the list), so every member is trained equally often and a resumed run repeats the same
+    order. On a model nested in bits, where every member costs as much as the largest, two specs a
+    step cost 2 passes against 5 for five separately trained bit-widths (measured in issue 11 on
+    experiment 5: ``docs/reproduction.md``).
+
     Args:
         space: the model's space.
         specs: the sub-models to deploy (duplicates and the largest are dropped: it always comes first).
+        per_step: specs per step, the largest included (at least 2); 0 trains every member every step.
 
     Example:
         >>> import fn3
@@ -256,21 +264,32 @@ class ListedSpecs:
         [True, False, False]
     """
 
-    def __init__(self, space: Space, specs: Sequence[Spec]):
+    def __init__(self, space: Space, specs: Sequence[Spec], per_step: int = 0):
+        if per_step == 1 or per_step < 0:
+            raise ConfigError(f"specs per step {per_step} is invalid; expected 0 (every listed spec) or a "
+                              "whole number >= 2 (the largest and at least one other)")
         self.space = space
         largest = space.largest()
         self.specs: list[Spec] = [largest]
         for s in specs:
             if s not in self.specs:
                 self.specs.append(s)
+        self.per_step = per_step
 
     def step_specs(self, step: int) -> list[Spec]:
-        """Every budget, the largest first (the teacher, when distilling)."""
-        return list(self.specs)
+        """The budgets of step ``step``, the largest first (the teacher, when distilling)."""
+        others = self.specs[1:]
+        k = self.per_step - 1
+        if self.per_step == 0 or k >= len(others):
+            return list(self.specs)
+        # Round robin: step t takes members t*k .. t*k+k-1 (mod n), so any n steps train each k times.
+        return [self.specs[0]] + [others[(step * k + j) % len(others)] for j in range(k)]
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready: the rule and every trained spec (the largest first), as :meth:`Spec.to_dict`."""
-        return {"rule": "specs", "specs": [s.to_dict(self.space) for s in self.specs]}
+        """JSON-ready: the rule, every trained spec (the largest first), as :meth:`Spec.to_dict`, and
+        the specs per step (0: all)."""
+        return {"rule": "specs", "specs": [s.to_dict(self.space) for s in self.specs],
+                "per_step": self.per_step}
 
 
 #: Kept fractions of :func:`grid_specs`' default grid (``TrainConfig.grid``): four tied levels, the

@@ -156,11 +156,15 @@ def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]
     ``cfg.grid``), ``cfg.draws`` (not ``sandwich_n``) random specs join the largest and the smallest,
     drawn as ``cfg.sampler`` says (uniform, tied per kind unless set): the tied sandwich of the
     measurements. ``"specs"`` without ``cfg.train_specs`` trains ``cfg.grid``
-    (:func:`fn3.sampling.grid_specs`).
+    (:func:`fn3.sampling.grid_specs`); ``cfg.specs_per_step`` (when not 0) makes each step train the
+    largest and that many minus one of the others in turn (:class:`fn3.sampling.ListedSpecs`).
     """
     sp = space(model)
     dist, tie = cfg.sampler
     rule = resolved_rule(model, cfg)
+    if cfg.specs_per_step and rule != "specs":
+        raise ConfigError(f"specs_per_step applies to rule=specs, which auto picks on a model nested in "
+                          f"one level; this model trains with {rule}: drop --specs-per-step")
     if rule == "odo":
         return OrderedDropout(sp, dist, cfg.rho, cfg.seed, tie).step_specs
     if rule == "full+odo":
@@ -170,7 +174,7 @@ def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]
         return Sandwich(sp, n, dist=dist, rho=cfg.rho, seed=cfg.seed, tie=tie).step_specs
     if rule == "specs":  # the listed sub-models, else the grid (every axis tied)
         listed = [_flag_spec("train-spec", text, sp) for text in cfg.train_specs]
-        return ListedSpecs(sp, listed or grid_specs(sp, cfg.grid)).step_specs
+        return ListedSpecs(sp, listed or grid_specs(sp, cfg.grid), cfg.specs_per_step).step_specs
     fixed = sp.largest() if rule == "full" else _flag_spec("fixed-spec", cfg.fixed_spec or "", sp)
     return lambda step: [fixed]
 

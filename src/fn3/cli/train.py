@@ -122,6 +122,12 @@ def train(
         typer.Option(help="A sub-model to deploy, trained at every step (rule specs, which auto "
                      "picks when this is given), e.g. channels=0.5 (repeat; the largest is always trained)."),
     ] = None,
+    specs_per_step: Annotated[
+        int | None,
+        typer.Option(help="Rule specs (auto on one level): sub-models a step trains, the largest and "
+                     "the others in turn (0, the default: all of them); 2 halves the cost of a family "
+                     "nested in bits at some accuracy (README: which rule when)."),
+    ] = None,
     grid: Annotated[
         str | None,
         typer.Option(help="Kept fractions trained every step by rule auto/specs without --train-spec, "
@@ -175,6 +181,7 @@ def train(
         rho=rho,
         tie=tie,
         draws=draws,
+        specs_per_step=specs_per_step,
         sandwich_n=sandwich_n,
         distill=distill,
         distill_start=distill_start,
