@@ -167,3 +167,45 @@ def test_default_rule_trains_every_width_on_real_digits():
     assert acc["full"] > 0.97
     assert acc["quarter"] > 0.95
     assert acc["2 bits"] > 0.97
+
+
+def test_specs_per_step_trains_the_largest_and_the_others_in_turn():
+    bits = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("bits",))
+    sp = fn3.space(bits)
+    grid = make_rule(bits, TrainConfig())(0)  # 8, 6, 4, 2 bits
+    rule = make_rule(bits, TrainConfig(specs_per_step=2))
+    steps = [rule(t) for t in range(6)]
+    assert all(len(s) == 2 and s[0] == sp.largest() for s in steps)
+    assert [s[1] for s in steps] == grid[1:] * 2  # round the list: each member once in any 3 steps
+    assert make_rule(bits, TrainConfig(specs_per_step=3))(1) == [grid[0], grid[3], grid[1]]
+    assert make_rule(bits, TrainConfig(specs_per_step=9))(5) == grid  # more than there are: all
+    assert ListedSpecs(sp, grid[1:], per_step=2).to_dict()["per_step"] == 2
+    with pytest.raises(fn3.ConfigError, match="specs_per_step=1 is invalid; expected 0 .* or a whole"):
+        TrainConfig(specs_per_step=1)
+    with pytest.raises(fn3.ConfigError, match="specs_per_step applies to rule=specs .*not rule=odo"):
+        TrainConfig(rule="odo", specs_per_step=2)
+    with pytest.raises(fn3.ConfigError, match="this model trains with full\\+odo: drop --specs-per-step"):
+        make_rule(_resnet(), TrainConfig(specs_per_step=2))
+    assert TrainConfig.from_dict(TrainConfig(specs_per_step=2).to_dict()).specs_per_step == 2
+
+
+def test_specs_per_step_updates_only_the_members_of_the_step():
+    """Nested in bits with a clipping level per bit-width, a training step moves the level of each
+    bit-width it trains and no other: with two specs a step, step 0 trains 8 and 6 bits, step 1 8 and
+    4, so after one step the 4- and 2-bit levels are untouched; with the whole grid all of them move."""
+    train = load_dataset("digits", "train")
+
+    def levels_after(steps: int, per_step: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=8,
+                                 levels=("bits",), quant_scheme="centred", act_clip="per-bits")
+        quant = next(m for m in model.modules() if hasattr(m, "alpha_bits"))
+        before = quant.alpha_bits.detach().clone()
+        cfg = TrainConfig(model="mlp", epochs=1, batch_size=32, specs_per_step=per_step, eval_specs=(),
+                          act_clip="per-bits")
+        fit(model, train, cfg, progress=False, max_steps=steps)
+        return (quant.alpha_bits.detach() != before)[[5, 3, 1]]  # levels of c = 6, 4, 2 bits
+
+    assert levels_after(1, 2).tolist() == [True, False, False]
+    assert levels_after(2, 2).tolist() == [True, True, False]
+    assert levels_after(1, 0).tolist() == [True, True, True]
