@@ -260,3 +260,27 @@ def test_act_clip_flag_trains_resumes_and_exports_levels_per_bit_width(tmp_path)
     assert all(m.alpha_bits is None for m in plain.modules() if isinstance(m, NestedActQuant))
     assert main(["train", *common, "--act-clip", "sometimes", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_specs_per_step_flag_trains_resumes_and_refuses_what_it_cannot_do(tmp_path, capsys):
+    """`--specs-per-step 2` is recorded in the run's config and kept on resume; 1, or a model nested
+    in several levels (whose rule draws), is one readable line, exit 2 and no run directory."""
+    from fn3.run import read_config
+
+    common = ["--model", "resnet20", "--model-arg", "width=4", "--data", "digits", "--epochs", "1",
+              "--no-progress"]
+    out = tmp_path / "half"
+    assert main(["train", *common, "--levels", "bits", "--specs-per-step", "2", "--max-steps", "2",
+                 "--out", str(out)]) == 0
+    assert read_config(out).specs_per_step == 2
+    assert main(["train", "--resume", str(out), "--max-steps", "4", "--no-progress"]) == 0
+    assert read_config(out).specs_per_step == 2
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert main(["train", *common, "--levels", "bits", "--specs-per-step", "1", "--out", str(bad)]) == 2
+    assert "specs_per_step=1 is invalid" in capsys.readouterr().err and not bad.exists()
+    assert main(["train", *common, "--levels", "bits,channels", "--specs-per-step", "2",
+                 "--out", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "trains with full+odo: drop --specs-per-step" in err and "Traceback" not in err
+    assert not bad.exists()
