@@ -315,11 +315,30 @@ def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     indep = _find(res, "independent")
     default = _find(res, default_arms(res)[0])
     rows: list[tuple[str, str, str, str]] = []
+    done = {default[0]} if default else set()
     for prefix in CANDIDATE_PREFIXES:
-        found = _find(res, prefix)
-        if found and indep and (default is None or found[0] != default[0]):
-            rows += _parity_rows(res, *found, indep[1], candidate=True)
+        # the first arm of this prefix not yet reported: a longer name (the default at two specs a
+        # step) shares the default's prefix
+        found = next(((n, a) for n, a in res["arms"].items() if n.startswith(prefix) and n not in done),
+                     None)
+        if found and indep:
+            done.add(found[0])
+            rows += _parity_rows(res, *found, indep[1], candidate=True) + _bit_drop_rows(res, *found)
     return rows
+
+
+def _bit_drop_rows(res: Mapping[str, Any], name: str, arm: Mapping[str, Any],
+                   candidate: bool = True) -> list[tuple[str, str, str, str]]:
+    """Experiment 5's 2-bit target for one arm: its 2-bit model within 3 pt of its 8-bit one."""
+    acc = arm["accuracy"].get(arm_mode(arm), {})
+    if not (res["experiment"].startswith("exp5") and "8 bits" in acc and "2 bits" in acc):
+        return []
+    drop = acc["8 bits"] - acc["2 bits"]
+    return [(res["experiment"], f"2-bit {name} within 3 pt of its 8-bit model "
+                                + ("(candidate)" if candidate else "(stretch 1.5)"),
+             f"8 bits {acc['8 bits'] * 100:.2f}%, 2 bits {acc['2 bits'] * 100:.2f}% "
+             f"(drop {drop * 100:.2f} pt)",
+             _verdict(-drop, -BIT_DROP) + ("; stretch met" if drop <= 0.015 and not candidate else ""))]
 
 
 def _parity_rows(res: Mapping[str, Any], name: str, arm: Mapping[str, Any], indep: Mapping[str, Any],
@@ -352,8 +371,9 @@ def _parity_rows(res: Mapping[str, Any], name: str, arm: Mapping[str, Any], inde
             times = (f"{step:.2f}x per step, interleaved (`python benchmarks/family_cost.py`); "
                      f"the runs' CPU times {times}, made apart on a shared machine")
             ratio = step
-        if candidate:
-            rows.append((key, f"{name}: family CPU time against the independent twins", times, "info"))
+        if candidate:  # information, with where it stands against the default's target
+            rows.append((key, f"{name}: family CPU time against the independent twins", times,
+                         f"info ({'within' if ratio <= 0.5 else 'above'} the 0.50x target)"))
         else:
             rows.append((key, f"{name}: the whole family costs at most half the CPU time of the "
                               "independent twins", times,
@@ -402,12 +422,8 @@ def _default_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     mode = arm_mode(arm)
     acc = arm["accuracy"].get(mode, {})
     rows = _parity_rows(res, name, arm, indep[1], candidate=False, arm_name=arm_name) if indep else []
+    rows += _bit_drop_rows(res, name, arm, candidate=False)
     if key.startswith("exp5") and "8 bits" in acc and "2 bits" in acc:
-        drop = acc["8 bits"] - acc["2 bits"]
-        rows.append((key, f"2-bit {name} within 3 pt of its 8-bit model (stretch 1.5)",
-                     f"8 bits {acc['8 bits'] * 100:.2f}%, 2 bits {acc['2 bits'] * 100:.2f}% "
-                     f"(drop {drop * 100:.2f} pt)",
-                     _verdict(-drop, -BIT_DROP) + ("; stretch met" if drop <= 0.015 else "")))
         two = best_accuracy(indep[1]).get("2 bits") if indep else None
         if two is not None:
             rows.append((key, "the independent 2-bit twin well above chance (>= 2x chance)",

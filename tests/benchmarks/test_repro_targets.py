@@ -104,3 +104,21 @@ def test_the_held_out_images_add_a_row_with_the_defaults_gaps_and_their_noise():
     assert row[2] == ("worst gap -2.50 pt (2 bits; 2 s.e. 1.00), full model -0.50 pt (2 s.e. 0.80); "
                       "8 bits - 2 bits 2.00 pt (2 s.e. 0.60)")
     assert row[3] == "held-out: missed (2 pt), met (full, 1 pt), met (2-bit drop, 3 pt)"
+
+
+def test_an_arm_named_after_the_default_is_a_candidate_with_its_2_bit_drop_and_cost():
+    """The default at two specs a step shares the default's name as a prefix: it still gets the
+    candidate rows (parity, cost against the 0.5x target, its own 2-bit drop), the default its own."""
+    clip = targets.CLIP_ARM
+    cheap = {**_arm(bn_aug={"8 bits": 0.55, "2 bits": 0.50}), "cpu_time_s": 40.0}
+    res = _res("bits", **{clip: NEW, clip + ", 2 specs a step": cheap,
+                          "independent (one per bit-width)": NEW})
+    rows = targets.target_rows(res)
+    mine = [r for r in rows if r[1].startswith(f"every {clip}, 2 specs") or f"{clip}, 2 specs" in r[1]]
+    assert any("(candidate)" in r[1] and "worst gap -3.00 pt" in r[2] for r in mine)
+    cost = next(r for r in mine if "family CPU time" in r[1])
+    assert "40 s vs 100 s (0.40x)" in cost[2] and cost[3] == "info (within the 0.50x target)"
+    drop = next(r for r in mine if r[1].startswith("2-bit"))
+    assert "drop 5.00 pt" in drop[2] and "missed** by 2.00" in drop[3] and "(candidate)" in drop[1]
+    default = [r for r in rows if "[fn3's default" in r[1]]
+    assert any("drop 2.00 pt" in r[2] for r in default)  # the default's own arm, not the cheap one
