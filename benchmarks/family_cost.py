@@ -38,6 +38,7 @@ import torch
 import fn3
 from fn3._io import atomic_path, atomic_write_text
 from fn3.config import TrainConfig
+from fn3.nn.base import set_act_clip
 from fn3.spec import Spec, parse_spec
 from fn3.train import make_optimizer, make_rule, resolved_spec_loss, train_step
 
@@ -49,9 +50,15 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "repro"))  # the experiments' defin
 def rules() -> list:
     """The family rules compared: arms of the reproduction (their ``train`` overrides), so that a
     ratio here names the arm whose accuracy the reproduction page shows."""
-    from runner import AUTO, AUTO_NORM, DEFAULT, ODO_GEOMETRIC
+    from runner import (AUTO, AUTO_NORM, AUTO_NORM_CLIP, AUTO_NORM_CLIP_HALF, AUTO_NORM_HALF, DEFAULT,
+                        ODO_GEOMETRIC)
 
-    return [AUTO, AUTO_NORM, DEFAULT, ODO_GEOMETRIC]
+    return [AUTO, AUTO_NORM, AUTO_NORM_HALF, AUTO_NORM_CLIP, AUTO_NORM_CLIP_HALF, DEFAULT, ODO_GEOMETRIC]
+
+
+def _applies(arm, exp) -> bool:
+    """Whether ``arm`` ran on ``exp``: a clipping level per bit-width only on a family nested in bits."""
+    return arm.train.get("act_clip", "shared") != "per-bits" or exp.level == "bits"
 
 
 def experiments() -> list[tuple[object, list]]:
@@ -65,7 +72,7 @@ def experiments() -> list[tuple[object, list]]:
 
     return [(exp2_channels.experiment(), [exp2_channels.longer()]),
             (exp3_layers.experiment(20), [exp3_layers.longer()]),
-            (exp4_paths.experiment(), [exp4_paths.longer()]), (exp5_bits.experiment(), [])]
+            (exp4_paths.experiment(), [exp4_paths.longer()]), (exp5_bits.experiment(), [exp5_bits.longer()])]
 
 
 def _model(cfg: TrainConfig) -> torch.nn.Module:
@@ -95,11 +102,14 @@ def measure(exp, batch: int, repeats: int, steps: int) -> tuple[dict[str, float]
         return lambda t: train_step(model, opt, x, y, [spec])
 
     def family(cfg: TrainConfig) -> Callable[[int], None]:
-        rule, loss = make_rule(model, cfg), resolved_spec_loss(model, cfg)
-        return lambda t: train_step(model, opt, x, y, rule(t), reduction=loss)
+        # a clipping level per bit-width is a model of its own (it has more parameters to step)
+        own = model if cfg.act_clip != "per-bits" else set_act_clip(_model(cfg), "per-bits")
+        own_opt = opt if own is model else make_optimizer(own, cfg)
+        rule, loss = make_rule(own, cfg), resolved_spec_loss(own, cfg)
+        return lambda t: train_step(own, own_opt, x, y, rule(t), reduction=loss)
 
     twins = {b.label: fixed(parse_spec(b.spec, space)) for b in exp.budgets}
-    rules_ = {arm.name: family(base.replace(**arm.train)) for arm in rules()}
+    rules_ = {arm.name: family(base.replace(**arm.train)) for arm in rules() if _applies(arm, exp)}
     arms = {**{("twin", k): v for k, v in twins.items()}, **{("rule", k): v for k, v in rules_.items()}}
     for step in arms.values():  # warm-up (oneDNN primitives, allocator)
         step(0)
@@ -124,7 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="seconds: small batch, one repeat")
     ap.add_argument("--batch", type=int, default=128, help="the experiments' batch size")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=4, help="steps per repeat (ODO draws vary per step)")
+    ap.add_argument("--steps", type=int, default=12,
+                    help="steps per repeat: ODO draws vary per step, and two specs a step go round 3 or 4 "
+                         "grid members (12 steps: each equally often)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     ap.add_argument("--results", type=Path, default=RESULTS,
                     help="where the ratios go as JSON for the reproduction page")

@@ -22,12 +22,16 @@ def test_quick_family_cost_runs(tmp_path):
     rows = [r for r in rows if r[0] != "experiment"]  # the header
     keys = {r[0] for r in rows}
     assert keys == {"exp2_channels", "exp2_channels_18ep", "exp3_layers_resnet20",
-                    "exp3_layers_resnet20_18ep", "exp4_paths", "exp4_paths_18ep", "exp5_bits"}
+                    "exp3_layers_resnet20_18ep", "exp4_paths", "exp4_paths_18ep", "exp5_bits",
+                    "exp5_bits_18ep"}
     for key in keys:
         mine = {r[1]: float(r[3].rstrip("x")) for r in rows if r[0] == key}
         shares = [v for k, v in mine.items() if k.startswith("twin ")]
         assert len(shares) >= 3 and abs(sum(shares) - 1) < 0.05, (key, shares)
-        auto, norm, _, odo = (mine[arm.name] for arm in bench.rules())
+        auto, norm, half, *_, odo = (mine.get(arm.name) for arm in bench.rules())
         assert auto > odo and norm > odo, (key, auto, odo)
+        assert half < norm, (key, half, norm)  # two specs a step against the whole grid
+        clip = [mine.get(arm.name) for arm in bench.rules() if "clip" in arm.name]
+        assert all(c is not None for c in clip) == key.startswith("exp5"), key  # bits only
     saved = json.loads((tmp_path / "ratios.json").read_text())["ratios"]
     assert saved["exp5_bits"][bench.rules()[0].name] > 0
