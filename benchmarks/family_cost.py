@@ -50,8 +50,15 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "repro"))  # the experiments' defin
 def rules() -> list:
     """The family rules compared: arms of the reproduction (their ``train`` overrides), so that a
     ratio here names the arm whose accuracy the reproduction page shows."""
-    from runner import (AUTO, AUTO_NORM, AUTO_NORM_CLIP, AUTO_NORM_CLIP_HALF, AUTO_NORM_HALF, DEFAULT,
-                        ODO_GEOMETRIC)
+    from runner import (
+        AUTO,
+        AUTO_NORM,
+        AUTO_NORM_CLIP,
+        AUTO_NORM_CLIP_HALF,
+        AUTO_NORM_HALF,
+        DEFAULT,
+        ODO_GEOMETRIC,
+    )
 
     return [AUTO, AUTO_NORM, AUTO_NORM_HALF, AUTO_NORM_CLIP, AUTO_NORM_CLIP_HALF, DEFAULT, ODO_GEOMETRIC]
 
