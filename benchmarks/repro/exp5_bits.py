@@ -68,7 +68,10 @@ def experiment() -> Experiment:
               "each bit-width its own learned level instead (act_clip per-bits, LSQ's gradient): fn3 "
               "train's default since config version 5 (the target rows mark it so). Its CPU time (Dec 4) "
               "and the independent networks' (Dec 1) were measured on different machines: its 0.33x "
-              "is not a like-for-like cost (on one machine at 18 epochs: 0.86x).")
+              "is not a like-for-like cost (on one machine at 18 epochs: 0.86x), nor is the 0.17x of the "
+              "arm '2 specs a step' (specs_per_step 2: the 8-bit model and one other grid member in "
+              "turn each step; 2 passes a step against the twins' 5, 0.51x of their CPU time at 18 "
+              "epochs).")
 
 
 def truncated() -> Experiment:
@@ -113,7 +116,10 @@ def longer(epochs: int = 18) -> Experiment:
               "length? The arm 'clip per bit-width' (act_clip per-bits, issue 11) asks whether a clipping "
               "level per bit-width shrinks it: fn3 train's default since config version 5 (the target rows "
               "mark it so; the shared level's held-out rows are in docs/benchmarks/heldout.md, the clip "
-              "arm's against it in docs/benchmarks/heldout_act_clip.md).")
+              "arm's against it in docs/benchmarks/heldout_act_clip.md). The arm '2 specs a step' "
+              "(--specs-per-step 2, Dec 4) trains the 8-bit model and one other grid member in turn: "
+              "every member at or above its twin for 0.51x of the twins' CPU time, but 2 bits trained "
+              "on a third of the steps end 3.8 pt below 8 bits (the grid: 2.35).")
 
 
 def experiments() -> list[Experiment]:
