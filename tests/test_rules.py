@@ -189,23 +189,49 @@ def test_specs_per_step_trains_the_largest_and_the_others_in_turn():
     assert TrainConfig.from_dict(TrainConfig(specs_per_step=2).to_dict()).specs_per_step == 2
 
 
+def test_specs_rotation_smallest_trains_the_smallest_every_other_step():
+    """``specs_rotation="smallest"``: 2 bits on every even step, 6 and 4 bits in turn in the other
+    slots; with three specs a step the smallest still takes one step in two and nothing repeats."""
+    bits = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("bits",))
+    sp = fn3.space(bits)
+    b8, b6, b4, b2 = make_rule(bits, TrainConfig())(0)
+    rule = make_rule(bits, TrainConfig(specs_per_step=2, specs_rotation="smallest"))
+    assert [rule(t) for t in range(6)] == [[b8, b2], [b8, b6], [b8, b2], [b8, b4], [b8, b2], [b8, b6]]
+    three = make_rule(bits, TrainConfig(specs_per_step=3, specs_rotation="smallest"))
+    steps = [three(t) for t in range(8)]
+    assert [b2 in s for s in steps] == [True, False] * 4
+    assert all(len(set(map(repr, s))) == 3 and s[0] == b8 for s in steps)
+    assert sum(b6 in s for s in steps) == sum(b4 in s for s in steps) == 6  # the other slots shared evenly
+    # the smallest is found by its kept units, wherever the list puts it
+    assert ListedSpecs(sp, [b2, b6, b4], 2, "smallest").step_specs(0) == [b8, b2]
+    assert ListedSpecs(sp, [b2, b6, b4], 2, "smallest").to_dict()["rotation"] == "smallest"
+    with pytest.raises(fn3.ConfigError, match="specs_rotation='often' is invalid; expected even or smallest"):
+        TrainConfig(specs_per_step=2, specs_rotation="often")
+    with pytest.raises(fn3.ConfigError, match="specs_rotation=smallest shares the slots of --specs-per-step"):
+        TrainConfig(specs_rotation="smallest")
+    cfg = TrainConfig(specs_per_step=2, specs_rotation="smallest")
+    assert TrainConfig.from_dict(cfg.to_dict()).specs_rotation == "smallest"
+
+
 def test_specs_per_step_updates_only_the_members_of_the_step():
     """Nested in bits with a clipping level per bit-width, a training step moves the level of each
     bit-width it trains and no other: with two specs a step, step 0 trains 8 and 6 bits, step 1 8 and
     4, so after one step the 4- and 2-bit levels are untouched; with the whole grid all of them move."""
     train = load_dataset("digits", "train")
 
-    def levels_after(steps: int, per_step: int) -> torch.Tensor:
+    def levels_after(steps: int, per_step: int, rotation: str = "even") -> torch.Tensor:
         torch.manual_seed(0)
         model = fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=8,
                                  levels=("bits",), quant_scheme="centred", act_clip="per-bits")
         quant = next(m for m in model.modules() if hasattr(m, "alpha_bits"))
         before = quant.alpha_bits.detach().clone()
         cfg = TrainConfig(model="mlp", epochs=1, batch_size=32, specs_per_step=per_step, eval_specs=(),
-                          act_clip="per-bits")
+                          act_clip="per-bits", specs_rotation=rotation)
         fit(model, train, cfg, progress=False, max_steps=steps)
         return (quant.alpha_bits.detach() != before)[[5, 3, 1]]  # levels of c = 6, 4, 2 bits
 
     assert levels_after(1, 2).tolist() == [True, False, False]
     assert levels_after(2, 2).tolist() == [True, True, False]
     assert levels_after(1, 0).tolist() == [True, True, True]
+    assert levels_after(1, 2, "smallest").tolist() == [False, False, True]  # step 0: 8 and 2 bits
+    assert levels_after(2, 2, "smallest").tolist() == [True, False, True]

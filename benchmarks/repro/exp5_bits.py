@@ -19,6 +19,7 @@ from runner import (
     AUTO_NORM,
     AUTO_NORM_CLIP,
     AUTO_NORM_CLIP_HALF,
+    AUTO_NORM_CLIP_HALF_SMALL,
     CIFAR_QUICK,
     DEFAULT,
     ODO_GEOMETRIC,
@@ -57,6 +58,7 @@ def experiment() -> Experiment:
         AUTO_NORM,  # fn3 train's default since config version 4: the grid, norm-matched sum
         AUTO_NORM_CLIP,  # the default with a clipping level per bit-width (issue 11: the 2-bit drop)
         AUTO_NORM_CLIP_HALF,  # the default at two specs a step: the family's cost (issue 11)
+        AUTO_NORM_CLIP_HALF_SMALL,  # the same, 2 bits on every other step
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",
@@ -107,7 +109,7 @@ def longer(epochs: int = 18) -> Experiment:
     short = experiment()
     arms = tuple(a for a in short.arms if a.name in (
         "independent (one per bit-width)", AUTO_NORM.name, SANDWICH_CORNERS.name, AUTO_NORM_CLIP.name,
-        AUTO_NORM_CLIP_HALF.name))
+        AUTO_NORM_CLIP_HALF.name, AUTO_NORM_CLIP_HALF_SMALL.name))
     return Experiment(
         key=f"exp5_bits_{epochs}ep", title=f"FN3-bit, {epochs} epochs: CIFAR-10, ResNet-20", level="bits",
         x_label=short.x_label, budgets=short.budgets, arms=arms,

@@ -185,6 +185,11 @@ AUTO_NORM_HALF = Arm("fn3 auto grid, norm-matched sum, 2 specs a step",
                      train={**AUTO_NORM.train, "specs_per_step": 2})
 AUTO_NORM_CLIP_HALF = Arm("fn3 auto grid, norm-matched sum, clip per bit-width, 2 specs a step",
                           train={**AUTO_NORM_CLIP.train, "specs_per_step": 2})
+#: The same with the smallest grid member (2 bits) on every other step and 6 and 4 bits in turn in the
+#: other slots (``specs_rotation="smallest"``): the 2-bit drop at the two-specs cost.
+AUTO_NORM_CLIP_HALF_SMALL = Arm("fn3 auto grid, norm-matched sum, clip per bit-width, 2 specs a step, "
+                                "smallest every other", train={**AUTO_NORM_CLIP_HALF.train,
+                                                               "specs_rotation": "smallest"})
 AUTO_NORM_RANDOM_ORDER = Arm("fn3 auto norm, random-order removal", kind="random-order",
                              source=AUTO_NORM.name)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from fn3._io import one_line
 from fn3.errors import ConfigError
-from fn3.sampling import DISTRIBUTIONS, TIES
+from fn3.sampling import DISTRIBUTIONS, ROTATIONS, TIES
 
 __all__ = [
     "ACT_CLIP_CHOICES",
@@ -130,6 +130,8 @@ class TrainConfig:
     train_specs: tuple[str, ...] = ()  # rule="specs" (or auto): trained every step beside the largest
     # rule="specs" (or auto on one level): specs a step trains, the largest and the others in turn; 0: all
     specs_per_step: int = 0
+    # with specs_per_step: even (every member in turn) | smallest (the smallest every other step)
+    specs_rotation: str = "even"
     # evaluation and checkpoints
     eval_specs: tuple[str, ...] = ("largest", "smallest")
     recalibrate_batches: int = 20
@@ -185,6 +187,12 @@ class TrainConfig:
         if self.specs_per_step and self.rule not in ("auto", "specs"):
             raise ConfigError(f"specs_per_step applies to rule=specs (or auto), not rule={self.rule}: "
                               "drop --specs-per-step or --rule")
+        if self.specs_rotation not in ROTATIONS:
+            raise bad("specs_rotation", self.specs_rotation, " or ".join(ROTATIONS))
+        if self.specs_rotation != "even" and not self.specs_per_step:
+            raise ConfigError(f"specs_rotation={self.specs_rotation} shares the slots of --specs-per-step, "
+                              "which is 0 (every member every step): add --specs-per-step 2 or drop "
+                              "--specs-rotation")
         if self.rule == "fixed" and not self.fixed_spec:
             raise ConfigError("rule=fixed needs fixed_spec (e.g. --fixed-spec channels=0.5)")
         if self.limit is not None and self.limit < 1:
@@ -289,7 +297,7 @@ _FIELD_TYPES: dict[str, tuple[str, bool]] = {  # name -> (kind, may be None)
     **{n: (_FLOAT, False) for n in ("val_fraction", "lr", "momentum", "weight_decay",
                                    "label_smoothing", "rho", "distill_start", "full_first")},
     **{n: (_STR, False) for n in ("model", "data", "augment", "optimizer", "rule", "spec_loss",
-                                 "act_clip")},
+                                 "act_clip", "specs_rotation")},
     "dist": (_STR, True),
     "tie": (_STR, True),
     "data_dir": (_STR, True),

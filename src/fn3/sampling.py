@@ -247,14 +247,19 @@ class ListedSpecs:
     ``per_step`` trades that cost for fewer updates per member: each step trains the largest and
     ``per_step - 1`` of the other members in turn (step ``t`` the ones after those of step ``t - 1``,
     round the list), so every member is trained equally often and a resumed run repeats the same
-    order. On a model nested in bits, where every member costs as much as the largest, two specs a
-    step cost 2 passes against 5 for five separately trained bit-widths (measured in issue 11 on
-    experiment 5: ``docs/reproduction.md``).
+    order. ``rotation="smallest"`` gives the smallest member (fewest kept units) a slot on every other
+    step and the other members the remaining slots in turn: the member furthest from the largest,
+    which gains least from the largest's updates (2 bits), is trained on half the steps instead of
+    one in ``len(specs) - 1``. On a model nested in bits, where every member costs as much as the
+    largest, two specs a step cost 2 passes against 5 for five separately trained bit-widths
+    (measured in issue 11 on experiment 5: ``docs/reproduction.md``).
 
     Args:
         space: the model's space.
         specs: the sub-models to deploy (duplicates and the largest are dropped: it always comes first).
         per_step: specs per step, the largest included (at least 2); 0 trains every member every step.
+        rotation: ``"even"`` (every member equally often) or ``"smallest"`` (the smallest on every
+            other step); only with ``per_step``.
 
     Example:
         >>> import fn3
@@ -264,10 +269,12 @@ class ListedSpecs:
         [True, False, False]
     """
 
-    def __init__(self, space: Space, specs: Sequence[Spec], per_step: int = 0):
+    def __init__(self, space: Space, specs: Sequence[Spec], per_step: int = 0, rotation: str = "even"):
         if per_step == 1 or per_step < 0:
             raise ConfigError(f"specs per step {per_step} is invalid; expected 0 (every listed spec) or a "
                               "whole number >= 2 (the largest and at least one other)")
+        if rotation not in ROTATIONS:
+            raise ConfigError(f"rotation {rotation!r} is invalid; expected " + " or ".join(ROTATIONS))
         self.space = space
         largest = space.largest()
         self.specs: list[Spec] = [largest]
@@ -275,6 +282,7 @@ class ListedSpecs:
             if s not in self.specs:
                 self.specs.append(s)
         self.per_step = per_step
+        self.rotation = rotation
 
     def step_specs(self, step: int) -> list[Spec]:
         """The budgets of step ``step``, the largest first (the teacher, when distilling)."""
@@ -282,14 +290,31 @@ class ListedSpecs:
         k = self.per_step - 1
         if self.per_step == 0 or k >= len(others):
             return list(self.specs)
+        if self.rotation == "smallest":
+            return [self.specs[0]] + self._smallest_every_other(step, others, k)
         # Round robin: step t takes members t*k .. t*k+k-1 (mod n), so any n steps train each k times.
         return [self.specs[0]] + [others[(step * k + j) % len(others)] for j in range(k)]
 
+    @staticmethod
+    def _smallest_every_other(step: int, others: list[Spec], k: int) -> list[Spec]:
+        """``k`` of ``others``: the smallest on every even step, the rest round robin in the other slots."""
+        # The smallest by kept units summed over axes (fewest bits, channels, blocks); the first on ties.
+        small = min(range(len(others)), key=lambda i: sum(len(kept) for _, kept in others[i]))
+        middle = others[:small] + others[small + 1:]
+        # Slots of the middle members used before step t: k per step, less one on each even step.
+        used = step * k - (step + 1) // 2
+        head = [others[small]] if step % 2 == 0 else []
+        return head + [middle[(used + j) % len(middle)] for j in range(k - len(head))]
+
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready: the rule, every trained spec (the largest first), as :meth:`Spec.to_dict`, and
-        the specs per step (0: all)."""
+        """JSON-ready: the rule, every trained spec (the largest first), as :meth:`Spec.to_dict`, the
+        specs per step (0: all) and their rotation."""
         return {"rule": "specs", "specs": [s.to_dict(self.space) for s in self.specs],
-                "per_step": self.per_step}
+                "per_step": self.per_step, "rotation": self.rotation}
+
+
+#: How :class:`ListedSpecs` shares the slots of a step among the members other than the largest.
+ROTATIONS = ("even", "smallest")
 
 
 #: Kept fractions of :func:`grid_specs`' default grid (``TrainConfig.grid``): four tied levels, the

@@ -157,7 +157,8 @@ def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]
     drawn as ``cfg.sampler`` says (uniform, tied per kind unless set): the tied sandwich of the
     measurements. ``"specs"`` without ``cfg.train_specs`` trains ``cfg.grid``
     (:func:`fn3.sampling.grid_specs`); ``cfg.specs_per_step`` (when not 0) makes each step train the
-    largest and that many minus one of the others in turn (:class:`fn3.sampling.ListedSpecs`).
+    largest and that many minus one of the others in turn, or the smallest on every other step
+    (``cfg.specs_rotation="smallest"``; :class:`fn3.sampling.ListedSpecs`).
     """
     sp = space(model)
     dist, tie = cfg.sampler
@@ -174,7 +175,8 @@ def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]
         return Sandwich(sp, n, dist=dist, rho=cfg.rho, seed=cfg.seed, tie=tie).step_specs
     if rule == "specs":  # the listed sub-models, else the grid (every axis tied)
         listed = [_flag_spec("train-spec", text, sp) for text in cfg.train_specs]
-        return ListedSpecs(sp, listed or grid_specs(sp, cfg.grid), cfg.specs_per_step).step_specs
+        return ListedSpecs(sp, listed or grid_specs(sp, cfg.grid), cfg.specs_per_step,
+                           cfg.specs_rotation).step_specs
     fixed = sp.largest() if rule == "full" else _flag_spec("fixed-spec", cfg.fixed_spec or "", sp)
     return lambda step: [fixed]
 

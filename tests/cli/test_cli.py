@@ -263,20 +263,28 @@ def test_act_clip_flag_trains_resumes_and_exports_levels_per_bit_width(tmp_path)
 
 
 def test_specs_per_step_flag_trains_resumes_and_refuses_what_it_cannot_do(tmp_path, capsys):
-    """`--specs-per-step 2` is recorded in the run's config and kept on resume; 1, or a model nested
-    in several levels (whose rule draws), is one readable line, exit 2 and no run directory."""
+    """`--specs-per-step 2` is recorded in the run's config and kept on resume, so is
+    `--specs-rotation smallest`; 1, a rotation without specs per step, or a model nested in several
+    levels (whose rule draws), is one readable line, exit 2 and no run directory."""
     from fn3.run import read_config
 
     common = ["--model", "resnet20", "--model-arg", "width=4", "--data", "digits", "--epochs", "1",
               "--no-progress"]
+    bad = tmp_path / "bad"
     out = tmp_path / "half"
     assert main(["train", *common, "--levels", "bits", "--specs-per-step", "2", "--max-steps", "2",
                  "--out", str(out)]) == 0
     assert read_config(out).specs_per_step == 2
     assert main(["train", "--resume", str(out), "--max-steps", "4", "--no-progress"]) == 0
     assert read_config(out).specs_per_step == 2
+    small = tmp_path / "small"
+    assert main(["train", *common, "--levels", "bits", "--specs-per-step", "2", "--specs-rotation",
+                 "smallest", "--max-steps", "1", "--out", str(small)]) == 0
+    assert read_config(small).specs_rotation == "smallest"
     capsys.readouterr()
-    bad = tmp_path / "bad"
+    assert main(["train", *common, "--levels", "bits", "--specs-rotation", "smallest",
+                 "--out", str(bad)]) == 2
+    assert "add --specs-per-step 2 or drop --specs-rotation" in capsys.readouterr().err and not bad.exists()
     assert main(["train", *common, "--levels", "bits", "--specs-per-step", "1", "--out", str(bad)]) == 2
     assert "specs_per_step=1 is invalid" in capsys.readouterr().err and not bad.exists()
     assert main(["train", *common, "--levels", "bits,channels", "--specs-per-step", "2",

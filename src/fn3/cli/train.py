@@ -128,6 +128,12 @@ def train(
                      "the others in turn (0, the default: all of them); 2 halves the cost of a family "
                      "nested in bits at some accuracy (README: which rule when)."),
     ] = None,
+    specs_rotation: Annotated[
+        str | None,
+        typer.Option(help="With --specs-per-step: even (every member in turn, the default) or smallest "
+                     "(the smallest sub-model on every other step, the others in turn: 2 bits trained "
+                     "on half the steps)."),
+    ] = None,
     grid: Annotated[
         str | None,
         typer.Option(help="Kept fractions trained every step by rule auto/specs without --train-spec, "
@@ -182,6 +188,7 @@ def train(
         tie=tie,
         draws=draws,
         specs_per_step=specs_per_step,
+        specs_rotation=specs_rotation,
         sandwich_n=sandwich_n,
         distill=distill,
         distill_start=distill_start,
