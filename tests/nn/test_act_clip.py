@@ -149,6 +149,39 @@ def test_lsq_moves_a_level_to_its_bit_width_and_pact_does_not(learn):
         assert alpha.item() == pytest.approx(4.0, abs=0.05)
 
 
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_lsq_gradients_are_those_of_its_surrogate(signed, bits):
+    """The one-pass LSQ function gives the value and the gradients of LSQ written as autograd of
+    detached surrogates (the straight-through identity inside the range for x; for alpha the step's
+    gradient round(v) - v inside, the top code where clipped, scaled by LSQ_GAIN / sqrt(top)),
+    for a negative level too (its magnitude is used)."""
+    import math
+
+    from fn3.nn.functional import LSQ_GAIN, fake_quant_act
+
+    gen = torch.Generator().manual_seed(bits)
+    x = (torch.randn(8, 16, 6, 6, generator=gen) * 2).requires_grad_()  # some clipped either side
+    alpha = torch.nn.Parameter(torch.tensor(-1.7 if signed else 2.3))
+    top = float(max(1, 2 ** (bits - 1) - 1) if signed else 2**bits - 1)
+    a = alpha.abs()
+    ad = a.detach()
+    xc = torch.maximum(torch.minimum(x, ad), -ad) if signed else torch.minimum(x.relu(), ad)
+    q = torch.round(xc.detach() / (a.detach() / top)) * (a.detach() / top)
+    g = LSQ_GAIN / math.sqrt(top)
+    step = (a * g + (a - a * g).detach()) / top
+    v = torch.clamp(x.detach() / step, -top if signed else 0.0, top)
+    surrogate = (v + (torch.round(v) - v).detach()) * step
+    ref = xc + (q - xc).detach() + (surrogate - surrogate.detach())
+    grad = torch.randn(ref.shape, generator=gen)
+    want = torch.autograd.grad(ref, (x, alpha), grad)
+    out = fake_quant_act(x, alpha, 8, bits, signed, None, "centred", "lsq")
+    got = torch.autograd.grad(out, (x, alpha), grad)
+    assert torch.equal(out, ref)
+    assert torch.equal(got[0], want[0])
+    assert got[1].item() == pytest.approx(want[1].item(), rel=1e-5) and want[1].abs() > 1
+
+
 def test_lsq_needs_the_centred_grid():
     from fn3.nn.functional import fake_quant_act
 

@@ -222,17 +222,47 @@ def fake_quant_act(
     """
     if learn not in ("pact", "lsq") or (learn == "lsq" and scheme != "centred"):
         raise ConfigError(f"learn={learn!r} with scheme {scheme!r}: use 'pact', or 'lsq' with 'centred'")
-    xc = clip_act(x, alpha if learn == "pact" else alpha.detach(), signed)  # lsq: no clamp gradient
+    if learn == "lsq":
+        bits = kept_bits(total_bits, keep, mask)
+        top = float(max(1, 2 ** (bits - 1) - 1) if signed else 2**bits - 1)
+        return _LSQRound.apply(x, alpha, top, signed)
+    xc = clip_act(x, alpha, signed)
     q = act_values(xc.detach(), alpha.detach(), total_bits, keep, signed, mask, scheme)
-    out = xc + (q - xc).detach()
-    if learn == "pact":
-        return out
-    bits = kept_bits(total_bits, keep, mask)
-    top = float(max(1, 2 ** (bits - 1) - 1) if signed else 2**bits - 1)
-    g = LSQ_GAIN / math.sqrt(top)
-    a = alpha.abs()
-    a = a * g + (a - a * g).detach()  # the value of |alpha|, its gradient scaled by g
-    step = a / top
-    v = torch.clamp(x.detach() / step, -top if signed else 0.0, top)  # (batch, ...): codes before rounding
-    surrogate = (v + (torch.round(v) - v).detach()) * step  # d/d step: round(v) - v, or the clipped code
-    return out + (surrogate - surrogate.detach())
+    return xc + (q - xc).detach()
+
+
+class _LSQRound(torch.autograd.Function):
+    """``fake_quant_act(..., learn="lsq")`` in one pass each way: its forward rounds on the ``c``-bit
+    grid; its backward is the straight-through identity inside ``[lo, |alpha|]`` for ``x`` and LSQ's
+    step gradient for ``alpha``::
+
+        d/d alpha = sign(alpha) * LSQ_GAIN / (sqrt(top) * top) * sum(grad * s),
+        s = round(v) - v inside, top above |alpha|, -top below -|alpha| (signed), 0 below 0
+
+    with ``v = x / step``, ``step = |alpha| / top``. Written as autograd of detached surrogates, the same
+    gradients took ~12 extra elementwise passes over the activations and made a training step of a
+    network with a clipping level per bit-width 1.33x as long as one with the shared level (PACT);
+    this takes ``x`` and ``alpha`` only, and recomputes ``v`` in the backward pass instead of keeping it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: torch.Tensor, top: float, signed: bool) -> torch.Tensor:
+        step = alpha.detach().abs() / top
+        ctx.save_for_backward(x, alpha)
+        ctx.top, ctx.signed = top, signed
+        return torch.clamp(x / step, -top if signed else 0.0, top).round_().mul_(step)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, alpha = ctx.saved_tensors
+        top, signed = ctx.top, ctx.signed
+        a = alpha.detach().abs()
+        inside = (x > -a if signed else x > 0) & (x < a)  # (batch, ...): not clipped
+        gx = grad * inside if ctx.needs_input_grad[0] else None
+        ga = None
+        if ctx.needs_input_grad[1]:
+            v = x / (a / top)
+            clipped = torch.where(x >= a, top, -top if signed else 0.0)
+            s = torch.where(inside, torch.round(v) - v, clipped)
+            ga = (grad * s).sum() * (LSQ_GAIN / (math.sqrt(top) * top)) * torch.sign(alpha.detach())
+        return gx, ga, None, None
