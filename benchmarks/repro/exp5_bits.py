@@ -123,7 +123,8 @@ def longer(epochs: int = 18) -> Experiment:
               "on a third of the steps end 3.8 pt below 8 bits (the grid: 2.35). The arm 'smallest every "
               "other' (--specs-rotation smallest, Dec 4) gives 2 bits every other step at the same cost: "
               "its 2-bit drop is 3.1 pt, but every member ends 1.7-3 pt below the even rotation's "
-              "(8 bits 61.95 against 64.35, one seed): more 2-bit steps did not pay.")
+              "(8 bits 61.95 against 64.35; one seed each, within 2 s.e. of a difference of two runs, "
+              "~3 pt): no sign that more 2-bit steps pay.")
 
 
 def experiments() -> list[Experiment]:

@@ -149,13 +149,14 @@ def test_lsq_moves_a_level_to_its_bit_width_and_pact_does_not(learn):
         assert alpha.item() == pytest.approx(4.0, abs=0.05)
 
 
+@pytest.mark.parametrize("learn", ["pact", "lsq"])
 @pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
-def test_lsq_gradients_are_those_of_its_surrogate(signed, bits):
-    """The one-pass LSQ function gives the value and the gradients of LSQ written as autograd of
-    detached surrogates (the straight-through identity inside the range for x; for alpha the step's
-    gradient round(v) - v inside, the top code where clipped, scaled by LSQ_GAIN / sqrt(top)),
-    for a negative level too (its magnitude is used)."""
+def test_one_pass_quantizer_has_the_gradients_of_its_autograd_form(learn, signed, bits):
+    """The one-pass activation quantizer gives the value and the gradients of the quantizer written
+    as autograd of clamps and detached surrogates: the straight-through identity inside the range
+    for x; for alpha, PACT's clamp gradient, or LSQ's step gradient (round(v) - v inside, the top code
+    where clipped, scaled by LSQ_GAIN / sqrt(top)); for a negative level too (its magnitude is used)."""
     import math
 
     from fn3.nn.functional import LSQ_GAIN, fake_quant_act
@@ -172,10 +173,14 @@ def test_lsq_gradients_are_those_of_its_surrogate(signed, bits):
     step = (a * g + (a - a * g).detach()) / top
     v = torch.clamp(x.detach() / step, -top if signed else 0.0, top)
     surrogate = (v + (torch.round(v) - v).detach()) * step
-    ref = xc + (q - xc).detach() + (surrogate - surrogate.detach())
+    if learn == "lsq":
+        ref = xc + (q - xc).detach() + (surrogate - surrogate.detach())
+    else:
+        xc = torch.maximum(torch.minimum(x, a), -a) if signed else torch.minimum(x.relu(), a)
+        ref = xc + (q - xc).detach()
     grad = torch.randn(ref.shape, generator=gen)
     want = torch.autograd.grad(ref, (x, alpha), grad)
-    out = fake_quant_act(x, alpha, 8, bits, signed, None, "centred", "lsq")
+    out = fake_quant_act(x, alpha, 8, bits, signed, None, "centred", learn)
     got = torch.autograd.grad(out, (x, alpha), grad)
     assert torch.equal(out, ref)
     assert torch.equal(got[0], want[0])
