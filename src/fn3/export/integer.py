@@ -45,6 +45,7 @@ Example:
     >>> import torch, fn3
     >>> from fn3.export import export
     >>> from fn3.export.integer import integer
+    >>> _ = torch.manual_seed(0)
     >>> net = fn3.create_model("resnet20", num_classes=10, in_channels=3).eval()
     >>> small = export(net, fn3.space(net).uniform({"bits": 4}))
     >>> fast = integer(small)
