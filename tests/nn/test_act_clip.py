@@ -157,27 +157,12 @@ def test_one_pass_quantizer_has_the_gradients_of_its_autograd_form(learn, signed
     as autograd of clamps and detached surrogates: the straight-through identity inside the range
     for x; for alpha, PACT's clamp gradient, or LSQ's step gradient (round(v) - v inside, the top code
     where clipped, scaled by LSQ_GAIN / sqrt(top)); for a negative level too (its magnitude is used)."""
-    import math
-
-    from fn3.nn.functional import LSQ_GAIN, fake_quant_act
+    from fn3.nn.functional import fake_quant_act, fake_quant_act_autograd
 
     gen = torch.Generator().manual_seed(bits)
     x = (torch.randn(8, 16, 6, 6, generator=gen) * 2).requires_grad_()  # some clipped either side
     alpha = torch.nn.Parameter(torch.tensor(-1.7 if signed else 2.3))
-    top = float(max(1, 2 ** (bits - 1) - 1) if signed else 2**bits - 1)
-    a = alpha.abs()
-    ad = a.detach()
-    xc = torch.maximum(torch.minimum(x, ad), -ad) if signed else torch.minimum(x.relu(), ad)
-    q = torch.round(xc.detach() / (a.detach() / top)) * (a.detach() / top)
-    g = LSQ_GAIN / math.sqrt(top)
-    step = (a * g + (a - a * g).detach()) / top
-    v = torch.clamp(x.detach() / step, -top if signed else 0.0, top)
-    surrogate = (v + (torch.round(v) - v).detach()) * step
-    if learn == "lsq":
-        ref = xc + (q - xc).detach() + (surrogate - surrogate.detach())
-    else:
-        xc = torch.maximum(torch.minimum(x, a), -a) if signed else torch.minimum(x.relu(), a)
-        ref = xc + (q - xc).detach()
+    ref = fake_quant_act_autograd(x, alpha, 8, bits, signed, None, learn)
     grad = torch.randn(ref.shape, generator=gen)
     want = torch.autograd.grad(ref, (x, alpha), grad)
     out = fake_quant_act(x, alpha, 8, bits, signed, None, "centred", learn)
