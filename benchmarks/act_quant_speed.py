@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     md = (f"### Training step of a ResNet-20 nested in bits: one-pass quantizer vs autograd form "
           f"(batch {args.batch}, 1 thread)\n\nCommand: `{cmd}` ({args.repeats} interleaved repeats x "
           f"{args.steps} steps, median thread CPU time). Same values and gradients "
-          "(`tests/nn/test_act_clip.py`).\n\n" + "\n".join(lines) + "\n")
+          "(`tests/nn/test_act_clip.py`).\n\n" + "\n".join(lines)
+          + "\n\n![training step time, autograd form vs fn3](act_quant_speed.png)\n")
     atomic_write_text(args.out / "act_quant_speed.md", md)
     _plot(rows, args.out / "act_quant_speed.png")
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["train_cost", "mnist_neurons", "pretrained_nest", "latency", "search_quality", "export",
-         "act_drop", "distributed"]  # fmt: skip
+ORDER = ["train_cost", "act_quant_speed", "mnist_neurons", "pretrained_nest", "latency", "search_quality",
+         "export", "act_drop", "distributed"]  # fmt: skip
 
 HEADER = """# Benchmarks
 

@@ -101,7 +101,9 @@ def longer(epochs: int = 18) -> Experiment:
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,
         base=short.base.replace(epochs=epochs), quick=CIFAR_QUICK, test_limit=200,
         notes=f"Experiment 3 (ResNet-20) with {epochs} epochs instead of 6: does the gap shrink with "
-              "training length?")
+              "training length? The arm 'lr 0.2' (Dec 4) asks whether the default's norm-matched step, "
+              "about as long as one member's, wants the larger rate that helped the mean loss here: no, "
+              "it is 4.45 / 2.80 / 0.70 pt below lr 0.1 at 3 / 2 / 1 blocks (one seed).")
 
 
 def experiments() -> list[Experiment]:
