@@ -84,7 +84,11 @@ def longer(epochs: int = 18) -> Experiment:
         key=f"exp4_paths_{epochs}ep", title=f"FN3-path, {epochs} epochs: CIFAR-10, ResNeXt (tiny)",
         level="paths", x_label=short.x_label, budgets=short.budgets, arms=arms,
         base=short.base.replace(epochs=epochs), quick=short.quick, test_limit=200,
-        notes=f"Experiment 4 with {epochs} epochs instead of 6: does the gap shrink with training length?")
+        notes=f"Experiment 4 with {epochs} epochs instead of 6: does the gap shrink with training length? "
+              "The arm '2 specs a step' (--specs-per-step 2, Dec 4: the full model and one other grid "
+              "member in turn) costs 0.38-0.49x of the twins' CPU time (benchmarks/family_cost.py) but "
+              "trails them by 1.1-5.25 pt, and the grid by 0.35-5.0 pt: on paths, half the cost does not "
+              "come free.")
 
 
 def experiments() -> list[Experiment]:
