@@ -283,6 +283,12 @@ class ListedSpecs:
                 self.specs.append(s)
         self.per_step = per_step
         self.rotation = rotation
+        # rotation "smallest": the member with the fewest kept units summed over axes (fewest bits,
+        # channels, blocks; the first on ties), and the others it shares the remaining slots with
+        others = self.specs[1:]
+        small = min(range(len(others)), key=lambda i: sum(len(kept) for _, kept in others[i]), default=0)
+        self._smallest = others[small] if others else largest
+        self._middle = others[:small] + others[small + 1:]
 
     def step_specs(self, step: int) -> list[Spec]:
         """The budgets of step ``step``, the largest first (the teacher, when distilling)."""
@@ -291,20 +297,16 @@ class ListedSpecs:
         if self.per_step == 0 or k >= len(others):
             return list(self.specs)
         if self.rotation == "smallest":
-            return [self.specs[0]] + self._smallest_every_other(step, others, k)
+            return [self.specs[0]] + self._smallest_every_other(step, k)
         # Round robin: step t takes members t*k .. t*k+k-1 (mod n), so any n steps train each k times.
         return [self.specs[0]] + [others[(step * k + j) % len(others)] for j in range(k)]
 
-    @staticmethod
-    def _smallest_every_other(step: int, others: list[Spec], k: int) -> list[Spec]:
-        """``k`` of ``others``: the smallest on every even step, the rest round robin in the other slots."""
-        # The smallest by kept units summed over axes (fewest bits, channels, blocks); the first on ties.
-        small = min(range(len(others)), key=lambda i: sum(len(kept) for _, kept in others[i]))
-        middle = others[:small] + others[small + 1:]
+    def _smallest_every_other(self, step: int, k: int) -> list[Spec]:
+        """``k`` of the members: the smallest on every even step, the rest round robin in the other slots."""
         # Slots of the middle members used before step t: k per step, less one on each even step.
         used = step * k - (step + 1) // 2
-        head = [others[small]] if step % 2 == 0 else []
-        return head + [middle[(used + j) % len(middle)] for j in range(k - len(head))]
+        head = [self._smallest] if step % 2 == 0 else []
+        return head + [self._middle[(used + j) % len(self._middle)] for j in range(k - len(head))]
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready: the rule, every trained spec (the largest first), as :meth:`Spec.to_dict`, the

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from fn3.nn.functional import act_step, act_values, check_scheme, clip_act
+from fn3.nn.functional import act_step, act_values, check_scheme, clip_act, top_code
 
 __all__ = ["ActQuant", "QuantInput", "is_prefix", "plan_in_place", "relu_unless_quantized", "relus_kept"]
 
@@ -82,7 +82,7 @@ class ActQuant(nn.Module):
 
     def _bounds(self) -> tuple[float, float]:
         """``(lowest code, highest code)`` of the ``"centred"`` grid: they depend on the bits only."""
-        top = float(max(1, 2 ** (self.bits - 1) - 1) if self.signed else 2**self.bits - 1)
+        top = float(top_code(self.bits, self.signed))
         return -top if self.signed else 0.0, top
 
     def _grid(self) -> tuple[float, float, float]:

@@ -65,6 +65,7 @@ __all__ = [
     "fake_quant_weight",
     "grid_values",
     "kept_bits",
+    "top_code",
     "truncate_codes",
     "weight_codes",
     "weight_scale",
@@ -151,13 +152,18 @@ def fake_quant_weight(
     return w + (wq - w).detach()
 
 
-def act_step(alpha: torch.Tensor, total_bits: int, signed: bool) -> torch.Tensor:
-    """Value of one least-significant step of a ``total_bits`` activation code (a 0-dim tensor).
+def top_code(bits: int, signed: bool) -> int:
+    """The largest code of a ``bits``-bit activation: ``2^bits - 1``, or ``2^(bits-1) - 1`` signed.
 
-    A signed 1-bit code has no positive level; it gets the step of 2 bits (levels -alpha, 0, alpha).
+    A signed 1-bit code has no positive level; it gets the top of 2 bits (levels -alpha, 0, alpha).
     """
-    levels = max(1, 2 ** (total_bits - 1) - 1) if signed else 2**total_bits - 1
-    return alpha.abs() / levels
+    return max(1, 2 ** (bits - 1) - 1) if signed else 2**bits - 1
+
+
+def act_step(alpha: torch.Tensor, total_bits: int, signed: bool) -> torch.Tensor:
+    """Value of one least-significant step of a ``total_bits`` activation code (a 0-dim tensor):
+    ``|alpha| / top_code(total_bits, signed)``."""
+    return alpha.abs() / top_code(total_bits, signed)
 
 
 def clip_act(x: torch.Tensor, alpha: torch.Tensor, signed: bool) -> torch.Tensor:
@@ -224,10 +230,16 @@ def fake_quant_act(
     if learn not in ("pact", "lsq") or (learn == "lsq" and scheme != "centred"):
         raise ConfigError(f"learn={learn!r} with scheme {scheme!r}: use 'pact', or 'lsq' with 'centred'")
     if scheme == "centred":
-        bits = kept_bits(total_bits, keep, mask)
-        top = float(max(1, 2 ** (bits - 1) - 1) if signed else 2**bits - 1)
+        top = float(top_code(kept_bits(total_bits, keep, mask), signed))
         return _CentredRound.apply(x, alpha, top, signed, learn == "lsq")
-    xc = clip_act(x, alpha, signed)
+    return _straight_through(x, alpha, alpha, total_bits, keep, signed, mask, scheme)
+
+
+def _straight_through(x: torch.Tensor, clip_alpha: torch.Tensor, alpha: torch.Tensor, total_bits: int,
+                      keep: int, signed: bool, mask: int | None, scheme: str) -> torch.Tensor:
+    """``x`` clipped at ``clip_alpha`` (through which the level learns, PACT, unless detached) and
+    rounded straight-through: the quantized value forward, the clamp's gradient backward."""
+    xc = clip_act(x, clip_alpha, signed)
     q = act_values(xc.detach(), alpha.detach(), total_bits, keep, signed, mask, scheme)
     return xc + (q - xc).detach()
 
@@ -254,13 +266,11 @@ def fake_quant_act_autograd(
         True
     """
     lsq = learn == "lsq"
-    xc = clip_act(x, alpha.detach() if lsq else alpha, signed)  # LSQ: no gradient through the clamp
-    q = act_values(xc.detach(), alpha.detach(), total_bits, keep, signed, mask, "centred")
-    out = xc + (q - xc).detach()
+    clip_alpha = alpha.detach() if lsq else alpha  # LSQ: no gradient through the clamp
+    out = _straight_through(x, clip_alpha, alpha, total_bits, keep, signed, mask, "centred")
     if not lsq:
         return out
-    bits = kept_bits(total_bits, keep, mask)
-    top = float(max(1, 2 ** (bits - 1) - 1) if signed else 2**bits - 1)
+    top = float(top_code(kept_bits(total_bits, keep, mask), signed))
     g = LSQ_GAIN / math.sqrt(top)
     a = alpha.abs()
     step = (a * g + (a - a * g).detach()) / top  # the value of |alpha| / top, its gradient scaled by g
