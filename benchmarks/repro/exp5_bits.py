@@ -20,6 +20,7 @@ from runner import (
     AUTO_NORM_CLIP,
     AUTO_NORM_CLIP_HALF,
     AUTO_NORM_CLIP_HALF_SMALL,
+    AUTO_NORM_CLIP_THIRD,
     CIFAR_QUICK,
     DEFAULT,
     ODO_GEOMETRIC,
@@ -108,7 +109,8 @@ def longer(epochs: int = 18) -> Experiment:
     short = experiment()
     arms = tuple(a for a in short.arms if a.name in (
         "independent (one per bit-width)", AUTO_NORM.name, SANDWICH_CORNERS.name, AUTO_NORM_CLIP.name,
-        AUTO_NORM_CLIP_HALF.name)) + (AUTO_NORM_CLIP_HALF_SMALL,)  # 2 bits on every other step
+        AUTO_NORM_CLIP_HALF.name)) + (AUTO_NORM_CLIP_HALF_SMALL,  # 2 bits on every other step
+                                    AUTO_NORM_CLIP_THIRD)  # 3 passes a step
     return Experiment(
         key=f"exp5_bits_{epochs}ep", title=f"FN3-bit, {epochs} epochs: CIFAR-10, ResNet-20", level="bits",
         x_label=short.x_label, budgets=short.budgets, arms=arms,

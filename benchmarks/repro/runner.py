@@ -185,6 +185,10 @@ AUTO_NORM_HALF = Arm("fn3 auto grid, norm-matched sum, 2 specs a step",
                      train={**AUTO_NORM.train, "specs_per_step": 2})
 AUTO_NORM_CLIP_HALF = Arm("fn3 auto grid, norm-matched sum, clip per bit-width, 2 specs a step",
                           train={**AUTO_NORM_CLIP.train, "specs_per_step": 2})
+#: Three specs a step (the largest and two of the four other bit-widths in turn, each on half the
+#: steps): 3 passes a step against the twins' 5, between the grid's 2-bit drop and two specs' cost.
+AUTO_NORM_CLIP_THIRD = Arm("fn3 auto grid, norm-matched sum, clip per bit-width, 3 specs a step",
+                           train={**AUTO_NORM_CLIP.train, "specs_per_step": 3})
 #: The same with the smallest grid member (2 bits) on every other step and 6 and 4 bits in turn in the
 #: other slots (``specs_rotation="smallest"``): the 2-bit drop at the two-specs cost.
 AUTO_NORM_CLIP_HALF_SMALL = Arm("fn3 auto grid, norm-matched sum, clip per bit-width, 2 specs a step, "

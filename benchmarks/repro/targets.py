@@ -317,13 +317,12 @@ def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     done = {default[0]} if default else set()
     for prefix in CANDIDATE_PREFIXES:
-        # the first arm of this prefix not yet reported: a longer name (the default at two specs a
-        # step) shares the default's prefix
-        found = next(((n, a) for n, a in res["arms"].items() if n.startswith(prefix) and n not in done),
-                     None)
-        if found and indep:
-            done.add(found[0])
-            rows += _parity_rows(res, *found, indep[1], candidate=True) + _bit_drop_rows(res, *found)
+        # every arm of this prefix not yet reported: longer names (the default at two or three specs a
+        # step) share the default's prefix
+        for found in [(n, a) for n, a in res["arms"].items() if n.startswith(prefix) and n not in done]:
+            if indep:
+                done.add(found[0])
+                rows += _parity_rows(res, *found, indep[1], candidate=True) + _bit_drop_rows(res, *found)
     return rows
 
 

@@ -122,3 +122,19 @@ def test_an_arm_named_after_the_default_is_a_candidate_with_its_2_bit_drop_and_c
     assert "drop 5.00 pt" in drop[2] and "missed** by 2.00" in drop[3] and "(candidate)" in drop[1]
     default = [r for r in rows if "[fn3's default" in r[1]]
     assert any("drop 2.00 pt" in r[2] for r in default)  # the default's own arm, not the cheap one
+
+
+def test_every_arm_sharing_a_candidate_prefix_gets_its_rows():
+    """Two specs a step, its smallest rotation and three specs a step all start with the default's
+    name (and so with two candidate prefixes): each gets its own 2-bit drop row, not only the first
+    arm of each prefix."""
+    clip = targets.CLIP_ARM
+    two = _arm(bn_aug={"8 bits": 0.55, "2 bits": 0.50})
+    small = _arm(bn_aug={"8 bits": 0.54, "2 bits": 0.50})
+    three = _arm(bn_aug={"8 bits": 0.56, "2 bits": 0.53})
+    res = _res("bits", **{clip: NEW, clip + ", 2 specs a step": two, clip + ", 2 specs, smallest": small,
+                          clip + ", 3 specs a step": three, "independent (one per bit-width)": NEW})
+    drops = {r[1]: r[2] for r in targets.target_rows(res) if r[1].startswith("2-bit")}
+    assert any("2 specs a step" in k and "drop 5.00 pt" in v for k, v in drops.items())
+    assert any("smallest" in k and "drop 4.00 pt" in v for k, v in drops.items())
+    assert any("3 specs a step" in k and "drop 3.00 pt" in v for k, v in drops.items())
