@@ -54,6 +54,7 @@ def rules() -> list:
         AUTO,
         AUTO_NORM,
         AUTO_NORM_CLIP,
+        AUTO_NORM_CLIP_CORNERS,
         AUTO_NORM_CLIP_HALF,
         AUTO_NORM_CLIP_HALF_SMALL,
         AUTO_NORM_CLIP_THIRD,
@@ -63,7 +64,7 @@ def rules() -> list:
     )
 
     return [AUTO, AUTO_NORM, AUTO_NORM_HALF, AUTO_NORM_CLIP, AUTO_NORM_CLIP_HALF, AUTO_NORM_CLIP_HALF_SMALL,
-            AUTO_NORM_CLIP_THIRD, DEFAULT, ODO_GEOMETRIC]
+            AUTO_NORM_CLIP_THIRD, AUTO_NORM_CLIP_CORNERS, DEFAULT, ODO_GEOMETRIC]
 
 
 def _applies(arm, exp) -> bool:

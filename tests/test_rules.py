@@ -205,12 +205,33 @@ def test_specs_rotation_smallest_trains_the_smallest_every_other_step():
     # the smallest is found by its kept units, wherever the list puts it
     assert ListedSpecs(sp, [b2, b6, b4], 2, "smallest").step_specs(0) == [b8, b2]
     assert ListedSpecs(sp, [b2, b6, b4], 2, "smallest").to_dict()["rotation"] == "smallest"
-    with pytest.raises(fn3.ConfigError, match="specs_rotation='often' is invalid; expected even or smallest"):
+    with pytest.raises(fn3.ConfigError,
+                       match="specs_rotation='often' is invalid; expected even, smallest or corners"):
         TrainConfig(specs_per_step=2, specs_rotation="often")
     with pytest.raises(fn3.ConfigError, match="specs_rotation=smallest shares the slots of --specs-per-step"):
         TrainConfig(specs_rotation="smallest")
     cfg = TrainConfig(specs_per_step=2, specs_rotation="smallest")
     assert TrainConfig.from_dict(cfg.to_dict()).specs_rotation == "smallest"
+
+
+def test_specs_rotation_corners_trains_the_largest_and_smallest_every_step_the_others_every_other():
+    """``specs_rotation="corners"``: 8 and 2 bits every step, 6 and 4 bits in turn on odd steps (2.5
+    passes a step at three specs); four specs fill both middle slots; fewer than three is refused."""
+    bits = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("bits",))
+    sp = fn3.space(bits)
+    b8, b6, b4, b2 = make_rule(bits, TrainConfig())(0)
+    rule = make_rule(bits, TrainConfig(specs_per_step=3, specs_rotation="corners"))
+    assert [rule(t) for t in range(6)] == [[b8, b2], [b8, b2, b6], [b8, b2], [b8, b2, b4], [b8, b2],
+                                           [b8, b2, b6]]
+    b3 = fn3.parse_spec("bits=3", sp)
+    four = ListedSpecs(sp, [b6, b4, b3, b2], 4, "corners")  # two middle slots on odd steps
+    assert [four.step_specs(t) for t in range(4)] == [[b8, b2], [b8, b2, b6, b4], [b8, b2], [b8, b2, b3, b6]]
+    with pytest.raises(fn3.ConfigError, match="rotation corners with 2 specs per step leaves no slot"):
+        ListedSpecs(sp, [b6, b4, b2], 2, "corners")
+    with pytest.raises(fn3.ConfigError, match="--specs-per-step 2 leaves none: use --specs-per-step 3"):
+        TrainConfig(specs_per_step=2, specs_rotation="corners")
+    cfg = TrainConfig(specs_per_step=3, specs_rotation="corners")
+    assert TrainConfig.from_dict(cfg.to_dict()).specs_rotation == "corners"
 
 
 def test_specs_per_step_updates_only_the_members_of_the_step():

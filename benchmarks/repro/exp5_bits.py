@@ -18,6 +18,7 @@ from runner import (
     AUTO,
     AUTO_NORM,
     AUTO_NORM_CLIP,
+    AUTO_NORM_CLIP_CORNERS,
     AUTO_NORM_CLIP_HALF,
     AUTO_NORM_CLIP_HALF_SMALL,
     AUTO_NORM_CLIP_THIRD,
@@ -59,6 +60,7 @@ def experiment() -> Experiment:
         AUTO_NORM,  # fn3 train's default since config version 4: the grid, norm-matched sum
         AUTO_NORM_CLIP,  # the default with a clipping level per bit-width (issue 11: the 2-bit drop)
         AUTO_NORM_CLIP_HALF,  # the default at two specs a step: the family's cost (issue 11)
+        AUTO_NORM_CLIP_THIRD,  # three specs a step: both bits targets at once?
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",
@@ -110,7 +112,8 @@ def longer(epochs: int = 18) -> Experiment:
     arms = tuple(a for a in short.arms if a.name in (
         "independent (one per bit-width)", AUTO_NORM.name, SANDWICH_CORNERS.name, AUTO_NORM_CLIP.name,
         AUTO_NORM_CLIP_HALF.name)) + (AUTO_NORM_CLIP_HALF_SMALL,  # 2 bits on every other step
-                                    AUTO_NORM_CLIP_THIRD)  # 3 passes a step
+                                    AUTO_NORM_CLIP_THIRD,  # 3 passes a step
+                                    AUTO_NORM_CLIP_CORNERS)  # 2.5 passes a step
     return Experiment(
         key=f"exp5_bits_{epochs}ep", title=f"FN3-bit, {epochs} epochs: CIFAR-10, ResNet-20", level="bits",
         x_label=short.x_label, budgets=short.budgets, arms=arms,

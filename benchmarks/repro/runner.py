@@ -189,6 +189,12 @@ AUTO_NORM_CLIP_HALF = Arm("fn3 auto grid, norm-matched sum, clip per bit-width, 
 #: steps): 3 passes a step against the twins' 5, between the grid's 2-bit drop and two specs' cost.
 AUTO_NORM_CLIP_THIRD = Arm("fn3 auto grid, norm-matched sum, clip per bit-width, 3 specs a step",
                            train={**AUTO_NORM_CLIP.train, "specs_per_step": 3})
+#: 8 and 2 bits every step, 6 or 4 bits in turn on every other step (``specs_rotation="corners"``,
+#: ``specs_per_step=3``): the grid's 2 bits every step and the corners sandwich's cost, with the middle
+#: members trained on a quarter of the steps each; 2.5 passes a step against the twins' 5.
+AUTO_NORM_CLIP_CORNERS = Arm("fn3 auto grid, norm-matched sum, clip per bit-width, corners every step, "
+                             "middle every other", train={**AUTO_NORM_CLIP.train, "specs_per_step": 3,
+                                                          "specs_rotation": "corners"})
 #: The same with the smallest grid member (2 bits) on every other step and 6 and 4 bits in turn in the
 #: other slots (``specs_rotation="smallest"``): the 2-bit drop at the two-specs cost.
 AUTO_NORM_CLIP_HALF_SMALL = Arm("fn3 auto grid, norm-matched sum, clip per bit-width, 2 specs a step, "

@@ -26,7 +26,7 @@ from typing import Any
 
 from fn3._io import one_line
 from fn3.errors import ConfigError
-from fn3.sampling import DISTRIBUTIONS, ROTATIONS, TIES
+from fn3.sampling import DISTRIBUTIONS, ROTATIONS, TIES, rotation_names
 
 __all__ = [
     "ACT_CLIP_CHOICES",
@@ -131,6 +131,7 @@ class TrainConfig:
     # rule="specs" (or auto on one level): specs a step trains, the largest and the others in turn; 0: all
     specs_per_step: int = 0
     # with specs_per_step: even (every member in turn) | smallest (the smallest every other step)
+    # | corners (largest and smallest every step, the others every other step)
     specs_rotation: str = "even"
     # evaluation and checkpoints
     eval_specs: tuple[str, ...] = ("largest", "smallest")
@@ -188,11 +189,15 @@ class TrainConfig:
             raise ConfigError(f"specs_per_step applies to rule=specs (or auto), not rule={self.rule}: "
                               "drop --specs-per-step or --rule")
         if self.specs_rotation not in ROTATIONS:
-            raise bad("specs_rotation", self.specs_rotation, " or ".join(ROTATIONS))
+            raise bad("specs_rotation", self.specs_rotation, rotation_names())
         if self.specs_rotation != "even" and not self.specs_per_step:
             raise ConfigError(f"specs_rotation={self.specs_rotation} shares the slots of --specs-per-step, "
                               "which is 0 (every member every step): add --specs-per-step 2 or drop "
                               "--specs-rotation")
+        if self.specs_rotation == "corners" and 0 < self.specs_per_step < 3:
+            raise ConfigError(f"specs_rotation=corners trains the largest and the smallest every step and "
+                              f"the others in the further slots; --specs-per-step {self.specs_per_step} "
+                              "leaves none: use --specs-per-step 3 or more")
         if self.rule == "fixed" and not self.fixed_spec:
             raise ConfigError("rule=fixed needs fixed_spec (e.g. --fixed-spec channels=0.5)")
         if self.limit is not None and self.limit < 1:

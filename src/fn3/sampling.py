@@ -250,7 +250,11 @@ class ListedSpecs:
     order. ``rotation="smallest"`` gives the smallest member (fewest kept units) a slot on every other
     step and the other members the remaining slots in turn: the member furthest from the largest,
     which gains least from the largest's updates (2 bits), is trained on half the steps instead of
-    one in ``len(specs) - 1``. On a model nested in bits, where every member costs as much as the
+    one in ``len(specs) - 1``. ``rotation="corners"`` trains the largest and the smallest at every
+    step and the other members in turn in the ``per_step - 2`` further slots of every other step
+    (``per_step`` of 3 or more): on the default bits grid (8, 6, 4, 2) with ``per_step=3``, 8 and
+    2 bits every step and 6 or 4 bits every other, 2.5 passes a step on average. On a model nested
+    in bits, where every member costs as much as the
     largest, two specs a step cost 2 passes against 5 for five separately trained bit-widths
     (measured in issue 11 on experiment 5: ``docs/reproduction.md``).
 
@@ -258,8 +262,9 @@ class ListedSpecs:
         space: the model's space.
         specs: the sub-models to deploy (duplicates and the largest are dropped: it always comes first).
         per_step: specs per step, the largest included (at least 2); 0 trains every member every step.
-        rotation: ``"even"`` (every member equally often) or ``"smallest"`` (the smallest on every
-            other step); only with ``per_step``.
+        rotation: ``"even"`` (every member equally often), ``"smallest"`` (the smallest on every
+            other step) or ``"corners"`` (the smallest every step, the others on every other step);
+            only with ``per_step``.
 
     Example:
         >>> import fn3
@@ -274,7 +279,10 @@ class ListedSpecs:
             raise ConfigError(f"specs per step {per_step} is invalid; expected 0 (every listed spec) or a "
                               "whole number >= 2 (the largest and at least one other)")
         if rotation not in ROTATIONS:
-            raise ConfigError(f"rotation {rotation!r} is invalid; expected " + " or ".join(ROTATIONS))
+            raise ConfigError(f"rotation {rotation!r} is invalid; expected {rotation_names()}")
+        if rotation == "corners" and 0 < per_step < 3:
+            raise ConfigError(f"rotation corners with {per_step} specs per step leaves no slot for the "
+                              "members between the largest and the smallest; expected 3 or more")
         self.space = space
         largest = space.largest()
         self.specs: list[Spec] = [largest]
@@ -298,6 +306,14 @@ class ListedSpecs:
             return list(self.specs)
         if self.rotation == "smallest":
             return [self.specs[0]] + self._smallest_every_other(step, k)
+        if self.rotation == "corners":
+            # The largest and the smallest every step; the middle members' k - 1 slots on odd steps,
+            # in turn: step 2u+1 takes middle members u*(k-1) .. u*(k-1)+k-2 (mod their number).
+            if step % 2 == 0 or not self._middle:
+                return [self.specs[0], self._smallest]
+            u, m = step // 2, len(self._middle)
+            return [self.specs[0], self._smallest] + [self._middle[(u * (k - 1) + j) % m]
+                                                      for j in range(k - 1)]
         # Round robin: step t takes members t*k .. t*k+k-1 (mod n), so any n steps train each k times.
         return [self.specs[0]] + [others[(step * k + j) % len(others)] for j in range(k)]
 
@@ -316,7 +332,12 @@ class ListedSpecs:
 
 
 #: How :class:`ListedSpecs` shares the slots of a step among the members other than the largest.
-ROTATIONS = ("even", "smallest")
+ROTATIONS = ("even", "smallest", "corners")
+
+
+def rotation_names() -> str:
+    """The rotations for an error message: ``"even, smallest or corners"``."""
+    return ", ".join(ROTATIONS[:-1]) + " or " + ROTATIONS[-1]
 
 
 #: Kept fractions of :func:`grid_specs`' default grid (``TrainConfig.grid``): four tied levels, the

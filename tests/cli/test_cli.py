@@ -285,6 +285,9 @@ def test_specs_per_step_flag_trains_resumes_and_refuses_what_it_cannot_do(tmp_pa
     assert main(["train", *common, "--levels", "bits", "--specs-rotation", "smallest",
                  "--out", str(bad)]) == 2
     assert "add --specs-per-step 2 or drop --specs-rotation" in capsys.readouterr().err and not bad.exists()
+    assert main(["train", *common, "--levels", "bits", "--specs-per-step", "2", "--specs-rotation",
+                 "corners", "--out", str(bad)]) == 2
+    assert "leaves none: use --specs-per-step 3 or more" in capsys.readouterr().err and not bad.exists()
     assert main(["train", *common, "--levels", "bits", "--specs-per-step", "1", "--out", str(bad)]) == 2
     assert "specs_per_step=1 is invalid" in capsys.readouterr().err and not bad.exists()
     assert main(["train", *common, "--levels", "bits,channels", "--specs-per-step", "2",
