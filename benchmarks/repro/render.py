@@ -57,6 +57,12 @@ def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:
     for key, data in out.items():
         data["_step_cost"] = ratios.get(key, {})
         data["_heldout"] = heldout.get(key, {})
+        # runner --seed N: the same arms trained at other seeds (results/seed<N>/<key>.json)
+        data["_seeds"] = {}
+        for path in sorted(results_dir.glob(f"seed*/{key}.json")):
+            other = json.loads(path.read_text())
+            if other.get("format") == RESULT_FORMAT and not other.get("quick"):
+                data["_seeds"][other["settings"]["train"]["seed"]] = {**other, "_file": path}
     return out
 
 
@@ -205,6 +211,7 @@ def _section(res: Mapping[str, Any], page: Path, figs: Path) -> list[str]:
         lines += _exp6_tables(res)
     else:
         lines += _accuracy_tables(res, mode)
+    lines += _seed_table(res, mode, page)
     lines += _time_table(res)
     rows = target_rows(res)
     if rows:
@@ -268,6 +275,36 @@ def _accuracy_tables(res: Mapping[str, Any], mode: str) -> list[str]:
         out += ["Random-order removal: mean over the random draws (min-max in brackets); the "
                 "mandatory first blocks of every axis are always kept.", ""]
     return out
+
+
+def _seed_table(res: Mapping[str, Any], mode: str, page: Path) -> list[str]:
+    """The arms that also ran at other seeds (``--seed N``), each beside its row of this page: how
+    far one arm's accuracies move with the training seed alone, the noise the binomial resolution
+    above does not count."""
+    if not res.get("_seeds"):
+        return []
+    labels = [b["label"] for b in res["budgets"]]
+    bits = res.get("level") == "bits"
+    files = ", ".join(f"[`seed{n}/{Path(o['_file']).name}`]({os.path.relpath(o['_file'], page.parent)})"
+                      for n, o in res["_seeds"].items())
+    cmds = "; ".join(f"`{c}`" for o in res["_seeds"].values() for c in o["commands"])
+    out = [f"Other training seeds (same settings and test images; {files}; {cmds}), each arm beside "
+           f"its seed-{res['settings']['train']['seed']} row above:", "",
+           "| arm | seed | " + " | ".join(labels) + (f" | {labels[0]} - {labels[-1]} |" if bits else " |"),
+           "| --- | ---: |" + " ---: |" * (len(labels) + bits)]
+    for name in res["arms"]:
+        runs = [(res["settings"]["train"]["seed"], res["arms"][name])]
+        runs += [(n, o["arms"][name]) for n, o in res["_seeds"].items() if name in o["arms"]]
+        if len(runs) < 2:
+            continue
+        for seed, arm in runs:
+            accs = arm["accuracy"].get(mode, {})
+            row = f"| {name} | {seed} | " + " | ".join(pct(accs.get(lb)) for lb in labels)
+            if bits:
+                top, bottom = accs.get(labels[0]), accs.get(labels[-1])
+                row += f" | {pct(None if top is None or bottom is None else top - bottom)}"
+            out.append(row + " |")
+    return out + [""]
 
 
 def _exp6_tables(res: Mapping[str, Any]) -> list[str]:

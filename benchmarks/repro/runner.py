@@ -21,6 +21,7 @@ Example (the quick MNIST experiment, in-process):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -283,12 +284,19 @@ def main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *
     p.add_argument("--only", nargs="*", default=None, help="run only these experiment keys")
     p.add_argument("--arms", nargs="*", default=None,
                    help="run only the arms whose name starts with one of these (the others are skipped)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="train every arm at this seed instead of the experiment's (0): a second seed's "
+                        "results go to benchmarks/results/seed<N> unless --results-dir says otherwise, "
+                        "never into the page's")
     p.add_argument("--rerun", action="store_true",
                    help="evaluate the selected arms again even when the results hold them (training "
                         "only where their run directory has no final model), e.g. to add a BN "
                         "protocol; the training seeds make a retrained arm the same model")
     args = p.parse_args(list(argv) if argv is not None else None)
-    results_dir = args.results_dir or (RESULTS / "quick" if args.quick else RESULTS)
+    if args.seed is not None:
+        experiments = [dataclasses.replace(e, base=e.base.replace(seed=args.seed)) for e in experiments]
+    default_dir = RESULTS / f"seed{args.seed}" if args.seed is not None else RESULTS
+    results_dir = args.results_dir or (default_dir / "quick" if args.quick else default_dir)
     runs_dir = args.runs_dir or results_dir / "runs"
     cmd = _command(Path(script or sys.argv[0]), list(argv) if argv is not None else sys.argv[1:])
     threads = torch.get_num_threads()

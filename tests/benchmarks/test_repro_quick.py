@@ -176,3 +176,37 @@ def test_render_writes_the_page_plots_and_lists_missing_experiments(quick_result
     (only / "exp1_neurons.json").write_text((out / "exp1_neurons.json").read_text())
     text = render.render(only, tmp_path / "one.md").read_text()
     assert "## exp2_channels: not yet run" in text and "## exp6_all_levels: not yet run" in text
+
+
+def test_seed_flag_trains_every_arm_at_that_seed_into_its_own_results(monkeypatch, tmp_path):
+    """``--seed 1`` replaces the experiments' training seed and writes to benchmarks/results/seed1
+    (never the page's results) unless --results-dir is given."""
+    runner = _load("runner")
+    exp5 = _load("exp5_bits")
+    seen: list[tuple[int, Path]] = []
+    monkeypatch.setattr(runner, "run_experiment",
+                        lambda exp, results_dir, runs_dir, **kw: seen.append((exp.base.seed, results_dir)))
+    runner.main(exp5.experiments(), ["--seed", "1", "--only", "exp5_bits_18ep"], script=exp5.__file__)
+    runner.main(exp5.experiments(), ["--only", "exp5_bits_18ep"], script=exp5.__file__)
+    runner.main(exp5.experiments(), ["--seed", "2", "--only", "exp5_bits", "--results-dir", str(tmp_path)],
+                script=exp5.__file__)
+    assert seen == [(1, runner.RESULTS / "seed1"), (0, runner.RESULTS), (2, tmp_path)]
+
+
+def test_seed_table_puts_each_arm_of_another_seed_beside_its_own_row(tmp_path):
+    """An arm that also ran at seed 1 gets one row per seed with its 8 - 2 bits drop; an arm that
+    ran at one seed only gets none; without other seeds there is no table."""
+    render = _load("render")
+
+    def arm(top: float, bottom: float) -> dict:
+        return {"accuracy": {"bn_aug": {"8 bits": top, "2 bits": bottom}}}
+
+    other = {"_file": tmp_path / "seed1" / "exp5_bits_18ep.json", "commands": ["python x --seed 1"],
+             "arms": {"grid": arm(0.63, 0.61)}}
+    res = {"budgets": [{"label": "8 bits"}, {"label": "2 bits"}], "level": "bits",
+           "settings": {"train": {"seed": 0}}, "arms": {"grid": arm(0.6345, 0.611), "once": arm(0.5, 0.4)},
+           "_seeds": {1: other}}
+    lines = render._seed_table(res, "bn_aug", tmp_path / "page.md")
+    assert "| grid | 0 | 63.45 | 61.10 | 2.35 |" in lines and "| grid | 1 | 63.00 | 61.00 | 2.00 |" in lines
+    assert not any(x.startswith("| once") for x in lines) and "`python x --seed 1`" in lines[0]
+    assert render._seed_table({**res, "_seeds": {}}, "bn_aug", tmp_path / "page.md") == []
