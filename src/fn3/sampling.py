@@ -254,9 +254,9 @@ class ListedSpecs:
     step and the other members in turn in the ``per_step - 2`` further slots of every other step
     (``per_step`` of 3 or more): on the default bits grid (8, 6, 4, 2) with ``per_step=3``, 8 and
     2 bits every step and 6 or 4 bits every other, 2.5 passes a step on average. On a model nested
-    in bits, where every member costs as much as the
-    largest, two specs a step cost 2 passes against 5 for five separately trained bit-widths
-    (measured in issue 11 on experiment 5: ``docs/reproduction.md``).
+    in bits, where every member costs as much as the largest, two specs a step cost 2 passes against
+    5 for five separately trained bit-widths (measured in issue 11 on experiment 5:
+    ``docs/reproduction.md``).
 
     Args:
         space: the model's space.
