@@ -20,7 +20,7 @@ from typing import Any
 
 from plots import plot_experiment
 from runner import RESULT_FORMAT, RESULTS, ROOT
-from targets import MODES, REMARKS, THEIRS, main_mode, target_rows, train_time
+from targets import MODES, REMARKS, THEIRS, arm_mode, main_mode, target_rows, train_time
 
 #: Every experiment of issue 5: (result key, command of its full run).
 EXPECTED: tuple[tuple[str, str], ...] = (
@@ -211,7 +211,7 @@ def _section(res: Mapping[str, Any], page: Path, figs: Path) -> list[str]:
         lines += _exp6_tables(res)
     else:
         lines += _accuracy_tables(res, mode)
-    lines += _seed_table(res, mode, page)
+    lines += _seed_table(res, page)
     lines += _time_table(res)
     rows = target_rows(res)
     if rows:
@@ -277,7 +277,7 @@ def _accuracy_tables(res: Mapping[str, Any], mode: str) -> list[str]:
     return out
 
 
-def _seed_table(res: Mapping[str, Any], mode: str, page: Path) -> list[str]:
+def _seed_table(res: Mapping[str, Any], page: Path) -> list[str]:
     """The arms that also ran at other seeds (``--seed N``), each beside its row of this page: how
     far one arm's accuracies move with the training seed alone, the noise the binomial resolution
     above does not count."""
@@ -289,7 +289,8 @@ def _seed_table(res: Mapping[str, Any], mode: str, page: Path) -> list[str]:
                       for n, o in res["_seeds"].items())
     cmds = "; ".join(f"`{c}`" for o in res["_seeds"].values() for c in o["commands"])
     out = [f"Other training seeds (same settings and test images; {files}; {cmds}), each arm beside "
-           f"its seed-{res['settings']['train']['seed']} row above:", "",
+           f"its seed-{res['settings']['train']['seed']} row, with the BatchNorm protocol the targets "
+           "read it with:", "",
            "| arm | seed | " + " | ".join(labels) + (f" | {labels[0]} - {labels[-1]} |" if bits else " |"),
            "| --- | ---: |" + " ---: |" * (len(labels) + bits)]
     for name in res["arms"]:
@@ -297,8 +298,10 @@ def _seed_table(res: Mapping[str, Any], mode: str, page: Path) -> list[str]:
         runs += [(n, o["arms"][name]) for n, o in res["_seeds"].items() if name in o["arms"]]
         if len(runs) < 2:
             continue
+        # the protocol the targets read this arm with (bn_aug where it ran), the same at every seed
+        md = arm_mode(runs[0][1], runs[1][1])
         for seed, arm in runs:
-            accs = arm["accuracy"].get(mode, {})
+            accs = arm["accuracy"].get(md, {})
             row = f"| {name} | {seed} | " + " | ".join(pct(accs.get(lb)) for lb in labels)
             if bits:
                 top, bottom = accs.get(labels[0]), accs.get(labels[-1])

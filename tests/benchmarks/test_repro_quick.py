@@ -206,7 +206,7 @@ def test_seed_table_puts_each_arm_of_another_seed_beside_its_own_row(tmp_path):
     res = {"budgets": [{"label": "8 bits"}, {"label": "2 bits"}], "level": "bits",
            "settings": {"train": {"seed": 0}}, "arms": {"grid": arm(0.6345, 0.611), "once": arm(0.5, 0.4)},
            "_seeds": {1: other}}
-    lines = render._seed_table(res, "bn_aug", tmp_path / "page.md")
+    lines = render._seed_table(res, tmp_path / "page.md")
     assert "| grid | 0 | 63.45 | 61.10 | 2.35 |" in lines and "| grid | 1 | 63.00 | 61.00 | 2.00 |" in lines
     assert not any(x.startswith("| once") for x in lines) and "`python x --seed 1`" in lines[0]
-    assert render._seed_table({**res, "_seeds": {}}, "bn_aug", tmp_path / "page.md") == []
+    assert render._seed_table({**res, "_seeds": {}}, tmp_path / "page.md") == []
