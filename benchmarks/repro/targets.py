@@ -313,16 +313,19 @@ def default_arms(res: Mapping[str, Any]) -> tuple[str, str]:
 def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     """The parity targets of issue 11 for each candidate rule that has run (not the default)."""
     indep = _find(res, "independent")
+    if indep is None:
+        return []
     default = _find(res, default_arms(res)[0])
     rows: list[tuple[str, str, str, str]] = []
     done = {default[0]} if default else set()
     for prefix in CANDIDATE_PREFIXES:
         # every arm of this prefix not yet reported: longer names (the default at two or three specs a
         # step) share the default's prefix
-        for found in [(n, a) for n, a in res["arms"].items() if n.startswith(prefix) and n not in done]:
-            if indep:
-                done.add(found[0])
-                rows += _parity_rows(res, *found, indep[1], candidate=True) + _bit_drop_rows(res, *found)
+        for name, arm in res["arms"].items():
+            if name.startswith(prefix) and name not in done:
+                done.add(name)
+                rows += _parity_rows(res, name, arm, indep[1], candidate=True)
+                rows += _bit_drop_rows(res, name, arm)
     return rows
 
 

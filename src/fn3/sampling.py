@@ -309,7 +309,8 @@ class ListedSpecs:
         if self.rotation == "corners":
             # The largest and the smallest every step; the middle members' k - 1 slots on odd steps,
             # in turn: step 2u+1 takes middle members u*(k-1) .. u*(k-1)+k-2 (mod their number).
-            if step % 2 == 0 or not self._middle:
+            # There are at least two (k >= 2 and k < len(others), else every member is trained above).
+            if step % 2 == 0:
                 return [self.specs[0], self._smallest]
             u, m = step // 2, len(self._middle)
             return [self.specs[0], self._smallest] + [self._middle[(u * (k - 1) + j) % m]
