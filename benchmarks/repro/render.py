@@ -102,6 +102,13 @@ def _experiment(key: str) -> Any:
     return next(e for e in importlib.import_module(script).experiments() if e.key == key)
 
 
+def _notes(res: Mapping[str, Any]) -> str:
+    """The experiment's notes: its script's current text (the commentary, edited as arms are added),
+    not the copy the result file stored when it was last written; that copy only where the script
+    has none."""
+    return _experiment(res["experiment"]).notes or res.get("notes", "")
+
+
 def _missing_arms(res: Mapping[str, Any]) -> list[str]:
     """Arms the experiment's script defines that its result does not hold yet."""
     return [a.name for a in _experiment(res["experiment"]).arms if a.name not in res["arms"]]
@@ -200,8 +207,9 @@ def _section(res: Mapping[str, Any], page: Path, figs: Path) -> list[str]:
         "wall times are indicative).",
         "",
     ]
-    if res.get("notes"):
-        lines += [res["notes"], ""]
+    notes = _notes(res)
+    if notes:
+        lines += [notes, ""]
     missing = _missing_arms(res)
     if missing:
         lines += [f"**Partial result: arms not run yet: {', '.join(missing)}** (rerun the command to "

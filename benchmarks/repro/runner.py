@@ -451,6 +451,9 @@ def _load_or_new(path: Path, exp: Experiment, settings: dict[str, Any], quick: b
             raise ConfigError(f"{path} was run with other settings; delete it (and its runs) to rerun")
         if command not in data["commands"]:
             data["commands"].append(command)  # a resumed run may be started by another command
+        # The notes are the script's commentary on the results, edited as arms are added: the file
+        # takes the script's current text whenever it is written again.
+        data["notes"] = exp.notes
         return data
     return {
         "format": RESULT_FORMAT,

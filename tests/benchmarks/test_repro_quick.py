@@ -193,6 +193,31 @@ def test_seed_flag_trains_every_arm_at_that_seed_into_its_own_results(monkeypatc
     assert seen == [(1, runner.RESULTS / "seed1"), (0, runner.RESULTS), (2, tmp_path)]
 
 
+def test_a_result_file_takes_the_scripts_current_notes_when_written_again(tmp_path):
+    """The notes are the script's commentary: an arm added or re-run to an older result file brings
+    the script's edited notes along, while the file's arms and commands stay."""
+    runner = _load("runner")
+    exp = _load("exp5_bits").longer()
+    path = tmp_path / f"{exp.key}.json"
+    settings = {"train": exp.base.to_dict()}
+    first = runner._load_or_new(path, exp, settings, False, "python first")
+    assert first["notes"] == exp.notes
+    runner.write_json(path, {**first, "notes": "what the script said a week ago",
+                             "arms": {"some arm": {"kind": "nested"}}})
+    edited = dataclasses.replace(exp, notes="what the script says now")
+    again = runner._load_or_new(path, edited, settings, False, "python second")
+    assert again["notes"] == "what the script says now"
+    assert again["arms"] == {"some arm": {"kind": "nested"}}
+    assert again["commands"] == ["python first", "python second"]
+
+
+def test_the_page_shows_the_scripts_current_notes_not_the_stored_copy():
+    render = _load("render")
+    exp = _load("exp5_bits").experiments()[-1]
+    stale = {"experiment": exp.key, "notes": "what the script said a week ago"}
+    assert exp.notes and render._notes(stale) == exp.notes
+
+
 def test_seed_table_puts_each_arm_of_another_seed_beside_its_own_row(tmp_path):
     """An arm that also ran at seed 1 gets one row per seed with its 8 - 2 bits drop; an arm that
     ran at one seed only gets none; without other seeds there is no table."""
