@@ -18,6 +18,7 @@ from __future__ import annotations
 from runner import (
     AUTO,
     AUTO_NORM,
+    AUTO_NORM_DISTILL,
     AUTO_NORM_LR2,
     AUTO_NORM_RANDOM_ORDER,
     AUTO_RANDOM_ORDER,
@@ -94,8 +95,9 @@ def longer(epochs: int = 18) -> Experiment:
     arms = tuple(a for a in short.arms if a.name in (
         "independent (one per depth)", DEFAULT.name, SANDWICH_MEAN.name, SANDWICH_RANDOM_ORDER.name,
         "fn3 every budget each step, mean loss", "fn3 every budget each step, lr 0.2, mean loss",
+        "fn3 every budget each step, summed losses",
         AUTO.name, AUTO_RANDOM_ORDER.name, AUTO_NORM.name, AUTO_NORM_RANDOM_ORDER.name)  # grid: every depth
-    ) + (AUTO_NORM_LR2,)
+    ) + (AUTO_NORM_LR2, AUTO_NORM_DISTILL)
     return Experiment(
         key=f"exp3_layers_resnet20_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-20",
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,

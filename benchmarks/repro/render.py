@@ -288,7 +288,8 @@ def _accuracy_tables(res: Mapping[str, Any], mode: str) -> list[str]:
 def _seed_table(res: Mapping[str, Any], page: Path) -> list[str]:
     """The arms that also ran at other seeds (``--seed N``), each beside its row of this page: how
     far one arm's accuracies move with the training seed alone, the noise the binomial resolution
-    above does not count."""
+    above does not count. Where the independent networks ran at a seed too, each nested arm's worst
+    gap to them at that seed (issue 11's parity target, seed by seed) closes its row."""
     if not res.get("_seeds"):
         return []
     labels = [b["label"] for b in res["budgets"]]
@@ -296,14 +297,16 @@ def _seed_table(res: Mapping[str, Any], page: Path) -> list[str]:
     files = ", ".join(f"[`seed{n}/{Path(o['_file']).name}`]({os.path.relpath(o['_file'], page.parent)})"
                       for n, o in res["_seeds"].items())
     cmds = "; ".join(f"`{c}`" for o in res["_seeds"].values() for c in o["commands"])
+    own = res["settings"]["train"]["seed"]
+    by_seed = {own: res["arms"], **{n: o["arms"] for n, o in res["_seeds"].items()}}
+    twin = next((n for arms in by_seed.values() for n in arms if n.startswith("independent")), None)
     out = [f"Other training seeds (same settings and test images; {files}; {cmds}), each arm beside "
-           f"its seed-{res['settings']['train']['seed']} row, with the BatchNorm protocol the targets "
-           "read it with:", "",
-           "| arm | seed | " + " | ".join(labels) + (f" | {labels[0]} - {labels[-1]} |" if bits else " |"),
-           "| --- | ---: |" + " ---: |" * (len(labels) + bits)]
+           f"its seed-{own} row, with the BatchNorm protocol the targets read it with:", "",
+           "| arm | seed | " + " | ".join(labels) + (f" | {labels[0]} - {labels[-1]}" if bits else "")
+           + " | worst gap to the networks alone |",
+           "| --- | ---: |" + " ---: |" * (len(labels) + bits) + " ---: |"]
     for name in res["arms"]:
-        runs = [(res["settings"]["train"]["seed"], res["arms"][name])]
-        runs += [(n, o["arms"][name]) for n, o in res["_seeds"].items() if name in o["arms"]]
+        runs = [(n, arms[name]) for n, arms in by_seed.items() if name in arms]
         if len(runs) < 2:
             continue
         # the protocol the targets read this arm with (bn_aug where it ran), the same at every seed
@@ -314,6 +317,10 @@ def _seed_table(res: Mapping[str, Any], page: Path) -> list[str]:
             if bits:
                 top, bottom = accs.get(labels[0]), accs.get(labels[-1])
                 row += f" | {pct(None if top is None or bottom is None else top - bottom)}"
+            alone = by_seed[seed].get(twin, {}).get("accuracy", {}).get(md, {}) if name != twin else {}
+            gaps = [(accs[lb] - alone[lb], lb) for lb in labels if lb in accs and lb in alone]
+            gap, at = min(gaps) if gaps else (None, "")
+            row += f" | {pct(gap, signed=True)} ({at})" if gaps else " | -"
             out.append(row + " |")
     return out + [""]
 

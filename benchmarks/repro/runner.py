@@ -205,6 +205,10 @@ AUTO_NORM_CLIP_HALF_SMALL = Arm("fn3 auto grid, norm-matched sum, clip per bit-w
 #: as one member's, and on the 18-epoch layers family the mean loss gained 3.6 pt at 1/3 blocks from
 #: lr 0.2 ('fn3 every budget each step, lr 0.2, mean loss').
 AUTO_NORM_LR2 = Arm("fn3 auto grid, norm-matched sum, lr 0.2", train={**AUTO_NORM.train, "lr": 0.2})
+#: The default with in-place distillation (issue 11): once 30% of the steps are done, every grid member
+#: but the largest learns the largest's soft predictions of the same batch (US-Nets, BigNAS).
+AUTO_NORM_DISTILL = Arm("fn3 auto grid, norm-matched sum, distillation from 30%",
+                        train={**AUTO_NORM.train, "distill": True, "distill_start": 0.3})
 AUTO_NORM_RANDOM_ORDER = Arm("fn3 auto norm, random-order removal", kind="random-order",
                              source=AUTO_NORM.name)
 

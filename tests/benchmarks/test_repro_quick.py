@@ -219,19 +219,22 @@ def test_the_page_shows_the_scripts_current_notes_not_the_stored_copy():
 
 
 def test_seed_table_puts_each_arm_of_another_seed_beside_its_own_row(tmp_path):
-    """An arm that also ran at seed 1 gets one row per seed with its 8 - 2 bits drop; an arm that
-    ran at one seed only gets none; without other seeds there is no table."""
+    """An arm that also ran at seed 1 gets one row per seed with its 8 - 2 bits drop and its worst
+    gap to the networks trained alone at that seed (where they ran); an arm that ran at one seed only
+    gets none; without other seeds there is no table."""
     render = _load("render")
 
     def arm(top: float, bottom: float) -> dict:
         return {"accuracy": {"bn_aug": {"8 bits": top, "2 bits": bottom}}}
 
     other = {"_file": tmp_path / "seed1" / "exp5_bits_18ep.json", "commands": ["python x --seed 1"],
-             "arms": {"grid": arm(0.63, 0.61)}}
+             "arms": {"grid": arm(0.63, 0.61), "independent (one per bit-width)": arm(0.64, 0.605)}}
     res = {"budgets": [{"label": "8 bits"}, {"label": "2 bits"}], "level": "bits",
            "settings": {"train": {"seed": 0}}, "arms": {"grid": arm(0.6345, 0.611), "once": arm(0.5, 0.4)},
            "_seeds": {1: other}}
     lines = render._seed_table(res, tmp_path / "page.md")
-    assert "| grid | 0 | 63.45 | 61.10 | 2.35 |" in lines and "| grid | 1 | 63.00 | 61.00 | 2.00 |" in lines
+    # no networks alone at seed 0 (no gap); at seed 1 the grid is 1.00 pt below at 8 bits, above at 2
+    assert "| grid | 0 | 63.45 | 61.10 | 2.35 | - |" in lines
+    assert "| grid | 1 | 63.00 | 61.00 | 2.00 | -1.00 (8 bits) |" in lines
     assert not any(x.startswith("| once") for x in lines) and "`python x --seed 1`" in lines[0]
     assert render._seed_table({**res, "_seeds": {}}, tmp_path / "page.md") == []
