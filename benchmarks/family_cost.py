@@ -55,21 +55,32 @@ def rules() -> list:
         AUTO_NORM,
         AUTO_NORM_CLIP,
         AUTO_NORM_CLIP_CORNERS,
+        AUTO_NORM_CLIP_DISTILL,
         AUTO_NORM_CLIP_HALF,
         AUTO_NORM_CLIP_HALF_SMALL,
         AUTO_NORM_CLIP_THIRD,
+        AUTO_NORM_DISTILL,
         AUTO_NORM_HALF,
         DEFAULT,
         ODO_GEOMETRIC,
     )
 
     return [AUTO, AUTO_NORM, AUTO_NORM_HALF, AUTO_NORM_CLIP, AUTO_NORM_CLIP_HALF, AUTO_NORM_CLIP_HALF_SMALL,
-            AUTO_NORM_CLIP_THIRD, AUTO_NORM_CLIP_CORNERS, DEFAULT, ODO_GEOMETRIC]
+            AUTO_NORM_CLIP_THIRD, AUTO_NORM_CLIP_CORNERS, AUTO_NORM_DISTILL, AUTO_NORM_CLIP_DISTILL, DEFAULT,
+            ODO_GEOMETRIC]
 
 
 def _applies(arm, exp) -> bool:
-    """Whether ``arm`` ran on ``exp``: a clipping level per bit-width only on a family nested in bits."""
+    """Whether ``arm`` ran on ``exp``: a clipping level per bit-width only on a family nested in bits,
+    distillation only where the experiment has that arm (the layers and bits families at 18 epochs)."""
+    if arm.train.get("distill"):
+        return arm.name in {a.name for a in exp.arms}
     return arm.train.get("act_clip", "shared") != "per-bits" or exp.level == "bits"
+
+
+def _timed_rules(exp, longer: list) -> list:
+    """The rules timed on ``exp``'s model: those that ran on it or on one of its longer variants."""
+    return [arm for arm in rules() if any(_applies(arm, e) for e in (exp, *longer))]
 
 
 def experiments() -> list[tuple[object, list]]:
@@ -99,8 +110,10 @@ def _timed(step: Callable[[int], None], t: int, steps: int) -> float:
     return (time.thread_time() - t0) / steps
 
 
-def measure(exp, batch: int, repeats: int, steps: int) -> tuple[dict[str, float], dict[str, float]]:
-    """``(twin ms per step by budget label, family ms per step by arm name)`` for one experiment."""
+def measure(exp, batch: int, repeats: int, steps: int,
+            longer: list | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """``(twin ms per step by budget label, family ms per step by arm name)`` for one experiment (and
+    the rules of its ``longer`` variants, which train the same model)."""
     base: TrainConfig = exp.base
     model = _model(base)
     space = fn3.space(model)
@@ -117,10 +130,11 @@ def measure(exp, batch: int, repeats: int, steps: int) -> tuple[dict[str, float]
         own = model if cfg.act_clip != "per-bits" else set_act_clip(_model(cfg), "per-bits")
         own_opt = opt if own is model else make_optimizer(own, cfg)
         rule, loss = make_rule(own, cfg), resolved_spec_loss(own, cfg)
-        return lambda t: train_step(own, own_opt, x, y, rule(t), reduction=loss)
+        # distillation as after its start (soft targets from the largest: the same passes)
+        return lambda t: train_step(own, own_opt, x, y, rule(t), reduction=loss, distill=cfg.distill)
 
     twins = {b.label: fixed(parse_spec(b.spec, space)) for b in exp.budgets}
-    rules_ = {arm.name: family(base.replace(**arm.train)) for arm in rules() if _applies(arm, exp)}
+    rules_ = {arm.name: family(base.replace(**arm.train)) for arm in _timed_rules(exp, longer or [])}
     arms = {**{("twin", k): v for k, v in twins.items()}, **{("rule", k): v for k, v in rules_.items()}}
     for step in arms.values():  # warm-up (oneDNN primitives, allocator)
         step(0)
@@ -137,7 +151,8 @@ def rows_of(exp, twin_ms: dict[str, float], rule_ms: dict[str, float]) -> list[t
     then one per family rule."""
     total = sum(twin_ms[b.label] for b in exp.budgets)
     rows = [(f"twin {b.label}", twin_ms[b.label], twin_ms[b.label] / total) for b in exp.budgets]
-    return rows + [(name, t, t / total) for name, t in rule_ms.items()]
+    ran = {arm.name for arm in rules() if _applies(arm, exp)}
+    return rows + [(name, t, t / total) for name, t in rule_ms.items() if name in ran]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -158,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)  # thread CPU time of one thread: stable on a shared 2-core machine
     table: list[tuple[str, str, float, float]] = []
     for exp, longer in experiments():
-        twin_ms, rule_ms = measure(exp, args.batch, args.repeats, args.steps)
+        twin_ms, rule_ms = measure(exp, args.batch, args.repeats, args.steps, longer)
         for variant in [exp, *longer]:
             for name, ms, ratio in rows_of(variant, twin_ms, rule_ms):
                 table.append((variant.key, name, ms, ratio))

@@ -19,6 +19,7 @@ from runner import (
     AUTO_NORM,
     AUTO_NORM_CLIP,
     AUTO_NORM_CLIP_CORNERS,
+    AUTO_NORM_CLIP_DISTILL,
     AUTO_NORM_CLIP_HALF,
     AUTO_NORM_CLIP_HALF_SMALL,
     AUTO_NORM_CLIP_THIRD,
@@ -116,7 +117,8 @@ def longer(epochs: int = 18) -> Experiment:
         "independent (one per bit-width)", AUTO_NORM.name, SANDWICH_CORNERS.name, AUTO_NORM_CLIP.name,
         AUTO_NORM_CLIP_HALF.name)) + (AUTO_NORM_CLIP_HALF_SMALL,  # 2 bits on every other step
                                     AUTO_NORM_CLIP_THIRD,  # 3 passes a step
-                                    AUTO_NORM_CLIP_CORNERS)  # 2.5 passes a step
+                                    AUTO_NORM_CLIP_CORNERS,  # 2.5 passes a step
+                                    AUTO_NORM_CLIP_DISTILL)  # soft labels from 8 bits (layers: +1.75 at 1/3)
     return Experiment(
         key=f"exp5_bits_{epochs}ep", title=f"FN3-bit, {epochs} epochs: CIFAR-10, ResNet-20", level="bits",
         x_label=short.x_label, budgets=short.budgets, arms=arms,

@@ -209,6 +209,8 @@ AUTO_NORM_LR2 = Arm("fn3 auto grid, norm-matched sum, lr 0.2", train={**AUTO_NOR
 #: but the largest learns the largest's soft predictions of the same batch (US-Nets, BigNAS).
 AUTO_NORM_DISTILL = Arm("fn3 auto grid, norm-matched sum, distillation from 30%",
                         train={**AUTO_NORM.train, "distill": True, "distill_start": 0.3})
+AUTO_NORM_CLIP_DISTILL = Arm("fn3 auto grid, norm-matched sum, clip per bit-width, distillation from 30%",
+                             train={**AUTO_NORM_CLIP.train, "distill": True, "distill_start": 0.3})
 AUTO_NORM_RANDOM_ORDER = Arm("fn3 auto norm, random-order removal", kind="random-order",
                              source=AUTO_NORM.name)
 

@@ -31,7 +31,11 @@ def test_quick_family_cost_runs(tmp_path):
         auto, norm, half, *_, odo = (mine.get(arm.name) for arm in bench.rules())
         assert auto > odo and norm > odo, (key, auto, odo)
         assert half < norm, (key, half, norm)  # two specs a step against the whole grid
-        clip = [mine.get(arm.name) for arm in bench.rules() if "clip" in arm.name]
+        clip = [mine.get(arm.name) for arm in bench.rules()
+                if "clip" in arm.name and not arm.train.get("distill")]
         assert all(c is not None for c in clip) == key.startswith("exp5"), key  # bits only
+        # distillation only where the experiment has that arm: the 18-epoch layers and bits families
+        distill = {arm.name for arm in bench.rules() if arm.train.get("distill") and arm.name in mine}
+        assert len(distill) == (key in ("exp3_layers_resnet20_18ep", "exp5_bits_18ep")), (key, distill)
     saved = json.loads((tmp_path / "ratios.json").read_text())["ratios"]
     assert saved["exp5_bits"][bench.rules()[0].name] > 0
