@@ -72,7 +72,7 @@ def rules() -> list:
 
 def _applies(arm, exp) -> bool:
     """Whether ``arm`` ran on ``exp``: a clipping level per bit-width only on a family nested in bits,
-    distillation only where the experiment has that arm (the layers and bits families at 18 epochs)."""
+    distillation only where the experiment has that arm (the 18-epoch layers family and bits)."""
     if arm.train.get("distill"):
         return arm.name in {a.name for a in exp.arms}
     return arm.train.get("act_clip", "shared") != "per-bits" or exp.level == "bits"

@@ -62,6 +62,7 @@ def experiment() -> Experiment:
         AUTO_NORM_CLIP,  # the default with a clipping level per bit-width (issue 11: the 2-bit drop)
         AUTO_NORM_CLIP_HALF,  # the default at two specs a step: the family's cost (issue 11)
         AUTO_NORM_CLIP_CORNERS,  # 8 and 2 bits every step, 6 or 4 every other: 2.5 passes a step
+        AUTO_NORM_CLIP_DISTILL,  # the default, soft labels from 8 bits after 30% (18 epochs: the best drop)
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",
