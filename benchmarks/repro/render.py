@@ -20,7 +20,7 @@ from typing import Any
 
 from plots import plot_experiment
 from runner import RESULT_FORMAT, RESULTS, ROOT
-from targets import MODES, REMARKS, THEIRS, arm_mode, main_mode, target_rows, train_time
+from targets import MODES, REMARKS, THEIRS, arm_mode, main_mode, target_rows, train_time, worst_gap
 
 #: Every experiment of issue 5: (result key, command of its full run).
 EXPECTED: tuple[tuple[str, str], ...] = (
@@ -318,9 +318,8 @@ def _seed_table(res: Mapping[str, Any], page: Path) -> list[str]:
                 top, bottom = accs.get(labels[0]), accs.get(labels[-1])
                 row += f" | {pct(None if top is None or bottom is None else top - bottom)}"
             alone = by_seed[seed].get(twin, {}).get("accuracy", {}).get(md, {}) if name != twin else {}
-            gaps = [(accs[lb] - alone[lb], lb) for lb in labels if lb in accs and lb in alone]
-            gap, at = min(gaps) if gaps else (None, "")
-            row += f" | {pct(gap, signed=True)} ({at})" if gaps else " | -"
+            w = worst_gap(accs, alone)
+            row += f" | {pct(w[0], signed=True)} ({w[1]})" if w else " | -"
             out.append(row + " |")
     return out + [""]
 

@@ -185,7 +185,7 @@ def _noise(res: Mapping[str, Any], p: float) -> str:
     return f"2 s.e. of a difference of two models: {_se2(res, p) * 100:.2f} pt"
 
 
-def _worst(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[float, str] | None:
+def worst_gap(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[float, str] | None:
     """The smallest ``a - b`` over the budgets both have, and its budget."""
     gaps = [(a[k] - b[k], k) for k in a if k in b]
     return min(gaps) if gaps else None
@@ -208,7 +208,7 @@ def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     if indep:
         for name, arm in fn3 + tied:
             mine, theirs = best_pair(arm, indep[1])
-            w = _worst(mine, theirs)
+            w = worst_gap(mine, theirs)
             if w:
                 verdict = _verdict(w[0], -0.005)
                 if verdict == "**met**" and _se2(res, theirs[w[1]]) > 0.005:
@@ -222,7 +222,7 @@ def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
             continue
         (name, arm), (pname, parm) = fn3[0], found
         mine, theirs = best_pair(arm, parm)
-        w = _worst(mine, theirs)
+        w = worst_gap(mine, theirs)
         if w:
             verdict = _verdict(w[0], 0.0)
             if abs(w[0]) < _se2(res, theirs[w[1]]):
@@ -351,7 +351,7 @@ def _parity_rows(res: Mapping[str, Any], name: str, arm: Mapping[str, Any], inde
     (``res["_step_cost"]``, by arm name ``arm_name``, else ``name``), beside the runs' CPU times."""
     key, rows = res["experiment"], []
     mine, theirs = best_pair(arm, indep)
-    w = _worst(mine, theirs)
+    w = worst_gap(mine, theirs)
     if w:
         tag = "(candidate)" if candidate else "(stretch 0.5)"
         stretch = "; stretch met" if w[0] >= -0.005 and not candidate else ""
