@@ -52,6 +52,7 @@ def rules() -> list:
     ratio here names the arm whose accuracy the reproduction page shows."""
     from runner import (
         AUTO,
+        AUTO_DEPTH,
         AUTO_NORM,
         AUTO_NORM_CLIP,
         AUTO_NORM_CLIP_CORNERS,
@@ -66,14 +67,15 @@ def rules() -> list:
     )
 
     return [AUTO, AUTO_NORM, AUTO_NORM_HALF, AUTO_NORM_CLIP, AUTO_NORM_CLIP_HALF, AUTO_NORM_CLIP_HALF_SMALL,
-            AUTO_NORM_CLIP_THIRD, AUTO_NORM_CLIP_CORNERS, AUTO_NORM_DISTILL, AUTO_NORM_CLIP_DISTILL, DEFAULT,
-            ODO_GEOMETRIC]
+            AUTO_NORM_CLIP_THIRD, AUTO_NORM_CLIP_CORNERS, AUTO_NORM_DISTILL, AUTO_NORM_CLIP_DISTILL,
+            AUTO_DEPTH, DEFAULT, ODO_GEOMETRIC]
 
 
 def _applies(arm, exp) -> bool:
     """Whether ``arm`` ran on ``exp``: a clipping level per bit-width only on a family nested in bits,
-    distillation only where the experiment has that arm (the 18-epoch layers family and bits)."""
-    if arm.train.get("distill"):
+    distillation and the rate left to ``fn3`` (the depth default, ``lr=None``) only where the
+    experiment has that arm (the layers families and bits)."""
+    if arm.train.get("distill") or ("lr" in arm.train and arm.train["lr"] is None):
         return arm.name in {a.name for a in exp.arms}
     return arm.train.get("act_clip", "shared") != "per-bits" or exp.level == "bits"
 

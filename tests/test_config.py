@@ -36,16 +36,53 @@ def test_auto_of_a_version_3_config_keeps_the_loss_it_trained_with():
     two = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8,
                            levels=("channels", "bits"))
     old = TrainConfig(model="resnet20").to_dict()
-    assert old["version"] == 5 and old["spec_loss"] == "auto"
+    assert old["version"] == 6 and old["spec_loss"] == "auto"
     old["version"] = 3
     cfg = TrainConfig.from_dict(old)
     assert cfg.spec_loss == "auto-v3"
     assert resolved_spec_loss(one, cfg) == "shared"  # the grid, as version 3 trained it
     assert resolved_spec_loss(two, cfg) == "mean"  # full+odo draws: mean in every version
     assert resolved_spec_loss(one, TrainConfig.from_dict(TrainConfig(model="resnet20").to_dict())) == "norm"
-    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # written again as version 4, still auto-v3
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # written again as version 6, still auto-v3
     old["spec_loss"] = "sum"  # an explicit loss is kept as it is
     assert TrainConfig.from_dict(old).spec_loss == "sum"
+
+
+def test_a_family_nested_in_depth_defaults_to_the_mean_loss_at_twice_the_rate():
+    """Config version 6: ``spec_loss="auto"`` and ``lr=None`` give a family nested in depth alone the mean
+    loss at lr 0.2 (the rule measured best there), every other family what version 5 gave it; a given
+    rate or loss is kept; a version 4-5 run resumes with the norm-matched sum at its written rate."""
+    import pytest
+
+    import fn3
+    from fn3.errors import ConfigError
+    from fn3.train import make_optimizer, resolved_lr, resolved_spec_loss
+
+    def net(*levels: str):
+        return fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=levels)
+
+    deep, wide, both = net("layers"), net("channels"), net("layers", "channels")
+    cfg = TrainConfig()
+    assert cfg.lr is None and TrainConfig.from_dict(cfg.to_dict()).lr is None
+    assert [(resolved_spec_loss(m, cfg), resolved_lr(m, cfg)) for m in (deep, wide, both)] == [
+        ("mean", 0.2), ("norm", 0.1), ("mean", 0.1)]  # both: full+odo draws, the base rate
+    assert make_optimizer(deep, cfg).param_groups[0]["lr"] == 0.2
+    assert resolved_lr(deep, cfg.replace(lr=0.05)) == 0.05  # a given rate is the rate
+    assert resolved_lr(deep, cfg.replace(spec_loss="norm")) == 0.1  # 0.2 only with the mean loss
+    assert resolved_lr(deep, cfg.replace(rule="full")) == 0.1  # one model a step: one network's rate
+    assert resolved_lr(deep, cfg.replace(spec_loss="mean")) == 0.2  # the mean asked for: its rate too
+    old = cfg.replace(lr=0.1).to_dict()
+    old["version"] = 5
+    v5 = TrainConfig.from_dict(old)
+    assert v5.spec_loss == "auto-v5"
+    assert resolved_spec_loss(deep, v5) == "norm" and resolved_lr(deep, v5) == 0.1
+    assert resolved_spec_loss(both, v5) == "mean"
+    del old["lr"]
+    assert TrainConfig.from_dict(old).lr == 0.1  # a version-5 file always had a rate: 0.1 if cut
+    with pytest.raises(ConfigError, match="lr=0 is invalid; expected a positive number"):
+        TrainConfig(lr=0)
+    with pytest.raises(ConfigError, match="lr='fast' is invalid; expected a finite number"):
+        TrainConfig(lr="fast")
 
 
 def test_act_clip_auto_and_old_configs():

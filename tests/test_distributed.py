@@ -145,7 +145,8 @@ def test_resnet_with_batchnorm_two_processes_equal_one(tmp_path, rule, tie, spec
         proc = _torchrun(*args, "--out", str(runs[n]), nproc=n)
         assert proc.returncode == 0, proc.stderr[-3000:]
         if rule == "specs":  # the loss the run says it trained with is the one named above
-            assert f"spec loss {'norm' if spec_loss == 'auto' else spec_loss})" in proc.stdout, proc.stdout
+            said = f"spec loss {'norm' if spec_loss == 'auto' else spec_loss}, lr 0.1)"
+            assert said in proc.stdout, proc.stdout
     w1 = load_file(str(runs[1] / "checkpoint.safetensors"))
     w2 = load_file(str(runs[2] / "checkpoint.safetensors"))
     for k in w1:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from runner import (
     AUTO,
+    AUTO_DEPTH,
+    AUTO_DEPTH_RANDOM_ORDER,
     AUTO_NORM,
     AUTO_NORM_DISTILL,
     AUTO_NORM_LR2,
@@ -74,8 +76,10 @@ def experiment(depth: int = 20) -> Experiment:
         every_budget(budgets, "shared"),  # each weight's gradient averaged over the specs using it
         AUTO,  # fn3 train's default in config version 3: the tied grid, per-weight mean
         AUTO_RANDOM_ORDER,
-        AUTO_NORM,  # fn3 train's default since config version 4: the grid, norm-matched sum
+        AUTO_NORM,  # fn3 train's default in config versions 4-5: the grid, norm-matched sum
         AUTO_NORM_RANDOM_ORDER,
+        AUTO_DEPTH,  # fn3 train's default since config version 6: the grid, mean loss at lr 0.2
+        AUTO_DEPTH_RANDOM_ORDER,
     )
     return Experiment(
         key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",
@@ -96,7 +100,8 @@ def longer(epochs: int = 18) -> Experiment:
         "independent (one per depth)", DEFAULT.name, SANDWICH_MEAN.name, SANDWICH_RANDOM_ORDER.name,
         "fn3 every budget each step, mean loss", "fn3 every budget each step, lr 0.2, mean loss",
         "fn3 every budget each step, summed losses",
-        AUTO.name, AUTO_RANDOM_ORDER.name, AUTO_NORM.name, AUTO_NORM_RANDOM_ORDER.name)  # grid: every depth
+        AUTO.name, AUTO_RANDOM_ORDER.name, AUTO_NORM.name, AUTO_NORM_RANDOM_ORDER.name,  # grid: every depth
+        AUTO_DEPTH.name, AUTO_DEPTH_RANDOM_ORDER.name)
     ) + (AUTO_NORM_LR2, AUTO_NORM_DISTILL)
     return Experiment(
         key=f"exp3_layers_resnet20_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-20",

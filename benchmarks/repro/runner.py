@@ -213,6 +213,14 @@ AUTO_NORM_CLIP_DISTILL = Arm("fn3 auto grid, norm-matched sum, clip per bit-widt
                              train={**AUTO_NORM_CLIP.train, "distill": True, "distill_start": 0.3})
 AUTO_NORM_RANDOM_ORDER = Arm("fn3 auto norm, random-order removal", kind="random-order",
                              source=AUTO_NORM.name)
+#: ``fn3 train``'s default since config version 6 for a family nested in depth alone: the same grid on
+#: the mean of the members' losses at twice the rate (``spec_loss="auto"``, ``lr=None``:
+#: :func:`fn3.train.resolved_lr`), the rule 'fn3 every budget each step, lr 0.2, mean loss' measured
+#: best at three seeds; and its ablation. Elsewhere it trains what AUTO_NORM trains.
+AUTO_DEPTH = Arm("fn3 auto grid, mean loss at lr 0.2 (depth alone)",
+                 train={**AUTO.train, "spec_loss": "auto", "lr": None})
+AUTO_DEPTH_RANDOM_ORDER = Arm("fn3 auto mean, random-order removal", kind="random-order",
+                              source=AUTO_DEPTH.name)
 
 
 def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float | None = None,

@@ -282,6 +282,10 @@ DEFAULT_PREFIX = "fn3 default"
 #: since config version 5 (``act_clip="auto"``).
 NORM_ARM = "fn3 auto grid, norm-matched sum"
 CLIP_ARM = NORM_ARM + ", clip per bit-width"
+#: The grid on the mean loss at lr 0.2: what ``fn3 train`` trains a family nested in depth alone with
+#: since config version 6 (``spec_loss="auto"``, ``lr=None``), and its random-order ablation.
+DEPTH_ARM = "fn3 auto grid, mean loss at lr 0.2 (depth alone)"
+DEPTH_RANDOM_ORDER = "fn3 auto mean, random-order"
 #: Rules measured as candidates for the default (issue 11): the same parity targets as the default.
 CANDIDATE_PREFIXES = (
     "fn3 default (", "fn3 full+odo, summed", "fn3 sandwich, tied (", "fn3 full+odo summed, half learning",
@@ -301,9 +305,12 @@ def default_arms(res: Mapping[str, Any]) -> tuple[str, str]:
     sum ("fn3 auto grid, norm" arms, since config version 4; the per-weight mean of the "fn3 auto ("
     arms in version 3, now a candidate) for a family nested in one level, ``full+odo`` (the "fn3
     default" arms) for several; on a family nested in bits alone, the same grid with a clipping level
-    per bit-width where that arm ran (``act_clip="auto"`` since config version 5)."""
+    per bit-width where that arm ran (``act_clip="auto"`` since config version 5); on a family nested
+    in depth alone, the grid on the mean loss at lr 0.2 where that arm ran (config version 6)."""
     if "," in res.get("level", ""):
         return DEFAULT_PREFIX + " (", DEFAULT_PREFIX + ", random-order"
+    if res.get("level") == "layers" and DEPTH_ARM in res.get("arms", {}):
+        return DEPTH_ARM, DEPTH_RANDOM_ORDER
     if res.get("level") == "bits" and CLIP_ARM in res.get("arms", {}):
         return CLIP_ARM, "fn3 auto norm, random-order"  # act_clip auto: per-bits (config version 5)
     # The whole name: the clip arm's starts with it too.

@@ -43,8 +43,10 @@ CONFIG_FORMAT = "fn3.train-config"
 # trains it on one level (a version-1 or -2 config, which had none, trained the tied sandwich there);
 # 4: spec_loss="auto" is "norm" under rule=specs (a version 1-3 config's "auto" meant "shared" there:
 # it is read as "auto-v3", so a run directory written before resumes with the loss it was trained on);
-# 5: act_clip (a version 1-4 config, which had none, clipped activations at one shared level).
-CONFIG_VERSION = 5
+# 5: act_clip (a version 1-4 config, which had none, clipped activations at one shared level);
+# 6: lr may be None (the measured rate: fn3.train.resolved_lr) and spec_loss="auto" is "mean" for a
+# family nested in depth alone (a version 4-5 config's "auto" is read as "auto-v5": "norm" there).
+CONFIG_VERSION = 6
 
 #: Training rules: ``auto`` (the default: the rule measured best for the model's family,
 #: :func:`fn3.sampling.auto_rule`), the largest sub-model plus ordered-dropout draws every step, the
@@ -73,14 +75,18 @@ OPTIMIZERS = ("sgd", "adamw")
 #: it where they pull apart. Since config version 4 ``auto`` is ``norm`` under ``rule="specs"``
 #: (measured in issue 11 on 8,000 held-out CIFAR-10 test images against ``shared``: the smallest member
 #: 1.1-3.8 pt better on channels, paths and bits, layers the same, the full model 0.6-1.7 pt lower
-#: except on bits; benchmarks/repro/heldout.py, docs/benchmarks/heldout.md).
+#: except on bits; benchmarks/repro/heldout.py, docs/benchmarks/heldout.md); since version 6 it is
+#: ``mean`` (at twice the rate, :func:`fn3.train.resolved_lr`) for a family nested in depth alone,
+#: whose smallest member trailed its own network by 2.5-3.4 pt under ``norm`` at three seeds and by
+#: at most 1.45 pt under the mean at lr 0.2 (18 epochs, docs/reproduction.md).
 SPEC_LOSSES = ("auto", "mean", "sum", "shared", "norm")
 #: ``act_clip`` choices: ``auto`` (:func:`fn3.run.resolved_act_clip`) or a rule of
 #: :func:`fn3.nn.base.set_act_clip`.
 ACT_CLIP_CHOICES = ("auto", "shared", "per-bits")
 #: Values only read from older configs: ``auto-v3`` is ``auto`` as config versions 1-3 resolved it
-#: (``shared`` under ``rule="specs"``, ``mean`` otherwise), so their runs resume unchanged.
-LEGACY_SPEC_LOSSES = ("auto-v3",)
+#: (``shared`` under ``rule="specs"``, ``mean`` otherwise), ``auto-v5`` as versions 4-5 did (``norm``
+#: under ``rule="specs"`` whatever the levels), so their runs resume unchanged.
+LEGACY_SPEC_LOSSES = ("auto-v3", "auto-v5")
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,9 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "sgd"
-    lr: float = 0.1  # SGD's usual rate for one network: with spec_loss="mean" it is the step size
+    # None: the measured rate (fn3.train.resolved_lr): 0.1, SGD's usual rate for one network, and 0.2
+    # for a family nested in depth alone trained on the mean loss; with spec_loss="mean" it is the step
+    lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_steps: int = 0
@@ -148,7 +156,7 @@ class TrainConfig:
             raise bad("epochs", self.epochs, "a whole number >= 1")
         if self.batch_size < 1:
             raise bad("batch_size", self.batch_size, "a whole number >= 1")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise bad("lr", self.lr, "a positive number")
         if not 0.0 <= self.val_fraction < 1.0:
             raise bad("val_fraction", self.val_fraction, "a fraction in [0, 1)")
@@ -254,7 +262,7 @@ class TrainConfig:
             raise ConfigError(f"a train config must be a table of settings, not {type(data).__name__}")
         data = dict(data)
         fmt, ver = data.pop("format", None), data.pop("version", None)
-        if not partial and (fmt != CONFIG_FORMAT or ver not in (1, 2, 3, 4, CONFIG_VERSION)):
+        if not partial and (fmt != CONFIG_FORMAT or ver not in (1, 2, 3, 4, 5, CONFIG_VERSION)):
             raise ConfigError(
                 f"not an fn3 train config (expected format {CONFIG_FORMAT}, version {CONFIG_VERSION})"
             )
@@ -265,8 +273,12 @@ class TrainConfig:
             data.setdefault("spec_loss", "mean")
         if not partial and ver in (1, 2, 3) and data.get("spec_loss", "auto") == "auto":
             data["spec_loss"] = "auto-v3"  # before version 4, auto was "shared" under rule=specs
+        if not partial and ver in (4, 5) and data.get("spec_loss", "auto") == "auto":
+            data["spec_loss"] = "auto-v5"  # before version 6, auto was "norm" under rule=specs
         if not partial and ver in (1, 2, 3, 4):  # written before act_clip: one shared level
             data.setdefault("act_clip", "shared")
+        if not partial and ver in (1, 2, 3, 4, 5):  # written before lr=None: the rate was always given
+            data.setdefault("lr", 0.1)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -299,7 +311,8 @@ _FIELD_TYPES: dict[str, tuple[str, bool]] = {  # name -> (kind, may be None)
     **{n: (_INT, False) for n in ("epochs", "batch_size", "warmup_steps", "sandwich_n", "draws",
                                  "specs_per_step", "recalibrate_batches", "checkpoint_every", "seed")},
     "limit": (_INT, True),
-    **{n: (_FLOAT, False) for n in ("val_fraction", "lr", "momentum", "weight_decay",
+    "lr": (_FLOAT, True),
+    **{n: (_FLOAT, False) for n in ("val_fraction", "momentum", "weight_decay",
                                    "label_smoothing", "rho", "distill_start", "full_first")},
     **{n: (_STR, False) for n in ("model", "data", "augment", "optimizer", "rule", "spec_loss",
                                  "act_clip", "specs_rotation")},

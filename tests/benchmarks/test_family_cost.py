@@ -37,5 +37,9 @@ def test_quick_family_cost_runs(tmp_path):
         # distillation only where the experiment has that arm: the 18-epoch layers family and bits
         distill = {arm.name for arm in bench.rules() if arm.train.get("distill") and arm.name in mine}
         assert len(distill) == (key in ("exp3_layers_resnet20_18ep", "exp5_bits", "exp5_bits_18ep")), key
+        # the depth default (mean at lr 0.2) on the layers families, costed like the grid it trains
+        depth = mine.get("fn3 auto grid, mean loss at lr 0.2 (depth alone)")
+        assert (depth is not None) == key.startswith("exp3"), key
+        assert depth is None or depth > odo, (key, depth, odo)
     saved = json.loads((tmp_path / "ratios.json").read_text())["ratios"]
     assert saved["exp5_bits"][bench.rules()[0].name] > 0

@@ -142,3 +142,26 @@ def test_every_arm_sharing_a_candidate_prefix_gets_its_rows():
     assert any("2 specs a step" in k and "drop 5.00 pt" in v for k, v in drops.items())
     assert any("smallest" in k and "drop 4.00 pt" in v for k, v in drops.items())
     assert any("3 specs a step" in k and "drop 3.00 pt" in v for k, v in drops.items())
+
+
+def test_a_depth_family_is_held_to_the_targets_by_the_mean_at_lr_0_2_where_it_ran():
+    """Config version 6 trains a family nested in depth alone on the mean loss at lr 0.2: that arm gets
+    the default's rows (with its own random-order ablation), the norm-matched grid becomes a candidate;
+    a page that never ran it keeps the grid as the default."""
+    deep = _arm(bn_aug={"8 bits": 0.52, "2 bits": 0.49})
+    shallow = _arm(bn_aug={"8 bits": 0.52, "2 bits": 0.40})
+    rnd = {"kind": "random-order", "accuracy": {"bn_aug": {"8 bits": 0.52, "2 bits": 0.32}},
+           "draws": {"bn_aug": {"2 bits": [0.30, 0.34]}}}
+    res = _res("layers", **{targets.NORM_ARM: shallow, targets.DEPTH_ARM: deep,
+                            targets.DEPTH_RANDOM_ORDER + " removal": rnd,
+                            "independent (one per depth)": NEW})
+    rows = targets.target_rows(res)
+    default = [r for r in rows if "[fn3's default" in r[1]]
+    assert default and all(targets.DEPTH_ARM in r[1] for r in default)
+    parity = next(r for r in default if "independent twin" in r[1])
+    assert "worst gap -4.00 pt (2 bits" in parity[2]  # 0.49 vs 0.53: the depth arm's, not the grid's
+    tail = next(r for r in default if "random-order" in r[1])
+    assert "worst +17.00 pt (2 bits" in tail[2]  # 0.49 against the draws' mean 0.32
+    assert any(r[1].startswith(f"every {targets.NORM_ARM}") and "(candidate)" in r[1] for r in rows)
+    del res["arms"][targets.DEPTH_ARM]
+    assert all(targets.NORM_ARM in r[1] for r in targets.target_rows(res) if "[fn3's default" in r[1])

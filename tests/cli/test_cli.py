@@ -136,7 +136,7 @@ def test_training_rule_flags_reach_the_run(tmp_path):
     assert main(["train", *common, "--spec-loss", "sum", "--zero-init-residual", "--out", str(out)]) == 0
     cfg = read_config(out)
     assert cfg.spec_loss == "sum" and cfg.zero_init_residual
-    assert read_config(out).to_dict()["version"] == 5
+    assert read_config(out).to_dict()["version"] == 6
     # one step from zero: the last norms of the blocks are still close to zero, the first ones are not
     blocks = [m for m in load_run(out, checkpoint=True).model.modules() if isinstance(m, BasicBlock)]
     assert max(float(b.bn2.weight.detach().abs().max()) for b in blocks) < 0.5
@@ -163,32 +163,50 @@ def test_a_run_written_by_config_version_3_resumes_with_its_loss(tmp_path, capsy
     args = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--levels", "channels",
             "--no-progress"]
     assert main(["train", *args, "--max-steps", "1", "--out", str(out)]) == 0
-    assert "(rule specs, spec loss norm)" in capsys.readouterr().out
+    assert "(rule specs, spec loss norm, lr 0.1)" in capsys.readouterr().out
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["version"] == 5 and cfg["spec_loss"] == "auto"
-    (out / "config.json").write_text(json.dumps({**cfg, "version": 3}))  # as fn3 with config v3 wrote it
+    assert cfg["version"] == 6 and cfg["spec_loss"] == "auto"
+    (out / "config.json").write_text(json.dumps({**cfg, "version": 3, "lr": 0.1}))  # as config v3 wrote it
     assert main(["train", "--resume", str(out), "--max-steps", "2", "--no-progress"]) == 0
-    assert "(rule specs, spec loss shared)" in capsys.readouterr().out
+    assert "(rule specs, spec loss shared, lr 0.1)" in capsys.readouterr().out
+
+
+def test_a_depth_family_trains_the_mean_at_twice_the_rate_and_old_runs_resume_as_written(tmp_path, capsys):
+    """Version 6: a family nested in depth alone trains on the mean loss at lr 0.2 unless told; a run
+    written by version 5 (auto: the norm-matched sum, lr 0.1 written out) resumes as it was trained."""
+    import json
+
+    args = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--levels", "layers", "--no-progress"]
+    out = tmp_path / "deep"
+    assert main(["train", *args, "--max-steps", "1", "--out", str(out)]) == 0
+    assert "(rule specs, spec loss mean, lr 0.2)" in capsys.readouterr().out
+    assert main(["train", *args, "--max-steps", "1", "--lr", "0.05", "--out", str(tmp_path / "given")]) == 0
+    assert "(rule specs, spec loss mean, lr 0.05)" in capsys.readouterr().out
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["lr"] is None
+    (out / "config.json").write_text(json.dumps({**cfg, "version": 5, "lr": 0.1}))  # as config v5 wrote it
+    assert main(["train", "--resume", str(out), "--max-steps", "2", "--no-progress"]) == 0
+    assert "(rule specs, spec loss norm, lr 0.1)" in capsys.readouterr().out
 
 
 def test_train_says_which_rule_auto_picked(tmp_path, capsys):
     common = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--max-steps", "1", "--no-progress"]
     assert main(["train", *common, "--levels", "channels", "--out", str(tmp_path / "one")]) == 0
-    assert "(rule specs, spec loss norm)" in capsys.readouterr().out  # one level: the tied grid
+    assert "(rule specs, spec loss norm, lr 0.1)" in capsys.readouterr().out  # one level: the tied grid
     no_grid = ["--levels", "channels", "--grid", "none", "--out", str(tmp_path / "s")]
     assert main(["train", *common, *no_grid]) == 0
-    assert "(rule sandwich, spec loss mean)" in capsys.readouterr().out  # no grid: the tied sandwich
+    assert "(rule sandwich, spec loss mean, lr 0.1)" in capsys.readouterr().out  # no grid: the tied sandwich
     assert main(["train", *common, "--levels", "channels,bits", "--out", str(tmp_path / "two")]) == 0
-    assert "(rule full+odo, spec loss mean)" in capsys.readouterr().out
+    assert "(rule full+odo, spec loss mean, lr 0.1)" in capsys.readouterr().out
     listed = ["--levels", "channels,bits", "--train-spec", "channels=0.5,bits=4",
               "--out", str(tmp_path / "b")]
     assert main(["train", *common, *listed]) == 0
-    assert "(rule specs, spec loss norm)" in capsys.readouterr().out  # listed: auto trains each of them
+    assert "(rule specs, spec loss norm, lr 0.1)" in capsys.readouterr().out  # listed: each trained
     # a run that finishes says it too (8 images per class: one short epoch)
     done = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--limit", "8", "--no-progress",
             "--levels", "channels", "--out", str(tmp_path / "done")]
     assert main(["train", *done]) == 0
-    assert "(rule specs, spec loss norm); run directory" in capsys.readouterr().out
+    assert "(rule specs, spec loss norm, lr 0.1); run directory" in capsys.readouterr().out
 
 
 def test_version(capsys):

@@ -168,9 +168,10 @@ def _well_typed(cfg: TrainConfig) -> None:
         "seed",
     ):
         assert type(getattr(cfg, name)) is int, name
-    for name in ("val_fraction", "lr", "momentum", "weight_decay", "label_smoothing", "rho",
+    for name in ("val_fraction", "momentum", "weight_decay", "label_smoothing", "rho",
                  "distill_start", "full_first"):
         assert type(getattr(cfg, name)) in (int, float), name
+    assert cfg.lr is None or type(cfg.lr) in (int, float)  # None: the measured rate (resolved_lr)
     for name in ("model", "data", "augment", "optimizer", "rule"):
         assert type(getattr(cfg, name)) is str, name
     for name in ("dist", "tie"):  # None: the rule's own (TrainConfig.sampler)

@@ -61,7 +61,9 @@ def train(
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Mini-batch size.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (cosine schedule).")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help="Peak learning rate (cosine schedule); default: 0.1, or 0.2 for a family nested in depth "
+             "alone (trained on the mean loss).")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd or adamw.")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Weight decay (not on 1-D parameters).")] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing in [0, 1).")] = None,
@@ -226,8 +228,10 @@ def train(
 
 
 def _rule_text(result: Any) -> str:
-    """``rule specs, spec loss norm``: what a run trained with (a resumed run: what it started with)."""
-    return f"rule {result.rule}, spec loss {result.spec_loss}" if result.spec_loss else f"rule {result.rule}"
+    """``rule specs, spec loss norm, lr 0.1``: what a run trained with (a resumed run: what it started
+    with), the rate included because ``lr`` unset resolves per family (:func:`fn3.train.resolved_lr`)."""
+    text = f"rule {result.rule}, spec loss {result.spec_loss}" if result.spec_loss else f"rule {result.rule}"
+    return f"{text}, lr {result.lr:g}" if getattr(result, "lr", 0) else text
 
 
 def _report(result: Any, out: Path) -> None:
