@@ -136,6 +136,22 @@ def test_rerun_skips_finished_arms_and_resumes_an_unfinished_one(quick_results):
     assert after["arms"][name]["runs"]["model"]["segments"] == 2
 
 
+def test_a_result_file_of_config_version_5_takes_arms_of_version_6():
+    """A result file written by fn3 with config version 5 (before lr=None) is extended by today's
+    runner: its settings differ only in the version, which the comparison forgives; another value
+    does not match."""
+    from fn3.config import TrainConfig
+
+    runner = _load("runner")
+    settings = {"train": TrainConfig(epochs=2, lr=0.1).to_dict(), "test_images": 200}
+    old = json.loads(json.dumps(settings))
+    assert old["train"]["version"] == 6
+    old["train"]["version"] = 5
+    assert runner._as_old(json.loads(json.dumps(settings)), old) == old
+    old["train"]["epochs"] = 3
+    assert runner._as_old(json.loads(json.dumps(settings)), old) != old
+
+
 def test_other_settings_are_refused(quick_results):
     out, mods, runner = quick_results
     exp = mods["exp1_neurons"].experiment()
