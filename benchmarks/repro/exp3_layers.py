@@ -88,12 +88,13 @@ def experiment(depth: int = 20) -> Experiment:
         notes="Every stage keeps the same number of blocks; the first block of a stage always runs. "
               "Since config version 6 fn3's default trains a family nested in depth alone as 'fn3 auto "
               "grid, mean loss at lr 0.2 (depth alone)' does (Dec 4): on ResNet-20 at or above the "
-              "networks alone at every depth (seed 0; seed 1: within 2.65 pt, the norm-matched grid "
-              "4.20). On ResNet-32 (networks alone retrained Dec 4) both grid rules trail by 6-12 pt at "
+              "networks alone at every depth (seed 0; seeds 1 / 2: within 2.65 / 2.00 pt, the "
+              "norm-matched grid 4.20 / 3.20). On ResNet-32 (networks alone retrained Dec 4) both grid rules trail by 6-12 pt at "
               "2-4 blocks (worst: 3 blocks, a depth off the grid 5/4/2/1, -11.80 and -11.50 pt), where "
               "the tied sandwich trails by up to 7.90; the mean at 0.2 is 0.35-1.9 pt below the "
-              "norm-matched grid at four depths and 0.8 above at one block, one seed: a deeper family "
-              "at 6 epochs is not solved by either.")
+              "norm-matched grid at four depths and 0.8 above at one block, one seed; listing all five "
+              "depths ('every budget each step, lr 0.2') does not help (worst -11.30 pt): a deeper "
+              "family at 6 epochs is not solved by any rule here.")
 
 
 def longer(epochs: int = 18) -> Experiment:
