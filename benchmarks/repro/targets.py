@@ -388,9 +388,12 @@ def _parity_rows(res: Mapping[str, Any], name: str, arm: Mapping[str, Any], inde
             rows.append((key, f"{name}: family CPU time against the independent twins", times,
                          f"info ({'within' if ratio <= 0.5 else 'above'} the 0.50x target)"))
         else:
+            # without the interleaved ratio the runs' own times are all there is: the verdict stands,
+            # marked, since runs made on other days moved up to 2x (0.38x "met" for a 1.07x rule)
+            apart = "" if step is not None else " (runs made apart: not timed interleaved)"
             rows.append((key, f"{name}: the whole family costs at most half the CPU time of the "
                               "independent twins", times,
-                         "**met**" if ratio <= 0.5 else f"**missed**: {ratio:.2f}x, not <= 0.50x"))
+                         ("**met**" if ratio <= 0.5 else f"**missed**: {ratio:.2f}x, not <= 0.50x") + apart))
     return rows
 
 
