@@ -10,6 +10,7 @@ narrow widths are checked here, layer by layer, rather than through a whole netw
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -70,11 +71,15 @@ def _worker(rank: int, init: str, path: str) -> None:
         n = BATCH // WORLD
         results = [_run(b, slice(rank * n, (rank + 1) * n)) for b in SELECTIONS]
         torch.save(results, f"{path}.{rank}")
-        # both ranks done before either tears gloo down: a rank that exits while its peer is still
-        # in the group aborted once ("terminate called without an active exception", SIGABRT)
-        dist.barrier()
-    finally:
+        dist.barrier()  # both ranks have written their results
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # Leave without gloo's C++ teardown. Fresh-clone CI runs aborted rank 0 at teardown twice
+    # ("terminate called without an active exception", SIGABRT), once after a barrier before
+    # destroy_process_group had been added; the results are on disk by now, and the teardown is
+    # not what this test checks.
+    os._exit(0)
 
 
 @pytest.fixture(scope="module")
