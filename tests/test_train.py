@@ -68,6 +68,25 @@ def test_odo_training_learns_digits(digits):
     assert acc["half"] > 0.85  # a nested sub-model works without retraining
 
 
+def test_adamw_without_a_rate_learns_digits(digits):
+    """Config version 7: AdamW with ``lr`` unset trains at :data:`fn3.train.ADAMW_LR`, not SGD's 0.1
+    (at which AdamW left a ResNet-20 at chance); a version-6 AdamW config resumes at the 0.1 it ran at."""
+    from fn3.train import ADAMW_LR, make_optimizer
+
+    train, test, mean, std = digits
+    cfg = _cfg(mean, std, epochs=4, optimizer="adamw", lr=None)
+    model = _model()
+    assert make_optimizer(model, cfg).param_groups[0]["lr"] == ADAMW_LR == 3e-3
+    result = fit(model, train, cfg, progress=False)
+    assert result.lr == ADAMW_LR
+    acc = evaluate_specs(model, {"full": fn3.space(model).largest()}, test, cfg, train)
+    assert acc["full"] > 0.90
+    old = cfg.to_dict()
+    old["version"] = 6
+    assert TrainConfig.from_dict(old).lr == 0.1
+    assert TrainConfig.from_dict({**old, "optimizer": "sgd"}).lr is None  # SGD's unset rate unchanged
+
+
 @pytest.mark.parametrize("stop_at", [7, 22])  # mid-epoch and exactly at an epoch end
 def test_resume_is_bit_identical(digits, tmp_path, stop_at):
     train, _, mean, std = digits

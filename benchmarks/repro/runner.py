@@ -450,8 +450,9 @@ def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:
     train = {k: v for k, v in settings["train"].items()
              if k in old["train"] or k not in defaults or v not in (defaults[k], _FORMER.get(k))}
     # versions 2-4 only added or changed spec_loss and grid, version 5 added act_clip, version 6 let
-    # lr be None and auto's loss depend on the levels (every arm names the loss and rate it changes)
-    if old["train"].get("version") in (1, 2, 3, 4, 5):
+    # lr be None and auto's loss depend on the levels (every arm names the loss and rate it changes),
+    # version 7 gave AdamW its own unset rate (every arm here trains with SGD)
+    if old["train"].get("version") in (1, 2, 3, 4, 5, 6):
         train["version"] = old["train"]["version"]
     return {**settings, "train": train}
 

@@ -45,8 +45,9 @@ CONFIG_FORMAT = "fn3.train-config"
 # it is read as "auto-v3", so a run directory written before resumes with the loss it was trained on);
 # 5: act_clip (a version 1-4 config, which had none, clipped activations at one shared level);
 # 6: lr may be None (the measured rate: fn3.train.resolved_lr) and spec_loss="auto" is "mean" for a
-# family nested in depth alone (a version 4-5 config's "auto" is read as "auto-v5": "norm" there).
-CONFIG_VERSION = 6
+# family nested in depth alone (a version 4-5 config's "auto" is read as "auto-v5": "norm" there);
+# 7: an unset lr under AdamW is fn3.train.ADAMW_LR (a version-6 AdamW config without one ran at 0.1).
+CONFIG_VERSION = 7
 
 #: Training rules: ``auto`` (the default: the rule measured best for the model's family,
 #: :func:`fn3.sampling.auto_rule`), the largest sub-model plus ordered-dropout draws every step, the
@@ -111,7 +112,8 @@ class TrainConfig:
     batch_size: int = 128
     optimizer: str = "sgd"
     # None: the measured rate (fn3.train.resolved_lr): 0.1, SGD's usual rate for one network, and 0.2
-    # for a family nested in depth alone trained on the mean loss; with spec_loss="mean" it is the step
+    # for a family nested in depth alone trained on the mean loss, 0.003 under AdamW; with
+    # spec_loss="mean" it is the step
     lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -262,7 +264,7 @@ class TrainConfig:
             raise ConfigError(f"a train config must be a table of settings, not {type(data).__name__}")
         data = dict(data)
         fmt, ver = data.pop("format", None), data.pop("version", None)
-        if not partial and (fmt != CONFIG_FORMAT or ver not in (1, 2, 3, 4, 5, CONFIG_VERSION)):
+        if not partial and (fmt != CONFIG_FORMAT or ver not in (1, 2, 3, 4, 5, 6, CONFIG_VERSION)):
             raise ConfigError(
                 f"not an fn3 train config (expected format {CONFIG_FORMAT}, version {CONFIG_VERSION})"
             )
@@ -279,6 +281,8 @@ class TrainConfig:
             data.setdefault("act_clip", "shared")
         if not partial and ver in (1, 2, 3, 4, 5):  # written before lr=None: the rate was always given
             data.setdefault("lr", 0.1)
+        if not partial and ver == 6 and data.get("optimizer") == "adamw" and data.get("lr") is None:
+            data["lr"] = 0.1  # version 6 resolved an unset rate to SGD's 0.1 under AdamW too
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -136,17 +136,18 @@ def test_rerun_skips_finished_arms_and_resumes_an_unfinished_one(quick_results):
     assert after["arms"][name]["runs"]["model"]["segments"] == 2
 
 
-def test_a_result_file_of_config_version_5_takes_arms_of_version_6():
-    """A result file written by fn3 with config version 5 (before lr=None) is extended by today's
-    runner: its settings differ only in the version, which the comparison forgives; another value
-    does not match."""
-    from fn3.config import TrainConfig
+@pytest.mark.parametrize("version", [5, 6])
+def test_a_result_file_of_config_version_5_or_6_takes_todays_arms(version):
+    """A result file written by fn3 with config version 5 (before lr=None) or 6 (before AdamW's own
+    rate) is extended by today's runner: its settings differ only in the version, which the
+    comparison forgives; another value does not match."""
+    from fn3.config import CONFIG_VERSION, TrainConfig
 
     runner = _load("runner")
     settings = {"train": TrainConfig(epochs=2, lr=0.1).to_dict(), "test_images": 200}
     old = json.loads(json.dumps(settings))
-    assert old["train"]["version"] == 6
-    old["train"]["version"] = 5
+    assert old["train"]["version"] == CONFIG_VERSION > version
+    old["train"]["version"] = version
     assert runner._as_old(json.loads(json.dumps(settings)), old) == old
     old["train"]["epochs"] = 3
     assert runner._as_old(json.loads(json.dumps(settings)), old) != old

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from fn3.cli import main
+from fn3.config import CONFIG_VERSION
 
 
 def _fn3(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -136,7 +137,7 @@ def test_training_rule_flags_reach_the_run(tmp_path):
     assert main(["train", *common, "--spec-loss", "sum", "--zero-init-residual", "--out", str(out)]) == 0
     cfg = read_config(out)
     assert cfg.spec_loss == "sum" and cfg.zero_init_residual
-    assert read_config(out).to_dict()["version"] == 6
+    assert read_config(out).to_dict()["version"] == CONFIG_VERSION
     # one step from zero: the last norms of the blocks are still close to zero, the first ones are not
     blocks = [m for m in load_run(out, checkpoint=True).model.modules() if isinstance(m, BasicBlock)]
     assert max(float(b.bn2.weight.detach().abs().max()) for b in blocks) < 0.5
@@ -165,7 +166,7 @@ def test_a_run_written_by_config_version_3_resumes_with_its_loss(tmp_path, capsy
     assert main(["train", *args, "--max-steps", "1", "--out", str(out)]) == 0
     assert "(rule specs, spec loss norm, lr 0.1)" in capsys.readouterr().out
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["version"] == 6 and cfg["spec_loss"] == "auto"
+    assert cfg["version"] == CONFIG_VERSION and cfg["spec_loss"] == "auto"
     (out / "config.json").write_text(json.dumps({**cfg, "version": 3, "lr": 0.1}))  # as config v3 wrote it
     assert main(["train", "--resume", str(out), "--max-steps", "2", "--no-progress"]) == 0
     assert "(rule specs, spec loss shared, lr 0.1)" in capsys.readouterr().out

@@ -63,7 +63,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Mini-batch size.")] = None,
     lr: Annotated[float | None, typer.Option(
         help="Peak learning rate (cosine schedule); default: 0.1, or 0.2 for a family nested in depth "
-             "alone (trained on the mean loss).")] = None,
+             "alone (trained on the mean loss); 0.003 with --optimizer adamw.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd or adamw.")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Weight decay (not on 1-D parameters).")] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing in [0, 1).")] = None,
