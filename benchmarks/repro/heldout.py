@@ -27,6 +27,7 @@ Writes ``benchmarks/results/heldout.json`` and ``docs/benchmarks/heldout.md``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -281,18 +282,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="the experiments' --quick runs (a test)")
     p.add_argument("--results-dir", type=Path, default=None,
                    help="where the page's result JSONs are (default benchmarks/results, or .../quick)")
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "heldout.md")
+    p.add_argument("--seed", type=int, default=None,
+                   help="score the runs of the experiments' --seed N (benchmarks/results/seed<N>), with "
+                        "that seed's calibration batches")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the page to write (default docs/benchmarks/heldout.md, or heldout_seed<N>.md)")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    results_dir = args.results_dir or (RESULTS / "quick" if args.quick else RESULTS)
+    seeded = f"seed{args.seed}" if args.seed is not None else ""
+    results_dir = args.results_dir or (RESULTS / "quick" if args.quick else RESULTS / seeded)
+    out = args.out or ROOT / "docs" / "benchmarks" / f"heldout{'_' + seeded if seeded else ''}.md"
     command = "python benchmarks/repro/heldout.py" + (" --quick" if args.quick else "") + (
-        f" --only {' '.join(args.only)}" if args.only else "")
+        f" --seed {args.seed}" if seeded else "") + (f" --only {' '.join(args.only)}" if args.only else "")
     saved_path = results_dir / "heldout.json"
     # Experiments measured by an earlier command (``--only`` another key) stay, each with its command.
     saved = json.loads(saved_path.read_text()) if saved_path.is_file() else {}
     measured = saved.get("experiments", {}) if saved.get("arms") == list(ARMS) else {}
     start, mine = time.perf_counter(), []
-    for exp in experiments():
+    exps = experiments()
+    if seeded:  # as the runner's --seed: the same experiment, every arm trained at another seed
+        exps = [dataclasses.replace(e, base=e.base.replace(seed=args.seed)) for e in exps]
+    for exp in exps:
         if args.only and exp.key not in args.only:
             continue
         path = results_dir / f"{exp.key}.json"
@@ -305,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     for key in mine:  # the whole command's time, on every experiment it measured
         measured[key]["command_seconds"] = time.perf_counter() - start
     atomic_write_text(saved_path, json.dumps({"arms": list(ARMS), "experiments": measured}, indent=1))
-    atomic_write_text(args.out, render(measured))
-    print(f"wrote {args.out}", flush=True)
+    atomic_write_text(out, render(measured))
+    print(f"wrote {out}", flush=True)
     return 0
 
 

@@ -97,3 +97,21 @@ def test_heldout_scores_the_default_with_a_level_per_bit_width_against_the_defau
     assert f"## {clip} against the default" in text
     assert text.count(f"| {exp.key} |") == 2 * len(exp.budgets)  # the loss table's rows and the clip arm's
     assert f"- {exp.key}, clip: 8 bits minus 2 bits" in text
+
+
+def test_heldout_scores_the_runs_of_another_training_seed(tmp_path, data_root):
+    """``--seed N`` scores the runner's ``--seed N`` runs with that seed's calibration batches: the
+    page's numbers come back exactly; read as seed 0 they do not, and nothing is written."""
+    runner, exp3, heldout = _load("runner"), _load("exp3_layers"), _load("heldout")
+    exp = exp3.experiment(20)
+    quick = ["--quick", "--results-dir", str(tmp_path)]
+    runner.main([exp], [*quick, "--seed", "1", "--arms", runner.AUTO_NORM.name], script=exp3.__file__)
+    out = tmp_path / "heldout_seed1.md"
+    assert heldout.main([*quick, "--seed", "1", "--only", exp.key, "--out", str(out)]) == 0
+    saved = json.loads((tmp_path / "heldout.json").read_text())["experiments"][exp.key]
+    assert saved["command"].startswith("python benchmarks/repro/heldout.py --quick --seed 1")
+    assert out.is_file()
+    out.unlink()
+    with pytest.raises(fn3.ConfigError, match="not the model or protocol the page scored"):
+        heldout.main([*quick, "--only", exp.key, "--out", str(out)])
+    assert not out.exists()
