@@ -172,14 +172,15 @@ def _losses(hits: dict[str, Any]) -> list[tuple[str, str]]:
     return [(short, name) for short, name in pairs if name in hits]
 
 
-def render(measured: dict[str, Any]) -> str:
+def render(measured: dict[str, Any], seed: int | None = None) -> str:
     """The markdown table of ``measured``, and the full model's and the smallest member's differences
-    (the budgets issue 11's targets turn on)."""
+    (the budgets issue 11's targets turn on); ``seed``: the runs of the runner's ``--seed``."""
     sizes = {(r["page_images"], r["heldout_images"]) for r in measured.values()}
     page_n, rest_n = (f"{n:,}" for n in sizes.pop()) if len(sizes) == 1 else ("its", "remaining")
     runs = {r["command"]: r["command_seconds"] for r in measured.values()}
     commands, seconds = sorted(runs), sum(runs.values())
-    lines = ["# The default loss on held-out test images", "",
+    title = "# The default loss on held-out test images" + (f", training seed {seed}" if seed else "")
+    lines = [title, "",
              f"{', '.join(f'`{c}`' for c in commands)} ({seconds:.0f} s in all): the models the "
              "reproduction page trained with the grid "
              "(`fn3 train`'s default on one level) on the per-weight mean (`shared`, config version 3) "
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in mine:  # the whole command's time, on every experiment it measured
         measured[key]["command_seconds"] = time.perf_counter() - start
     atomic_write_text(saved_path, json.dumps({"arms": list(ARMS), "experiments": measured}, indent=1))
-    atomic_write_text(out, render(measured))
+    atomic_write_text(out, render(measured, args.seed))
     print(f"wrote {out}", flush=True)
     return 0
 

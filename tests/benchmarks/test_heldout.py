@@ -110,7 +110,7 @@ def test_heldout_scores_the_runs_of_another_training_seed(tmp_path, data_root):
     assert heldout.main([*quick, "--seed", "1", "--only", exp.key, "--out", str(out)]) == 0
     saved = json.loads((tmp_path / "heldout.json").read_text())["experiments"][exp.key]
     assert saved["command"].startswith("python benchmarks/repro/heldout.py --quick --seed 1")
-    assert out.is_file()
+    assert out.read_text().startswith("# The default loss on held-out test images, training seed 1\n")
     out.unlink()
     with pytest.raises(fn3.ConfigError, match="not the model or protocol the page scored"):
         heldout.main([*quick, "--only", exp.key, "--out", str(out)])
