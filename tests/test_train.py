@@ -240,22 +240,26 @@ def _two_specs_and_their_gradients():
     return model, specs, x, y, start, grads, torch.optim.SGD(model.parameters(), lr=0.1)
 
 
-def test_spec_loss_shared_averages_each_weight_over_the_specs_that_use_it():
+@pytest.mark.parametrize("reduction", ["shared", "shared-sqrt"])
+def test_spec_loss_shared_averages_each_weight_over_the_specs_that_use_it(reduction):
     """spec_loss shared: a weight only the largest model uses steps as in the largest model alone, a
-    weight both specs use steps on the mean of their gradients (neither the plain mean nor the sum)."""
+    weight both specs use steps on the mean of their gradients (neither the plain mean nor the sum);
+    shared-sqrt divides their sum by sqrt(2) instead of 2."""
     model, specs, x, y, start, grads, opt = _two_specs_and_their_gradients()
-    train_step(model, opt, x, y, specs, reduction="shared")
+    train_step(model, opt, x, y, specs, reduction=reduction)
     only_largest = both = 0
     for name, p in model.named_parameters():
         g_large, g_small = grads[0][name], grads[1][name]
-        uses = (g_large != 0).int() + (g_small != 0).int()
-        want = start[name] - 0.1 * (g_large + g_small) / uses.clamp_min(1)
+        uses = ((g_large != 0).int() + (g_small != 0).int()).clamp_min(1)
+        per = uses if reduction == "shared" else uses.sqrt()
+        want = start[name] - 0.1 * (g_large + g_small) / per
         torch.testing.assert_close(p.detach(), want, rtol=1e-5, atol=1e-7)
         only_largest += int(((g_large != 0) & (g_small == 0)).sum())
         both += int(((g_large != 0) & (g_small != 0)).sum())
     assert only_largest > 0 and both > 0  # both kinds of weight are exercised
     # "auto" is a config value fit resolves; train_step refuses it rather than summing the losses
-    with pytest.raises(ConfigError, match="reduction='auto' is invalid; expected mean, sum, shared or norm"):
+    expected = "reduction='auto' is invalid; expected mean, sum, shared, shared-sqrt or norm"
+    with pytest.raises(ConfigError, match=expected):
         train_step(model, opt, x, y, specs, reduction="auto")
 
 

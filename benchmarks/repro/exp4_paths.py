@@ -20,6 +20,7 @@ from runner import (
     AUTO_NORM_HALF,
     AUTO_NORM_RANDOM_ORDER,
     AUTO_RANDOM_ORDER,
+    AUTO_SQRT,
     CIFAR_QUICK,
     DEFAULT,
     DEFAULT_RANDOM_ORDER,
@@ -79,7 +80,7 @@ def longer(epochs: int = 18) -> Experiment:
     short = experiment()
     arms = tuple(a for a in short.arms if a.name in (
         "independent (one per path count)", AUTO.name, AUTO_RANDOM_ORDER.name, AUTO_NORM.name,
-        AUTO_NORM_RANDOM_ORDER.name)) + (AUTO_NORM_HALF,)  # the family's cost: 0.38x of the twins'
+        AUTO_NORM_RANDOM_ORDER.name)) + (AUTO_NORM_HALF, AUTO_SQRT)  # half: 0.38x of the twins' cost
     return Experiment(
         key=f"exp4_paths_{epochs}ep", title=f"FN3-path, {epochs} epochs: CIFAR-10, ResNeXt (tiny)",
         level="paths", x_label=short.x_label, budgets=short.budgets, arms=arms,

@@ -213,6 +213,12 @@ AUTO_NORM_CLIP_DISTILL = Arm("fn3 auto grid, norm-matched sum, clip per bit-widt
                              train={**AUTO_NORM_CLIP.train, "distill": True, "distill_start": 0.3})
 AUTO_NORM_RANDOM_ORDER = Arm("fn3 auto norm, random-order removal", kind="random-order",
                              source=AUTO_NORM.name)
+#: The grid with each weight's summed gradient divided by the square root of the number of members that
+#: use it (``spec_loss="shared-sqrt"``): the weights only the full model uses learn at one network's
+#: step (the norm-matched sum shortens them with the tensor they sit in), the weights every member
+#: shares at about the norm-matched step. Asks whether the full model's lag on paths is that shortening.
+AUTO_SQRT = Arm("fn3 auto grid, per-weight sum over sqrt(users)",
+                train={**AUTO.train, "spec_loss": "shared-sqrt"})
 #: ``fn3 train``'s default since config version 6 for a family nested in depth alone: the same grid on
 #: the mean of the members' losses at twice the rate (``spec_loss="auto"``, ``lr=None``:
 #: :func:`fn3.train.resolved_lr`), the rule 'fn3 every budget each step, lr 0.2, mean loss' measured

@@ -80,7 +80,7 @@ OPTIMIZERS = ("sgd", "adamw")
 #: ``mean`` (at twice the rate, :func:`fn3.train.resolved_lr`) for a family nested in depth alone,
 #: whose smallest member trailed its own network by 2.5-3.4 pt under ``norm`` at three seeds and by
 #: at most 1.45 pt under the mean at lr 0.2 (18 epochs, docs/reproduction.md).
-SPEC_LOSSES = ("auto", "mean", "sum", "shared", "norm")
+SPEC_LOSSES = ("auto", "mean", "sum", "shared", "shared-sqrt", "norm")
 #: ``act_clip`` choices: ``auto`` (:func:`fn3.run.resolved_act_clip`) or a rule of
 #: :func:`fn3.nn.base.set_act_clip`.
 ACT_CLIP_CHOICES = ("auto", "shared", "per-bits")

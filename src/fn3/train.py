@@ -307,7 +307,11 @@ def train_step(
     each weight's summed gradient by the number of specs that *use* it (a nonzero gradient in that
     spec's pass): a channel or block only the largest model has learns at the step of the network
     trained alone, where ``"mean"`` would give it ``1/len(specs)`` of it, and weights every spec
-    shares (all of them, nested in bits alone) get exactly the ``"mean"`` step. With ``distill=True`` the
+    shares (all of them, nested in bits alone) get exactly the ``"mean"`` step. ``"shared-sqrt"``
+    divides by the square root of that number: a weight only the largest model uses still learns at
+    one network's step, a weight all ``n`` specs share at ``sqrt(n)`` times the mean's, the step
+    ``"norm"`` takes where the specs' gradients are orthogonal (measured in
+    ``benchmarks/repro/exp4_paths.py``'s 18-epoch experiment). With ``distill=True`` the
     first spec (the largest, for the sandwich rule) is the teacher and the others learn its soft
     predictions (US-Nets' in-place distillation). Under ``torchrun`` the gradients are averaged over
     the ranks once, after the last spec's backward (:func:`fn3.distributed.average_gradients`).
@@ -321,15 +325,16 @@ def train_step(
     breaks nested bits. Under ``torchrun`` the norms are those of the rank-averaged gradients, as in
     one process.
     """
-    if reduction not in ("mean", "sum", "shared", "norm"):  # "auto" is resolved by fit
-        raise ConfigError(f"reduction={reduction!r} is invalid; expected mean, sum, shared or norm")
+    if reduction not in ("mean", "sum", "shared", "shared-sqrt", "norm"):  # "auto" is resolved by fit
+        raise ConfigError(
+            f"reduction={reduction!r} is invalid; expected mean, sum, shared, shared-sqrt or norm")
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     teacher: torch.Tensor | None = None
     # reduction="shared": per parameter, how many specs' passes gave each element a nonzero gradient
     # (int32, the parameter's shape); the summed gradient is divided by it after the last pass.
     uses = ({p: torch.zeros_like(p, dtype=torch.int32) for p in model.parameters() if p.requires_grad}
-            if reduction == "shared" else {})
+            if reduction in ("shared", "shared-sqrt") else {})
     # reduction="norm": per parameter, each spec's own gradient (rank-averaged before its norm is
     # taken, so that under torchrun the norm is the whole batch's, as in one process): the step holds
     # one extra gradient per spec
@@ -368,7 +373,7 @@ def train_step(
         used = [(p, count) for p, count in uses.items() if p.grad is not None]
         all_reduce_max_([count for _, count in used])
         for p, count in used:
-            p.grad.div_(count.clamp_min(1))
+            p.grad.div_(count.clamp_min(1) if reduction == "shared" else count.clamp_min(1).sqrt())
     optimizer.step()
     return total / len(specs)
 

@@ -85,7 +85,7 @@ BAD = [
     (["train", "--data", "mnist", "--data-dir", "{tmp}/missing", "--out", "{tmp}/o"], "missing"),
     (["eval", "{tmp}/nothing"], "does not exist"),
     (["train", "--spec-loss", "avg", "--out", "{tmp}/o"],
-     "spec_loss='avg' is invalid; expected auto, mean, sum, shared or norm"),
+     "spec_loss='avg' is invalid; expected auto, mean, sum, shared, shared-sqrt or norm"),
     (["train", "--grid", "1,half", "--out", "{tmp}/o"], "--grid 1,half: expected kept fractions"),
     (["train", "--grid", "1,0", "--out", "{tmp}/o"], "grid=(1.0, 0.0) is invalid; expected a list of kept"),
     (["train", "--rule", "specs", "--grid", "none", "--out", "{tmp}/o"], "rule=specs needs the sub-models"),

@@ -103,9 +103,10 @@ def train(
     spec_loss: Annotated[
         str | None,
         typer.Option(help="auto (default: norm for rule specs, mean for the others), mean, sum, "
-                     "shared or norm: how a step combines the losses of its specs; sum multiplies the step "
-                     "size of the shared weights by the number of specs, shared averages each "
-                     "weight's gradient over the specs that use it, norm steps along the summed "
+                     "shared, shared-sqrt or norm: how a step combines the losses of its specs; sum "
+                     "multiplies the step size of the shared weights by the number of specs, shared "
+                     "averages each weight's gradient over the specs that use it (shared-sqrt divides "
+                     "it by the square root of their number), norm steps along the summed "
                      "gradient at the length of the longest spec's gradient (per tensor)."),
     ] = None,
     act_clip: Annotated[
