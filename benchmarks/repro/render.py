@@ -110,8 +110,11 @@ def _notes(res: Mapping[str, Any]) -> str:
 
 
 def _missing_arms(res: Mapping[str, Any]) -> list[str]:
-    """Arms the experiment's script defines that its result does not hold yet."""
-    return [a.name for a in _experiment(res["experiment"]).arms if a.name not in res["arms"]]
+    """Arms the experiment's script defines that its result does not hold yet, at any seed (an arm run
+    only at another seed is in the other-seeds table)."""
+    elsewhere = {n for o in res.get("_seeds", {}).values() for n in o["arms"]}
+    return [a.name for a in _experiment(res["experiment"]).arms
+            if a.name not in res["arms"] and a.name not in elsewhere]
 
 
 def _planned(key: str) -> str:
@@ -309,12 +312,13 @@ def _seed_table(res: Mapping[str, Any], page: Path) -> list[str]:
            "| arm | seed | " + " | ".join(labels) + (f" | {labels[0]} - {labels[-1]}" if bits else "")
            + " | worst gap to the networks alone |",
            "| --- | ---: |" + " ---: |" * (len(labels) + bits) + " ---: |"]
-    for name in res["arms"]:
+    only_elsewhere = [n for o in res["_seeds"].values() for n in o["arms"] if n not in res["arms"]]
+    for name in [*res["arms"], *dict.fromkeys(only_elsewhere)]:
         runs = [(n, arms[name]) for n, arms in by_seed.items() if name in arms]
-        if len(runs) < 2:
-            continue
+        if len(runs) < 2 and name in res["arms"]:
+            continue  # one seed: its row is above; an arm run at other seeds only is listed here
         # the protocol the targets read this arm with (bn_aug where it ran), the same at every seed
-        md = arm_mode(runs[0][1], runs[1][1])
+        md = arm_mode(runs[0][1], runs[-1][1])
         for seed, arm in runs:
             accs = arm["accuracy"].get(md, {})
             row = f"| {name} | {seed} | " + " | ".join(pct(accs.get(lb)) for lb in labels)

@@ -237,15 +237,17 @@ def test_the_page_shows_the_scripts_current_notes_not_the_stored_copy():
 
 def test_seed_table_puts_each_arm_of_another_seed_beside_its_own_row(tmp_path):
     """An arm that also ran at seed 1 gets one row per seed with its 8 - 2 bits drop and its worst
-    gap to the networks trained alone at that seed (where they ran); an arm that ran at one seed only
-    gets none; without other seeds there is no table."""
+    gap to the networks trained alone at that seed (where they ran); an arm that ran at this page's
+    seed only gets none (its row is above), one that ran at another seed only gets its row here and
+    is not called missing; without other seeds there is no table."""
     render = _load("render")
 
     def arm(top: float, bottom: float) -> dict:
         return {"accuracy": {"bn_aug": {"8 bits": top, "2 bits": bottom}}}
 
     other = {"_file": tmp_path / "seed1" / "exp5_bits_18ep.json", "commands": ["python x --seed 1"],
-             "arms": {"grid": arm(0.63, 0.61), "independent (one per bit-width)": arm(0.64, 0.605)}}
+             "arms": {"grid": arm(0.63, 0.61), "independent (one per bit-width)": arm(0.64, 0.605),
+                      "new": arm(0.55, 0.50)}}
     res = {"budgets": [{"label": "8 bits"}, {"label": "2 bits"}], "level": "bits",
            "settings": {"train": {"seed": 0}}, "arms": {"grid": arm(0.6345, 0.611), "once": arm(0.5, 0.4)},
            "_seeds": {1: other}}
@@ -254,4 +256,9 @@ def test_seed_table_puts_each_arm_of_another_seed_beside_its_own_row(tmp_path):
     assert "| grid | 0 | 63.45 | 61.10 | 2.35 | - |" in lines
     assert "| grid | 1 | 63.00 | 61.00 | 2.00 | -1.00 (8 bits) |" in lines
     assert not any(x.startswith("| once") for x in lines) and "`python x --seed 1`" in lines[0]
+    assert "| new | 1 | 55.00 | 50.00 | 5.00 | -10.50 (2 bits) |" in lines
+    exp = _load("exp4_paths").longer()
+    held = {"experiment": exp.key, "arms": {a.name: {} for a in exp.arms[1:]}}
+    assert render._missing_arms(held) == [exp.arms[0].name]
+    assert render._missing_arms({**held, "_seeds": {1: {"arms": {exp.arms[0].name: {}}}}}) == []
     assert render._seed_table({**res, "_seeds": {}}, tmp_path / "page.md") == []
