@@ -27,7 +27,6 @@ Writes ``benchmarks/results/heldout.json`` and ``docs/benchmarks/heldout.md``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -38,7 +37,7 @@ from typing import Any
 
 import arms  # the page's own calibration batches (same folder)
 import torch
-from runner import AUTO, AUTO_NORM, AUTO_NORM_CLIP, RESULTS, ROOT, Context, Experiment, experiment_data
+from runner import AUTO, AUTO_NORM, AUTO_NORM_CLIP, ROOT, Context, Experiment, at_seed, experiment_data
 from targets import BIT_DROP, FULL_GAP, MEMBER_GAP
 
 import fn3
@@ -291,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     seeded = f"seed{args.seed}" if args.seed is not None else ""
-    results_dir = args.results_dir or (RESULTS / "quick" if args.quick else RESULTS / seeded)
+    exps, default_dir = at_seed(experiments(), args.seed, args.quick)  # as the runner's --seed
+    results_dir = args.results_dir or default_dir
     out = args.out or ROOT / "docs" / "benchmarks" / f"heldout{'_' + seeded if seeded else ''}.md"
     command = "python benchmarks/repro/heldout.py" + (" --quick" if args.quick else "") + (
         f" --seed {args.seed}" if seeded else "") + (f" --only {' '.join(args.only)}" if args.only else "")
@@ -300,9 +300,6 @@ def main(argv: list[str] | None = None) -> int:
     saved = json.loads(saved_path.read_text()) if saved_path.is_file() else {}
     measured = saved.get("experiments", {}) if saved.get("arms") == list(ARMS) else {}
     start, mine = time.perf_counter(), []
-    exps = experiments()
-    if seeded:  # as the runner's --seed: the same experiment, every arm trained at another seed
-        exps = [dataclasses.replace(e, base=e.base.replace(seed=args.seed)) for e in exps]
     for exp in exps:
         if args.only and exp.key not in args.only:
             continue

@@ -313,10 +313,8 @@ def main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *
                         "only where their run directory has no final model), e.g. to add a BN "
                         "protocol; the training seeds make a retrained arm the same model")
     args = p.parse_args(list(argv) if argv is not None else None)
-    if args.seed is not None:
-        experiments = [dataclasses.replace(e, base=e.base.replace(seed=args.seed)) for e in experiments]
-    default_dir = RESULTS / f"seed{args.seed}" if args.seed is not None else RESULTS
-    results_dir = args.results_dir or (default_dir / "quick" if args.quick else default_dir)
+    experiments, default_dir = at_seed(experiments, args.seed, args.quick)
+    results_dir = args.results_dir or default_dir
     runs_dir = args.runs_dir or results_dir / "runs"
     cmd = _command(Path(script or sys.argv[0]), list(argv) if argv is not None else sys.argv[1:])
     threads = torch.get_num_threads()
@@ -445,6 +443,17 @@ def cifar_config(model: str, levels: tuple[str, ...], limit: int = 500) -> Train
 #: it depend on the rule, ``spec_loss`` ``"mean"`` before config version 3): a result file written
 #: before such a field existed matches either value.
 _FORMER: dict[str, Any] = {"tie": "none", "spec_loss": "mean"}
+
+
+def at_seed(experiments: Sequence[Experiment], seed: int | None,
+            quick: bool = False) -> tuple[list[Experiment], Path]:
+    """``experiments`` with every arm trained at ``seed`` (``None``: their own), and where their
+    results go by default: ``benchmarks/results``, ``.../seed<N>`` for another seed, ``quick`` below
+    either for ``--quick`` runs (the runner's ``--seed``; ``heldout.py --seed`` reads the same)."""
+    if seed is not None:
+        experiments = [dataclasses.replace(e, base=e.base.replace(seed=seed)) for e in experiments]
+    folder = RESULTS / f"seed{seed}" if seed is not None else RESULTS
+    return list(experiments), folder / "quick" if quick else folder
 
 
 def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:
