@@ -32,6 +32,7 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("exp3_layers_resnet20_18ep", "python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet20_18ep"),
     ("exp4_paths", "python benchmarks/repro/exp4_paths.py --only exp4_paths"),
     ("exp4_paths_18ep", "python benchmarks/repro/exp4_paths.py --only exp4_paths_18ep"),
+    ("exp4_paths_36ep", "python benchmarks/repro/exp4_paths.py --only exp4_paths_36ep"),
     ("exp5_bits", "python benchmarks/repro/exp5_bits.py --only exp5_bits"),
     ("exp5_bits_18ep", "python benchmarks/repro/exp5_bits.py --only exp5_bits_18ep"),
     ("exp5_bits_truncate", "python benchmarks/repro/exp5_bits.py --only exp5_bits_truncate"),
