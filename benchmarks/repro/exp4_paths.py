@@ -9,7 +9,7 @@ CPU budget: 500 training images per class (5,000), 6 epochs, 200 test images per
 
     python benchmarks/repro/exp4_paths.py --only exp4_paths        # full
     python benchmarks/repro/exp4_paths.py --only exp4_paths_18ep   # the same for 18 epochs
-    python benchmarks/repro/exp4_paths.py --only exp4_paths_36ep   # 36 epochs: twins and default
+    python benchmarks/repro/exp4_paths.py --only exp4_paths_36ep   # 36 epochs: twins and two losses
     python benchmarks/repro/exp4_paths.py --quick    # seconds
 """
 
@@ -72,63 +72,65 @@ def experiment() -> Experiment:
 
 
 def longer(epochs: int = 18) -> Experiment:
-    """The gap to independent training against the training length: the same setup for 3x the
-    epochs, with the independent networks and fn3's default on one level in config versions 3
-    (per-weight mean) and 4 (norm-matched sum), each with its random-order ablation.
+    """The gap to independent training against the training length: the same setup for ``epochs``
+    (18 or 36) instead of 6, with the independent networks and fn3's default on one level in config
+    versions 3 (per-weight mean) and 4 (norm-matched sum); at 18 epochs also each with its
+    random-order ablation, two specs a step and the per-weight sum over sqrt(users).
 
-    Run with ``--only exp4_paths_18ep`` (about 100 minutes on 2 cores, two arms at a time).
+    Run with ``--only exp4_paths_18ep`` (about 100 minutes on 2 cores, two arms at a time) or
+    ``--only exp4_paths_36ep`` (about 75 minutes an arm, three at a time on 2 cores).
     """
     short = experiment()
-    arms = tuple(a for a in short.arms if a.name in (
-        "independent (one per path count)", AUTO.name, AUTO_RANDOM_ORDER.name, AUTO_NORM.name,
-        AUTO_NORM_RANDOM_ORDER.name)) + (AUTO_NORM_HALF, AUTO_SQRT)  # half: 0.38x of the twins' cost
-    if epochs != 18:  # a longer budget keeps to its question: the default (and the lead) against the twins
-        arms = tuple(a for a in arms if a.name in ("independent (one per path count)", AUTO_NORM.name,
-                                                   AUTO.name))
+    names = ["independent (one per path count)", AUTO.name, AUTO_NORM.name]
+    extra: tuple[Arm, ...] = ()
+    if epochs == 18:  # a longer budget keeps to its question: the two losses against the twins
+        names += [AUTO_RANDOM_ORDER.name, AUTO_NORM_RANDOM_ORDER.name]
+        extra = (AUTO_NORM_HALF, AUTO_SQRT)  # half: 0.38x of the twins' cost
+    arms = tuple(a for a in short.arms if a.name in names) + extra
     return Experiment(
         key=f"exp4_paths_{epochs}ep", title=f"FN3-path, {epochs} epochs: CIFAR-10, ResNeXt (tiny)",
         level="paths", x_label=short.x_label, budgets=short.budgets, arms=arms,
         base=short.base.replace(epochs=epochs), quick=short.quick, test_limit=200,
-        notes=NOTES_18 if epochs == 18 else NOTES_36)
+        notes=NOTES.get(epochs, ""))
 
 
-#: The 18-epoch experiment's commentary on its results (rendered on the reproduction page).
-NOTES_18 = ("Experiment 4 with 18 epochs instead of 6: does the gap shrink with training length? "
-            "The arm '2 specs a step' (--specs-per-step 2, Dec 4: the full model and one other grid "
-            "member in turn) costs 0.38-0.49x of the twins' CPU time (benchmarks/family_cost.py) but "
-            "trails them by 1.1-5.25 pt, and the grid by 0.35-5.0 pt: on paths, half the cost does not "
-            "come free. The default trails the networks trained alone at every seed run (Dec 5: seeds "
-            "1 and 2, twins retrained at each): its worst gap here is 3.15 / 2.55 / 3.60 pt at seeds "
-            "0 / 1 / 2 (the full model 3.15 / 2.55 / 2.20), and on the 8,000 test images this page "
-            "does not use 0.26 / 1.54 / 4.63 pt (2 s.e. about 1 pt; the full model 0.26 / 1.54 / "
-            "3.11: benchmarks/heldout.md, heldout_seed1.md, heldout_seed2.md, `python "
-            "benchmarks/repro/heldout.py --seed N`): the paths family misses issue 11's targets at 18 "
-            "epochs. The arm 'per-weight sum over sqrt(users)' (--spec-loss shared-sqrt, Dec 5, seed "
-            "1) asked whether the full model's lag is the norm-matched sum shortening the weights "
-            "only it uses: it gives them one network's step, and every member ends 3.6-5.95 pt below "
-            "the default (50.70 / 51.10 / 49.80 / 47.60 / 45.00%): no. The per-weight mean "
-            "(--spec-loss shared, the default of config version 3) at seeds 1 and 2 (Dec 5): worst "
-            "gap here 1.20 / 2.00 / 3.40 pt at seeds 0 / 1 / 2, full model 1.15 / 0.45 / 1.30, "
-            "nearer its own networks than the default at every seed; on the held-out images worst "
-            "0.27 / 1.79 / 3.12, full model +0.47 / 1.01 / 2.35 below, against the default's 0.26 / "
-            "1.54 / 4.63 and 0.26 / 1.54 / 3.11: no difference between the two beyond 2 s.e. at any "
-            "seed, and neither meets the targets at seed 2.")
-
-#: The 36-epoch experiment's commentary: the default against the twins only.
-NOTES_36 = ("Experiment 4 with 36 epochs instead of 6 (twice the 18-epoch budget): does the default's "
-            "gap to the networks trained alone, missed at 18 epochs at every seed, shrink with "
-            "training length? Three arms, one seed (Dec 5): the twins, the default and the per-weight "
-            "mean (the lead of the 18-epoch runs). It does: the default ends within 2.35 pt of the "
-            "twins here (its full model; +1.30 to -1.80 pt at the others) and within 1.34 pt on the "
-            "8,000 test images this page does not use (the full model; the others 0.19-0.59 pt above "
-            "their twins; 2 s.e. about 0.95 pt; benchmarks/heldout.md), against 3.15 and 0.26-4.63 pt "
-            "at 18 epochs. The per-weight mean (--spec-loss shared) meets both of issue 11's targets "
-            "here (worst -0.95 pt, full model -0.15) and on the held-out images (worst -0.76 pt, its "
-            "full model). Its full model is ahead of the default's on the held-out images in all four "
-            "paths runs (18 epochs seeds 0 / 1 / 2, 36 epochs: 0.74 / 0.52 / 0.76 / 0.58 pt, each "
-            "within 2 s.e. of about 0.95, pooled 0.65 pt against 2 s.e. of 0.47), while the smaller "
-            "members go either way (the default 1.95 pt ahead at 12.5% at 18 epochs seed 0, 1.5 pt "
-            "behind at 50% at seed 2): the lead for the default on paths, not yet taken.")
+#: Each longer experiment's commentary on its results (rendered on the reproduction page), by epochs.
+NOTES: dict[int, str] = {
+    18: ("Experiment 4 with 18 epochs instead of 6: does the gap shrink with training length? "
+         "The arm '2 specs a step' (--specs-per-step 2, Dec 4: the full model and one other grid "
+         "member in turn) costs 0.38-0.49x of the twins' CPU time (benchmarks/family_cost.py) but "
+         "trails them by 1.1-5.25 pt, and the grid by 0.35-5.0 pt: on paths, half the cost does not "
+         "come free. The default trails the networks trained alone at every seed run (Dec 5: seeds "
+         "1 and 2, twins retrained at each): its worst gap here is 3.15 / 2.55 / 3.60 pt at seeds "
+         "0 / 1 / 2 (the full model 3.15 / 2.55 / 2.20), and on the 8,000 test images this page "
+         "does not use 0.26 / 1.54 / 4.63 pt (2 s.e. about 1 pt; the full model 0.26 / 1.54 / "
+         "3.11: benchmarks/heldout.md, heldout_seed1.md, heldout_seed2.md, `python "
+         "benchmarks/repro/heldout.py --seed N`): the paths family misses issue 11's targets at 18 "
+         "epochs. The arm 'per-weight sum over sqrt(users)' (--spec-loss shared-sqrt, Dec 5, seed "
+         "1) asked whether the full model's lag is the norm-matched sum shortening the weights "
+         "only it uses: it gives them one network's step, and every member ends 3.6-5.95 pt below "
+         "the default (50.70 / 51.10 / 49.80 / 47.60 / 45.00%): no. The per-weight mean "
+         "(--spec-loss shared, the default of config version 3) at seeds 1 and 2 (Dec 5): worst "
+         "gap here 1.20 / 2.00 / 3.40 pt at seeds 0 / 1 / 2, full model 1.15 / 0.45 / 1.30, "
+         "nearer its own networks than the default at every seed; on the held-out images worst "
+         "0.27 / 1.79 / 3.12, full model +0.47 / 1.01 / 2.35 below, against the default's 0.26 / "
+         "1.54 / 4.63 and 0.26 / 1.54 / 3.11: no difference between the two beyond 2 s.e. at any "
+         "seed, and neither meets the targets at seed 2."),
+    36: ("Experiment 4 with 36 epochs instead of 6 (twice the 18-epoch budget): does the default's "
+         "gap to the networks trained alone, missed at 18 epochs at every seed, shrink with "
+         "training length? Three arms, one seed (Dec 5): the twins, the default and the per-weight "
+         "mean (the lead of the 18-epoch runs). It does: the default ends within 2.35 pt of the "
+         "twins here (its full model; +1.30 to -1.80 pt at the others) and within 1.34 pt on the "
+         "8,000 test images this page does not use (the full model; the others 0.19-0.59 pt above "
+         "their twins; 2 s.e. about 0.95 pt; benchmarks/heldout.md), against 3.15 and 0.26-4.63 pt "
+         "at 18 epochs. The per-weight mean (--spec-loss shared) meets both of issue 11's targets "
+         "here (worst -0.95 pt, full model -0.15) and on the held-out images (worst -0.76 pt, its "
+         "full model). Its full model is ahead of the default's on the held-out images in all four "
+         "paths runs (18 epochs seeds 0 / 1 / 2, 36 epochs: 0.74 / 0.52 / 0.76 / 0.58 pt, each "
+         "within 2 s.e. of about 0.95, pooled 0.65 pt against 2 s.e. of 0.47), while the smaller "
+         "members go either way (the default 1.95 pt ahead at 12.5% at 18 epochs seed 0, 1.5 pt "
+         "behind at 50% at seed 2): the lead for the default on paths, not yet taken."),
+}
 
 
 def experiments() -> list[Experiment]:
