@@ -83,6 +83,45 @@ def test_auto_rule_is_the_tied_grid_on_one_level_and_full_odo_on_several():
         TrainConfig(grid=(1.0, 0.0))
 
 
+def test_a_family_nested_in_paths_alone_trains_on_the_per_weight_mean():
+    """Config version 8: ``spec_loss="auto"`` is ``shared`` for a family nested in paths alone (measured
+    best there at 18 and 36 epochs), and a training step with it moves the weights exactly as
+    ``--spec-loss shared`` does, not as ``norm`` does; a version 6-7 run resumes on ``norm``."""
+    from fn3.config import CONFIG_VERSION
+
+    train = load_dataset("digits", "train")
+
+    def paths_net():
+        torch.manual_seed(0)
+        return fn3.create_model("resnext_tiny", num_classes=10, in_channels=1, input_size=8,
+                                levels=("paths",), widths=[8, 16, 16], group_widths=[1, 1, 1])
+
+    def after_steps(spec_loss: str) -> torch.Tensor:
+        model = paths_net()
+        cfg = TrainConfig(model="resnext_tiny", epochs=1, batch_size=32, eval_specs=(), spec_loss=spec_loss)
+        result = fit(model, train, cfg, progress=False, max_steps=2)
+        assert result.spec_loss == ("shared" if spec_loss == "auto" else spec_loss)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    auto, shared, norm = (after_steps(loss) for loss in ("auto", "shared", "norm"))
+    assert torch.equal(auto, shared)
+    assert not torch.allclose(auto, norm)  # the two losses step differently: the test can tell them apart
+    paths = paths_net()
+    cfg = TrainConfig()
+    assert resolved_spec_loss(paths, cfg) == "shared" and resolved_rule(paths, cfg) == "specs"
+    both = fn3.create_model("resnext_tiny", num_classes=10, in_channels=1, input_size=8,
+                            levels=("paths", "channels"))
+    assert resolved_spec_loss(both, cfg) == "mean"  # several levels: full+odo draws, as before
+    old = {**cfg.to_dict(), "version": 7}
+    assert cfg.to_dict()["version"] == CONFIG_VERSION == 8
+    v7 = TrainConfig.from_dict(old)
+    assert v7.spec_loss == "auto-v7" and TrainConfig.from_dict(v7.to_dict()) == v7
+    deep = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("layers",))
+    wide = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("channels",))
+    assert [resolved_spec_loss(m, v7) for m in (paths, deep, wide)] == ["norm", "mean", "norm"]
+    assert TrainConfig.from_dict({**old, "spec_loss": "sum"}).spec_loss == "sum"  # a given loss stays
+
+
 def test_a_config_written_before_the_grid_keeps_training_the_tied_sandwich():
     """A run directory of config version 2 resumes with the rule it started with."""
     old = {**TrainConfig().to_dict(), "version": 2}

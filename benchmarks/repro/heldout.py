@@ -4,9 +4,10 @@ Issue 11 chose ``spec_loss="norm"`` over ``"shared"`` as ``auto``'s loss on the 
 reproduction page, which scores every arm on the first 200 test images of each class (2,000
 images): 2 s.e. of a gap there is about 3 pt, as large as most differences between the rules. The
 CIFAR-10 test split has 1,000 images a class; the other 800 of each (8,000 images) were never looked
-at. This script scores the two arms' trained models (their run directories; an experiment that ran
-only the default, ``norm``, scores that one) on both parts, with the
-page's protocol (BatchNorm re-estimated per sub-model on the same augmented training batches), and
+at (since config version 8 the default is ``"shared"`` again for a family nested in paths alone,
+chosen on these held-out images too). This script scores the two arms' trained models (their run
+directories; an experiment that ran only the default, ``norm``, scores that one) on both parts, with
+the page's protocol (BatchNorm re-estimated per sub-model on the same augmented training batches), and
 reports the difference per budget with its paired standard error (both models see the same images,
 so the noise of their difference is that of the images on which they disagree).
 
@@ -183,7 +184,8 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
              f"{', '.join(f'`{c}`' for c in commands)} ({seconds:.0f} s in all): the models the "
              "reproduction page trained with the grid "
              "(`fn3 train`'s default on one level) on the per-weight mean (`shared`, config version 3) "
-             "and on the norm-matched sum (`norm`, version 4), scored with BatchNorm re-estimated per "
+             "and on the norm-matched sum (`norm`, version 4; since version 8 `shared` again for a "
+             "family nested in paths alone), scored with BatchNorm re-estimated per "
              f"sub-model on augmented training batches, on the page's test subset ({page_n} images: "
              f"the first of each class) and on the other {rest_n} test images, which no choice was "
              "made on. "

@@ -286,6 +286,11 @@ CLIP_ARM = NORM_ARM + ", clip per bit-width"
 #: since config version 6 (``spec_loss="auto"``, ``lr=None``), and its random-order ablation.
 DEPTH_ARM = "fn3 auto grid, mean loss at lr 0.2 (depth alone)"
 DEPTH_RANDOM_ORDER = "fn3 auto mean, random-order"
+#: The grid on the per-weight mean: what ``fn3 train`` trains a family nested in paths alone with since
+#: config version 8 (``spec_loss="auto"`` is ``shared`` there), and its random-order ablation; the
+#: same arm is version 3's default on every single level.
+PATHS_ARM = "fn3 auto (tied grid 100/75/50/25%, per-weight mean)"
+PATHS_RANDOM_ORDER = "fn3 auto, random-order"
 #: Rules measured as candidates for the default (issue 11): the same parity targets as the default.
 CANDIDATE_PREFIXES = (
     "fn3 default (", "fn3 full+odo, summed", "fn3 sandwich, tied (", "fn3 full+odo summed, half learning",
@@ -306,11 +311,14 @@ def default_arms(res: Mapping[str, Any]) -> tuple[str, str]:
     arms in version 3, now a candidate) for a family nested in one level, ``full+odo`` (the "fn3
     default" arms) for several; on a family nested in bits alone, the same grid with a clipping level
     per bit-width where that arm ran (``act_clip="auto"`` since config version 5); on a family nested
-    in depth alone, the grid on the mean loss at lr 0.2 where that arm ran (config version 6)."""
+    in depth alone, the grid on the mean loss at lr 0.2 where that arm ran (config version 6); on a
+    family nested in paths alone, the grid on the per-weight mean where that arm ran (version 8)."""
     if "," in res.get("level", ""):
         return DEFAULT_PREFIX + " (", DEFAULT_PREFIX + ", random-order"
     if res.get("level") == "layers" and DEPTH_ARM in res.get("arms", {}):
         return DEPTH_ARM, DEPTH_RANDOM_ORDER
+    if res.get("level") == "paths" and PATHS_ARM in res.get("arms", {}):
+        return PATHS_ARM, PATHS_RANDOM_ORDER
     if res.get("level") == "bits" and CLIP_ARM in res.get("arms", {}):
         return CLIP_ARM, "fn3 auto norm, random-order"  # act_clip auto: per-bits (config version 5)
     # The whole name: the clip arm's starts with it too.
@@ -400,13 +408,14 @@ def _parity_rows(res: Mapping[str, Any], name: str, arm: Mapping[str, Any], inde
 CHANCE = 0.1  # ten classes
 
 
-def _heldout_rows(res: Mapping[str, Any], name: str) -> list[tuple[str, str, str, str]]:
+def _heldout_rows(res: Mapping[str, Any], name: str, loss: str = "norm") -> list[tuple[str, str, str, str]]:
     """The default's parity targets read again on the test images the page does not use
     (``res["_heldout"]``: ``benchmarks/repro/heldout.py``, where the independent twins were kept):
-    information beside the page's verdicts, with the paired noise of each gap (a third of the page's)."""
+    information beside the page's verdicts, with the paired noise of each gap (a third of the page's).
+    ``loss`` is heldout.py's short name of the default's arm: ``norm`` or ``shared``."""
     held = res.get("_heldout") or {}
-    gaps = {lb: r["norm_minus_independent"] for lb, r in held.get("budgets", {}).items()
-            if "norm_minus_independent" in r}
+    gaps = {lb: r[f"{loss}_minus_independent"] for lb, r in held.get("budgets", {}).items()
+            if f"{loss}_minus_independent" in r}
     if not gaps:
         return []
     key, n = res["experiment"], held.get("heldout_images", 0)
@@ -418,7 +427,7 @@ def _heldout_rows(res: Mapping[str, Any], name: str) -> list[tuple[str, str, str
     if f is not None:
         measured += f", full model {f['heldout'] * 100:+.2f} pt (2 s.e. {2 * f['se'] * 100:.2f})"
         verdict += f", {'met' if f['heldout'] >= -FULL_GAP else 'missed'} (full, 1 pt)"
-    drop = held.get("norm_bit_drop")
+    drop = held.get(f"{loss}_bit_drop")
     if drop:
         measured += f"; 8 bits - 2 bits {drop['heldout'] * 100:.2f} pt (2 s.e. {2 * drop['se'] * 100:.2f})"
         verdict += f", {'met' if drop['heldout'] <= BIT_DROP else 'missed'} (2-bit drop, 3 pt)"
@@ -444,8 +453,8 @@ def _default_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         if two is not None:
             rows.append((key, "the independent 2-bit twin well above chance (>= 2x chance)",
                          f"{two * 100:.2f}% (chance {CHANCE * 100:.0f}%)", _verdict(two, 2 * CHANCE)))
-    if arm_name == NORM_ARM:  # heldout.py's "norm" gaps are this arm's
-        rows += _heldout_rows(res, name)
+    if arm_name in (NORM_ARM, PATHS_ARM):  # heldout.py's "norm" and "shared" gaps are these arms'
+        rows += _heldout_rows(res, name, "norm" if arm_name == NORM_ARM else "shared")
     rnd = _find(res, random_order)
     if rnd:
         mode = arm_mode(arm, rnd[1])

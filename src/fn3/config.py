@@ -46,8 +46,10 @@ CONFIG_FORMAT = "fn3.train-config"
 # 5: act_clip (a version 1-4 config, which had none, clipped activations at one shared level);
 # 6: lr may be None (the measured rate: fn3.train.resolved_lr) and spec_loss="auto" is "mean" for a
 # family nested in depth alone (a version 4-5 config's "auto" is read as "auto-v5": "norm" there);
-# 7: an unset lr under AdamW is fn3.train.ADAMW_LR (a version-6 AdamW config without one ran at 0.1).
-CONFIG_VERSION = 7
+# 7: an unset lr under AdamW is fn3.train.ADAMW_LR (a version-6 AdamW config without one ran at 0.1);
+# 8: spec_loss="auto" is "shared" for a family nested in paths alone (a version 6-7 config's "auto" is
+# read as "auto-v7": "norm" there).
+CONFIG_VERSION = 8
 
 #: Training rules: ``auto`` (the default: the rule measured best for the model's family,
 #: :func:`fn3.sampling.auto_rule`), the largest sub-model plus ordered-dropout draws every step, the
@@ -79,15 +81,19 @@ OPTIMIZERS = ("sgd", "adamw")
 #: except on bits; benchmarks/repro/heldout.py, docs/benchmarks/heldout.md); since version 6 it is
 #: ``mean`` (at twice the rate, :func:`fn3.train.resolved_lr`) for a family nested in depth alone,
 #: whose smallest member trailed its own network by 2.5-3.4 pt under ``norm`` at three seeds and by
-#: at most 1.45 pt under the mean at lr 0.2 (18 epochs, docs/reproduction.md).
+#: at most 1.45 pt under the mean at lr 0.2 (18 epochs, docs/reproduction.md); since version 8 it is
+#: ``shared`` for a family nested in paths alone: in every run of 18 epochs or more its worst gap to
+#: the networks trained alone was smaller than ``norm``'s on the page and its full model ahead of
+#: ``norm``'s on the held-out images (:func:`fn3.train.resolved_spec_loss` has the numbers).
 SPEC_LOSSES = ("auto", "mean", "sum", "shared", "shared-sqrt", "norm")
 #: ``act_clip`` choices: ``auto`` (:func:`fn3.run.resolved_act_clip`) or a rule of
 #: :func:`fn3.nn.base.set_act_clip`.
 ACT_CLIP_CHOICES = ("auto", "shared", "per-bits")
 #: Values only read from older configs: ``auto-v3`` is ``auto`` as config versions 1-3 resolved it
 #: (``shared`` under ``rule="specs"``, ``mean`` otherwise), ``auto-v5`` as versions 4-5 did (``norm``
-#: under ``rule="specs"`` whatever the levels), so their runs resume unchanged.
-LEGACY_SPEC_LOSSES = ("auto-v3", "auto-v5")
+#: under ``rule="specs"`` whatever the levels), ``auto-v7`` as versions 6-7 did (``norm`` there but
+#: ``mean`` for depth alone), so their runs resume unchanged.
+LEGACY_SPEC_LOSSES = ("auto-v3", "auto-v5", "auto-v7")
 
 
 @dataclass(frozen=True)
@@ -264,7 +270,7 @@ class TrainConfig:
             raise ConfigError(f"a train config must be a table of settings, not {type(data).__name__}")
         data = dict(data)
         fmt, ver = data.pop("format", None), data.pop("version", None)
-        if not partial and (fmt != CONFIG_FORMAT or ver not in (1, 2, 3, 4, 5, 6, CONFIG_VERSION)):
+        if not partial and (fmt != CONFIG_FORMAT or ver not in (1, 2, 3, 4, 5, 6, 7, CONFIG_VERSION)):
             raise ConfigError(
                 f"not an fn3 train config (expected format {CONFIG_FORMAT}, version {CONFIG_VERSION})"
             )
@@ -277,6 +283,8 @@ class TrainConfig:
             data["spec_loss"] = "auto-v3"  # before version 4, auto was "shared" under rule=specs
         if not partial and ver in (4, 5) and data.get("spec_loss", "auto") == "auto":
             data["spec_loss"] = "auto-v5"  # before version 6, auto was "norm" under rule=specs
+        if not partial and ver in (6, 7) and data.get("spec_loss", "auto") == "auto":
+            data["spec_loss"] = "auto-v7"  # before version 8, auto was "norm" for paths alone too
         if not partial and ver in (1, 2, 3, 4):  # written before act_clip: one shared level
             data.setdefault("act_clip", "shared")
         if not partial and ver in (1, 2, 3, 4, 5):  # written before lr=None: the rate was always given

@@ -166,3 +166,34 @@ def test_a_depth_family_is_held_to_the_targets_by_the_mean_at_lr_0_2_where_it_ra
     assert any(r[1].startswith(f"every {targets.NORM_ARM}") and "(candidate)" in r[1] for r in rows)
     del res["arms"][targets.DEPTH_ARM]
     assert all(targets.NORM_ARM in r[1] for r in targets.target_rows(res) if "[fn3's default" in r[1])
+
+
+def test_a_paths_family_is_held_to_the_targets_by_the_per_weight_mean_and_its_held_out_gaps():
+    """Config version 8 trains a family nested in paths alone on the per-weight mean: that arm gets the
+    default's rows, its held-out row reads heldout.py's ``shared`` gaps (not ``norm``'s), and the
+    norm-matched grid becomes a candidate; a page that never ran it keeps the grid as the default."""
+    shared = _arm(bn_aug={"8 bits": 0.52, "2 bits": 0.50})
+    norm = _arm(bn_aug={"8 bits": 0.49, "2 bits": 0.50})
+    rnd = {"kind": "random-order", "accuracy": {"bn_aug": {"8 bits": 0.52, "2 bits": 0.30}},
+           "draws": {"bn_aug": {"2 bits": [0.29, 0.31]}}}
+    res = _res("paths", **{targets.NORM_ARM: norm, targets.PATHS_ARM: shared,
+                           targets.PATHS_RANDOM_ORDER + " removal": rnd,
+                           "independent (one per path count)": NEW})
+    res["experiment"] = "exp4_paths"
+    gap = {"8 bits": {"shared_minus_independent": {"heldout": -0.012, "se": 0.005},
+                      "norm_minus_independent": {"heldout": -0.031, "se": 0.005}}}
+    res["_heldout"] = {"heldout_images": 8000, "budgets": gap}
+    rows = targets.target_rows(res)
+    default = [r for r in rows if "[fn3's default" in r[1]]
+    assert default and all(targets.PATHS_ARM in r[1] for r in default)
+    parity = next(r for r in default if "independent twin" in r[1])
+    assert "worst gap -3.00 pt (2 bits" in parity[2]  # 0.50 vs 0.53: the per-weight mean's
+    held = next(r for r in default if "8,000 test images" in r[1])
+    assert "worst gap -1.20 pt" in held[2] and held[3].startswith("held-out: met (2 pt), missed (full")
+    tail = next(r for r in default if "random-order" in r[1])
+    assert "worst +20.00 pt (2 bits" in tail[2]
+    assert any(r[1].startswith(f"every {targets.NORM_ARM}") and "(candidate)" in r[1] for r in rows)
+    del res["arms"][targets.PATHS_ARM]
+    default = [r for r in targets.target_rows(res) if "[fn3's default" in r[1]]
+    assert default and all(targets.NORM_ARM in r[1] for r in default)
+    assert "worst gap -3.10 pt" in next(r for r in default if "8,000 test images" in r[1])[2]

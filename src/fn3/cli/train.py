@@ -102,7 +102,8 @@ def train(
     ] = None,
     spec_loss: Annotated[
         str | None,
-        typer.Option(help="auto (default: norm for rule specs, mean for the others), mean, sum, "
+        typer.Option(help="auto (default: norm for rule specs, but mean for a family nested in depth "
+                     "alone and shared for one nested in paths alone; mean for the other rules), mean, sum, "
                      "shared, shared-sqrt or norm: how a step combines the losses of its specs; sum "
                      "multiplies the step size of the shared weights by the number of specs, shared "
                      "averages each weight's gradient over the specs that use it (shared-sqrt divides "
