@@ -6,7 +6,7 @@ images): 2 s.e. of a gap there is about 3 pt, as large as most differences betwe
 CIFAR-10 test split has 1,000 images a class; the other 800 of each (8,000 images) were never looked
 at (since config version 8 the default is ``"shared"`` again for a family nested in paths alone,
 chosen on these held-out images too). This script scores the two arms' trained models (their run
-directories; an experiment that ran only the default, ``norm``, scores that one) on both parts, with
+directories; an experiment that ran only one of the two scores that one) on both parts, with
 the page's protocol (BatchNorm re-estimated per sub-model on the same augmented training batches), and
 reports the difference per budget with its paired standard error (both models see the same images,
 so the noise of their difference is that of the images on which they disagree).
@@ -121,7 +121,8 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
     ctx = Context(exp, cfg, train, val, page, Path("."), quick, results)
     page_b, rest_b = (list(batches(d, 256, shuffle=False, mean=cfg.mean, std=cfg.std)) for d in (page, rest))
     out: dict[str, Any] = {"page_images": len(page), "heldout_images": len(rest), "budgets": {}}
-    # both losses where both ran; an experiment that ran only the default (norm) scores that alone
+    # both losses where both ran; an experiment that ran only one of them (the default of its family,
+    # norm or, for paths alone since config version 8, shared) scores that one alone
     models = {name: load_run(results["arms"][name]["runs"]["model"]["run_dir"]).model
               for name in (*ARMS, *(n for _, n in EXTRA)) if name in results["arms"]}
     twins = independent_models(results)
@@ -140,15 +141,16 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
                                 correct(model, ctx, b.spec, page_b))
             hit_rest = hits[name] = correct(model, ctx, b.spec, rest_b)
             row[name] = {"page": got, "heldout": float(hit_rest.float().mean())}
-        text = f"[{exp.key}] {b.label}: norm {row[ARMS[1]]['heldout'] * 100:.2f}%"
+        text = f"[{exp.key}] {b.label}: " + ", ".join(
+            f"{short} {row[name]['heldout'] * 100:.2f}%" for short, name in _losses(hits)[:2])
         text += f" on {len(rest):,} held-out images"
-        if ARMS[0] in hits:
+        if ARMS[0] in hits and ARMS[1] in hits:
             diff, se = paired(hits[ARMS[0]], hits[ARMS[1]])
             row["norm_minus_shared"] = {"heldout": diff, "se": se}
             text += (f", shared {row[ARMS[0]]['heldout'] * 100:.2f}% (norm - shared {diff * 100:+.2f} pt, "
                      f"2 s.e. {2 * se * 100:.2f})")
         for short, name in EXTRA:
-            if name in hits:
+            if name in hits and ARMS[1] in hits:
                 diff, se = paired(hits[ARMS[1]], hits[name])
                 row[f"{short}_minus_norm"] = {"heldout": diff, "se": se}
                 text += f", {short} {row[name]['heldout'] * 100:.2f}% ({short} - norm {diff * 100:+.2f} pt)"
@@ -195,10 +197,10 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
              "norm - shared, held-out | 2 s.e. |", "| --- | --- | --- | --- | --- | --- |"]
     for key, res in measured.items():
         for label, row in res["budgets"].items():
-            n, s, d = row[ARMS[1]], row.get(ARMS[0]), row.get("norm_minus_shared")
+            n, s, d = row.get(ARMS[1]), row.get(ARMS[0]), row.get("norm_minus_shared")
             shared = f"{s['page'] * 100:.2f} / {s['heldout'] * 100:.2f}%" if s else "not run"
             diff = f"{d['heldout'] * 100:+.2f} pt | {2 * d['se'] * 100:.2f}" if d else "- | -"
-            norm = f"{n['page'] * 100:.2f} / {n['heldout'] * 100:.2f}%"
+            norm = f"{n['page'] * 100:.2f} / {n['heldout'] * 100:.2f}%" if n else "not run"
             lines.append(f"| {key} | {label} | {shared} | {norm} | {diff} |")
     both = {k: r for k, r in measured.items() if all("norm_minus_shared" in b for b in r["budgets"].values())}
     diffs = [r["norm_minus_shared"]["heldout"] for res in both.values() for r in res["budgets"].values()]
@@ -307,8 +309,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         path = results_dir / f"{exp.key}.json"
         results = json.loads(path.read_text()) if path.is_file() else {"arms": {}}
-        if ARMS[1] not in results["arms"]:
-            print(f"[{exp.key}] skipped: {path.name} lacks the default's arm ({ARMS[1]})", flush=True)
+        if not any(a in results["arms"] for a in ARMS):
+            print(f"[{exp.key}] skipped: {path.name} has neither loss's arm ({' nor '.join(ARMS)})",
+                  flush=True)
             continue
         measured[exp.key] = {**run_one(exp, results, args.quick), "command": command}
         mine.append(exp.key)

@@ -65,6 +65,18 @@ def test_heldout_scores_both_arms_and_checks_the_page(tmp_path, data_root):
     text = (one / "h.md").read_text()
     assert text.count("| not run |") == len(exp.budgets) and text.count(f"| {exp.key} | norm |") == 1
 
+    # Likewise one that ran only the per-weight mean (the paths default since config version 8).
+    res = json.loads(path.read_text())
+    del res["arms"][names[1]]
+    (one / path.name).write_text(json.dumps(res))
+    assert heldout.main(args) == 0
+    alone = json.loads((one / "heldout.json").read_text())["experiments"][exp.key]
+    for label, row in alone["budgets"].items():
+        assert names[1] not in row and not {"norm_minus_shared", "norm_minus_independent"} & set(row)
+        assert row["shared_minus_independent"] == saved["budgets"][label]["shared_minus_independent"]
+    text = (one / "h.md").read_text()
+    assert text.count("| not run |") == len(exp.budgets) and text.count(f"| {exp.key} | shared |") == 1
+
     # A page value the models do not give (another model or protocol) is refused, nothing written.
     res = json.loads(path.read_text())
     res["arms"][names[1]]["accuracy"]["bn_aug"][exp.budgets[0].label] += 0.01
