@@ -132,7 +132,10 @@ NOTES: dict[int, str] = {
          "pt), while the smaller members go either way (the norm-matched sum 1.95 pt ahead at 12.5% "
          "at 18 epochs seed 0, 1.5 pt behind at 50% at seed 2): since config version 8 the "
          "per-weight mean is fn3's default for a family nested in paths alone, and its rows here "
-         "are marked as the default's."),
+         "are marked as the default's. At a second seed (Dec 5, seed 1, trained after that choice: "
+         "the twins and the per-weight mean only) it meets both targets again: worst gap -1.00 pt "
+         "(25%), full model +0.20 (65.05 against 64.85%); on the held-out images worst -1.69 "
+         "(25%), full model +0.19 (heldout_seed1.md)."),
 }
 
 
