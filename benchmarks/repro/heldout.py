@@ -142,13 +142,12 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
             hit_rest = hits[name] = correct(model, ctx, b.spec, rest_b)
             row[name] = {"page": got, "heldout": float(hit_rest.float().mean())}
         text = f"[{exp.key}] {b.label}: " + ", ".join(
-            f"{short} {row[name]['heldout'] * 100:.2f}%" for short, name in _losses(hits)[:2])
+            f"{short} {row[name]['heldout'] * 100:.2f}%" for short, name in _losses(hits) if name in ARMS)
         text += f" on {len(rest):,} held-out images"
         if ARMS[0] in hits and ARMS[1] in hits:
             diff, se = paired(hits[ARMS[0]], hits[ARMS[1]])
             row["norm_minus_shared"] = {"heldout": diff, "se": se}
-            text += (f", shared {row[ARMS[0]]['heldout'] * 100:.2f}% (norm - shared {diff * 100:+.2f} pt, "
-                     f"2 s.e. {2 * se * 100:.2f})")
+            text += f" (norm - shared {diff * 100:+.2f} pt, 2 s.e. {2 * se * 100:.2f})"
         for short, name in EXTRA:
             if name in hits and ARMS[1] in hits:
                 diff, se = paired(hits[ARMS[1]], hits[name])

@@ -291,6 +291,8 @@ DEPTH_RANDOM_ORDER = "fn3 auto mean, random-order"
 #: same arm is version 3's default on every single level.
 PATHS_ARM = "fn3 auto (tied grid 100/75/50/25%, per-weight mean)"
 PATHS_RANDOM_ORDER = "fn3 auto, random-order"
+#: heldout.py's short name of each default arm it scores (its ``<short>_minus_independent`` gaps).
+HELDOUT_LOSS = {NORM_ARM: "norm", PATHS_ARM: "shared"}
 #: Rules measured as candidates for the default (issue 11): the same parity targets as the default.
 CANDIDATE_PREFIXES = (
     "fn3 default (", "fn3 full+odo, summed", "fn3 sandwich, tied (", "fn3 full+odo summed, half learning",
@@ -453,8 +455,8 @@ def _default_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         if two is not None:
             rows.append((key, "the independent 2-bit twin well above chance (>= 2x chance)",
                          f"{two * 100:.2f}% (chance {CHANCE * 100:.0f}%)", _verdict(two, 2 * CHANCE)))
-    if arm_name in (NORM_ARM, PATHS_ARM):  # heldout.py's "norm" and "shared" gaps are these arms'
-        rows += _heldout_rows(res, name, "norm" if arm_name == NORM_ARM else "shared")
+    if arm_name in HELDOUT_LOSS:
+        rows += _heldout_rows(res, name, HELDOUT_LOSS[arm_name])
     rnd = _find(res, random_order)
     if rnd:
         mode = arm_mode(arm, rnd[1])

@@ -170,10 +170,9 @@ def resolved_spec_loss(model: nn.Module, cfg: TrainConfig) -> str:
         return "shared"
     if cfg.spec_loss == "auto-v5":
         return "norm"
-    kinds = space(model).kinds()
-    if kinds == ("layers",):
+    if _depth_only(model):
         return "mean"
-    return "shared" if cfg.spec_loss == "auto" and kinds == ("paths",) else "norm"
+    return "shared" if cfg.spec_loss == "auto" and space(model).kinds() == ("paths",) else "norm"
 
 
 def _depth_only(model: nn.Module) -> bool:

@@ -48,34 +48,24 @@ def test_heldout_scores_both_arms_and_checks_the_page(tmp_path, data_root):
     assert text.count(f"| {exp.key} |") == len(exp.budgets) + 2
     assert "Against the networks trained alone" in text
 
-    # An experiment that ran only the default (norm) is scored alone: the same norm numbers and
-    # parity gaps, no shared column.
-    path = tmp_path / f"{exp.key}.json"
-    one = tmp_path / "only_norm"
+    # An experiment that ran only one of the two losses (the norm default, or the per-weight mean:
+    # the paths default since config version 8) is scored alone: the same numbers and parity gaps for
+    # that loss, nothing for the other, and a "not run" column in its place.
+    one = tmp_path / "only_one"
     one.mkdir()
-    res = json.loads(path.read_text())
-    del res["arms"][names[0]]
-    (one / path.name).write_text(json.dumps(res))
     args = ["--quick", "--results-dir", str(one), "--only", exp.key, "--out", str(one / "h.md")]
-    assert heldout.main(args) == 0
-    alone = json.loads((one / "heldout.json").read_text())["experiments"][exp.key]
-    for label, row in alone["budgets"].items():
-        assert names[0] not in row and not {"norm_minus_shared", "shared_minus_independent"} & set(row)
-        assert row["norm_minus_independent"] == saved["budgets"][label]["norm_minus_independent"]
-    text = (one / "h.md").read_text()
-    assert text.count("| not run |") == len(exp.budgets) and text.count(f"| {exp.key} | norm |") == 1
-
-    # Likewise one that ran only the per-weight mean (the paths default since config version 8).
-    res = json.loads(path.read_text())
-    del res["arms"][names[1]]
-    (one / path.name).write_text(json.dumps(res))
-    assert heldout.main(args) == 0
-    alone = json.loads((one / "heldout.json").read_text())["experiments"][exp.key]
-    for label, row in alone["budgets"].items():
-        assert names[1] not in row and not {"norm_minus_shared", "norm_minus_independent"} & set(row)
-        assert row["shared_minus_independent"] == saved["budgets"][label]["shared_minus_independent"]
-    text = (one / "h.md").read_text()
-    assert text.count("| not run |") == len(exp.budgets) and text.count(f"| {exp.key} | shared |") == 1
+    path = tmp_path / f"{exp.key}.json"
+    for dropped, (kept, gone) in ((names[0], ("norm", "shared")), (names[1], ("shared", "norm"))):
+        res = json.loads(path.read_text())
+        del res["arms"][dropped]
+        (one / path.name).write_text(json.dumps(res))
+        assert heldout.main(args) == 0
+        alone = json.loads((one / "heldout.json").read_text())["experiments"][exp.key]
+        for label, row in alone["budgets"].items():
+            assert dropped not in row and not {"norm_minus_shared", f"{gone}_minus_independent"} & set(row)
+            assert row[f"{kept}_minus_independent"] == saved["budgets"][label][f"{kept}_minus_independent"]
+        text = (one / "h.md").read_text()
+        assert text.count("| not run |") == len(exp.budgets) and text.count(f"| {exp.key} | {kept} |") == 1
 
     # A page value the models do not give (another model or protocol) is refused, nothing written.
     res = json.loads(path.read_text())

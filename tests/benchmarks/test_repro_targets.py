@@ -145,19 +145,29 @@ def test_every_arm_sharing_a_candidate_prefix_gets_its_rows():
     assert any("3 specs a step" in k and "drop 3.00 pt" in v for k, v in drops.items())
 
 
+def _random_order(two_bits: float, draws: list[float]) -> dict:
+    """A random-order ablation arm: its 2-bit accuracy (the mean of ``draws``) and the draws."""
+    return {"kind": "random-order", "accuracy": {"bn_aug": {"8 bits": 0.52, "2 bits": two_bits}},
+            "draws": {"bn_aug": {"2 bits": draws}}}
+
+
+def _default_rows(res: dict) -> tuple[list, list]:
+    """Every target row of ``res``, and those marked as fn3's default's."""
+    rows = targets.target_rows(res)
+    return rows, [r for r in rows if "[fn3's default" in r[1]]
+
+
 def test_a_depth_family_is_held_to_the_targets_by_the_mean_at_lr_0_2_where_it_ran():
     """Config version 6 trains a family nested in depth alone on the mean loss at lr 0.2: that arm gets
     the default's rows (with its own random-order ablation), the norm-matched grid becomes a candidate;
     a page that never ran it keeps the grid as the default."""
     deep = _arm(bn_aug={"8 bits": 0.52, "2 bits": 0.49})
     shallow = _arm(bn_aug={"8 bits": 0.52, "2 bits": 0.40})
-    rnd = {"kind": "random-order", "accuracy": {"bn_aug": {"8 bits": 0.52, "2 bits": 0.32}},
-           "draws": {"bn_aug": {"2 bits": [0.30, 0.34]}}}
+    rnd = _random_order(0.32, [0.30, 0.34])
     res = _res("layers", **{targets.NORM_ARM: shallow, targets.DEPTH_ARM: deep,
                             targets.DEPTH_RANDOM_ORDER + " removal": rnd,
                             "independent (one per depth)": NEW})
-    rows = targets.target_rows(res)
-    default = [r for r in rows if "[fn3's default" in r[1]]
+    rows, default = _default_rows(res)
     assert default and all(targets.DEPTH_ARM in r[1] for r in default)
     parity = next(r for r in default if "independent twin" in r[1])
     assert "worst gap -4.00 pt (2 bits" in parity[2]  # 0.49 vs 0.53: the depth arm's, not the grid's
@@ -174,8 +184,7 @@ def test_a_paths_family_is_held_to_the_targets_by_the_per_weight_mean_and_its_he
     norm-matched grid becomes a candidate; a page that never ran it keeps the grid as the default."""
     shared = _arm(bn_aug={"8 bits": 0.52, "2 bits": 0.50})
     norm = _arm(bn_aug={"8 bits": 0.49, "2 bits": 0.50})
-    rnd = {"kind": "random-order", "accuracy": {"bn_aug": {"8 bits": 0.52, "2 bits": 0.30}},
-           "draws": {"bn_aug": {"2 bits": [0.29, 0.31]}}}
+    rnd = _random_order(0.30, [0.29, 0.31])
     res = _res("paths", **{targets.NORM_ARM: norm, targets.PATHS_ARM: shared,
                            targets.PATHS_RANDOM_ORDER + " removal": rnd,
                            "independent (one per path count)": NEW})
@@ -183,8 +192,7 @@ def test_a_paths_family_is_held_to_the_targets_by_the_per_weight_mean_and_its_he
     gap = {"8 bits": {"shared_minus_independent": {"heldout": -0.012, "se": 0.005},
                       "norm_minus_independent": {"heldout": -0.031, "se": 0.005}}}
     res["_heldout"] = {"heldout_images": 8000, "budgets": gap}
-    rows = targets.target_rows(res)
-    default = [r for r in rows if "[fn3's default" in r[1]]
+    rows, default = _default_rows(res)
     assert default and all(targets.PATHS_ARM in r[1] for r in default)
     parity = next(r for r in default if "independent twin" in r[1])
     assert "worst gap -3.00 pt (2 bits" in parity[2]  # 0.50 vs 0.53: the per-weight mean's
@@ -194,6 +202,6 @@ def test_a_paths_family_is_held_to_the_targets_by_the_per_weight_mean_and_its_he
     assert "worst +20.00 pt (2 bits" in tail[2]
     assert any(r[1].startswith(f"every {targets.NORM_ARM}") and "(candidate)" in r[1] for r in rows)
     del res["arms"][targets.PATHS_ARM]
-    default = [r for r in targets.target_rows(res) if "[fn3's default" in r[1]]
+    default = _default_rows(res)[1]
     assert default and all(targets.NORM_ARM in r[1] for r in default)
     assert "worst gap -3.10 pt" in next(r for r in default if "8,000 test images" in r[1])[2]
