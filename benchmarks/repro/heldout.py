@@ -38,7 +38,17 @@ from typing import Any
 
 import arms  # the page's own calibration batches (same folder)
 import torch
-from runner import AUTO, AUTO_NORM, AUTO_NORM_CLIP, ROOT, Context, Experiment, at_seed, experiment_data
+from runner import (
+    AUTO,
+    AUTO_DEPTH,
+    AUTO_NORM,
+    AUTO_NORM_CLIP,
+    ROOT,
+    Context,
+    Experiment,
+    at_seed,
+    experiment_data,
+)
 from targets import BIT_DROP, FULL_GAP, MEMBER_GAP
 
 import fn3
@@ -52,8 +62,10 @@ from fn3.spec import parse_spec
 
 #: The two losses compared: version 3's default on the grid (``shared``) and version 4's (``norm``).
 ARMS = (AUTO.name, AUTO_NORM.name)
-#: Variants of the default scored beside it where they ran, each against ``norm`` (short name, arm).
-EXTRA = (("clip", AUTO_NORM_CLIP.name),)
+#: Variants of the grid scored beside it where they ran, each against ``norm`` (short name, arm): a
+#: clipping level per bit-width (the default of a family nested in bits alone since config version 5)
+#: and the mean loss at lr 0.2 (the default of a family nested in depth alone since version 6).
+EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name))
 #: The arm of networks trained alone, one per budget (its name starts with this).
 INDEPENDENT = "independent"
 #: ``--quick`` (a test of the script) scores this many of the held-out images per class.
@@ -186,7 +198,9 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
              "reproduction page trained with the grid "
              "(`fn3 train`'s default on one level) on the per-weight mean (`shared`, config version 3) "
              "and on the norm-matched sum (`norm`, version 4; since version 8 `shared` again for a "
-             "family nested in paths alone), scored with BatchNorm re-estimated per "
+             "family nested in paths alone), and where they ran the grid's variants that are the "
+             "default of one family (a clipping level per bit-width for bits, the mean loss at lr 0.2 "
+             "for depth), scored with BatchNorm re-estimated per "
              f"sub-model on augmented training batches, on the page's test subset ({page_n} images: "
              f"the first of each class) and on the other {rest_n} test images, which no choice was "
              "made on. "
@@ -225,7 +239,7 @@ def _extra_lines(measured: dict[str, Any]) -> list[str]:
                 if any(f"{short}_minus_norm" in b for b in r["budgets"].values())}
         if not runs:
             continue
-        lines += ["", f"## {name} against the default", "",
+        lines += ["", f"## {name} against the norm-matched sum", "",
                   f"| experiment | budget | {short}: page / held-out | {short} - norm, held-out | 2 s.e. |",
                   "| --- | --- | --- | --- | --- |"]
         for key, res in runs.items():

@@ -292,7 +292,7 @@ DEPTH_RANDOM_ORDER = "fn3 auto mean, random-order"
 PATHS_ARM = "fn3 auto (tied grid 100/75/50/25%, per-weight mean)"
 PATHS_RANDOM_ORDER = "fn3 auto, random-order"
 #: heldout.py's short name of each default arm it scores (its ``<short>_minus_independent`` gaps).
-HELDOUT_LOSS = {NORM_ARM: "norm", PATHS_ARM: "shared"}
+HELDOUT_LOSS = {NORM_ARM: "norm", PATHS_ARM: "shared", CLIP_ARM: "clip", DEPTH_ARM: "depth"}
 #: Rules measured as candidates for the default (issue 11): the same parity targets as the default.
 CANDIDATE_PREFIXES = (
     "fn3 default (", "fn3 full+odo, summed", "fn3 sandwich, tied (", "fn3 full+odo summed, half learning",
@@ -414,7 +414,7 @@ def _heldout_rows(res: Mapping[str, Any], name: str, loss: str = "norm") -> list
     """The default's parity targets read again on the test images the page does not use
     (``res["_heldout"]``: ``benchmarks/repro/heldout.py``, where the independent twins were kept):
     information beside the page's verdicts, with the paired noise of each gap (a third of the page's).
-    ``loss`` is heldout.py's short name of the default's arm: ``norm`` or ``shared``."""
+    ``loss`` is heldout.py's short name of the default's arm: ``norm``, ``shared``, ``clip`` or ``depth``."""
     held = res.get("_heldout") or {}
     gaps = {lb: r[f"{loss}_minus_independent"] for lb, r in held.get("budgets", {}).items()
             if f"{loss}_minus_independent" in r}

@@ -96,9 +96,39 @@ def test_heldout_scores_the_default_with_a_level_per_bit_width_against_the_defau
         drop = rows["8 bits"][name]["heldout"] - rows["2 bits"][name]["heldout"]
         assert saved[f"{short}_bit_drop"]["heldout"] == pytest.approx(drop, abs=1e-6)
     text = out.read_text()
-    assert f"## {clip} against the default" in text
+    assert f"## {clip} against the norm-matched sum" in text
     assert text.count(f"| {exp.key} |") == 2 * len(exp.budgets)  # the loss table's rows and the clip arm's
     assert f"- {exp.key}, clip: 8 bits minus 2 bits" in text
+
+
+def test_heldout_scores_the_depth_default_against_norm_and_its_twins(tmp_path, data_root):
+    """Experiment 3's depth default (the grid's mean loss at lr 0.2, config version 6) is scored beside
+    the norm-matched sum and against the networks trained alone, and the page's target rows read its
+    own held-out gaps (not ``norm``'s) for the default's held-out row."""
+    runner, exp3, heldout, targets = _load("runner"), _load("exp3_layers"), _load("heldout"), _load("targets")
+    exp = exp3.experiment(20)
+    norm, depth = runner.AUTO_NORM.name, runner.AUTO_DEPTH.name
+    quick = ["--quick", "--results-dir", str(tmp_path)]
+    runner.main([exp], [*quick, "--arms", norm, depth, "independent"], script=exp3.__file__)
+    out = tmp_path / "heldout.md"
+    assert heldout.main([*quick, "--only", exp.key, "--out", str(out)]) == 0
+    saved = json.loads((tmp_path / "heldout.json").read_text())["experiments"][exp.key]
+    for row in saved["budgets"].values():
+        alone = row[saved["independent"]]["heldout"]
+        got = row[depth]["heldout"]
+        assert row["depth_minus_norm"]["heldout"] == pytest.approx(got - row[norm]["heldout"], abs=1e-6)
+        assert row["depth_minus_independent"]["heldout"] == pytest.approx(got - alone, abs=1e-6)
+    text = out.read_text()
+    assert f"## {depth} against the norm-matched sum" in text
+    assert text.count(f"| {exp.key} | depth |") == 1  # its parity row
+
+    res = {**json.loads((tmp_path / f"{exp.key}.json").read_text()), "_heldout": saved}
+    first = exp.budgets[0].label
+    (row,) = [r for r in targets.target_rows(res)
+              if "[fn3's default" in r[1] and "test images this page" in r[1]]
+    assert row[1].startswith(depth)
+    full = saved["budgets"][first]["depth_minus_independent"]["heldout"]
+    assert f"full model {full * 100:+.2f} pt" in row[2]
 
 
 def test_heldout_scores_the_runs_of_another_training_seed(tmp_path, data_root):
