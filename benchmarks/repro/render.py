@@ -20,7 +20,17 @@ from typing import Any
 
 from plots import plot_experiment
 from runner import RESULT_FORMAT, RESULTS, ROOT
-from targets import MODES, REMARKS, THEIRS, arm_mode, main_mode, target_rows, train_time, worst_gap
+from targets import (
+    MODES,
+    REMARKS,
+    THEIRS,
+    arm_mode,
+    default_seed_rows,
+    main_mode,
+    target_rows,
+    train_time,
+    worst_gap,
+)
 
 #: Every experiment of issue 5: (result key, command of its full run).
 EXPECTED: tuple[tuple[str, str], ...] = (
@@ -63,7 +73,11 @@ def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:
         for path in sorted(results_dir.glob(f"seed*/{key}.json")):
             other = json.loads(path.read_text())
             if other.get("format") == RESULT_FORMAT and not other.get("quick"):
-                data["_seeds"][other["settings"]["train"]["seed"]] = {**other, "_file": path}
+                # heldout.py --seed N: that seed's models on the unused test images
+                held = path.parent / "heldout.json"
+                seen = json.loads(held.read_text()).get("experiments", {}) if held.is_file() else {}
+                data["_seeds"][other["settings"]["train"]["seed"]] = {**other, "_file": path,
+                                                                      "_heldout": seen.get(key, {})}
     return out
 
 
@@ -154,6 +168,7 @@ def _intro(results: Mapping[str, Any]) -> list[str]:
     if quick:
         lines += [f"**Warning: {', '.join(quick)} are `--quick` smoke results, not real measurements.**",
                   ""]
+    lines += _seed_summary([results[k] for k in done])  # the experiments' order
     if rows:
         lines += ["## Targets of issue 5", "",
                   "Comparisons between two arms take each arm at its better BN protocol per budget "
@@ -186,6 +201,28 @@ def _intro(results: Mapping[str, Any]) -> list[str]:
         lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |" for r in rows]
         lines += [""]
     return lines
+
+
+def _seed_summary(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Issue 11's two parity targets for ``fn3 train``'s default at every training seed it ran beside
+    the networks trained alone (:func:`targets.default_seed_rows`): the verdicts the targets table
+    below gives for the page's seed, and the other seeds' in the same place."""
+    rows = [r for res in results for r in default_seed_rows(res)]
+    if not rows:
+        return []
+    met = sum(r[6] == "met / met" for r in rows)
+    return ["## fn3's default at every training seed", "",
+            "Issue 11's parity targets for the rule `fn3 train` trains with by default (every member "
+            "within 2 pt of its own network trained alone, the full model within 1 pt), at each "
+            "training seed where both ran (`--seed N` of the experiment scripts; the page's sections "
+            "show seed 0). Gaps are nested minus alone in points at the better BatchNorm protocol, "
+            "with 2 s.e. of a difference of two models on this page's test images; 'held-out' reads "
+            "the same models on the 8,000 test images the page does not use (`python "
+            "benchmarks/repro/heldout.py [--seed N]`, where the twins' models were kept). "
+            f"Both targets met in {met} of {len(rows)} runs.", "",
+            "| experiment | seed | default arm | worst gap | full model gap | held-out | "
+            "within 2 pt / full within 1 pt |", "| --- | ---: | --- | --- | --- | --- | --- |",
+            *(f"| {e} | {sd} | {a} | {w} | {f} | {h} | {v} |" for e, sd, a, w, f, h, v in rows), ""]
 
 
 def _section(res: Mapping[str, Any], page: Path, figs: Path) -> list[str]:

@@ -437,6 +437,45 @@ def _heldout_rows(res: Mapping[str, Any], name: str, loss: str = "norm") -> list
                   "(paired with the same twins; `python benchmarks/repro/heldout.py`)", measured, verdict)]
 
 
+def default_seed_rows(res: Mapping[str, Any]) -> list[tuple[str, int, str, str, str, str, str]]:
+    """Issue 11's two parity targets for ``fn3 train``'s default, one row per training seed that ran
+    it beside the networks trained alone (the page's seed and ``res["_seeds"]``, the runner's
+    ``--seed N``): ``(experiment, seed, arm, worst gap, full model gap, held-out reading, verdict)``,
+    each gap at the better BN protocol both were evaluated with (as the targets table) and with the
+    noise of a difference of two models; the held-out reading where ``heldout.py`` scored that seed's
+    default against its kept twins (``_heldout`` of that seed's results). Where one seed's target rows
+    say "met" and another's "missed", the gap is the size of the seed-to-seed spread: this table
+    keeps every seed's verdict in one place."""
+    out = []
+    own = res["settings"]["train"]["seed"]
+    for seed, r in sorted({own: res, **res.get("_seeds", {})}.items()):
+        which, _ = default_arms(r)
+        found, indep = _find(r, which), _find(r, "independent")
+        if not found or not indep:
+            continue
+        name, arm = found
+        mine, theirs = best_pair(arm, indep[1])
+        w = worst_gap(mine, theirs)
+        first = res["budgets"][0]["label"]
+        if not w or first not in mine or first not in theirs:
+            continue
+        full = mine[first] - theirs[first]
+        worst = f"{w[0] * 100:+.2f} ({w[1]}; 2 s.e. {_se2(res, theirs[w[1]]) * 100:.2f})"
+        whole = f"{full * 100:+.2f} (2 s.e. {_se2(res, theirs[first]) * 100:.2f})"
+        held, loss = r.get("_heldout") or {}, HELDOUT_LOSS.get(name)
+        gaps = {lb: b[f"{loss}_minus_independent"] for lb, b in held.get("budgets", {}).items()
+                if f"{loss}_minus_independent" in b}
+        heldout = "-"
+        if gaps and first in gaps:
+            hw = min(gaps, key=lambda lb: gaps[lb]["heldout"])
+            heldout = (f"worst {gaps[hw]['heldout'] * 100:+.2f} ({hw}), full "
+                       f"{gaps[first]['heldout'] * 100:+.2f} (2 s.e. {2 * gaps[first]['se'] * 100:.2f})")
+        verdict = (f"{'met' if w[0] >= -MEMBER_GAP - 1e-12 else 'missed'} / "
+                   f"{'met' if full >= -FULL_GAP - 1e-12 else 'missed'}")
+        out.append((res["experiment"], seed, name, worst, whole, heldout, verdict))
+    return out
+
+
 def _default_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     """The targets of issue 11 for fn3's default rule (:func:`default_arms`), where that arm has run."""
     key = res["experiment"]

@@ -205,3 +205,27 @@ def test_a_paths_family_is_held_to_the_targets_by_the_per_weight_mean_and_its_he
     default = _default_rows(res)[1]
     assert default and all(targets.NORM_ARM in r[1] for r in default)
     assert "worst gap -3.10 pt" in next(r for r in default if "8,000 test images" in r[1])[2]
+
+
+def test_the_default_is_read_at_every_seed_with_its_own_arm_twins_and_held_out_gaps():
+    """default_seed_rows: one row per seed that ran the family's default beside its twins, each gap at
+    that seed's own twins and protocol, the held-out reading from that seed's heldout.py gaps of the
+    default's loss; a seed without twins or without the default gives no row."""
+    page = _res("paths", **{targets.PATHS_ARM: _arm(bn_aug={"8 bits": 0.52, "2 bits": 0.50}),
+                            targets.NORM_ARM: _arm(bn_aug={"8 bits": 0.60, "2 bits": 0.60}),
+                            "independent (one per path count)": NEW})
+    page["settings"]["train"] = {"seed": 0}
+    one = _res("paths", **{targets.PATHS_ARM: _arm(bn_aug={"8 bits": 0.545, "2 bits": 0.52}),
+                           "independent (one per path count)": NEW})
+    one["_heldout"] = {"budgets": {lb: {"shared_minus_independent": {"heldout": g, "se": 0.004},
+                                        "norm_minus_independent": {"heldout": 0.05, "se": 0.004}}
+                                   for lb, g in (("8 bits", -0.004), ("2 bits", -0.025))}}
+    no_twins = _res("paths", **{targets.PATHS_ARM: NEW})
+    page["_seeds"] = {1: one, 2: no_twins}
+    rows = targets.default_seed_rows(page)
+    assert [(r[1], r[2]) for r in rows] == [(0, targets.PATHS_ARM), (1, targets.PATHS_ARM)]
+    (_, _, _, worst, full, held, verdict), second = rows
+    assert worst.startswith("-3.00 (2 bits") and full.startswith("-3.00") and held == "-"
+    assert verdict == "missed / missed"  # 0.52 vs 0.55 at 8 bits, 0.50 vs 0.53 at 2
+    assert second[3].startswith("-1.00 (2 bits") and second[4].startswith("-0.50")
+    assert second[5] == "worst -2.50 (2 bits), full -0.40 (2 s.e. 0.80)" and second[6] == "met / met"
