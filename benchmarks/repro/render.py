@@ -218,7 +218,8 @@ def _seed_summary(results: Sequence[Mapping[str, Any]]) -> list[str]:
             "show seed 0). Gaps are nested minus alone in points at the better BatchNorm protocol, "
             "with 2 s.e. of a difference of two models on this page's test images; 'held-out' reads "
             "the same models on the 8,000 test images the page does not use (`python "
-            "benchmarks/repro/heldout.py [--seed N]`, where the twins' models were kept). "
+            "benchmarks/repro/heldout.py [--seed N]`, where the twins' models were kept; 2 s.e. "
+            "of those gaps about 1 pt), with its own two verdicts. "
             f"Both targets met in {met} of {len(rows)} runs.", "",
             "| experiment | seed | default arm | worst gap | full model gap | held-out | "
             "within 2 pt / full within 1 pt |", "| --- | ---: | --- | --- | --- | --- | --- |",

@@ -468,8 +468,11 @@ def default_seed_rows(res: Mapping[str, Any]) -> list[tuple[str, int, str, str, 
         heldout = "-"
         if gaps and first in gaps:
             hw = min(gaps, key=lambda lb: gaps[lb]["heldout"])
-            heldout = (f"worst {gaps[hw]['heldout'] * 100:+.2f} ({hw}), full "
-                       f"{gaps[first]['heldout'] * 100:+.2f} (2 s.e. {2 * gaps[first]['se'] * 100:.2f})")
+            hf = gaps[first]["heldout"]
+            heldout = (f"worst {gaps[hw]['heldout'] * 100:+.2f} ({hw}), full {hf * 100:+.2f} (2 s.e. "
+                       f"{2 * gaps[first]['se'] * 100:.2f}): "
+                       f"{'met' if gaps[hw]['heldout'] >= -MEMBER_GAP - 1e-12 else 'missed'} / "
+                       f"{'met' if hf >= -FULL_GAP - 1e-12 else 'missed'}")
         verdict = (f"{'met' if w[0] >= -MEMBER_GAP - 1e-12 else 'missed'} / "
                    f"{'met' if full >= -FULL_GAP - 1e-12 else 'missed'}")
         out.append((res["experiment"], seed, name, worst, whole, heldout, verdict))
