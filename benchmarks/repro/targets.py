@@ -443,9 +443,9 @@ def default_seed_rows(res: Mapping[str, Any]) -> list[tuple[str, int, str, str, 
     ``--seed N``): ``(experiment, seed, arm, worst gap, full model gap, held-out reading, verdict)``,
     each gap at the better BN protocol both were evaluated with (as the targets table) and with the
     noise of a difference of two models; the held-out reading where ``heldout.py`` scored that seed's
-    default against its kept twins (``_heldout`` of that seed's results). Where one seed's target rows
-    say "met" and another's "missed", the gap is the size of the seed-to-seed spread: this table
-    keeps every seed's verdict in one place."""
+    default against its kept twins (``_heldout`` of that seed's results). The targets table reads the
+    page's seed alone; a gap can move by more than its own noise from one training seed to the next,
+    so every seed's verdict is kept in one place."""
     out = []
     own = res["settings"]["train"]["seed"]
     for seed, r in sorted({own: res, **res.get("_seeds", {})}.items()):
