@@ -49,7 +49,7 @@ from runner import (
     at_seed,
     experiment_data,
 )
-from targets import BIT_DROP, FULL_GAP, MEMBER_GAP
+from targets import BIT_DROP, heldout_gaps, heldout_verdict
 
 import fn3
 from fn3._io import atomic_write_text
@@ -272,17 +272,15 @@ def _parity_lines(measured: dict[str, Any]) -> list[str]:
     for key, res in kept.items():
         first = next(iter(res["budgets"]))
         for short in ("norm", "shared", *(s for s, _ in EXTRA)):
-            gaps = {lb: r[f"{short}_minus_independent"] for lb, r in res["budgets"].items()
-                    if f"{short}_minus_independent" in r}
+            gaps = heldout_gaps(res, short)
             if not gaps:
                 continue
             worst = min(gaps, key=lambda lb: gaps[lb]["heldout"])
             cells = ", ".join(f"{lb} {g['heldout'] * 100:+.2f} ({2 * g['se'] * 100:.2f})"
                               for lb, g in gaps.items())
             w, f = gaps[worst]["heldout"], gaps[first]["heldout"] if first in gaps else float("nan")
-            verdict = f"{'met' if w >= -MEMBER_GAP else 'missed'} / {'met' if f >= -FULL_GAP else 'missed'}"
             lines.append(f"| {key} | {short} | {cells} | {w * 100:+.2f} ({worst}) | {f * 100:+.2f} | "
-                         f"{verdict} |")
+                         f"{heldout_verdict(w, f)} |")
     for key, res in kept.items():
         for short in ("norm", "shared", *(s for s, _ in EXTRA)):
             drop = res.get(f"{short}_bit_drop")

@@ -191,9 +191,28 @@ def worst_gap(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[float, st
     return min(gaps) if gaps else None
 
 
+def _met(value: float, limit: float) -> bool:
+    """Whether ``value >= limit`` (up to float rounding): the page's reading of a target."""
+    return value >= limit - 1e-12
+
+
 def _verdict(value: float, limit: float, unit: str = " pt") -> str:
     """``met`` if ``value >= limit``, else by how much it is missed."""
-    return "**met**" if value >= limit - 1e-12 else f"**missed** by {(limit - value) * 100:.2f}{unit}"
+    return "**met**" if _met(value, limit) else f"**missed** by {(limit - value) * 100:.2f}{unit}"
+
+
+def heldout_gaps(held: Mapping[str, Any], loss: str) -> dict[str, dict[str, float]]:
+    """One experiment's paired gaps of ``loss``'s model to the twins on the held-out images, per budget
+    (``{label: {"heldout": gap, "se": its s.e.}}``; ``held`` is ``heldout.py``'s record of it, ``loss``
+    its short name of the arm; ``{}`` where that arm or its twins were not scored)."""
+    return {lb: r[f"{loss}_minus_independent"] for lb, r in held.get("budgets", {}).items()
+            if f"{loss}_minus_independent" in r}
+
+
+def heldout_verdict(worst: float, full: float) -> str:
+    """``"met / missed"``-style words for issue 11's two parity targets read on held-out gaps (fractions):
+    every member within 2 pt, the full model within 1 pt."""
+    return f"{'met' if worst >= -MEMBER_GAP else 'missed'} / {'met' if full >= -FULL_GAP else 'missed'}"
 
 
 def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -416,8 +435,7 @@ def _heldout_rows(res: Mapping[str, Any], name: str, loss: str = "norm") -> list
     information beside the page's verdicts, with the paired noise of each gap (a third of the page's).
     ``loss`` is heldout.py's short name of the default's arm: ``norm``, ``shared``, ``clip`` or ``depth``."""
     held = res.get("_heldout") or {}
-    gaps = {lb: r[f"{loss}_minus_independent"] for lb, r in held.get("budgets", {}).items()
-            if f"{loss}_minus_independent" in r}
+    gaps = heldout_gaps(held, loss)
     if not gaps:
         return []
     key, n = res["experiment"], held.get("heldout_images", 0)
@@ -462,19 +480,15 @@ def default_seed_rows(res: Mapping[str, Any]) -> list[tuple[str, int, str, str, 
         full = mine[first] - theirs[first]
         worst = f"{w[0] * 100:+.2f} ({w[1]}; 2 s.e. {_se2(res, theirs[w[1]]) * 100:.2f})"
         whole = f"{full * 100:+.2f} (2 s.e. {_se2(res, theirs[first]) * 100:.2f})"
-        held, loss = r.get("_heldout") or {}, HELDOUT_LOSS.get(name)
-        gaps = {lb: b[f"{loss}_minus_independent"] for lb, b in held.get("budgets", {}).items()
-                if f"{loss}_minus_independent" in b}
+        gaps = heldout_gaps(r.get("_heldout") or {}, HELDOUT_LOSS.get(name, ""))
         heldout = "-"
-        if gaps and first in gaps:
+        if first in gaps:
             hw = min(gaps, key=lambda lb: gaps[lb]["heldout"])
-            hf = gaps[first]["heldout"]
-            heldout = (f"worst {gaps[hw]['heldout'] * 100:+.2f} ({hw}), full {hf * 100:+.2f} (2 s.e. "
-                       f"{2 * gaps[first]['se'] * 100:.2f}): "
-                       f"{'met' if gaps[hw]['heldout'] >= -MEMBER_GAP - 1e-12 else 'missed'} / "
-                       f"{'met' if hf >= -FULL_GAP - 1e-12 else 'missed'}")
-        verdict = (f"{'met' if w[0] >= -MEMBER_GAP - 1e-12 else 'missed'} / "
-                   f"{'met' if full >= -FULL_GAP - 1e-12 else 'missed'}")
+            hmin, hf = gaps[hw]["heldout"], gaps[first]
+            heldout = (f"worst {hmin * 100:+.2f} ({hw}), full {hf['heldout'] * 100:+.2f} (2 s.e. "
+                       f"{2 * hf['se'] * 100:.2f}): {heldout_verdict(hmin, hf['heldout'])}")
+        verdict = (f"{'met' if _met(w[0], -MEMBER_GAP) else 'missed'} / "
+                   f"{'met' if _met(full, -FULL_GAP) else 'missed'}")
         out.append((res["experiment"], seed, name, worst, whole, heldout, verdict))
     return out
 
