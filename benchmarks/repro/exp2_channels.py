@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from runner import (
     AUTO,
+    AUTO_MEAN_LR2,
     AUTO_NORM,
     AUTO_NORM_RANDOM_ORDER,
     AUTO_RANDOM_ORDER,
@@ -103,7 +104,8 @@ def longer(epochs: int = 18) -> Experiment:
         "fn3 ODO (geometric)", "fn3 ODO (geometric), one draw per kind", "independent (one per width)",
         DEFAULT.name, SANDWICH_MEAN.name, AUTO.name, AUTO_NORM.name, AUTO_NORM_RANDOM_ORDER.name))
     # its own three budgets each step
-    arms += (every_budget(budgets), every_budget(budgets, lr=0.2), every_budget(budgets, "shared"))
+    arms += (every_budget(budgets), every_budget(budgets, lr=0.2), every_budget(budgets, "shared"),
+             AUTO_MEAN_LR2)  # the depth default's rule on the grid (issue 11: the full model's lag)
     return Experiment(
         key=f"exp2_channels_{epochs}ep", title=f"FN3-channel, {epochs} epochs: CIFAR-10, ResNet-20",
         level="channels", x_label=short.x_label, budgets=budgets, arms=arms,
