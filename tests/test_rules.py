@@ -9,7 +9,15 @@ import fn3
 from fn3.config import TrainConfig
 from fn3.data import channel_stats, load_dataset
 from fn3.sampling import FullPlusODO, ListedSpecs
-from fn3.train import evaluate_specs, fit, make_rule, resolved_rule, resolved_spec_loss, step_plan
+from fn3.train import (
+    evaluate_specs,
+    fit,
+    make_rule,
+    resolved_lr,
+    resolved_rule,
+    resolved_spec_loss,
+    step_plan,
+)
 
 
 def _resnet():
@@ -42,7 +50,7 @@ def test_auto_rule_is_the_tied_grid_on_one_level_and_full_odo_on_several():
     sp = fn3.space(one)
     cfg = TrainConfig()
     assert cfg.rule == "auto" and resolved_rule(one, cfg) == "specs"
-    assert resolved_spec_loss(one, cfg) == "norm"  # the summed gradient at one member's length (v4)
+    assert resolved_spec_loss(one, cfg) == "mean"  # channels alone: the mean at twice the rate (v9)
     want = [fn3.parse_spec(f"channels={f}", sp) for f in (1.0, 0.75, 0.5, 0.25)]
     assert want[0] == sp.largest() and len(set(map(str, want))) == 4
     assert all(make_rule(one, cfg)(t) == want for t in range(5))  # the grid, every step, largest first
@@ -113,13 +121,54 @@ def test_a_family_nested_in_paths_alone_trains_on_the_per_weight_mean():
                             levels=("paths", "channels"))
     assert resolved_spec_loss(both, cfg) == "mean"  # several levels: full+odo draws, as before
     old = {**cfg.to_dict(), "version": 7}
-    assert cfg.to_dict()["version"] == CONFIG_VERSION == 8
+    assert cfg.to_dict()["version"] == CONFIG_VERSION
     v7 = TrainConfig.from_dict(old)
     assert v7.spec_loss == "auto-v7" and TrainConfig.from_dict(v7.to_dict()) == v7
     deep = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("layers",))
     wide = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("channels",))
     assert [resolved_spec_loss(m, v7) for m in (paths, deep, wide)] == ["norm", "mean", "norm"]
     assert TrainConfig.from_dict({**old, "spec_loss": "sum"}).spec_loss == "sum"  # a given loss stays
+
+
+def test_a_family_nested_in_channels_alone_trains_on_the_mean_at_twice_the_rate():
+    """Config version 9: ``spec_loss="auto"`` with ``lr`` unset is ``mean`` at 0.2 for a family nested in
+    channels alone (its full model's held-out lag under ``norm``), and a training step with it moves the
+    weights exactly as ``--spec-loss mean --lr 0.2`` does, not as ``norm`` at 0.1 (version 8's) does; a
+    version-8 run resumes on ``norm`` at 0.1, and an explicit ``norm`` keeps 0.1."""
+    from fn3.config import CONFIG_VERSION
+
+    train = load_dataset("digits", "train")
+
+    def wide_net():
+        torch.manual_seed(0)
+        return fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("channels",))
+
+    def after_steps(**overrides) -> tuple[torch.Tensor, str]:
+        model = wide_net()
+        cfg = TrainConfig(model="resnet20", epochs=1, batch_size=32, eval_specs=(), **overrides)
+        result = fit(model, train, cfg, progress=False, max_steps=2)
+        return torch.cat([p.detach().flatten() for p in model.parameters()]), result.spec_loss
+
+    (auto, loss), (mean, _), (norm, _) = (after_steps(**o) for o in (
+        {}, {"spec_loss": "mean", "lr": 0.2}, {"spec_loss": "norm", "lr": 0.1}))
+    assert loss == "mean" and torch.equal(auto, mean)
+    assert not torch.allclose(auto, norm)  # the two rules step differently: the test can tell them apart
+    wide, cfg = wide_net(), TrainConfig()
+    assert (resolved_spec_loss(wide, cfg), resolved_lr(wide, cfg)) == ("mean", 0.2)
+    norm_cfg = TrainConfig(spec_loss="norm")
+    assert (resolved_spec_loss(wide, norm_cfg), resolved_lr(wide, norm_cfg)) == ("norm", 0.1)
+    old = {**cfg.to_dict(), "version": 8}
+    assert cfg.to_dict()["version"] == CONFIG_VERSION == 9
+    v8 = TrainConfig.from_dict(old)
+    assert v8.spec_loss == "auto-v8" and TrainConfig.from_dict(v8.to_dict()) == v8
+    assert (resolved_spec_loss(wide, v8), resolved_lr(wide, v8)) == ("norm", 0.1)
+    paths = fn3.create_model("resnext_tiny", num_classes=10, in_channels=1, input_size=8, levels=("paths",))
+    deep = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("layers",))
+    bits = fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("bits",))
+    # version 8 trained the other families as version 9 does
+    assert [resolved_spec_loss(m, v8) for m in (paths, deep, bits)] == ["shared", "mean", "norm"]
+    assert [resolved_spec_loss(m, cfg) for m in (paths, deep, bits)] == ["shared", "mean", "norm"]
+    assert resolved_lr(bits, cfg) == 0.1  # twice the rate cost 12 pt on bits: not there
 
 
 def test_a_config_written_before_the_grid_keeps_training_the_tied_sandwich():

@@ -322,6 +322,7 @@ CANDIDATE_PREFIXES = (
     "fn3 every budget each step, distillation", "fn3 every budget each step, per-weight",
     "fn3 sandwich, tied, per-weight", "fn3 auto (", "fn3 auto grid, norm-matched sum, clip",
     "fn3 auto grid, norm-matched sum",  # a candidate where the clip arm is the default (bits)
+    "fn3 auto grid, mean loss at lr 0.2",  # the depth default's rule on other families
 )
 
 

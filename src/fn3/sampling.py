@@ -35,7 +35,8 @@ family's shape. Nested in **one** level (channels, layers, paths or bits), it tr
 levels every step (:func:`grid_specs`: every axis at 100, 75, 50 and 25% of its units, or 8, 6, 4 and
 2 bits, and the smallest sub-model), the step along the members' summed gradient at the length of
 the longest member's (``spec_loss="norm"``, :func:`fn3.train.resolved_spec_loss`; nested in depth
-alone the mean loss at twice the rate, in paths alone the per-weight mean ``"shared"``): on 6-epoch
+or in channels alone the mean loss at twice the rate, in paths alone the per-weight mean
+``"shared"``): on 6-epoch
 CIFAR-10 runs its worst gap to the networks trained alone is smaller than the tied sandwich's
 (largest + smallest + one uniform draw tied per kind, the default before) on channels, paths and
 bits (layers: -4.7 against -4.6 pt), at 18 epochs every channel width is within 1.1 pt of its own

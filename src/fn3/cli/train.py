@@ -63,7 +63,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Mini-batch size.")] = None,
     lr: Annotated[float | None, typer.Option(
         help="Peak learning rate (cosine schedule); default: 0.1, or 0.2 for a family nested in depth "
-             "alone (trained on the mean loss); 0.003 with --optimizer adamw.")] = None,
+             "or in channels alone (trained on the mean loss); 0.003 with --optimizer adamw.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd or adamw.")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Weight decay (not on 1-D parameters).")] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing in [0, 1).")] = None,
@@ -103,7 +103,8 @@ def train(
     spec_loss: Annotated[
         str | None,
         typer.Option(help="auto (default: norm for rule specs, but mean for a family nested in depth "
-                     "alone and shared for one nested in paths alone; mean for the other rules), mean, sum, "
+                     "or in channels alone and shared for one nested in paths alone; mean for the other "
+                     "rules), mean, sum, "
                      "shared, shared-sqrt or norm: how a step combines the losses of its specs; sum "
                      "multiplies the step size of the shared weights by the number of specs, shared "
                      "averages each weight's gradient over the specs that use it (shared-sqrt divides "
