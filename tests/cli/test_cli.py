@@ -164,9 +164,14 @@ def test_a_run_written_by_config_version_3_resumes_with_its_loss(tmp_path, capsy
     args = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--levels", "channels",
             "--no-progress"]
     assert main(["train", *args, "--max-steps", "1", "--out", str(out)]) == 0
-    assert "(rule specs, spec loss norm, lr 0.1)" in capsys.readouterr().out
+    assert "(rule specs, spec loss mean, lr 0.2)" in capsys.readouterr().out  # channels alone: version 9
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["version"] == CONFIG_VERSION and cfg["spec_loss"] == "auto"
+    assert cfg["version"] == CONFIG_VERSION and cfg["spec_loss"] == "auto" and cfg["lr"] is None
+    v8 = tmp_path / "v8"
+    assert main(["train", *args, "--max-steps", "1", "--out", str(v8)]) == 0
+    (v8 / "config.json").write_text(json.dumps({**cfg, "version": 8}))  # as config v8 wrote it
+    assert main(["train", "--resume", str(v8), "--max-steps", "2", "--no-progress"]) == 0
+    assert "(rule specs, spec loss norm, lr 0.1)" in capsys.readouterr().out  # version 8's channels rule
     (out / "config.json").write_text(json.dumps({**cfg, "version": 3, "lr": 0.1}))  # as config v3 wrote it
     assert main(["train", "--resume", str(out), "--max-steps", "2", "--no-progress"]) == 0
     assert "(rule specs, spec loss shared, lr 0.1)" in capsys.readouterr().out
@@ -193,7 +198,9 @@ def test_a_depth_family_trains_the_mean_at_twice_the_rate_and_old_runs_resume_as
 def test_train_says_which_rule_auto_picked(tmp_path, capsys):
     common = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--max-steps", "1", "--no-progress"]
     assert main(["train", *common, "--levels", "channels", "--out", str(tmp_path / "one")]) == 0
-    assert "(rule specs, spec loss norm, lr 0.1)" in capsys.readouterr().out  # one level: the tied grid
+    assert "(rule specs, spec loss mean, lr 0.2)" in capsys.readouterr().out  # one level: the tied grid
+    assert main(["train", *common, "--levels", "bits", "--out", str(tmp_path / "bits")]) == 0
+    assert "(rule specs, spec loss norm, lr 0.1)" in capsys.readouterr().out  # bits alone: norm
     no_grid = ["--levels", "channels", "--grid", "none", "--out", str(tmp_path / "s")]
     assert main(["train", *common, *no_grid]) == 0
     assert "(rule sandwich, spec loss mean, lr 0.1)" in capsys.readouterr().out  # no grid: the tied sandwich
