@@ -214,7 +214,7 @@ def test_train_says_which_rule_auto_picked(tmp_path, capsys):
     done = ["--model", "resnet20", "--data", "digits", "--epochs", "1", "--limit", "8", "--no-progress",
             "--levels", "channels", "--out", str(tmp_path / "done")]
     assert main(["train", *done]) == 0
-    assert "(rule specs, spec loss norm, lr 0.1); run directory" in capsys.readouterr().out
+    assert "(rule specs, spec loss mean, lr 0.2); run directory" in capsys.readouterr().out
 
 
 def test_version(capsys):
