@@ -18,6 +18,7 @@ from __future__ import annotations
 from runner import (
     AUTO,
     AUTO_MEAN_LR2,
+    AUTO_MEAN_LR2_RANDOM_ORDER,
     AUTO_NORM,
     AUTO_NORM_RANDOM_ORDER,
     AUTO_RANDOM_ORDER,
@@ -82,6 +83,8 @@ def experiment() -> Experiment:
         AUTO_RANDOM_ORDER,
         AUTO_NORM,  # fn3 train's default since config version 4: the grid, norm-matched sum
         AUTO_NORM_RANDOM_ORDER,
+        AUTO_MEAN_LR2,  # fn3 train's default since config version 9: the grid, mean loss at lr 0.2
+        AUTO_MEAN_LR2_RANDOM_ORDER,
     )
     return Experiment(
         key="exp2_channels", title="FN3-channel: CIFAR-10, ResNet-20", level="channels",
@@ -102,10 +105,10 @@ def longer(epochs: int = 18) -> Experiment:
     budgets = tuple(b for b in short.budgets if b.x in (1.0, 0.5, 0.25))
     arms = tuple(a for a in short.arms if a.name in (
         "fn3 ODO (geometric)", "fn3 ODO (geometric), one draw per kind", "independent (one per width)",
-        DEFAULT.name, SANDWICH_MEAN.name, AUTO.name, AUTO_NORM.name, AUTO_NORM_RANDOM_ORDER.name))
+        DEFAULT.name, SANDWICH_MEAN.name, AUTO.name, AUTO_NORM.name, AUTO_NORM_RANDOM_ORDER.name,
+        AUTO_MEAN_LR2.name, AUTO_MEAN_LR2_RANDOM_ORDER.name))
     # its own three budgets each step
-    arms += (every_budget(budgets), every_budget(budgets, lr=0.2), every_budget(budgets, "shared"),
-             AUTO_MEAN_LR2)  # the depth default's rule on the grid (issue 11: the full model's lag)
+    arms += (every_budget(budgets), every_budget(budgets, lr=0.2), every_budget(budgets, "shared"))
     return Experiment(
         key=f"exp2_channels_{epochs}ep", title=f"FN3-channel, {epochs} epochs: CIFAR-10, ResNet-20",
         level="channels", x_label=short.x_label, budgets=budgets, arms=arms,

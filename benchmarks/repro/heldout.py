@@ -65,8 +65,8 @@ from fn3.spec import parse_spec
 ARMS = (AUTO.name, AUTO_NORM.name)
 #: Variants of the grid scored beside it where they ran, each against ``norm`` (short name, arm): a
 #: clipping level per bit-width (the default of a family nested in bits alone since config version 5)
-#: and the mean loss at lr 0.2 (the default of a family nested in depth alone since version 6); and the
-#: same mean loss at lr 0.2 where a family nested in channels ran it (a candidate for that family).
+#: and the mean loss at lr 0.2 (the default of a family nested in depth alone since version 6, and of
+#: one nested in channels alone since version 9: two arms, the depth one named for its family).
 EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2", AUTO_MEAN_LR2.name))
 #: The arm of networks trained alone, one per budget (its name starts with this).
 INDEPENDENT = "independent"
@@ -202,7 +202,7 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
              "and on the norm-matched sum (`norm`, version 4; since version 8 `shared` again for a "
              "family nested in paths alone), and where they ran the grid's variants that are the "
              "default of one family (a clipping level per bit-width for bits, the mean loss at lr 0.2 "
-             "for depth) or a candidate for it (the same mean loss at lr 0.2 on channels), scored "
+             "for depth and, since config version 9, for channels), scored "
              "with BatchNorm re-estimated per "
              f"sub-model on augmented training batches, on the page's test subset ({page_n} images: "
              f"the first of each class) and on the other {rest_n} test images, which no choice was "

@@ -226,11 +226,13 @@ AUTO_SQRT = Arm("fn3 auto grid, per-weight sum over sqrt(users)",
 AUTO_DEPTH = Arm("fn3 auto grid, mean loss at lr 0.2 (depth alone)",
                  train={**AUTO.train, "spec_loss": "auto", "lr": None})
 #: The depth default's rule (the grid on the mean of the members' losses at twice the rate) on any
-#: family: on channels at 18 epochs its fixed-budget cousin ('fn3 every budget each step, lr 0.2, mean
-#: loss') had the full model 0.4-0.5 pt closer to its network alone than the norm-matched sum at two
-#: seeds, where the norm-matched sum's full model lags by 1.3-1.7 pt on held-out images (issue 11).
+#: family, and ``fn3 train``'s default for a family nested in channels alone since config version 9:
+#: on channels at 18 epochs the norm-matched sum's full model lagged its network alone by 1.3-1.7 pt
+#: on held-out images (issue 11); and its random-order ablation.
 AUTO_MEAN_LR2 = Arm("fn3 auto grid, mean loss at lr 0.2",
                     train={**AUTO.train, "spec_loss": "mean", "lr": 0.2})
+AUTO_MEAN_LR2_RANDOM_ORDER = Arm("fn3 auto mean lr 0.2, random-order removal", kind="random-order",
+                                 source=AUTO_MEAN_LR2.name)
 AUTO_DEPTH_RANDOM_ORDER = Arm("fn3 auto mean, random-order removal", kind="random-order",
                               source=AUTO_DEPTH.name)
 

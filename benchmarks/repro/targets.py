@@ -305,13 +305,18 @@ CLIP_ARM = NORM_ARM + ", clip per bit-width"
 #: since config version 6 (``spec_loss="auto"``, ``lr=None``), and its random-order ablation.
 DEPTH_ARM = "fn3 auto grid, mean loss at lr 0.2 (depth alone)"
 DEPTH_RANDOM_ORDER = "fn3 auto mean, random-order"
+#: The same rule on a family nested in channels alone: ``fn3 train``'s default there since config
+#: version 9, and its random-order ablation.
+CHANNELS_ARM = "fn3 auto grid, mean loss at lr 0.2"
+CHANNELS_RANDOM_ORDER = "fn3 auto mean lr 0.2, random-order"
 #: The grid on the per-weight mean: what ``fn3 train`` trains a family nested in paths alone with since
 #: config version 8 (``spec_loss="auto"`` is ``shared`` there), and its random-order ablation; the
 #: same arm is version 3's default on every single level.
 PATHS_ARM = "fn3 auto (tied grid 100/75/50/25%, per-weight mean)"
 PATHS_RANDOM_ORDER = "fn3 auto, random-order"
 #: heldout.py's short name of each default arm it scores (its ``<short>_minus_independent`` gaps).
-HELDOUT_LOSS = {NORM_ARM: "norm", PATHS_ARM: "shared", CLIP_ARM: "clip", DEPTH_ARM: "depth"}
+HELDOUT_LOSS = {NORM_ARM: "norm", PATHS_ARM: "shared", CLIP_ARM: "clip", DEPTH_ARM: "depth",
+                CHANNELS_ARM: "mean-lr0.2"}
 #: Rules measured as candidates for the default (issue 11): the same parity targets as the default.
 CANDIDATE_PREFIXES = (
     "fn3 default (", "fn3 full+odo, summed", "fn3 sandwich, tied (", "fn3 full+odo summed, half learning",
@@ -322,7 +327,7 @@ CANDIDATE_PREFIXES = (
     "fn3 every budget each step, distillation", "fn3 every budget each step, per-weight",
     "fn3 sandwich, tied, per-weight", "fn3 auto (", "fn3 auto grid, norm-matched sum, clip",
     "fn3 auto grid, norm-matched sum",  # a candidate where the clip arm is the default (bits)
-    "fn3 auto grid, mean loss at lr 0.2",  # the depth default's rule on other families
+    "fn3 auto grid, mean loss at lr 0.2",  # the channels and depth default's rule elsewhere
 )
 
 
@@ -334,11 +339,15 @@ def default_arms(res: Mapping[str, Any]) -> tuple[str, str]:
     default" arms) for several; on a family nested in bits alone, the same grid with a clipping level
     per bit-width where that arm ran (``act_clip="auto"`` since config version 5); on a family nested
     in depth alone, the grid on the mean loss at lr 0.2 where that arm ran (config version 6); on a
-    family nested in paths alone, the grid on the per-weight mean where that arm ran (version 8)."""
+    family nested in paths alone, the grid on the per-weight mean where that arm ran (version 8); on a
+    family nested in channels alone, the grid on the mean loss at lr 0.2 where that arm ran (version
+    9)."""
     if "," in res.get("level", ""):
         return DEFAULT_PREFIX + " (", DEFAULT_PREFIX + ", random-order"
     if res.get("level") == "layers" and DEPTH_ARM in res.get("arms", {}):
         return DEPTH_ARM, DEPTH_RANDOM_ORDER
+    if res.get("level") == "channels" and CHANNELS_ARM in res.get("arms", {}):
+        return CHANNELS_ARM, CHANNELS_RANDOM_ORDER
     if res.get("level") == "paths" and PATHS_ARM in res.get("arms", {}):
         return PATHS_ARM, PATHS_RANDOM_ORDER
     if res.get("level") == "bits" and CLIP_ARM in res.get("arms", {}):
