@@ -169,6 +169,15 @@ def test_a_family_nested_in_channels_alone_trains_on_the_mean_at_twice_the_rate(
     assert [resolved_spec_loss(m, v8) for m in (paths, deep, bits)] == ["shared", "mean", "norm"]
     assert [resolved_spec_loss(m, cfg) for m in (paths, deep, bits)] == ["shared", "mean", "norm"]
     assert resolved_lr(bits, cfg) == 0.1  # twice the rate cost 12 pt on bits: not there
+    # an explicit mean with the rate unset: twice the rate on channels since version 9, and a version-8
+    # run of it resumes at the 0.1 it started at (depth kept 0.2 in both)
+    mean = TrainConfig(spec_loss="mean")
+    assert [resolved_lr(m, mean) for m in (wide, deep)] == [0.2, 0.2]
+    mean_v8 = TrainConfig.from_dict({**mean.to_dict(), "version": 8})
+    assert mean_v8.spec_loss == "mean-v8" and TrainConfig.from_dict(mean_v8.to_dict()) == mean_v8
+    assert [(resolved_spec_loss(m, mean_v8), resolved_lr(m, mean_v8)) for m in (wide, deep)] == [
+        ("mean", 0.1), ("mean", 0.2)]
+    assert TrainConfig.from_dict({**mean.to_dict(), "version": 8, "lr": 0.3}).spec_loss == "mean"
 
 
 def test_a_config_written_before_the_grid_keeps_training_the_tied_sandwich():

@@ -50,7 +50,8 @@ CONFIG_FORMAT = "fn3.train-config"
 # 8: spec_loss="auto" is "shared" for a family nested in paths alone (a version 6-7 config's "auto" is
 # read as "auto-v7": "norm" there);
 # 9: spec_loss="auto" is "mean" (at twice the rate, as for depth) for a family nested in channels
-# alone (a version-8 config's "auto" is read as "auto-v8": "norm" there).
+# alone (a version-8 config's "auto" is read as "auto-v8": "norm" there; its "mean" with lr unset as
+# "mean-v8", the mean at 0.1 on channels).
 CONFIG_VERSION = 9
 
 #: Training rules: ``auto`` (the default: the rule measured best for the model's family,
@@ -98,8 +99,9 @@ ACT_CLIP_CHOICES = ("auto", "shared", "per-bits")
 #: (``shared`` under ``rule="specs"``, ``mean`` otherwise), ``auto-v5`` as versions 4-5 did (``norm``
 #: under ``rule="specs"`` whatever the levels), ``auto-v7`` as versions 6-7 did (``norm`` there but
 #: ``mean`` for depth alone), ``auto-v8`` as version 8 did (``shared`` for paths alone, ``norm`` for
-#: channels alone), so their runs resume unchanged.
-LEGACY_SPEC_LOSSES = ("auto-v3", "auto-v5", "auto-v7", "auto-v8")
+#: channels alone), and ``mean-v8`` is a version 6-8 config's ``mean`` with ``lr`` unset (twice the
+#: rate for depth alone only, not for channels alone), so their runs resume unchanged.
+LEGACY_SPEC_LOSSES = ("auto-v3", "auto-v5", "auto-v7", "auto-v8", "mean-v8")
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,8 @@ class TrainConfig:
             data["spec_loss"] = "auto-v7"  # before version 8, auto was "norm" for paths alone too
         if not partial and ver == 8 and data.get("spec_loss", "auto") == "auto":
             data["spec_loss"] = "auto-v8"  # before version 9, auto was "norm" for channels alone
+        if not partial and ver in (6, 7, 8) and data.get("spec_loss") == "mean" and data.get("lr") is None:
+            data["spec_loss"] = "mean-v8"  # before version 9, an unset rate doubled for depth alone only
         if not partial and ver in (1, 2, 3, 4):  # written before act_clip: one shared level
             data.setdefault("act_clip", "shared")
         if not partial and ver in (1, 2, 3, 4, 5):  # written before lr=None: the rate was always given

@@ -169,6 +169,8 @@ def resolved_spec_loss(model: nn.Module, cfg: TrainConfig) -> str:
         >>> [resolved_spec_loss(paths, TrainConfig(spec_loss=s)) for s in ("auto", "auto-v7")]
         ['shared', 'norm']
     """
+    if cfg.spec_loss == "mean-v8":
+        return "mean"
     if cfg.spec_loss not in ("auto", "auto-v3", "auto-v5", "auto-v7", "auto-v8"):
         return cfg.spec_loss
     if resolved_rule(model, cfg) != "specs":
@@ -183,10 +185,12 @@ def resolved_spec_loss(model: nn.Module, cfg: TrainConfig) -> str:
     return "shared" if kinds == ("paths",) and cfg.spec_loss in ("auto", "auto-v8") else "norm"
 
 
-def _mean_at_double_rate(model: nn.Module) -> bool:
+def _mean_at_double_rate(model: nn.Module, cfg: TrainConfig) -> bool:
     """Whether ``model``'s family is one whose mean loss was measured best at twice the rate: nested in
-    depth (``layers``) alone or in channels alone."""
-    return space(model).kinds() in (("layers",), ("channels",))
+    depth (``layers``) alone, or in channels alone (since config version 9; ``"mean-v8"``, a version
+    6-8 config's mean, kept version 8's rate there)."""
+    kinds = space(model).kinds()
+    return kinds == ("layers",) or (kinds == ("channels",) and cfg.spec_loss != "mean-v8")
 
 
 #: The peak learning rate ``lr=None`` gives a step on one network's (or the mean of several) losses.
@@ -228,7 +232,7 @@ def resolved_lr(model: nn.Module, cfg: TrainConfig) -> float:
     if cfg.optimizer == "adamw":
         return ADAMW_LR
     several = resolved_rule(model, cfg) == "specs"
-    if several and resolved_spec_loss(model, cfg) == "mean" and _mean_at_double_rate(model):
+    if several and resolved_spec_loss(model, cfg) == "mean" and _mean_at_double_rate(model, cfg):
         return 2 * BASE_LR
     return BASE_LR
 
