@@ -321,6 +321,17 @@ def main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *
                         "only where their run directory has no final model), e.g. to add a BN "
                         "protocol; the training seeds make a retrained arm the same model")
     args = p.parse_args(list(argv) if argv is not None else None)
+    keys = [exp.key for exp in experiments]
+    unknown = [k for k in args.only or () if k not in keys]
+    if unknown:
+        p.error(f"--only {unknown[0]!r} is not an experiment of this script; expected one of "
+                f"{', '.join(keys)}")
+    chosen = [exp for exp in experiments if not args.only or exp.key in args.only]
+    names = sorted({arm.name for exp in chosen for arm in exp.arms})
+    for a in args.arms or ():  # a filter that matches nothing would silently run nothing
+        if not any(n.startswith(a) for n in names):
+            p.error(f"--arms {a!r} names no arm of {', '.join(exp.key for exp in chosen)}; its arms are: "
+                    + "; ".join(names))
     experiments, default_dir = at_seed(experiments, args.seed, args.quick)
     results_dir = args.results_dir or default_dir
     runs_dir = args.runs_dir or results_dir / "runs"

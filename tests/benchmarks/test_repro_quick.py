@@ -161,6 +161,23 @@ def test_other_settings_are_refused(quick_results):
         runner.main([changed], ["--quick", "--results-dir", str(out)])
 
 
+def test_an_arm_or_experiment_filter_that_matches_nothing_is_refused(tmp_path, capsys):
+    """``--arms`` names arms by prefix: a typo (or an arm the script does not have) used to run nothing
+    and exit 0. It must fail before any data loads, naming the filter and the arms there are."""
+    runner, mod = _load("runner"), _load("exp2_channels")
+    args = ["--results-dir", str(tmp_path), "--only", "exp2_channels_18ep"]
+    with pytest.raises(SystemExit) as exit_:
+        runner.main(mod.experiments(), [*args, "--arms", "fn3 nope"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--arms 'fn3 nope' names no arm of exp2_channels_18ep" in err
+    assert "fn3 auto grid, mean loss at lr 0.2;" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        runner.main(mod.experiments(), ["--results-dir", str(tmp_path), "--only", "exp2_channel"])
+    assert "--only 'exp2_channel' is not an experiment of this script" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
 def test_random_order_keeps_as_many_blocks_and_the_mandatory_ones():
     _load("runner")
     arms = _load("arms")
