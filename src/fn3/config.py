@@ -278,7 +278,7 @@ class TrainConfig:
             raise ConfigError(f"a train config must be a table of settings, not {type(data).__name__}")
         data = dict(data)
         fmt, ver = data.pop("format", None), data.pop("version", None)
-        if not partial and (fmt != CONFIG_FORMAT or ver not in (*range(1, CONFIG_VERSION), CONFIG_VERSION)):
+        if not partial and (fmt != CONFIG_FORMAT or ver not in range(1, CONFIG_VERSION + 1)):
             raise ConfigError(
                 f"not an fn3 train config (expected format {CONFIG_FORMAT}, version {CONFIG_VERSION})"
             )
