@@ -53,6 +53,7 @@ def rules() -> list:
     from runner import (
         AUTO,
         AUTO_DEPTH,
+        AUTO_MEAN_LR2,
         AUTO_NORM,
         AUTO_NORM_CLIP,
         AUTO_NORM_CLIP_CORNERS,
@@ -68,14 +69,14 @@ def rules() -> list:
 
     return [AUTO, AUTO_NORM, AUTO_NORM_HALF, AUTO_NORM_CLIP, AUTO_NORM_CLIP_HALF, AUTO_NORM_CLIP_HALF_SMALL,
             AUTO_NORM_CLIP_THIRD, AUTO_NORM_CLIP_CORNERS, AUTO_NORM_DISTILL, AUTO_NORM_CLIP_DISTILL,
-            AUTO_DEPTH, DEFAULT, ODO_GEOMETRIC]
+            AUTO_DEPTH, AUTO_MEAN_LR2, DEFAULT, ODO_GEOMETRIC]
 
 
 def _applies(arm, exp) -> bool:
     """Whether ``arm`` ran on ``exp``: a clipping level per bit-width only on a family nested in bits,
-    distillation and the rate left to ``fn3`` (the depth default, ``lr=None``) only where the
-    experiment has that arm (the layers families and bits)."""
-    if arm.train.get("distill") or ("lr" in arm.train and arm.train["lr"] is None):
+    distillation and a rate of its own (the depth default's ``lr=None``, the channels default's 0.2)
+    only where the experiment has that arm (the layers, channels and bits families)."""
+    if arm.train.get("distill") or "lr" in arm.train:
         return arm.name in {a.name for a in exp.arms}
     return arm.train.get("act_clip", "shared") != "per-bits" or exp.level == "bits"
 
