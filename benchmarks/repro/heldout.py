@@ -50,7 +50,7 @@ from runner import (
     at_seed,
     experiment_data,
 )
-from targets import BIT_DROP, heldout_gaps, heldout_verdict
+from targets import BIT_DROP, heldout_gaps, parity_verdict
 
 import fn3
 from fn3._io import atomic_write_text
@@ -283,7 +283,7 @@ def _parity_lines(measured: dict[str, Any]) -> list[str]:
                               for lb, g in gaps.items())
             w, f = gaps[worst]["heldout"], gaps[first]["heldout"] if first in gaps else float("nan")
             lines.append(f"| {key} | {short} | {cells} | {w * 100:+.2f} ({worst}) | {f * 100:+.2f} | "
-                         f"{heldout_verdict(w, f)} |")
+                         f"{parity_verdict(w, f)} |")
     for key, res in kept.items():
         for short in ("norm", "shared", *(s for s, _ in EXTRA)):
             drop = res.get(f"{short}_bit_drop")

@@ -326,7 +326,8 @@ def main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *
     if unknown:
         p.error(f"--only {unknown[0]!r} is not an experiment of this script; expected one of "
                 f"{', '.join(keys)}")
-    chosen = [exp for exp in experiments if not args.only or exp.key in args.only]
+    wanted = set(args.only or keys)
+    chosen = [exp for exp in experiments if exp.key in wanted]
     names = sorted({arm.name for exp in chosen for arm in exp.arms})
     for a in args.arms or ():  # a filter that matches nothing would silently run nothing
         if not any(n.startswith(a) for n in names):
@@ -342,7 +343,7 @@ def main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *
     try:
         return [run_experiment(exp, results_dir, runs_dir, quick=args.quick, command=cmd,
                                arms=args.arms, rerun=args.rerun)
-                for exp in experiments if not args.only or exp.key in args.only]
+                for exp in experiments if exp.key in wanted]
     finally:
         torch.set_num_threads(threads)
 
