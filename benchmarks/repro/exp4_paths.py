@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from runner import (
     AUTO,
+    AUTO_MEAN_LR2,
+    AUTO_MEAN_LR2_RANDOM_ORDER,
     AUTO_NORM,
     AUTO_NORM_HALF,
     AUTO_NORM_RANDOM_ORDER,
@@ -85,7 +87,8 @@ def longer(epochs: int = 18) -> Experiment:
     extra: tuple[Arm, ...] = ()
     if epochs == 18:  # a longer budget keeps to its question: the two losses against the twins
         names += [AUTO_RANDOM_ORDER.name, AUTO_NORM_RANDOM_ORDER.name]
-        extra = (AUTO_NORM_HALF, AUTO_SQRT)  # half: 0.38x of the twins' cost
+        # half: 0.38x of the twins' cost; the channels and depth default (mean loss at lr 0.2)
+        extra = (AUTO_NORM_HALF, AUTO_SQRT, AUTO_MEAN_LR2, AUTO_MEAN_LR2_RANDOM_ORDER)
     arms = tuple(a for a in short.arms if a.name in names) + extra
     return Experiment(
         key=f"exp4_paths_{epochs}ep", title=f"FN3-path, {epochs} epochs: CIFAR-10, ResNeXt (tiny)",
