@@ -119,7 +119,15 @@ NOTES: dict[int, str] = {
          "pt); on the held-out images worst 0.27 / 1.79 / 3.12 / 3.35, its full model ahead of the "
          "norm-matched sum's at every seed (by 0.74 / 0.52 / 0.76 / 1.39 pt; at seed 3 beyond 2 "
          "s.e.). Seed 3 was run after the choice, as its check. Neither loss meets issue 11's "
-         "targets at seeds 2 and 3 at 18 epochs; at 36 epochs the per-weight mean does (below)."),
+         "targets at seeds 2 and 3 at 18 epochs; at 36 epochs the per-weight mean does (below). "
+         "The arm 'mean loss at lr 0.2' (Dec 5, seeds 2 and 3, where the per-weight mean misses) "
+         "asked whether the rule that closed the gap on channels and depth closes it here: it "
+         "does not. Every member but 12.5% ends below the per-weight mean, its full model by 4.15 / "
+         "1.75 pt (53.35 / 56.55% against 57.50 / 58.30%), its worst gap 6.45 / 4.25 pt (25%) "
+         "against 3.40 / 4.20; on the held-out images at seed 3 its worst gap is -3.81 pt (the "
+         "full model, 57.50 against 58.40% for the per-weight mean; heldout_seed3.md) against "
+         "-3.35. A step twice as long on the weights every member shares does not help on paths, "
+         "as at 6 epochs."),
     36: ("Experiment 4 with 36 epochs instead of 6 (twice the 18-epoch budget): does the default's "
          "gap to the networks trained alone, missed at 18 epochs at every seed, shrink with "
          "training length? Three arms, one seed (Dec 5): the twins, the norm-matched sum (the "

@@ -486,9 +486,14 @@ def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:
              if k in old["train"] or k not in defaults or v not in (defaults[k], _FORMER.get(k))}
     # versions 2-4 only added or changed spec_loss and grid, version 5 added act_clip, version 6 let
     # lr be None and auto's loss depend on the levels (every arm names the loss and rate it changes),
-    # version 7 gave AdamW its own unset rate (every arm here trains with SGD)
-    if old["train"].get("version") in (1, 2, 3, 4, 5, 6):
-        train["version"] = old["train"]["version"]
+    # version 7 gave AdamW its own unset rate (every arm here trains with SGD), version 8 changed what
+    # spec_loss="auto" trains on a family nested in paths alone (every paths arm names its loss:
+    # tests/benchmarks check), version 9 what "auto", and "mean" at an unset rate, train on a family
+    # nested in channels alone (arms there leave both unset: a channels file of 7 or 8 stays apart)
+    version = old["train"].get("version")
+    levels = tuple(settings["train"].get("levels") or ())
+    if version in (1, 2, 3, 4, 5, 6) or (version in (7, 8) and levels != ("channels",)):
+        train["version"] = version
     return {**settings, "train": train}
 
 

@@ -211,9 +211,10 @@ def resolved_lr(model: nn.Module, cfg: TrainConfig) -> float:
     1.45 pt of its own network where the mean at 0.1 and the norm-matched sum at 0.1 leave the 1-block
     member 2.5-3.6 pt behind, and the norm-matched sum at 0.2 loses 0.7-4.45 pt
     (``docs/reproduction.md``); and the same for a family nested in channels alone (config version 9:
-    :func:`resolved_spec_loss` has the numbers). The same rate cost 4-12 pt on paths and bits, so it
-    is not used there. Under AdamW (``optimizer="adamw"``, since config version 7) an unset rate is
-    :data:`ADAMW_LR`.
+    :func:`resolved_spec_loss` has the numbers). The same rate cost 4-12 pt on paths and bits at 6
+    epochs, and on the 18-epoch paths family (seeds 2 and 3) the mean at 0.2 ended 1.75-4.15 pt below
+    the per-weight mean at 0.1 at full width, so it is not used there. Under AdamW
+    (``optimizer="adamw"``, since config version 7) an unset rate is :data:`ADAMW_LR`.
 
     Example:
         >>> import fn3

@@ -153,6 +153,27 @@ def test_a_result_file_of_config_version_5_or_6_takes_todays_arms(version):
     assert runner._as_old(json.loads(json.dumps(settings)), old) != old
 
 
+def test_a_result_file_of_config_version_7_or_8_is_extended_unless_nested_in_channels_alone():
+    """Versions 8 and 9 changed what ``spec_loss="auto"`` (and, on channels, ``"mean"`` at an unset
+    rate) trains on a family nested in paths or channels alone. A paths file of version 7 or 8 takes
+    today's arms, because every paths arm that trains the grid or listed specs names its loss; a
+    channels file of those versions does not, because arms there leave the rate unset and version 9
+    changed it."""
+    from fn3.config import TrainConfig
+
+    runner, paths = _load("runner"), _load("exp4_paths")
+    for exp in (paths.experiment(), paths.longer(18), paths.longer(36)):
+        for arm in exp.arms:
+            if arm.kind == "nested" and arm.train.get("rule", "auto") in ("auto", "specs"):
+                assert arm.train.get("spec_loss", "auto") != "auto", (exp.key, arm.name)
+    for levels, extended in ((["paths"], True), (["bits"], True), (["channels"], False)):
+        settings = {"train": {**TrainConfig(epochs=2).to_dict(), "levels": levels}, "test_images": 200}
+        for version in (7, 8):
+            old = json.loads(json.dumps(settings))
+            old["train"]["version"] = version
+            assert (runner._as_old(json.loads(json.dumps(settings)), old) == old) is extended, levels
+
+
 def test_other_settings_are_refused(quick_results):
     out, mods, runner = quick_results
     exp = mods["exp1_neurons"].experiment()
