@@ -77,7 +77,8 @@ def longer(epochs: int = 18) -> Experiment:
     """The gap to independent training against the training length: the same setup for ``epochs``
     (18 or 36) instead of 6, with the independent networks and fn3's default on one level in config
     versions 3 (per-weight mean) and 4 (norm-matched sum); at 18 epochs also each with its
-    random-order ablation, two specs a step and the per-weight sum over sqrt(users).
+    random-order ablation, two specs a step, the per-weight sum over sqrt(users), and the channels and
+    depth default (the mean loss at lr 0.2) with its random-order ablation.
 
     Run with ``--only exp4_paths_18ep`` (about 100 minutes on 2 cores, two arms at a time) or
     ``--only exp4_paths_36ep`` (about 75 minutes an arm, three at a time on 2 cores).
@@ -85,9 +86,9 @@ def longer(epochs: int = 18) -> Experiment:
     short = experiment()
     names = ["independent (one per path count)", AUTO.name, AUTO_NORM.name]
     extra: tuple[Arm, ...] = ()
-    if epochs == 18:  # a longer budget keeps to its question: the two losses against the twins
+    if epochs == 18:  # the two losses against the twins, and the candidates tried beside them
         names += [AUTO_RANDOM_ORDER.name, AUTO_NORM_RANDOM_ORDER.name]
-        # half: 0.38x of the twins' cost; the channels and depth default (mean loss at lr 0.2)
+        # AUTO_NORM_HALF: 0.38x of the twins' cost; AUTO_MEAN_LR2: the channels and depth default
         extra = (AUTO_NORM_HALF, AUTO_SQRT, AUTO_MEAN_LR2, AUTO_MEAN_LR2_RANDOM_ORDER)
     arms = tuple(a for a in short.arms if a.name in names) + extra
     return Experiment(
