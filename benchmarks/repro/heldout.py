@@ -18,6 +18,10 @@ its twin, the full model's gap, and (experiment 5) the 2-bit drop from 8 bits, e
 standard error (the nested member and its twin see the same images).
 
 The 2,000-image column must equal the page (same models, same protocol): the script checks it.
+Run directories are not kept forever: an arm whose model is gone is not scored again, and its
+earlier reading of the same experiment stays in ``heldout.json`` beside the new ones (valid beside
+them because every model scored again passed the page check, so it is the model scored before). A
+rerun of an arm (``--rerun``, one thread) trains its model again bit-identically.
 
     python benchmarks/repro/heldout.py                 # every experiment the default ran (~10 min)
     python benchmarks/repro/heldout.py --only exp2_channels
@@ -123,6 +127,54 @@ def independent_models(results: dict[str, Any]) -> tuple[str, dict[str, str]] | 
     return None
 
 
+def _model_on_disk(results: dict[str, Any], name: str) -> bool:
+    run = results["arms"].get(name, {}).get("runs", {}).get("model")
+    return bool(run) and (Path(run["run_dir"]) / MODEL_NAME).is_file()
+
+
+def scorable(results: dict[str, Any]) -> list[str]:
+    """The arms scored: both losses' and the defaults' variants (``ARMS``, ``EXTRA``) that ran and whose
+    trained model is still on disk (run directories are not kept forever: a rerun of the arm with
+    ``--rerun`` brings its model back, bit-identical, which the page check confirms)."""
+    return [name for name in (*ARMS, *(n for _, n in EXTRA)) if _model_on_disk(results, name)]
+
+
+def carried_over(new: dict[str, Any], earlier: dict[str, Any] | None,
+                 results: dict[str, Any]) -> dict[str, Any]:
+    """``new`` with the readings of ``earlier`` (the same experiment scored by an earlier command) that
+    ``new`` could not make again: those of the arms the results still hold but whose models are no
+    longer on disk (their held-out numbers, the paired differences they are part of, their 2-bit
+    drops). They stay valid beside the new ones because every model scored again must give the
+    page's numbers (``_page_checked``), so it is the model scored before. An arm the results no
+    longer hold loses its reading. The earlier command is kept with its time (``earlier_commands``)."""
+    if not earlier or (earlier["page_images"], earlier["heldout_images"]) != (
+            new["page_images"], new["heldout_images"]):
+        return new
+    twins = independent_models(results)
+    held = set(results["arms"])
+    gone = held - set(scorable(results)) - ({twins[0]} if twins else set())
+    names = {**dict(zip(("shared", "norm"), ARMS, strict=True)), **dict(EXTRA)}
+    names["independent"] = earlier.get("independent", INDEPENDENT)
+
+    def carried(key: str) -> bool:
+        if key in held:  # an arm's own reading
+            return key in gone
+        parties = [names.get(p) for p in key.removesuffix("_bit_drop").split("_minus_")]
+        return all(p in held for p in parties) and any(p in gone for p in parties)
+
+    out = {**new, **{k: v for k, v in earlier.items() if k.endswith("_bit_drop") and carried(k)}}
+    if "independent" not in new and earlier.get("independent") in gone:
+        out["independent"] = earlier["independent"]
+    out["budgets"] = {label: {**{k: v for k, v in earlier["budgets"].get(label, {}).items() if carried(k)},
+                              **row} for label, row in new["budgets"].items()}
+    commands = {**earlier.get("earlier_commands", {})}
+    if earlier.get("command") and earlier["command"] != new.get("command"):
+        commands[earlier["command"]] = earlier.get("command_seconds", 0.0)
+    if commands:
+        out["earlier_commands"] = commands
+    return out
+
+
 def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> dict[str, Any]:
     """Both arms of ``exp`` (and its independent twins, when kept) on the page's test subset and on the
     held-out rest (``quick``: of the experiment's ``--quick`` run)."""
@@ -138,7 +190,7 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
     # both losses where both ran; an experiment that ran only one of them (the default of its family,
     # norm or, for paths alone since config version 8, shared) scores that one alone
     models = {name: load_run(results["arms"][name]["runs"]["model"]["run_dir"]).model
-              for name in (*ARMS, *(n for _, n in EXTRA)) if name in results["arms"]}
+              for name in scorable(results)}
     twins = independent_models(results)
     if twins:
         out["independent"] = twins[0]
@@ -193,6 +245,8 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
     sizes = {(r["page_images"], r["heldout_images"]) for r in measured.values()}
     page_n, rest_n = (f"{n:,}" for n in sizes.pop()) if len(sizes) == 1 else ("its", "remaining")
     runs = {r["command"]: r["command_seconds"] for r in measured.values()}
+    for r in measured.values():
+        runs.update(r.get("earlier_commands", {}))
     commands, seconds = sorted(runs), sum(runs.values())
     title = "# The default loss on held-out test images" + (f", training seed {seed}" if seed else "")
     lines = [title, "",
@@ -323,11 +377,16 @@ def main(argv: list[str] | None = None) -> int:
             continue
         path = results_dir / f"{exp.key}.json"
         results = json.loads(path.read_text()) if path.is_file() else {"arms": {}}
-        if not any(a in results["arms"] for a in ARMS):
-            print(f"[{exp.key}] skipped: {path.name} has neither loss's arm ({' nor '.join(ARMS)})",
-                  flush=True)
+        names = [n for n in (*ARMS, *(n for _, n in EXTRA)) if n in results["arms"]]
+        if not scorable(results):
+            why = "no model on disk for" if names else "none of the arms"
+            print(f"[{exp.key}] skipped: {path.name} has {why} {', '.join(names or ARMS)}", flush=True)
             continue
-        measured[exp.key] = {**run_one(exp, results, args.quick), "command": command}
+        for name in sorted(set(names) - set(scorable(results))):
+            print(f"[{exp.key}] {name}: its model is not on disk; its earlier reading (if any) is kept",
+                  flush=True)
+        now = {**run_one(exp, results, args.quick), "command": command}
+        measured[exp.key] = carried_over(now, measured.get(exp.key), results)
         mine.append(exp.key)
     for key in mine:  # the whole command's time, on every experiment it measured
         measured[key]["command_seconds"] = time.perf_counter() - start

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def test_heldout_scores_the_default_with_a_level_per_bit_width_against_the_defau
     exp = exp5.longer()
     norm, clip = runner.AUTO_NORM.name, runner.AUTO_NORM_CLIP.name
     quick = ["--quick", "--results-dir", str(tmp_path)]
-    runner.main([exp], [*quick, "--arms", norm, clip], script=exp5.__file__)
+    runner.main([exp], [*quick, "--arms", norm, clip, "independent"], script=exp5.__file__)
     out = tmp_path / "heldout.md"
     assert heldout.main([*quick, "--only", exp.key, "--out", str(out)]) == 0
     saved = json.loads((tmp_path / "heldout.json").read_text())["experiments"][exp.key]
@@ -97,8 +98,37 @@ def test_heldout_scores_the_default_with_a_level_per_bit_width_against_the_defau
         assert saved[f"{short}_bit_drop"]["heldout"] == pytest.approx(drop, abs=1e-6)
     text = out.read_text()
     assert f"## {clip} against the norm-matched sum" in text
-    assert text.count(f"| {exp.key} |") == 2 * len(exp.budgets)  # the loss table's rows and the clip arm's
+    # the loss table's rows and the clip arm's, and a parity row per arm against the twins
+    assert text.count(f"| {exp.key} |") == 2 * len(exp.budgets) + 2
     assert f"- {exp.key}, clip: 8 bits minus 2 bits" in text
+    assert f"| {exp.key} | clip |" in text  # its parity row against the twins
+
+    # The norm arm's model is gone (run directories are not kept forever); the clip arm and the twins
+    # are scored again, and the norm arm's earlier readings stay beside them, with the earlier command.
+    res = json.loads((tmp_path / f"{exp.key}.json").read_text())
+    norm_dir = Path(res["arms"][norm]["runs"]["model"]["run_dir"])
+    shutil.rmtree(norm_dir)
+    assert heldout.main([*quick, "--out", str(out)]) == 0  # every experiment: the others are skipped
+    again = json.loads((tmp_path / "heldout.json").read_text())["experiments"][exp.key]
+    assert again["budgets"] == saved["budgets"]
+    for short in ("norm", "clip"):
+        assert again[f"{short}_bit_drop"] == saved[f"{short}_bit_drop"]
+    assert again["command"] == "python benchmarks/repro/heldout.py --quick"
+    assert list(again["earlier_commands"]) == [saved["command"]]
+    assert f"`{saved['command']}`" in out.read_text()
+
+    # Seen for the first time with no model of either loss on disk (a seed that ran only the bits
+    # default and its twins), the clip arm is scored alone against the twins.
+    one = tmp_path / "clip_only"
+    one.mkdir()
+    (one / f"{exp.key}.json").write_text(json.dumps(res))
+    assert heldout.main(["--quick", "--results-dir", str(one), "--out", str(one / "h.md")]) == 0
+    alone = json.loads((one / "heldout.json").read_text())["experiments"][exp.key]
+    for label, row in alone["budgets"].items():
+        assert norm not in row and "clip_minus_norm" not in row
+        assert row["clip_minus_independent"] == saved["budgets"][label]["clip_minus_independent"]
+    assert set(alone) >= {"clip_bit_drop", "independent"} and "norm_bit_drop" not in alone
+    assert (one / "h.md").read_text().count(f"| {exp.key} | clip |") == 1
 
 
 def test_heldout_scores_the_depth_default_against_norm_and_its_twins(tmp_path, data_root):
