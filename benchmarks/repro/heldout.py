@@ -208,7 +208,7 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
             hit_rest = hits[name] = correct(model, ctx, b.spec, rest_b)
             row[name] = {"page": got, "heldout": float(hit_rest.float().mean())}
         text = f"[{exp.key}] {b.label}: " + ", ".join(
-            f"{short} {row[name]['heldout'] * 100:.2f}%" for short, name in _losses(hits) if name in ARMS)
+            f"{short} {row[name]['heldout'] * 100:.2f}%" for short, name in _losses(hits))
         text += f" on {len(rest):,} held-out images"
         if ARMS[0] in hits and ARMS[1] in hits:
             diff, se = paired(hits[ARMS[0]], hits[ARMS[1]])
@@ -218,7 +218,7 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
             if name in hits and ARMS[1] in hits:
                 diff, se = paired(hits[ARMS[1]], hits[name])
                 row[f"{short}_minus_norm"] = {"heldout": diff, "se": se}
-                text += f", {short} {row[name]['heldout'] * 100:.2f}% ({short} - norm {diff * 100:+.2f} pt)"
+                text += f" ({short} - norm {diff * 100:+.2f} pt)"
         if twin_dir:
             for short, name in _losses(hits):
                 g, g_se = paired(hits[twins[0]], hits[name])
@@ -266,6 +266,8 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
              "| experiment | budget | shared: page / held-out | norm: page / held-out | "
              "norm - shared, held-out | 2 s.e. |", "| --- | --- | --- | --- | --- | --- |"]
     for key, res in measured.items():
+        if not any(name in row for row in res["budgets"].values() for name in ARMS):
+            continue  # neither loss scored (a seed that ran only a default's variant): its rows are below
         for label, row in res["budgets"].items():
             n, s, d = row.get(ARMS[1]), row.get(ARMS[0]), row.get("norm_minus_shared")
             shared = f"{s['page'] * 100:.2f} / {s['heldout'] * 100:.2f}%" if s else "not run"
