@@ -144,9 +144,11 @@ def carried_over(new: dict[str, Any], earlier: dict[str, Any] | None,
     """``new`` with the readings of ``earlier`` (the same experiment scored by an earlier command) that
     ``new`` could not make again: those of the arms the results still hold but whose models are no
     longer on disk (their held-out numbers, the paired differences they are part of, their 2-bit
-    drops). They stay valid beside the new ones because every model scored again must give the
-    page's numbers (``_page_checked``), so it is the model scored before. An arm the results no
-    longer hold loses its reading. The earlier command is kept with its time (``earlier_commands``)."""
+    drops). They stay valid beside the new ones only where every model scored again gave the
+    earlier reading's page numbers too (it is the model scored before): a difference to an arm that
+    was retrained into another model (the twins retrained with newer code) is dropped, as is the
+    reading of an arm the results no longer hold. The earlier command is kept with its time
+    (``earlier_commands``)."""
     if not earlier or (earlier["page_images"], earlier["heldout_images"]) != (
             new["page_images"], new["heldout_images"]):
         return new
@@ -155,12 +157,15 @@ def carried_over(new: dict[str, Any], earlier: dict[str, Any] | None,
     gone = held - set(scorable(results)) - ({twins[0]} if twins else set())
     names = {**dict(zip(("shared", "norm"), ARMS, strict=True)), **dict(EXTRA)}
     names["independent"] = earlier.get("independent", INDEPENDENT)
+    before = earlier["budgets"]
+    changed = {name for label, row in new["budgets"].items() for name, v in row.items()
+               if name in held and name in before.get(label, {}) and before[label][name]["page"] != v["page"]}
 
     def carried(key: str) -> bool:
         if key in held:  # an arm's own reading
             return key in gone
         parties = [names.get(p) for p in key.removesuffix("_bit_drop").split("_minus_")]
-        return all(p in held for p in parties) and any(p in gone for p in parties)
+        return all(p in held and p not in changed for p in parties) and any(p in gone for p in parties)
 
     out = {**new, **{k: v for k, v in earlier.items() if k.endswith("_bit_drop") and carried(k)}}
     if "independent" not in new and earlier.get("independent") in gone:

@@ -117,6 +117,20 @@ def test_heldout_scores_the_default_with_a_level_per_bit_width_against_the_defau
     assert list(again["earlier_commands"]) == [saved["command"]]
     assert f"`{saved['command']}`" in out.read_text()
 
+    # Had the earlier reading scored other twins (their page numbers differ from today's: retrained
+    # with other code), the norm arm's own numbers stay but its gaps to those twins are dropped.
+    held = json.loads((tmp_path / "heldout.json").read_text())
+    first = held["experiments"][exp.key]["budgets"]["8 bits"][saved["independent"]]
+    first["page"] += 0.01
+    (tmp_path / "heldout.json").write_text(json.dumps(held))
+    assert heldout.main([*quick, "--out", str(out)]) == 0
+    third = json.loads((tmp_path / "heldout.json").read_text())["experiments"][exp.key]
+    for label, row in third["budgets"].items():
+        assert row[norm] == saved["budgets"][label][norm] and "clip_minus_norm" in row
+        assert "norm_minus_independent" not in row
+        assert row["clip_minus_independent"] == saved["budgets"][label]["clip_minus_independent"]
+    assert third["norm_bit_drop"] == saved["norm_bit_drop"]  # within one model: unaffected
+
     # Seen for the first time with no model of either loss on disk (a seed that ran only the bits
     # default and its twins), the clip arm is scored alone against the twins.
     one = tmp_path / "clip_only"
