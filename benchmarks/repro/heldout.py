@@ -19,9 +19,10 @@ standard error (the nested member and its twin see the same images).
 
 The 2,000-image column must equal the page (same models, same protocol): the script checks it.
 Run directories are not kept forever: an arm whose model is gone is not scored again, and its
-earlier reading of the same experiment stays in ``heldout.json`` beside the new ones (valid beside
-them because every model scored again passed the page check, so it is the model scored before). A
-rerun of an arm (``--rerun``, one thread) trains its model again bit-identically.
+earlier reading of the same experiment stays in ``heldout.json`` beside the new ones, except its
+differences to an arm whose page numbers changed since (retrained into another model:
+``carried_over``). A rerun of an arm (``--rerun``, one thread) trains its model again, bit-identically
+where the code it trains with has not changed.
 
     python benchmarks/repro/heldout.py                 # every experiment the default ran (~10 min)
     python benchmarks/repro/heldout.py --only exp2_channels
@@ -72,6 +73,9 @@ ARMS = (AUTO.name, AUTO_NORM.name)
 #: and the mean loss at lr 0.2 (the default of a family nested in depth alone since version 6, and of
 #: one nested in channels alone since version 9: two arms, the depth one named for its family).
 EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2", AUTO_MEAN_LR2.name))
+#: Every arm scored, by its short name (``<short>_minus_<short>`` and ``<short>_bit_drop`` keys): the two
+#: losses, then the default's variants.
+SHORT_NAMES: dict[str, str] = {"shared": ARMS[0], "norm": ARMS[1], **dict(EXTRA)}
 #: The arm of networks trained alone, one per budget (its name starts with this).
 INDEPENDENT = "independent"
 #: ``--quick`` (a test of the script) scores this many of the held-out images per class.
@@ -133,10 +137,9 @@ def _model_on_disk(results: dict[str, Any], name: str) -> bool:
 
 
 def scorable(results: dict[str, Any]) -> list[str]:
-    """The arms scored: both losses' and the defaults' variants (``ARMS``, ``EXTRA``) that ran and whose
-    trained model is still on disk (run directories are not kept forever: a rerun of the arm with
-    ``--rerun`` brings its model back, bit-identical, which the page check confirms)."""
-    return [name for name in (*ARMS, *(n for _, n in EXTRA)) if _model_on_disk(results, name)]
+    """The arms scored (``SHORT_NAMES``) that ran and whose trained model is still on disk (run
+    directories are not kept forever: a rerun of the arm with ``--rerun`` brings its model back)."""
+    return [name for name in SHORT_NAMES.values() if _model_on_disk(results, name)]
 
 
 def carried_over(new: dict[str, Any], earlier: dict[str, Any] | None,
@@ -155,8 +158,7 @@ def carried_over(new: dict[str, Any], earlier: dict[str, Any] | None,
     twins = independent_models(results)
     held = set(results["arms"])
     gone = held - set(scorable(results)) - ({twins[0]} if twins else set())
-    names = {**dict(zip(("shared", "norm"), ARMS, strict=True)), **dict(EXTRA)}
-    names["independent"] = earlier.get("independent", INDEPENDENT)
+    names = {**SHORT_NAMES, "independent": earlier.get("independent", INDEPENDENT)}
     before = earlier["budgets"]
     changed = {name for label, row in new["budgets"].items() for name, v in row.items()
                if name in held and name in before.get(label, {}) and before[label][name]["page"] != v["page"]}
@@ -240,8 +242,7 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
 
 def _losses(hits: dict[str, Any]) -> list[tuple[str, str]]:
     """``(short name, arm name)`` of the two losses' arms (and the default's variants) that were scored."""
-    pairs = [*zip(("shared", "norm"), ARMS, strict=True), *EXTRA]
-    return [(short, name) for short, name in pairs if name in hits]
+    return [(short, name) for short, name in SHORT_NAMES.items() if name in hits]
 
 
 def render(measured: dict[str, Any], seed: int | None = None) -> str:
@@ -384,12 +385,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         path = results_dir / f"{exp.key}.json"
         results = json.loads(path.read_text()) if path.is_file() else {"arms": {}}
-        names = [n for n in (*ARMS, *(n for _, n in EXTRA)) if n in results["arms"]]
-        if not scorable(results):
+        names = [n for n in SHORT_NAMES.values() if n in results["arms"]]
+        on_disk = scorable(results)
+        if not on_disk:
             why = "no model on disk for" if names else "none of the arms"
             print(f"[{exp.key}] skipped: {path.name} has {why} {', '.join(names or ARMS)}", flush=True)
             continue
-        for name in sorted(set(names) - set(scorable(results))):
+        for name in sorted(set(names) - set(on_disk)):
             print(f"[{exp.key}] {name}: its model is not on disk; its earlier reading (if any) is kept",
                   flush=True)
         now = {**run_one(exp, results, args.quick), "command": command}
