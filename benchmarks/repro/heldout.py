@@ -49,6 +49,7 @@ from runner import (
     AUTO_MEAN_LR2,
     AUTO_NORM,
     AUTO_NORM_CLIP,
+    AUTO_NORM_CLIP_DISTILL,
     ROOT,
     Context,
     Experiment,
@@ -71,8 +72,13 @@ ARMS = (AUTO.name, AUTO_NORM.name)
 #: Variants of the grid scored beside it where they ran, each against ``norm`` (short name, arm): a
 #: clipping level per bit-width (the default of a family nested in bits alone since config version 5)
 #: and the mean loss at lr 0.2 (the default of a family nested in depth alone since version 6, and of
-#: one nested in channels alone since version 9: two arms, the depth one named for its family).
-EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2", AUTO_MEAN_LR2.name))
+#: one nested in channels alone since version 9: two arms, the depth one named for its family), and the
+#: bits default with in-place distillation from 30% of the steps (``--distill --distill-start 0.3``, the
+#: README's pick for the smallest 2-bit drop on runs of 18 epochs or more).
+EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2", AUTO_MEAN_LR2.name),
+         ("distill", AUTO_NORM_CLIP_DISTILL.name))
+#: The arm each variant is paired against where not ``norm``: distillation against the bits default.
+AGAINST = {"distill": "clip"}
 #: Every arm scored, by its short name (``<short>_minus_<short>`` and ``<short>_bit_drop`` keys): the two
 #: losses, then the default's variants.
 SHORT_NAMES: dict[str, str] = {"shared": ARMS[0], "norm": ARMS[1], **dict(EXTRA)}
@@ -222,10 +228,11 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
             row["norm_minus_shared"] = {"heldout": diff, "se": se}
             text += f" (norm - shared {diff * 100:+.2f} pt, 2 s.e. {2 * se * 100:.2f})"
         for short, name in EXTRA:
-            if name in hits and ARMS[1] in hits:
-                diff, se = paired(hits[ARMS[1]], hits[name])
-                row[f"{short}_minus_norm"] = {"heldout": diff, "se": se}
-                text += f" ({short} - norm {diff * 100:+.2f} pt)"
+            ref = AGAINST.get(short, "norm")
+            if name in hits and SHORT_NAMES[ref] in hits:
+                diff, se = paired(hits[SHORT_NAMES[ref]], hits[name])
+                row[f"{short}_minus_{ref}"] = {"heldout": diff, "se": se}
+                text += f" ({short} - {ref} {diff * 100:+.2f} pt)"
         if twin_dir:
             for short, name in _losses(hits):
                 g, g_se = paired(hits[twins[0]], hits[name])
@@ -262,7 +269,8 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
              "and on the norm-matched sum (`norm`, version 4; since version 8 `shared` again for a "
              "family nested in paths alone), and where they ran the grid's variants that are the "
              "default of one family (a clipping level per bit-width for bits, the mean loss at lr 0.2 "
-             "for depth and, since config version 9, for channels), scored "
+             "for depth and, since config version 9, for channels; on bits also the default with "
+             "in-place distillation, `--distill --distill-start 0.3`), scored "
              "with BatchNorm re-estimated per "
              f"sub-model on augmented training batches, on the page's test subset ({page_n} images: "
              f"the first of each class) and on the other {rest_n} test images, which no choice was "
@@ -297,22 +305,27 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
 
 
 def _extra_lines(measured: dict[str, Any]) -> list[str]:
-    """The default's variants against the default on the held-out images, and each one's 2-bit drop."""
+    """The default's variants against the default on the held-out images (``norm``, or the arm
+    ``AGAINST`` names), and each one's 2-bit drop."""
     lines: list[str] = []
     for short, name in EXTRA:
+        ref = AGAINST.get(short, "norm")
         runs = {k: r for k, r in measured.items()
-                if any(f"{short}_minus_norm" in b for b in r["budgets"].values())}
+                if any(f"{short}_minus_{ref}" in b for b in r["budgets"].values())}
         if not runs:
             continue
-        lines += ["", f"## {name} against the norm-matched sum", "",
-                  f"| experiment | budget | {short}: page / held-out | {short} - norm, held-out | 2 s.e. |",
+        against = "the norm-matched sum" if ref == "norm" else SHORT_NAMES[ref]
+        lines += ["", f"## {name} against {against}", "",
+                  f"| experiment | budget | {short}: page / held-out | {short} - {ref}, held-out | 2 s.e. |",
                   "| --- | --- | --- | --- | --- |"]
         for key, res in runs.items():
             for label, row in res["budgets"].items():
-                v, d = row[name], row[f"{short}_minus_norm"]
+                if f"{short}_minus_{ref}" not in row:
+                    continue
+                v, d = row[name], row[f"{short}_minus_{ref}"]
                 lines.append(f"| {key} | {label} | {v['page'] * 100:.2f} / {v['heldout'] * 100:.2f}% | "
                              f"{d['heldout'] * 100:+.2f} pt | {2 * d['se'] * 100:.2f} |")
-            for which in ("norm", short):
+            for which in (ref, short):
                 drop = res.get(f"{which}_bit_drop")
                 if drop:
                     lines.append(f"- {key}, {which}: 8 bits minus 2 bits on the held-out images "

@@ -80,28 +80,32 @@ def test_heldout_scores_both_arms_and_checks_the_page(tmp_path, data_root):
 
 def test_heldout_scores_the_default_with_a_level_per_bit_width_against_the_default(tmp_path, data_root):
     """Experiment 5's clip arm (act_clip="per-bits") is scored beside the default: its paired
-    difference to it per budget and both models' 2-bit drops, on the same held-out images."""
+    difference to it per budget and both models' 2-bit drops, on the same held-out images; the clip
+    arm with in-place distillation is paired against the clip arm (the default it varies)."""
     runner, exp5, heldout = _load("runner"), _load("exp5_bits"), _load("heldout")
     exp = exp5.longer()
     norm, clip = runner.AUTO_NORM.name, runner.AUTO_NORM_CLIP.name
+    distill = runner.AUTO_NORM_CLIP_DISTILL.name
     quick = ["--quick", "--results-dir", str(tmp_path)]
-    runner.main([exp], [*quick, "--arms", norm, clip, "independent"], script=exp5.__file__)
+    runner.main([exp], [*quick, "--arms", norm, clip, distill, "independent"], script=exp5.__file__)
     out = tmp_path / "heldout.md"
     assert heldout.main([*quick, "--only", exp.key, "--out", str(out)]) == 0
     saved = json.loads((tmp_path / "heldout.json").read_text())["experiments"][exp.key]
     for row in saved["budgets"].values():
-        d = row["clip_minus_norm"]
-        assert d["heldout"] == pytest.approx(row[clip]["heldout"] - row[norm]["heldout"], abs=1e-6)
-    for short, name in (("norm", norm), ("clip", clip)):
+        for key, (a, b) in (("clip_minus_norm", (clip, norm)), ("distill_minus_clip", (distill, clip))):
+            assert row[key]["heldout"] == pytest.approx(row[a]["heldout"] - row[b]["heldout"], abs=1e-6)
+        assert "distill_minus_norm" not in row
+    for short, name in (("norm", norm), ("clip", clip), ("distill", distill)):
         rows = saved["budgets"]
         drop = rows["8 bits"][name]["heldout"] - rows["2 bits"][name]["heldout"]
         assert saved[f"{short}_bit_drop"]["heldout"] == pytest.approx(drop, abs=1e-6)
     text = out.read_text()
     assert f"## {clip} against the norm-matched sum" in text
-    # the loss table's rows and the clip arm's, and a parity row per arm against the twins
-    assert text.count(f"| {exp.key} |") == 2 * len(exp.budgets) + 2
+    assert f"## {distill} against {clip}" in text
+    # the loss table's rows, the clip and distill arms' rows, and a parity row per arm against the twins
+    assert text.count(f"| {exp.key} |") == 3 * len(exp.budgets) + 3
     assert f"- {exp.key}, clip: 8 bits minus 2 bits" in text
-    assert f"| {exp.key} | clip |" in text  # its parity row against the twins
+    assert f"| {exp.key} | clip |" in text and f"| {exp.key} | distill |" in text  # parity rows
 
     # The norm arm's model is gone (run directories are not kept forever); the clip arm and the twins
     # are scored again, and the norm arm's earlier readings stay beside them, with the earlier command.
