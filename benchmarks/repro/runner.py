@@ -8,7 +8,9 @@ every arm into its own run directory, evaluates each budget on the TEST set (wit
 re-estimation when the model has BatchNorm) and writes one JSON per experiment.
 
 Resumable: the JSON is rewritten atomically after every finished arm and finished arms are skipped
-on a rerun; an arm killed mid-training continues from its run directory's checkpoint.
+on a rerun; an arm killed mid-training continues from its run directory's checkpoint. Arms run
+side by side go to scratch directories (``--results-dir``, ``--runs-dir``); ``merge.py`` then adds
+them, with their models, to the page's file.
 
     python benchmarks/repro/exp1_neurons.py --quick     # seconds, results in benchmarks/results/quick
     python benchmarks/repro/exp1_neurons.py             # the full run, benchmarks/results/exp1_*.json
