@@ -12,6 +12,7 @@ from fn3.checkpoint import load_checkpoint, save_checkpoint
 from fn3.config import TrainConfig
 from fn3.data import channel_stats, load_dataset
 from fn3.errors import ConfigError
+from fn3.spec import parse_spec
 from fn3.train import (
     CHECKPOINT_NAME,
     TrainingError,
@@ -286,3 +287,33 @@ def test_spec_loss_norm_steps_along_the_sum_at_the_longest_specs_length():
     norm_matched_(short, torch.tensor(1.0))
     norm_matched_(long_, torch.tensor(1.0))
     assert short.tolist() == pytest.approx([0.1]) and long_.tolist() == pytest.approx([0.6, 0.8])
+
+
+def test_distill_to_the_smallest_leaves_the_other_specs_on_the_labels():
+    """train_step's ``students``: only the listed specs learn the teacher's soft predictions; the others
+    keep the labels. The returned mean loss tells which loss each spec was scored with."""
+    torch.manual_seed(0)
+    model = fn3.create_model("mlp", num_classes=3, in_channels=1, input_size=4, hidden=[8])
+    sp = fn3.space(model)
+    middle = parse_spec("neurons=0.5", sp)
+    specs = [sp.largest(), middle, sp.smallest()]
+    x, y = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        logits = {}
+        for spec in specs:
+            with fn3.active(model, spec):
+                logits[spec] = model(x)
+    teacher = logits[specs[0]].softmax(dim=1)
+    hard = {s: float(torch.nn.functional.cross_entropy(v, y)) for s, v in logits.items()}
+    soft = {s: float(torch.nn.functional.cross_entropy(v, teacher)) for s, v in logits.items()}
+    got = {}
+    for name, students in (("all", None), ("smallest", {sp.smallest()})):
+        model.load_state_dict(start)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        got[name] = train_step(model, opt, x, y, specs, distill=True, students=students)
+    assert got["all"] == pytest.approx((hard[specs[0]] + soft[middle] + soft[specs[2]]) / 3, rel=1e-5)
+    assert got["smallest"] == pytest.approx((hard[specs[0]] + hard[middle] + soft[specs[2]]) / 3, rel=1e-5)
+    assert abs(hard[middle] - soft[middle]) > 1e-3  # the two readings differ: the test can tell them apart
+    with pytest.raises(ConfigError, match="distill_to"):
+        TrainConfig(distill=True, distill_to="middle")

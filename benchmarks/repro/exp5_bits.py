@@ -20,6 +20,7 @@ from runner import (
     AUTO_NORM_CLIP,
     AUTO_NORM_CLIP_CORNERS,
     AUTO_NORM_CLIP_DISTILL,
+    AUTO_NORM_CLIP_DISTILL_SMALLEST,
     AUTO_NORM_CLIP_HALF,
     AUTO_NORM_CLIP_HALF_SMALL,
     AUTO_NORM_CLIP_THIRD,
@@ -63,6 +64,7 @@ def experiment() -> Experiment:
         AUTO_NORM_CLIP_HALF,  # the default at two specs a step: the family's cost (issue 11)
         AUTO_NORM_CLIP_CORNERS,  # 8 and 2 bits every step, 6 or 4 every other: 2.5 passes a step
         AUTO_NORM_CLIP_DISTILL,  # the default, soft labels from 8 bits after 30% (18 epochs: the best drop)
+        AUTO_NORM_CLIP_DISTILL_SMALLEST,  # soft labels for 2 bits alone: the drop without the cost above
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",
@@ -136,7 +138,8 @@ def longer(epochs: int = 18) -> Experiment:
         AUTO_NORM_CLIP_HALF.name)) + (AUTO_NORM_CLIP_HALF_SMALL,  # 2 bits on every other step
                                     AUTO_NORM_CLIP_THIRD,  # 3 passes a step
                                     AUTO_NORM_CLIP_CORNERS,  # 2.5 passes a step
-                                    AUTO_NORM_CLIP_DISTILL)  # soft labels from 8 bits (layers: +1.75 at 1/3)
+                                    AUTO_NORM_CLIP_DISTILL,  # soft labels from 8 bits (layers: +1.75 at 1/3)
+                                    AUTO_NORM_CLIP_DISTILL_SMALLEST)  # soft labels for 2 bits alone
     return Experiment(
         key=f"exp5_bits_{epochs}ep", title=f"FN3-bit, {epochs} epochs: CIFAR-10, ResNet-20", level="bits",
         x_label=short.x_label, budgets=short.budgets, arms=arms,

@@ -213,6 +213,11 @@ AUTO_NORM_DISTILL = Arm("fn3 auto grid, norm-matched sum, distillation from 30%"
                         train={**AUTO_NORM.train, "distill": True, "distill_start": 0.3})
 AUTO_NORM_CLIP_DISTILL = Arm("fn3 auto grid, norm-matched sum, clip per bit-width, distillation from 30%",
                              train={**AUTO_NORM_CLIP.train, "distill": True, "distill_start": 0.3})
+#: The same, but only the smallest (2 bits) learns the 8-bit model's soft predictions; the members above
+#: it keep the labels (``--distill-to smallest``): the drop ``all`` shrinks, without its cost above 2 bits?
+AUTO_NORM_CLIP_DISTILL_SMALLEST = Arm(
+    "fn3 auto grid, norm-matched sum, clip per bit-width, distillation to the smallest from 30%",
+    train={**AUTO_NORM_CLIP_DISTILL.train, "distill_to": "smallest"})
 AUTO_NORM_RANDOM_ORDER = Arm("fn3 auto norm, random-order removal", kind="random-order",
                              source=AUTO_NORM.name)
 #: The grid with each weight's summed gradient divided by the square root of the number of members that

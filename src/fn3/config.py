@@ -95,6 +95,12 @@ SPEC_LOSSES = ("auto", "mean", "sum", "shared", "shared-sqrt", "norm")
 #: ``act_clip`` choices: ``auto`` (:func:`fn3.run.resolved_act_clip`) or a rule of
 #: :func:`fn3.nn.base.set_act_clip`.
 ACT_CLIP_CHOICES = ("auto", "shared", "per-bits")
+#: ``distill_to`` choices: with ``distill``, every spec of a step but the largest learns the largest's
+#: soft predictions (``all``, US-Nets' in-place distillation), or only the family's smallest sub-model
+#: does and the others keep the labels (``smallest``: the 2-bit model of a family nested in bits,
+#: whose drop distillation shrinks, without the cost ``all`` has for the members above it;
+#: ``benchmarks/repro/exp5_bits.py``).
+DISTILL_TO = ("all", "smallest")
 #: Values only read from older configs: ``auto-v3`` is ``auto`` as config versions 1-3 resolved it
 #: (``shared`` under ``rule="specs"``, ``mean`` otherwise), ``auto-v5`` as versions 4-5 did (``norm``
 #: under ``rule="specs"`` whatever the levels), ``auto-v7`` as versions 6-7 did (``norm`` there but
@@ -142,6 +148,9 @@ class TrainConfig:
     sandwich_n: int = 2
     distill: bool = False
     distill_start: float = 0.0  # fraction of the training steps before in-place distillation starts
+    # who learns the largest's soft predictions: all (every other spec of the step, US-Nets) |
+    # smallest (only the family's smallest sub-model; the others keep the labels)
+    distill_to: str = "all"
     full_first: float = 0.0  # fraction of the training steps that train only the largest sub-model
     spec_loss: str = "auto"  # auto | mean | sum | shared | norm: how a step combines its specs' losses
     # rule=auto (or specs) without train_specs: kept fractions trained every step, every axis tied,
@@ -195,6 +204,8 @@ class TrainConfig:
         if self.zero_init_residual and ":" in self.model:
             raise ConfigError("zero_init_residual applies to fn3's resnet and resnext models, not to a "
                               "package.module:factory model (initialise yours in its factory)")
+        if self.distill_to not in DISTILL_TO:
+            raise bad("distill_to", self.distill_to, " or ".join(DISTILL_TO))
         if self.act_clip not in ACT_CLIP_CHOICES:
             raise bad("act_clip", self.act_clip, "auto, shared or per-bits")
         if self.spec_loss not in SPEC_LOSSES + LEGACY_SPEC_LOSSES:
@@ -339,7 +350,7 @@ _FIELD_TYPES: dict[str, tuple[str, bool]] = {  # name -> (kind, may be None)
     **{n: (_FLOAT, False) for n in ("val_fraction", "momentum", "weight_decay",
                                    "label_smoothing", "rho", "distill_start", "full_first")},
     **{n: (_STR, False) for n in ("model", "data", "augment", "optimizer", "rule", "spec_loss",
-                                 "act_clip", "specs_rotation")},
+                                 "act_clip", "specs_rotation", "distill_to")},
     "dist": (_STR, True),
     "tie": (_STR, True),
     "data_dir": (_STR, True),

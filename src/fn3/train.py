@@ -28,7 +28,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -330,6 +330,7 @@ def train_step(
     label_smoothing: float = 0.0,
     distill: bool = False,
     reduction: str = "mean",
+    students: Collection[Spec] | None = None,
 ) -> float:
     """One optimizer step on the sub-models ``specs``; returns the mean loss.
 
@@ -346,8 +347,10 @@ def train_step(
     ``"norm"`` takes where the specs' gradients are orthogonal (measured in
     ``benchmarks/repro/exp4_paths.py``'s 18-epoch experiment). With ``distill=True`` the
     first spec (the largest, for the sandwich rule) is the teacher and the others learn its soft
-    predictions (US-Nets' in-place distillation). Under ``torchrun`` the gradients are averaged over
-    the ranks once, after the last spec's backward (:func:`fn3.distributed.average_gradients`).
+    predictions (US-Nets' in-place distillation); ``students``, when given, are the only specs that
+    do (``TrainConfig.distill_to="smallest"``: the family's smallest), the others keep the labels.
+    Under ``torchrun`` the gradients are averaged over the ranks once, after the last spec's backward
+    (:func:`fn3.distributed.average_gradients`).
 
     ``"norm"`` steps along the *sum* of the specs' gradients, shortened per parameter tensor to the
     norm of the longest of the specs' gradients of that tensor (:func:`norm_matched_`): the step is
@@ -376,7 +379,7 @@ def train_step(
     for i, spec in enumerate(specs):
         with active(model, spec):
             logits = model(x)  # (B, classes)
-        if distill and teacher is not None:
+        if distill and teacher is not None and (students is None or spec in students):
             loss = F.cross_entropy(logits, teacher)  # soft targets (B, classes)
         else:
             loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
@@ -513,6 +516,8 @@ def fit(
     aug = augment_mode(cfg, train)
     spec_loss = resolved_spec_loss(model, cfg)
     base_lr = resolved_lr(model, cfg)
+    # distill_to="smallest": only the family's smallest sub-model learns the teacher's soft predictions
+    students = {sp.smallest()} if cfg.distill_to == "smallest" else None
     result = FitResult(step=0, rule=resolved_rule(model, cfg), spec_loss=spec_loss, lr=base_lr)
     if resume and run is None:
         raise TrainingError("resume=True needs the run_dir to resume from")
@@ -565,6 +570,7 @@ def fit(
                         label_smoothing=cfg.label_smoothing,
                         distill=distill,
                         reduction=spec_loss,
+                        students=students,
                     )
                 except TrainingError as err:
                     raise _diverged(err, result.step, run) from None

@@ -97,6 +97,12 @@ def train(
     distill_start: Annotated[
         float | None, typer.Option(help="Fraction of the steps before in-place distillation starts.")
     ] = None,
+    distill_to: Annotated[
+        str | None,
+        typer.Option(help="With --distill: all (every sub-model of a step learns the largest's soft "
+                     "predictions, the default) or smallest (only the smallest sub-model does; the "
+                     "others keep the labels)."),
+    ] = None,
     full_first: Annotated[
         float | None, typer.Option(help="Fraction of the steps that train only the largest sub-model.")
     ] = None,
@@ -198,6 +204,7 @@ def train(
         sandwich_n=sandwich_n,
         distill=distill,
         distill_start=distill_start,
+        distill_to=distill_to,
         full_first=full_first,
         spec_loss=spec_loss,
         act_clip=act_clip,
