@@ -78,11 +78,11 @@ def test_huge_layer_rejected_before_building(resnet_file, tmp_path, monkeypatch,
     def no_build(self):
         raise AssertionError("modules built before the sizes were checked")
 
+    # refused before any module is built (no_build would raise instead), so nothing huge is allocated;
+    # not timed: a wall-clock bound flakes on a loaded machine
     monkeypatch.setattr(io.Layer, "build", no_build)
-    start = time.perf_counter()
     with pytest.raises(FileFormatError, match=r"huge\.safetensors: tensor sizes do not match"):
         load(path)
-    assert time.perf_counter() - start < 1.0
 
 
 def test_too_deep_or_too_many_layers(resnet_file, tmp_path, monkeypatch):
