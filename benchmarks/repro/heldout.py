@@ -50,6 +50,7 @@ from runner import (
     AUTO_NORM,
     AUTO_NORM_CLIP,
     AUTO_NORM_CLIP_DISTILL,
+    AUTO_NORM_CLIP_DISTILL_SMALLEST,
     ROOT,
     Context,
     Experiment,
@@ -74,11 +75,12 @@ ARMS = (AUTO.name, AUTO_NORM.name)
 #: and the mean loss at lr 0.2 (the default of a family nested in depth alone since version 6, and of
 #: one nested in channels alone since version 9: two arms, the depth one named for its family), and the
 #: bits default with in-place distillation from 30% of the steps (``--distill --distill-start 0.3``, the
-#: README's pick for the smallest 2-bit drop on runs of 18 epochs or more).
+#: README's pick for the smallest 2-bit drop), also with only the 2-bit model distilled (``--distill-to
+#: smallest``).
 EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2", AUTO_MEAN_LR2.name),
-         ("distill", AUTO_NORM_CLIP_DISTILL.name))
+         ("distill", AUTO_NORM_CLIP_DISTILL.name), ("distill-smallest", AUTO_NORM_CLIP_DISTILL_SMALLEST.name))
 #: The arm each variant is paired against where not ``norm``: distillation against the bits default.
-AGAINST = {"distill": "clip"}
+AGAINST = {"distill": "clip", "distill-smallest": "clip"}
 #: Every arm scored, by its short name (``<short>_minus_<short>`` and ``<short>_bit_drop`` keys): the two
 #: losses, then the default's variants.
 SHORT_NAMES: dict[str, str] = {"shared": ARMS[0], "norm": ARMS[1], **dict(EXTRA)}
