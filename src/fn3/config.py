@@ -97,9 +97,9 @@ SPEC_LOSSES = ("auto", "mean", "sum", "shared", "shared-sqrt", "norm")
 ACT_CLIP_CHOICES = ("auto", "shared", "per-bits")
 #: ``distill_to`` choices: with ``distill``, every spec of a step but the largest learns the largest's
 #: soft predictions (``all``, US-Nets' in-place distillation), or only the family's smallest sub-model
-#: does and the others keep the labels (``smallest``: the 2-bit model of a family nested in bits,
-#: whose drop distillation shrinks, without the cost ``all`` has for the members above it;
-#: ``benchmarks/repro/exp5_bits.py``).
+#: does and the others keep the labels (``smallest``). Measured on a family nested in bits
+#: (``benchmarks/repro/exp5_bits.py``, 18 epochs): ``all`` shrinks the 2-bit drop at a cost to every
+#: bit-width above 2; ``smallest`` lands on training without distillation, within the noise.
 DISTILL_TO = ("all", "smallest")
 #: Values only read from older configs: ``auto-v3`` is ``auto`` as config versions 1-3 resolved it
 #: (``shared`` under ``rule="specs"``, ``mean`` otherwise), ``auto-v5`` as versions 4-5 did (``norm``
