@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 
 import pytest
 import torch
@@ -16,9 +17,11 @@ from fn3.spec import parse_spec
 from fn3.train import (
     CHECKPOINT_NAME,
     TrainingError,
+    distill_students,
     evaluate_specs,
     fit,
     lr_at,
+    make_rule,
     norm_matched_,
     train_step,
 )
@@ -317,3 +320,22 @@ def test_distill_to_the_smallest_leaves_the_other_specs_on_the_labels():
     assert abs(hard[middle] - soft[middle]) > 1e-3  # the two readings differ: the test can tell them apart
     with pytest.raises(ConfigError, match="distill_to"):
         TrainConfig(distill=True, distill_to="middle")
+
+
+def test_distill_to_the_smallest_is_the_smallest_member_the_rule_trains():
+    """``distill_to="smallest"`` distils into the smallest sub-model the rule trains: a listed family
+    (``--train-spec``) need not hold the space's smallest, and a rule that draws is refused rather
+    than distilling into nothing."""
+    model = fn3.create_model("mlp", num_classes=3, in_channels=1, input_size=4, hidden=[8])
+    sp = fn3.space(model)
+    half = parse_spec("neurons=0.5", sp)
+    listed = TrainConfig(distill=True, distill_to="smallest", train_specs=("neurons=0.5",))
+    assert distill_students(model, listed) == {half} and half != sp.smallest()
+    rule = make_rule(model, listed)
+    assert all(half in rule(step) for step in range(3))  # the student is trained at every step
+    grid = TrainConfig(distill=True, distill_to="smallest")  # auto on one level: the grid, ending at it
+    assert distill_students(model, grid) == {sp.smallest()}
+    assert distill_students(model, TrainConfig(distill=True)) is None  # "all": every spec but the largest
+    for drawing in ("odo", "full+odo"):
+        with pytest.raises(ConfigError, match=re.escape(f"rule={drawing} does not")):
+            distill_students(model, TrainConfig(distill=True, distill_to="smallest", rule=drawing))

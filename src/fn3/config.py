@@ -96,10 +96,11 @@ SPEC_LOSSES = ("auto", "mean", "sum", "shared", "shared-sqrt", "norm")
 #: :func:`fn3.nn.base.set_act_clip`.
 ACT_CLIP_CHOICES = ("auto", "shared", "per-bits")
 #: ``distill_to`` choices: with ``distill``, every spec of a step but the largest learns the largest's
-#: soft predictions (``all``, US-Nets' in-place distillation), or only the family's smallest sub-model
-#: does and the others keep the labels (``smallest``). Measured on a family nested in bits
-#: (``benchmarks/repro/exp5_bits.py``, 18 epochs): ``all`` shrinks the 2-bit drop at a cost to every
-#: bit-width above 2; ``smallest`` lands on training without distillation, within the noise.
+#: soft predictions (``all``, US-Nets' in-place distillation), or only the smallest sub-model the rule
+#: trains does and the others keep the labels (``smallest``; :func:`fn3.train.distill_students`).
+#: Measured on a family nested in bits (``benchmarks/repro/exp5_bits.py``, 18 epochs): ``all`` shrinks
+#: the 2-bit drop at a cost to every bit-width above 2; ``smallest`` lands on training without
+#: distillation, within the noise.
 DISTILL_TO = ("all", "smallest")
 #: Values only read from older configs: ``auto-v3`` is ``auto`` as config versions 1-3 resolved it
 #: (``shared`` under ``rule="specs"``, ``mean`` otherwise), ``auto-v5`` as versions 4-5 did (``norm``
@@ -149,7 +150,7 @@ class TrainConfig:
     distill: bool = False
     distill_start: float = 0.0  # fraction of the training steps before in-place distillation starts
     # who learns the largest's soft predictions: all (every other spec of the step, US-Nets) |
-    # smallest (only the family's smallest sub-model; the others keep the labels)
+    # smallest (only the smallest sub-model the rule trains; the others keep the labels)
     distill_to: str = "all"
     full_first: float = 0.0  # fraction of the training steps that train only the largest sub-model
     spec_loss: str = "auto"  # auto | mean | sum | shared | norm: how a step combines its specs' losses

@@ -47,7 +47,15 @@ from fn3.nest import space
 from fn3.nn.base import NestedActQuant, set_act_clip
 from fn3.nn.blocks import zero_init_residual_
 from fn3.spec import Space
-from fn3.train import CHECKPOINT_NAME, FitResult, eval_specs_of, evaluate_specs, fit, make_rule
+from fn3.train import (
+    CHECKPOINT_NAME,
+    FitResult,
+    distill_students,
+    eval_specs_of,
+    evaluate_specs,
+    fit,
+    make_rule,
+)
 
 __all__ = ["AUTO_ACT_CLIP", "Run", "build_model", "load_data", "load_run", "resolved_act_clip", "train_run"]
 
@@ -176,6 +184,7 @@ def train_run(
         model = build_model(cfg, train)
     make_rule(model, cfg)  # a --fixed-spec, --train-spec or --eval-spec that does not fit fails
     eval_specs_of(model, cfg)  # before anything is written
+    distill_students(model, cfg)  # distill_to=smallest under a rule that never trains the smallest
     dist.barrier()  # every rank has checked the directory before rank 0 writes into it
     if not resume and dist.is_main():
         out.mkdir(parents=True, exist_ok=True)

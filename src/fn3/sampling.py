@@ -201,11 +201,11 @@ class Sandwich(OrderedDropout):
         if n < 0:
             raise ConfigError(f"sandwich n must be >= 0, got {n}")
         self.n = n
-        self._largest, self._smallest = space.largest(), space.smallest()
+        self._largest, self.smallest = space.largest(), space.smallest()
 
     def step_specs(self, step: int) -> list[Spec]:
         gen = [self._draw(step, i) for i in range(self.n)]
-        return [self._largest, self._smallest, *gen]
+        return [self._largest, self.smallest, *gen]
 
     def to_dict(self) -> dict[str, object]:
         return {**super().to_dict(), "rule": "sandwich", "n": self.n}
@@ -293,11 +293,12 @@ class ListedSpecs:
                 self.specs.append(s)
         self.per_step = per_step
         self.rotation = rotation
-        # rotation "smallest": the member with the fewest kept units summed over axes (fewest bits,
-        # channels, blocks; the first on ties), and the others it shares the remaining slots with
+        # The member with the fewest kept units summed over axes (fewest bits, channels, blocks; the
+        # first on ties): rotations "smallest" and "corners" give it its slots, distill_to="smallest"
+        # distils into it; the others share the remaining slots.
         others = self.specs[1:]
         small = min(range(len(others)), key=lambda i: sum(len(kept) for _, kept in others[i]), default=0)
-        self._smallest = others[small] if others else largest
+        self.smallest = others[small] if others else largest
         self._middle = others[:small] + others[small + 1:]
 
     def step_specs(self, step: int) -> list[Spec]:
@@ -313,9 +314,9 @@ class ListedSpecs:
             # in turn: step 2u+1 takes middle members u*(k-1) .. u*(k-1)+k-2 (mod their number).
             # There are at least two (k >= 2 and k < len(others), else every member is trained above).
             if step % 2 == 0:
-                return [self.specs[0], self._smallest]
+                return [self.specs[0], self.smallest]
             u, m = step // 2, len(self._middle)
-            return [self.specs[0], self._smallest] + [self._middle[(u * (k - 1) + j) % m]
+            return [self.specs[0], self.smallest] + [self._middle[(u * (k - 1) + j) % m]
                                                       for j in range(k - 1)]
         # Round robin: step t takes members t*k .. t*k+k-1 (mod n), so any n steps train each k times.
         return [self.specs[0]] + [others[(step * k + j) % len(others)] for j in range(k)]
@@ -324,7 +325,7 @@ class ListedSpecs:
         """``k`` of the members: the smallest on every even step, the rest round robin in the other slots."""
         # Slots of the middle members used before step t: k per step, less one on each even step.
         used = step * k - (step + 1) // 2
-        head = [self._smallest] if step % 2 == 0 else []
+        head = [self.smallest] if step % 2 == 0 else []
         return head + [self._middle[(used + j) % len(self._middle)] for j in range(k - len(head))]
 
     def to_dict(self) -> dict[str, object]:

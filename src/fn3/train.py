@@ -264,11 +264,49 @@ def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]
         n = cfg.draws if cfg.rule == "auto" else cfg.sandwich_n
         return Sandwich(sp, n, dist=dist, rho=cfg.rho, seed=cfg.seed, tie=tie).step_specs
     if rule == "specs":  # the listed sub-models, else the grid (every axis tied)
-        listed = [_flag_spec("train-spec", text, sp) for text in cfg.train_specs]
-        return ListedSpecs(sp, listed or grid_specs(sp, cfg.grid), cfg.specs_per_step,
-                           cfg.specs_rotation).step_specs
+        return _listed(sp, cfg).step_specs
     fixed = sp.largest() if rule == "full" else _flag_spec("fixed-spec", cfg.fixed_spec or "", sp)
     return lambda step: [fixed]
+
+
+def _listed(sp: Space, cfg: TrainConfig) -> ListedSpecs:
+    """``rule="specs"``'s members: ``cfg.train_specs``, else ``cfg.grid`` (every axis tied)."""
+    listed = [_flag_spec("train-spec", text, sp) for text in cfg.train_specs]
+    return ListedSpecs(sp, listed or grid_specs(sp, cfg.grid), cfg.specs_per_step, cfg.specs_rotation)
+
+
+def distill_students(model: nn.Module, cfg: TrainConfig) -> frozenset[Spec] | None:
+    """The specs that learn the largest's soft predictions under ``cfg.distill``: ``None`` for
+    ``distill_to="all"`` (every spec of a step but the largest), else the smallest sub-model the
+    rule trains.
+
+    Under ``rule="specs"`` (and ``auto`` on one level) that is the smallest listed member, the one
+    with the fewest kept units (the grid's smallest, or the smallest ``--train-spec``: not the
+    space's smallest, which a listed family need not contain); under the sandwich, the space's
+    smallest, trained every step. The rules that draw (``odo``, ``full+odo``) train the smallest on
+    few steps and ``full``/``fixed`` train one spec, so ``distill_to="smallest"`` is refused there
+    rather than silently distilling into nothing.
+
+    Example:
+        >>> import fn3
+        >>> from fn3.config import TrainConfig
+        >>> model = fn3.create_model("mlp", num_classes=10, in_channels=1, input_size=8)
+        >>> cfg = TrainConfig(distill=True, distill_to="smallest", train_specs=("neurons=0.5",))
+        >>> [s.to_dict(fn3.space(model)) for s in distill_students(model, cfg)] == [
+        ...     fn3.parse_spec("neurons=0.5", fn3.space(model)).to_dict(fn3.space(model))]
+        True
+    """
+    if cfg.distill_to != "smallest":
+        return None
+    sp = space(model)
+    rule = resolved_rule(model, cfg)
+    if rule == "specs":
+        return frozenset({_listed(sp, cfg).smallest})
+    if rule == "sandwich":
+        return frozenset({sp.smallest()})
+    raise ConfigError(f"distill_to=smallest distils into the smallest sub-model a rule trains at every "
+                      f"step or in turn, which rule={rule} does not; expected rule auto, specs or "
+                      "sandwich, or distill_to=all")
 
 
 def _flag_spec(flag: str, text: str, sp: Space) -> Spec:
@@ -516,8 +554,8 @@ def fit(
     aug = augment_mode(cfg, train)
     spec_loss = resolved_spec_loss(model, cfg)
     base_lr = resolved_lr(model, cfg)
-    # distill_to="smallest": only the family's smallest sub-model learns the teacher's soft predictions
-    students = {sp.smallest()} if cfg.distill_to == "smallest" else None
+    # distill_to="smallest": only the smallest sub-model the rule trains learns the soft predictions
+    students = distill_students(model, cfg)
     result = FitResult(step=0, rule=resolved_rule(model, cfg), spec_loss=spec_loss, lr=base_lr)
     if resume and run is None:
         raise TrainingError("resume=True needs the run_dir to resume from")

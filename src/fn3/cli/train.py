@@ -100,8 +100,8 @@ def train(
     distill_to: Annotated[
         str | None,
         typer.Option(help="With --distill: all (every sub-model of a step learns the largest's soft "
-                     "predictions, the default) or smallest (only the smallest sub-model does; the "
-                     "others keep the labels)."),
+                     "predictions, the default) or smallest (only the smallest sub-model the rule trains "
+                     "does, the others keep the labels; rule auto on one level, specs or sandwich)."),
     ] = None,
     full_first: Annotated[
         float | None, typer.Option(help="Fraction of the steps that train only the largest sub-model.")
