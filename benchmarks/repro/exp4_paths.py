@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from runner import (
     AUTO,
+    AUTO_DISTILL,
     AUTO_MEAN_LR2,
     AUTO_MEAN_LR2_RANDOM_ORDER,
     AUTO_NORM,
@@ -89,7 +90,8 @@ def longer(epochs: int = 18) -> Experiment:
     if epochs == 18:  # the two losses against the twins, and the candidates tried beside them
         names += [AUTO_RANDOM_ORDER.name, AUTO_NORM_RANDOM_ORDER.name]
         # AUTO_NORM_HALF: 0.38x of the twins' cost; AUTO_MEAN_LR2: the channels and depth default
-        extra = (AUTO_NORM_HALF, AUTO_SQRT, AUTO_MEAN_LR2, AUTO_MEAN_LR2_RANDOM_ORDER)
+        # AUTO_DISTILL: soft labels from the full model once 30% is done, for the smaller members
+        extra = (AUTO_NORM_HALF, AUTO_SQRT, AUTO_MEAN_LR2, AUTO_MEAN_LR2_RANDOM_ORDER, AUTO_DISTILL)
     arms = tuple(a for a in short.arms if a.name in names) + extra
     return Experiment(
         key=f"exp4_paths_{epochs}ep", title=f"FN3-path, {epochs} epochs: CIFAR-10, ResNeXt (tiny)",

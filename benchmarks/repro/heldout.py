@@ -46,9 +46,11 @@ import torch
 from runner import (
     AUTO,
     AUTO_DEPTH,
+    AUTO_DISTILL,
     AUTO_MEAN_LR2,
     AUTO_NORM,
     AUTO_NORM_CLIP,
+    AUTO_NORM_CLIP_CORNERS,
     AUTO_NORM_CLIP_DISTILL,
     AUTO_NORM_CLIP_DISTILL_SMALLEST,
     ROOT,
@@ -76,11 +78,15 @@ ARMS = (AUTO.name, AUTO_NORM.name)
 #: one nested in channels alone since version 9: two arms, the depth one named for its family), and the
 #: bits default with in-place distillation from 30% of the steps (``--distill --distill-start 0.3``, the
 #: README's pick for the smallest 2-bit drop), also with only the 2-bit model distilled (``--distill-to
-#: smallest``).
+#: smallest``), and the bits default at half its passes, 8 and 2 bits every step and 6 or 4 bits on
+#: every other (``--specs-per-step 3 --specs-rotation corners``: about half the twins' cost), and the
+#: paths default (``shared``) with the same distillation.
 EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2", AUTO_MEAN_LR2.name),
-         ("distill", AUTO_NORM_CLIP_DISTILL.name), ("distill-smallest", AUTO_NORM_CLIP_DISTILL_SMALLEST.name))
-#: The arm each variant is paired against where not ``norm``: distillation against the bits default.
-AGAINST = {"distill": "clip", "distill-smallest": "clip"}
+         ("distill", AUTO_NORM_CLIP_DISTILL.name), ("distill-smallest", AUTO_NORM_CLIP_DISTILL_SMALLEST.name),
+         ("corners", AUTO_NORM_CLIP_CORNERS.name), ("distill-paths", AUTO_DISTILL.name))
+#: The arm each variant is paired against where not ``norm``: the bits default's variants against it,
+#: the paths default's distilled variant against the per-weight mean (the paths default).
+AGAINST = {"distill": "clip", "distill-smallest": "clip", "corners": "clip", "distill-paths": "shared"}
 #: Every arm scored, by its short name (``<short>_minus_<short>`` and ``<short>_bit_drop`` keys): the two
 #: losses, then the default's variants.
 SHORT_NAMES: dict[str, str] = {"shared": ARMS[0], "norm": ARMS[1], **dict(EXTRA)}
@@ -273,7 +279,9 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
              "default of one family (a clipping level per bit-width for bits, the mean loss at lr 0.2 "
              "for depth and, since config version 9, for channels; on bits also the default with "
              "in-place distillation, `--distill --distill-start 0.3`, into every bit-width or into "
-             "2 bits alone, `--distill-to smallest`), scored "
+             "2 bits alone, `--distill-to smallest`, and at 8 and 2 bits every step, 6 or 4 bits on "
+             "every other, `--specs-per-step 3 --specs-rotation corners`; on paths the default with the "
+             "same distillation), scored "
              "with BatchNorm re-estimated per "
              f"sub-model on augmented training batches, on the page's test subset ({page_n} images: "
              f"the first of each class) and on the other {rest_n} test images, which no choice was "

@@ -211,6 +211,10 @@ AUTO_NORM_LR2 = Arm("fn3 auto grid, norm-matched sum, lr 0.2", train={**AUTO_NOR
 #: but the largest learns the largest's soft predictions of the same batch (US-Nets, BigNAS).
 AUTO_NORM_DISTILL = Arm("fn3 auto grid, norm-matched sum, distillation from 30%",
                         train={**AUTO_NORM.train, "distill": True, "distill_start": 0.3})
+#: The paths default (the tied grid on the per-weight mean) with the same distillation: its smaller
+#: members trail their own networks by 3.1-3.4 pt on held-out images at two of four seeds (18 epochs).
+AUTO_DISTILL = Arm("fn3 auto (tied grid 100/75/50/25%, per-weight mean), distillation from 30%",
+                   train={**AUTO.train, "distill": True, "distill_start": 0.3})
 AUTO_NORM_CLIP_DISTILL = Arm("fn3 auto grid, norm-matched sum, clip per bit-width, distillation from 30%",
                              train={**AUTO_NORM_CLIP.train, "distill": True, "distill_start": 0.3})
 #: The same, but only the smallest (2 bits) learns the 8-bit model's soft predictions; the members above

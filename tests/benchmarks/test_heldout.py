@@ -196,3 +196,14 @@ def test_heldout_scores_the_runs_of_another_training_seed(tmp_path, data_root):
     with pytest.raises(fn3.ConfigError, match="not the model or protocol the page scored"):
         heldout.main([*quick, "--only", exp.key, "--out", str(out)])
     assert not out.exists()
+
+
+def test_every_variant_is_paired_against_an_arm_that_is_scored():
+    """``AGAINST`` pairs each variant with another scored arm, never with itself: a variant paired
+    against a name that is not scored would silently leave its comparison off the pages."""
+    heldout = _load("heldout")
+    shorts = {short for short, _ in heldout.EXTRA}
+    assert set(heldout.AGAINST) <= shorts
+    for short, ref in heldout.AGAINST.items():
+        assert ref in heldout.SHORT_NAMES and ref != short
+    assert len(set(heldout.SHORT_NAMES.values())) == len(heldout.SHORT_NAMES)  # one short name an arm
