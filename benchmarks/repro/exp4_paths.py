@@ -131,7 +131,15 @@ NOTES: dict[int, str] = {
          "against 3.40 / 4.20; on the held-out images at seed 3 its worst gap is -3.81 pt (the "
          "full model, 57.50 against 58.40% for the per-weight mean; heldout_seed3.md) against "
          "-3.35. A step twice as long on the weights every member shares does not help on paths, "
-         "as at 6 epochs."),
+         "as at 6 epochs. The arm 'distillation from 30%' (--distill --distill-start 0.3 on the "
+         "per-weight mean, Dec 5, seeds 2 and 3: every member but the full model learns the full "
+         "model's soft predictions once 30% of the steps are done, as US-Nets do) asked whether "
+         "soft labels close the smaller members' gap: they widen every gap. Every member ends 2.1-"
+         "5.7 pt below the per-weight mean (52.80 / 51.40 / 49.65 / 49.10 / 46.90% and 54.10 / "
+         "53.15 / 51.65 / 47.70 / 45.90% at seeds 2 / 3), the full model too (by 4.7 / 4.2 pt, "
+         "though it keeps the labels): its worst gap to its own networks is 9.0 / 7.85 pt; on the "
+         "held-out images at seed 3 every member is 2.8-4.3 pt below the per-weight mean (2 s.e. "
+         "about 0.85; heldout_seed3.md; seed 2's per-weight mean and twins were not kept)."),
     36: ("Experiment 4 with 36 epochs instead of 6 (twice the 18-epoch budget): does the default's "
          "gap to the networks trained alone, missed at 18 epochs at every seed, shrink with "
          "training length? Three arms, one seed (Dec 5): the twins, the norm-matched sum (the "
