@@ -336,6 +336,7 @@ def test_distill_to_the_smallest_is_the_smallest_member_the_rule_trains():
     grid = TrainConfig(distill=True, distill_to="smallest")  # auto on one level: the grid, ending at it
     assert distill_students(model, grid) == {sp.smallest()}
     assert distill_students(model, TrainConfig(distill=True)) is None  # "all": every spec but the largest
+    assert distill_students(model, TrainConfig(distill_to="smallest", rule="odo")) is None  # no --distill
     for drawing in ("odo", "full+odo"):
         with pytest.raises(ConfigError, match=re.escape(f"rule={drawing} does not")):
             distill_students(model, TrainConfig(distill=True, distill_to="smallest", rule=drawing))

@@ -277,8 +277,8 @@ def _listed(sp: Space, cfg: TrainConfig) -> ListedSpecs:
 
 def distill_students(model: nn.Module, cfg: TrainConfig) -> frozenset[Spec] | None:
     """The specs that learn the largest's soft predictions under ``cfg.distill``: ``None`` for
-    ``distill_to="all"`` (every spec of a step but the largest), else the smallest sub-model the
-    rule trains.
+    ``distill_to="all"`` (every spec of a step but the largest) or without ``distill``, else the
+    smallest sub-model the rule trains.
 
     Under ``rule="specs"`` (and ``auto`` on one level) that is the smallest listed member, the one
     with the fewest kept units (the grid's smallest, or the smallest ``--train-spec``: not the
@@ -296,7 +296,7 @@ def distill_students(model: nn.Module, cfg: TrainConfig) -> frozenset[Spec] | No
         ...     fn3.parse_spec("neurons=0.5", fn3.space(model)).to_dict(fn3.space(model))]
         True
     """
-    if cfg.distill_to != "smallest":
+    if not cfg.distill or cfg.distill_to != "smallest":  # without --distill nobody learns soft labels
         return None
     sp = space(model)
     rule = resolved_rule(model, cfg)
@@ -305,8 +305,8 @@ def distill_students(model: nn.Module, cfg: TrainConfig) -> frozenset[Spec] | No
     if rule == "sandwich":
         return frozenset({sp.smallest()})
     raise ConfigError(f"distill_to=smallest distils into the smallest sub-model a rule trains at every "
-                      f"step or in turn, which rule={rule} does not; expected rule auto, specs or "
-                      "sandwich, or distill_to=all")
+                      f"step or in turn, which rule={rule} does not; expected rule specs or sandwich "
+                      "(auto picks specs on a model nested in one level), or distill_to=all")
 
 
 def _flag_spec(flag: str, text: str, sp: Space) -> Spec:
