@@ -201,11 +201,11 @@ class Sandwich(OrderedDropout):
         if n < 0:
             raise ConfigError(f"sandwich n must be >= 0, got {n}")
         self.n = n
-        self._largest, self.smallest = space.largest(), space.smallest()
+        self._largest, self._smallest = space.largest(), space.smallest()
 
     def step_specs(self, step: int) -> list[Spec]:
         gen = [self._draw(step, i) for i in range(self.n)]
-        return [self._largest, self.smallest, *gen]
+        return [self._largest, self._smallest, *gen]
 
     def to_dict(self) -> dict[str, object]:
         return {**super().to_dict(), "rule": "sandwich", "n": self.n}

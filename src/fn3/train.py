@@ -385,7 +385,8 @@ def train_step(
     ``benchmarks/repro/exp4_paths.py``'s 18-epoch experiment). With ``distill=True`` the
     first spec (the largest, for the sandwich rule) is the teacher and the others learn its soft
     predictions (US-Nets' in-place distillation); ``students``, when given, are the only specs that
-    do (``TrainConfig.distill_to="smallest"``: the family's smallest), the others keep the labels.
+    do (``TrainConfig.distill_to="smallest"``: the smallest sub-model the rule trains,
+    :func:`distill_students`), the others keep the labels.
     Under ``torchrun`` the gradients are averaged over the ranks once, after the last spec's backward
     (:func:`fn3.distributed.average_gradients`).
 
