@@ -106,6 +106,7 @@ def experiments() -> list[Experiment]:
     import exp5_bits
 
     return [*exp2_channels.experiments(), exp3_layers.experiment(20), exp3_layers.longer(),
+            exp3_layers.deeper(), exp3_layers.deeper(36),
             *exp4_paths.experiments(), exp5_bits.experiment(), exp5_bits.longer()]
 
 

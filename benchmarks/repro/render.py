@@ -40,6 +40,8 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("exp3_layers_resnet20", "python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet20"),
     ("exp3_layers_resnet32", "python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet32"),
     ("exp3_layers_resnet20_18ep", "python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet20_18ep"),
+    ("exp3_layers_resnet32_18ep", "python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet32_18ep"),
+    ("exp3_layers_resnet32_36ep", "python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet32_36ep"),
     ("exp4_paths", "python benchmarks/repro/exp4_paths.py --only exp4_paths"),
     ("exp4_paths_18ep", "python benchmarks/repro/exp4_paths.py --only exp4_paths_18ep"),
     ("exp4_paths_36ep", "python benchmarks/repro/exp4_paths.py --only exp4_paths_36ep"),
