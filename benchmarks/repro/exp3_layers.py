@@ -147,10 +147,34 @@ def longer(epochs: int = 18) -> Experiment:
               "by 3.16 / 4.26 / 4.00 pt.")
 
 
+#: What the ResNet-32 runs at 18 and 36 epochs showed (Dec 5-6, seed 0, one run per arm).
+_DEEPER_NOTES = {
+    18: "The networks alone are not monotone in depth here (5 blocks 57.35%, 3 blocks 65.25%: the "
+        "deepest trains slowest); the nested family lifts its full model above its own network (+4.65 "
+        "pt; held-out +3.26) but trails the shallower networks by 5.1-7.35 pt at 1-3 blocks (held-out 3 / "
+        "2 / 1 blocks -6.72 / -4.81 / -5.94, 4 blocks -2.10): better than at 6 epochs (-11.80), "
+        "still missed. The tied sandwich (the best rule at 6 epochs) is within noise of it: 63.55 / 62.60 / "
+        "60.90 / 59.25 / 55.05% against the default's 62.00 / 62.00 / 59.35 / 60.05 / 54.35% (worst "
+        "gap -6.65 pt, 1 block), at 0.75x its CPU time. See the 36-epoch run for where the rest of "
+        "the gap goes.",
+    36: "At 36 epochs the default is within 1.75 pt of the networks alone at every depth on its grid "
+        "(5/4/2/1 blocks; held-out +0.36 / -1.03 / -0.53 / -0.77 pt, 2 s.e. about 1), its full model "
+        "within 0.40 (held-out +0.36): the gap left is 3 blocks, a depth off the grid (round(2.5) "
+        "= 2) that is never trained as such: -2.55 pt on the page, -3.27 held-out. A user who needs "
+        "that depth lists every depth (`--train-spec layers=0.8 --train-spec layers=0.6 --train-spec "
+        "layers=0.4 --train-spec layers=0.2`; at 6 epochs the arm that does so, 'every budget each "
+        "step, lr 0.2', did not help; not measured at 36). The worst gap is -11.80 / -7.35 / -2.55 "
+        "pt at 6 / 18 / 36 epochs: for a deeper family, training length, not the rule, closes most "
+        "of it. The cost stays at 0.84x of the networks alone (3065 s against 3669 s of CPU, the two "
+        "runs side by side on the two cores).",
+}
+
+
 def deeper(epochs: int = 18) -> Experiment:
     """ResNet-32 for 3x (or 6x) the epochs: is the 6-epoch miss (the family held to its full model,
     which trails the shallower networks alone at 6 epochs) a matter of training length? fn3's default
-    for depth alone (with its random-order ablation, for the tail target) and the networks alone.
+    for depth alone (with its random-order ablation, for the tail target) and the networks alone; at
+    18 epochs also the tied sandwich.
 
     Run with ``--only exp3_layers_resnet32_18ep`` (about 35 minutes on 2 cores, the two arms side by
     side) or ``exp3_layers_resnet32_36ep`` (about 65 minutes).
@@ -165,29 +189,6 @@ def deeper(epochs: int = 18) -> Experiment:
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,
         base=short.base.replace(epochs=epochs), quick=CIFAR_QUICK, test_limit=200,
         notes=f"Experiment 3 (ResNet-32) with {epochs} epochs instead of 6. " + _DEEPER_NOTES.get(epochs, ""))
-
-
-#: What the ResNet-32 runs at 18 and 36 epochs showed (Dec 5-6, seed 0, one run per arm).
-_DEEPER_NOTES = {
-    18: "The networks alone are not monotone in depth here (5 blocks 57.35%, 3 blocks 65.25%: the "
-        "deepest trains slowest); the nested family lifts its full model above its own network (+4.65 "
-        "pt; held-out +3.26) but trails the shallower networks by 4.4-7.4 pt at 1-3 blocks (held-out 3 / "
-        "2 / 1 blocks -6.72 / -4.81 / -5.94, 4 blocks -2.10): better than at 6 epochs (-11.80), "
-        "still missed. The tied sandwich (the best rule at 6 epochs) is within noise of it: 63.55 / 62.60 / "
-        "60.90 / 59.25 / 55.05% against the default's 62.00 / 62.00 / 59.35 / 60.05 / 54.35% (worst "
-        "gap -6.25 pt, 1 block), at 0.83x its CPU time. See the 36-epoch run for where the rest of "
-        "the gap goes.",
-    36: "At 36 epochs the default is within 1.75 pt of the networks alone at every depth on its grid "
-        "(5/4/2/1 blocks; held-out +0.36 / -1.03 / -0.53 / -0.77 pt, 2 s.e. about 1), its full model "
-        "within 0.40 (held-out +0.36): the gap left is 3 blocks, a depth off the grid (round(2.5) "
-        "= 2) that is never trained as such: -2.55 pt on the page, -3.27 held-out. A user who needs "
-        "that depth lists every depth (`--train-spec layers=0.8 --train-spec layers=0.6 --train-spec "
-        "layers=0.4 --train-spec layers=0.2`; at 6 epochs the arm that does so, 'every budget each "
-        "step, lr 0.2', did not help; not measured at 36). The worst gap is -11.80 / -7.35 / -2.55 "
-        "pt at 6 / 18 / 36 epochs: for a deeper family, training length, not the rule, closes most "
-        "of it. The cost stays at 0.84x of the networks alone (3065 s against 3669 s of CPU, the two "
-        "runs side by side on the two cores).",
-}
 
 
 def experiments() -> list[Experiment]:
