@@ -184,6 +184,8 @@ def deeper(epochs: int = 18) -> Experiment:
     if epochs == 18:  # the rule that did best at 6 epochs: the tied sandwich (the smallest every
         names.append(SANDWICH_MEAN.name)  # step beside the largest and one uniform draw)
     arms = tuple(a for a in short.arms if a.name in names)
+    if epochs == 36:  # the off-grid 3 blocks: every depth each step, and every depth at half the cost
+        arms += (every_budget(short.budgets, lr=0.2), every_budget(short.budgets, lr=0.2, corners=True))
     return Experiment(
         key=f"exp3_layers_resnet32_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-32",
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,
