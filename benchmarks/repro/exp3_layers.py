@@ -185,7 +185,9 @@ def deeper(epochs: int = 18) -> Experiment:
         names.append(SANDWICH_MEAN.name)  # step beside the largest and one uniform draw)
     arms = tuple(a for a in short.arms if a.name in names)
     if epochs == 36:  # the off-grid 3 blocks: every depth each step, and every depth at half the cost
-        arms += (every_budget(short.budgets, lr=0.2), every_budget(short.budgets, lr=0.2, corners=True))
+        arms += (every_budget(short.budgets, lr=0.2), every_budget(short.budgets, lr=0.2, per_step=3,
+                                                                    rotation="corners"),
+                 every_budget(short.budgets, lr=0.2, per_step=2))
     return Experiment(
         key=f"exp3_layers_resnet32_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-32",
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,

@@ -250,19 +250,24 @@ AUTO_DEPTH_RANDOM_ORDER = Arm("fn3 auto mean, random-order removal", kind="rando
 
 
 def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float | None = None,
-                 distill_start: float | None = None, corners: bool = False) -> Arm:
+                 distill_start: float | None = None, per_step: int = 0, rotation: str = "even") -> Arm:
     """``rule="specs"``: the largest and each of the experiment's budgets at every step (Slimmable
     Networks, Any-Precision), on the mean or the sum of their losses (issue 11); ``lr`` other than the
     experiment's 0.1 when given; in-place distillation from the largest after ``distill_start`` of
-    the steps when given (Any-Precision's soft labels). ``corners``: the largest and the smallest
-    every step, the other budgets in turn on every other step (``specs_per_step=3``,
-    ``specs_rotation="corners"``): 2.5 passes a step, about half the twins' cost on a depth family."""
+    the steps when given (Any-Precision's soft labels). ``per_step`` and ``rotation``: fewer
+    members a step (``specs_per_step``, ``specs_rotation``), for about half the twins' cost on a
+    depth family: ``per_step=2`` the largest and one other in turn (every member on a quarter of the
+    steps of a five-depth family), ``per_step=3, rotation="corners"`` the largest and the smallest
+    every step, the others in turn on every other step (2.5 passes a step)."""
     loss = {"mean": "mean loss", "sum": "summed losses", "shared": "per-weight mean"}[spec_loss]
     train = {"rule": "specs", "train_specs": tuple(b.spec for b in budgets), "spec_loss": spec_loss}
     name = "fn3 every budget each step"
-    if corners:
-        train |= {"specs_per_step": 3, "specs_rotation": "corners"}
-        name = "fn3 every budget, corners every step, middle every other"
+    if per_step:
+        train |= {"specs_per_step": per_step, "specs_rotation": rotation}
+        name = ("fn3 every budget, corners every step, middle every other" if rotation == "corners"
+                else f"fn3 every budget, {per_step} specs a step")
+        if rotation not in ("even", "corners"):
+            name += f", {rotation}"
     if lr is not None:
         train["lr"] = lr
         name += f", lr {lr:g}"
