@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+import fn3
 from fn3.cli import main
 from fn3.config import CONFIG_VERSION
 
@@ -215,6 +216,31 @@ def test_train_says_which_rule_auto_picked(tmp_path, capsys):
             "--levels", "channels", "--out", str(tmp_path / "done")]
     assert main(["train", *done]) == 0
     assert "(rule specs, spec loss mean, lr 0.2); run directory" in capsys.readouterr().out
+
+
+def test_train_names_the_depths_its_grid_never_trains(tmp_path, capsys):
+    """On 5-block stages the default grid keeps 5/4/2/1 blocks: the run says 3 is never trained and
+    gives the --grid that trains every depth; with that grid (or on 3-block stages) it says nothing."""
+    from fn3.config import TrainConfig
+    from fn3.train import untrained_note
+
+    args = ["--model", "resnet32", "--data", "digits", "--epochs", "1", "--max-steps", "1", "--no-progress",
+            "--levels", "layers", "--out", str(tmp_path / "grid")]
+    assert main(["train", *args]) == 0
+    out = capsys.readouterr().out
+    assert "never trains 3 blocks of stage1.depth, stage2.depth, stage3.depth" in out
+    assert "--grid 1,0.8,0.6,0.4,0.2" in out
+    deep = fn3.create_model("resnet32", num_classes=10, levels=("layers",))
+    assert untrained_note(deep, TrainConfig(grid=(1, 0.8, 0.6, 0.4, 0.2))) is None
+    assert untrained_note(deep, TrainConfig(train_specs=("layers=0.6",))) is None  # the user's choice
+    assert untrained_note(deep, TrainConfig(rule="full+odo")) is None  # draws reach every depth
+    short = fn3.create_model("resnet20", num_classes=10, levels=("layers",))
+    assert untrained_note(short, TrainConfig()) is None  # 3/2/1 blocks: every depth on the grid
+    nine = fn3.create_model("resnet56", num_classes=10, levels=("layers",))  # 9 blocks: 9/7/4/2/1
+    note = untrained_note(nine, TrainConfig()) or ""
+    assert "never trains 3, 5, 6, 8 blocks" in note
+    every = note.rsplit("--grid ", 1)[1]  # the grid it gives trains every depth (k/9 rounds to k)
+    assert untrained_note(nine, TrainConfig(grid=tuple(float(f) for f in every.split(",")))) is None
 
 
 def test_version(capsys):
