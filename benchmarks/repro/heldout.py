@@ -57,6 +57,7 @@ from runner import (
     Context,
     Experiment,
     at_seed,
+    every_budget,
     experiment_data,
 )
 from targets import BIT_DROP, heldout_gaps, parity_verdict
@@ -80,13 +81,20 @@ ARMS = (AUTO.name, AUTO_NORM.name)
 #: README's pick for the smallest 2-bit drop), also with only the 2-bit model distilled (``--distill-to
 #: smallest``), and the bits default at half its passes, 8 and 2 bits every step and 6 or 4 bits on
 #: every other (``--specs-per-step 3 --specs-rotation corners``: about half the twins' cost), and the
-#: paths default (``shared``) with the same distillation.
+#: paths default (``shared``) with the same distillation; on ResNet-32 at 36 epochs the depth
+#: default's rule with every depth listed (the grid's 5/4/2/1 blocks leave 3 out), each step or at
+#: about half the twins' cost (the corners rotation, or two specs a step).
 EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2", AUTO_MEAN_LR2.name),
          ("distill", AUTO_NORM_CLIP_DISTILL.name), ("distill-smallest", AUTO_NORM_CLIP_DISTILL_SMALLEST.name),
-         ("corners", AUTO_NORM_CLIP_CORNERS.name), ("distill-paths", AUTO_DISTILL.name))
+         ("corners", AUTO_NORM_CLIP_CORNERS.name), ("distill-paths", AUTO_DISTILL.name),
+         ("every-budget", every_budget((), lr=0.2).name),
+         ("every-corners", every_budget((), lr=0.2, per_step=3, rotation="corners").name),
+         ("every-2", every_budget((), lr=0.2, per_step=2).name))
 #: The arm each variant is paired against where not ``norm``: the bits default's variants against it,
-#: the paths default's distilled variant against the per-weight mean (the paths default).
-AGAINST = {"distill": "clip", "distill-smallest": "clip", "corners": "clip", "distill-paths": "shared"}
+#: the paths default's distilled variant against the per-weight mean (the paths default), the depth
+#: variants against the depth default.
+AGAINST = {"distill": "clip", "distill-smallest": "clip", "corners": "clip", "distill-paths": "shared",
+           "every-budget": "depth", "every-corners": "depth", "every-2": "depth"}
 #: Every arm scored, by its short name (``<short>_minus_<short>`` and ``<short>_bit_drop`` keys): the two
 #: losses, then the default's variants.
 SHORT_NAMES: dict[str, str] = {"shared": ARMS[0], "norm": ARMS[1], **dict(EXTRA)}
@@ -282,7 +290,8 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
              "in-place distillation, `--distill --distill-start 0.3`, into every bit-width or into "
              "2 bits alone, `--distill-to smallest`, and at 8 and 2 bits every step, 6 or 4 bits on "
              "every other, `--specs-per-step 3 --specs-rotation corners`; on paths the default with the "
-             "same distillation), scored "
+             "same distillation; on the 36-epoch ResNet-32 layers family the depth default with every "
+             "depth listed, each step, with the corners rotation or at two specs a step), scored "
              "with BatchNorm re-estimated per "
              f"sub-model on augmented training batches, on the page's test subset ({page_n} images: "
              f"the first of each class) and on the other {rest_n} test images, which no choice was "
