@@ -306,15 +306,19 @@ def untrained_note(model: nn.Module, cfg: TrainConfig) -> str | None:
     missing = untrained_depths(sp, grid_specs(sp, cfg.grid))
     if not missing:
         return None
-    depths = sorted({d for kept in missing.values() for d in kept})
+    groups: dict[tuple[int, ...], list[str]] = {}  # the depths left out -> the axes that leave them out
+    for name, depths in missing.items():
+        groups.setdefault(tuple(depths), []).append(name)
+    left_out = "; ".join(f"{', '.join(map(str, d))} blocks of {', '.join(names)}"
+                         for d, names in groups.items())
     n = max(sp[name].num_blocks for name in missing)
     every = ",".join(f"{k / n:.3g}" for k in range(n, 0, -1))  # k/n rounds to k blocks, and covers
     # every depth of a shorter stage too
-    return (f"note: the grid never trains {', '.join(map(str, depths))} blocks of {', '.join(missing)} "
-            f"as such; a search or export that picks that depth gets a weaker sub-model (ResNet-32, 36 "
-            f"epochs: 3.3 pt below its network alone). To train every depth, at about the cost of "
-            f"the networks trained alone and best in long runs (at 18 epochs it cost the other depths "
-            f"1-2.5 pt; README, 'Which training rule'): --grid {every}")
+    return (f"note: the grid never trains {left_out} as such; a search or export that picks that "
+            f"depth gets a weaker sub-model (ResNet-32, 36 epochs: 3.3 pt below its network alone). "
+            f"To train every depth, at about the cost of the networks trained alone and best in long "
+            f"runs (at 18 epochs it cost the other depths 1-2.5 pt; README, 'Which training rule'): "
+            f"--grid {every}")
 
 
 def distill_students(model: nn.Module, cfg: TrainConfig) -> frozenset[Spec] | None:
