@@ -403,9 +403,8 @@ def untrained_depths(space: Space, specs: Sequence[Spec]) -> dict[str, list[int]
     for ax in space:
         if ax.kind != "layers":
             continue
-        kept = {s.size(ax.name, space) for s in specs}
-        levels = {ax.units(range(n)) for n in range(ax.min_blocks, ax.num_blocks + 1)}  # kept blocks
-        missing = sorted(levels - kept)
+        kept = {len(s.kept(ax.name)) for s in specs}  # prefix blocks: a depth is their count
+        missing = [n for n in range(ax.min_blocks, ax.num_blocks + 1) if n not in kept]
         if missing:
             out[ax.name] = missing
     return out

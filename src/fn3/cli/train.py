@@ -253,19 +253,17 @@ def _report(result: Any, out: Path) -> None:
         # One unwrapped line: the command is copied as it is (a wrapped path breaks the copy).
         console.print(f"stopped at step {result.step} ({_rule_text(result)}); continue with: "
                       f"fn3 train --resume {out}", soft_wrap=True)
-        if result.note:
-            console.print(result.note, soft_wrap=True, markup=False)
-        return
-    final = result.history[-1].get("test_accuracy", {}) if result.history else {}
-    table = Table(title=f"test accuracy ({out})")
-    table.add_column("spec")
-    table.add_column("accuracy", justify="right")
-    for name, acc in final.items():
-        table.add_row(name, f"{acc * 100:.2f}%")
-    console.print(table)
-    console.print(f"{result.step} steps in {result.wall_time:.1f} s ({_rule_text(result)}); "
-                  f"run directory: {out}", soft_wrap=True)
-    if result.note:
+    else:
+        final = result.history[-1].get("test_accuracy", {}) if result.history else {}
+        table = Table(title=f"test accuracy ({out})")
+        table.add_column("spec")
+        table.add_column("accuracy", justify="right")
+        for name, acc in final.items():
+            table.add_row(name, f"{acc * 100:.2f}%")
+        console.print(table)
+        console.print(f"{result.step} steps in {result.wall_time:.1f} s ({_rule_text(result)}); "
+                      f"run directory: {out}", soft_wrap=True)
+    if result.note:  # stopped or finished: the depths its grid never trained
         console.print(result.note, soft_wrap=True, markup=False)
 
 
