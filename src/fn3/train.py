@@ -28,7 +28,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,7 @@ __all__ = [
     "norm_matched_",
     "train_step",
     "untrained_note",
+    "untrained_pick",
 ]
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -311,14 +312,52 @@ def untrained_note(model: nn.Module, cfg: TrainConfig) -> str | None:
         groups.setdefault(tuple(depths), []).append(name)
     left_out = "; ".join(f"{', '.join(map(str, d))} blocks of {', '.join(names)}"
                          for d, names in groups.items())
-    n = max(sp[name].num_blocks for name in missing)
-    every = ",".join(f"{k / n:.3g}" for k in range(n, 0, -1))  # k/n rounds to k blocks, and covers
-    # every depth of a shorter stage too
     return (f"note: the grid never trains {left_out} as such; a search or export that picks that "
             f"depth gets a weaker sub-model (ResNet-32, 36 epochs: 3.3 pt below its network alone). "
             f"To train every depth, at about the cost of the networks trained alone and best in long "
             f"runs (at 18 epochs it cost the other depths 1-2.5 pt; README, 'Which training rule'): "
-            f"--grid {every}")
+            f"--grid {_every_depth_grid(sp, missing)}")
+
+
+def _every_depth_grid(sp: Space, axes: Iterable[str]) -> str:
+    """The ``--grid`` that trains every depth of ``axes``: ``k/n`` for every k of the longest stage
+    (k/n rounds to k blocks, and covers every depth of a shorter stage too)."""
+    n = max(sp[name].num_blocks for name in axes)
+    return ",".join(f"{k / n:.3g}" for k in range(n, 0, -1))
+
+
+def untrained_pick(model: nn.Module, cfg: TrainConfig, spec: Spec) -> str | None:
+    """One line for the user when ``spec`` keeps a depth of a ``layers`` axis that ``cfg``'s rule never
+    trained as such (:func:`fn3.sampling.untrained_depths` of its listed sub-models or grid), else
+    ``None``: what ``fn3 search`` says of a sub-model it chose and ``fn3 export`` of the one it
+    writes, so the warning :func:`untrained_note` gave at training time reaches the person deploying.
+    The rules that draw reach every depth; so does a listed ``train_specs`` that keeps it.
+
+    Example:
+        >>> import fn3
+        >>> net = fn3.create_model("resnet32", num_classes=10, levels=("layers",))
+        >>> print(untrained_pick(net, TrainConfig(), fn3.parse_spec("layers=0.6", fn3.space(net))))
+        ... # doctest: +ELLIPSIS
+        note: this sub-model keeps 3 blocks of stage1.depth, stage2.depth, stage3.depth, a depth its run ...
+        >>> untrained_pick(net, TrainConfig(), fn3.parse_spec("layers=0.8", fn3.space(net))) is None
+        True
+    """
+    if resolved_rule(model, cfg) != "specs":
+        return None
+    sp = space(model)
+    missing = untrained_depths(sp, _listed(sp, cfg).specs)
+    picked = {name: len(spec.kept(name)) for name in missing if len(spec.kept(name)) in missing[name]}
+    if not picked:
+        return None
+    groups: dict[int, list[str]] = {}  # depth -> the axes where the spec keeps it
+    for name, depth in picked.items():
+        groups.setdefault(depth, []).append(name)
+    kept = "; ".join(f"{d} blocks of {', '.join(names)}" for d, names in groups.items())
+    trained = "listed sub-models" if cfg.train_specs else "grid " + ",".join(f"{g:g}" for g in cfg.grid)
+    return (f"note: this sub-model keeps {kept}, a depth its run never trained as such (it trained the "
+            f"{trained}); it may trail its network trained alone (ResNet-32, 36 epochs: 3.3 pt). "
+            f"Compare its score with a trained depth's, or retrain with --grid "
+            f"{_every_depth_grid(sp, picked)}")
 
 
 def distill_students(model: nn.Module, cfg: TrainConfig) -> frozenset[Spec] | None:

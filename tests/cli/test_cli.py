@@ -243,6 +243,39 @@ def test_train_names_the_depths_its_grid_never_trains(tmp_path, capsys):
     assert untrained_note(nine, TrainConfig(grid=tuple(float(f) for f in every.split(",")))) is None
 
 
+def test_search_and_export_name_a_depth_the_run_never_trained(tmp_path, capsys):
+    """A budget whose best sub-model keeps 3 blocks (off the default grid of 5-block stages): `fn3
+    search` and `fn3 export --budget` say so, with the --grid that trains it; a trained depth is silent."""
+    from fn3.config import TrainConfig
+    from fn3.train import untrained_pick
+
+    run = tmp_path / "grid"
+    assert main(["train", "--model", "resnet32", "--data", "digits", "--epochs", "1", "--max-steps", "1",
+                 "--no-progress", "--levels", "layers", "--out", str(run)]) == 0
+    capsys.readouterr()
+    # stage1 alone: 1..5 blocks cost 6.2..8.6 MFLOPs (0.59 M a block); 7.5 M admits 1-3 blocks, and
+    # after one step the 3-block member scores best of them on the validation split (11.9% vs <= 9.8%).
+    assert main(["search", str(run), "--axes", "stage1.depth", "--strategy", "exhaustive",
+                 "--budget", "flops=7.5M", "--no-progress"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    best = json.loads((run / "search" / "best.json").read_text())
+    assert best["axes"]["stage1.depth"]["size"] == 3, best
+    assert "note: this sub-model keeps 3 blocks of stage1.depth, a depth its run never trained" in out
+    assert "(it trained the grid 1,0.75,0.5,0.25)" in out and "--grid 1,0.8,0.6,0.4,0.2" in out
+    assert main(["export", str(run), "--budget", "flops=7.5M", "--out", str(tmp_path / "e")]) == 0
+    assert "keeps 3 blocks of stage1.depth" in " ".join(capsys.readouterr().out.split())
+    assert main(["export", str(run), "--spec", "stage1.depth=4", "--out", str(tmp_path / "f")]) == 0
+    assert "note:" not in capsys.readouterr().out  # 4 blocks is on the grid
+    deep = fn3.create_model("resnet32", num_classes=10, levels=("layers",))
+    sp = fn3.space(deep)
+    three = fn3.parse_spec("layers=0.6", sp)
+    assert untrained_pick(deep, TrainConfig(grid=(1, 0.8, 0.6, 0.4, 0.2)), three) is None
+    assert untrained_pick(deep, TrainConfig(train_specs=("layers=0.6",)), three) is None  # listed
+    listed = untrained_pick(deep, TrainConfig(train_specs=("layers=0.8",)), three) or ""
+    assert "it trained the listed sub-models" in listed  # listed, but not that depth
+    assert untrained_pick(deep, TrainConfig(rule="full+odo"), three) is None  # draws reach it
+
+
 def test_version(capsys):
     from importlib.metadata import version
 

@@ -82,6 +82,7 @@ def export_cmd(
 
     check_options(fmt, activations, nested)
 
+    note = None  # a depth the run never trained (from a run directory: its config says what it trained)
     if run.is_file():  # a nested file: read the sub-model's bytes and write a dedicated export
         if nested:
             raise ConfigError(f"{run} is already a file; --nested exports a run directory")
@@ -105,8 +106,14 @@ def export_cmd(
         chosen = r.space.largest() if nested else _spec(spec, budget, front, r.space, run)
         files = export_run(r, chosen, out, fmt=fmt, nested=nested, recalibrate=recalibrate, rounding=rounding,
                            activations=activations)
+        if not nested:
+            from fn3.train import untrained_pick
+
+            note = untrained_pick(r.model, r.config, chosen)
     for f in files:
         console.print(f"wrote {f} ({os.path.getsize(f):,} bytes)")
+    if note:
+        console.print(note, soft_wrap=True, markup=False)
     if not nested:
         model = load(out / "model.safetensors", as_stored=True)  # its quantized layers: their sizes
         console.print(f"ideal size {io.ideal_size(model):,} bytes (codes x bits / 8 + floats x 4)")

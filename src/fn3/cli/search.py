@@ -141,6 +141,7 @@ def search_command(
     _print_fronts(results, metric)
     if chosen:
         _print_chosen(results, chosen, limits)
+        _note_untrained(model, cfg, chosen)
     console.print(f"outputs in {out_dir}: front.json, front.csv, front.png"
                   + (", best.json" if chosen else ""))
 
@@ -226,6 +227,15 @@ def _print_chosen(results: list, chosen: dict, limits: dict[str, float]) -> None
         table.add_row(name, *(_fmt(p.cost(m)) for m in metrics), _pct(p.accuracy), _pct(p.test_accuracy),
                       _short(p.spec, results[0].space))
     console.print(table)
+
+
+def _note_untrained(model: Any, cfg: Any, chosen: dict) -> None:
+    """Say when a chosen sub-model keeps a depth the run's rule never trained (fn3.train.untrained_pick)."""
+    from fn3.train import untrained_pick
+
+    notes = {untrained_pick(model, cfg, p.spec) for p in chosen.values()} - {None}
+    for note in sorted(notes):
+        console.print(note, soft_wrap=True, markup=False)
 
 
 def _short(spec: Any, space: Any) -> str:
