@@ -83,6 +83,7 @@ __all__ = [
     "norm_matched_",
     "train_step",
     "untrained_note",
+    "untrained_of",
     "untrained_pick",
 ]
 
@@ -326,34 +327,52 @@ def _every_depth_grid(sp: Space, axes: Iterable[str]) -> str:
     return ",".join(f"{k / n:.3g}" for k in range(n, 0, -1))
 
 
-def untrained_pick(model: nn.Module, cfg: TrainConfig, spec: Spec) -> str | None:
-    """One line for the user when ``spec`` keeps a depth of a ``layers`` axis that ``cfg``'s rule never
-    trained as such (:func:`fn3.sampling.untrained_depths` of its listed sub-models or grid), else
-    ``None``: what ``fn3 search`` says of a sub-model it chose and ``fn3 export`` of the one it
-    writes, so the warning :func:`untrained_note` gave at training time reaches the person deploying.
-    The rules that draw reach every depth; so does a listed ``train_specs`` that keeps it.
+def untrained_of(model: nn.Module, cfg: TrainConfig) -> tuple[dict[str, list[int]], str]:
+    """What ``cfg``'s rule never trains of ``model``'s depths, and what it trains instead: the
+    :func:`fn3.sampling.untrained_depths` of its listed sub-models or grid under ``rule="specs"``
+    (``({}, "")`` for the rules that draw, which reach every depth). Stored with every export of a run
+    (:func:`fn3.export.runs.run_meta`), so that a sub-model read from a nested file is warned about
+    too (:func:`untrained_pick`).
+
+    Example:
+        >>> import fn3
+        >>> untrained_of(fn3.create_model("resnet32", num_classes=10, levels=("layers",)), TrainConfig())
+        ({'stage1.depth': [3], 'stage2.depth': [3], 'stage3.depth': [3]}, 'grid 1,0.75,0.5,0.25')
+    """
+    if resolved_rule(model, cfg) != "specs":
+        return {}, ""
+    sp = space(model)
+    trained = "listed sub-models" if cfg.train_specs else "grid " + ",".join(f"{g:g}" for g in cfg.grid)
+    return untrained_depths(sp, _listed(sp, cfg).specs), trained
+
+
+def untrained_pick(
+    sp: Space, spec: Spec, missing: dict[str, list[int]], trained: str = "grid"
+) -> str | None:
+    """One line for the user when ``spec`` keeps a depth of a ``layers`` axis that its run never
+    trained as such (``missing``, ``trained``: :func:`untrained_of` of the run), else ``None``: what
+    ``fn3 search`` says of a sub-model it chose and ``fn3 export`` of the one it writes (from a run
+    or from its nested file), so the warning :func:`untrained_note` gave at training time reaches
+    the person deploying.
 
     Example:
         >>> import fn3
         >>> net = fn3.create_model("resnet32", num_classes=10, levels=("layers",))
-        >>> print(untrained_pick(net, TrainConfig(), fn3.parse_spec("layers=0.6", fn3.space(net))))
+        >>> sp, (missing, trained) = fn3.space(net), untrained_of(net, TrainConfig())
+        >>> print(untrained_pick(sp, fn3.parse_spec("layers=0.6", sp), missing, trained))
         ... # doctest: +ELLIPSIS
         note: this sub-model keeps 3 blocks of stage1.depth, stage2.depth, stage3.depth, a depth its run ...
-        >>> untrained_pick(net, TrainConfig(), fn3.parse_spec("layers=0.8", fn3.space(net))) is None
+        >>> untrained_pick(sp, fn3.parse_spec("layers=0.8", sp), missing, trained) is None
         True
     """
-    if resolved_rule(model, cfg) != "specs":
-        return None
-    sp = space(model)
-    missing = untrained_depths(sp, _listed(sp, cfg).specs)
-    picked = {name: len(spec.kept(name)) for name in missing if len(spec.kept(name)) in missing[name]}
+    picked = {name: len(spec.kept(name)) for name, depths in missing.items()
+              if name in sp and len(spec.kept(name)) in depths}
     if not picked:
         return None
     groups: dict[int, list[str]] = {}  # depth -> the axes where the spec keeps it
     for name, depth in picked.items():
         groups.setdefault(depth, []).append(name)
     kept = "; ".join(f"{d} blocks of {', '.join(names)}" for d, names in groups.items())
-    trained = "listed sub-models" if cfg.train_specs else "grid " + ",".join(f"{g:g}" for g in cfg.grid)
     return (f"note: this sub-model keeps {kept}, a depth its run never trained as such (it trained the "
             f"{trained}); it may trail its network trained alone (ResNet-32, 36 epochs: 3.3 pt). "
             f"Compare its score with a trained depth's, or retrain with --grid "

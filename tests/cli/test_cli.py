@@ -247,7 +247,7 @@ def test_search_and_export_name_a_depth_the_run_never_trained(tmp_path, capsys):
     """A budget whose best sub-model keeps 3 blocks (off the default grid of 5-block stages): `fn3
     search` and `fn3 export --budget` say so, with the --grid that trains it; a trained depth is silent."""
     from fn3.config import TrainConfig
-    from fn3.train import untrained_pick
+    from fn3.train import untrained_of, untrained_pick
 
     run = tmp_path / "grid"
     assert main(["train", "--model", "resnet32", "--data", "digits", "--epochs", "1", "--max-steps", "1",
@@ -266,14 +266,24 @@ def test_search_and_export_name_a_depth_the_run_never_trained(tmp_path, capsys):
     assert "keeps 3 blocks of stage1.depth" in " ".join(capsys.readouterr().out.split())
     assert main(["export", str(run), "--spec", "stage1.depth=4", "--out", str(tmp_path / "f")]) == 0
     assert "note:" not in capsys.readouterr().out  # 4 blocks is on the grid
+    # The nested file remembers what its run never trained: a sub-model read from it is warned about.
+    assert main(["export", str(run), "--nested", "--out", str(tmp_path / "n")]) == 0
+    nested = str(tmp_path / "n" / "nested.safetensors")
+    assert main(["export", nested, "--spec", "stage2.depth=3", "--out", str(tmp_path / "g")]) == 0
+    assert "keeps 3 blocks of stage2.depth" in " ".join(capsys.readouterr().out.split())
+    assert main(["export", nested, "--spec", "layers=0.4", "--out", str(tmp_path / "h")]) == 0
+    assert "note:" not in capsys.readouterr().out  # 2 blocks is on the grid
     deep = fn3.create_model("resnet32", num_classes=10, levels=("layers",))
     sp = fn3.space(deep)
     three = fn3.parse_spec("layers=0.6", sp)
-    assert untrained_pick(deep, TrainConfig(grid=(1, 0.8, 0.6, 0.4, 0.2)), three) is None
-    assert untrained_pick(deep, TrainConfig(train_specs=("layers=0.6",)), three) is None  # listed
-    listed = untrained_pick(deep, TrainConfig(train_specs=("layers=0.8",)), three) or ""
-    assert "it trained the listed sub-models" in listed  # listed, but not that depth
-    assert untrained_pick(deep, TrainConfig(rule="full+odo"), three) is None  # draws reach it
+
+    def pick(cfg: TrainConfig) -> str | None:
+        return untrained_pick(sp, three, *untrained_of(deep, cfg))
+
+    assert pick(TrainConfig(grid=(1, 0.8, 0.6, 0.4, 0.2))) is None
+    assert pick(TrainConfig(train_specs=("layers=0.6",))) is None  # listed
+    assert "it trained the listed sub-models" in (pick(TrainConfig(train_specs=("layers=0.8",))) or "")
+    assert pick(TrainConfig(rule="full+odo")) is None  # draws reach it
 
 
 def test_version(capsys):

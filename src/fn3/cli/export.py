@@ -95,6 +95,7 @@ def export_cmd(
             space = nested_space(r)
         read = load_nested(run, _spec(spec, budget, front, space, None))
         exported = read.model
+        note = _note_from_meta(space, read.spec, exported.meta)
         if activations == "float":
             exported = drop_activation_quantizers(exported, _recorded_test_split(exported, run))
         files = write_model_files(exported, out, fmt=fmt, rounding=rounding)
@@ -107,9 +108,9 @@ def export_cmd(
         files = export_run(r, chosen, out, fmt=fmt, nested=nested, recalibrate=recalibrate, rounding=rounding,
                            activations=activations)
         if not nested:
-            from fn3.train import untrained_pick
+            from fn3.train import untrained_of, untrained_pick
 
-            note = untrained_pick(r.model, r.config, chosen)
+            note = untrained_pick(r.space, chosen, *untrained_of(r.model, r.config))
     for f in files:
         console.print(f"wrote {f} ({os.path.getsize(f):,} bytes)")
     if note:
@@ -125,6 +126,18 @@ def export_cmd(
                 f"without them, {drop['quantized'] * 100:.2f}% with them ({change:+.2f} pt, "
                 f"{drop['images']:,} {drop['split']} images); `fn3 bench {out}` shows the speed"
             )
+
+
+def _note_from_meta(space, spec, meta: dict) -> str | None:
+    """The untrained-depth note for a sub-model read from a nested file, from what its run stored
+    (``untrained_depths``, ``trained_specs``: :func:`fn3.export.runs.run_meta`; files written before them
+    carry neither and get no note)."""
+    from fn3.train import untrained_pick
+
+    missing = meta.get("untrained_depths")
+    if not isinstance(missing, dict) or not all(isinstance(v, list) for v in missing.values()):
+        return None
+    return untrained_pick(space, spec, missing, str(meta.get("trained_specs", "grid")))
 
 
 def _recorded_test_split(model, file: Path):

@@ -231,9 +231,11 @@ def _print_chosen(results: list, chosen: dict, limits: dict[str, float]) -> None
 
 def _note_untrained(model: Any, cfg: Any, chosen: dict) -> None:
     """Say when a chosen sub-model keeps a depth the run's rule never trained (fn3.train.untrained_pick)."""
-    from fn3.train import untrained_pick
+    from fn3.nest import space
+    from fn3.train import untrained_of, untrained_pick
 
-    notes = {untrained_pick(model, cfg, p.spec) for p in chosen.values()} - {None}
+    sp, (missing, trained) = space(model), untrained_of(model, cfg)
+    notes = {untrained_pick(sp, p.spec, missing, trained) for p in chosen.values()} - {None}
     for note in sorted(notes):
         console.print(note, soft_wrap=True, markup=False)
 

@@ -52,14 +52,20 @@ ACTIVATIONS = ("quantized", "float")
 
 
 def run_meta(run: Any) -> dict:
-    """What an export must remember of its run: input normalisation and dataset."""
+    """What an export must remember of its run: input normalisation and dataset, and the depths its
+    rule never trained (:func:`fn3.train.untrained_of`: ``fn3 export NESTED --spec`` warns from them)."""
+    from fn3.train import untrained_of
+
     cfg = run.config
+    missing, trained = untrained_of(run.model, cfg)
     return {
         "mean": list(cfg.mean) if cfg.mean else None,
         "std": list(cfg.std) if cfg.std else None,
         "dataset": cfg.data,
         "data_dir": cfg.data_dir,
         "run": str(run.path),
+        "untrained_depths": missing,
+        "trained_specs": trained,
     }
 
 
