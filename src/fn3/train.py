@@ -302,12 +302,10 @@ def untrained_note(model: nn.Module, cfg: TrainConfig) -> str | None:
         >>> untrained_note(net, TrainConfig(grid=(1.0, 0.8, 0.6, 0.4, 0.2))) is None
         True
     """
-    if cfg.train_specs or resolved_rule(model, cfg) != "specs":
+    missing, _ = untrained_of(model, cfg)
+    if cfg.train_specs or not missing:
         return None
     sp = space(model)
-    missing = untrained_depths(sp, grid_specs(sp, cfg.grid))
-    if not missing:
-        return None
     groups: dict[tuple[int, ...], list[str]] = {}  # the depths left out -> the axes that leave them out
     for name, depths in missing.items():
         groups.setdefault(tuple(depths), []).append(name)
