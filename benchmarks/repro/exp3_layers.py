@@ -177,7 +177,12 @@ _DEEPER_NOTES = {
         "the corners rotation (the largest and the smallest every step, one of 4/3/2 blocks on every "
         "other: 0.50x) is within 2.70 pt held-out (4 blocks; full model -1.14), missed; two specs a "
         "step (the largest and one other in turn: 0.49x) trails by 6.8-15.4 pt: the smallest member "
-        "needs its own steps.",
+        "needs its own steps. Seed 1 (Dec 6, trained after the every-depth advice was drawn from "
+        "seed 0's held-out images; the table of other seeds): the default again misses 3 blocks "
+        "(held-out -4.74 pt, 2 s.e. 1.04; the other depths within 0.88, full model +0.91) at 0.86x "
+        "the twins' CPU; every depth listed closes 3 blocks to -0.96 (+3.77 over the default) but "
+        "trails at 1 block by 2.69 (2 s.e. 0.89; -1.84 against the default), missed, at 1.02x. Its "
+        "worst gap is the smaller at both seeds (1.27 / 2.69 against 3.26 / 4.74 pt).",
 }
 
 

@@ -312,7 +312,8 @@ def untrained_note(model: nn.Module, cfg: TrainConfig) -> str | None:
     left_out = "; ".join(f"{', '.join(map(str, d))} blocks of {', '.join(names)}"
                          for d, names in groups.items())
     return (f"note: the grid never trains {left_out} as such; a search or export that picks that "
-            f"depth gets a weaker sub-model (ResNet-32, 36 epochs: 3.3 pt below its network alone). "
+            f"depth gets a weaker sub-model (ResNet-32, 36 epochs: 3.3 and 4.7 pt below its network "
+            f"alone at two seeds). "
             f"To train every depth, at about the cost of the networks trained alone and best in long "
             f"runs (at 18 epochs it cost the other depths 1-2.5 pt; README, 'Which training rule'): "
             f"--grid {_every_depth_grid(sp, missing)}")
@@ -372,7 +373,8 @@ def untrained_pick(
         groups.setdefault(depth, []).append(name)
     kept = "; ".join(f"{d} blocks of {', '.join(names)}" for d, names in groups.items())
     return (f"note: this sub-model keeps {kept}, a depth its run never trained as such (it trained the "
-            f"{trained}); it may trail its network trained alone (ResNet-32, 36 epochs: 3.3 pt). "
+            f"{trained}); it may trail its network trained alone (ResNet-32, 36 epochs: 3.3 and 4.7 pt "
+            f"at two seeds). "
             f"Compare its score with a trained depth's, or retrain with --grid "
             f"{_every_depth_grid(sp, picked)}")
 
