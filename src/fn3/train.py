@@ -306,17 +306,22 @@ def untrained_note(model: nn.Module, cfg: TrainConfig) -> str | None:
     if cfg.train_specs or not missing:
         return None
     sp = space(model)
-    groups: dict[tuple[int, ...], list[str]] = {}  # the depths left out -> the axes that leave them out
-    for name, depths in missing.items():
-        groups.setdefault(tuple(depths), []).append(name)
-    left_out = "; ".join(f"{', '.join(map(str, d))} blocks of {', '.join(names)}"
-                         for d, names in groups.items())
-    return (f"note: the grid never trains {left_out} as such; a search or export that picks that "
-            f"depth gets a weaker sub-model (ResNet-32, 36 epochs: 3.3 and 4.7 pt below its network "
-            f"alone at two seeds). "
-            f"To train every depth, at about the cost of the networks trained alone and best in long "
-            f"runs (at 18 epochs it cost the other depths 1-2.5 pt; README, 'Which training rule'): "
+    return (f"note: the grid never trains {_blocks_of(missing)} as such; a search or export that picks "
+            f"that depth gets a weaker sub-model (ResNet-32, 36 epochs: 3.3 and 4.7 pt below its network "
+            f"alone at two seeds). To train every depth, at about the cost of the networks trained alone "
+            f"and best in long runs (at 18 epochs it cost the other depths 1-2.5 pt; README, 'Which "
+            f"training rule'): "
             f"--grid {_every_depth_grid(sp, missing)}")
+
+
+def _blocks_of(depths: dict[str, list[int]]) -> str:
+    """``{axis: depths}`` as text, axes grouped by their depths (stages of different lengths differ):
+    ``3 blocks of stage1.depth, stage2.depth; 3, 5 blocks of stage3.depth``."""
+    groups: dict[tuple[int, ...], list[str]] = {}  # the depths -> the axes that have them
+    for name, ds in depths.items():
+        groups.setdefault(tuple(ds), []).append(name)
+    return "; ".join(f"{', '.join(map(str, d))} blocks of {', '.join(names)}"
+                     for d, names in groups.items())
 
 
 def _every_depth_grid(sp: Space, axes: Iterable[str]) -> str:
@@ -364,18 +369,13 @@ def untrained_pick(
         >>> untrained_pick(sp, fn3.parse_spec("layers=0.8", sp), missing, trained) is None
         True
     """
-    picked = {name: len(spec.kept(name)) for name, depths in missing.items()
+    picked = {name: [len(spec.kept(name))] for name, depths in missing.items()
               if name in sp and len(spec.kept(name)) in depths}
     if not picked:
         return None
-    groups: dict[int, list[str]] = {}  # depth -> the axes where the spec keeps it
-    for name, depth in picked.items():
-        groups.setdefault(depth, []).append(name)
-    kept = "; ".join(f"{d} blocks of {', '.join(names)}" for d, names in groups.items())
-    return (f"note: this sub-model keeps {kept}, a depth its run never trained as such (it trained the "
-            f"{trained}); it may trail its network trained alone (ResNet-32, 36 epochs: 3.3 and 4.7 pt "
-            f"at two seeds). "
-            f"Compare its score with a trained depth's, or retrain with --grid "
+    return (f"note: this sub-model keeps {_blocks_of(picked)}, a depth its run never trained as such (it "
+            f"trained the {trained}); it may trail its network trained alone (ResNet-32, 36 epochs: 3.3 "
+            f"and 4.7 pt at two seeds). Compare its score with a trained depth's, or retrain with --grid "
             f"{_every_depth_grid(sp, picked)}")
 
 

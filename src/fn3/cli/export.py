@@ -82,7 +82,6 @@ def export_cmd(
 
     check_options(fmt, activations, nested)
 
-    note = None  # a depth the run never trained (from a run directory: its config says what it trained)
     if run.is_file():  # a nested file: read the sub-model's bytes and write a dedicated export
         if nested:
             raise ConfigError(f"{run} is already a file; --nested exports a run directory")
@@ -94,8 +93,7 @@ def export_cmd(
         with container.Reader(run) as r:
             space = nested_space(r)
         read = load_nested(run, _spec(spec, budget, front, space, None))
-        exported = read.model
-        note = _note_from_meta(space, read.spec, exported.meta)
+        exported, picked = read.model, read.spec
         if activations == "float":
             exported = drop_activation_quantizers(exported, _recorded_test_split(exported, run))
         files = write_model_files(exported, out, fmt=fmt, rounding=rounding)
@@ -104,19 +102,16 @@ def export_cmd(
         from fn3.run import load_run
 
         r = load_run(run)
-        chosen = r.space.largest() if nested else _spec(spec, budget, front, r.space, run)
-        files = export_run(r, chosen, out, fmt=fmt, nested=nested, recalibrate=recalibrate, rounding=rounding,
+        space, picked = r.space, r.space.largest() if nested else _spec(spec, budget, front, r.space, run)
+        files = export_run(r, picked, out, fmt=fmt, nested=nested, recalibrate=recalibrate, rounding=rounding,
                            activations=activations)
-        if not nested:
-            from fn3.train import untrained_of, untrained_pick
-
-            note = untrained_pick(r.space, chosen, *untrained_of(r.model, r.config))
     for f in files:
         console.print(f"wrote {f} ({os.path.getsize(f):,} bytes)")
-    if note:
-        console.print(note, soft_wrap=True, markup=False)
     if not nested:
         model = load(out / "model.safetensors", as_stored=True)  # its quantized layers: their sizes
+        note = _note_from_meta(space, picked, model.meta)  # a depth its run never trained
+        if note:
+            console.print(note, soft_wrap=True, markup=False)
         console.print(f"ideal size {io.ideal_size(model):,} bytes (codes x bits / 8 + floats x 4)")
         drop = model.meta.get("activation_drop")
         if drop:
@@ -129,9 +124,9 @@ def export_cmd(
 
 
 def _note_from_meta(space, spec, meta: dict) -> str | None:
-    """The untrained-depth note for a sub-model read from a nested file, from what its run stored
-    (``untrained_depths``, ``trained_specs``: :func:`fn3.export.runs.run_meta`; files written before them
-    carry neither and get no note)."""
+    """The untrained-depth note for an exported sub-model, from what its run stored in the export's
+    metadata (``untrained_depths``, ``trained_specs``: :func:`fn3.export.runs.run_meta`, carried from
+    a run directory or a nested file; files written before them carry neither and get no note)."""
     from fn3.train import untrained_pick
 
     missing = meta.get("untrained_depths")
