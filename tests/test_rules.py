@@ -303,7 +303,7 @@ def test_specs_rotation_smallest_trains_the_smallest_every_other_step():
     assert ListedSpecs(sp, [b2, b6, b4], 2, "smallest").step_specs(0) == [b8, b2]
     assert ListedSpecs(sp, [b2, b6, b4], 2, "smallest").to_dict()["rotation"] == "smallest"
     with pytest.raises(fn3.ConfigError,
-                       match="specs_rotation='often' is invalid; expected even, smallest or corners"):
+                       match="specs_rotation='often' is invalid; expected even, smallest, corners or ends"):
         TrainConfig(specs_per_step=2, specs_rotation="often")
     with pytest.raises(fn3.ConfigError, match="specs_rotation=smallest shares the slots of --specs-per-step"):
         TrainConfig(specs_rotation="smallest")
@@ -329,6 +329,30 @@ def test_specs_rotation_corners_trains_the_largest_and_smallest_every_step_the_o
         TrainConfig(specs_per_step=2, specs_rotation="corners")
     cfg = TrainConfig(specs_per_step=3, specs_rotation="corners")
     assert TrainConfig.from_dict(cfg.to_dict()).specs_rotation == "corners"
+
+
+def test_specs_rotation_ends_trains_the_corners_every_step_and_every_middle_member_in_turn():
+    """``specs_rotation="ends"``: on the five depths of ResNet-32's 5-block stages with four specs a
+    step, 5 and 1 blocks every step and two of 4/3/2 blocks in turn, each on two steps of three: as
+    many blocks a step as the default grid's 5/4/2/1 (12 of 15 a stage), and no depth left out."""
+    model = fn3.create_model("resnet32", num_classes=10, in_channels=1, input_size=8, levels=("layers",))
+    sp = fn3.space(model)
+    specs = [fn3.parse_spec(f"layers={f}", sp) for f in (1.0, 0.8, 0.6, 0.4, 0.2)]
+    rule = make_rule(model, TrainConfig(rule="specs", train_specs=tuple(f"layers={f}" for f in
+                                                                        (0.8, 0.6, 0.4, 0.2)),
+                                        specs_per_step=4, specs_rotation="ends"))
+    steps = [rule(t) for t in range(6)]
+    assert all(s[:2] == [specs[0], specs[4]] and len(s) == 4 and len(set(map(repr, s))) == 4 for s in steps)
+    assert [sum(specs[i] in s for s in steps) for i in (1, 2, 3)] == [4, 4, 4]  # 2 of every 3 steps
+    # blocks trained per step, summed over the three stages: the grid 5/4/2/1 trains 3 * 12 = 36
+    blocks = [sum(len(kept) for s in step for _, kept in s) for step in steps]
+    assert sum(blocks) / len(blocks) == 36
+    with pytest.raises(fn3.ConfigError, match="rotation ends with 2 specs per step leaves no slot"):
+        ListedSpecs(sp, specs[1:], 2, "ends")
+    with pytest.raises(fn3.ConfigError, match="specs_rotation=ends trains the largest and the smallest"):
+        TrainConfig(specs_per_step=2, specs_rotation="ends")
+    cfg = TrainConfig(specs_per_step=4, specs_rotation="ends")
+    assert TrainConfig.from_dict(cfg.to_dict()).specs_rotation == "ends"
 
 
 def test_specs_per_step_updates_only_the_members_of_the_step():

@@ -258,15 +258,18 @@ def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float
     members a step (``specs_per_step``, ``specs_rotation``), for about half the twins' cost on a
     depth family: ``per_step=2`` the largest and one other in turn (every member on a quarter of the
     steps of a five-depth family), ``per_step=3, rotation="corners"`` the largest and the smallest
-    every step, the others in turn on every other step (2.5 passes a step)."""
+    every step, the others in turn on every other step (2.5 passes a step); ``per_step=4,
+    rotation="ends"`` the largest and the smallest every step and two others in turn (on five
+    depths: each of 4/3/2 blocks on two steps of three, as many blocks a step as the grid 5/4/2/1)."""
     loss = {"mean": "mean loss", "sum": "summed losses", "shared": "per-weight mean"}[spec_loss]
     train = {"rule": "specs", "train_specs": tuple(b.spec for b in budgets), "spec_loss": spec_loss}
     name = "fn3 every budget each step"
     if per_step:
         train |= {"specs_per_step": per_step, "specs_rotation": rotation}
-        name = ("fn3 every budget, corners every step, middle every other" if rotation == "corners"
-                else f"fn3 every budget, {per_step} specs a step")
-        if rotation not in ("even", "corners"):
+        name = {"corners": "fn3 every budget, corners every step, middle every other",
+                "ends": f"fn3 every budget, corners and {per_step - 2} in turn every step"}.get(
+                    rotation, f"fn3 every budget, {per_step} specs a step")
+        if rotation not in ("even", "corners", "ends"):
             name += f", {rotation}"
     if lr is not None:
         train["lr"] = lr

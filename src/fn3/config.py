@@ -166,6 +166,7 @@ class TrainConfig:
     specs_per_step: int = 0
     # with specs_per_step: even (every member in turn) | smallest (the smallest every other step)
     # | corners (largest and smallest every step, the others every other step)
+    # | ends (largest and smallest every step, the others in turn in the further slots of every step)
     specs_rotation: str = "even"
     # evaluation and checkpoints
     eval_specs: tuple[str, ...] = ("largest", "smallest")
@@ -230,9 +231,10 @@ class TrainConfig:
             raise ConfigError(f"specs_rotation={self.specs_rotation} shares the slots of --specs-per-step, "
                               "which is 0 (every member every step): add --specs-per-step 2 or drop "
                               "--specs-rotation")
-        if self.specs_rotation == "corners" and 0 < self.specs_per_step < 3:
-            raise ConfigError(f"specs_rotation=corners trains the largest and the smallest every step and "
-                              f"the others in the further slots; --specs-per-step {self.specs_per_step} "
+        if self.specs_rotation in ("corners", "ends") and 0 < self.specs_per_step < 3:
+            raise ConfigError(f"specs_rotation={self.specs_rotation} trains the largest and the smallest "
+                              f"every step and the others in the further slots; --specs-per-step "
+                              f"{self.specs_per_step} "
                               "leaves none: use --specs-per-step 3 or more")
         if self.rule == "fixed" and not self.fixed_spec:
             raise ConfigError("rule=fixed needs fixed_spec (e.g. --fixed-spec channels=0.5)")

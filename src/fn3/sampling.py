@@ -256,7 +256,11 @@ class ListedSpecs:
     one in ``len(specs) - 1``. ``rotation="corners"`` trains the largest and the smallest at every
     step and the other members in turn in the ``per_step - 2`` further slots of every other step
     (``per_step`` of 3 or more): on the default bits grid (8, 6, 4, 2) with ``per_step=3``, 8 and
-    2 bits every step and 6 or 4 bits every other, 2.5 passes a step on average. On a model nested
+    2 bits every step and 6 or 4 bits every other, 2.5 passes a step on average. ``rotation="ends"``
+    trains the largest and the smallest at every step too, and the other members in turn in the
+    ``per_step - 2`` further slots of *every* step: on the five depths of a 5-block stage with
+    ``per_step=4``, 5 and 1 blocks every step and two of 4/3/2 blocks in turn (each on two steps of
+    three), as many blocks a step as the default grid's 5/4/2/1 with no depth left out. On a model nested
     in bits, where every member costs as much as the largest, two specs a step cost 2 passes against
     5 for five separately trained bit-widths (measured in issue 11 on experiment 5:
     ``docs/reproduction.md``).
@@ -266,8 +270,9 @@ class ListedSpecs:
         specs: the sub-models to deploy (duplicates and the largest are dropped: it always comes first).
         per_step: specs per step, the largest included (at least 2); 0 trains every member every step.
         rotation: ``"even"`` (every member equally often), ``"smallest"`` (the smallest on every
-            other step) or ``"corners"`` (the smallest every step, the others on every other step);
-            only with ``per_step``.
+            other step), ``"corners"`` (the smallest every step, the others on every other step) or
+            ``"ends"`` (the smallest every step, the others in turn in the further slots of every
+            step); only with ``per_step``.
 
     Example:
         >>> import fn3
@@ -283,8 +288,8 @@ class ListedSpecs:
                               "whole number >= 2 (the largest and at least one other)")
         if rotation not in ROTATIONS:
             raise ConfigError(f"rotation {rotation!r} is invalid; expected {rotation_names()}")
-        if rotation == "corners" and 0 < per_step < 3:
-            raise ConfigError(f"rotation corners with {per_step} specs per step leaves no slot for the "
+        if rotation in ("corners", "ends") and 0 < per_step < 3:
+            raise ConfigError(f"rotation {rotation} with {per_step} specs per step leaves no slot for the "
                               "members between the largest and the smallest; expected 3 or more")
         self.space = space
         largest = space.largest()
@@ -319,6 +324,13 @@ class ListedSpecs:
             u, m = step // 2, len(self._middle)
             return [self.specs[0], self.smallest] + [self._middle[(u * (k - 1) + j) % m]
                                                       for j in range(k - 1)]
+        if self.rotation == "ends":
+            # The largest and the smallest every step; the middle members' k - 1 slots every step, in
+            # turn: step t takes middle members t*(k-1) .. t*(k-1)+k-2 (mod their number), so any m
+            # steps train each of the m middle members k - 1 times.
+            m = len(self._middle)
+            return [self.specs[0], self.smallest] + [self._middle[(step * (k - 1) + j) % m]
+                                                      for j in range(k - 1)]
         # Round robin: step t takes members t*k .. t*k+k-1 (mod n), so any n steps train each k times.
         return [self.specs[0]] + [others[(step * k + j) % len(others)] for j in range(k)]
 
@@ -337,11 +349,11 @@ class ListedSpecs:
 
 
 #: How :class:`ListedSpecs` shares the slots of a step among the members other than the largest.
-ROTATIONS = ("even", "smallest", "corners")
+ROTATIONS = ("even", "smallest", "corners", "ends")
 
 
 def rotation_names() -> str:
-    """The rotations for an error message: ``"even, smallest or corners"``."""
+    """The rotations for an error message: ``"even, smallest, corners or ends"``."""
     return ", ".join(ROTATIONS[:-1]) + " or " + ROTATIONS[-1]
 
 

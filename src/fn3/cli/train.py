@@ -143,8 +143,10 @@ def train(
         str | None,
         typer.Option(help="With --specs-per-step: even (every member in turn, the default) or smallest "
                      "(the smallest sub-model on every other step, the others in turn: 2 bits trained "
-                     "on half the steps) or corners (with 3 or more: the largest and the smallest every "
-                     "step, the others in turn on every other step)."),
+                     "on half the steps), corners (with 3 or more: the largest and the smallest every "
+                     "step, the others in turn on every other step) or ends (with 3 or more: the largest "
+                     "and the smallest every step, the others in turn in the further slots of every "
+                     "step)."),
     ] = None,
     grid: Annotated[
         str | None,
