@@ -379,6 +379,27 @@ def untrained_pick(
             f"{_every_depth_grid(sp, picked)}")
 
 
+def untrained_summary(sp: Space, missing: dict[str, list[int]], trained: str = "grid") -> str | None:
+    """One line on what a run never trained as such (``missing``, ``trained``: :func:`untrained_of`,
+    from the run or from the metadata an export stored), else ``None``: what ``fn3 info`` says of a
+    run directory or a nested file, before anyone picks a sub-model (:func:`untrained_pick` says it
+    of one sub-model).
+
+    Example:
+        >>> import fn3
+        >>> net = fn3.create_model("resnet32", num_classes=10, levels=("layers",))
+        >>> print(untrained_summary(fn3.space(net), *untrained_of(net, TrainConfig())))
+        ... # doctest: +ELLIPSIS
+        never trained as such: 3 blocks of stage1.depth, stage2.depth, stage3.depth (it trained the grid ...
+    """
+    known = {name: depths for name, depths in missing.items() if name in sp and depths}
+    if not known:
+        return None
+    return (f"never trained as such: {_blocks_of(known)} (it trained the {trained}); a sub-model that "
+            f"keeps one may trail its network trained alone; --grid {_every_depth_grid(sp, known)} "
+            f"trains every depth")
+
+
 def distill_students(model: nn.Module, cfg: TrainConfig) -> frozenset[Spec] | None:
     """The specs that learn the largest's soft predictions under ``cfg.distill``: ``None`` for
     ``distill_to="all"`` (every spec of a step but the largest) or without ``distill``, else the

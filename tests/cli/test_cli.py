@@ -273,6 +273,13 @@ def test_search_and_export_name_a_depth_the_run_never_trained(tmp_path, capsys):
     assert "keeps 3 blocks of stage2.depth" in " ".join(capsys.readouterr().out.split())
     assert main(["export", nested, "--spec", "layers=0.4", "--out", str(tmp_path / "h")]) == 0
     assert "note:" not in capsys.readouterr().out  # 2 blocks is on the grid
+    # `fn3 info` says it of the run and of its nested file, before anyone picks a sub-model.
+    for target in (str(run), nested):
+        assert main(["info", target]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert ("depths never trained as such: 3 blocks of stage1.depth, stage2.depth, stage3.depth (it "
+                "trained the grid 1,0.75,0.5,0.25)") in out, out
+        assert "--grid 1,0.8,0.6,0.4,0.2 trains every depth" in out
     deep = fn3.create_model("resnet32", num_classes=10, levels=("layers",))
     sp = fn3.space(deep)
     three = fn3.parse_spec("layers=0.6", sp)
@@ -315,7 +322,7 @@ def test_info_describes_an_exported_model_and_a_nested_file(run_dir, tmp_path, c
     assert main(["info", str(tmp_path / "n" / "nested.safetensors")]) == 0
     out = capsys.readouterr().out
     assert "nested file" in out and "fc1.width" in out and "neurons" in out
-    assert "does not exist" not in out
+    assert "does not exist" not in out and "never trained" not in out  # no depth axis: nothing left out
 
 
 def test_act_clip_flag_trains_resumes_and_exports_levels_per_bit_width(tmp_path):

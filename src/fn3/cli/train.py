@@ -373,6 +373,19 @@ def info(
         f"levels {', '.join(r.space.kinds())}, {len(r.space)} axes"
     )
     _print_space(r.space)
+    from fn3.train import untrained_of
+
+    _print_untrained(r.space, *untrained_of(r.model, cfg))
+
+
+def _print_untrained(space: Any, missing: Any, trained: str) -> None:
+    """The depths a run never trained (from the run, or from the metadata of its nested file)."""
+    from fn3.train import untrained_summary
+
+    if isinstance(missing, dict) and all(isinstance(v, list) for v in missing.values()):
+        line = untrained_summary(space, missing, trained or "grid")
+        if line:
+            console.print(f"depths {line}", soft_wrap=True, markup=False)
 
 
 def _print_space(space: Any) -> None:
@@ -409,13 +422,15 @@ def _info_file(path: Path) -> None:
     size = os.path.getsize(file)
     if fmt in NESTED_FORMATS:
         with container.Reader(file) as r:
-            from fn3.export.user import is_recipe_file, user_header
+            from fn3.export.user import is_recipe_file, user_header, user_meta
 
             if is_recipe_file(r):  # version 3, or a model of your own: its header holds the recipe
                 model, space = user_header(r)
+                meta = user_meta(r)
             else:  # versions 1 and 2 of a built-in model
                 header, space = open_nested(r)
-                model = header["meta"].get("model", {})
+                meta = header["meta"]
+                model = meta.get("model", {})
         console.print(
             f"nested file {file}: {size:,} bytes, model {model.get('name', '?')}, every sub-model of "
             f"{len(space)} {'axis' if len(space) == 1 else 'axes'} (levels {', '.join(space.kinds())}); "
@@ -423,6 +438,7 @@ def _info_file(path: Path) -> None:
             markup=False,
         )
         _print_space(space)
+        _print_untrained(space, meta.get("untrained_depths"), str(meta.get("trained_specs", "")))
         return
     exported = load(file, as_stored=True)  # as the file stores it (an --activations float export too)
     meta = exported.meta
