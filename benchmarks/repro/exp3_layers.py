@@ -203,10 +203,9 @@ def deeper(epochs: int = 18) -> Experiment:
     arms += (every_budget(short.budgets, lr=0.2),)  # every depth each step: 3 blocks trained too
     if epochs == 36:  # every depth at about half the twins' cost
         arms += (every_budget(short.budgets, lr=0.2, per_step=3, rotation="corners"),
-                 every_budget(short.budgets, lr=0.2, per_step=2),
-                 # every depth at the default grid's blocks a step: 5 and 1 blocks every step, two of
-                 # 4/3/2 in turn
-                 every_budget(short.budgets, lr=0.2, per_step=4, rotation="ends"))
+                 every_budget(short.budgets, lr=0.2, per_step=2))
+    # every depth at the default grid's blocks a step: 5 and 1 blocks every step, two of 4/3/2 in turn
+    arms += (every_budget(short.budgets, lr=0.2, per_step=4, rotation="ends"),)
     return Experiment(
         key=f"exp3_layers_resnet32_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-32",
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,
