@@ -17,10 +17,13 @@ experiments train them; a physically smaller network costs the same convolutions
 
     python benchmarks/family_cost.py            # a few minutes on 2 cores
     python benchmarks/family_cost.py --quick    # seconds
+    python benchmarks/family_cost.py --only exp3_layers_resnet32   # one experiment (and its longer runs)
 
 Writes ``docs/benchmarks/family_cost.md`` and ``docs/benchmarks/family_cost.png``, and the ratios to
 ``benchmarks/results/family_cost.json`` (``{experiment: {arm name: ratio}}``), which
-``benchmarks/repro/render.py`` shows beside the runs' own CPU times.
+``benchmarks/repro/render.py`` shows beside the runs' own CPU times. ``--only`` measures the
+named experiments alone, writes their table to ``family_cost_<key>.md`` (and ``.png``) and replaces
+their ratios in the JSON, leaving the other experiments' as they were measured.
 """
 
 from __future__ import annotations
@@ -82,14 +85,21 @@ def _applies(arm, exp) -> bool:
 
 
 def _timed_rules(exp, longer: list) -> list:
-    """The rules timed on ``exp``'s model: those that ran on it or on one of its longer variants."""
-    return [arm for arm in rules() if any(_applies(arm, e) for e in (exp, *longer))]
+    """The rules timed on ``exp``'s model: those that ran on it or on one of its longer variants, and
+    on ResNet-32 the longer runs' own listed-depth arms (every depth each step, and the rotations
+    that train every depth for less: ``per_step`` and ``rotation`` of :func:`runner.every_budget`)."""
+    timed = [arm for arm in rules() if any(_applies(arm, e) for e in (exp, *longer))]
+    if exp.key == "exp3_layers_resnet32":
+        for e in longer:
+            timed += [a for a in e.arms if a.train.get("rule") == "specs" and a.name not in
+                      {t.name for t in timed}]
+    return timed
 
 
 def experiments() -> list[tuple[object, list]]:
-    """The experiments whose families are timed, channels, layers, paths and bits (2-5), each with its
-    longer variants: the same model and steps, so the same step times, but the 18-epoch channels
-    run has three budgets, not four, and so a smaller sum of twins."""
+    """The experiments whose families are timed, channels, layers (ResNet-20 and -32), paths and bits
+    (2-5), each with its longer variants: the same model and steps, so the same step times, but the
+    18-epoch channels run has three budgets, not four, and so a smaller sum of twins."""
     import exp2_channels
     import exp3_layers
     import exp4_paths
@@ -97,6 +107,7 @@ def experiments() -> list[tuple[object, list]]:
 
     return [(exp2_channels.experiment(), [exp2_channels.longer()]),
             (exp3_layers.experiment(20), [exp3_layers.longer()]),
+            (exp3_layers.experiment(32), [exp3_layers.deeper(18), exp3_layers.deeper(36)]),
             (exp4_paths.experiment(), [exp4_paths.longer()]), (exp5_bits.experiment(), [exp5_bits.longer()])]
 
 
@@ -154,7 +165,7 @@ def rows_of(exp, twin_ms: dict[str, float], rule_ms: dict[str, float]) -> list[t
     then one per family rule."""
     total = sum(twin_ms[b.label] for b in exp.budgets)
     rows = [(f"twin {b.label}", twin_ms[b.label], twin_ms[b.label] / total) for b in exp.budgets]
-    ran = {arm.name for arm in rules() if _applies(arm, exp)}
+    ran = {arm.name for arm in rules() if _applies(arm, exp)} | {arm.name for arm in exp.arms}
     return rows + [(name, t, t / total) for name, t in rule_ms.items() if name in ran]
 
 
@@ -169,13 +180,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     ap.add_argument("--results", type=Path, default=RESULTS,
                     help="where the ratios go as JSON for the reproduction page")
+    ap.add_argument("--only", action="append", default=[], metavar="KEY",
+                    help="measure only this experiment (and its longer runs), e.g. exp3_layers_resnet32; "
+                         "repeatable. Its ratios replace its own in the JSON; the table goes to "
+                         "family_cost_<KEY>.md")
     args = ap.parse_args(argv)
     if args.quick:
         args.batch, args.repeats, args.steps = 8, 1, 1
+    chosen = experiments()
+    if args.only:
+        keys = {e.key for e, _ in chosen}
+        unknown = sorted(set(args.only) - keys)
+        if unknown:
+            sys.exit(f"family_cost.py: --only {', '.join(unknown)}: no such experiment; expected one of "
+                     f"{', '.join(sorted(keys))}")
+        chosen = [(e, longer) for e, longer in chosen if e.key in args.only]
     torch.manual_seed(0)
     torch.set_num_threads(1)  # thread CPU time of one thread: stable on a shared 2-core machine
     table: list[tuple[str, str, float, float]] = []
-    for exp, longer in experiments():
+    for exp, longer in chosen:
         twin_ms, rule_ms = measure(exp, args.batch, args.repeats, args.steps, longer)
         for variant in [exp, *longer]:
             for name, ms, ratio in rows_of(variant, twin_ms, rule_ms):
@@ -183,22 +206,28 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{variant.key:26s} {name:52s} {ms:8.1f} ms {ratio:5.2f}x", flush=True)
     lines = ["| experiment | step | ms / step | vs the twins' summed steps |", "| --- | --- | ---: | ---: |"]
     lines += [f"| {k} | {n} | {ms:.1f} | {r:.2f}x |" for k, n, ms, r in table]
-    cmd = "python benchmarks/family_cost.py" + (" --quick" if args.quick else "")
+    cmd = ("python benchmarks/family_cost.py" + (" --quick" if args.quick else "")
+           + "".join(f" --only {k}" for k in args.only))
     md = (f"### Training the family vs training each budget alone (batch {args.batch}, 1 thread)\n\n"
           f"Command: `{cmd}` ({args.repeats} interleaved repeats x {args.steps} steps, median thread "
           "CPU time). A rule's ratio is its CPU time for the family against the independent twins' "
           "at equal epochs; a twin's is its share of theirs. The 18-epoch rows reuse the step times "
           "of their 6-epoch experiment over their own budgets. Issue 11's target: <= 0.50x.\n\n"
           + "\n".join(lines) + "\n")
-    atomic_write_text(args.out / "family_cost.md", md)
+    stem = "family_cost" + "".join(f"_{k}" for k in args.only)
+    atomic_write_text(args.out / f"{stem}.md", md)
     ratios: dict[str, dict[str, float]] = {}
     for key, name, _, ratio in table:
         if not name.startswith("twin "):
             ratios.setdefault(key, {})[name] = round(ratio, 3)
     payload = {"command": cmd, "batch": args.batch, "repeats": args.repeats, "steps": args.steps,
                "ratios": ratios}
+    if args.only and args.results.exists():  # the other experiments keep their measurement
+        earlier = json.loads(args.results.read_text())
+        payload = {**earlier, "ratios": {**earlier.get("ratios", {}), **ratios},
+                   "commands": {**earlier.get("commands", {}), **{k: cmd for k in ratios}}}
     atomic_write_text(args.results, json.dumps(payload, indent=1) + "\n")
-    _plot(table, args.out / "family_cost.png")
+    _plot(table, args.out / f"{stem}.png")
 
 
 def _plot(table: list[tuple[str, str, float, float]], path: Path) -> None:

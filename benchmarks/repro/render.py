@@ -64,11 +64,13 @@ def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:
             data["_file"] = path
             out[data["experiment"]] = data
     cost = results_dir / "family_cost.json"  # benchmarks/family_cost.py: per-step cost ratios
-    ratios = json.loads(cost.read_text()).get("ratios", {}) if cost.is_file() else {}
+    costs = json.loads(cost.read_text()) if cost.is_file() else {}
+    ratios, commands = costs.get("ratios", {}), costs.get("commands", {})  # commands: of --only runs
     held = results_dir / "heldout.json"  # benchmarks/repro/heldout.py: the 8,000 unused test images
     heldout = json.loads(held.read_text()).get("experiments", {}) if held.is_file() else {}
     for key, data in out.items():
         data["_step_cost"] = ratios.get(key, {})
+        data["_step_cost_cmd"] = commands.get(key, "python benchmarks/family_cost.py")
         data["_heldout"] = heldout.get(key, {})
         # runner --seed N: the same arms trained at other seeds (results/seed<N>/<key>.json)
         data["_seeds"] = {}

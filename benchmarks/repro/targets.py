@@ -423,7 +423,8 @@ def _parity_rows(res: Mapping[str, Any], name: str, arm: Mapping[str, Any], inde
         ratio = train_time(arm) / train_time(indep)
         times = f"{train_time(arm):.0f} s vs {train_time(indep):.0f} s ({ratio:.2f}x)"
         if step is not None:  # the interleaved measurement decides; the runs' times are context
-            times = (f"{step:.2f}x per step, interleaved (`python benchmarks/family_cost.py`); "
+            cmd = res.get("_step_cost_cmd", "python benchmarks/family_cost.py")
+            times = (f"{step:.2f}x per step, interleaved (`{cmd}`); "
                      f"the runs' CPU times {times}, made apart on a shared machine")
             ratio = step
         if candidate and step is None:  # runs of other sessions: CPU times moved up to 2x between them

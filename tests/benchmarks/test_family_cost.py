@@ -8,6 +8,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "family_cost.py"
 
 
@@ -22,7 +24,8 @@ def test_quick_family_cost_runs(tmp_path):
     rows = [r for r in rows if r[0] != "experiment"]  # the header
     keys = {r[0] for r in rows}
     assert keys == {"exp2_channels", "exp2_channels_18ep", "exp3_layers_resnet20",
-                    "exp3_layers_resnet20_18ep", "exp4_paths", "exp4_paths_18ep", "exp5_bits",
+                    "exp3_layers_resnet20_18ep", "exp3_layers_resnet32", "exp3_layers_resnet32_18ep",
+                    "exp3_layers_resnet32_36ep", "exp4_paths", "exp4_paths_18ep", "exp5_bits",
                     "exp5_bits_18ep"}
     for key in keys:
         mine = {r[1]: float(r[3].rstrip("x")) for r in rows if r[0] == key}
@@ -41,5 +44,35 @@ def test_quick_family_cost_runs(tmp_path):
         depth = mine.get("fn3 auto grid, mean loss at lr 0.2 (depth alone)")
         assert (depth is not None) == key.startswith("exp3"), key
         assert depth is None or depth > odo, (key, depth, odo)
+    # ResNet-32's longer runs: their listed-depth arms (every depth, the rotations) are timed too
+    every = "fn3 every budget each step, lr 0.2, mean loss"
+    ends = "fn3 every budget, corners and 2 in turn every step, lr 0.2, mean loss"
+    for key in ("exp3_layers_resnet32_18ep", "exp3_layers_resnet32_36ep"):
+        mine = {r[1] for r in rows if r[0] == key}
+        assert {every, ends} <= mine, (key, mine)
+    assert "fn3 every budget, 2 specs a step, lr 0.2, mean loss" in {r[1] for r in rows
+                                                                     if r[0] == "exp3_layers_resnet32_36ep"}
     saved = json.loads((tmp_path / "ratios.json").read_text())["ratios"]
     assert saved["exp5_bits"][bench.rules()[0].name] > 0
+
+
+def test_only_measures_one_experiment_and_keeps_the_others_ratios(tmp_path):
+    """``--only KEY``: that experiment's rows in ``family_cost_KEY.md``, its ratios replaced in the
+    JSON (with the command that measured them), every other experiment's ratios kept as they were."""
+    spec = importlib.util.spec_from_file_location("family_cost_benchmark", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = tmp_path / "ratios.json"
+    results.write_text(json.dumps({"command": "python benchmarks/family_cost.py",
+                                   "ratios": {"exp5_bits": {"x": 0.5}, "exp3_layers_resnet20": {"y": 2.0}}}))
+    bench.main(["--quick", "--only", "exp3_layers_resnet20", "--out", str(tmp_path),
+                "--results", str(results)])
+    md = (tmp_path / "family_cost_exp3_layers_resnet20.md").read_text()
+    assert "--only exp3_layers_resnet20" in md and "| exp3_layers_resnet20_18ep |" in md
+    assert "exp5_bits" not in md and not (tmp_path / "family_cost.md").exists()
+    saved = json.loads(results.read_text())
+    assert saved["ratios"]["exp5_bits"] == {"x": 0.5}  # kept
+    assert "y" not in saved["ratios"]["exp3_layers_resnet20"] and saved["ratios"]["exp3_layers_resnet20_18ep"]
+    assert saved["commands"]["exp3_layers_resnet20"].endswith("--quick --only exp3_layers_resnet20")
+    with pytest.raises(SystemExit, match="--only exp9: no such experiment; expected one of"):
+        bench.main(["--quick", "--only", "exp9", "--out", str(tmp_path), "--results", str(results)])
