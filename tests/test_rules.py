@@ -351,6 +351,8 @@ def test_specs_rotation_ends_trains_the_corners_every_step_and_every_middle_memb
         ListedSpecs(sp, specs[1:], 2, "ends")
     with pytest.raises(fn3.ConfigError, match="specs_rotation=ends trains the largest and the smallest"):
         TrainConfig(specs_per_step=2, specs_rotation="ends")
+    with pytest.raises(fn3.ConfigError, match="which is 0 .every member every step.: add --specs-per-step 3"):
+        TrainConfig(specs_rotation="ends")
     cfg = TrainConfig(specs_per_step=4, specs_rotation="ends")
     assert TrainConfig.from_dict(cfg.to_dict()).specs_rotation == "ends"
 

@@ -228,8 +228,9 @@ class TrainConfig:
         if self.specs_rotation not in ROTATIONS:
             raise bad("specs_rotation", self.specs_rotation, rotation_names())
         if self.specs_rotation != "even" and not self.specs_per_step:
+            least = 3 if self.specs_rotation in ("corners", "ends") else 2
             raise ConfigError(f"specs_rotation={self.specs_rotation} shares the slots of --specs-per-step, "
-                              "which is 0 (every member every step): add --specs-per-step 2 or drop "
+                              f"which is 0 (every member every step): add --specs-per-step {least} or drop "
                               "--specs-rotation")
         if self.specs_rotation in ("corners", "ends") and 0 < self.specs_per_step < 3:
             raise ConfigError(f"specs_rotation={self.specs_rotation} trains the largest and the smallest "
