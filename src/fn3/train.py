@@ -261,7 +261,8 @@ def make_rule(model: nn.Module, cfg: TrainConfig) -> Callable[[int], list[Spec]]
     (:func:`fn3.sampling.grid_specs`); ``cfg.specs_per_step`` (when not 0) makes each step train the
     largest and that many minus one of the others in turn, or the smallest on every other step
     (``cfg.specs_rotation="smallest"``), or the smallest every step and the others in turn on every
-    other step (``"corners"``; :class:`fn3.sampling.ListedSpecs`).
+    other step (``"corners"``) or in the further slots of every step (``"ends"``;
+    :class:`fn3.sampling.ListedSpecs`).
     """
     sp = space(model)
     dist, tie = cfg.sampler
