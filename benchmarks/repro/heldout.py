@@ -83,18 +83,20 @@ ARMS = (AUTO.name, AUTO_NORM.name)
 #: every other (``--specs-per-step 3 --specs-rotation corners``: about half the twins' cost), and the
 #: paths default (``shared``) with the same distillation; on ResNet-32 at 36 epochs the depth
 #: default's rule with every depth listed (the grid's 5/4/2/1 blocks leave 3 out), each step or at
-#: about half the twins' cost (the corners rotation, or two specs a step).
+#: about half the twins' cost (the corners rotation, or two specs a step), or at the grid's blocks a
+#: step (the ends rotation: 5 and 1 blocks every step, two of 4/3/2 in turn; at 18 epochs too).
 EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2", AUTO_MEAN_LR2.name),
          ("distill", AUTO_NORM_CLIP_DISTILL.name), ("distill-smallest", AUTO_NORM_CLIP_DISTILL_SMALLEST.name),
          ("corners", AUTO_NORM_CLIP_CORNERS.name), ("distill-paths", AUTO_DISTILL.name),
          ("every-budget", every_budget((), lr=0.2).name),
          ("every-corners", every_budget((), lr=0.2, per_step=3, rotation="corners").name),
-         ("every-2", every_budget((), lr=0.2, per_step=2).name))
+         ("every-2", every_budget((), lr=0.2, per_step=2).name),
+         ("every-ends", every_budget((), lr=0.2, per_step=4, rotation="ends").name))
 #: The arm each variant is paired against where not ``norm``: the bits default's variants against it,
 #: the paths default's distilled variant against the per-weight mean (the paths default), the depth
 #: variants against the depth default.
 AGAINST = {"distill": "clip", "distill-smallest": "clip", "corners": "clip", "distill-paths": "shared",
-           "every-budget": "depth", "every-corners": "depth", "every-2": "depth"}
+           "every-budget": "depth", "every-corners": "depth", "every-2": "depth", "every-ends": "depth"}
 #: Every arm scored, by its short name (``<short>_minus_<short>`` and ``<short>_bit_drop`` keys): the two
 #: losses, then the default's variants.
 SHORT_NAMES: dict[str, str] = {"shared": ARMS[0], "norm": ARMS[1], **dict(EXTRA)}
