@@ -292,7 +292,8 @@ def _listed(sp: Space, cfg: TrainConfig) -> ListedSpecs:
 def untrained_note(model: nn.Module, cfg: TrainConfig) -> str | None:
     """One line for the user when the rule trains a grid that leaves depths of a ``layers`` axis out
     (:func:`fn3.sampling.untrained_depths`: on 5-block stages the default grid's 5/4/2/1 blocks), with
-    the ``--grid`` that trains every depth; ``None`` otherwise (listed ``train_specs`` are the user's
+    the flags that train every depth at the grid's cost (every depth listed, in the ``ends``
+    rotation); ``None`` otherwise (listed ``train_specs`` are the user's
     choice of depths, and the rules that draw reach every depth).
 
     Example:
@@ -307,12 +308,12 @@ def untrained_note(model: nn.Module, cfg: TrainConfig) -> str | None:
     if cfg.train_specs or not missing:
         return None
     sp = space(model)
+    trained = "grid " + ",".join(f"{g:g}" for g in cfg.grid)
     return (f"note: the grid never trains {_blocks_of(missing)} as such; a search or export that picks "
             f"that depth gets a weaker sub-model (ResNet-32, 36 epochs: 3.3 and 4.7 pt below its network "
-            f"alone at two seeds). To train every depth, at about the cost of the networks trained alone "
-            f"and best in long runs (at 18 epochs it cost the other depths 1-2.5 pt; README, 'Which "
-            f"training rule'): "
-            f"--grid {_every_depth_grid(sp, missing)}")
+            f"alone at two seeds). To train every depth at the grid's cost (ResNet-32, 36 epochs: every "
+            f"depth within 1.5 pt of its network alone at both seeds; README, 'Which training rule'): "
+            f"{_every_depth_flags(sp, missing, trained)}")
 
 
 def _blocks_of(depths: dict[str, list[int]]) -> str:
@@ -323,6 +324,25 @@ def _blocks_of(depths: dict[str, list[int]]) -> str:
         groups.setdefault(tuple(ds), []).append(name)
     return "; ".join(f"{', '.join(map(str, d))} blocks of {', '.join(names)}"
                      for d, names in groups.items())
+
+
+def _every_depth_flags(sp: Space, axes: Iterable[str], trained: str) -> str:
+    """The ``fn3 train`` flags that train every depth of ``axes`` at the cost of the grid ``trained``
+    names (``"grid 1,0.75,0.5,0.25"``): every depth listed (``--grid``), the largest and the smallest
+    every step and the others in turn in the rest of the grid's slots (``--specs-per-step N
+    --specs-rotation ends``, N the grid's members). Listed sub-models (no grid): the ``--grid`` alone."""
+    axes = list(axes)
+    flags = f"--grid {_every_depth_grid(sp, axes)}"
+    every = max(sp[name].num_blocks for name in axes)  # sub-models of the every-depth grid
+    members = 0
+    if trained.startswith("grid "):
+        try:
+            members = len(grid_specs(sp, tuple(float(f) for f in trained[5:].split(","))))
+        except (ValueError, ConfigError):  # metadata written by hand: no cost to match
+            members = 0
+    if 3 <= members < every:
+        flags += f" --specs-per-step {members} --specs-rotation ends"
+    return flags
 
 
 def _every_depth_grid(sp: Space, axes: Iterable[str]) -> str:
@@ -376,8 +396,8 @@ def untrained_pick(
         return None
     return (f"note: this sub-model keeps {_blocks_of(picked)}, a depth its run never trained as such (it "
             f"trained the {trained}); it may trail its network trained alone (ResNet-32, 36 epochs: 3.3 "
-            f"and 4.7 pt at two seeds). Compare its score with a trained depth's, or retrain with --grid "
-            f"{_every_depth_grid(sp, picked)}")
+            f"and 4.7 pt at two seeds). Compare its score with a trained depth's, or retrain with "
+            f"{_every_depth_flags(sp, picked, trained)}")
 
 
 def untrained_summary(sp: Space, missing: dict[str, list[int]], trained: str = "grid") -> str | None:
@@ -397,7 +417,7 @@ def untrained_summary(sp: Space, missing: dict[str, list[int]], trained: str = "
     if not known:
         return None
     return (f"never trained as such: {_blocks_of(known)} (it trained the {trained}); a sub-model that "
-            f"keeps one may trail its network trained alone; --grid {_every_depth_grid(sp, known)} "
+            f"keeps one may trail its network trained alone; {_every_depth_flags(sp, known, trained)} "
             f"trains every depth")
 
 

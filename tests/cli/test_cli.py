@@ -229,7 +229,7 @@ def test_train_names_the_depths_its_grid_never_trains(tmp_path, capsys):
     assert main(["train", *args]) == 0
     out = capsys.readouterr().out
     assert "never trains 3 blocks of stage1.depth, stage2.depth, stage3.depth" in out
-    assert "--grid 1,0.8,0.6,0.4,0.2" in out
+    assert "--grid 1,0.8,0.6,0.4,0.2 --specs-per-step 4 --specs-rotation ends" in out
     deep = fn3.create_model("resnet32", num_classes=10, levels=("layers",))
     assert untrained_note(deep, TrainConfig(grid=(1, 0.8, 0.6, 0.4, 0.2))) is None
     assert untrained_note(deep, TrainConfig(train_specs=("layers=0.6",))) is None  # the user's choice
@@ -239,7 +239,8 @@ def test_train_names_the_depths_its_grid_never_trains(tmp_path, capsys):
     nine = fn3.create_model("resnet56", num_classes=10, levels=("layers",))  # 9 blocks: 9/7/4/2/1
     note = untrained_note(nine, TrainConfig()) or ""
     assert "never trains 3, 5, 6, 8 blocks" in note
-    every = note.rsplit("--grid ", 1)[1]  # the grid it gives trains every depth (k/9 rounds to k)
+    every = note.rsplit("--grid ", 1)[1].split()[0]  # the grid it gives trains every depth (k/9 -> k)
+    assert note.endswith("--specs-per-step 5 --specs-rotation ends")  # at the grid's 5 members a step
     assert untrained_note(nine, TrainConfig(grid=tuple(float(f) for f in every.split(",")))) is None
 
 
@@ -261,7 +262,8 @@ def test_search_and_export_name_a_depth_the_run_never_trained(tmp_path, capsys):
     best = json.loads((run / "search" / "best.json").read_text())
     assert best["axes"]["stage1.depth"]["size"] == 3, best
     assert "note: this sub-model keeps 3 blocks of stage1.depth, a depth its run never trained" in out
-    assert "(it trained the grid 1,0.75,0.5,0.25)" in out and "--grid 1,0.8,0.6,0.4,0.2" in out
+    assert "(it trained the grid 1,0.75,0.5,0.25)" in out
+    assert "--grid 1,0.8,0.6,0.4,0.2 --specs-per-step 4 --specs-rotation ends" in out
     assert main(["export", str(run), "--budget", "flops=7.5M", "--out", str(tmp_path / "e")]) == 0
     assert "keeps 3 blocks of stage1.depth" in " ".join(capsys.readouterr().out.split())
     assert main(["export", str(run), "--spec", "stage1.depth=4", "--out", str(tmp_path / "f")]) == 0
@@ -279,7 +281,7 @@ def test_search_and_export_name_a_depth_the_run_never_trained(tmp_path, capsys):
         out = " ".join(capsys.readouterr().out.split())
         assert ("depths never trained as such: 3 blocks of stage1.depth, stage2.depth, stage3.depth (it "
                 "trained the grid 1,0.75,0.5,0.25)") in out, out
-        assert "--grid 1,0.8,0.6,0.4,0.2 trains every depth" in out
+        assert "--grid 1,0.8,0.6,0.4,0.2 --specs-per-step 4 --specs-rotation ends trains every depth" in out
     deep = fn3.create_model("resnet32", num_classes=10, levels=("layers",))
     sp = fn3.space(deep)
     three = fn3.parse_spec("layers=0.6", sp)
