@@ -304,11 +304,10 @@ def untrained_note(model: nn.Module, cfg: TrainConfig) -> str | None:
         >>> untrained_note(net, TrainConfig(grid=(1.0, 0.8, 0.6, 0.4, 0.2))) is None
         True
     """
-    missing, _ = untrained_of(model, cfg)
+    missing, trained = untrained_of(model, cfg)
     if cfg.train_specs or not missing:
         return None
     sp = space(model)
-    trained = "grid " + ",".join(f"{g:g}" for g in cfg.grid)
     return (f"note: the grid never trains {_blocks_of(missing)} as such; a search or export that picks "
             f"that depth gets a weaker sub-model (ResNet-32, 36 epochs: 3.3 and 4.7 pt below its network "
             f"alone at two seeds). To train every depth at the grid's cost (ResNet-32, 36 epochs: every "
