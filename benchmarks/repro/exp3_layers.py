@@ -82,6 +82,8 @@ def experiment(depth: int = 20) -> Experiment:
         AUTO_DEPTH,  # fn3 train's default since config version 6: the grid, mean loss at lr 0.2
         AUTO_DEPTH_RANDOM_ORDER,
     )
+    if n >= 5:  # every depth at the grid's blocks a step (the ends rotation), where the grid leaves one out
+        arms += (every_budget(budgets, lr=0.2, per_step=4, rotation="ends"),)
     return Experiment(
         key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",
         level="layers", x_label="residual blocks kept per stage", budgets=budgets, arms=arms,
