@@ -115,7 +115,8 @@ def experiments() -> list[Experiment]:
     import exp4_paths
     import exp5_bits
 
-    return [*exp2_channels.experiments(), exp3_layers.experiment(20), exp3_layers.longer(),
+    return [*exp2_channels.experiments(), exp3_layers.experiment(20), exp3_layers.experiment(32),
+            exp3_layers.longer(),
             exp3_layers.deeper(), exp3_layers.deeper(36),
             *exp4_paths.experiments(), exp5_bits.experiment(), exp5_bits.longer()]
 

@@ -312,7 +312,7 @@ def untrained_note(model: nn.Module, cfg: TrainConfig) -> str | None:
             f"that depth gets a weaker sub-model (ResNet-32, 36 epochs: 3.3 and 4.7 pt below its network "
             f"alone at two seeds). To train every depth at the grid's cost, in runs of 18 epochs or more "
             f"(ResNet-32, 36 epochs: every depth within 1.5 pt of its network alone at both seeds; at 6 "
-            f"epochs it lost 2-3 pt; README, 'Which training rule'): "
+            f"epochs it lost up to 2.9 pt; README, 'Which training rule'): "
             f"{_every_depth_flags(sp, missing, trained)}")
 
 
