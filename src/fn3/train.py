@@ -110,6 +110,8 @@ class FitResult:
     spec_loss: str = ""
     lr: float = 0.0
     note: str = ""  # for the user: depths the rule never trains (untrained_note), else empty
+    # rule "specs" with cfg.specs_per_step: "4 of 5 specs a step, rotation ends"; else empty
+    per_step: str = ""
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -703,6 +705,10 @@ def fit(
     # distill_to="smallest": only the smallest sub-model the rule trains learns the soft predictions
     students = distill_students(model, cfg)
     result = FitResult(step=0, rule=resolved_rule(model, cfg), spec_loss=spec_loss, lr=base_lr)
+    if result.rule == "specs" and cfg.specs_per_step:
+        members = len(_listed(space(model), cfg).specs)
+        if cfg.specs_per_step < members:
+            result.per_step = f"{cfg.specs_per_step} of {members} specs a step, rotation {cfg.specs_rotation}"
     if resume and run is None:
         raise TrainingError("resume=True needs the run_dir to resume from")
     # A run killed before its first checkpoint restarts from step 0: the model's initial weights are a

@@ -376,9 +376,12 @@ def test_specs_per_step_flag_trains_resumes_and_refuses_what_it_cannot_do(tmp_pa
               "--no-progress"]
     bad = tmp_path / "bad"
     out = tmp_path / "half"
+    capsys.readouterr()
     assert main(["train", *common, "--levels", "bits", "--specs-per-step", "2", "--max-steps", "2",
                  "--out", str(out)]) == 0
     assert read_config(out).specs_per_step == 2
+    # the run says what a step trains: 2 of the grid's 4 bit-widths, in the even rotation
+    assert ", 2 of 4 specs a step, rotation even, lr " in " ".join(capsys.readouterr().out.split())
     assert main(["train", "--resume", str(out), "--max-steps", "4", "--no-progress"]) == 0
     assert read_config(out).specs_per_step == 2
     small = tmp_path / "small"

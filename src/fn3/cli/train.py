@@ -243,6 +243,8 @@ def _rule_text(result: Any) -> str:
     """``rule specs, spec loss norm, lr 0.1``: what a run trained with (a resumed run: what it started
     with), the rate included because ``lr`` unset resolves per family (:func:`fn3.train.resolved_lr`)."""
     text = f"rule {result.rule}, spec loss {result.spec_loss}" if result.spec_loss else f"rule {result.rule}"
+    if getattr(result, "per_step", ""):  # fewer specs a step than members: which, in what rotation
+        text += f", {result.per_step}"
     return f"{text}, lr {result.lr:g}" if result.lr else text
 
 
