@@ -243,7 +243,7 @@ def _rule_text(result: Any) -> str:
     """``rule specs, spec loss norm, lr 0.1``: what a run trained with (a resumed run: what it started
     with), the rate included because ``lr`` unset resolves per family (:func:`fn3.train.resolved_lr`)."""
     text = f"rule {result.rule}, spec loss {result.spec_loss}" if result.spec_loss else f"rule {result.rule}"
-    if getattr(result, "per_step", ""):  # fewer specs a step than members: which, in what rotation
+    if result.per_step:  # fewer specs a step than members: how many, in what rotation
         text += f", {result.per_step}"
     return f"{text}, lr {result.lr:g}" if result.lr else text
 
@@ -424,11 +424,10 @@ def _info_file(path: Path) -> None:
     size = os.path.getsize(file)
     if fmt in NESTED_FORMATS:
         with container.Reader(file) as r:
-            from fn3.export.user import is_recipe_file, user_header, user_meta
+            from fn3.export.user import is_recipe_file, user_header
 
             if is_recipe_file(r):  # version 3, or a model of your own: its header holds the recipe
-                model, space = user_header(r)
-                meta = user_meta(r)
+                model, space, meta = user_header(r)
             else:  # versions 1 and 2 of a built-in model
                 header, space = open_nested(r)
                 meta = header["meta"]

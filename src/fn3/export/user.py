@@ -635,20 +635,15 @@ def _read_spec(r: container.Reader, header: dict, model: nn.Module, sp: Space, s
     return out
 
 
-def user_header(r: container.Reader) -> tuple[dict, Space]:
-    """The model description and space of an open ``fn3.user-nested`` file (reads its header only)."""
-    meta = user_meta(r)
+def user_header(r: container.Reader) -> tuple[dict, Space, dict]:
+    """The model description, space and whole metadata (what its run trained, too) of an open
+    ``fn3.user-nested`` file (reads its header only, once)."""
+    header, _ = _read_header(r, NESTED_FORMAT)
+    meta = header["meta"]
     try:
-        return dict(meta.get("model") or {}), Space.from_dict(meta["space"])
+        return dict(meta.get("model") or {}), Space.from_dict(meta["space"]), meta
     except (KeyError, TypeError, SpecError) as err:
         raise r.fail(f"bad header: {err}") from None
-
-
-def user_meta(r: container.Reader) -> dict:
-    """The metadata of an open ``fn3.user-nested`` file (its header's ``meta``: the model, its space,
-    what its run trained), read from the header only."""
-    header, _ = _read_header(r, NESTED_FORMAT)
-    return header["meta"]
 
 
 def user_space(r: container.Reader) -> Space:
