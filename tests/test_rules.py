@@ -17,6 +17,7 @@ from fn3.train import (
     resolved_rule,
     resolved_spec_loss,
     step_plan,
+    untrained_of,
 )
 
 
@@ -158,7 +159,7 @@ def test_a_family_nested_in_channels_alone_trains_on_the_mean_at_twice_the_rate(
     norm_cfg = TrainConfig(spec_loss="norm")
     assert (resolved_spec_loss(wide, norm_cfg), resolved_lr(wide, norm_cfg)) == ("norm", 0.1)
     old = {**cfg.to_dict(), "version": 8}
-    assert cfg.to_dict()["version"] == CONFIG_VERSION == 9
+    assert cfg.to_dict()["version"] == CONFIG_VERSION >= 9
     v8 = TrainConfig.from_dict(old)
     assert v8.spec_loss == "auto-v8" and TrainConfig.from_dict(v8.to_dict()) == v8
     assert (resolved_spec_loss(wide, v8), resolved_lr(wide, v8)) == ("norm", 0.1)
@@ -302,8 +303,8 @@ def test_specs_rotation_smallest_trains_the_smallest_every_other_step():
     # the smallest is found by its kept units, wherever the list puts it
     assert ListedSpecs(sp, [b2, b6, b4], 2, "smallest").step_specs(0) == [b8, b2]
     assert ListedSpecs(sp, [b2, b6, b4], 2, "smallest").to_dict()["rotation"] == "smallest"
-    with pytest.raises(fn3.ConfigError,
-                       match="specs_rotation='often' is invalid; expected even, smallest, corners or ends"):
+    expected = "specs_rotation=.often. is invalid; expected auto, even, smallest, corners or ends"
+    with pytest.raises(fn3.ConfigError, match=expected):
         TrainConfig(specs_per_step=2, specs_rotation="often")
     with pytest.raises(fn3.ConfigError, match="specs_rotation=smallest shares the slots of --specs-per-step"):
         TrainConfig(specs_rotation="smallest")
@@ -355,6 +356,51 @@ def test_specs_rotation_ends_trains_the_corners_every_step_and_every_middle_memb
         TrainConfig(specs_rotation="ends")
     cfg = TrainConfig(specs_per_step=4, specs_rotation="ends")
     assert TrainConfig.from_dict(cfg.to_dict()).specs_rotation == "ends"
+
+
+def test_the_default_rotation_trains_every_depth_of_a_5_block_stage_at_the_grids_cost():
+    """Config version 10: ``specs_rotation="auto"`` (the default) on a family nested in depth alone whose
+    grid leaves depths out (ResNet-32: 5/4/2/1 blocks, never 3) lists every depth and trains 4 a step in
+    the ends rotation: a training step moves the weights exactly as the explicit flags do, not as the
+    grid does; everywhere else (3-block stages, channels, listed specs, a given --specs-per-step) it is
+    the even rotation; a version-9 config, whose default was even, resumes on the grid."""
+    train = load_dataset("digits", "train")
+
+    def deep_net(depth: int = 32, levels: tuple[str, ...] = ("layers",)):
+        torch.manual_seed(0)
+        return fn3.create_model(f"resnet{depth}", num_classes=10, in_channels=1, input_size=8, levels=levels)
+
+    def after_steps(**overrides) -> tuple[torch.Tensor, str]:
+        model = deep_net()
+        cfg = TrainConfig(model="resnet32", epochs=1, batch_size=16, eval_specs=(), **overrides)
+        result = fit(model, train, cfg, progress=False, max_steps=3)
+        return torch.cat([p.detach().flatten() for p in model.parameters()]), result.per_step
+
+    (auto, said), (ends, _), (grid, _) = (after_steps(**o) for o in (
+        {}, {"grid": (1.0, 0.8, 0.6, 0.4, 0.2), "specs_per_step": 4, "specs_rotation": "ends"},
+        {"specs_rotation": "even"}))
+    assert said == "4 of 5 specs a step, rotation ends"
+    assert torch.equal(auto, ends)
+    assert not torch.allclose(auto, grid)  # the grid steps differently: the test can tell them apart
+    deep = deep_net()
+    sp = fn3.space(deep)
+    depths = [[len(s.kept("stage2.depth")) for s in make_rule(deep, TrainConfig())(t)] for t in range(3)]
+    assert all(d[:2] == [5, 1] and len(d) == 4 for d in depths)  # the ends every step, 4 specs a step
+    assert sorted(b for d in depths for b in d[2:]) == [2, 2, 3, 3, 4, 4]  # 4/3/2 on two steps of three
+    assert untrained_of(deep, TrainConfig())[0] == {}
+    assert untrained_of(deep, TrainConfig(specs_rotation="even"))[0] == {n: [3] for n in sp.names}
+
+    def members(model, **overrides) -> list[list[int]]:
+        rule = make_rule(model, TrainConfig(**overrides))
+        return [[sum(len(kept) for _, kept in s) for s in rule(t)] for t in range(2)]
+
+    for model, overrides in ((deep_net(20), {}), (deep_net(20, ("channels",)), {}),
+                             (deep, {"specs_per_step": 2}), (deep, {"train_specs": ("layers=0.6",)})):
+        assert members(model, **overrides) == members(model, specs_rotation="even", **overrides)
+    assert members(deep, specs_per_step=2) == [[15, 12], [15, 6]]  # the grid's members in turn: 3 never
+    v9 = {k: v for k, v in TrainConfig().to_dict().items() if k != "specs_rotation"} | {"version": 9}
+    assert TrainConfig.from_dict(v9).specs_rotation == "even"
+    assert TrainConfig.from_dict(TrainConfig().to_dict()).specs_rotation == "auto"
 
 
 def test_specs_per_step_updates_only_the_members_of_the_step():

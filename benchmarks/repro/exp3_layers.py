@@ -82,8 +82,11 @@ def experiment(depth: int = 20) -> Experiment:
         AUTO_DEPTH,  # fn3 train's default since config version 6: the grid, mean loss at lr 0.2
         AUTO_DEPTH_RANDOM_ORDER,
     )
-    if n >= 5:  # every depth at the grid's blocks a step (the ends rotation), where the grid leaves one out
-        arms += (every_budget(budgets, lr=0.2, per_step=4, rotation="ends"),)
+    if n >= 5:  # every depth at the grid's blocks a step (the ends rotation), where the grid leaves one
+        # out: fn3 train's default for depth alone there since config version 10; and its ablation
+        ends = every_budget(budgets, lr=0.2, per_step=4, rotation="ends")
+        arms += (ends, Arm("fn3 every budget ends, random-order removal", kind="random-order",
+                           source=ends.name))
     return Experiment(
         key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",
         level="layers", x_label="residual blocks kept per stage", budgets=budgets, arms=arms,
@@ -104,7 +107,7 @@ def experiment(depth: int = 20) -> Experiment:
               "37.15% against 42.30 / 41.70 / 39.85 / 42.25 / 40.15%, one seed, 2 s.e. about 3; on the "
               "8,000 held-out images -0.99 / -0.56 / +0.05 / -2.92 / -1.43 pt, both about 11.7 pt behind "
               "the networks alone at worst): in a short run the depths it trains on two steps of three "
-              "fall behind.")
+              "fall behind." + (" " + _V10_NOTE if n >= 5 else ""))
 
 
 def longer(epochs: int = 18) -> Experiment:
@@ -155,6 +158,14 @@ def longer(epochs: int = 18) -> Experiment:
               "by 3.16 / 4.26 / 4.00 pt.")
 
 
+#: Every ResNet-32 experiment's notes end with this: the notes call the grid arm "the default", as it
+#: was when they were written.
+_V10_NOTE = ("Since config version 10 (Dec 6) fn3 train's default for this family is the ends rotation "
+             "(`specs_rotation=\"auto\"`: every depth listed where the grid leaves one out; the rows "
+             "marked [fn3's default, rule auto] hold it to issue 11's targets, with its random-order "
+             "ablation); 'the default' in the notes above is the grid arm 'fn3 auto grid, mean loss at "
+             "lr 0.2 (depth alone)', which `--specs-rotation even` trains.")
+
 #: What the ResNet-32 runs at 18 and 36 epochs showed (Dec 5-6, seed 0, one run per arm).
 _DEEPER_NOTES = {
     18: "The networks alone are not monotone in depth here (5 blocks 57.35%, 3 blocks 65.25%: the "
@@ -175,7 +186,7 @@ _DEEPER_NOTES = {
         "+0.58 / +3.25 / +0.47 / +0.86 pt at 5..1 blocks; worst gap to the networks alone -5.07 pt at 1 "
         "block against the default's -6.72 at 3): still missed at 18 epochs. It costs what the default "
         "does: 0.84x of the twins step against step (`python benchmarks/family_cost.py --only "
-        "exp3_layers_resnet32`), its run 1544 s of CPU (0.85x; the default's 0.81x).",
+        "exp3_layers_resnet32`), its run 1544 s of CPU (0.85x; the default's 0.81x). " + _V10_NOTE,
     36: "At 36 epochs the default is within 1.75 pt of the networks alone at every depth on its grid "
         "(5/4/2/1 blocks; held-out +0.36 / -1.03 / -0.52 / -0.76 pt, 2 s.e. about 1), its full model "
         "within 0.40 (held-out +0.36): the gap left is 3 blocks, a depth off the grid (round(2.5) "
@@ -205,7 +216,7 @@ _DEEPER_NOTES = {
         "5..1 blocks (2 s.e. 0.9-1.0); against the default +2.56 / +3.93 pt at 3 blocks and within 0.61 "
         "elsewhere. On the page its 1-block member reads -3.30 / -2.30 pt (2 s.e. 2.9), within the page's "
         "noise. Its runs: 3038 / 2979 s of CPU, 0.83x / 0.80x of the twins' (the default's 0.84x / "
-        "0.86x).",
+        "0.86x). " + _V10_NOTE,
 }
 
 
@@ -228,7 +239,9 @@ def deeper(epochs: int = 18) -> Experiment:
         arms += (every_budget(short.budgets, lr=0.2, per_step=3, rotation="corners"),
                  every_budget(short.budgets, lr=0.2, per_step=2))
     # every depth at the default grid's blocks a step: 5 and 1 blocks every step, two of 4/3/2 in turn
-    arms += (every_budget(short.budgets, lr=0.2, per_step=4, rotation="ends"),)
+    # (fn3 train's default for this family since config version 10), and its random-order ablation
+    arms += tuple(a for a in short.arms if a.name.startswith("fn3 every budget, corners and 2")
+                  or a.name.startswith("fn3 every budget ends"))
     return Experiment(
         key=f"exp3_layers_resnet32_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-32",
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,

@@ -84,7 +84,8 @@ ARMS = (AUTO.name, AUTO_NORM.name)
 #: paths default (``shared``) with the same distillation; on ResNet-32 at 36 epochs the depth
 #: default's rule with every depth listed (the grid's 5/4/2/1 blocks leave 3 out), each step or at
 #: about half the twins' cost (the corners rotation, or two specs a step), or at the grid's blocks a
-#: step (the ends rotation: 5 and 1 blocks every step, two of 4/3/2 in turn; at 18 epochs too).
+#: step (the ends rotation: 5 and 1 blocks every step, two of 4/3/2 in turn; at 6 and 18 epochs too:
+#: the default of a family nested in depth alone whose grid leaves depths out since config version 10).
 EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2", AUTO_MEAN_LR2.name),
          ("distill", AUTO_NORM_CLIP_DISTILL.name), ("distill-smallest", AUTO_NORM_CLIP_DISTILL_SMALLEST.name),
          ("corners", AUTO_NORM_CLIP_CORNERS.name), ("distill-paths", AUTO_DISTILL.name),

@@ -300,6 +300,13 @@ class Experiment:
     quick_test_limit: int = 5
     notes: str = ""
 
+    def __post_init__(self) -> None:
+        # Every arm names what it trains. fn3 train's rotation "auto" (config version 10) lists every
+        # depth of a ResNet-32 in the ends rotation, which would turn the "fn3 auto grid" arms into
+        # the arm that names that rotation: pinned to the grid they measured ("even").
+        if self.base.specs_rotation == "auto":
+            object.__setattr__(self, "base", self.base.replace(specs_rotation="even"))
+
     def config(self, quick: bool) -> TrainConfig:
         cfg = self.base.replace(eval_specs=())  # the runner evaluates; no per-epoch validation
         return cfg.replace(**self.quick) if quick else cfg
@@ -487,7 +494,7 @@ def cifar_config(model: str, levels: tuple[str, ...], limit: int = 500) -> Train
 #: Defaults of fields that changed since they were added (``tie`` was ``"none"`` before issue 11 made
 #: it depend on the rule, ``spec_loss`` ``"mean"`` before config version 3): a result file written
 #: before such a field existed matches either value.
-_FORMER: dict[str, Any] = {"tie": "none", "spec_loss": "mean"}
+_FORMER: dict[str, Any] = {"tie": "none", "spec_loss": "mean", "specs_rotation": "even"}
 
 
 def at_seed(experiments: Sequence[Experiment], seed: int | None,
@@ -514,10 +521,11 @@ def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:
     # version 7 gave AdamW its own unset rate (every arm here trains with SGD), version 8 changed what
     # spec_loss="auto" trains on a family nested in paths alone (every paths arm names its loss:
     # tests/benchmarks check), version 9 what "auto", and "mean" at an unset rate, train on a family
-    # nested in channels alone (arms there leave both unset: a channels file of 7 or 8 stays apart)
+    # nested in channels alone (arms there leave both unset: a channels file of 7 or 8 stays apart),
+    # version 10 added specs_rotation="auto" (every experiment pins "even", what version 9 trained)
     version = old["train"].get("version")
     levels = tuple(settings["train"].get("levels") or ())
-    if version in (1, 2, 3, 4, 5, 6) or (version in (7, 8) and levels != ("channels",)):
+    if version in (1, 2, 3, 4, 5, 6, 9) or (version in (7, 8) and levels != ("channels",)):
         train["version"] = version
     return {**settings, "train": train}
 

@@ -219,25 +219,31 @@ def test_train_says_which_rule_auto_picked(tmp_path, capsys):
 
 
 def test_train_names_the_depths_its_grid_never_trains(tmp_path, capsys):
-    """On 5-block stages the default grid keeps 5/4/2/1 blocks: the run says 3 is never trained and
-    gives the --grid that trains every depth; with that grid (or on 3-block stages) it says nothing."""
+    """On 5-block stages the grid keeps 5/4/2/1 blocks: a run on the grid alone (``--specs-rotation
+    even``) says 3 is never trained and gives the flags that train every depth; the default (rotation
+    auto: every depth, 4 a step) says what a step trains instead, and with every depth listed (or on
+    3-block stages) there is nothing to say."""
     from fn3.config import TrainConfig
     from fn3.train import untrained_note
 
     args = ["--model", "resnet32", "--data", "digits", "--epochs", "1", "--max-steps", "1", "--no-progress",
-            "--levels", "layers", "--out", str(tmp_path / "grid")]
-    assert main(["train", *args]) == 0
+            "--levels", "layers"]
+    assert main(["train", *args, "--specs-rotation", "even", "--out", str(tmp_path / "grid")]) == 0
     out = capsys.readouterr().out
     assert "never trains 3 blocks of stage1.depth, stage2.depth, stage3.depth" in out
     assert "--grid 1,0.8,0.6,0.4,0.2 --specs-per-step 4 --specs-rotation ends" in out
+    assert main(["train", *args, "--out", str(tmp_path / "auto")]) == 0
+    out = capsys.readouterr().out
+    assert "never trains" not in out and "4 of 5 specs a step, rotation ends" in out
     deep = fn3.create_model("resnet32", num_classes=10, levels=("layers",))
     assert untrained_note(deep, TrainConfig(grid=(1, 0.8, 0.6, 0.4, 0.2))) is None
+    assert untrained_note(deep, TrainConfig()) is None  # rotation auto lists every depth
     assert untrained_note(deep, TrainConfig(train_specs=("layers=0.6",))) is None  # the user's choice
     assert untrained_note(deep, TrainConfig(rule="full+odo")) is None  # draws reach every depth
     short = fn3.create_model("resnet20", num_classes=10, levels=("layers",))
     assert untrained_note(short, TrainConfig()) is None  # 3/2/1 blocks: every depth on the grid
     nine = fn3.create_model("resnet56", num_classes=10, levels=("layers",))  # 9 blocks: 9/7/4/2/1
-    note = untrained_note(nine, TrainConfig()) or ""
+    note = untrained_note(nine, TrainConfig(specs_rotation="even")) or ""
     assert "never trains 3, 5, 6, 8 blocks" in note
     every = note.rsplit("--grid ", 1)[1].split()[0]  # the grid it gives trains every depth (k/9 -> k)
     assert note.endswith("--specs-per-step 5 --specs-rotation ends")  # at the grid's 5 members a step
@@ -252,7 +258,7 @@ def test_search_and_export_name_a_depth_the_run_never_trained(tmp_path, capsys):
 
     run = tmp_path / "grid"
     assert main(["train", "--model", "resnet32", "--data", "digits", "--epochs", "1", "--max-steps", "1",
-                 "--no-progress", "--levels", "layers", "--out", str(run)]) == 0
+                 "--no-progress", "--levels", "layers", "--specs-rotation", "even", "--out", str(run)]) == 0
     capsys.readouterr()
     # stage1 alone: 1..5 blocks cost 6.2..8.6 MFLOPs (0.59 M a block); 7.5 M admits 1-3 blocks, and
     # after one step the 3-block member scores best of them on the validation split (11.9% vs <= 9.8%).

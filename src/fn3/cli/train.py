@@ -141,7 +141,10 @@ def train(
     ] = None,
     specs_rotation: Annotated[
         str | None,
-        typer.Option(help="With --specs-per-step: even (every member in turn, the default) or smallest "
+        typer.Option(help="auto (the default): even, except on a model nested in depth alone whose grid "
+                     "leaves depths out, where every depth is listed and a step trains as many as the "
+                     "grid has, the largest and the smallest every step (ends). "
+                     "With --specs-per-step: even (every member in turn) or smallest "
                      "(the smallest sub-model on every other step, the others in turn: 2 bits trained "
                      "on half the steps), corners (with 3 or more: the largest and the smallest every "
                      "step, the others in turn on every other step) or ends (with 3 or more: the largest "
