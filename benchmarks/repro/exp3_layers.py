@@ -107,7 +107,12 @@ def experiment(depth: int = 20) -> Experiment:
               "37.15% against 42.30 / 41.70 / 39.85 / 42.25 / 40.15%, one seed, 2 s.e. about 3; on the "
               "8,000 held-out images -0.99 / -0.56 / +0.05 / -2.92 / -1.43 pt, both about 11.7 pt behind "
               "the networks alone at worst): in a short run the depths it trains on two steps of three "
-              "fall behind." + (" " + _V10_NOTE if n >= 5 else ""))
+              "fall behind. Seed 1 (Dec 6, the networks alone, the grid and the ends rotation): the "
+              "ends rotation 39.95 / 39.45 / 39.15 / 38.25 / 36.55% against the grid's 43.80 / 43.70 / "
+              "38.40 / 41.80 / 38.55% (networks alone 45.30 / 48.60 / 50.00 / 49.45 / 45.90%): 2.0-4.25 "
+              "pt below the grid at 5/4/2/1 blocks, +0.75 at 3; worst gaps -11.20 (1 block) against the "
+              "grid's -11.60 (3 blocks): at this length the grid trains its own depths better at both "
+              "seeds." + (" " + _V10_NOTE if n >= 5 else ""))
 
 
 def longer(epochs: int = 18) -> Experiment:
