@@ -191,7 +191,13 @@ _DEEPER_NOTES = {
         "+0.58 / +3.25 / +0.47 / +0.86 pt at 5..1 blocks; worst gap to the networks alone -5.07 pt at 1 "
         "block against the default's -6.72 at 3): still missed at 18 epochs. It costs what the default "
         "does: 0.84x of the twins step against step (`python benchmarks/family_cost.py --only "
-        "exp3_layers_resnet32`), its run 1544 s of CPU (0.85x; the default's 0.81x). " + _V10_NOTE,
+        "exp3_layers_resnet32`), its run 1544 s of CPU (0.85x; the default's 0.81x). Seed 1 (Dec 6, the "
+        "networks alone, the default and the ends rotation): networks alone 61.55 / 63.00 / 64.35 / "
+        "65.35 / 58.45%, the default 61.65 / 61.90 / 60.75 / 62.00 / 56.35, the ends rotation 61.15 / "
+        "61.40 / 61.20 / 60.60 / 54.45; on the held-out images the ends rotation is below the default at "
+        "four depths (-1.13 / -1.85 / +0.59 / -1.62 / -1.89 pt at 5..1 blocks) and its worst gap to the "
+        "networks alone -4.11 (1 block) against the default's -3.85 (3 blocks): at 18 epochs one seed "
+        "each way. " + _V10_NOTE,
     36: "At 36 epochs the default is within 1.75 pt of the networks alone at every depth on its grid "
         "(5/4/2/1 blocks; held-out +0.36 / -1.03 / -0.52 / -0.76 pt, 2 s.e. about 1), its full model "
         "within 0.40 (held-out +0.36): the gap left is 3 blocks, a depth off the grid (round(2.5) "
