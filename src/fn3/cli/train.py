@@ -155,7 +155,10 @@ def train(
         str | None,
         typer.Option(help="Kept fractions trained every step by rule auto/specs without --train-spec, "
                      "every axis tied (bits: of 8), and the smallest sub-model; e.g. 1,0.75,0.5,0.25 "
-                     "(the default); none: auto trains the tied sandwich instead."),
+                     "(the default); none: auto trains the tied sandwich instead. On a model nested in "
+                     "depth alone whose grid leaves depths out, --specs-rotation auto (the default) "
+                     "trains every depth at the grid's members a step; --specs-rotation even trains "
+                     "the grid alone."),
     ] = None,
     eval_spec: Annotated[list[str] | None, typer.Option(help="Spec to evaluate each epoch (repeat).")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many training images per class.")] = None,
