@@ -10,6 +10,7 @@ from fn3.config import TrainConfig
 from fn3.data import channel_stats, load_dataset
 from fn3.sampling import FullPlusODO, ListedSpecs
 from fn3.train import (
+    FitResult,
     evaluate_specs,
     fit,
     make_rule,
@@ -24,6 +25,14 @@ from fn3.train import (
 def _resnet():
     return fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8,
                             levels=("channels", "layers", "bits"))
+
+
+def _after_steps(net, steps: int, batch_size: int, **config) -> tuple[torch.Tensor, FitResult]:
+    """``net``'s weights, flattened, after ``steps`` training steps on digits under ``config`` (and
+    what ``fit`` reports): two rules that step alike leave equal weights."""
+    cfg = TrainConfig(epochs=1, batch_size=batch_size, eval_specs=(), **config)
+    result = fit(net, load_dataset("digits", "train"), cfg, progress=False, max_steps=steps)
+    return torch.cat([p.detach().flatten() for p in net.parameters()]), result
 
 
 def test_full_plus_odo_trains_the_largest_every_step_beside_tied_uniform_draws():
@@ -98,19 +107,15 @@ def test_a_family_nested_in_paths_alone_trains_on_the_per_weight_mean():
     ``--spec-loss shared`` does, not as ``norm`` does; a version 6-7 run resumes on ``norm``."""
     from fn3.config import CONFIG_VERSION
 
-    train = load_dataset("digits", "train")
-
     def paths_net():
         torch.manual_seed(0)
         return fn3.create_model("resnext_tiny", num_classes=10, in_channels=1, input_size=8,
                                 levels=("paths",), widths=[8, 16, 16], group_widths=[1, 1, 1])
 
     def after_steps(spec_loss: str) -> torch.Tensor:
-        model = paths_net()
-        cfg = TrainConfig(model="resnext_tiny", epochs=1, batch_size=32, eval_specs=(), spec_loss=spec_loss)
-        result = fit(model, train, cfg, progress=False, max_steps=2)
+        weights, result = _after_steps(paths_net(), 2, 32, model="resnext_tiny", spec_loss=spec_loss)
         assert result.spec_loss == ("shared" if spec_loss == "auto" else spec_loss)
-        return torch.cat([p.detach().flatten() for p in model.parameters()])
+        return weights
 
     auto, shared, norm = (after_steps(loss) for loss in ("auto", "shared", "norm"))
     assert torch.equal(auto, shared)
@@ -138,17 +143,13 @@ def test_a_family_nested_in_channels_alone_trains_on_the_mean_at_twice_the_rate(
     version-8 run resumes on ``norm`` at 0.1, and an explicit ``norm`` keeps 0.1."""
     from fn3.config import CONFIG_VERSION
 
-    train = load_dataset("digits", "train")
-
     def wide_net():
         torch.manual_seed(0)
         return fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=("channels",))
 
     def after_steps(**overrides) -> tuple[torch.Tensor, str]:
-        model = wide_net()
-        cfg = TrainConfig(model="resnet20", epochs=1, batch_size=32, eval_specs=(), **overrides)
-        result = fit(model, train, cfg, progress=False, max_steps=2)
-        return torch.cat([p.detach().flatten() for p in model.parameters()]), result.spec_loss
+        weights, result = _after_steps(wide_net(), 2, 32, model="resnet20", **overrides)
+        return weights, result.spec_loss
 
     (auto, loss), (mean, _), (norm, _) = (after_steps(**o) for o in (
         {}, {"spec_loss": "mean", "lr": 0.2}, {"spec_loss": "norm", "lr": 0.1}))
@@ -364,17 +365,13 @@ def test_the_default_rotation_trains_every_depth_of_a_5_block_stage_at_the_grids
     the ends rotation: a training step moves the weights exactly as the explicit flags do, not as the
     grid does; everywhere else (3-block stages, channels, listed specs, a given --specs-per-step) it is
     the even rotation; a version-9 config, whose default was even, resumes on the grid."""
-    train = load_dataset("digits", "train")
-
     def deep_net(depth: int = 32, levels: tuple[str, ...] = ("layers",)):
         torch.manual_seed(0)
         return fn3.create_model(f"resnet{depth}", num_classes=10, in_channels=1, input_size=8, levels=levels)
 
     def after_steps(**overrides) -> tuple[torch.Tensor, str]:
-        model = deep_net()
-        cfg = TrainConfig(model="resnet32", epochs=1, batch_size=16, eval_specs=(), **overrides)
-        result = fit(model, train, cfg, progress=False, max_steps=3)
-        return torch.cat([p.detach().flatten() for p in model.parameters()]), result.per_step
+        weights, result = _after_steps(deep_net(), 3, 16, model="resnet32", **overrides)
+        return weights, result.per_step
 
     (auto, said), (ends, _), (grid, _) = (after_steps(**o) for o in (
         {}, {"grid": (1.0, 0.8, 0.6, 0.4, 0.2), "specs_per_step": 4, "specs_rotation": "ends"},

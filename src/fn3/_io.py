@@ -23,12 +23,12 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from fn3.errors import FileFormatError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "loads_untrusted", "one_line"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "loads_untrusted", "one_line", "or_list"]
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -82,6 +82,16 @@ def one_line(text: object, limit: int = 160) -> str:
     """
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def or_list(names: Sequence[str]) -> str:
+    """The choices of a setting for an error message's "expected ...".
+
+    Example:
+        >>> or_list(("auto", "even", "ends"))
+        'auto, even or ends'
+    """
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
 
 
 def loads_untrusted(data: str | bytes, path: str | Path, what: str) -> object:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from fn3._io import one_line
+from fn3._io import one_line, or_list
 from fn3.errors import ConfigError
 from fn3.sampling import DISTRIBUTIONS, ROTATIONS, TIES
 
@@ -228,7 +228,7 @@ class TrainConfig:
         if self.act_clip not in ACT_CLIP_CHOICES:
             raise bad("act_clip", self.act_clip, "auto, shared or per-bits")
         if self.spec_loss not in SPEC_LOSSES + LEGACY_SPEC_LOSSES:
-            raise bad("spec_loss", self.spec_loss, ", ".join(SPEC_LOSSES[:-1]) + " or " + SPEC_LOSSES[-1])
+            raise bad("spec_loss", self.spec_loss, or_list(SPEC_LOSSES))
         if self.train_specs and self.rule not in ("auto", "specs"):
             raise ConfigError(f"train_specs are trained by rule=specs (or auto), not rule={self.rule}: "
                               "drop --train-spec or --rule")
@@ -243,8 +243,7 @@ class TrainConfig:
             raise ConfigError(f"specs_per_step applies to rule=specs (or auto), not rule={self.rule}: "
                               "drop --specs-per-step or --rule")
         if self.specs_rotation not in SPECS_ROTATIONS:
-            raise bad("specs_rotation", self.specs_rotation,
-                      ", ".join(SPECS_ROTATIONS[:-1]) + " or " + SPECS_ROTATIONS[-1])
+            raise bad("specs_rotation", self.specs_rotation, or_list(SPECS_ROTATIONS))
         if self.specs_rotation not in ("auto", "even") and not self.specs_per_step:
             least = 3 if self.specs_rotation in ("corners", "ends") else 2
             raise ConfigError(f"specs_rotation={self.specs_rotation} shares the slots of --specs-per-step, "

@@ -69,6 +69,7 @@ from collections.abc import Sequence
 
 import torch
 
+from fn3._io import or_list
 from fn3.errors import ConfigError
 from fn3.spec import Axis, Space, Spec
 
@@ -287,7 +288,7 @@ class ListedSpecs:
             raise ConfigError(f"specs per step {per_step} is invalid; expected 0 (every listed spec) or a "
                               "whole number >= 2 (the largest and at least one other)")
         if rotation not in ROTATIONS:
-            raise ConfigError(f"rotation {rotation!r} is invalid; expected {rotation_names()}")
+            raise ConfigError(f"rotation {rotation!r} is invalid; expected {or_list(ROTATIONS)}")
         if rotation in ("corners", "ends") and 0 < per_step < 3:
             raise ConfigError(f"rotation {rotation} with {per_step} specs per step leaves no slot for the "
                               "members between the largest and the smallest; expected 3 or more")
@@ -350,11 +351,6 @@ class ListedSpecs:
 
 #: How :class:`ListedSpecs` shares the slots of a step among the members other than the largest.
 ROTATIONS = ("even", "smallest", "corners", "ends")
-
-
-def rotation_names() -> str:
-    """The rotations for an error message: ``"even, smallest, corners or ends"``."""
-    return ", ".join(ROTATIONS[:-1]) + " or " + ROTATIONS[-1]
 
 
 #: Kept fractions of :func:`grid_specs`' default grid (``TrainConfig.grid``): four tied levels, the
