@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runner import RESULT_FORMAT, RESULT_VERSION, RESULTS, _as_old, earlier_runs
+from runner import RESULT_FORMAT, RESULT_VERSION, RESULTS, _as_old, earlier_runs, setting_difference
 
 from fn3._io import atomic_write_text
 from fn3.errors import ConfigError
@@ -70,8 +70,10 @@ def merge(src_path: Path, into: Path) -> tuple[Path, list[str]]:
     key = new["experiment"]
     dst = into / f"{key}.json"
     old = _read(dst) if dst.is_file() else None
-    if old is not None and _as_old(new["settings"], old["settings"]) != old["settings"]:
-        raise ConfigError(f"{src_path} and {dst} were run with other settings; they cannot be merged")
+    if old is not None and (ours := _as_old(new["settings"], old["settings"])) != old["settings"]:
+        differ = setting_difference(ours, old["settings"], ("in the first", "in the second"))
+        raise ConfigError(f"{src_path} and {dst} were run with other settings ({differ}); they cannot be "
+                          "merged")
     new["commands"] = [re.sub(r" --(results|runs)-dir \S+", "", c) for c in new["commands"]]
     for arm in new["arms"].values():
         for run in arm.get("runs", {}).values():

@@ -530,14 +530,30 @@ def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:
     return {**settings, "train": train}
 
 
+def setting_difference(ours: Any, theirs: Any, labels: tuple[str, str] = ("here", "in the file"),
+                       where: str = "") -> str:
+    """The first setting where ``ours`` and ``theirs`` (nested dicts of JSON values) differ, as text:
+    ``train.seed: 2 here, 1 in the file`` (``None`` for a key one side lacks; ``labels`` name the
+    two sides)."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        for key in [*ours, *(k for k in theirs if k not in ours)]:
+            if ours.get(key) != theirs.get(key):
+                return setting_difference(ours.get(key), theirs.get(key), labels,
+                                          f"{where}.{key}" if where else key)
+    return f"{where or 'settings'}: {ours!r} {labels[0]}, {theirs!r} {labels[1]}"
+
+
 def _load_or_new(path: Path, exp: Experiment, settings: dict[str, Any], quick: bool,
                  command: str) -> dict[str, Any]:
     if path.is_file():
         data = json.loads(path.read_text())
         if data.get("format") != RESULT_FORMAT or data.get("version") != RESULT_VERSION:
             raise ConfigError(f"{path} is not a {RESULT_FORMAT} v{RESULT_VERSION} file; move it away")
-        if data.get("settings") != _as_old(json.loads(json.dumps(settings)), data.get("settings")):
-            raise ConfigError(f"{path} was run with other settings; delete it (and its runs) to rerun")
+        ours = _as_old(json.loads(json.dumps(settings)), data.get("settings"))
+        if data.get("settings") != ours:
+            theirs = data.get("settings")
+            raise ConfigError(f"{path} was run with other settings ({setting_difference(ours, theirs)}); "
+                              "delete it (and its runs) to rerun, or give another --results-dir")
         if command not in data["commands"]:
             data["commands"].append(command)  # a resumed run may be started by another command
         # The notes are the script's commentary on the results, edited as arms are added: the file

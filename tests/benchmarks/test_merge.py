@@ -54,7 +54,8 @@ def test_merge_adds_scratch_arms_with_their_models(tmp_path, data_root, capsys):
     (scratch / "other.json").write_text(json.dumps(src))
     text = dst.read_text()
     assert merge.main([str(scratch / "other.json"), "--into", str(page)]) == 2
-    assert "were run with other settings" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "were run with other settings (train.lr: 0.5 in the first" in err  # names what differs
     assert dst.read_text() == text
     # Not a result file: refused too.
     (scratch / "bad.json").write_text("{")

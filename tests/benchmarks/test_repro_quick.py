@@ -178,7 +178,7 @@ def test_other_settings_are_refused(quick_results):
     out, mods, runner = quick_results
     exp = mods["exp1_neurons"].experiment()
     changed = dataclasses.replace(exp, quick={**exp.quick, "epochs": 2})
-    with pytest.raises(fn3.ConfigError, match="other settings"):
+    with pytest.raises(fn3.ConfigError, match=r"other settings \(train\.epochs: 2 here, 1 in the file\)"):
         runner.main([changed], ["--quick", "--results-dir", str(out)])
 
 
