@@ -197,7 +197,14 @@ _DEEPER_NOTES = {
         "61.40 / 61.20 / 60.60 / 54.45; on the held-out images the ends rotation is below the default at "
         "four depths (-1.13 / -1.85 / +0.59 / -1.62 / -1.89 pt at 5..1 blocks) and its worst gap to the "
         "networks alone -4.11 (1 block) against the default's -3.85 (3 blocks): at 18 epochs one seed "
-        "each way. " + _V10_NOTE,
+        "each way. Seed 2 (Dec 6, run after the ends rotation became fn3 train's default, to settle "
+        "18 epochs): networks alone 62.60 / 63.40 / 64.40 / 64.30 / 59.45%, the default 62.20 / 61.95 / "
+        "57.75 / 62.95 / 56.35, the ends rotation 63.55 / 63.20 / 62.65 / 62.25 / 55.15; held-out the "
+        "ends rotation is +0.05 / +0.04 / +3.82 / -0.49 / -1.31 pt against the default at 5..1 blocks, "
+        "its worst gap to the networks alone -4.25 (1 block) against the default's -4.80 (3 blocks), "
+        "its full model +0.44: over three seeds at 18 epochs the worst gap is the smaller at two "
+        "(-5.07 / -4.11 / -4.25 against -6.72 / -3.85 / -4.80, mean -4.48 against -5.12), missed at "
+        "all three. " + _V10_NOTE,
     36: "At 36 epochs the default is within 1.75 pt of the networks alone at every depth on its grid "
         "(5/4/2/1 blocks; held-out +0.36 / -1.03 / -0.52 / -0.76 pt, 2 s.e. about 1), its full model "
         "within 0.40 (held-out +0.36): the gap left is 3 blocks, a depth off the grid (round(2.5) "

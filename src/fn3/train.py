@@ -320,8 +320,9 @@ def _every_depth_listing(sp: Space, grid: list[Spec], cfg: TrainConfig) -> Liste
     depth in the ends rotation, at the grid's 4 members a step, kept every depth within 1.5 pt at both
     seeds at 36 epochs (against the grid: +2.6 / +3.9 pt at 3 blocks, within 0.6 elsewhere), at the
     grid's cost (0.84x of the twins step for step). At 18 epochs it was above the grid at every depth
-    at seed 0 (worst gap -5.1 against -6.7) and 1.1-1.9 pt below it at four depths at seed 1 (worst
-    -4.1 against -3.9). At 6 epochs (seeds 0 and 1) it was 0.6-3.3 pt below the grid
+    at seed 0 (worst gap -5.1 against -6.7), 1.1-1.9 pt below it at four depths at seed 1 (worst
+    -4.1 against -3.9) and ahead at seed 2 (worst -4.25 against -4.8; 3 blocks +3.8, 1 block -1.3).
+    At 6 epochs (seeds 0 and 1) it was 0.6-3.3 pt below the grid
     at 5/4/2/1 blocks and its full model 1.1 / 3.9 pt behind its network (the grid's 0.1 / 0.7), with
     the same worst gap (11.7 / 10.9 pt behind the networks alone): a run that short trains the middle
     depths too few times, and ``specs_rotation="even"`` (the grid as before) is the better choice.
