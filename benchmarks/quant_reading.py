@@ -21,7 +21,7 @@ CIFAR-10 images), epochs, optimizer and seed, and scores every bit-width on the 
 its per-image hits to ``benchmarks/results/quant_reading/``, so the two readings can train in two
 processes at once; ``--report`` pairs them over the same images (2 s.e. of a paired difference).
 
-    python benchmarks/quant_reading.py --reading centred --epochs 18    # ~30 min on one core
+    python benchmarks/quant_reading.py --reading centred --epochs 18    # ~40 min on one core
     python benchmarks/quant_reading.py --reading fitted --epochs 18     # beside it, on the other
     python benchmarks/quant_reading.py --report --epochs 18             # docs/benchmarks/quant_reading.md
     python benchmarks/quant_reading.py --quick                          # seconds: both, tiny
