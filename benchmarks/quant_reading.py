@@ -24,6 +24,7 @@ processes at once; ``--report`` pairs them over the same images (2 s.e. of a pai
     python benchmarks/quant_reading.py --reading centred --epochs 18    # ~40 min on one core
     python benchmarks/quant_reading.py --reading fitted --epochs 18     # beside it, on the other
     python benchmarks/quant_reading.py --report --epochs 18             # docs/benchmarks/quant_reading.md
+    (``--seed N`` on all three: another training seed, its page quant_reading_seedN.md)
     python benchmarks/quant_reading.py --quick                          # seconds: both, tiny
 """
 
@@ -135,7 +136,8 @@ def report(results: dict[str, dict], command: str) -> str:
     and each reading's 8-bit minus 2-bit drop, every difference paired over the same test images."""
     centred, fitted = results["centred"], results["fitted"]
     lines = [
-        "## Reading the stored bits: centred against a fitted multiple (`quant_reading`)",
+        "## Reading the stored bits: centred against a fitted multiple "
+        f"(`quant_reading`, seed {centred['seed']})",
         "",
         f"Command: `{command}`. CIFAR-10, ResNet-20 nested in bits, experiment 5's setup at "
         f"{centred['epochs']} epochs, seed {centred['seed']}, scored on {centred['test_images']:,} test "
@@ -194,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         text = report(results, command.strip())
         print(text)
         if not args.quick:
-            atomic_write_text(ROOT / "docs" / "benchmarks" / "quant_reading.md", text)
+            page = "quant_reading" + (f"_seed{args.seed}" if args.seed else "")  # one page per seed
+            atomic_write_text(ROOT / "docs" / "benchmarks" / f"{page}.md", text)
     return 0
 
 
