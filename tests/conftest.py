@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -42,3 +44,18 @@ def user_module(tmp_path, monkeypatch) -> Iterator[Callable[[str, str], str]]:
     yield write
     for name in written:
         sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def benchmark_script() -> Callable[[str], ModuleType]:
+    """``load(name)`` executes ``benchmarks/<name>.py`` as a fresh module (not as ``__main__``) and
+    returns it, so a test can call the script's ``main`` or its functions."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(f"{name}_benchmark", ROOT / "benchmarks" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

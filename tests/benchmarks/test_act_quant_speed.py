@@ -4,19 +4,12 @@ library's quantizer is back in place afterwards."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import fn3.nn.base as nested_base
 from fn3.nn.functional import fake_quant_act
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "act_quant_speed.py"
 
-
-def test_quick_act_quant_speed_runs_both_forms(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("act_quant_speed_benchmark", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_quick_act_quant_speed_runs_both_forms(tmp_path, monkeypatch, benchmark_script):
+    bench = benchmark_script("act_quant_speed")
     calls = {"lsq": 0, "pact": 0}
     reference = bench.fake_quant_act_autograd
 

@@ -4,19 +4,13 @@ costs more than the paper's one draw)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "family_cost.py"
 
-
-def test_quick_family_cost_runs(tmp_path):
-    spec = importlib.util.spec_from_file_location("family_cost_benchmark", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_quick_family_cost_runs(tmp_path, benchmark_script):
+    bench = benchmark_script("family_cost")
     bench.main(["--quick", "--out", str(tmp_path), "--results", str(tmp_path / "ratios.json")])
     md = (tmp_path / "family_cost.md").read_text()
     assert (tmp_path / "family_cost.png").stat().st_size > 0
@@ -56,12 +50,10 @@ def test_quick_family_cost_runs(tmp_path):
     assert saved["exp5_bits"][bench.rules()[0].name] > 0
 
 
-def test_only_measures_one_experiment_and_keeps_the_others_ratios(tmp_path):
+def test_only_measures_one_experiment_and_keeps_the_others_ratios(tmp_path, benchmark_script):
     """``--only KEY``: that experiment's rows in ``family_cost_KEY.md``, its ratios replaced in the
     JSON (with the command that measured them), every other experiment's ratios kept as they were."""
-    spec = importlib.util.spec_from_file_location("family_cost_benchmark", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark_script("family_cost")
     results = tmp_path / "ratios.json"
     results.write_text(json.dumps({"command": "python benchmarks/family_cost.py",
                                    "ratios": {"exp5_bits": {"x": 0.5}, "exp3_layers_resnet20": {"y": 2.0}}}))

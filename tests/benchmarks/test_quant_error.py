@@ -7,27 +7,15 @@ multiples it chooses from). Checked against a brute-force reading cell by cell."
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from fn3.nn.functional import weight_codes, weight_scale
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "quant_error.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("quant_error_benchmark", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
 
 @pytest.mark.parametrize("keep", [2, 3, 4])
-def test_the_bounds_order_and_match_a_cell_by_cell_reading(keep):
-    bench = _bench()
+def test_the_bounds_order_and_match_a_cell_by_cell_reading(keep, benchmark_script):
+    bench = benchmark_script("quant_error")
     g = torch.Generator().manual_seed(0)
     ws = [torch.randn(8, 4, 3, 3, generator=g) * 0.1, torch.randn(6, 16, generator=g).exp()]
     centred = bench.relative_errors(ws, keep)["centred"]

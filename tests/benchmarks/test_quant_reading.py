@@ -4,27 +4,14 @@ untouched), fn3's reading is back afterwards, and a quick run pairs the two read
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 import fn3
 import fn3.nn.functional as functional
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "quant_reading.py"
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("quant_reading_benchmark", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
-def test_the_fitted_reading_is_the_least_squares_multiple_and_is_undone():
-    bench = _bench()
+def test_the_fitted_reading_is_the_least_squares_multiple_and_is_undone(benchmark_script):
+    bench = benchmark_script("quant_reading")
     g = torch.Generator().manual_seed(0)
     w = torch.randn(6, 4, 3, 3, generator=g)
     scale = functional.weight_scale(w, 8)
@@ -62,9 +49,8 @@ def test_the_fitted_reading_is_the_least_squares_multiple_and_is_undone():
     assert all(torch.equal(a, b) for a, b in zip(outputs().values(), before.values(), strict=True))
 
 
-def test_a_quick_run_pairs_both_readings(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("FN3_DATA_DIR", str(DATA))
-    bench = _bench()
+def test_a_quick_run_pairs_both_readings(tmp_path, capsys, data_root, benchmark_script):
+    bench = benchmark_script("quant_reading")  # trains on the CIFAR-10 copy under data_root
     assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
     page = capsys.readouterr().out
     assert {p.name for p in tmp_path.iterdir()} == {"centred_quickep_seed0.json", "fitted_quickep_seed0.json"}

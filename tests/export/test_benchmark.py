@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "export.py"
-
-
-def test_quick_benchmark_runs(capsys, tmp_path):
-    spec = importlib.util.spec_from_file_location("export_benchmark", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_quick_benchmark_runs(capsys, tmp_path, benchmark_script):
+    bench = benchmark_script("export")
     assert bench.main(["--quick", "--repeats", "1", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Latency against FLOPs" in out and "Bytes read from the nested file" in out
     assert "MISSED" not in out.split("## File size")[1]  # size and nested-read targets hold
 
 
-def test_quick_inplace_benchmark_runs(capsys, tmp_path):
+def test_quick_inplace_benchmark_runs(capsys, tmp_path, benchmark_script):
     """benchmarks/export_inplace.py --quick: every sub-model has pairs in place and the same outputs
     in place and out of place."""
-    path = SCRIPT.with_name("export_inplace.py")
-    spec = importlib.util.spec_from_file_location("export_inplace_benchmark", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark_script("export_inplace")
     assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = [line for line in lines if line.startswith("| bits=") and " of " in line]
