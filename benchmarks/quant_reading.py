@@ -53,6 +53,7 @@ from fn3.train import calibration_batches, fit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks" / "repro"))
 from exp5_bits import experiment  # noqa: E402
+from heldout import paired as heldout_paired  # noqa: E402
 from runner import AUTO_NORM_CLIP  # noqa: E402
 
 READINGS = ("centred", "fitted")
@@ -124,11 +125,9 @@ def run_reading(name: str, epochs: int | None, seed: int, quick: bool) -> dict:
 
 
 def paired(a: str, b: str) -> tuple[float, float]:
-    """Difference of accuracy ``b - a`` and its standard error, paired over the same images."""
-    x = torch.tensor([int(c) for c in a], dtype=torch.float64)
-    y = torch.tensor([int(c) for c in b], dtype=torch.float64)
-    d = y - x
-    return float(d.mean()), float(d.std(unbiased=True) / len(d) ** 0.5)
+    """:func:`heldout.paired` (``b - a`` and its standard error over the same images) of two runs'
+    per-image hits as saved (a string of 0s and 1s)."""
+    return heldout_paired(*(torch.tensor([c == "1" for c in hits]) for hits in (a, b)))
 
 
 def report(results: dict[str, dict], command: str) -> str:

@@ -121,8 +121,8 @@ LEGACY_SPEC_LOSSES = ("auto-v3", "auto-v5", "auto-v7", "auto-v8", "mean-v8")
 #: smallest every step and the others in turn (``ends``; :func:`fn3.train.make_rule`). Measured on the
 #: CIFAR-10 ResNet-32 family nested in depth (issue 11, 8,000 held-out test images): at 36 epochs
 #: every depth within 1.5 pt of its network trained alone at two seeds, where the grid left 3 blocks
-#: 3.3 / 4.7 pt behind; at 18 epochs the worst gap -5.1 / -4.1 against the grid's -6.7 / -3.9 (seeds
-#: 0 / 1); at the grid's cost.
+#: 3.3 / 4.7 pt behind; at 18 epochs the worst gap -5.1 / -4.1 / -4.25 against the grid's -6.7 / -3.9 /
+#: -4.8 (seeds 0 / 1 / 2); at the grid's cost.
 #: At 6 epochs it trailed the grid by 0.6-3.3 pt at the grid's depths (two seeds): give ``even`` there.
 SPECS_ROTATIONS = ("auto", *ROTATIONS)
 
