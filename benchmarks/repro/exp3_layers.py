@@ -260,6 +260,10 @@ def deeper(epochs: int = 18) -> Experiment:
     # (fn3 train's default for this family since config version 10), and its random-order ablation
     arms += tuple(a for a in short.arms if a.name.startswith("fn3 every budget, corners and 2")
                   or a.name.startswith("fn3 every budget ends"))
+    if epochs == 18:  # the default with in-place distillation from the full model after 30% of the
+        # steps, into every depth or into 1 block alone (the member furthest behind its network here)
+        arms += tuple(every_budget(short.budgets, lr=0.2, per_step=4, rotation="ends", distill_start=0.3,
+                                   distill_to=to) for to in ("all", "smallest"))
     return Experiment(
         key=f"exp3_layers_resnet32_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-32",
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,

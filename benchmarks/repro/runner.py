@@ -250,7 +250,8 @@ AUTO_DEPTH_RANDOM_ORDER = Arm("fn3 auto mean, random-order removal", kind="rando
 
 
 def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float | None = None,
-                 distill_start: float | None = None, per_step: int = 0, rotation: str = "even") -> Arm:
+                 distill_start: float | None = None, per_step: int = 0, rotation: str = "even",
+                 distill_to: str = "all") -> Arm:
     """``rule="specs"``: the largest and each of the experiment's budgets at every step (Slimmable
     Networks, Any-Precision), on the mean or the sum of their losses (issue 11); ``lr`` other than the
     experiment's 0.1 when given; in-place distillation from the largest after ``distill_start`` of
@@ -277,6 +278,9 @@ def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float
     if distill_start is not None:
         train |= {"distill": True, "distill_start": distill_start}
         name += f", distillation from {distill_start:.0%}"
+        if distill_to != "all":
+            train["distill_to"] = distill_to
+            name = name.replace("distillation from", f"distillation to the {distill_to} from")
     return Arm(f"{name}, {loss}", train=train)
 
 
