@@ -85,19 +85,25 @@ ARMS = (AUTO.name, AUTO_NORM.name)
 #: default's rule with every depth listed (the grid's 5/4/2/1 blocks leave 3 out), each step or at
 #: about half the twins' cost (the corners rotation, or two specs a step), or at the grid's blocks a
 #: step (the ends rotation: 5 and 1 blocks every step, two of 4/3/2 in turn; at 6 and 18 epochs too:
-#: the default of a family nested in depth alone whose grid leaves depths out since config version 10).
+#: the default of a family nested in depth alone whose grid leaves depths out since config version 10),
+#: and at 18 epochs that default with in-place distillation from 30% of the steps into every depth or
+#: into 1 block alone (paired against it).
 EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2", AUTO_MEAN_LR2.name),
          ("distill", AUTO_NORM_CLIP_DISTILL.name), ("distill-smallest", AUTO_NORM_CLIP_DISTILL_SMALLEST.name),
          ("corners", AUTO_NORM_CLIP_CORNERS.name), ("distill-paths", AUTO_DISTILL.name),
          ("every-budget", every_budget((), lr=0.2).name),
          ("every-corners", every_budget((), lr=0.2, per_step=3, rotation="corners").name),
          ("every-2", every_budget((), lr=0.2, per_step=2).name),
-         ("every-ends", every_budget((), lr=0.2, per_step=4, rotation="ends").name))
+         ("every-ends", every_budget((), lr=0.2, per_step=4, rotation="ends").name),
+         ("ends-distill", every_budget((), lr=0.2, per_step=4, rotation="ends", distill_start=0.3).name),
+         ("ends-distill-smallest", every_budget((), lr=0.2, per_step=4, rotation="ends", distill_start=0.3,
+                                                distill_to="smallest").name))
 #: The arm each variant is paired against where not ``norm``: the bits default's variants against it,
 #: the paths default's distilled variant against the per-weight mean (the paths default), the depth
 #: variants against the depth default.
 AGAINST = {"distill": "clip", "distill-smallest": "clip", "corners": "clip", "distill-paths": "shared",
-           "every-budget": "depth", "every-corners": "depth", "every-2": "depth", "every-ends": "depth"}
+           "every-budget": "depth", "every-corners": "depth", "every-2": "depth", "every-ends": "depth",
+           "ends-distill": "every-ends", "ends-distill-smallest": "every-ends"}
 #: Every arm scored, by its short name (``<short>_minus_<short>`` and ``<short>_bit_drop`` keys): the two
 #: losses, then the default's variants.
 SHORT_NAMES: dict[str, str] = {"shared": ARMS[0], "norm": ARMS[1], **dict(EXTRA)}
@@ -295,7 +301,10 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
              "2 bits alone, `--distill-to smallest`, and at 8 and 2 bits every step, 6 or 4 bits on "
              "every other, `--specs-per-step 3 --specs-rotation corners`; on paths the default with the "
              "same distillation; on the 36-epoch ResNet-32 layers family the depth default with every "
-             "depth listed, each step, with the corners rotation or at two specs a step), scored "
+             "depth listed, each step, with the corners rotation or at two specs a step, and at every "
+             "length in the ends rotation, the depth default where the grid leaves depths out, at 18 "
+             "epochs also with in-place distillation from 30% of the steps into every depth or into 1 "
+             "block alone), scored "
              "with BatchNorm re-estimated per "
              f"sub-model on augmented training batches, on the page's test subset ({page_n} images: "
              f"the first of each class) and on the other {rest_n} test images, which no choice was "

@@ -207,3 +207,12 @@ def test_every_variant_is_paired_against_an_arm_that_is_scored():
     for short, ref in heldout.AGAINST.items():
         assert ref in heldout.SHORT_NAMES and ref != short
     assert len(set(heldout.SHORT_NAMES.values())) == len(heldout.SHORT_NAMES)  # one short name an arm
+
+
+def test_every_scored_arm_is_an_arm_an_experiment_runs():
+    """Each name ``heldout.py`` scores is an arm of one of the experiments it reads: a variant whose
+    name drifted from the arm's (a renamed flag in ``every_budget``) would be skipped without a word."""
+    heldout = _load("heldout")
+    run = {arm.name for exp in heldout.experiments() for arm in exp.arms}
+    assert set(heldout.SHORT_NAMES.values()) <= run
+    assert heldout.SHORT_NAMES["ends-distill-smallest"] in run  # the 18-epoch ResNet-32 candidates
