@@ -264,8 +264,9 @@ def deeper(epochs: int = 18) -> Experiment:
         # steps, into every depth or into 1 block alone (the member furthest behind its network here)
         arms += tuple(every_budget(short.budgets, lr=0.2, per_step=4, rotation="ends", distill_start=0.3,
                                    distill_to=to) for to in ("all", "smallest"))
-        # and at a larger step (the mean loss was set at lr 0.2 on ResNet-20, never above it)
-        arms += tuple(every_budget(short.budgets, lr=lr, per_step=4, rotation="ends") for lr in (0.3, 0.4))
+        # and at other steps (the mean loss's lr 0.2 was set on ResNet-20 at 6 epochs)
+        arms += tuple(every_budget(short.budgets, lr=lr, per_step=4, rotation="ends")
+                      for lr in (0.3, 0.4, 0.15, 0.1))
     return Experiment(
         key=f"exp3_layers_resnet32_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-32",
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,
