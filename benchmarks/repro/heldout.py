@@ -307,7 +307,7 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
              "depth listed, each step, with the corners rotation or at two specs a step, and at every "
              "length in the ends rotation, the depth default where the grid leaves depths out, at 18 "
              "epochs also with in-place distillation from 30% of the steps into every depth or into 1 "
-             "block alone), scored "
+             "block alone, or at lr 0.1, 0.15, 0.3 or 0.4 instead of 0.2), scored "
              "with BatchNorm re-estimated per "
              f"sub-model on augmented training batches, on the page's test subset ({page_n} images: "
              f"the first of each class) and on the other {rest_n} test images, which no choice was "
