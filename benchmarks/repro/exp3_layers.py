@@ -172,6 +172,12 @@ _V10_NOTE = ("Since config version 10 (Dec 6) fn3 train's default for this famil
              "lr 0.2 (depth alone)', which `--specs-rotation even` trains.")
 
 #: What the ResNet-32 runs at 18 and 36 epochs showed (Dec 5-6, seed 0, one run per arm).
+#: The seed-1 run of the ResNet-32 18-epoch ends rotation at lr 0.1.
+_SEED1_LR_NOTE = (
+    "At seed 1 lr 0.1 (62.95 / 62.15 / 62.40 / 60.40 / 53.80%) is +0.77 / +1.40 / +0.91 / +0.06 / -1.15 pt "
+    "against lr 0.2 on the held-out images (worst gap -5.26 against -4.11, 1 block): the same pattern at "
+    "both seeds, the deeper members up, the 1-block one down.")
+
 _DEEPER_NOTES = {
     18: "The networks alone are not monotone in depth here (5 blocks 57.35%, 3 blocks 65.25%: the "
         "deepest trains slowest); the nested family lifts its full model above its own network (+4.65 "
@@ -204,7 +210,18 @@ _DEEPER_NOTES = {
         "its worst gap to the networks alone -4.25 (1 block) against the default's -4.80 (3 blocks), "
         "its full model +0.44: over three seeds at 18 epochs the worst gap is the smaller at two "
         "(-5.07 / -4.11 / -4.25 against -6.72 / -3.85 / -4.80, mean -4.48 against -5.12), missed at "
-        "all three. " + _V10_NOTE,
+        "all three. Two of issue 11's levers on that rule (Dec 6, seed 0; held-out against it, 2 s.e. "
+        "about 1 pt): in-place distillation from 30% of the steps into every depth costs every depth "
+        "9.6-10.4 pt, the full model too (51.20 / 50.80 / 51.50 / 50.05 / 47.10%), and into 1 block "
+        "alone (`--distill-to smallest`) 1.99 pt at 1 block, 0.2-0.7 elsewhere (60.45 / 60.60 / 60.20 / "
+        "59.25 / 53.95%): the full model, below the shallower networks alone at this length, is no "
+        "teacher. The step (the mean loss's lr 0.2 was set on ResNet-20 at 6 epochs): lr 0.3 loses "
+        "about 10 pt (50.65 / 50.10 / 48.70 / 48.00 / 44.80%) and lr 0.4 diverges (17-18%); lr 0.15 "
+        "(61.15 / 61.60 / 61.35 / 60.95 / 55.50%) is +1.64 / +1.13 / +0.93 / +0.55 / +0.16 pt above lr "
+        "0.2 at 5..1 blocks on the held-out images (worst gap -4.91, 1 block) and lr 0.1 (63.45 / 63.50 "
+        "/ 62.75 / 61.05 / 54.55%) +1.43 / +1.35 / +1.11 / +0.81 / -1.06 (worst -6.14): a smaller step "
+        "helps the deeper members, not the 1-block one, which stays 5-6 pt behind its network. "
+        + _SEED1_LR_NOTE + " " + _V10_NOTE,
     36: "At 36 epochs the default is within 1.75 pt of the networks alone at every depth on its grid "
         "(5/4/2/1 blocks; held-out +0.36 / -1.03 / -0.52 / -0.76 pt, 2 s.e. about 1), its full model "
         "within 0.40 (held-out +0.36): the gap left is 3 blocks, a depth off the grid (round(2.5) "
