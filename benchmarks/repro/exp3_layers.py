@@ -30,6 +30,7 @@ from runner import (
     DEFAULT_DISTILL,
     DEFAULT_RANDOM_ORDER,
     DEFAULT_ZERO_INIT,
+    LR_CANDIDATES,
     ODO_GEOMETRIC,
     ODO_UNIFORM,
     RANDOM_ORDER,
@@ -45,6 +46,7 @@ from runner import (
     Budget,
     Experiment,
     cifar_config,
+    ends_rotation,
     every_budget,
     main,
 )
@@ -84,7 +86,7 @@ def experiment(depth: int = 20) -> Experiment:
     )
     if n >= 5:  # every depth at the grid's blocks a step (the ends rotation), where the grid leaves one
         # out: fn3 train's default for depth alone there since config version 10; and its ablation
-        ends = every_budget(budgets, lr=0.2, per_step=4, rotation="ends")
+        ends = ends_rotation(budgets)
         arms += (ends, Arm("fn3 every budget ends, random-order removal", kind="random-order",
                            source=ends.name))
     return Experiment(
@@ -172,12 +174,6 @@ _V10_NOTE = ("Since config version 10 (Dec 6) fn3 train's default for this famil
              "lr 0.2 (depth alone)', which `--specs-rotation even` trains.")
 
 #: What the ResNet-32 runs at 18 and 36 epochs showed (Dec 5-6, seed 0, one run per arm).
-#: The seed-1 run of the ResNet-32 18-epoch ends rotation at lr 0.1.
-_SEED1_LR_NOTE = (
-    "At seed 1 lr 0.1 (62.95 / 62.15 / 62.40 / 60.40 / 53.80%) is +0.77 / +1.40 / +0.91 / +0.06 / -1.15 pt "
-    "against lr 0.2 on the held-out images (worst gap -5.26 against -4.11, 1 block): the same pattern at "
-    "both seeds, the deeper members up, the 1-block one down.")
-
 _DEEPER_NOTES = {
     18: "The networks alone are not monotone in depth here (5 blocks 57.35%, 3 blocks 65.25%: the "
         "deepest trains slowest); the nested family lifts its full model above its own network (+4.65 "
@@ -220,8 +216,10 @@ _DEEPER_NOTES = {
         "(61.15 / 61.60 / 61.35 / 60.95 / 55.50%) is +1.64 / +1.13 / +0.93 / +0.55 / +0.16 pt above lr "
         "0.2 at 5..1 blocks on the held-out images (worst gap -4.91, 1 block) and lr 0.1 (63.45 / 63.50 "
         "/ 62.75 / 61.05 / 54.55%) +1.43 / +1.35 / +1.11 / +0.81 / -1.06 (worst -6.14): a smaller step "
-        "helps the deeper members, not the 1-block one, which stays 5-6 pt behind its network. "
-        + _SEED1_LR_NOTE + " " + _V10_NOTE,
+        "helps the deeper members, not the 1-block one, which stays 5-6 pt behind its network. At seed "
+        "1 lr 0.1 (62.95 / 62.15 / 62.40 / 60.40 / 53.80%) is +0.77 / +1.40 / +0.91 / +0.06 / -1.15 pt "
+        "against lr 0.2 on the held-out images (worst gap -5.26 against -4.11, 1 block): the same pattern "
+        "at both seeds, the deeper members up, the 1-block one down. " + _V10_NOTE,
     36: "At 36 epochs the default is within 1.75 pt of the networks alone at every depth on its grid "
         "(5/4/2/1 blocks; held-out +0.36 / -1.03 / -0.52 / -0.76 pt, 2 s.e. about 1), its full model "
         "within 0.40 (held-out +0.36): the gap left is 3 blocks, a depth off the grid (round(2.5) "
@@ -279,11 +277,10 @@ def deeper(epochs: int = 18) -> Experiment:
                   or a.name.startswith("fn3 every budget ends"))
     if epochs == 18:  # the default with in-place distillation from the full model after 30% of the
         # steps, into every depth or into 1 block alone (the member furthest behind its network here)
-        arms += tuple(every_budget(short.budgets, lr=0.2, per_step=4, rotation="ends", distill_start=0.3,
-                                   distill_to=to) for to in ("all", "smallest"))
+        arms += tuple(ends_rotation(short.budgets, distill_start=0.3, distill_to=to)
+                      for to in ("all", "smallest"))
         # and at other steps (the mean loss's lr 0.2 was set on ResNet-20 at 6 epochs)
-        arms += tuple(every_budget(short.budgets, lr=lr, per_step=4, rotation="ends")
-                      for lr in (0.3, 0.4, 0.15, 0.1))
+        arms += tuple(ends_rotation(short.budgets, lr=lr) for lr in LR_CANDIDATES)
     return Experiment(
         key=f"exp3_layers_resnet32_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-32",
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,

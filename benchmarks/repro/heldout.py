@@ -53,10 +53,12 @@ from runner import (
     AUTO_NORM_CLIP_CORNERS,
     AUTO_NORM_CLIP_DISTILL,
     AUTO_NORM_CLIP_DISTILL_SMALLEST,
+    LR_CANDIDATES,
     ROOT,
     Context,
     Experiment,
     at_seed,
+    ends_rotation,
     every_budget,
     experiment_data,
 )
@@ -94,19 +96,17 @@ EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2
          ("every-budget", every_budget((), lr=0.2).name),
          ("every-corners", every_budget((), lr=0.2, per_step=3, rotation="corners").name),
          ("every-2", every_budget((), lr=0.2, per_step=2).name),
-         ("every-ends", every_budget((), lr=0.2, per_step=4, rotation="ends").name),
-         ("ends-distill", every_budget((), lr=0.2, per_step=4, rotation="ends", distill_start=0.3).name),
-         ("ends-distill-smallest", every_budget((), lr=0.2, per_step=4, rotation="ends", distill_start=0.3,
-                                                distill_to="smallest").name),
-         *((f"ends-lr{lr:g}", every_budget((), lr=lr, per_step=4, rotation="ends").name)
-           for lr in (0.3, 0.4, 0.15, 0.1)))
+         ("every-ends", ends_rotation(()).name),
+         ("ends-distill", ends_rotation((), distill_start=0.3).name),
+         ("ends-distill-smallest", ends_rotation((), distill_start=0.3, distill_to="smallest").name),
+         *((f"ends-lr{lr:g}", ends_rotation((), lr=lr).name) for lr in LR_CANDIDATES))
 #: The arm each variant is paired against where not ``norm``: the bits default's variants against it,
 #: the paths default's distilled variant against the per-weight mean (the paths default), the depth
 #: variants against the depth default.
 AGAINST = {"distill": "clip", "distill-smallest": "clip", "corners": "clip", "distill-paths": "shared",
            "every-budget": "depth", "every-corners": "depth", "every-2": "depth", "every-ends": "depth",
-           "ends-distill": "every-ends", "ends-distill-smallest": "every-ends", "ends-lr0.3": "every-ends",
-           "ends-lr0.4": "every-ends", "ends-lr0.15": "every-ends", "ends-lr0.1": "every-ends"}
+           "ends-distill": "every-ends", "ends-distill-smallest": "every-ends",
+           **{f"ends-lr{lr:g}": "every-ends" for lr in LR_CANDIDATES}}
 #: Every arm scored, by its short name (``<short>_minus_<short>`` and ``<short>_bit_drop`` keys): the two
 #: losses, then the default's variants.
 SHORT_NAMES: dict[str, str] = {"shared": ARMS[0], "norm": ARMS[1], **dict(EXTRA)}

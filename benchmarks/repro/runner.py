@@ -277,11 +277,25 @@ def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float
         name += f", lr {lr:g}"
     if distill_start is not None:
         train |= {"distill": True, "distill_start": distill_start}
-        name += f", distillation from {distill_start:.0%}"
-        if distill_to != "all":
+        to = "" if distill_to == "all" else f" to the {distill_to}"
+        if to:
             train["distill_to"] = distill_to
-            name = name.replace("distillation from", f"distillation to the {distill_to} from")
+        name += f", distillation{to} from {distill_start:.0%}"
     return Arm(f"{name}, {loss}", train=train)
+
+
+#: The other steps the 18-epoch ResNet-32 run tries the ends rotation at (the mean loss's lr 0.2 was
+#: set on ResNet-20 at 6 epochs): exp3_layers.py trains them, heldout.py scores them.
+LR_CANDIDATES = (0.3, 0.4, 0.15, 0.1)
+
+
+def ends_rotation(budgets: tuple[Budget, ...], lr: float = 0.2, distill_start: float | None = None,
+                  distill_to: str = "all") -> Arm:
+    """:func:`every_budget` in the ends rotation at 4 specs a step, on the mean loss at ``lr``: fn3
+    train's default for a family nested in depth alone whose grid leaves depths out (config version
+    10), and its variants (another ``lr``, in-place distillation) where an experiment runs them."""
+    return every_budget(budgets, lr=lr, per_step=4, rotation="ends", distill_start=distill_start,
+                        distill_to=distill_to)
 
 
 @dataclass(frozen=True)
