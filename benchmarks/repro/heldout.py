@@ -89,7 +89,8 @@ ARMS = (AUTO.name, AUTO_NORM.name)
 #: step (the ends rotation: 5 and 1 blocks every step, two of 4/3/2 in turn; at 6 and 18 epochs too:
 #: the default of a family nested in depth alone whose grid leaves depths out since config version 10),
 #: and at 18 epochs that default with in-place distillation from 30% of the steps into every depth or
-#: into 1 block alone, or at lr 0.1, 0.15, 0.3 or 0.4 instead of 0.2 (each paired against it).
+#: into 1 block alone, or at lr 0.1, 0.15, 0.3 or 0.4 instead of 0.2 (each paired against it), and at
+#: lr 0.15 with one middle depth a step instead of two (paired against lr 0.15).
 EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2", AUTO_MEAN_LR2.name),
          ("distill", AUTO_NORM_CLIP_DISTILL.name), ("distill-smallest", AUTO_NORM_CLIP_DISTILL_SMALLEST.name),
          ("corners", AUTO_NORM_CLIP_CORNERS.name), ("distill-paths", AUTO_DISTILL.name),
@@ -99,14 +100,15 @@ EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2
          ("every-ends", ends_rotation(()).name),
          ("ends-distill", ends_rotation((), distill_start=0.3).name),
          ("ends-distill-smallest", ends_rotation((), distill_start=0.3, distill_to="smallest").name),
-         *((f"ends-lr{lr:g}", ends_rotation((), lr=lr).name) for lr in LR_CANDIDATES))
+         *((f"ends-lr{lr:g}", ends_rotation((), lr=lr).name) for lr in LR_CANDIDATES),
+         ("ends3-lr0.15", ends_rotation((), lr=0.15, per_step=3).name))
 #: The arm each variant is paired against where not ``norm``: the bits default's variants against it,
 #: the paths default's distilled variant against the per-weight mean (the paths default), the depth
 #: variants against the depth default.
 AGAINST = {"distill": "clip", "distill-smallest": "clip", "corners": "clip", "distill-paths": "shared",
            "every-budget": "depth", "every-corners": "depth", "every-2": "depth", "every-ends": "depth",
            "ends-distill": "every-ends", "ends-distill-smallest": "every-ends",
-           **{f"ends-lr{lr:g}": "every-ends" for lr in LR_CANDIDATES}}
+           **{f"ends-lr{lr:g}": "every-ends" for lr in LR_CANDIDATES}, "ends3-lr0.15": "ends-lr0.15"}
 #: Every arm scored, by its short name (``<short>_minus_<short>`` and ``<short>_bit_drop`` keys): the two
 #: losses, then the default's variants.
 SHORT_NAMES: dict[str, str] = {"shared": ARMS[0], "norm": ARMS[1], **dict(EXTRA)}

@@ -290,11 +290,12 @@ LR_CANDIDATES = (0.3, 0.4, 0.15, 0.1)
 
 
 def ends_rotation(budgets: tuple[Budget, ...], lr: float = 0.2, distill_start: float | None = None,
-                  distill_to: str = "all") -> Arm:
-    """:func:`every_budget` in the ends rotation at 4 specs a step, on the mean loss at ``lr``: fn3
-    train's default for a family nested in depth alone whose grid leaves depths out (config version
-    10), and its variants (another ``lr``, in-place distillation) where an experiment runs them."""
-    return every_budget(budgets, lr=lr, per_step=4, rotation="ends", distill_start=distill_start,
+                  distill_to: str = "all", per_step: int = 4) -> Arm:
+    """:func:`every_budget` in the ends rotation at ``per_step`` specs a step (4: fn3 train's default
+    for a family nested in depth alone whose grid leaves depths out, config version 10), on the mean
+    loss at ``lr``, and its variants (another ``lr``, in-place distillation, 3 specs a step: the
+    largest, the smallest and one other in turn) where an experiment runs them."""
+    return every_budget(budgets, lr=lr, per_step=per_step, rotation="ends", distill_start=distill_start,
                         distill_to=distill_to)
 
 
