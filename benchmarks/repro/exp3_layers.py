@@ -219,7 +219,13 @@ _DEEPER_NOTES = {
         "helps the deeper members, not the 1-block one, which stays 5-6 pt behind its network. At seed "
         "1 lr 0.1 (62.95 / 62.15 / 62.40 / 60.40 / 53.80%) is +0.77 / +1.40 / +0.91 / +0.06 / -1.15 pt "
         "against lr 0.2 on the held-out images (worst gap -5.26 against -4.11, 1 block): the same pattern "
-        "at both seeds, the deeper members up, the 1-block one down. " + _V10_NOTE,
+        "at both seeds, the deeper members up, the 1-block one down. lr 0.15 at seeds 1 and 2: 63.65 / "
+        "64.10 / 65.00 / 62.85 / 55.35% (held-out +2.99 / +3.36 / +3.55 / +2.80 / +1.48 pt against lr "
+        "0.2, worst gap -2.64 against -4.11) and 62.20 / 61.75 / 61.80 / 60.50 / 54.60% (-0.71 / -0.43 / "
+        "-0.45 / -1.15 / -1.16, worst -5.41 against -4.25); over the three seeds +1.31 / +1.35 / +1.34 / "
+        "+0.73 / +0.16 pt on average at 5..1 blocks, the worst gap -4.32 against -4.48 on average: "
+        "better for the deeper members on average, as spread as the seeds, and still missed at 1 block. "
+        + _V10_NOTE,
     36: "At 36 epochs the default is within 1.75 pt of the networks alone at every depth on its grid "
         "(5/4/2/1 blocks; held-out +0.36 / -1.03 / -0.52 / -0.76 pt, 2 s.e. about 1), its full model "
         "within 0.40 (held-out +0.36): the gap left is 3 blocks, a depth off the grid (round(2.5) "
