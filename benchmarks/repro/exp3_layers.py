@@ -290,8 +290,9 @@ def deeper(epochs: int = 18) -> Experiment:
         # at the best of those steps with one middle depth a step instead of two: 1 block's loss a
         # third of the mean instead of a quarter, at about three quarters of the passes
         arms += (ends_rotation(short.budgets, lr=0.15, per_step=3),)
-    if epochs == 36:  # the step that measured best at 18 epochs (three seeds), where lr 0.2 meets the targets
-        arms += (ends_rotation(short.budgets, lr=0.15),)
+    if epochs == 36:  # the 18-epoch candidate (lr 0.15, one middle depth a step), where lr 0.2 meets
+        # the targets
+        arms += (ends_rotation(short.budgets, lr=0.15, per_step=3),)
     return Experiment(
         key=f"exp3_layers_resnet32_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-32",
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,
