@@ -233,8 +233,10 @@ _DEEPER_NOTES = {
         "+2.42, +2.14 / +2.26 / +2.12 / +1.30 / +2.94 and +0.02 / -0.41 / -0.16 / -0.82 / +0.89 pt at "
         "5..1 blocks (2 s.e. about 0.9; +1.32 / +1.13 / +0.79 / +0.53 / +2.08 on average), its worst gap "
         "to the networks alone -3.24 / -2.54 / -3.85 pt (2 blocks at every seed) against the default's "
-        "-5.07 / -4.11 / -4.25 (1 block): the smaller at all three seeds, still missed. Its runs: 1057 / "
-        "1300 / 1248 s of CPU against lr 0.15's 1530 / 1382 / 1319 with two middles. At 36 epochs (seed "
+        "-5.07 / -4.11 / -4.25 (1 block): the smaller at all three seeds, still missed. It costs 0.63x "
+        "of the twins step against step (the default's 0.80x in the same measurement); its runs: 1057 / "
+        "1300 / 1248 s of CPU against lr 0.15's 1530 / 1382 / 1319 with two middles (seeds 1 and 2 ran "
+        "beside a third process). At 36 epochs (seed "
         "0) it is level with the default and meets both targets (see that run). " + _V10_NOTE,
     36: "At 36 epochs the default is within 1.75 pt of the networks alone at every depth on its grid "
         "(5/4/2/1 blocks; held-out +0.36 / -1.03 / -0.52 / -0.76 pt, 2 s.e. about 1), its full model "
