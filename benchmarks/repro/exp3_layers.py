@@ -304,11 +304,9 @@ def deeper(epochs: int = 18) -> Experiment:
                       for to in ("all", "smallest"))
         # and at other steps (the mean loss's lr 0.2 was set on ResNet-20 at 6 epochs)
         arms += tuple(ends_rotation(short.budgets, lr=lr) for lr in LR_CANDIDATES)
-        # at the best of those steps with one middle depth a step instead of two: 1 block's loss a
-        # third of the mean instead of a quarter, at about three quarters of the passes
-        arms += (ends_rotation(short.budgets, lr=0.15, per_step=3),)
-    if epochs == 36:  # the 18-epoch candidate (lr 0.15, one middle depth a step), where lr 0.2 meets
-        # the targets
+    if epochs in (18, 36):  # at the best of those steps with one middle depth a step instead of two:
+        # 1 block's loss a third of the mean instead of a quarter, at about three quarters of the
+        # passes (and at 36 epochs, where lr 0.2 meets the targets, whether it keeps them)
         arms += (ends_rotation(short.budgets, lr=0.15, per_step=3),)
     return Experiment(
         key=f"exp3_layers_resnet32_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-32",
