@@ -65,7 +65,7 @@ from runner import (
 from targets import BIT_DROP, heldout_gaps, parity_verdict
 
 import fn3
-from fn3._io import atomic_write_text
+from fn3._io import atomic_write_text, or_list
 from fn3.data import batches, load_dataset
 from fn3.data.registry import first_per_class_mask
 from fn3.errors import ConfigError
@@ -309,7 +309,9 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
              "depth listed, each step, with the corners rotation or at two specs a step, and at every "
              "length in the ends rotation, the depth default where the grid leaves depths out, at 18 "
              "epochs also with in-place distillation from 30% of the steps into every depth or into 1 "
-             "block alone, or at lr 0.1, 0.15, 0.3 or 0.4 instead of 0.2), scored "
+             f"block alone, or at lr {or_list([f'{lr:g}' for lr in sorted(LR_CANDIDATES)])} instead "
+             "of 0.2, and at 18 and 36 epochs at lr 0.15 with one middle depth a step instead of two, "
+             "`--specs-per-step 3 --specs-rotation ends --lr 0.15`), scored "
              "with BatchNorm re-estimated per "
              f"sub-model on augmented training batches, on the page's test subset ({page_n} images: "
              f"the first of each class) and on the other {rest_n} test images, which no choice was "
