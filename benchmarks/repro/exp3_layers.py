@@ -89,6 +89,10 @@ def experiment(depth: int = 20) -> Experiment:
         ends = ends_rotation(budgets)
         arms += (ends, Arm("fn3 every budget ends, random-order removal", kind="random-order",
                            source=ends.name))
+        # one middle depth a step instead of two at lr 0.15 (the candidate from 18 and 36 epochs)
+        ends3 = ends_rotation(budgets, lr=0.15, per_step=3)
+        arms += (ends3, Arm("fn3 one middle depth a step, random-order removal", kind="random-order",
+                            source=ends3.name))
     return Experiment(
         key=f"exp3_layers_resnet{depth}", title=f"FN3-layer: CIFAR-10, ResNet-{depth}",
         level="layers", x_label="residual blocks kept per stage", budgets=budgets, arms=arms,
@@ -307,7 +311,8 @@ def deeper(epochs: int = 18) -> Experiment:
     if epochs in (18, 36):  # at the best of those steps with one middle depth a step instead of two:
         # 1 block's loss a third of the mean instead of a quarter, at about three quarters of the
         # passes (and at 36 epochs, where lr 0.2 meets the targets, whether it keeps them)
-        arms += (ends_rotation(short.budgets, lr=0.15, per_step=3),)
+        arms += tuple(a for a in short.arms if a.name.startswith("fn3 every budget, corners and 1")
+                      or a.name.startswith("fn3 one middle depth a step"))
     return Experiment(
         key=f"exp3_layers_resnet32_{epochs}ep", title=f"FN3-layer, {epochs} epochs: CIFAR-10, ResNet-32",
         level="layers", x_label=short.x_label, budgets=short.budgets, arms=arms,
