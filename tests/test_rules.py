@@ -359,31 +359,37 @@ def test_specs_rotation_ends_trains_the_corners_every_step_and_every_middle_memb
     assert TrainConfig.from_dict(cfg.to_dict()).specs_rotation == "ends"
 
 
-def test_the_default_rotation_trains_every_depth_of_a_5_block_stage_at_the_grids_cost():
-    """Config version 10: ``specs_rotation="auto"`` (the default) on a family nested in depth alone whose
-    grid leaves depths out (ResNet-32: 5/4/2/1 blocks, never 3) lists every depth and trains 4 a step in
-    the ends rotation: a training step moves the weights exactly as the explicit flags do, not as the
-    grid does; everywhere else (3-block stages, channels, listed specs, a given --specs-per-step) it is
-    the even rotation; a version-9 config, whose default was even, resumes on the grid."""
+def test_the_default_rotation_trains_every_depth_of_a_5_block_stage_below_the_grids_cost():
+    """Config version 11: ``specs_rotation="auto"`` (the default) on a family nested in depth alone whose
+    grid leaves depths out (ResNet-32: 5/4/2/1 blocks, never 3) lists every depth and trains 3 a step in
+    the ends rotation at lr 0.15: a training step moves the weights exactly as the explicit flags do,
+    not as the grid does, nor as version 10's 4 a step at 0.2, which a version-10 config still trains
+    (``auto-v10``); everywhere else (3-block stages, channels, listed specs, a given --specs-per-step)
+    it is the even rotation; a version-9 config, whose default was even, resumes on the grid."""
     def deep_net(depth: int = 32, levels: tuple[str, ...] = ("layers",)):
         torch.manual_seed(0)
         return fn3.create_model(f"resnet{depth}", num_classes=10, in_channels=1, input_size=8, levels=levels)
 
-    def after_steps(**overrides) -> tuple[torch.Tensor, str]:
-        weights, result = _after_steps(deep_net(), 3, 16, model="resnet32", **overrides)
-        return weights, result.per_step
+    def after_steps(**overrides) -> tuple[torch.Tensor, FitResult]:
+        return _after_steps(deep_net(), 3, 16, model="resnet32", **overrides)
 
-    (auto, said), (ends, _), (grid, _) = (after_steps(**o) for o in (
-        {}, {"grid": (1.0, 0.8, 0.6, 0.4, 0.2), "specs_per_step": 4, "specs_rotation": "ends"},
-        {"specs_rotation": "even"}))
-    assert said == "4 of 5 specs a step, rotation ends"
-    assert torch.equal(auto, ends)
-    assert not torch.allclose(auto, grid)  # the grid steps differently: the test can tell them apart
+    every = {"grid": (1.0, 0.8, 0.6, 0.4, 0.2), "specs_rotation": "ends"}
+    v10 = {k: v for k, v in TrainConfig(model="resnet32").to_dict().items()} | {"version": 10}
+    v10_cfg = TrainConfig.from_dict(v10)
+    assert v10_cfg.specs_rotation == "auto-v10" and TrainConfig.from_dict(v10_cfg.to_dict()) == v10_cfg
+    (auto, said), (ends, _), (grid, _), (old, old_said), (old_ends, _) = (after_steps(**o) for o in (
+        {}, {**every, "specs_per_step": 3, "lr": 0.15}, {"specs_rotation": "even"},
+        {"specs_rotation": "auto-v10"}, {**every, "specs_per_step": 4, "lr": 0.2}))
+    assert said.per_step == "3 of 5 specs a step, rotation ends" and said.lr == 0.15
+    assert old_said.per_step == "4 of 5 specs a step, rotation ends" and old_said.lr == 0.2
+    assert torch.equal(auto, ends) and torch.equal(old, old_ends)
+    # the test can tell them apart: the grid and version 10's rule step differently
+    assert not torch.allclose(auto, grid) and not torch.allclose(auto, old)
     deep = deep_net()
     sp = fn3.space(deep)
     depths = [[len(s.kept("stage2.depth")) for s in make_rule(deep, TrainConfig())(t)] for t in range(3)]
-    assert all(d[:2] == [5, 1] and len(d) == 4 for d in depths)  # the ends every step, 4 specs a step
-    assert sorted(b for d in depths for b in d[2:]) == [2, 2, 3, 3, 4, 4]  # 4/3/2 on two steps of three
+    assert all(d[:2] == [5, 1] and len(d) == 3 for d in depths)  # the ends every step, 3 specs a step
+    assert sorted(d[2] for d in depths) == [2, 3, 4]  # 4/3/2 once in three steps
     assert untrained_of(deep, TrainConfig())[0] == {}
     assert untrained_of(deep, TrainConfig(specs_rotation="even"))[0] == {n: [3] for n in sp.names}
 
@@ -394,6 +400,8 @@ def test_the_default_rotation_trains_every_depth_of_a_5_block_stage_at_the_grids
     for model, overrides in ((deep_net(20), {}), (deep_net(20, ("channels",)), {}),
                              (deep, {"specs_per_step": 2}), (deep, {"train_specs": ("layers=0.6",)})):
         assert members(model, **overrides) == members(model, specs_rotation="even", **overrides)
+        assert resolved_lr(model, TrainConfig(**overrides)) == resolved_lr(
+            model, TrainConfig(specs_rotation="even", **overrides))
     assert members(deep, specs_per_step=2) == [[15, 12], [15, 6]]  # the grid's members in turn: 3 never
     v9 = {k: v for k, v in TrainConfig().to_dict().items() if k != "specs_rotation"} | {"version": 9}
     assert TrainConfig.from_dict(v9).specs_rotation == "even"

@@ -87,10 +87,11 @@ ARMS = (AUTO.name, AUTO_NORM.name)
 #: default's rule with every depth listed (the grid's 5/4/2/1 blocks leave 3 out), each step or at
 #: about half the twins' cost (the corners rotation, or two specs a step), or at the grid's blocks a
 #: step (the ends rotation: 5 and 1 blocks every step, two of 4/3/2 in turn; at 6 and 18 epochs too:
-#: the default of a family nested in depth alone whose grid leaves depths out since config version 10),
-#: and at 18 epochs that default with in-place distillation from 30% of the steps into every depth or
+#: the default of a family nested in depth alone whose grid leaves depths out in config version 10),
+#: and at 18 epochs that rotation with in-place distillation from 30% of the steps into every depth or
 #: into 1 block alone, or at lr 0.1, 0.15, 0.3 or 0.4 instead of 0.2 (each paired against it), and at
-#: lr 0.15 with one middle depth a step instead of two (paired against lr 0.15).
+#: lr 0.15 with one middle depth a step instead of two (paired against lr 0.15; the default there since
+#: config version 11).
 EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2", AUTO_MEAN_LR2.name),
          ("distill", AUTO_NORM_CLIP_DISTILL.name), ("distill-smallest", AUTO_NORM_CLIP_DISTILL_SMALLEST.name),
          ("corners", AUTO_NORM_CLIP_CORNERS.name), ("distill-paths", AUTO_DISTILL.name),
@@ -307,11 +308,13 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
              "every other, `--specs-per-step 3 --specs-rotation corners`; on paths the default with the "
              "same distillation; on the 36-epoch ResNet-32 layers family the depth default with every "
              "depth listed, each step, with the corners rotation or at two specs a step, and at every "
-             "length in the ends rotation, the depth default where the grid leaves depths out, at 18 "
+             "length in the ends rotation, the depth default where the grid leaves depths out in "
+             "config version 10, at 18 "
              "epochs also with in-place distillation from 30% of the steps into every depth or into 1 "
              f"block alone, or at lr {or_list([f'{lr:g}' for lr in sorted(LR_CANDIDATES)])} instead "
-             "of 0.2, and at 18 and 36 epochs at lr 0.15 with one middle depth a step instead of two, "
-             "`--specs-per-step 3 --specs-rotation ends --lr 0.15`), scored "
+             "of 0.2, and at lr 0.15 with one middle depth a step instead of two, "
+             "`--specs-per-step 3 --specs-rotation ends --lr 0.15`, the default there since version "
+             "11), scored "
              "with BatchNorm re-estimated per "
              f"sub-model on augmented training batches, on the page's test subset ({page_n} images: "
              f"the first of each class) and on the other {rest_n} test images, which no choice was "

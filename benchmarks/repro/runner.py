@@ -291,10 +291,10 @@ LR_CANDIDATES = (0.3, 0.4, 0.15, 0.1)
 
 def ends_rotation(budgets: tuple[Budget, ...], lr: float = 0.2, distill_start: float | None = None,
                   distill_to: str = "all", per_step: int = 4) -> Arm:
-    """:func:`every_budget` in the ends rotation at ``per_step`` specs a step (4: fn3 train's default
-    for a family nested in depth alone whose grid leaves depths out, config version 10), on the mean
-    loss at ``lr``, and its variants (another ``lr``, in-place distillation, 3 specs a step: the
-    largest, the smallest and one other in turn) where an experiment runs them."""
+    """:func:`every_budget` in the ends rotation at ``per_step`` specs a step (4 at lr 0.2: fn3 train's
+    default for a family nested in depth alone whose grid leaves depths out in config version 10; 3 at
+    lr 0.15, the largest, the smallest and one other in turn, since version 11), on the mean loss at
+    ``lr``, and its variants (another ``lr``, in-place distillation) where an experiment runs them."""
     return every_budget(budgets, lr=lr, per_step=per_step, rotation="ends", distill_start=distill_start,
                         distill_to=distill_to)
 
@@ -320,7 +320,7 @@ class Experiment:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        # Every arm names what it trains. fn3 train's rotation "auto" (config version 10) lists every
+        # Every arm names what it trains. fn3 train's rotation "auto" (config version 10-11) lists every
         # depth of a ResNet-32 in the ends rotation, which would turn the "fn3 auto grid" arms into
         # the arm that names that rotation: pinned to the grid they measured ("even").
         if self.base.specs_rotation == "auto":
@@ -541,10 +541,11 @@ def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:
     # spec_loss="auto" trains on a family nested in paths alone (every paths arm names its loss:
     # tests/benchmarks check), version 9 what "auto", and "mean" at an unset rate, train on a family
     # nested in channels alone (arms there leave both unset: a channels file of 7 or 8 stays apart),
-    # version 10 added specs_rotation="auto" (every experiment pins "even", what version 9 trained)
+    # version 10 added specs_rotation="auto" (every experiment pins "even", what version 9 trained),
+    # version 11 changed what "auto" trains (pinned all the same)
     version = old["train"].get("version")
     levels = tuple(settings["train"].get("levels") or ())
-    if version in (1, 2, 3, 4, 5, 6, 9) or (version in (7, 8) and levels != ("channels",)):
+    if version in (1, 2, 3, 4, 5, 6, 9, 10) or (version in (7, 8) and levels != ("channels",)):
         train["version"] = version
     return {**settings, "train": train}
 

@@ -313,12 +313,16 @@ CLIP_ARM = NORM_ARM + ", clip per bit-width"
 DEPTH_ARM = "fn3 auto grid, mean loss at lr 0.2 (depth alone)"
 DEPTH_RANDOM_ORDER = "fn3 auto mean, random-order"
 #: Every depth listed, the largest and the smallest every step and two others in turn (4 specs a step,
-#: ``specs_rotation="ends"``): what ``fn3 train`` trains a family nested in depth alone with since config
-#: version 10 where the grid leaves depths out (``specs_rotation="auto"``: ResNet-32's 5-block stages),
-#: and its random-order ablation. On ResNet-20 (3-block stages) the grid trains every depth and
-#: :data:`DEPTH_ARM` stays the default.
+#: ``specs_rotation="ends"``) at lr 0.2: what ``fn3 train`` trained a family nested in depth alone with in
+#: config version 10 where the grid leaves depths out (``specs_rotation="auto"``: ResNet-32's 5-block
+#: stages), and its random-order ablation; the default where :data:`ENDS3_ARM` did not run.
 ENDS_ARM = "fn3 every budget, corners and 2 in turn every step, lr 0.2, mean loss"
 ENDS_RANDOM_ORDER = "fn3 every budget ends, random-order"
+#: The same with one middle depth a step (3 specs a step) at lr 0.15: the default there since config
+#: version 11, and its random-order ablation. On ResNet-20 (3-block stages) the grid trains every depth
+#: and :data:`DEPTH_ARM` stays the default.
+ENDS3_ARM = "fn3 every budget, corners and 1 in turn every step, lr 0.15, mean loss"
+ENDS3_RANDOM_ORDER = "fn3 one middle depth a step, random-order"
 #: The same rule on a family nested in channels alone: ``fn3 train``'s default there since config
 #: version 9, and its random-order ablation.
 CHANNELS_ARM = "fn3 auto grid, mean loss at lr 0.2"
@@ -330,7 +334,7 @@ PATHS_ARM = "fn3 auto (tied grid 100/75/50/25%, per-weight mean)"
 PATHS_RANDOM_ORDER = "fn3 auto, random-order"
 #: heldout.py's short name of each default arm it scores (its ``<short>_minus_independent`` gaps).
 HELDOUT_LOSS = {NORM_ARM: "norm", PATHS_ARM: "shared", CLIP_ARM: "clip", DEPTH_ARM: "depth",
-                CHANNELS_ARM: "mean-lr0.2", ENDS_ARM: "every-ends"}
+                CHANNELS_ARM: "mean-lr0.2", ENDS_ARM: "every-ends", ENDS3_ARM: "ends3-lr0.15"}
 #: Rules measured as candidates for the default (issue 11): the same parity targets as the default.
 CANDIDATE_PREFIXES = (
     "fn3 default (", "fn3 full+odo, summed", "fn3 sandwich, tied (", "fn3 full+odo summed, half learning",
@@ -342,6 +346,7 @@ CANDIDATE_PREFIXES = (
     "fn3 sandwich, tied, per-weight", "fn3 auto (", "fn3 auto grid, norm-matched sum, clip",
     "fn3 auto grid, norm-matched sum",  # a candidate where the clip arm is the default (bits)
     "fn3 auto grid, mean loss at lr 0.2",  # the channels and depth default's rule elsewhere
+    "fn3 every budget, corners and 2 in turn every step, lr 0.2, mean",  # the depth default of version 10
 )
 
 
@@ -356,9 +361,11 @@ def default_arms(res: Mapping[str, Any]) -> tuple[str, str]:
     family nested in paths alone, the grid on the per-weight mean where that arm ran (version 8); on a
     family nested in channels alone, the grid on the mean loss at lr 0.2 where that arm ran (version
     9); on a family nested in depth alone whose grid leaves depths out (ResNet-32), every depth in the
-    ends rotation where that arm ran (version 10)."""
+    ends rotation where that arm ran (version 10), 3 a step at lr 0.15 where that arm ran (version 11)."""
     if "," in res.get("level", ""):
         return DEFAULT_PREFIX + " (", DEFAULT_PREFIX + ", random-order"
+    if res.get("level") == "layers" and ENDS3_ARM in res.get("arms", {}):
+        return ENDS3_ARM, ENDS3_RANDOM_ORDER
     if res.get("level") == "layers" and ENDS_ARM in res.get("arms", {}):
         return ENDS_ARM, ENDS_RANDOM_ORDER
     if res.get("level") == "layers" and DEPTH_ARM in res.get("arms", {}):

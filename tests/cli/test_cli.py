@@ -221,7 +221,7 @@ def test_train_says_which_rule_auto_picked(tmp_path, capsys):
 def test_train_names_the_depths_its_grid_never_trains(tmp_path, capsys):
     """On 5-block stages the grid keeps 5/4/2/1 blocks: a run on the grid alone (``--specs-rotation
     even``) says 3 is never trained and gives the flags that train every depth; the default (rotation
-    auto: every depth, 4 a step) says what a step trains instead, and with every depth listed (or on
+    auto: every depth, 3 a step) says what a step trains instead, and with every depth listed (or on
     3-block stages) there is nothing to say."""
     from fn3.config import TrainConfig
     from fn3.train import untrained_note
@@ -231,10 +231,11 @@ def test_train_names_the_depths_its_grid_never_trains(tmp_path, capsys):
     assert main(["train", *args, "--specs-rotation", "even", "--out", str(tmp_path / "grid")]) == 0
     out = capsys.readouterr().out
     assert "never trains 3 blocks of stage1.depth, stage2.depth, stage3.depth" in out
-    assert "--grid 1,0.8,0.6,0.4,0.2 --specs-per-step 4 --specs-rotation ends" in out
+    assert "--grid 1,0.8,0.6,0.4,0.2 --specs-per-step 3 --specs-rotation ends --lr 0.15" in out
     assert main(["train", *args, "--out", str(tmp_path / "auto")]) == 0
     out = capsys.readouterr().out
-    assert "never trains" not in out and "4 of 5 specs a step, rotation ends" in out
+    assert "never trains" not in out and "3 of 5 specs a step, rotation ends" in out
+    assert "lr 0.15" in out
     deep = fn3.create_model("resnet32", num_classes=10, levels=("layers",))
     assert untrained_note(deep, TrainConfig(grid=(1, 0.8, 0.6, 0.4, 0.2))) is None
     assert untrained_note(deep, TrainConfig()) is None  # rotation auto lists every depth
@@ -246,7 +247,7 @@ def test_train_names_the_depths_its_grid_never_trains(tmp_path, capsys):
     note = untrained_note(nine, TrainConfig(specs_rotation="even")) or ""
     assert "never trains 3, 5, 6, 8 blocks" in note
     every = note.rsplit("--grid ", 1)[1].split()[0]  # the grid it gives trains every depth (k/9 -> k)
-    assert note.endswith("--specs-per-step 5 --specs-rotation ends")  # at the grid's 5 members a step
+    assert note.endswith("--specs-per-step 4 --specs-rotation ends --lr 0.15")  # one fewer than the grid's 5
     assert untrained_note(nine, TrainConfig(grid=tuple(float(f) for f in every.split(",")))) is None
 
 
@@ -269,7 +270,7 @@ def test_search_and_export_name_a_depth_the_run_never_trained(tmp_path, capsys):
     assert best["axes"]["stage1.depth"]["size"] == 3, best
     assert "note: this sub-model keeps 3 blocks of stage1.depth, a depth its run never trained" in out
     assert "(it trained the grid 1,0.75,0.5,0.25)" in out
-    assert "--grid 1,0.8,0.6,0.4,0.2 --specs-per-step 4 --specs-rotation ends" in out
+    assert "--grid 1,0.8,0.6,0.4,0.2 --specs-per-step 3 --specs-rotation ends --lr 0.15" in out
     assert main(["export", str(run), "--budget", "flops=7.5M", "--out", str(tmp_path / "e")]) == 0
     assert "keeps 3 blocks of stage1.depth" in " ".join(capsys.readouterr().out.split())
     assert main(["export", str(run), "--spec", "stage1.depth=4", "--out", str(tmp_path / "f")]) == 0
@@ -287,7 +288,8 @@ def test_search_and_export_name_a_depth_the_run_never_trained(tmp_path, capsys):
         out = " ".join(capsys.readouterr().out.split())
         assert ("depths never trained as such: 3 blocks of stage1.depth, stage2.depth, stage3.depth (it "
                 "trained the grid 1,0.75,0.5,0.25)") in out, out
-        assert "--grid 1,0.8,0.6,0.4,0.2 --specs-per-step 4 --specs-rotation ends trains every depth" in out
+        flags = "--grid 1,0.8,0.6,0.4,0.2 --specs-per-step 3 --specs-rotation ends --lr 0.15"
+        assert f"{flags} trains every depth" in out
     deep = fn3.create_model("resnet32", num_classes=10, levels=("layers",))
     sp = fn3.space(deep)
     three = fn3.parse_spec("layers=0.6", sp)

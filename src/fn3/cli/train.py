@@ -63,7 +63,8 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Mini-batch size.")] = None,
     lr: Annotated[float | None, typer.Option(
         help="Peak learning rate (cosine schedule); default: 0.1, or 0.2 for a family nested in depth "
-             "or in channels alone (trained on the mean loss); 0.003 with --optimizer adamw.")] = None,
+             "or in channels alone (trained on the mean loss), 0.15 where --specs-rotation auto lists "
+             "every depth; 0.003 with --optimizer adamw.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd or adamw.")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Weight decay (not on 1-D parameters).")] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing in [0, 1).")] = None,
@@ -142,8 +143,8 @@ def train(
     specs_rotation: Annotated[
         str | None,
         typer.Option(help="auto (the default): even, except on a model nested in depth alone whose grid "
-                     "leaves depths out, where every depth is listed and a step trains as many as the "
-                     "grid has, the largest and the smallest every step (ends). "
+                     "leaves depths out, where every depth is listed and a step trains one fewer than "
+                     "the grid has (3), the largest and the smallest every step (ends), at lr 0.15. "
                      "With --specs-per-step: even (every member in turn) or smallest "
                      "(the smallest sub-model on every other step, the others in turn: 2 bits trained "
                      "on half the steps), corners (with 3 or more: the largest and the smallest every "
@@ -157,7 +158,7 @@ def train(
                      "every axis tied (bits: of 8), and the smallest sub-model; e.g. 1,0.75,0.5,0.25 "
                      "(the default); none: auto trains the tied sandwich instead. On a model nested in "
                      "depth alone whose grid leaves depths out, --specs-rotation auto (the default) "
-                     "trains every depth at the grid's members a step; --specs-rotation even trains "
+                     "trains every depth, one fewer a step than the grid has; --specs-rotation even trains "
                      "the grid alone."),
     ] = None,
     eval_spec: Annotated[list[str] | None, typer.Option(help="Spec to evaluate each epoch (repeat).")] = None,
