@@ -84,8 +84,9 @@ def experiment(depth: int = 20) -> Experiment:
         AUTO_DEPTH,  # fn3 train's default since config version 6: the grid, mean loss at lr 0.2
         AUTO_DEPTH_RANDOM_ORDER,
     )
-    if n < 5:  # the grid lists every depth here: the step the ResNet-32 default trains at (lr 0.15)
-        arms += (every_budget(budgets, lr=0.15),)
+    if n < 5:  # the grid trains every depth here: the depth default at the ResNet-32 default's step
+        arms += (Arm("fn3 auto grid, mean loss at lr 0.15 (depth alone)",
+                     train={**AUTO_DEPTH.train, "lr": 0.15}),)
     if n >= 5:  # every depth at the grid's blocks a step (the ends rotation), where the grid leaves one
         # out: fn3 train's default for depth alone there in config version 10; and its ablation
         ends = ends_rotation(budgets)
