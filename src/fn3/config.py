@@ -127,7 +127,7 @@ LEGACY_SPEC_LOSSES = ("auto-v3", "auto-v5", "auto-v7", "auto-v8", "mean-v8")
 #: ResNet-32 family nested in depth (issue 11): ahead of version 10's rule and of the grid at every
 #: depth at 6 epochs (two seeds), ahead of version 10's by 0.5-2.1 pt on average at 18 (three seeds,
 #: held-out images), level with it at 36, where both keep every depth within 1.5 pt of its network
-#: trained alone and the grid leaves 3 blocks 3.3 / 4.7 pt behind; at 0.63x the networks' cost
+#: trained alone and the grid leaves 3 blocks 3.3 / 4.7 pt behind; at 0.63-0.68x the networks' cost
 #: (:func:`fn3.train._every_depth_listing` has the numbers).
 SPECS_ROTATIONS = ("auto", *ROTATIONS)
 #: ``auto-v10``: ``auto`` as config version 10 resolved it (every depth, the grid's members a step, at
