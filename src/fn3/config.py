@@ -57,9 +57,9 @@ CONFIG_FORMAT = "fn3.train-config"
 # 10: specs_rotation="auto", the default: on a family nested in depth alone whose grid leaves depths
 # out, every depth is listed and trained in the ends rotation at the grid's members a step (a version
 # 1-9 config, whose default was "even", keeps "even");
-# 11: specs_rotation="auto" trains that listing 3 a step (the largest, the smallest and one other in
-# turn) at lr 0.15 when lr is unset (a version-10 config's "auto" is read as "auto-v10": the grid's
-# members a step at the mean's 0.2).
+# 11: specs_rotation="auto" trains that listing one fewer a step than the grid has members (3 of the
+# default's 4: the largest, the smallest and one other in turn) at lr 0.15 when lr is unset (a
+# version-10 config's "auto" is read as "auto-v10": the grid's members a step at the mean's 0.2).
 CONFIG_VERSION = 11
 
 #: Training rules: ``auto`` (the default: the rule measured best for the model's family,
