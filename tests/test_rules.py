@@ -374,7 +374,7 @@ def test_the_default_rotation_trains_every_depth_of_a_5_block_stage_below_the_gr
         return _after_steps(deep_net(), 3, 16, model="resnet32", **overrides)
 
     every = {"grid": (1.0, 0.8, 0.6, 0.4, 0.2), "specs_rotation": "ends"}
-    v10 = {k: v for k, v in TrainConfig(model="resnet32").to_dict().items()} | {"version": 10}
+    v10 = TrainConfig(model="resnet32").to_dict() | {"version": 10}
     v10_cfg = TrainConfig.from_dict(v10)
     assert v10_cfg.specs_rotation == "auto-v10" and TrainConfig.from_dict(v10_cfg.to_dict()) == v10_cfg
     (auto, said), (ends, _), (grid, _), (old, old_said), (old_ends, _) = (after_steps(**o) for o in (
