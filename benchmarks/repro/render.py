@@ -47,6 +47,7 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("exp4_paths_36ep", "python benchmarks/repro/exp4_paths.py --only exp4_paths_36ep"),
     ("exp5_bits", "python benchmarks/repro/exp5_bits.py --only exp5_bits"),
     ("exp5_bits_18ep", "python benchmarks/repro/exp5_bits.py --only exp5_bits_18ep"),
+    ("exp5_bits_36ep", "python benchmarks/repro/exp5_bits.py --only exp5_bits_36ep"),
     ("exp5_bits_truncate", "python benchmarks/repro/exp5_bits.py --only exp5_bits_truncate"),
     ("exp6_all_levels", "python benchmarks/repro/exp6_all_levels.py"),
 )

@@ -268,7 +268,7 @@ def test_a_result_file_takes_the_scripts_current_notes_when_written_again(tmp_pa
 
 def test_the_page_shows_the_scripts_current_notes_not_the_stored_copy():
     render = _load("render")
-    exp = _load("exp5_bits").experiments()[-1]
+    exp = next(e for e in _load("exp5_bits").experiments() if e.key == "exp5_bits_18ep")
     stale = {"experiment": exp.key, "notes": "what the script said a week ago"}
     assert exp.notes and render._notes(stale) == exp.notes
 
