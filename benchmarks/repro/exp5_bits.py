@@ -43,6 +43,15 @@ from runner import (
 BITS = (8, 6, 4, 3, 2)
 
 
+def weight_range(k: float) -> Arm:
+    """fn3's default with each weight channel quantized on the range ``min(max|w|, k * rms)``
+    (``weight_clip=k``, :func:`fn3.nn.base.set_weight_clip`): at ``max|w|`` the 2-bit cells split at
+    half the largest weight, and nearly every weight falls in the two inner cells (issue 11's 2-bit
+    drop)."""
+    return Arm(f"fn3 auto grid, norm-matched sum, clip per bit-width, weight range {k:g} rms",
+               train={**AUTO_NORM_CLIP.train, "model_kwargs": {"quant_scheme": "centred", "weight_clip": k}})
+
+
 def experiment() -> Experiment:
     """The bits experiment with fn3's quantizer since file format 2 (``quant_scheme="centred"``)."""
     budgets = tuple(Budget(f"{b} bits", b, f"bits={b}") for b in BITS)
@@ -65,6 +74,7 @@ def experiment() -> Experiment:
         AUTO_NORM_CLIP_CORNERS,  # 8 and 2 bits every step, 6 or 4 every other: 2.5 passes a step
         AUTO_NORM_CLIP_DISTILL,  # the default, soft labels from 8 bits after 30% (18 epochs: the best drop)
         AUTO_NORM_CLIP_DISTILL_SMALLEST,  # soft labels for 2 bits alone: the drop without the cost above
+        *(weight_range(k) for k in (3.0, 2.5)),  # the default on a weight range of k rms, not max|w|
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",

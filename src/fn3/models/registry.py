@@ -112,10 +112,11 @@ def create_model(
             activation clipping level for every bit-width) or ``"per-bits"`` (one per bit-width; see
             :func:`fn3.nn.base.set_act_clip`).
     """
-    from fn3.nn.base import set_act_clip, set_quant_scheme
+    from fn3.nn.base import set_act_clip, set_quant_scheme, set_weight_clip
 
     scheme = kwargs.pop("quant_scheme", "centred")
     clip = kwargs.pop("act_clip", "shared")
+    wclip = kwargs.pop("weight_clip", 0.0)
     fn, supported = _entry(name)
     if not (levels is None or isinstance(levels, (str, list, tuple, set, frozenset))):
         raise ConfigError(f"levels={levels!r}: give a comma-separated string or a list of level names")
@@ -158,6 +159,7 @@ def create_model(
     }
     try:  # after fn3_config: set_act_clip records a level per bit-width there (the default is not)
         set_act_clip(model, clip)  # type: ignore[arg-type]
+        set_weight_clip(model, wclip)  # type: ignore[arg-type]
     except ConfigError as err:
         raise ConfigError(f"model {name!r}: {err}") from None
     return model

@@ -37,6 +37,7 @@ __all__ = [
     "select",
     "set_act_clip",
     "set_quant_scheme",
+    "set_weight_clip",
 ]
 
 #: How the activation quantizers of a model clip: ``"shared"``, one learned clipping level for every
@@ -52,6 +53,9 @@ class NestedModule(nn.Module):
     """
 
     quant_scheme: str = "centred"
+    #: The range of a quantized weight: 0, each output channel's largest magnitude; ``k > 0``, at most
+    #: ``k`` times its root mean square (:func:`set_weight_clip`).
+    weight_clip: float = 0.0
 
     def fn3_slots(self) -> Iterator[AxisSlot]:
         """The slots this module reads directly (not those of its children)."""
@@ -232,19 +236,48 @@ def quantized_weight(
     slot: AxisSlot | None,
     total_bits: int,
     scheme: str = "centred",
+    clip: float = 0.0,
 ) -> torch.Tensor:
-    """Fake-quantize the active slice ``w`` of ``full_weight`` (scale per output channel of the full)."""
+    """Fake-quantize the active slice ``w`` of ``full_weight`` (scale per output channel of the full;
+    ``clip``: :func:`~fn3.nn.functional.weight_scale`)."""
     if slot is None:
         return w
-    scale = out.take(weight_scale(full_weight, total_bits), 0)  # (out_active,)
+    scale = out.take(weight_scale(full_weight, total_bits, clip), 0)  # (out_active,)
     return fake_quant_weight(w, scale, total_bits, slot.units, slot.bit_mask(total_bits), scheme)
 
 
 def quant_weight(
-    full_weight: torch.Tensor, out: Selection, slot: AxisSlot | None, total_bits: int, scheme: str
+    full_weight: torch.Tensor, out: Selection, slot: AxisSlot | None, total_bits: int, scheme: str,
+    clip: float = 0.0,
 ) -> QuantWeight | None:
     """The :class:`~fn3.nn.protocol.QuantWeight` of the active slice (``None`` for a float weight)."""
     if slot is None:
         return None
-    scale = out.take(weight_scale(full_weight, total_bits), 0).detach().clone()  # (out_active,)
+    scale = out.take(weight_scale(full_weight, total_bits, clip), 0).detach().clone()  # (out_active,)
     return QuantWeight(scale, total_bits, tuple(slot.blocks), scheme)
+
+
+def set_weight_clip(model: nn.Module, clip: float) -> nn.Module:
+    """Quantize every weight of ``model`` on the range ``max|w|`` of each output channel (``clip=0``,
+    fn3's rule) or ``min(max|w|, clip * rms(w))`` (``clip > 0``); see
+    :func:`~fn3.nn.functional.weight_scale`. Every bit-width keeps a prefix of the one code either way.
+
+    Example:
+        >>> import fn3
+        >>> net = set_weight_clip(fn3.create_model("mlp", input_size=8, in_channels=1), 3.0)
+        >>> {m.weight_clip for m in net.modules() if isinstance(m, NestedModule)}
+        {3.0}
+    """
+    from fn3.errors import ConfigError
+
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 <= clip <= 1e6:
+        raise ConfigError(f"weight_clip={clip!r}: give 0 (each channel's largest magnitude) or a "
+                          "multiple of its root mean square, e.g. 3")
+    for m in model.modules():
+        if isinstance(m, NestedModule):
+            m.weight_clip = float(clip)
+    config = getattr(model, "fn3_config", None)
+    if isinstance(config, dict):
+        config.pop("weight_clip", None)
+        config.update({"weight_clip": float(clip)} if clip else {})
+    return model

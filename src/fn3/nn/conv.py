@@ -117,7 +117,8 @@ class NestedConv2d(NestedModule):
 
     def fn3_quant_weight(self) -> QuantWeight | None:
         """How the extracted weight is coded (``None``: a float weight); see the protocol."""
-        return quant_weight(self.weight, self.active_out(), self.wbits, self.total_bits, self.quant_scheme)
+        return quant_weight(self.weight, self.active_out(), self.wbits, self.total_bits, self.quant_scheme,
+                            self.weight_clip)
 
     def active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Active weight (out_a, in_a / groups_a, k, k) and bias (out_a,)."""
@@ -131,7 +132,8 @@ class NestedConv2d(NestedModule):
                 else full(self.in_channels // self.groups)
             )
             w = out.take(inp.take(self.weight, 1), 0)
-        w = quantized_weight(w, self.weight, out, self.wbits, self.total_bits, self.quant_scheme)
+        w = quantized_weight(w, self.weight, out, self.wbits, self.total_bits, self.quant_scheme,
+                            self.weight_clip)
         b = out.take(self.bias, 0) if self.bias is not None else None
         return w, b
 

@@ -72,14 +72,21 @@ __all__ = [
 ]
 
 
-def weight_scale(w: torch.Tensor, total_bits: int) -> torch.Tensor:
-    """Per-output-channel scale ``max|w| / (2^(B-1) - 1)`` of the *full* weight, shape (out,).
+def weight_scale(w: torch.Tensor, total_bits: int, clip: float = 0.0) -> torch.Tensor:
+    """Per-output-channel scale ``range / (2^(B-1) - 1)`` of the *full* weight, shape (out,): the range
+    is ``max|w|`` (``clip=0``), or ``min(max|w|, clip * rms(w))`` for ``clip > 0``.
 
     Computed on the whole weight (not the active slice) so that a weight's code is the same in every
-    sub-model: that is what lets one nested file serve every spec.
+    sub-model: that is what lets one nested file serve every spec. A range below the largest
+    magnitude clips the largest weights of a channel to widen the cells every bit-width keeps: at 2
+    bits the cells split at half the range, which at ``max|w|`` (3-5 rms) leaves nearly every weight
+    in the two inner cells.
     """
-    amax = w.detach().abs().flatten(1).amax(dim=1).clamp_min(1e-8)  # (out,)
-    return amax / (2 ** (total_bits - 1) - 1)
+    flat = w.detach().flatten(1)  # (out, rest)
+    amax = flat.abs().amax(dim=1)
+    if clip > 0:
+        amax = torch.minimum(amax, clip * flat.pow(2).mean(dim=1).sqrt())
+    return amax.clamp_min(1e-8) / (2 ** (total_bits - 1) - 1)
 
 
 def weight_codes(w: torch.Tensor, scale: torch.Tensor, total_bits: int) -> torch.Tensor:
