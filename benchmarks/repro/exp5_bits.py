@@ -169,7 +169,8 @@ def longer(epochs: int = 18) -> Experiment:
                                     AUTO_NORM_CLIP_THIRD,  # 3 passes a step
                                     AUTO_NORM_CLIP_CORNERS,  # 2.5 passes a step
                                     AUTO_NORM_CLIP_DISTILL,  # soft labels from 8 bits (layers: +1.75 at 1/3)
-                                    AUTO_NORM_CLIP_DISTILL_SMALLEST)  # soft labels for 2 bits alone
+                                    AUTO_NORM_CLIP_DISTILL_SMALLEST,  # soft labels for 2 bits alone
+                                    weight_range(3.0))  # weights on a range of 3 rms, not max|w|
     return Experiment(
         key=f"exp5_bits_{epochs}ep", title=f"FN3-bit, {epochs} epochs: CIFAR-10, ResNet-20", level="bits",
         x_label=short.x_label, budgets=short.budgets, arms=arms,
