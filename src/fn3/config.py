@@ -60,6 +60,7 @@ CONFIG_FORMAT = "fn3.train-config"
 # 11: specs_rotation="auto" trains that listing one fewer a step than the grid has members (3 of the
 # default's 4: the largest, the smallest and one other in turn) at lr 0.15 when lr is unset (a
 # version-10 config's "auto" is read as "auto-v10": the grid's members a step at the mean's 0.2).
+# (weight_clip came without a version: unset, it is each weight channel's largest magnitude, as before.)
 CONFIG_VERSION = 11
 
 #: Training rules: ``auto`` (the default: the rule measured best for the model's family,
@@ -184,6 +185,9 @@ class TrainConfig:
     zero_init_residual: bool = False  # every residual block starts as its shortcut (last BN scale 0)
     # activation clipping of a model nested in bits: auto | shared | per-bits (fn3.nn.base.set_act_clip)
     act_clip: str = "auto"
+    # range of each quantized weight channel: None (the model option, else 0: fn3.run.resolved_weight_clip)
+    # | 0, its largest magnitude | k > 0, at most k times its root mean square (fn3.nn.base.set_weight_clip)
+    weight_clip: float | None = None
     fixed_spec: str | None = None  # for rule="fixed": "channels=0.5", "largest", a JSON file
     train_specs: tuple[str, ...] = ()  # rule="specs" (or auto): trained every step beside the largest
     # rule="specs" (or auto on one level): specs a step trains, the largest and the others in turn; 0: all
@@ -235,6 +239,9 @@ class TrainConfig:
             raise bad("distill_to", self.distill_to, " or ".join(DISTILL_TO))
         if self.act_clip not in ACT_CLIP_CHOICES:
             raise bad("act_clip", self.act_clip, "auto, shared or per-bits")
+        if self.weight_clip is not None and not 0 <= self.weight_clip <= 1e6:
+            raise bad("weight_clip", self.weight_clip, "0 (each channel's largest magnitude) or a multiple "
+                      "of its root mean square such as 3")
         if self.spec_loss not in SPEC_LOSSES + LEGACY_SPEC_LOSSES:
             raise bad("spec_loss", self.spec_loss, or_list(SPEC_LOSSES))
         if self.train_specs and self.rule not in ("auto", "specs"):
@@ -380,6 +387,7 @@ _FIELD_TYPES: dict[str, tuple[str, bool]] = {  # name -> (kind, may be None)
                                  "specs_per_step", "recalibrate_batches", "checkpoint_every", "seed")},
     "limit": (_INT, True),
     "lr": (_FLOAT, True),
+    "weight_clip": (_FLOAT, True),
     **{n: (_FLOAT, False) for n in ("val_fraction", "momentum", "weight_decay",
                                    "label_smoothing", "rho", "distill_start", "full_first")},
     **{n: (_STR, False) for n in ("model", "data", "augment", "optimizer", "rule", "spec_loss",

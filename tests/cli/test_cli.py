@@ -410,3 +410,46 @@ def test_specs_per_step_flag_trains_resumes_and_refuses_what_it_cannot_do(tmp_pa
     err = capsys.readouterr().err
     assert "trains with full+odo: drop --specs-per-step" in err and "Traceback" not in err
     assert not bad.exists()
+
+
+def test_weight_clip_flag_trains_resumes_and_exports_on_its_range(tmp_path):
+    """`--weight-clip 3`: the run's layers quantize on a range of 3 rms (not their largest magnitude),
+    the run resumes on it, and a sub-model exported from the run directory, or read from its nested
+    file, equals the run's own; unset, the range is the largest magnitude; a negative range is one
+    readable error that writes nothing."""
+    import torch
+
+    import fn3
+    from fn3.export import load_nested
+    from fn3.nn.base import NestedModule
+    from fn3.run import load_run, read_config
+
+    common = ["--model", "resnet20", "--model-arg", "width=4", "--data", "digits", "--epochs", "1",
+              "--levels", "bits", "--no-progress"]
+    out = tmp_path / "clip"
+    assert main(["train", *common, "--weight-clip", "3", "--max-steps", "3", "--out", str(out)]) == 0
+    assert read_config(out).weight_clip == 3.0
+    assert main(["train", "--resume", str(out), "--max-steps", "6", "--no-progress"]) == 0
+    run = load_run(out, checkpoint=True)
+    assert {m.weight_clip for m in run.model.modules() if isinstance(m, NestedModule)} == {3.0}
+    spec = run.space.uniform({"bits": 2})
+    x = torch.randn(4, 1, 8, 8)
+    with fn3.active(run.model, spec), torch.no_grad():
+        ref = run.model(x)
+        plain = fn3.nn.base.set_weight_clip(run.model, 0.0)(x)  # the same weights at max|w|
+    fn3.nn.base.set_weight_clip(run.model, 3.0)
+    assert (plain - ref).abs().max() > 1e-3  # the range changes the 2-bit model
+    assert (fn3.export.export(run.model, spec)(x) - ref).abs().max() <= 1e-5
+    # the run directory's nested file (its BatchNorm statistics as the run keeps them) rebuilds the
+    # range from the run's model options: its 2-bit sub-model is the run's
+    assert main(["export", str(out), "--nested", "--out", str(tmp_path / "n")]) == 0
+    read = load_nested(tmp_path / "n" / "nested.safetensors", spec)
+    assert {m.weight_clip for m in read.model.modules() if isinstance(m, NestedModule)} <= {3.0}
+    assert (read.model(x) - fn3.export.export(run.model, spec)(x)).abs().max() <= 1e-5
+    default = tmp_path / "default"
+    assert main(["train", *common, "--max-steps", "1", "--out", str(default)]) == 0
+    assert read_config(default).weight_clip is None
+    model = load_run(default, checkpoint=True).model
+    assert {m.weight_clip for m in model.modules() if isinstance(m, NestedModule)} == {0.0}
+    assert main(["train", *common, "--weight-clip", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from export_helpers import make_model
-
-import fn3
+from export_helpers import NAMES, make_model
 
 
 @pytest.fixture(scope="module")
 def models() -> dict[str, torch.nn.Module]:
-    return {name: make_model(name) for name in fn3.list_models()}
+    return {name: make_model(name) for name in NAMES}
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -8,10 +8,18 @@ import fn3
 from fn3.spec import Space, Spec
 
 INPUT = (3, 8, 8)  # small inputs keep every registered model fast on CPU
+#: A model whose quantized weights sit on a range of 2 rms (``weight_clip=2``: the largest weights of
+#: nearly every channel clipped), beside every registered model at its largest magnitude.
+CLIPPED = "resnet20+weight_clip=2"
+#: The names the export tests build: every registered model, and :data:`CLIPPED`.
+NAMES = (*fn3.list_models(), CLIPPED)
 
 
 def make_model(name: str, **kwargs: object) -> torch.nn.Module:
-    """A registered model for 8x8 RGB inputs, with BatchNorm statistics that are not the defaults."""
+    """A registered model for 8x8 RGB inputs, with BatchNorm statistics that are not the defaults
+    (``name`` may be :data:`CLIPPED`)."""
+    if name == CLIPPED:
+        name, kwargs = "resnet20", {**kwargs, "weight_clip": 2.0}
     model = fn3.create_model(name, num_classes=10, in_channels=3, input_size=8, **kwargs)
     g = torch.Generator().manual_seed(1)
     for m in model.modules():

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from export_helpers import INPUT
+from export_helpers import INPUT, NAMES
 from hypothesis import given, settings
 from spec_strategies import SPECS, specs
 
@@ -21,7 +21,7 @@ def nested_files(models, tmp_path_factory):
     return {name: save_nested(m, d / f"{name}.safetensors") for name, m in models.items()}
 
 
-@pytest.mark.parametrize("name", fn3.list_models())
+@pytest.mark.parametrize("name", NAMES)
 def test_read_equals_dedicated_export(models, nested_files, name, tmp_path):
     model, path = models[name], nested_files[name]
     x = torch.randn(2, *INPUT)

@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from export_helpers import INPUT, make_model, specs_for
+from export_helpers import INPUT, NAMES, make_model, specs_for
 from legacy import export_tree
 
 import fn3
@@ -35,7 +35,7 @@ def test_float_models_match(name, tmp_path):
 
 
 @pytest.mark.parametrize("rounding", ["qdq", "float"])
-@pytest.mark.parametrize("name", fn3.list_models())
+@pytest.mark.parametrize("name", NAMES)
 def test_quantized_models_match(models, name, tmp_path, rounding):
     """ONNX Runtime's convolutions round differently from PyTorch's (and BatchNorm is folded into
     them), and a quantized activation within that rounding of a step boundary takes the next step (at

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from export_helpers import INPUT, specs_for
+from export_helpers import INPUT, NAMES, specs_for
 from torch.utils.flop_counter import FlopCounterMode
 
 import fn3
@@ -24,7 +24,7 @@ def counted_flops(module: torch.nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-@pytest.mark.parametrize("name", fn3.list_models())
+@pytest.mark.parametrize("name", NAMES)
 def test_extracted_equals_nested_and_leaf_flops_equal_the_counter(models, name):
     model = models[name]
     space = fn3.space(model)

@@ -7,6 +7,7 @@ layers (and paths) and bits nested, as ``fn3 train --model archs:make`` would.
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import zlib
@@ -92,6 +93,32 @@ def test_a_partial_read_is_the_export_of_the_full_model(built, name):
         assert read.model.meta["spec"] == spec.to_dict()
         if spec != space.largest():
             assert read.bytes_read < read.file_size
+
+
+def test_a_model_of_your_own_on_a_weight_range_of_1_5_rms(built, tmp_path):
+    """An own network given ``set_weight_clip(model, 1.5)`` after nesting (its uniform initial weights
+    reach sqrt(3) rms: 1.5 clips every channel): its file records the range (the factory does not),
+    its stored steps are the range's, and every sub-model read from it is the export of the model;
+    at the largest magnitude the same weights give other steps."""
+    from fn3.export.user import _rebuild
+    from fn3.nn.base import NestedModule, set_weight_clip
+
+    model, x, _ = built["resnet18"]
+    model = copy.deepcopy(model)
+    set_weight_clip(model, 1.5)
+    path = save_nested(model, tmp_path / "clip.safetensors")
+    with container.Reader(path) as r:
+        meta = read_meta(r, r.read("meta"))["meta"]
+        assert meta["weight_clip"] == 1.5
+        rebuilt = _rebuild(r, meta)[0]  # the model the reader builds from the recipe and the header
+    assert {m.weight_clip for m in rebuilt.modules() if isinstance(m, NestedModule)} == {1.5}
+    space = fn3.space(model)
+    for spec in (space.largest(), space.uniform({"channels": 0.5, "bits": 2})):
+        read = load_nested(path, spec)
+        _same(read.model, export(model, spec), x)
+    set_weight_clip(model, 0.0)  # the same weights on their largest magnitude: other steps
+    spec = space.uniform({"bits": 2})
+    assert not torch.equal(export(model, spec)(x), load_nested(path, spec).model(x))
 
 
 @pytest.mark.parametrize("name", NAMES)

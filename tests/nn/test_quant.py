@@ -164,3 +164,29 @@ def test_extracted_act_quant_equals_the_nested_one(scheme, signed, blocks):
     with torch.no_grad():
         d = (ex(x) - q(x)).abs().max().item()
         assert d <= 1e-6 * q.alpha.item(), d  # training adds (q - x) to x: an ulp of rounding
+
+
+def test_weight_range_caps_at_k_rms_and_every_bit_width_still_nests():
+    """``clip=k``: each channel's range is ``min(max|w|, k * rms)``; the weights beyond it take the top
+    code, and every kept bit-width is still the top bits of the one 8-bit code."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(32, 144, generator=g) * torch.rand(32, 1, generator=g)  # (out, in*k*k)
+    w[3, 0] = 40 * w[3].abs().max()  # one outlier: its channel's range at max|w| is all outlier
+    rms = w.pow(2).mean(1).sqrt()
+    assert torch.allclose(weight_scale(w, 8, 0.0), w.abs().amax(1) / 127)
+    s = weight_scale(w, 8, 3.0)
+    assert torch.allclose(s, torch.minimum(w.abs().amax(1), 3 * rms) / 127)
+    assert float(s[3]) < 0.3 * float(w[3].abs().max()) / 127  # the outlier's channel: 3 rms, far below
+    c = weight_codes(w, s, 8).to(torch.int64)
+    assert int(c[3, 0]) == 127 and int(c.max()) == 127 and int(c.min()) == -128  # clipped to the range
+    for keep in range(1, 9):
+        t = truncate_codes(c.float(), 8, keep).to(torch.int64)
+        assert torch.equal(t >> (8 - keep), c >> (8 - keep))
+    # At 2 bits the range of 3 rms leaves fewer weights in the two inner cells than max|w| does, and
+    # a smaller error on the weights: what the range is for.
+    err = {k: (fake_quant_weight(w, weight_scale(w, 8, k), 8, 2) - w).norm() for k in (0.0, 3.0)}
+    assert err[3.0] < 0.8 * err[0.0], err
+    with pytest.raises(ConfigError, match="weight_clip=-1"):
+        from fn3.nn.base import set_weight_clip
+
+        set_weight_clip(torch.nn.Linear(2, 2), -1)

@@ -123,6 +123,12 @@ def train(
         typer.Option(help="auto (default: per-bits for a model nested in bits), shared or per-bits: "
                      "one learned activation clipping level for every bit-width, or one per bit-width."),
     ] = None,
+    weight_clip: Annotated[
+        float | None,
+        typer.Option(help="Range of each quantized weight channel: 0 (default), its largest magnitude, "
+                     "or k > 0, at most k times its root mean square (3: ahead at every bit-width on a "
+                     "short run, see the README). Every bit-width keeps a prefix of the same code."),
+    ] = None,
     zero_init_residual: Annotated[
         bool | None,
         typer.Option("--zero-init-residual/--no-zero-init-residual",
@@ -217,6 +223,7 @@ def train(
         full_first=full_first,
         spec_loss=spec_loss,
         act_clip=act_clip,
+        weight_clip=weight_clip,
         zero_init_residual=zero_init_residual,
         fixed_spec=fixed_spec,
         limit=limit,

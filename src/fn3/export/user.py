@@ -76,7 +76,7 @@ from fn3.models.info import model_info
 from fn3.nest import active
 from fn3.nest import space as model_space
 from fn3.nn.act_quant import plan_in_place
-from fn3.nn.base import ACT_CLIPS, NestedModule, act_clip_of, set_act_clip, set_quant_scheme
+from fn3.nn.base import ACT_CLIPS, NestedModule, act_clip_of, set_act_clip, set_quant_scheme, set_weight_clip
 from fn3.nn.functional import SCHEMES, grid_values, weight_codes, weight_scale
 from fn3.nn.protocol import QuantWeight, is_gate, is_leaf
 from fn3.spec import Space, Spec
@@ -166,11 +166,18 @@ def _scheme(model: nn.Module) -> str:
     return schemes.pop() if len(schemes) == 1 else "centred"
 
 
-def _quant_info(model: nn.Module) -> dict[str, str]:
-    """The header's quantization fields: the scheme, and ``act_clip`` when it is not the shared
-    level (so headers of models without a level per bit-width read as before)."""
-    clip = act_clip_of(model)
-    return {"scheme": _scheme(model), **({"act_clip": clip} if clip != "shared" else {})}
+def _weight_clip(model: nn.Module) -> float:
+    clips = {m.weight_clip for m in model.modules() if isinstance(m, NestedModule)}
+    return clips.pop() if len(clips) == 1 else 0.0
+
+
+def _quant_info(model: nn.Module) -> dict[str, Any]:
+    """The header's quantization fields: the scheme, ``act_clip`` when it is not the shared level and
+    ``weight_clip`` when it is not the largest magnitude (so headers of models with neither read as
+    before)."""
+    clip, wclip = act_clip_of(model), _weight_clip(model)
+    return {"scheme": _scheme(model), **({"act_clip": clip} if clip != "shared" else {}),
+            **({"weight_clip": wclip} if wclip else {})}
 
 
 @torch.no_grad()
@@ -323,6 +330,9 @@ def _rebuild(r: container.Reader, meta: dict) -> tuple[nn.Module, Space]:
         raise r.fail(f"bad header: quantization scheme {meta.get('scheme')!r}")
     if meta.get("act_clip", "shared") not in ACT_CLIPS:
         raise r.fail(f"bad header: activation clipping {meta.get('act_clip')!r}")
+    wclip = meta.get("weight_clip", 0.0)
+    if isinstance(wclip, bool) or not isinstance(wclip, (int, float)) or not 0 <= wclip <= 1e6:
+        raise r.fail(f"bad header: weight range {wclip!r}")
     try:
         if _is_factory_recipe(recipe):
             desc = UserModel.from_dict(recipe)
@@ -335,6 +345,7 @@ def _rebuild(r: container.Reader, meta: dict) -> tuple[nn.Module, Space]:
     set_quant_scheme(model, meta["scheme"])
     try:
         set_act_clip(model, meta.get("act_clip", "shared"))  # a model of your own set it after nesting
+        set_weight_clip(model, float(wclip))
     except ConfigError as err:
         raise r.fail(f"bad header: {err}") from None
     sp = model_space(model)
@@ -509,7 +520,8 @@ def save_user_nested(model: nn.Module, path: str | Path, *, meta: dict | None = 
     for rec in recs:
         if rec.kind == "planes":
             w = state[rec.key].detach()  # (out, ...)
-            scales[rec.key + SCALE] = weight_scale(w, rec.bits)  # (out,): the full weight's step
+            clip = getattr(model.get_submodule(rec.key.rpartition(".")[0]), "weight_clip", 0.0)
+            scales[rec.key + SCALE] = weight_scale(w, rec.bits, clip)  # (out,): the full weight's step
             t = weight_codes(w, scales[rec.key + SCALE], rec.bits).to(torch.int64)
         elif rec.key in scales:
             t = scales.pop(rec.key)
