@@ -131,7 +131,7 @@ def experiments() -> list[Experiment]:
     return [*exp2_channels.experiments(), exp3_layers.experiment(20), exp3_layers.experiment(32),
             exp3_layers.longer(),
             exp3_layers.deeper(), exp3_layers.deeper(36),
-            *exp4_paths.experiments(), exp5_bits.experiment(), exp5_bits.longer()]
+            *exp4_paths.experiments(), exp5_bits.experiment(), exp5_bits.longer(), exp5_bits.longer(36)]
 
 
 def correct(model: torch.nn.Module, ctx: Context, spec_text: str, test: list) -> torch.Tensor:
