@@ -60,8 +60,8 @@ def test_every_quick_experiment_writes_its_arms_and_numbers(quick_results):
     out, mods, runner = quick_results
     exps = [e for mod in mods.values() for e in _experiments(mod)]
     # exp1; exp2 at 6 and 18 epochs; exp3 on ResNet-20 (6 and 18 epochs) and -32 (6, 18 and 36
-    # epochs); exp4 at 6, 18 and 36 epochs; exp5 centred (6 and 18 epochs) and truncating; exp6
-    assert len(exps) == 15
+    # epochs); exp4 at 6, 18 and 36 epochs; exp5 centred (6, 18 and 36 epochs) and truncating; exp6
+    assert len(exps) == 16
     for exp in exps:
         res = json.loads((out / f"{exp.key}.json").read_text())
         assert res["quick"] is True and re.fullmatch(r"[0-9a-f]{40}", res["commit"])

@@ -126,8 +126,8 @@ def train(
     weight_clip: Annotated[
         float | None,
         typer.Option(help="Range of each quantized weight channel: 0 (default), its largest magnitude, "
-                     "or k > 0, at most k times its root mean square (3: ahead at every bit-width on a "
-                     "short run, see the README). Every bit-width keeps a prefix of the same code."),
+                     "or k > 0, at most k times its root mean square (3 measured: no gain that holds "
+                     "over seeds, see the README). Every bit-width keeps a prefix of the same code."),
     ] = None,
     zero_init_residual: Annotated[
         bool | None,

@@ -110,7 +110,9 @@ def create_model(
             ``quant_scheme``: ``"centred"`` (default) or ``"truncate"`` (fn3's rule before file
             format 2; see :mod:`fn3.nn.functional`), and ``act_clip``: ``"shared"`` (default, one
             activation clipping level for every bit-width) or ``"per-bits"`` (one per bit-width; see
-            :func:`fn3.nn.base.set_act_clip`).
+            :func:`fn3.nn.base.set_act_clip`), and ``weight_clip``: 0 (default, each quantized weight
+            channel on its largest magnitude) or ``k > 0`` (at most ``k`` times its root mean square;
+            see :func:`fn3.nn.base.set_weight_clip`).
     """
     from fn3.nn.base import set_act_clip, set_quant_scheme, set_weight_clip
 
