@@ -414,9 +414,9 @@ def test_specs_per_step_flag_trains_resumes_and_refuses_what_it_cannot_do(tmp_pa
 
 def test_weight_clip_flag_trains_resumes_and_exports_on_its_range(tmp_path):
     """`--weight-clip 3`: the run's layers quantize on a range of 3 rms (not their largest magnitude),
-    the run resumes on it, and a sub-model exported from the run directory, or read from its nested
-    file, equals the run's own; unset, the range is the largest magnitude; a negative range is one
-    readable error that writes nothing."""
+    the run resumes on it, and its 2-bit sub-model exported from the run's model, or read from the
+    nested file `fn3 export --nested` writes of the run, equals the run's own; unset, the range is the
+    largest magnitude; a negative range is one readable error that writes nothing."""
     import torch
 
     import fn3
@@ -440,8 +440,8 @@ def test_weight_clip_flag_trains_resumes_and_exports_on_its_range(tmp_path):
     fn3.nn.base.set_weight_clip(run.model, 3.0)
     assert (plain - ref).abs().max() > 1e-3  # the range changes the 2-bit model
     assert (fn3.export.export(run.model, spec)(x) - ref).abs().max() <= 1e-5
-    # the run directory's nested file (its BatchNorm statistics as the run keeps them) rebuilds the
-    # range from the run's model options: its 2-bit sub-model is the run's
+    # the run's nested file rebuilds the range from the run's model options: its 2-bit sub-model is
+    # the export of the run's
     assert main(["export", str(out), "--nested", "--out", str(tmp_path / "n")]) == 0
     read = load_nested(tmp_path / "n" / "nested.safetensors", spec)
     assert {m.weight_clip for m in read.model.modules() if isinstance(m, NestedModule)} <= {3.0}
