@@ -30,6 +30,7 @@ from fn3.sampling import DISTRIBUTIONS, ROTATIONS, TIES
 
 __all__ = [
     "ACT_CLIP_CHOICES",
+    "AUTO_ROTATIONS",
     "LEGACY_ROTATIONS",
     "LEGACY_SPEC_LOSSES",
     "RULES",
@@ -134,6 +135,8 @@ SPECS_ROTATIONS = ("auto", *ROTATIONS)
 #: ``auto-v10``: ``auto`` as config version 10 resolved it (every depth, the grid's members a step, at
 #: the mean's 0.2), only read from a version-10 config so that its run resumes unchanged.
 LEGACY_ROTATIONS = ("auto-v10",)
+#: The rotations that resolve per family (``auto``, and ``auto`` as an older config version meant it).
+AUTO_ROTATIONS = ("auto", *LEGACY_ROTATIONS)
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,7 @@ class TrainConfig:
                               "drop --specs-per-step or --rule")
         if self.specs_rotation not in SPECS_ROTATIONS + LEGACY_ROTATIONS:
             raise bad("specs_rotation", self.specs_rotation, or_list(SPECS_ROTATIONS))
-        if self.specs_rotation not in ("auto", "auto-v10", "even") and not self.specs_per_step:
+        if self.specs_rotation not in (*AUTO_ROTATIONS, "even") and not self.specs_per_step:
             least = 3 if self.specs_rotation in ("corners", "ends") else 2
             raise ConfigError(f"specs_rotation={self.specs_rotation} shares the slots of --specs-per-step, "
                               f"which is 0 (every member every step): add --specs-per-step {least} or drop "

@@ -39,7 +39,7 @@ from torch import nn
 
 from fn3._io import atomic_write_text
 from fn3.checkpoint import load_checkpoint, save_checkpoint
-from fn3.config import TrainConfig
+from fn3.config import AUTO_ROTATIONS, TrainConfig
 from fn3.data import ImageDataset, batches, num_batches
 from fn3.distributed import (
     all_reduce_max_,
@@ -317,7 +317,7 @@ def _listed(sp: Space, cfg: TrainConfig) -> ListedSpecs:
     (:func:`_every_depth_listing`); ``auto`` is ``even`` everywhere else."""
     listed = [_flag_spec("train-spec", text, sp) for text in cfg.train_specs]
     members = listed or grid_specs(sp, cfg.grid)
-    rotation = "even" if cfg.specs_rotation in ("auto", "auto-v10") else cfg.specs_rotation
+    rotation = "even" if cfg.specs_rotation in AUTO_ROTATIONS else cfg.specs_rotation
     return (None if listed else _every_depth_listing(sp, members, cfg)) or ListedSpecs(
         sp, members, cfg.specs_per_step, rotation)
 
@@ -346,7 +346,7 @@ def _every_depth_listing(sp: Space, grid: list[Spec], cfg: TrainConfig) -> Liste
     0.63-0.68x of training the networks alone (version 10: 0.80-0.81x; two measurements,
     ``benchmarks/family_cost.py``). It still misses the 2-pt target at 6 and 18 epochs.
     """
-    if cfg.specs_rotation not in ("auto", "auto-v10") or cfg.specs_per_step or sp.kinds() != ("layers",):
+    if cfg.specs_rotation not in AUTO_ROTATIONS or cfg.specs_per_step or sp.kinds() != ("layers",):
         return None
     if not untrained_depths(sp, grid):
         return None
@@ -455,7 +455,7 @@ def untrained_of(model: nn.Module, cfg: TrainConfig) -> tuple[dict[str, list[int
     sp = space(model)
     listing = _listed(sp, cfg)
     trained = "listed sub-models" if cfg.train_specs else "grid " + ",".join(f"{g:g}" for g in cfg.grid)
-    if not cfg.train_specs and cfg.specs_rotation in ("auto", "auto-v10") and listing.rotation == "ends":
+    if not cfg.train_specs and cfg.specs_rotation in AUTO_ROTATIONS and listing.rotation == "ends":
         every = _every_depth_grid(sp, [ax.name for ax in sp])
         trained = f"every depth (grid {every}), {listing.per_step} a step in the ends rotation"
     return untrained_depths(sp, listing.specs), trained
