@@ -165,27 +165,24 @@ def longer(epochs: int = 18) -> Experiment:
     independent networks about 95) or ``--only exp5_bits_36ep`` (about twice that: one arm a core).
     """
     short = experiment()
+    twins_and_default = ("independent (one per bit-width)", AUTO_NORM_CLIP.name)
     if epochs != 18:  # the default against its own networks, nothing else
-        return Experiment(
-            key=f"exp5_bits_{epochs}ep", title=f"FN3-bit, {epochs} epochs: CIFAR-10, ResNet-20",
-            level="bits", x_label=short.x_label, budgets=short.budgets,
-            arms=tuple(a for a in short.arms if a.name in ("independent (one per bit-width)",
-                                                            AUTO_NORM_CLIP.name)),
-            base=short.base.replace(epochs=epochs), quick=CIFAR_QUICK, test_limit=200,
-            notes=NOTES.get(epochs, ""))
-    arms = tuple(a for a in short.arms if a.name in (
-        "independent (one per bit-width)", AUTO_NORM.name, SANDWICH_CORNERS.name, AUTO_NORM_CLIP.name,
-        AUTO_NORM_CLIP_HALF.name)) + (AUTO_NORM_CLIP_HALF_SMALL,  # 2 bits on every other step
-                                    AUTO_NORM_CLIP_THIRD,  # 3 passes a step
-                                    AUTO_NORM_CLIP_CORNERS,  # 2.5 passes a step
-                                    AUTO_NORM_CLIP_DISTILL,  # soft labels from 8 bits (layers: +1.75 at 1/3)
-                                    AUTO_NORM_CLIP_DISTILL_SMALLEST,  # soft labels for 2 bits alone
-                                    weight_range(3.0))  # weights on a range of 3 rms, not max|w|
+        arms = tuple(a for a in short.arms if a.name in twins_and_default)
+    else:
+        arms = tuple(a for a in short.arms if a.name in (
+            *twins_and_default, AUTO_NORM.name, SANDWICH_CORNERS.name, AUTO_NORM_CLIP_HALF.name)) + (
+            AUTO_NORM_CLIP_HALF_SMALL,  # 2 bits on every other step
+            AUTO_NORM_CLIP_THIRD,  # 3 passes a step
+            AUTO_NORM_CLIP_CORNERS,  # 2.5 passes a step
+            AUTO_NORM_CLIP_DISTILL,  # soft labels from 8 bits (layers: +1.75 at 1/3)
+            AUTO_NORM_CLIP_DISTILL_SMALLEST,  # soft labels for 2 bits alone
+            weight_range(3.0))  # weights on a range of 3 rms, not max|w|
     return Experiment(
         key=f"exp5_bits_{epochs}ep", title=f"FN3-bit, {epochs} epochs: CIFAR-10, ResNet-20", level="bits",
         x_label=short.x_label, budgets=short.budgets, arms=arms,
         base=short.base.replace(epochs=epochs), quick=CIFAR_QUICK, test_limit=200,
-        notes=f"Experiment 5 with {epochs} epochs instead of 6: does the 2-bit drop shrink with training "
+        notes=NOTES.get(epochs)  # the 18-epoch notes follow
+        or f"Experiment 5 with {epochs} epochs instead of 6: does the 2-bit drop shrink with training "
               "length? The arm 'clip per bit-width' (act_clip per-bits, issue 11) asks whether a clipping "
               "level per bit-width shrinks it: fn3 train's default since config version 5 (the target rows "
               "mark it so; the shared level's held-out rows are in docs/benchmarks/heldout.md, the clip "
