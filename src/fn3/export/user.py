@@ -77,7 +77,7 @@ from fn3.nest import active
 from fn3.nest import space as model_space
 from fn3.nn.act_quant import plan_in_place
 from fn3.nn.base import ACT_CLIPS, NestedModule, act_clip_of, set_act_clip, set_quant_scheme, set_weight_clip
-from fn3.nn.functional import SCHEMES, grid_values, weight_codes, weight_scale
+from fn3.nn.functional import SCHEMES, grid_values, weight_codes
 from fn3.nn.protocol import QuantWeight, is_gate, is_leaf
 from fn3.spec import Space, Spec
 
@@ -514,14 +514,13 @@ def save_user_nested(model: nn.Module, path: str | Path, *, meta: dict | None = 
         recs = protocol_records(model)
     except ValueError as err:  # a leaf slicing a dimension in a way tiles cannot describe
         raise ConfigError(f"fn3 cannot lay this model out in a nested file: {err}") from None
-    state = model.state_dict()
+    state, quant = model.state_dict(), _full_quant(model)
     scales: dict[str, torch.Tensor] = {}
     chunks = []
     for rec in recs:
         if rec.kind == "planes":
             w = state[rec.key].detach()  # (out, ...)
-            clip = getattr(model.get_submodule(rec.key.rpartition(".")[0]), "weight_clip", 0.0)
-            scales[rec.key + SCALE] = weight_scale(w, rec.bits, clip)  # (out,): the full weight's step
+            scales[rec.key + SCALE] = quant[rec.key].scale  # (out,): the full weight's step
             t = weight_codes(w, scales[rec.key + SCALE], rec.bits).to(torch.int64)
         elif rec.key in scales:
             t = scales.pop(rec.key)
@@ -541,16 +540,23 @@ def save_user_nested(model: nn.Module, path: str | Path, *, meta: dict | None = 
     return path
 
 
-def _save_user_nested_v1(model: nn.Module, path: str | Path, *, meta: dict | None = None) -> Path:
-    """The version-1 writer (recipe + every tensor, read whole), kept to test that such files load."""
-    path = _file(path, "nested.safetensors")
-    sp = model_space(model)
+def _full_quant(model: nn.Module) -> dict[str, QuantWeight]:
+    """How each quantized leaf codes its full weight, by state key (``<leaf>.weight``): the leaves'
+    own ``fn3_quant_weight()`` at the largest sub-model, so the step stored is the one training used
+    (its range rule, ``weight_clip``, is the leaf's business)."""
     quant = {}
-    with active(model, sp.largest()):
+    with active(model, model_space(model).largest()):
         for name, leaf in model.named_modules():
             q = leaf.fn3_quant_weight() if is_leaf(leaf) and hasattr(leaf, "fn3_quant_weight") else None
             if q is not None:
-                quant[f"{name}.weight"] = q
+                quant[f"{name}.weight" if name else "weight"] = q
+    return quant
+
+
+def _save_user_nested_v1(model: nn.Module, path: str | Path, *, meta: dict | None = None) -> Path:
+    """The version-1 writer (recipe + every tensor, read whole), kept to test that such files load."""
+    path = _file(path, "nested.safetensors")
+    quant = _full_quant(model)
     state = model.state_dict()
     for key, q in quant.items():  # the full codes: every sub-model's weight is read from them
         state[key] = _weight_of(_codes_raw(state[key], q), q)

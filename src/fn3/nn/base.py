@@ -38,6 +38,7 @@ __all__ = [
     "set_act_clip",
     "set_quant_scheme",
     "set_weight_clip",
+    "weight_step",
 ]
 
 #: How the activation quantizers of a model clip: ``"shared"``, one learned clipping level for every
@@ -229,32 +230,43 @@ class NestedActQuant(NestedModule):
         return q.to(self.alpha.device).eval().requires_grad_(False)
 
 
-def quantized_weight(
-    w: torch.Tensor,
-    full_weight: torch.Tensor,
-    out: Selection,
-    slot: AxisSlot | None,
-    total_bits: int,
-    scheme: str = "centred",
-    clip: float = 0.0,
-) -> torch.Tensor:
-    """Fake-quantize the active slice ``w`` of ``full_weight`` (scale per output channel of the full;
-    ``clip``: :func:`~fn3.nn.functional.weight_scale`)."""
+def weight_step(layer: nn.Module) -> torch.Tensor:
+    """The step of each output channel's 8-bit weight code (out,) of a quantized layer (``weight``,
+    ``total_bits`` and ``weight_clip`` attributes, as :class:`~fn3.nn.conv.NestedConv2d` and
+    :class:`~fn3.nn.linear.NestedLinear` have): its full weight's range over the top code
+    (:func:`~fn3.nn.functional.weight_scale`). The one source of the step: training, extraction
+    (``fn3_quant_weight``) and the nested file's writer all read it here.
+
+    Example:
+        >>> import torch
+        >>> import fn3
+        >>> net = fn3.create_model("mlp", input_size=8, in_channels=1, levels=("bits",))
+        >>> layer = next(m for m in net.modules() if getattr(m, "wbits", None) is not None)
+        >>> bool(torch.allclose(weight_step(layer) * 127, layer.weight.abs().amax(1)))
+        True
+    """
+    return weight_scale(layer.weight, layer.total_bits, getattr(layer, "weight_clip", 0.0))
+
+
+def quantized_weight(layer: nn.Module, w: torch.Tensor, out: Selection) -> torch.Tensor:
+    """Fake-quantize ``w``, the active slice of ``layer.weight`` (its kept output channels ``out``),
+    on the layer's kept bit-planes (``layer.wbits``; ``w`` itself for a float weight)."""
+    slot = layer.wbits
     if slot is None:
         return w
-    scale = out.take(weight_scale(full_weight, total_bits, clip), 0)  # (out_active,)
-    return fake_quant_weight(w, scale, total_bits, slot.units, slot.bit_mask(total_bits), scheme)
+    scale = out.take(weight_step(layer), 0)  # (out_active,)
+    bits = layer.total_bits
+    return fake_quant_weight(w, scale, bits, slot.units, slot.bit_mask(bits), layer.quant_scheme)
 
 
-def quant_weight(
-    full_weight: torch.Tensor, out: Selection, slot: AxisSlot | None, total_bits: int, scheme: str,
-    clip: float = 0.0,
-) -> QuantWeight | None:
-    """The :class:`~fn3.nn.protocol.QuantWeight` of the active slice (``None`` for a float weight)."""
+def quant_weight(layer: nn.Module, out: Selection) -> QuantWeight | None:
+    """The :class:`~fn3.nn.protocol.QuantWeight` of ``layer``'s active slice (``None`` for a float
+    weight)."""
+    slot = layer.wbits
     if slot is None:
         return None
-    scale = out.take(weight_scale(full_weight, total_bits, clip), 0).detach().clone()  # (out_active,)
-    return QuantWeight(scale, total_bits, tuple(slot.blocks), scheme)
+    scale = out.take(weight_step(layer), 0).detach().clone()  # (out_active,)
+    return QuantWeight(scale, layer.total_bits, tuple(slot.blocks), layer.quant_scheme)
 
 
 def set_weight_clip(model: nn.Module, clip: float) -> nn.Module:

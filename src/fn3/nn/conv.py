@@ -117,8 +117,7 @@ class NestedConv2d(NestedModule):
 
     def fn3_quant_weight(self) -> QuantWeight | None:
         """How the extracted weight is coded (``None``: a float weight); see the protocol."""
-        return quant_weight(self.weight, self.active_out(), self.wbits, self.total_bits, self.quant_scheme,
-                            self.weight_clip)
+        return quant_weight(self, self.active_out())
 
     def active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Active weight (out_a, in_a / groups_a, k, k) and bias (out_a,)."""
@@ -132,8 +131,7 @@ class NestedConv2d(NestedModule):
                 else full(self.in_channels // self.groups)
             )
             w = out.take(inp.take(self.weight, 1), 0)
-        w = quantized_weight(w, self.weight, out, self.wbits, self.total_bits, self.quant_scheme,
-                            self.weight_clip)
+        w = quantized_weight(self, w, out)
         b = out.take(self.bias, 0) if self.bias is not None else None
         return w, b
 

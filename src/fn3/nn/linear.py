@@ -78,15 +78,13 @@ class NestedLinear(NestedModule):
     def fn3_quant_weight(self) -> QuantWeight | None:
         """How the extracted weight is coded (``None``: a float weight); see the protocol."""
         out = select(self.out_axis, self.out_features, self.out_per_unit)
-        return quant_weight(self.weight, out, self.wbits, self.total_bits, self.quant_scheme,
-                            self.weight_clip)
+        return quant_weight(self, out)
 
     def active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The active (sliced, quantized) weight (out_a, in_a) and bias (out_a,)."""
         out = select(self.out_axis, self.out_features, self.out_per_unit)
         w = out.take(select(self.in_axis, self.in_features, self.in_per_unit).take(self.weight, 1), 0)
-        w = quantized_weight(w, self.weight, out, self.wbits, self.total_bits, self.quant_scheme,
-                            self.weight_clip)
+        w = quantized_weight(self, w, out)
         b = out.take(self.bias, 0) if self.bias is not None else None
         return w, b
 
