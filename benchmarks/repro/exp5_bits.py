@@ -38,18 +38,10 @@ from runner import (
     cifar_config,
     every_budget,
     main,
+    weight_range,
 )
 
 BITS = (8, 6, 4, 3, 2)
-
-
-def weight_range(k: float) -> Arm:
-    """fn3's default with each weight channel quantized on the range ``min(max|w|, k * rms)``
-    (``weight_clip=k``, :func:`fn3.nn.base.set_weight_clip`): at ``max|w|`` the 2-bit cells split at
-    half the largest weight, and nearly every weight falls in the two inner cells (issue 11's 2-bit
-    drop)."""
-    return Arm(f"fn3 auto grid, norm-matched sum, clip per bit-width, weight range {k:g} rms",
-               train={**AUTO_NORM_CLIP.train, "model_kwargs": {"quant_scheme": "centred", "weight_clip": k}})
 
 
 def experiment() -> Experiment:

@@ -61,6 +61,7 @@ from runner import (
     ends_rotation,
     every_budget,
     experiment_data,
+    weight_range,
 )
 from targets import BIT_DROP, heldout_gaps, parity_verdict
 
@@ -91,7 +92,8 @@ ARMS = (AUTO.name, AUTO_NORM.name)
 #: and at 18 epochs that rotation with in-place distillation from 30% of the steps into every depth or
 #: into 1 block alone, or at lr 0.1, 0.15, 0.3 or 0.4 instead of 0.2 (each paired against it), and at
 #: lr 0.15 with one middle depth a step instead of two (paired against lr 0.15; the default there since
-#: config version 11).
+#: config version 11), and the bits default on a weight range of 3 rms (``--weight-clip 3``, paired
+#: against it).
 EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2", AUTO_MEAN_LR2.name),
          ("distill", AUTO_NORM_CLIP_DISTILL.name), ("distill-smallest", AUTO_NORM_CLIP_DISTILL_SMALLEST.name),
          ("corners", AUTO_NORM_CLIP_CORNERS.name), ("distill-paths", AUTO_DISTILL.name),
@@ -102,14 +104,16 @@ EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2
          ("ends-distill", ends_rotation((), distill_start=0.3).name),
          ("ends-distill-smallest", ends_rotation((), distill_start=0.3, distill_to="smallest").name),
          *((f"ends-lr{lr:g}", ends_rotation((), lr=lr).name) for lr in LR_CANDIDATES),
-         ("ends3-lr0.15", ends_rotation((), lr=0.15, per_step=3).name))
+         ("ends3-lr0.15", ends_rotation((), lr=0.15, per_step=3).name),
+         ("range3", weight_range(3.0).name))
 #: The arm each variant is paired against where not ``norm``: the bits default's variants against it,
 #: the paths default's distilled variant against the per-weight mean (the paths default), the depth
 #: variants against the depth default.
 AGAINST = {"distill": "clip", "distill-smallest": "clip", "corners": "clip", "distill-paths": "shared",
            "every-budget": "depth", "every-corners": "depth", "every-2": "depth", "every-ends": "depth",
            "ends-distill": "every-ends", "ends-distill-smallest": "every-ends",
-           **{f"ends-lr{lr:g}": "every-ends" for lr in LR_CANDIDATES}, "ends3-lr0.15": "ends-lr0.15"}
+           **{f"ends-lr{lr:g}": "every-ends" for lr in LR_CANDIDATES}, "ends3-lr0.15": "ends-lr0.15",
+           "range3": "clip"}
 #: Every arm scored, by its short name (``<short>_minus_<short>`` and ``<short>_bit_drop`` keys): the two
 #: losses, then the default's variants.
 SHORT_NAMES: dict[str, str] = {"shared": ARMS[0], "norm": ARMS[1], **dict(EXTRA)}
@@ -305,7 +309,8 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
              "for depth and, since config version 9, for channels; on bits also the default with "
              "in-place distillation, `--distill --distill-start 0.3`, into every bit-width or into "
              "2 bits alone, `--distill-to smallest`, and at 8 and 2 bits every step, 6 or 4 bits on "
-             "every other, `--specs-per-step 3 --specs-rotation corners`; on paths the default with the "
+             "every other, `--specs-per-step 3 --specs-rotation corners`, or on a weight range of 3 rms, "
+             "`--weight-clip 3`; on paths the default with the "
              "same distillation; on the 36-epoch ResNet-32 layers family the depth default with every "
              "depth listed, each step, with the corners rotation or at two specs a step, and at every "
              "length in the ends rotation, the depth default where the grid leaves depths out in "

@@ -249,6 +249,15 @@ AUTO_DEPTH_RANDOM_ORDER = Arm("fn3 auto mean, random-order removal", kind="rando
                               source=AUTO_DEPTH.name)
 
 
+def weight_range(k: float) -> Arm:
+    """fn3's default with each weight channel quantized on the range ``min(max|w|, k * rms)``
+    (``weight_clip=k``, :func:`fn3.nn.base.set_weight_clip`): at ``max|w|`` the 2-bit cells split at
+    half the largest weight, and nearly every weight falls in the two inner cells (issue 11's 2-bit
+    drop)."""
+    return Arm(f"fn3 auto grid, norm-matched sum, clip per bit-width, weight range {k:g} rms",
+               train={**AUTO_NORM_CLIP.train, "model_kwargs": {"quant_scheme": "centred", "weight_clip": k}})
+
+
 def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float | None = None,
                  distill_start: float | None = None, per_step: int = 0, rotation: str = "even",
                  distill_to: str = "all") -> Arm:
