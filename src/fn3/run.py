@@ -128,11 +128,11 @@ def resolved_weight_clip(model: nn.Module, cfg: TrainConfig) -> float:
     ``weight_clip=3`` (a range of at most 3 rms) against 0 on a ResNet-20 nested in bits (issue 11,
     experiment 5, fn3's default rule, on the 8,000 test images the page does not use, both arms
     trained with the same code; 2 s.e. about 1 pt): at 6 epochs +2.50 to +3.51 pt at every bit-width
-    at seed 0, +1.50 to +1.90 at seed 1, +0.41 to +1.44 at seed 2; at 18 epochs level above 2 bits at seeds 0
-    and 1 and the 2-bit model +1.60 / +0.00 pt (2-bit drop 1.86 / 3.27 against 3.18-3.50). Never
-    below 0 beyond the noise, but at the 18-epoch budget a gain at one seed of two, and the networks
-    alone were not retrained on the range: the default stays the largest magnitude for now (README,
-    "Nested quantization").
+    at seed 0, +1.50 to +1.90 at seed 1, +0.41 to +1.44 at seed 2; at 18 epochs level above 2 bits
+    at seeds 0 and 1 and the 2-bit model +1.60 / +0.00 pt (2-bit drop 1.86 / 3.27 against 3.50 /
+    3.18). Never below 0 beyond the noise, but at the 18-epoch budget a gain at one seed of two, and
+    the networks alone were not retrained on the range: the default stays the largest magnitude for
+    now (README, "Nested quantization").
 
     Example:
         >>> import fn3

@@ -126,8 +126,9 @@ def train(
     weight_clip: Annotated[
         float | None,
         typer.Option(help="Range of each quantized weight channel: 0 (default), its largest magnitude, "
-                     "or k > 0, at most k times its root mean square (3 measured: no gain that holds "
-                     "over seeds, see the README). Every bit-width keeps a prefix of the same code."),
+                     "or k > 0, at most k times its root mean square (3 measured on bits: level with "
+                     "the default or above at every bit-width, not yet the default; see the README). "
+                     "Every bit-width keeps a prefix of the same code."),
     ] = None,
     zero_init_residual: Annotated[
         bool | None,
