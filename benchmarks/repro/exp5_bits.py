@@ -39,6 +39,7 @@ from runner import (
     every_budget,
     main,
     weight_range,
+    weight_range_twins,
 )
 
 BITS = (8, 6, 4, 3, 2)
@@ -67,6 +68,7 @@ def experiment() -> Experiment:
         AUTO_NORM_CLIP_DISTILL,  # the default, soft labels from 8 bits after 30% (18 epochs: the best drop)
         AUTO_NORM_CLIP_DISTILL_SMALLEST,  # soft labels for 2 bits alone: the drop without the cost above
         *(weight_range(k) for k in (3.0, 2.5)),  # the default on a weight range of k rms, not max|w|
+        weight_range_twins(3.0),  # the networks alone on that range: its like-with-like twins
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",
@@ -172,7 +174,8 @@ def longer(epochs: int = 18) -> Experiment:
             AUTO_NORM_CLIP_CORNERS,  # 2.5 passes a step
             AUTO_NORM_CLIP_DISTILL,  # soft labels from 8 bits (layers: +1.75 at 1/3)
             AUTO_NORM_CLIP_DISTILL_SMALLEST,  # soft labels for 2 bits alone
-            weight_range(3.0))  # weights on a range of 3 rms, not max|w|
+            weight_range(3.0),  # weights on a range of 3 rms, not max|w|
+            weight_range_twins(3.0))  # the networks alone on that range
     return Experiment(
         key=f"exp5_bits_{epochs}ep", title=f"FN3-bit, {epochs} epochs: CIFAR-10, ResNet-20", level="bits",
         x_label=short.x_label, budgets=short.budgets, arms=arms,

@@ -258,6 +258,13 @@ def weight_range(k: float) -> Arm:
                train={**AUTO_NORM_CLIP.train, "model_kwargs": {"quant_scheme": "centred", "weight_clip": k}})
 
 
+def weight_range_twins(k: float, label: str = "bit-width") -> Arm:
+    """The networks trained alone (one per budget, rule ``fixed``) on the weight range of
+    :func:`weight_range`: the twins to compare that arm with, like with like (issue 11)."""
+    return Arm(f"independent (one per {label}), weight range {k:g} rms", kind="independent",
+               train={"model_kwargs": {"quant_scheme": "centred", "weight_clip": k}})
+
+
 def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float | None = None,
                  distill_start: float | None = None, per_step: int = 0, rotation: str = "even",
                  distill_to: str = "all") -> Arm:
