@@ -113,3 +113,41 @@ def test_act_clip_auto_and_old_configs():
         resolved_act_clip(bits, given.replace(act_clip="per-bits"))
     with pytest.raises(ConfigError, match="act_clip='bogus' is invalid; expected auto, shared or per-bits"):
         TrainConfig(act_clip="bogus")
+
+
+
+def test_weight_range_is_3_rms_on_bits_alone_and_a_version_11_config_keeps_the_largest_magnitude():
+    """Config version 12: an unset ``weight_clip`` is 3 rms on a family nested in bits alone under
+    the centred scheme, the largest magnitude (0) on any other family, on the truncating scheme and
+    for a network trained alone at one sub-model (``rule="fixed"``: measured no gain there);
+    a config of version 11 that left it unset reads as 0 (what its run trained on) unless the model
+    option gives the range; a given range or model option wins, and the two must agree."""
+    import pytest
+
+    import fn3
+    from fn3.errors import ConfigError
+    from fn3.run import AUTO_WEIGHT_CLIP, resolved_weight_clip
+
+    def net(levels, **kw):
+        return fn3.create_model("resnet20", num_classes=10, in_channels=1, input_size=8, levels=levels, **kw)
+
+    bits = net(("bits",))
+    assert AUTO_WEIGHT_CLIP == 3.0 and resolved_weight_clip(bits, TrainConfig()) == 3.0
+    assert resolved_weight_clip(net(("bits", "channels")), TrainConfig()) == 0.0  # not measured there
+    assert resolved_weight_clip(net(("bits",), quant_scheme="truncate"), TrainConfig()) == 0.0
+    assert resolved_weight_clip(bits, TrainConfig(weight_clip=0)) == 0.0
+    assert resolved_weight_clip(bits, TrainConfig(rule="fixed", fixed_spec="bits=2")) == 0.0
+    assert resolved_weight_clip(bits, TrainConfig(rule="fixed", fixed_spec="bits=2", weight_clip=3)) == 3.0
+    assert resolved_weight_clip(bits, TrainConfig(rule="odo")) == 3.0  # the paper's rule: a family too
+    assert resolved_weight_clip(bits, TrainConfig(model_kwargs={"weight_clip": 2.5})) == 2.5
+    with pytest.raises(ConfigError, match="disagree"):
+        resolved_weight_clip(bits, TrainConfig(weight_clip=2, model_kwargs={"weight_clip": 2.5}))
+    old = TrainConfig().to_dict()
+    assert old["version"] == 12 and old["weight_clip"] is None
+    old["version"] = 11
+    assert TrainConfig.from_dict(old).weight_clip == 0.0
+    assert resolved_weight_clip(bits, TrainConfig.from_dict(old)) == 0.0
+    given = {**old, "model_kwargs": {"weight_clip": 2.5}}
+    assert TrainConfig.from_dict(given).weight_clip is None  # the model option resolves as before
+    assert resolved_weight_clip(bits, TrainConfig.from_dict(given)) == 2.5
+    assert TrainConfig.from_dict({**old, "weight_clip": 1.5}).weight_clip == 1.5

@@ -62,8 +62,9 @@ from runner import (
     every_budget,
     experiment_data,
     weight_range,
+    weight_range_twins,
 )
-from targets import BIT_DROP, heldout_gaps, parity_verdict
+from targets import BIT_DROP, RANGED, heldout_gaps, parity_verdict
 
 import fn3
 from fn3._io import atomic_write_text, or_list
@@ -119,6 +120,10 @@ AGAINST = {"distill": "clip", "distill-smallest": "clip", "corners": "clip", "di
 SHORT_NAMES: dict[str, str] = {"shared": ARMS[0], "norm": ARMS[1], **dict(EXTRA)}
 #: The arm of networks trained alone, one per budget (its name starts with this).
 INDEPENDENT = "independent"
+#: Networks trained alone on a weight range, by short name: each paired with the twins on each
+#: channel's largest magnitude (``<short>_minus_independent``), the twins every nested arm is held
+#: against (the range lifted the nested family on experiment 5, not the networks alone).
+TWIN_EXTRA = (("alone-range3", weight_range_twins(3.0).name),)
 #: ``--quick`` (a test of the script) scores this many of the held-out images per class.
 QUICK_HELDOUT_PER_CLASS = 50
 #: Each page value must be reproduced this closely (same model, batches and order: exactly).
@@ -163,15 +168,24 @@ def _page_checked(exp: Experiment, name: str, label: str, recorded: float, hit_p
     return got
 
 
-def independent_models(results: dict[str, Any]) -> tuple[str, dict[str, str]] | None:
-    """``(arm name, {budget label: run dir})`` of the experiment's independent twins when every one
-    has its run directory on disk (``None`` otherwise: their models were not kept)."""
+def independent_sets(results: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """``{arm name: {budget label: run dir}}`` of every arm of networks trained alone whose run
+    directories are all on disk (those whose models were not kept are left out)."""
+    out = {}
     for name, arm in results["arms"].items():
         if name.startswith(INDEPENDENT):
             dirs = {label: run["run_dir"] for label, run in arm.get("runs", {}).items()}
             if dirs and all((Path(d) / MODEL_NAME).is_file() for d in dirs.values()):
-                return name, dirs
-    return None
+                out[name] = dirs
+    return out
+
+
+def independent_models(results: dict[str, Any]) -> tuple[str, dict[str, str]] | None:
+    """``(arm name, {budget label: run dir})`` of the experiment's independent twins on each channel's
+    largest weight magnitude when every one has its run directory on disk (``None`` otherwise: their
+    models were not kept)."""
+    plain = [(n, d) for n, d in independent_sets(results).items() if not RANGED.search(n)]
+    return plain[0] if plain else None
 
 
 def _model_on_disk(results: dict[str, Any], name: str) -> bool:
@@ -244,14 +258,16 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
     twins = independent_models(results)
     if twins:
         out["independent"] = twins[0]
+    sets = independent_sets(results)  # the twins, and the networks alone on a weight range (TWIN_EXTRA)
     hits_of: dict[str, dict[str, torch.Tensor]] = {}  # budget -> arm -> (N,) held-out correctness
     for b in exp.budgets:
         row: dict[str, Any] = {}
         hits = hits_of[b.label] = {}
         twin_dir = twins[1].get(b.label) if twins else None
         scored = dict(models)
-        if twin_dir:
-            scored[twins[0]] = load_run(twin_dir).model
+        for name, dirs in sets.items():
+            if b.label in dirs:
+                scored[name] = load_run(dirs[b.label]).model
         for name, model in scored.items():
             got = _page_checked(exp, name, b.label, results["arms"][name]["accuracy"]["bn_aug"][b.label],
                                 correct(model, ctx, b.spec, page_b))
@@ -275,6 +291,11 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
                 g, g_se = paired(hits[twins[0]], hits[name])
                 row[f"{short}_minus_independent"] = {"heldout": g, "se": g_se}
             text += f"; alone {row[twins[0]]['heldout'] * 100:.2f}%"
+            for short, name in TWIN_EXTRA:
+                if name in hits:
+                    d, se = paired(hits[twins[0]], hits[name])
+                    row[f"{short}_minus_independent"] = {"heldout": d, "se": se}
+                    text += f" ({short} {row[name]['heldout'] * 100:.2f}%, {d * 100:+.2f} pt)"
         out["budgets"][b.label] = row
         print(text, flush=True)
     if exp.key.startswith("exp5") and {"8 bits", "2 bits"} <= set(hits_of):
@@ -310,7 +331,9 @@ def render(measured: dict[str, Any], seed: int | None = None) -> str:
              "in-place distillation, `--distill --distill-start 0.3`, into every bit-width or into "
              "2 bits alone, `--distill-to smallest`, and at 8 and 2 bits every step, 6 or 4 bits on "
              "every other, `--specs-per-step 3 --specs-rotation corners`, or on a weight range of 3 rms, "
-             "`--weight-clip 3`; on paths the default with the "
+             "`--weight-clip 3`, the default since config version 12, and the networks trained alone "
+             "on that range paired with those on each channel's largest magnitude; on paths the default "
+             "with the "
              "same distillation; on the 36-epoch ResNet-32 layers family the depth default with every "
              "depth listed, each step, with the corners rotation or at two specs a step, and at every "
              "length in the ends rotation, the depth default where the grid leaves depths out in "
@@ -409,6 +432,13 @@ def _parity_lines(measured: dict[str, Any]) -> list[str]:
             lines.append(f"| {key} | {short} | {cells} | {w * 100:+.2f} ({worst}) | {f * 100:+.2f} | "
                          f"{parity_verdict(w, f)} |")
     for key, res in kept.items():
+        for short, name in TWIN_EXTRA:
+            cells = {lb: row[f"{short}_minus_independent"] for lb, row in res["budgets"].items()
+                     if f"{short}_minus_independent" in row}
+            if cells:
+                lines.append(f"- {key}: `{name}` minus `{res['independent']}` on the held-out images: "
+                             + ", ".join(f"{lb} {d['heldout'] * 100:+.2f} pt (2 s.e. {2 * d['se'] * 100:.2f})"
+                                         for lb, d in cells.items()) + ".")
         for short in ("norm", "shared", *(s for s, _ in EXTRA)):
             drop = res.get(f"{short}_bit_drop")
             if drop:

@@ -29,6 +29,7 @@ from targets import (
     main_mode,
     target_rows,
     train_time,
+    twins_of,
     worst_gap,
 )
 
@@ -192,7 +193,10 @@ def _intro(results: Mapping[str, Any]) -> list[str]:
                   "norm-matched sum' does (every axis at 100/75/50/25% of its units, bits 8/6/4/2, "
                   "every step, the step along the members' summed gradient at the length of the "
                   "longest member's; a family nested in bits alone with a clipping level per bit-width, "
-                  "'..., clip per bit-width'; a family nested in depth alone, since config version 6, "
+                  "'..., clip per bit-width', and since config version 12 on a weight range of 3 rms, "
+                  "'..., clip per bit-width, weight range 3 rms' (held against the networks trained "
+                  "alone on each channel's largest magnitude, which the range did not lift); a family "
+                  "nested in depth alone, since config version 6, "
                   "as 'fn3 auto grid, mean loss at lr 0.2 (depth alone)': the same grid on the mean "
                   "of the losses at twice the rate, and where the grid leaves depths out (5-block "
                   "stages: ResNet-32), since config version 11, as 'fn3 every budget, corners and 1 in "
@@ -326,7 +330,8 @@ def _accuracy_tables(res: Mapping[str, Any], mode: str) -> list[str]:
                     cell += f" ({min(draws) * 100:.1f}-{max(draws) * 100:.1f})"
                 cells.append(cell)
             out.append(f"| {name} | " + " | ".join(cells) + " |")
-        indep = _arm(res, "independent")
+        twins = twins_of(res)
+        indep = twins[1] if twins else None
         for name in [n for n in res["arms"] if n.startswith("fn3 ODO (")]:
             if indep is None:
                 break
@@ -359,7 +364,6 @@ def _seed_table(res: Mapping[str, Any], page: Path) -> list[str]:
     cmds = "; ".join(f"`{c}`" for o in res["_seeds"].values() for c in o["commands"])
     own = res["settings"]["train"]["seed"]
     by_seed = {own: res["arms"], **{n: o["arms"] for n, o in res["_seeds"].items()}}
-    twin = next((n for arms in by_seed.values() for n in arms if n.startswith("independent")), None)
     out = [f"Other training seeds (same settings and test images; {files}; {cmds}), each arm beside "
            f"its seed-{own} row, with the BatchNorm protocol the targets read it with:", "",
            "| arm | seed | " + " | ".join(labels) + (f" | {labels[0]} - {labels[-1]}" if bits else "")
@@ -378,7 +382,8 @@ def _seed_table(res: Mapping[str, Any], page: Path) -> list[str]:
             if bits:
                 top, bottom = accs.get(labels[0]), accs.get(labels[-1])
                 row += f" | {pct(None if top is None or bottom is None else top - bottom)}"
-            alone = by_seed[seed].get(twin, {}).get("accuracy", {}).get(md, {}) if name != twin else {}
+            twin = twins_of({"arms": by_seed[seed]})
+            alone = twin[1]["accuracy"].get(md, {}) if twin and not name.startswith("independent") else {}
             w = worst_gap(accs, alone)
             row += f" | {pct(w[0], signed=True)} ({w[1]})" if w else " | -"
             out.append(row + " |")

@@ -255,14 +255,14 @@ def weight_range(k: float) -> Arm:
     half the largest weight, and nearly every weight falls in the two inner cells (issue 11's 2-bit
     drop)."""
     return Arm(f"fn3 auto grid, norm-matched sum, clip per bit-width, weight range {k:g} rms",
-               train={**AUTO_NORM_CLIP.train, "model_kwargs": {"quant_scheme": "centred", "weight_clip": k}})
+               train={**AUTO_NORM_CLIP.train, "weight_clip": k})
 
 
 def weight_range_twins(k: float, label: str = "bit-width") -> Arm:
     """The networks trained alone (one per budget, rule ``fixed``) on the weight range of
     :func:`weight_range`: the twins to compare that arm with, like with like (issue 11)."""
     return Arm(f"independent (one per {label}), weight range {k:g} rms", kind="independent",
-               train={"model_kwargs": {"quant_scheme": "centred", "weight_clip": k}})
+               train={"weight_clip": k})
 
 
 def every_budget(budgets: tuple[Budget, ...], spec_loss: str = "mean", lr: float | None = None,
@@ -341,6 +341,11 @@ class Experiment:
         # the arm that names that rotation: pinned to the grid they measured ("even").
         if self.base.specs_rotation == "auto":
             object.__setattr__(self, "base", self.base.replace(specs_rotation="even"))
+        # fn3 train's unset weight range is 3 rms on a family nested in bits alone since config version
+        # 12: pinned to the largest magnitude every arm before it trained on (the weight-range arms
+        # name theirs).
+        if self.base.weight_clip is None:
+            object.__setattr__(self, "base", self.base.replace(weight_clip=0.0))
 
     def config(self, quick: bool) -> TrainConfig:
         cfg = self.base.replace(eval_specs=())  # the runner evaluates; no per-epoch validation
@@ -558,11 +563,17 @@ def _as_old(settings: dict[str, Any], old: Any) -> dict[str, Any]:
     # tests/benchmarks check), version 9 what "auto", and "mean" at an unset rate, train on a family
     # nested in channels alone (arms there leave both unset: a channels file of 7 or 8 stays apart),
     # version 10 added specs_rotation="auto" (every experiment pins "even", what version 9 trained),
-    # version 11 changed what "auto" trains (pinned all the same)
+    # version 11 changed what "auto" trains (pinned all the same), version 12 what an unset weight_clip
+    # trains on bits alone (every experiment pins 0, what version 11 read an unset one as)
     version = old["train"].get("version")
     levels = tuple(settings["train"].get("levels") or ())
-    if version in (1, 2, 3, 4, 5, 6, 9, 10) or (version in (7, 8) and levels != ("channels",)):
+    if version in (1, 2, 3, 4, 5, 6, 9, 10, 11) or (version in (7, 8) and levels != ("channels",)):
         train["version"] = version
+    if version in range(1, 12) and old["train"].get("weight_clip") is None and train.get("weight_clip") == 0:
+        if "weight_clip" in old["train"]:  # written when unset meant the largest magnitude everywhere
+            train["weight_clip"] = None
+        else:  # written before the field
+            train.pop("weight_clip", None)
     return {**settings, "train": train}
 
 

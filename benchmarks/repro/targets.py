@@ -10,6 +10,7 @@ the model has BatchNorm, on augmented batches where the arm has them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -175,6 +176,15 @@ def _find(res: Mapping[str, Any], prefix: str) -> tuple[str, dict[str, Any]] | N
     return None
 
 
+def twins_of(res: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The networks trained alone that every arm is held against: the first arm of them on each
+    channel's largest weight magnitude, what ``fn3 train --rule fixed`` trains by default. Those on a
+    weight range (``", weight range k rms"``) are a measurement of that range on networks alone, not
+    the twins: on experiment 5 the range lifted the nested family but not the networks alone."""
+    alone = ((n, a) for n, a in res["arms"].items() if n.startswith(INDEPENDENT) and not RANGED.search(n))
+    return next(alone, None)
+
+
 def _se2(res: Mapping[str, Any], p: float) -> float:
     """Two standard errors of the difference of two accuracies near ``p`` on this test set."""
     n = max(1, res["settings"]["test_images"])
@@ -228,7 +238,7 @@ def target_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     acc = lambda arm, other=None: arm["accuracy"].get(arm_mode(arm, other), {})  # noqa: E731
     fn3 = [f for f in (_find(res, "fn3 ODO (geometric)"), _find(res, "fn3 ODO (uniform)")) if f]
-    indep = _find(res, "independent")
+    indep = twins_of(res)
     # The fn3 option beyond the paper (one draw per kind) is held to the same bar as the paper's rule.
     tied = [(n, a) for n, a in res["arms"].items() if n.endswith("one draw per kind")]
     if indep:
@@ -308,6 +318,14 @@ DEFAULT_PREFIX = "fn3 default"
 #: since config version 5 (``act_clip="auto"``).
 NORM_ARM = "fn3 auto grid, norm-matched sum"
 CLIP_ARM = NORM_ARM + ", clip per bit-width"
+#: The same on a weight range of 3 rms: what ``fn3 train`` trains a family nested in bits alone with
+#: since config version 12 (an unset ``weight_clip``: :data:`fn3.run.AUTO_WEIGHT_CLIP`), held against
+#: the networks trained alone on each channel's largest magnitude (:func:`twins_of`).
+RANGE_ARM = CLIP_ARM + ", weight range 3 rms"
+#: The arms of networks trained alone, one per budget, start with this (:func:`twins_of`).
+INDEPENDENT = "independent"
+#: The end of the name of an arm trained on a weight range of k rms.
+RANGED = re.compile(r", weight range \S+ rms$")
 #: The grid on the mean loss at lr 0.2: what ``fn3 train`` trains a family nested in depth alone with
 #: since config version 6 (``spec_loss="auto"``, ``lr=None``), and its random-order ablation.
 DEPTH_ARM = "fn3 auto grid, mean loss at lr 0.2 (depth alone)"
@@ -333,8 +351,9 @@ CHANNELS_RANDOM_ORDER = "fn3 auto mean lr 0.2, random-order"
 PATHS_ARM = "fn3 auto (tied grid 100/75/50/25%, per-weight mean)"
 PATHS_RANDOM_ORDER = "fn3 auto, random-order"
 #: heldout.py's short name of each default arm it scores (its ``<short>_minus_independent`` gaps).
-HELDOUT_LOSS = {NORM_ARM: "norm", PATHS_ARM: "shared", CLIP_ARM: "clip", DEPTH_ARM: "depth",
-                CHANNELS_ARM: "mean-lr0.2", ENDS_ARM: "every-ends", ENDS3_ARM: "ends3-lr0.15"}
+HELDOUT_LOSS = {NORM_ARM: "norm", PATHS_ARM: "shared", CLIP_ARM: "clip", RANGE_ARM: "range3",
+                DEPTH_ARM: "depth", CHANNELS_ARM: "mean-lr0.2", ENDS_ARM: "every-ends",
+                ENDS3_ARM: "ends3-lr0.15"}
 #: Rules measured as candidates for the default (issue 11): the same parity targets as the default.
 CANDIDATE_PREFIXES = (
     "fn3 default (", "fn3 full+odo, summed", "fn3 sandwich, tied (", "fn3 full+odo summed, half learning",
@@ -361,7 +380,9 @@ def default_arms(res: Mapping[str, Any]) -> tuple[str, str]:
     family nested in paths alone, the grid on the per-weight mean where that arm ran (version 8); on a
     family nested in channels alone, the grid on the mean loss at lr 0.2 where that arm ran (version
     9); on a family nested in depth alone whose grid leaves depths out (ResNet-32), every depth in the
-    ends rotation where that arm ran (version 10), 3 a step at lr 0.15 where that arm ran (version 11)."""
+    ends rotation where that arm ran (version 10), 3 a step at lr 0.15 where that arm ran (version 11);
+    on a family nested in bits alone, the clip arm on a weight range of 3 rms where that arm ran
+    (version 12)."""
     if "," in res.get("level", ""):
         return DEFAULT_PREFIX + " (", DEFAULT_PREFIX + ", random-order"
     if res.get("level") == "layers" and ENDS3_ARM in res.get("arms", {}):
@@ -374,6 +395,8 @@ def default_arms(res: Mapping[str, Any]) -> tuple[str, str]:
         return CHANNELS_ARM, CHANNELS_RANDOM_ORDER
     if res.get("level") == "paths" and PATHS_ARM in res.get("arms", {}):
         return PATHS_ARM, PATHS_RANDOM_ORDER
+    if res.get("level") == "bits" and RANGE_ARM in res.get("arms", {}):
+        return RANGE_ARM, "fn3 auto norm, random-order"  # weight_clip unset: 3 rms (config version 12)
     if res.get("level") == "bits" and CLIP_ARM in res.get("arms", {}):
         return CLIP_ARM, "fn3 auto norm, random-order"  # act_clip auto: per-bits (config version 5)
     # The whole name: the clip arm's starts with it too.
@@ -382,8 +405,7 @@ def default_arms(res: Mapping[str, Any]) -> tuple[str, str]:
 
 def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     """The parity targets of issue 11 for each candidate rule that has run (not the default)."""
-    indep = _find(res, "independent")
-    if indep is None:
+    if twins_of(res) is None:
         return []
     default = _find(res, default_arms(res)[0])
     rows: list[tuple[str, str, str, str]] = []
@@ -394,6 +416,7 @@ def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         for name, arm in res["arms"].items():
             if name.startswith(prefix) and name not in done:
                 done.add(name)
+                indep = twins_of(res)
                 rows += _parity_rows(res, name, arm, indep[1], candidate=True)
                 rows += _bit_drop_rows(res, name, arm)
     return rows
@@ -503,7 +526,7 @@ def default_seed_rows(res: Mapping[str, Any]) -> list[tuple[str, int, str, str, 
     own = res["settings"]["train"]["seed"]
     for seed, r in sorted({own: res, **res.get("_seeds", {})}.items()):
         which, _ = default_arms(r)
-        found, indep = _find(r, which), _find(r, "independent")
+        found, indep = _find(r, which), twins_of(r)
         if not found or not indep:
             continue
         name, arm = found
@@ -531,7 +554,7 @@ def _default_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     """The targets of issue 11 for fn3's default rule (:func:`default_arms`), where that arm has run."""
     key = res["experiment"]
     which, random_order = default_arms(res)
-    found, indep = _find(res, which), _find(res, "independent")
+    found, indep = _find(res, which), twins_of(res)
     if not found:
         return []
     arm_name, arm = found

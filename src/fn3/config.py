@@ -61,8 +61,11 @@ CONFIG_FORMAT = "fn3.train-config"
 # 11: specs_rotation="auto" trains that listing one fewer a step than the grid has members (3 of the
 # default's 4: the largest, the smallest and one other in turn) at lr 0.15 when lr is unset (a
 # version-10 config's "auto" is read as "auto-v10": the grid's members a step at the mean's 0.2).
-# (weight_clip came without a version: unset, it is each weight channel's largest magnitude, as before.)
-CONFIG_VERSION = 11
+# (weight_clip came without a version: unset, it was each weight channel's largest magnitude)
+# 12: an unset weight_clip is fn3.run.AUTO_WEIGHT_CLIP (3 rms) for a family nested in bits alone with
+# the centred scheme, trained by any rule but fixed (a version 1-11 config without one, or the model
+# option, is read as 0: the largest magnitude, what it trained on).
+CONFIG_VERSION = 12
 
 #: Training rules: ``auto`` (the default: the rule measured best for the model's family,
 #: :func:`fn3.sampling.auto_rule`), the largest sub-model plus ordered-dropout draws every step, the
@@ -188,8 +191,9 @@ class TrainConfig:
     zero_init_residual: bool = False  # every residual block starts as its shortcut (last BN scale 0)
     # activation clipping of a model nested in bits: auto | shared | per-bits (fn3.nn.base.set_act_clip)
     act_clip: str = "auto"
-    # range of each quantized weight channel: None (the model option, else 0: fn3.run.resolved_weight_clip)
-    # | 0, its largest magnitude | k > 0, at most k times its root mean square (fn3.nn.base.set_weight_clip)
+    # range of each quantized weight channel: None (the model option, else 3 rms for a family nested in
+    # bits alone and 0 elsewhere: fn3.run.resolved_weight_clip) | 0, its largest magnitude | k > 0, at
+    # most k times its root mean square (fn3.nn.base.set_weight_clip)
     weight_clip: float | None = None
     fixed_spec: str | None = None  # for rule="fixed": "channels=0.5", "largest", a JSON file
     train_specs: tuple[str, ...] = ()  # rule="specs" (or auto): trained every step beside the largest
@@ -355,6 +359,9 @@ class TrainConfig:
             data.setdefault("specs_rotation", "even")
         if not partial and ver == 10 and data.get("specs_rotation", "auto") == "auto":
             data["specs_rotation"] = "auto-v10"  # before version 11, auto's listing took 4 a step at 0.2
+        if not partial and ver in range(1, 12) and data.get("weight_clip") is None and (
+                ":" in str(data.get("model", "")) or "weight_clip" not in (data.get("model_kwargs") or {})):
+            data["weight_clip"] = 0.0  # before version 12, unset was the largest magnitude everywhere
         if not partial and ver == 6 and data.get("optimizer") == "adamw" and data.get("lr") is None:
             data["lr"] = 0.1  # version 6 resolved an unset rate to SGD's 0.1 under AdamW too
         known = {f.name for f in fields(cls)}

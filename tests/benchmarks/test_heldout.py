@@ -87,7 +87,8 @@ def test_heldout_scores_the_default_with_a_level_per_bit_width_against_the_defau
     norm, clip = runner.AUTO_NORM.name, runner.AUTO_NORM_CLIP.name
     distill = runner.AUTO_NORM_CLIP_DISTILL.name
     quick = ["--quick", "--results-dir", str(tmp_path)]
-    runner.main([exp], [*quick, "--arms", norm, clip, distill, "independent"], script=exp5.__file__)
+    runner.main([exp], [*quick, "--arms", norm, clip, distill, "independent (one per bit-width)"],
+                script=exp5.__file__)
     out = tmp_path / "heldout.md"
     assert heldout.main([*quick, "--only", exp.key, "--out", str(out)]) == 0
     saved = json.loads((tmp_path / "heldout.json").read_text())["experiments"][exp.key]
@@ -148,6 +149,31 @@ def test_heldout_scores_the_default_with_a_level_per_bit_width_against_the_defau
     assert set(alone) >= {"clip_bit_drop", "independent"} and "norm_bit_drop" not in alone
     text = (one / "h.md").read_text()
     assert text.count(f"| {exp.key} | clip |") == 1 and "| not run | not run |" not in text
+
+
+def test_heldout_pairs_the_networks_alone_on_a_weight_range_with_the_twins(tmp_path, data_root):
+    """Experiment 5 with the networks trained alone on both weight ranges: every nested arm, the one on
+    3 rms (fn3 train's bits default since config version 12) too, is held against the twins on each
+    channel's largest magnitude, and the networks alone on 3 rms are paired with those twins (a
+    measurement of the range on networks alone); the page lists that difference per budget."""
+    runner, exp5, heldout = _load("runner"), _load("exp5_bits"), _load("heldout")
+    exp = exp5.experiment()
+    clip, ranged = runner.AUTO_NORM_CLIP.name, runner.weight_range(3.0).name
+    plain, twins = "independent (one per bit-width)", runner.weight_range_twins(3.0).name
+    quick = ["--quick", "--results-dir", str(tmp_path)]
+    runner.main([exp], [*quick, "--arms", clip, ranged, twins, plain], script=exp5.__file__)
+    out = tmp_path / "heldout.md"
+    assert heldout.main([*quick, "--only", exp.key, "--out", str(out)]) == 0
+    saved = json.loads((tmp_path / "heldout.json").read_text())["experiments"][exp.key]
+    assert saved["independent"] == plain
+    for row in saved["budgets"].values():
+        for key, (a, b) in (("range3_minus_independent", (ranged, plain)),
+                            ("clip_minus_independent", (clip, plain)),
+                            ("alone-range3_minus_independent", (twins, plain)),
+                            ("range3_minus_clip", (ranged, clip))):
+            assert row[key]["heldout"] == pytest.approx(row[a]["heldout"] - row[b]["heldout"], abs=1e-6)
+    text = out.read_text()
+    assert f"- {exp.key}: `{twins}` minus `{plain}` on the held-out images: 8 bits" in text
 
 
 def test_heldout_scores_the_depth_default_against_norm_and_its_twins(tmp_path, data_root):

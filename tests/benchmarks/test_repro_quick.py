@@ -153,6 +153,30 @@ def test_a_result_file_of_config_version_5_or_6_takes_todays_arms(version):
     assert runner._as_old(json.loads(json.dumps(settings)), old) != old
 
 
+def test_a_result_file_of_config_version_11_is_extended_with_the_weight_range_pinned():
+    """Config version 12 made an unset ``weight_clip`` 3 rms on a family nested in bits alone. Every
+    experiment pins 0 (what a version-11 config read an unset one as), so a version-11 result file,
+    its range unset or written before the field, is extended by today's runner; a file that trained
+    on another range is not; the weight-range arms name theirs, which the pin does not override."""
+    from fn3.run import resolved_weight_clip
+
+    runner, bits = _load("runner"), _load("exp5_bits")
+    exp = bits.experiment()
+    assert exp.base.weight_clip == 0.0
+    settings = {"train": exp.base.to_dict(), "test_images": 200}
+    old = json.loads(json.dumps(settings))
+    old["train"].update(version=11, weight_clip=None)
+    assert runner._as_old(json.loads(json.dumps(settings)), old) == old
+    del old["train"]["weight_clip"]
+    assert runner._as_old(json.loads(json.dumps(settings)), old) == old
+    old["train"]["weight_clip"] = 2.0
+    assert runner._as_old(json.loads(json.dumps(settings)), old) != old
+    model = fn3.create_model("resnet20", num_classes=10, in_channels=3, input_size=8, levels=("bits",))
+    for arm, clip in ((runner.weight_range(3.0), 3.0), (runner.weight_range_twins(3.0), 3.0),
+                      (runner.AUTO_NORM_CLIP, 0.0)):
+        assert resolved_weight_clip(model, exp.base.replace(**arm.train)) == clip, arm.name
+
+
 def test_a_result_file_of_config_version_7_or_8_is_extended_unless_nested_in_channels_alone():
     """Versions 8 and 9 changed what ``spec_loss="auto"`` (and, on channels, ``"mean"`` at an unset
     rate) trains on a family nested in paths or channels alone. A paths file of version 7 or 8 takes

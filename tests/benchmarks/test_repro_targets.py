@@ -230,3 +230,34 @@ def test_the_default_is_read_at_every_seed_with_its_own_arm_twins_and_held_out_g
     assert second[3].startswith("-1.00 (2 bits") and second[4].startswith("-0.50")
     assert second[5] == "worst -2.50 (2 bits), full -0.40 (2 s.e. 0.80): missed / met"
     assert second[6] == "met / met"
+
+
+def test_a_bits_family_is_held_to_the_targets_by_the_weight_range_arm_against_the_plain_twins():
+    """Config version 12: on bits alone the default is the clip arm on a weight range of 3 rms where it
+    ran, else the clip arm. Every arm, the default too, is held against the networks trained alone on
+    each channel's largest magnitude (what ``--rule fixed`` trains), never against those on the range
+    (a measurement of the range on networks alone), whatever the order of the arms."""
+    clip, ranged = targets.CLIP_ARM, targets.RANGE_ARM
+    plain_twins = _arm(bn_aug={"8 bits": 0.56, "2 bits": 0.50})
+    range_twins = _arm(bn_aug={"8 bits": 0.60, "2 bits": 0.57})
+    res = _res("bits", **{"independent (one per bit-width), weight range 3 rms": range_twins,
+                          clip: _arm(bn_aug={"8 bits": 0.55, "2 bits": 0.49}),
+                          ranged: _arm(bn_aug={"8 bits": 0.59, "2 bits": 0.56}),
+                          "fn3 ODO (geometric)": _arm(bn_aug={"8 bits": 0.50, "2 bits": 0.45}),
+                          "independent (one per bit-width)": plain_twins})
+    assert targets.default_arms(res)[0] == ranged
+    assert targets.twins_of(res)[0] == "independent (one per bit-width)"
+    rows = targets.target_rows(res)
+    default = next(r for r in rows if "[fn3's default" in r[1] and "independent twin" in r[1])
+    assert ranged in default[1] and "worst gap +3.00 pt" in default[2]  # 0.59 - 0.56, 0.56 - 0.50
+    twin2 = next(r for r in rows if "2-bit twin well above chance" in r[1])
+    assert "50.00%" in twin2[2]
+    candidate = next(r for r in rows if r[1].startswith(f"every {clip} sub-model") and "(candidate)" in r[1])
+    assert "worst gap -1.00 pt" in candidate[2]  # 0.55 - 0.56, 0.49 - 0.50
+    odo = next(r for r in rows if r[1].startswith("every fn3 ODO (geometric) sub-model within 0.5"))
+    assert "worst gap -6.00 pt" in odo[2]  # 0.50 - 0.56
+    without = {**res, "arms": {k: v for k, v in res["arms"].items() if "weight range" not in k}}
+    assert targets.default_arms(without)[0] == clip  # where the range arm did not run
+    lone = {**res, "arms": {k: v for k, v in res["arms"].items() if k != "independent (one per bit-width)"}}
+    assert targets.twins_of(lone) is None
+    assert not any("independent twin" in r[1] for r in targets.target_rows(lone))

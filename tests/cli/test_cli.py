@@ -413,9 +413,11 @@ def test_specs_per_step_flag_trains_resumes_and_refuses_what_it_cannot_do(tmp_pa
 
 
 def test_weight_clip_flag_trains_resumes_and_exports_on_its_range(tmp_path):
-    """`--weight-clip 3`: the run's layers quantize on a range of 3 rms (not their largest magnitude),
-    the run resumes on it, and its 2-bit sub-model exported from the run's model, or read from the
-    nested file `fn3 export --nested` writes of the run, equals the run's own; unset, the range is the
+    """`--weight-clip 2`: the run's layers quantize on a range of 2 rms (not their largest magnitude
+    nor the default's 3 rms), the run resumes on it, and its 2-bit sub-model exported from the run's
+    model, or read from the nested file `fn3 export --nested` writes of the run, equals the run's own;
+    unset on a family nested in bits alone, the range is 3 rms (config version 12), and a run written
+    by version 11 without one resumes on the largest magnitude it trained on; `--weight-clip 0` is the
     largest magnitude; a negative range is one readable error that writes nothing."""
     import torch
 
@@ -427,29 +429,42 @@ def test_weight_clip_flag_trains_resumes_and_exports_on_its_range(tmp_path):
     common = ["--model", "resnet20", "--model-arg", "width=4", "--data", "digits", "--epochs", "1",
               "--levels", "bits", "--no-progress"]
     out = tmp_path / "clip"
-    assert main(["train", *common, "--weight-clip", "3", "--max-steps", "3", "--out", str(out)]) == 0
-    assert read_config(out).weight_clip == 3.0
+    assert main(["train", *common, "--weight-clip", "2", "--max-steps", "3", "--out", str(out)]) == 0
+    assert read_config(out).weight_clip == 2.0
     assert main(["train", "--resume", str(out), "--max-steps", "6", "--no-progress"]) == 0
     run = load_run(out, checkpoint=True)
-    assert {m.weight_clip for m in run.model.modules() if isinstance(m, NestedModule)} == {3.0}
+    assert {m.weight_clip for m in run.model.modules() if isinstance(m, NestedModule)} == {2.0}
     spec = run.space.uniform({"bits": 2})
     x = torch.randn(4, 1, 8, 8)
     with fn3.active(run.model, spec), torch.no_grad():
         ref = run.model(x)
         plain = fn3.nn.base.set_weight_clip(run.model, 0.0)(x)  # the same weights at max|w|
-    fn3.nn.base.set_weight_clip(run.model, 3.0)
+    fn3.nn.base.set_weight_clip(run.model, 2.0)
     assert (plain - ref).abs().max() > 1e-3  # the range changes the 2-bit model
     assert (fn3.export.export(run.model, spec)(x) - ref).abs().max() <= 1e-5
     # the run's nested file rebuilds the range from the run's model options: its 2-bit sub-model is
     # the export of the run's
     assert main(["export", str(out), "--nested", "--out", str(tmp_path / "n")]) == 0
     read = load_nested(tmp_path / "n" / "nested.safetensors", spec)
-    assert {m.weight_clip for m in read.model.modules() if isinstance(m, NestedModule)} <= {3.0}
+    assert {m.weight_clip for m in read.model.modules() if isinstance(m, NestedModule)} <= {2.0}
     assert (read.model(x) - fn3.export.export(run.model, spec)(x)).abs().max() <= 1e-5
     default = tmp_path / "default"
     assert main(["train", *common, "--max-steps", "1", "--out", str(default)]) == 0
     assert read_config(default).weight_clip is None
-    model = load_run(default, checkpoint=True).model
-    assert {m.weight_clip for m in model.modules() if isinstance(m, NestedModule)} == {0.0}
+
+    def clips(run_dir):
+        return {m.weight_clip for m in load_run(run_dir, checkpoint=True).model.modules()
+                if isinstance(m, NestedModule)}
+
+    assert clips(default) == {3.0}
+    zero = tmp_path / "zero"
+    assert main(["train", *common, "--weight-clip", "0", "--max-steps", "1", "--out", str(zero)]) == 0
+    assert clips(zero) == {0.0}
+    # a run of config version 11 that left the range unset trained on the largest magnitude: it
+    # resumes on it (read as 3 rms, the resumed steps would train another model)
+    saved = json.loads((zero / "config.json").read_text())
+    (zero / "config.json").write_text(json.dumps({**saved, "version": 11, "weight_clip": None}))
+    assert main(["train", "--resume", str(zero), "--max-steps", "2", "--no-progress"]) == 0
+    assert clips(zero) == {0.0} and read_config(zero).weight_clip == 0.0
     assert main(["train", *common, "--weight-clip", "-1", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()

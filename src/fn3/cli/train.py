@@ -125,10 +125,11 @@ def train(
     ] = None,
     weight_clip: Annotated[
         float | None,
-        typer.Option(help="Range of each quantized weight channel: 0 (default), its largest magnitude, "
-                     "or k > 0, at most k times its root mean square (3 measured on bits: level with "
-                     "the default or above at every bit-width, not yet the default; see the README). "
-                     "Every bit-width keeps a prefix of the same code."),
+        typer.Option(help="Range of each quantized weight channel: 0, its largest magnitude, or k > 0, "
+                     "at most k times its root mean square. Default: 3 for a family nested in bits "
+                     "alone (measured level with 0 or above at every bit-width; see the README), 0 "
+                     "elsewhere and under --rule fixed. Every bit-width keeps a prefix of the same "
+                     "code."),
     ] = None,
     zero_init_residual: Annotated[
         bool | None,
