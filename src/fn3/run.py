@@ -130,7 +130,7 @@ def resolved_act_clip(model: nn.Module, cfg: TrainConfig) -> str:
 #: 2 bits at seeds 0 and 1 and the 2-bit model +1.60 / +0.00 pt (2-bit drop 1.86 / 3.27 against
 #: 3.50 / 3.18). Never below the largest magnitude beyond the noise in 25 paired readings. The
 #: networks trained alone at one bit-width (``rule="fixed"``, the twins of experiment 5) did not gain
-#: from it (6 epochs, page: -1.85 to +0.00 pt at seed 0, -1.95 to +1.05 at seed 1): they keep the
+#: from it (6 epochs, held-out: -2.70 to -0.79 pt at seed 0, -1.84 to +1.10 at seed 1): they keep the
 #: largest magnitude, as does any family nested in more than bits (``fn3 demo``'s), where the range
 #: was not measured.
 AUTO_WEIGHT_CLIP = 3.0

@@ -112,7 +112,8 @@ def create_model(
             activation clipping level for every bit-width) or ``"per-bits"`` (one per bit-width; see
             :func:`fn3.nn.base.set_act_clip`), and ``weight_clip``: 0 (default, each quantized weight
             channel on its largest magnitude) or ``k > 0`` (at most ``k`` times its root mean square;
-            see :func:`fn3.nn.base.set_weight_clip`).
+            see :func:`fn3.nn.base.set_weight_clip`; ``fn3 train`` gives a family nested in bits
+            alone 3 when neither it nor this option sets one: :func:`fn3.run.resolved_weight_clip`).
     """
     from fn3.nn.base import set_act_clip, set_quant_scheme, set_weight_clip
 

@@ -271,8 +271,10 @@ def quant_weight(layer: nn.Module, out: Selection) -> QuantWeight | None:
 
 def set_weight_clip(model: nn.Module, clip: float) -> nn.Module:
     """Quantize every weight of ``model`` on the range ``max|w|`` of each output channel (``clip=0``,
-    fn3's rule) or ``min(max|w|, clip * rms(w))`` (``clip > 0``); see
+    a layer's default) or ``min(max|w|, clip * rms(w))`` (``clip > 0``); see
     :func:`~fn3.nn.functional.weight_scale`. Every bit-width keeps a prefix of the one code either way.
+    ``fn3 train`` sets 3 on a family nested in bits alone unless told otherwise
+    (:func:`fn3.run.resolved_weight_clip`).
 
     Example:
         >>> import fn3
