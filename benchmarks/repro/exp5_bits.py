@@ -68,7 +68,7 @@ def experiment() -> Experiment:
         AUTO_NORM_CLIP_DISTILL,  # the default, soft labels from 8 bits after 30% (18 epochs: the best drop)
         AUTO_NORM_CLIP_DISTILL_SMALLEST,  # soft labels for 2 bits alone: the drop without the cost above
         *(weight_range(k) for k in (3.0, 2.5)),  # the default on a weight range of k rms, not max|w|
-        weight_range_twins(3.0),  # the networks alone on that range: its like-with-like twins
+        weight_range_twins(3.0),  # the networks alone on that range (not the twins: no gain there)
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",

@@ -260,7 +260,8 @@ def weight_range(k: float) -> Arm:
 
 def weight_range_twins(k: float, label: str = "bit-width") -> Arm:
     """The networks trained alone (one per budget, rule ``fixed``) on the weight range of
-    :func:`weight_range`: the twins to compare that arm with, like with like (issue 11)."""
+    :func:`weight_range`: does the range help a network trained alone too? (Issue 11: not on
+    experiment 5, so the twins every arm is held against stay those on the largest magnitude.)"""
     return Arm(f"independent (one per {label}), weight range {k:g} rms", kind="independent",
                train={"weight_clip": k})
 

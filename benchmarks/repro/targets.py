@@ -405,7 +405,8 @@ def default_arms(res: Mapping[str, Any]) -> tuple[str, str]:
 
 def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     """The parity targets of issue 11 for each candidate rule that has run (not the default)."""
-    if twins_of(res) is None:
+    indep = twins_of(res)
+    if indep is None:
         return []
     default = _find(res, default_arms(res)[0])
     rows: list[tuple[str, str, str, str]] = []
@@ -416,7 +417,6 @@ def _candidate_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         for name, arm in res["arms"].items():
             if name.startswith(prefix) and name not in done:
                 done.add(name)
-                indep = twins_of(res)
                 rows += _parity_rows(res, name, arm, indep[1], candidate=True)
                 rows += _bit_drop_rows(res, name, arm)
     return rows
