@@ -64,7 +64,7 @@ from runner import (
     weight_range,
     weight_range_twins,
 )
-from targets import BIT_DROP, RANGED, heldout_gaps, parity_verdict
+from targets import BIT_DROP, INDEPENDENT, heldout_gaps, parity_verdict, twins_of
 
 import fn3
 from fn3._io import atomic_write_text, or_list
@@ -118,8 +118,6 @@ AGAINST = {"distill": "clip", "distill-smallest": "clip", "corners": "clip", "di
 #: Every arm scored, by its short name (``<short>_minus_<short>`` and ``<short>_bit_drop`` keys): the two
 #: losses, then the default's variants.
 SHORT_NAMES: dict[str, str] = {"shared": ARMS[0], "norm": ARMS[1], **dict(EXTRA)}
-#: The arm of networks trained alone, one per budget (its name starts with this).
-INDEPENDENT = "independent"
 #: Networks trained alone on a weight range, by short name: each paired with the twins on each
 #: channel's largest magnitude (``<short>_minus_independent``), the twins every nested arm is held
 #: against (the range lifted the nested family on experiment 5, not the networks alone).
@@ -184,8 +182,9 @@ def independent_models(results: dict[str, Any]) -> tuple[str, dict[str, str]] | 
     """``(arm name, {budget label: run dir})`` of the experiment's independent twins on each channel's
     largest weight magnitude when every one has its run directory on disk (``None`` otherwise: their
     models were not kept)."""
-    plain = [(n, d) for n, d in independent_sets(results).items() if not RANGED.search(n)]
-    return plain[0] if plain else None
+    sets = independent_sets(results)
+    found = twins_of({"arms": {name: results["arms"][name] for name in sets}})
+    return (found[0], sets[found[0]]) if found else None
 
 
 def _model_on_disk(results: dict[str, Any], name: str) -> bool:

@@ -95,6 +95,15 @@ def load_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset | None, Imag
 AUTO_ACT_CLIP = "per-bits"
 
 
+def _centred_bits_alone(model: nn.Module, kind: type[nn.Module]) -> bool:
+    """True when ``model`` is nested in bits alone and its ``kind`` modules (at least one) quantize
+    under the centred scheme: where the clipping rules of :func:`resolved_act_clip` and
+    :func:`resolved_weight_clip` were measured."""
+    mods = [m for m in model.modules() if isinstance(m, kind)]
+    centred = bool(mods) and all(m.quant_scheme == "centred" for m in mods)
+    return centred and set(space(model).kinds()) == {"bits"}
+
+
 def resolved_act_clip(model: nn.Module, cfg: TrainConfig) -> str:
     """How ``cfg`` clips ``model``'s activations: ``cfg.act_clip``, or for ``"auto"`` the model
     option ``act_clip`` of a built-in model when given, else :data:`AUTO_ACT_CLIP` for a model nested
@@ -116,9 +125,7 @@ def resolved_act_clip(model: nn.Module, cfg: TrainConfig) -> str:
         return cfg.act_clip
     if given is not None:
         return str(given)
-    quantizers = [m for m in model.modules() if isinstance(m, NestedActQuant)]
-    centred = bool(quantizers) and all(m.quant_scheme == "centred" for m in quantizers)
-    return AUTO_ACT_CLIP if centred and set(space(model).kinds()) == {"bits"} else "shared"
+    return AUTO_ACT_CLIP if _centred_bits_alone(model, NestedActQuant) else "shared"
 
 
 #: What an unset ``weight_clip`` (``fn3 train``'s default since config version 12) gives a model nested
@@ -162,10 +169,8 @@ def resolved_weight_clip(model: nn.Module, cfg: TrainConfig) -> float:
         return float(cfg.weight_clip)
     if given is not None:
         return float(given)
-    layers = [m for m in model.modules() if isinstance(m, NestedModule)]
-    centred = bool(layers) and all(m.quant_scheme == "centred" for m in layers)
-    nested = cfg.rule != "fixed" and set(space(model).kinds()) == {"bits"}
-    return AUTO_WEIGHT_CLIP if centred and nested else 0.0
+    nested = cfg.rule != "fixed" and _centred_bits_alone(model, NestedModule)
+    return AUTO_WEIGHT_CLIP if nested else 0.0
 
 
 def _with_act_clip(model: nn.Module, cfg: TrainConfig) -> nn.Module:
