@@ -185,7 +185,9 @@ def longer(epochs: int = 18) -> Experiment:
             AUTO_NORM_CLIP_DISTILL,  # soft labels from 8 bits (layers: +1.75 at 1/3)
             AUTO_NORM_CLIP_DISTILL_SMALLEST,  # soft labels for 2 bits alone
             weight_range(3.0),  # weights on a range of 3 rms, not max|w|
-            weight_range_twins(3.0))  # the networks alone on that range
+            weight_range_twins(3.0),  # the networks alone on that range
+            weight_range(3.0, AUTO_NORM_CLIP_CORNERS),  # the range at half the twins' cost
+            weight_range(3.0, AUTO_NORM_CLIP_HALF))  # the range at two specs a step
     return Experiment(
         key=f"exp5_bits_{epochs}ep", title=f"FN3-bit, {epochs} epochs: CIFAR-10, ResNet-20", level="bits",
         x_label=short.x_label, budgets=short.budgets, arms=arms,

@@ -53,6 +53,7 @@ from runner import (
     AUTO_NORM_CLIP_CORNERS,
     AUTO_NORM_CLIP_DISTILL,
     AUTO_NORM_CLIP_DISTILL_SMALLEST,
+    AUTO_NORM_CLIP_HALF,
     LR_CANDIDATES,
     ROOT,
     Context,
@@ -94,7 +95,8 @@ ARMS = (AUTO.name, AUTO_NORM.name)
 #: into 1 block alone, or at lr 0.1, 0.15, 0.3 or 0.4 instead of 0.2 (each paired against it), and at
 #: lr 0.15 with one middle depth a step instead of two (paired against lr 0.15; the default there since
 #: config version 11), and the bits default on a weight range of 3 rms (``--weight-clip 3``, paired
-#: against it).
+#: against the clip arm it varies; the bits default since config version 12), with the corners
+#: rotation or two specs a step on that range beside it (paired against it: half the twins' cost).
 EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2", AUTO_MEAN_LR2.name),
          ("distill", AUTO_NORM_CLIP_DISTILL.name), ("distill-smallest", AUTO_NORM_CLIP_DISTILL_SMALLEST.name),
          ("corners", AUTO_NORM_CLIP_CORNERS.name), ("distill-paths", AUTO_DISTILL.name),
@@ -106,7 +108,9 @@ EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2
          ("ends-distill-smallest", ends_rotation((), distill_start=0.3, distill_to="smallest").name),
          *((f"ends-lr{lr:g}", ends_rotation((), lr=lr).name) for lr in LR_CANDIDATES),
          ("ends3-lr0.15", ends_rotation((), lr=0.15, per_step=3).name),
-         ("range3", weight_range(3.0).name))
+         ("range3", weight_range(3.0).name),
+         ("corners-range3", weight_range(3.0, AUTO_NORM_CLIP_CORNERS).name),
+         ("half-range3", weight_range(3.0, AUTO_NORM_CLIP_HALF).name))
 #: The arm each variant is paired against where not ``norm``: the bits default's variants against it,
 #: the paths default's distilled variant against the per-weight mean (the paths default), the depth
 #: variants against the depth default.
@@ -114,7 +118,7 @@ AGAINST = {"distill": "clip", "distill-smallest": "clip", "corners": "clip", "di
            "every-budget": "depth", "every-corners": "depth", "every-2": "depth", "every-ends": "depth",
            "ends-distill": "every-ends", "ends-distill-smallest": "every-ends",
            **{f"ends-lr{lr:g}": "every-ends" for lr in LR_CANDIDATES}, "ends3-lr0.15": "ends-lr0.15",
-           "range3": "clip"}
+           "range3": "clip", "corners-range3": "range3", "half-range3": "range3"}
 #: Every arm scored, by its short name (``<short>_minus_<short>`` and ``<short>_bit_drop`` keys): the two
 #: losses, then the default's variants.
 SHORT_NAMES: dict[str, str] = {"shared": ARMS[0], "norm": ARMS[1], **dict(EXTRA)}

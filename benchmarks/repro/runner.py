@@ -249,13 +249,15 @@ AUTO_DEPTH_RANDOM_ORDER = Arm("fn3 auto mean, random-order removal", kind="rando
                               source=AUTO_DEPTH.name)
 
 
-def weight_range(k: float) -> Arm:
-    """fn3's default with each weight channel quantized on the range ``min(max|w|, k * rms)``
-    (``weight_clip=k``, :func:`fn3.nn.base.set_weight_clip`): at ``max|w|`` the 2-bit cells split at
-    half the largest weight, and nearly every weight falls in the two inner cells (issue 11's 2-bit
-    drop)."""
-    return Arm(f"fn3 auto grid, norm-matched sum, clip per bit-width, weight range {k:g} rms",
-               train={**AUTO_NORM_CLIP.train, "weight_clip": k})
+def weight_range(k: float, rule: Arm | None = None) -> Arm:
+    """``rule`` (the bits grid with a clipping level per bit-width, :data:`AUTO_NORM_CLIP`, unless
+    given) with each weight channel quantized on the range ``min(max|w|, k * rms)`` (``weight_clip=k``,
+    :func:`fn3.nn.base.set_weight_clip`): at ``max|w|`` the 2-bit cells split at half the largest
+    weight, and nearly every weight falls in the two inner cells (issue 11's 2-bit drop). With
+    :data:`AUTO_NORM_CLIP_CORNERS` or :data:`AUTO_NORM_CLIP_HALF`: does the range carry the cheaper
+    rotations to the grid's accuracy at half the twins' cost (issue 11's cost target)?"""
+    rule = rule or AUTO_NORM_CLIP
+    return Arm(f"{rule.name}, weight range {k:g} rms", train={**rule.train, "weight_clip": k})
 
 
 def weight_range_twins(k: float, label: str = "bit-width") -> Arm:
