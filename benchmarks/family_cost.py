@@ -41,7 +41,7 @@ import torch
 import fn3
 from fn3._io import atomic_path, atomic_write_text
 from fn3.config import TrainConfig
-from fn3.nn.base import set_act_clip
+from fn3.nn.base import set_act_clip, set_weight_clip
 from fn3.spec import Spec, parse_spec
 from fn3.train import make_optimizer, make_rule, resolved_spec_loss, train_step
 
@@ -68,10 +68,14 @@ def rules() -> list:
         AUTO_NORM_HALF,
         DEFAULT,
         ODO_GEOMETRIC,
+        weight_range,
     )
 
+    # The bits rules on a weight range of 3 rms (the bits default since config version 12, and its
+    # cheaper rotations): the range's per-channel root mean square is part of each step's cost.
+    ranged = [weight_range(3.0, rule) for rule in (None, AUTO_NORM_CLIP_CORNERS, AUTO_NORM_CLIP_HALF)]
     return [AUTO, AUTO_NORM, AUTO_NORM_HALF, AUTO_NORM_CLIP, AUTO_NORM_CLIP_HALF, AUTO_NORM_CLIP_HALF_SMALL,
-            AUTO_NORM_CLIP_THIRD, AUTO_NORM_CLIP_CORNERS, AUTO_NORM_DISTILL, AUTO_NORM_CLIP_DISTILL,
+            AUTO_NORM_CLIP_THIRD, AUTO_NORM_CLIP_CORNERS, *ranged, AUTO_NORM_DISTILL, AUTO_NORM_CLIP_DISTILL,
             AUTO_DEPTH, AUTO_MEAN_LR2, DEFAULT, ODO_GEOMETRIC]
 
 
@@ -140,8 +144,11 @@ def measure(exp, batch: int, repeats: int, steps: int,
         return lambda t: train_step(model, opt, x, y, [spec])
 
     def family(cfg: TrainConfig) -> Callable[[int], None]:
-        # a clipping level per bit-width is a model of its own (it has more parameters to step)
+        # a clipping level per bit-width is a model of its own (it has more parameters to step), and
+        # so is a weight range (its own quantizer: each channel's root mean square, every pass)
         own = model if cfg.act_clip != "per-bits" else set_act_clip(_model(cfg), "per-bits")
+        if cfg.weight_clip:
+            own = set_weight_clip(own if own is not model else _model(cfg), cfg.weight_clip)
         own_opt = opt if own is model else make_optimizer(own, cfg)
         rule, loss = make_rule(own, cfg), resolved_spec_loss(own, cfg)
         # distillation as after its start (soft targets from the largest: the same passes)

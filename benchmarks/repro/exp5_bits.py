@@ -69,6 +69,8 @@ def experiment() -> Experiment:
         AUTO_NORM_CLIP_DISTILL_SMALLEST,  # soft labels for 2 bits alone: the drop without the cost above
         *(weight_range(k) for k in (3.0, 2.5)),  # the default on a weight range of k rms, not max|w|
         weight_range_twins(3.0),  # the networks alone on that range (not the twins: no gain there)
+        weight_range(3.0, AUTO_NORM_CLIP_CORNERS),  # the range at half the twins' cost
+        weight_range(3.0, AUTO_NORM_CLIP_HALF),  # the range at two specs a step
     )
     return Experiment(
         key="exp5_bits", title="FN3-bit: CIFAR-10, ResNet-20", level="bits",
