@@ -34,7 +34,9 @@ def test_quick_family_cost_runs(tmp_path, benchmark_script):
         # the bits default on its weight range (config version 12) and its cheaper rotations
         grid_r, corners_r, half_r = (mine.get(a.name) for a in bench.rules() if a.train.get("weight_clip"))
         assert (grid_r is not None) == key.startswith("exp5"), key
-        assert grid_r is None or half_r < corners_r < grid_r, (key, grid_r, corners_r, half_r)
+        # 2 and 2.5 passes a step against the grid's 4 (not ranked between themselves: 20% apart, within
+        # a quick run's timing noise on a shared machine)
+        assert grid_r is None or max(half_r, corners_r) < grid_r, (key, grid_r, corners_r, half_r)
         # distillation only where the experiment has that arm: the 18-epoch layers family and bits
         distill = {arm.name for arm in bench.rules() if arm.train.get("distill") and arm.name in mine}
         assert len(distill) == (key in ("exp3_layers_resnet20_18ep", "exp5_bits", "exp5_bits_18ep")), key
