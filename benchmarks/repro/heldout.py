@@ -182,11 +182,12 @@ def independent_sets(results: dict[str, Any]) -> dict[str, dict[str, str]]:
     return out
 
 
-def independent_models(results: dict[str, Any]) -> tuple[str, dict[str, str]] | None:
+def independent_models(results: dict[str, Any], sets: dict[str, dict[str, str]] | None = None
+                       ) -> tuple[str, dict[str, str]] | None:
     """``(arm name, {budget label: run dir})`` of the experiment's independent twins on each channel's
     largest weight magnitude when every one has its run directory on disk (``None`` otherwise: their
-    models were not kept)."""
-    sets = independent_sets(results)
+    models were not kept). ``sets``: :func:`independent_sets` of ``results`` when already read."""
+    sets = independent_sets(results) if sets is None else sets
     found = twins_of({"arms": {name: results["arms"][name] for name in sets}})
     return (found[0], sets[found[0]]) if found else None
 
@@ -258,10 +259,10 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
     # norm or, for paths alone since config version 8, shared) scores that one alone
     models = {name: load_run(results["arms"][name]["runs"]["model"]["run_dir"]).model
               for name in scorable(results)}
-    twins = independent_models(results)
+    sets = independent_sets(results)  # the twins, and the networks alone on a weight range (TWIN_EXTRA)
+    twins = independent_models(results, sets)
     if twins:
         out["independent"] = twins[0]
-    sets = independent_sets(results)  # the twins, and the networks alone on a weight range (TWIN_EXTRA)
     hits_of: dict[str, dict[str, torch.Tensor]] = {}  # budget -> arm -> (N,) held-out correctness
     for b in exp.budgets:
         row: dict[str, Any] = {}
