@@ -146,9 +146,11 @@ def measure(exp, batch: int, repeats: int, steps: int,
     def family(cfg: TrainConfig) -> Callable[[int], None]:
         # a clipping level per bit-width is a model of its own (it has more parameters to step), and
         # so is a weight range (its own quantizer: each channel's root mean square, every pass)
-        own = model if cfg.act_clip != "per-bits" else set_act_clip(_model(cfg), "per-bits")
+        own = _model(cfg) if cfg.act_clip == "per-bits" or cfg.weight_clip else model
+        if cfg.act_clip == "per-bits":
+            set_act_clip(own, "per-bits")
         if cfg.weight_clip:
-            own = set_weight_clip(own if own is not model else _model(cfg), cfg.weight_clip)
+            set_weight_clip(own, cfg.weight_clip)
         own_opt = opt if own is model else make_optimizer(own, cfg)
         rule, loss = make_rule(own, cfg), resolved_spec_loss(own, cfg)
         # distillation as after its start (soft targets from the largest: the same passes)
