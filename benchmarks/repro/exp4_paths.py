@@ -40,6 +40,7 @@ from runner import (
     cifar_config,
     every_budget,
     main,
+    paths_lr,
 )
 
 FRACTIONS = (1.0, 0.75, 0.5, 0.25, 0.125)
@@ -92,6 +93,7 @@ def longer(epochs: int = 18) -> Experiment:
         # AUTO_NORM_HALF: 0.38x of the twins' cost; AUTO_MEAN_LR2: the channels and depth default
         # AUTO_DISTILL: soft labels from the full model once 30% is done, for the smaller members
         extra = (AUTO_NORM_HALF, AUTO_SQRT, AUTO_MEAN_LR2, AUTO_MEAN_LR2_RANDOM_ORDER, AUTO_DISTILL)
+        extra += (paths_lr(0.15), paths_lr(0.2))  # the per-weight mean at a longer step
     arms = tuple(a for a in short.arms if a.name in names) + extra
     return Experiment(
         key=f"exp4_paths_{epochs}ep", title=f"FN3-path, {epochs} epochs: CIFAR-10, ResNeXt (tiny)",
