@@ -25,6 +25,14 @@ BITS = tuple(Budget(f"{b} bits", b / 8, f"bits={b}") for b in (8, 6, 4, 3, 2))
 ALL = (Budget("full", 1.0, "largest"),
        Budget("channels 50%, 2/3 blocks, 4 bits", 0.5, f"channels=0.5,layers={2 / 3!r},bits=4"),
        Budget("smallest", 0.0, "smallest"))
+#: The default's arms add the whole network at 4 and 2 bits: where a weight range would show.
+LOW_BITS = (Budget("4 bits", 0.5, "bits=4"), Budget("2 bits", 0.25, "bits=2"))
+#: ``fn3 train``'s default on a family nested in several levels (``full+odo``: the full model and one
+#: ordered-dropout draw a step, at its measured rate), on each weight channel's largest magnitude (its
+#: default there) and on a range of 3 rms (``--weight-clip 3``, the default of a family nested in bits
+#: alone since config version 12): does the range lift the low bits of a family nested in several levels?
+DEFAULT_ALL = {"rule": "auto", "dist": None, "tie": None, "lr": None}
+SEARCH = {"metric": "bitops", "beam": 4, "candidates": 8, "max_evals": 400}
 
 
 def experiment() -> Experiment:
@@ -35,10 +43,14 @@ def experiment() -> Experiment:
     arms = (
         Arm("fn3 ODO all levels (searched front)", kind="search", budgets=ALL,
             train={"rule": "odo", "dist": "geometric"},
-            options={"metric": "bitops", "beam": 4, "candidates": 8, "max_evals": 400}),
+            options=SEARCH),
         Arm("fn3 ODO channels only", budgets=CHANNELS, train={"levels": ("channels",)}),
         Arm("fn3 ODO layers only", budgets=LAYERS, train={"levels": ("layers",)}),
         Arm("fn3 ODO bits only", budgets=BITS, train={"levels": ("bits",)}),
+        Arm("fn3 default all levels (full+odo)", kind="search", budgets=ALL + LOW_BITS,
+            train=DEFAULT_ALL, options=SEARCH),
+        Arm("fn3 default all levels (full+odo), weight range 3 rms", kind="search", budgets=ALL + LOW_BITS,
+            train={**DEFAULT_ALL, "weight_clip": 3.0}, options=SEARCH),
     )
     quick = {**CIFAR_QUICK}
     return Experiment(
