@@ -141,7 +141,17 @@ NOTES: dict[int, str] = {
          "53.15 / 51.65 / 47.70 / 45.90% at seeds 2 / 3), the full model too (by 4.7 / 4.2 pt, "
          "though it keeps the labels): its worst gap to its own networks is 9.0 / 7.85 pt; on the "
          "held-out images at seed 3 every member is 2.8-4.3 pt below the per-weight mean (2 s.e. "
-         "about 0.85; heldout_seed3.md; seed 2's per-weight mean and twins were not kept)."),
+         "about 0.85; heldout_seed3.md; seed 2's per-weight mean and twins were not kept). "
+         "The arms 'at lr 0.15' and 'at lr 0.2' (Dec 7, seed 3, the twins retrained beside them, "
+         "bit-identically) asked whether the per-weight mean only lags because each shared weight "
+         "steps along the mean of its users' gradients, shorter than any one of them, so that a "
+         "longer step on every weight would catch the twins up by 18 epochs as 36 epochs do: it "
+         "does not. On the page 58.30 / 57.30 / 55.15 / 51.95 / 48.10% at lr 0.15 and 58.80 / "
+         "56.50 / 56.40 / 51.70 / 48.45% at lr 0.2, against the per-weight mean's 58.30 / 58.85 / "
+         "56.70 / 51.35 / 48.65%; on the held-out images the gap to the twins is -3.35 / -1.68 / "
+         "-3.26 / -2.64 / -1.96 pt at lr 0.15 and -2.61 / -1.29 / -2.50 / -4.01 / -0.35 at lr 0.2, "
+         "against the per-weight mean's -2.91 / -1.35 / -3.35 / -2.30 / -0.19 (2 s.e. about 1 pt; "
+         "heldout_seed3.md): the same misses within the noise, neither target met."),
     36: ("Experiment 4 with 36 epochs instead of 6 (twice the 18-epoch budget): does the default's "
          "gap to the networks trained alone, missed at 18 epochs at every seed, shrink with "
          "training length? Three arms, one seed (Dec 5): the twins, the norm-matched sum (the "
