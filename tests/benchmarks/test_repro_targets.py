@@ -261,3 +261,27 @@ def test_a_bits_family_is_held_to_the_targets_by_the_weight_range_arm_against_th
     lone = {**res, "arms": {k: v for k, v in res["arms"].items() if k != "independent (one per bit-width)"}}
     assert targets.twins_of(lone) is None
     assert not any("independent twin" in r[1] for r in targets.target_rows(lone))
+
+
+def test_each_searched_front_of_experiment_6_is_read_against_the_single_level_points_alone():
+    """Two searched arms (the paper's ODO, fn3's default) get a row each: pooling their fronts would
+    credit one arm with the other's points."""
+    def point(bitops: float, acc: float) -> dict:
+        return {"costs": {"bitops": bitops}, "test_accuracy": {"bn_recal": acc}}
+
+    def single(accs: dict[str, tuple[float, float]]) -> dict:
+        return {**_arm(bn_recal={lb: a for lb, (_, a) in accs.items()}),
+                "costs": {lb: {"bitops": b} for lb, (b, _) in accs.items()}}
+
+    res = {"experiment": "exp6_all_levels", "arms": {
+        "odo": {**_arm(bn_recal={"full": 0.72}), "search": {"front": [point(10.0, 0.72)]}},
+        "default": {**_arm(bn_recal={"full": 0.8}),
+                    "search": {"front": [point(10.0, 0.80), point(1.0, 0.3)]}},
+        "bits only": single({"8 bits": (10.0, 0.70), "2 bits": (2.0, 0.40)}),
+        "channels only": single({"100%": (40.0, 0.75), "25%": (1.0, 0.30)}),
+    }}
+    rows = targets._front_rows(res)
+    assert [r[1].split(":")[0] for r in rows] == ["odo", "default"]
+    assert rows[0][2].startswith("1 of 4 ")  # 72% at 10 BitOPs beats 8 bits (70% at 10) alone
+    assert rows[1][2].startswith("3 of 4 ")  # 80% at 10 BitOPs beats 8 bits and 100%; 30% at 1 matches 25%
+    assert all(r[3] == "info" for r in rows)
