@@ -364,23 +364,29 @@ def _seed_table(res: Mapping[str, Any], page: Path) -> list[str]:
     cmds = "; ".join(f"`{c}`" for o in res["_seeds"].values() for c in o["commands"])
     own = res["settings"]["train"]["seed"]
     by_seed = {own: res["arms"], **{n: o["arms"] for n, o in res["_seeds"].items()}}
+    only_elsewhere = [n for o in res["_seeds"].values() for n in o["arms"] if n not in res["arms"]]
+    names = [n for n in [*res["arms"], *dict.fromkeys(only_elsewhere)]
+             if n not in res["arms"] or sum(n in arms for arms in by_seed.values()) >= 2]
+    # An arm with budgets of its own beside the experiment's (experiment 6's default at 4 and 2 bits)
+    # gets them as extra columns ("-" for the other arms); the bits drop stays the experiment's.
+    first, last = labels[0], labels[-1]
+    labels += list(dict.fromkeys(lb for n in names for arms in by_seed.values() if n in arms
+                                 for md in arms[n].get("accuracy", {}).values() for lb in md
+                                 if lb not in labels))
     out = [f"Other training seeds (same settings and test images; {files}; {cmds}), each arm beside "
            f"its seed-{own} row, with the BatchNorm protocol the targets read it with:", "",
-           "| arm | seed | " + " | ".join(labels) + (f" | {labels[0]} - {labels[-1]}" if bits else "")
+           "| arm | seed | " + " | ".join(labels) + (f" | {first} - {last}" if bits else "")
            + " | worst gap to the networks alone |",
            "| --- | ---: |" + " ---: |" * (len(labels) + bits) + " ---: |"]
-    only_elsewhere = [n for o in res["_seeds"].values() for n in o["arms"] if n not in res["arms"]]
-    for name in [*res["arms"], *dict.fromkeys(only_elsewhere)]:
+    for name in names:  # an arm run at one seed has its row above; one run at other seeds only is here
         runs = [(n, arms[name]) for n, arms in by_seed.items() if name in arms]
-        if len(runs) < 2 and name in res["arms"]:
-            continue  # one seed: its row is above; an arm run at other seeds only is listed here
         # the protocol the targets read this arm with (bn_aug where it ran), the same at every seed
         md = arm_mode(runs[0][1], runs[-1][1])
         for seed, arm in runs:
             accs = arm["accuracy"].get(md, {})
             row = f"| {name} | {seed} | " + " | ".join(pct(accs.get(lb)) for lb in labels)
             if bits:
-                top, bottom = accs.get(labels[0]), accs.get(labels[-1])
+                top, bottom = accs.get(first), accs.get(last)
                 row += f" | {pct(None if top is None or bottom is None else top - bottom)}"
             twin = twins_of({"arms": by_seed[seed]})
             alone = twin[1]["accuracy"].get(md, {}) if twin and not name.startswith("independent") else {}

@@ -324,3 +324,26 @@ def test_seed_table_puts_each_arm_of_another_seed_beside_its_own_row(tmp_path):
     assert render._missing_arms(held) == [exp.arms[0].name]
     assert render._missing_arms({**held, "_seeds": {1: {"arms": {exp.arms[0].name: {}}}}}) == []
     assert render._seed_table({**res, "_seeds": {}}, tmp_path / "page.md") == []
+
+
+def test_seed_table_adds_the_budgets_of_an_arm_of_its_own_as_columns(tmp_path):
+    """Experiment 6's default arms score the whole network at 4 bits beside the experiment's budgets:
+    the seed table gets the column (a dash for the arms without it), and the 8 - 2 bits drop stays
+    read on the experiment's first and last budgets."""
+    render = _load("render")
+
+    def arm(**accs: float) -> dict:
+        return {"accuracy": {"bn_aug": {k.replace("b", " bits"): v for k, v in accs.items()}}}
+
+    other = {"_file": tmp_path / "seed1" / "x.json", "commands": ["python x --seed 1"],
+             "arms": {"grid": arm(**{"8b": 0.6, "2b": 0.5}),
+                      "own": arm(**{"8b": 0.7, "2b": 0.6, "4b": 0.65})}}
+    res = {"budgets": [{"label": "8 bits"}, {"label": "2 bits"}], "level": "bits",
+           "settings": {"train": {"seed": 0}}, "_seeds": {1: other},
+           "arms": {"grid": arm(**{"8b": 0.61, "2b": 0.51}),
+                    "own": arm(**{"8b": 0.72, "2b": 0.62, "4b": 0.7})}}
+    lines = render._seed_table(res, tmp_path / "page.md")
+    header = "| arm | seed | 8 bits | 2 bits | 4 bits | 8 bits - 2 bits | worst gap to the networks alone |"
+    assert header in lines
+    assert "| own | 1 | 70.00 | 60.00 | 65.00 | 10.00 | - |" in lines
+    assert "| grid | 0 | 61.00 | 51.00 | - | 10.00 | - |" in lines
