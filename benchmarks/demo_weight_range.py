@@ -59,9 +59,9 @@ def measure(seed: int, clip: float, epochs: int, root: Path) -> tuple[dict[str, 
     train_run(cfg, run_dir, progress=False)
     seconds = time.perf_counter() - t0
     run = load_run(run_dir)
-    if resolved_weight_clip(run.model, run.config) != clip:  # the arm must train what it names
-        raise RuntimeError(f"the run trained on weight range {resolved_weight_clip(run.model, run.config)}, "
-                           f"not {clip}")
+    trained = resolved_weight_clip(run.model, run.config)
+    if trained != clip:  # the arm must train what it names
+        raise RuntimeError(f"the run trained on weight range {trained}, not {clip}")
     train, _, test = run.datasets()
     return evaluate_specs(run.model, specs_of(run.space), test, run.config, train), len(test), seconds
 

@@ -141,10 +141,10 @@ def resolved_act_clip(model: nn.Module, cfg: TrainConfig) -> str:
 #: largest magnitude, as does any family nested in more than bits, where the range measured mixed:
 #: on experiment 6's ResNet-20 nested in bits, channels and layers (Fashion-MNIST, 6 epochs, ``full+odo``)
 #: it was +1.1 to +2.7 pt above the largest magnitude on average over three seeds (-1.65 to +9.20 pt
-#: per reading, above the noise at one seed), but on ``fn3 demo``'s
-#: four-level family (``benchmarks/demo_weight_range.py``, three seeds) it is level on the whole network
-#: and 2.6 pt below it at half of every other level at 2 bits, on average. ``--weight-clip 3`` is a flag
-#: to try there, not the default.
+#: per reading, above the noise at one seed), but on ``fn3 demo``'s four-level family
+#: (``benchmarks/demo_weight_range.py``, three seeds) it is level on the whole network and 2.6 pt below
+#: it at half of every other level at 2 bits, on average. ``--weight-clip 3`` is a flag to try there,
+#: not the default.
 AUTO_WEIGHT_CLIP = 3.0
 
 
