@@ -54,6 +54,7 @@ from runner import (
     AUTO_NORM_CLIP_DISTILL,
     AUTO_NORM_CLIP_DISTILL_SMALLEST,
     AUTO_NORM_CLIP_HALF,
+    AUTO_SQRT,
     LR_CANDIDATES,
     ROOT,
     Context,
@@ -98,7 +99,8 @@ ARMS = (AUTO.name, AUTO_NORM.name)
 #: config version 11), and the bits default on a weight range of 3 rms (``--weight-clip 3``, paired
 #: against the clip arm it varies; the bits default since config version 12), with the corners
 #: rotation or two specs a step on that range beside it (paired against it: half the twins' cost),
-#: and the paths default at a longer peak step (lr 0.15 or 0.2 instead of 0.1, paired against it).
+#: and the paths default at a longer peak step (lr 0.15 or 0.2 instead of 0.1, paired against it), and
+#: the grid on each weight's summed gradient over sqrt(its users) (paired against the channels default).
 PATHS_LRS = (0.15, 0.2)
 EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2", AUTO_MEAN_LR2.name),
          ("distill", AUTO_NORM_CLIP_DISTILL.name), ("distill-smallest", AUTO_NORM_CLIP_DISTILL_SMALLEST.name),
@@ -114,7 +116,8 @@ EXTRA = (("clip", AUTO_NORM_CLIP.name), ("depth", AUTO_DEPTH.name), ("mean-lr0.2
          ("range3", weight_range(3.0).name),
          ("corners-range3", weight_range(3.0, AUTO_NORM_CLIP_CORNERS).name),
          ("half-range3", weight_range(3.0, AUTO_NORM_CLIP_HALF).name),
-         *((f"shared-lr{lr:g}", paths_lr(lr).name) for lr in PATHS_LRS))
+         *((f"shared-lr{lr:g}", paths_lr(lr).name) for lr in PATHS_LRS),
+         ("sqrt", AUTO_SQRT.name))
 #: The arm each variant is paired against where not ``norm``: the bits default's variants against it,
 #: the paths default's distilled variant against the per-weight mean (the paths default), the depth
 #: variants against the depth default.
@@ -123,7 +126,7 @@ AGAINST = {"distill": "clip", "distill-smallest": "clip", "corners": "clip", "di
            "ends-distill": "every-ends", "ends-distill-smallest": "every-ends",
            **{f"ends-lr{lr:g}": "every-ends" for lr in LR_CANDIDATES}, "ends3-lr0.15": "ends-lr0.15",
            "range3": "clip", "corners-range3": "range3", "half-range3": "range3",
-           **{f"shared-lr{lr:g}": "shared" for lr in PATHS_LRS}}
+           **{f"shared-lr{lr:g}": "shared" for lr in PATHS_LRS}, "sqrt": "mean-lr0.2"}
 #: Every arm scored, by its short name (``<short>_minus_<short>`` and ``<short>_bit_drop`` keys): the two
 #: losses, then the default's variants.
 SHORT_NAMES: dict[str, str] = {"shared": ARMS[0], "norm": ARMS[1], **dict(EXTRA)}
