@@ -107,7 +107,16 @@ def experiment() -> Experiment:
               "its networks alone) the full model misses again: 58.35% against 62.20% on the page, -4.21 "
               "pt on the held-out images (`heldout.py --seed 2`), while the narrower widths are within "
               "0.35 pt or above (-0.29 / +1.99 / -0.35): at 6 epochs the grid on the mean loss leaves the "
-              "full width behind at two seeds of three; at 18 epochs it met both targets at all three.")
+              "full width behind at two seeds of three; at 18 epochs it met both targets at all three. Is "
+              "that the half step the mean at lr 0.2 gives the channels only the full width uses? The arm "
+              "'per-weight sum over sqrt(users)' (Dec 7) keeps the default's step on the shared core and "
+              "gives those channels the network-alone step: 58.85 / 58.95 / 55.40 / 49.80% at seed 0 and "
+              "58.50 / 57.05 / 54.65 / 48.35% at seed 2, the full width +0.15 to -1.20 pt from the "
+              "default's; on the held-out images at seed 2 level with it (-0.18 / -0.99 / +0.15 / -0.08 "
+              "pt, 2 s.e. about 1), the full width still 4.4 pt below its network alone: no. The "
+              "per-weight mean (the arm 'fn3 auto (tied grid ...)', config version 3's default) lifts "
+              "the full width at seed 2 (59.85% on the page; held-out +1.57 pt over the default, still "
+              "-2.64 against its network alone) for 1.6-1.65 pt at 50 and 25% (held-out), as at seed 0.")
 
 
 def longer(epochs: int = 18) -> Experiment:

@@ -619,7 +619,8 @@ def train_step(
     divides by the square root of that number: a weight only the largest model uses still learns at
     one network's step, a weight all ``n`` specs share at ``sqrt(n)`` times the mean's, the step
     ``"norm"`` takes where the specs' gradients are orthogonal (measured in
-    ``benchmarks/repro/exp4_paths.py``'s 18-epoch experiment). With ``distill=True`` the
+    ``benchmarks/repro/exp4_paths.py``'s 18-epoch experiment and in ``exp2_channels.py``: below the
+    defaults there). With ``distill=True`` the
     first spec (the largest, for the sandwich rule) is the teacher and the others learn its soft
     predictions (US-Nets' in-place distillation); ``students``, when given, are the only specs that
     do (``TrainConfig.distill_to="smallest"``: the smallest sub-model the rule trains,
