@@ -89,7 +89,8 @@ def experiment() -> Experiment:
         # The grid with each weight's summed gradient over sqrt(its users): on four widths the shared
         # core steps as under the default (the mean at lr 0.2: sum / 4 * 0.2 = sum / 2 * 0.1) and the
         # channels only the full width uses at the network-alone step (the default: half of it). Asks
-        # whether that half step is why the full width trails at 6 epochs (seeds 1, 2; Dec 7).
+        # whether that half step is why the full width trails at 6 epochs at seeds 1 and 2 (run at
+        # seeds 0 and 2, Dec 7: it is not; the notes below).
         AUTO_SQRT,
     )
     return Experiment(
