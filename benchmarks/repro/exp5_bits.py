@@ -180,15 +180,16 @@ def longer(epochs: int = 18) -> Experiment:
     2-4's longer runs. Does the 2-bit model close on the 8-bit one with training length (issue 11:
     within 3 pt)? At 18 epochs: fn3's default, the independent networks, the 8-and-2-bit sandwich
     (the smallest 2-bit drop at 6 epochs among arms whose 8-bit model stays within 2 pt of the
-    default's) and the candidates tried beside them; at 36 epochs the default and the networks alone.
+    default's) and the candidates tried beside them; at 36 epochs the default (on the weight range of
+    3 rms, config version 12) and the networks alone.
 
-    Run with ``--only exp5_bits_18ep`` (the default arm about 75 minutes of one core; the
-    independent networks about 95) or ``--only exp5_bits_36ep`` (about twice that: one arm a core).
+    Run with ``--only exp5_bits_18ep`` (the default arm about 30-35 minutes of one core; the
+    independent networks about 40) or ``--only exp5_bits_36ep`` (about twice that: one arm a core).
     """
     short = experiment()
     twins_and_default = ("independent (one per bit-width)", AUTO_NORM_CLIP.name)
-    if epochs != 18:  # the default against its own networks, nothing else
-        arms = tuple(a for a in short.arms if a.name in twins_and_default)
+    if epochs != 18:  # the default (since config version 12: the range of 3 rms) and its own networks
+        arms = (*(a for a in short.arms if a.name == twins_and_default[0]), weight_range(3.0))
     else:
         arms = tuple(a for a in short.arms if a.name in (
             *twins_and_default, AUTO_NORM.name, SANDWICH_CORNERS.name, AUTO_NORM_CLIP_HALF.name)) + (
