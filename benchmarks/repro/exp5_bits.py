@@ -187,12 +187,12 @@ def longer(epochs: int = 18) -> Experiment:
     independent networks about 40) or ``--only exp5_bits_36ep`` (about twice that: one arm a core).
     """
     short = experiment()
-    twins_and_default = ("independent (one per bit-width)", AUTO_NORM_CLIP.name)
+    twins = "independent (one per bit-width)"
     if epochs != 18:  # the default (since config version 12: the range of 3 rms) and its own networks
-        arms = (*(a for a in short.arms if a.name == twins_and_default[0]), weight_range(3.0))
+        arms = (*(a for a in short.arms if a.name == twins), weight_range(3.0))
     else:
         arms = tuple(a for a in short.arms if a.name in (
-            *twins_and_default, AUTO_NORM.name, SANDWICH_CORNERS.name, AUTO_NORM_CLIP_HALF.name)) + (
+            twins, AUTO_NORM_CLIP.name, AUTO_NORM.name, SANDWICH_CORNERS.name, AUTO_NORM_CLIP_HALF.name)) + (
             AUTO_NORM_CLIP_HALF_SMALL,  # 2 bits on every other step
             AUTO_NORM_CLIP_THIRD,  # 3 passes a step
             AUTO_NORM_CLIP_CORNERS,  # 2.5 passes a step
