@@ -242,3 +242,21 @@ def test_every_scored_arm_is_an_arm_an_experiment_runs():
     run = {arm.name for exp in heldout.experiments() for arm in exp.arms}
     assert set(heldout.SHORT_NAMES.values()) <= run
     assert heldout.SHORT_NAMES["ends-distill-smallest"] in run  # the 18-epoch ResNet-32 candidates
+
+
+def test_heldout_page_lists_the_drop_of_an_arm_scored_without_its_twins():
+    """A default scored alone at a seed (no twins, no paired arm) has its 2-bit drop in the JSON; the
+    page must list it too, once, and not repeat a drop a section above already gives."""
+    heldout = _load("heldout")
+    row = {"range3": {"page": 0.68, "heldout": 0.6924}}
+    measured = {
+        "exp5_bits_36ep": {"page_images": 2000, "heldout_images": 8000, "command": "c", "command_seconds": 1.0,
+                           "budgets": {"8 bits": row, "2 bits": row},
+                           "range3_bit_drop": {"heldout": 0.02787, "se": 0.00403}},
+    }
+    page = heldout.render(measured, seed=2)
+    assert "## 2-bit drops of arms scored without their twins" in page
+    assert page.count("- exp5_bits_36ep, range3: 8 bits minus 2 bits on the held-out images 2.79 pt "
+                      "(2 s.e. 0.81; target <= 3).") == 1
+    measured["exp5_bits_36ep"].pop("range3_bit_drop")
+    assert "2-bit drops of arms scored without" not in heldout.render(measured, seed=2)
