@@ -250,7 +250,8 @@ def test_heldout_page_lists_the_drop_of_an_arm_scored_without_its_twins():
     heldout = _load("heldout")
     row = {"range3": {"page": 0.68, "heldout": 0.6924}}
     measured = {
-        "exp5_bits_36ep": {"page_images": 2000, "heldout_images": 8000, "command": "c", "command_seconds": 1.0,
+        "exp5_bits_36ep": {"page_images": 2000, "heldout_images": 8000,
+                           "command": "c", "command_seconds": 1.0,
                            "budgets": {"8 bits": row, "2 bits": row},
                            "range3_bit_drop": {"heldout": 0.02787, "se": 0.00403}},
     }
