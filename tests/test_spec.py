@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fn3
+from fn3.errors import SpecError
 from fn3.spec import Axis, Space, Spec, parse_spec
 
 SPACE = Space(
@@ -142,3 +143,25 @@ def test_spec_file(tmp_path):
 
 def test_space_json_round_trip():
     assert Space.from_dict(SPACE.to_dict()) == SPACE
+
+
+def test_parse_spec_sets_weight_and_activation_bits_apart():
+    """``wbits=`` / ``abits=`` set every weight / activation bits axis over ``bits``; a named axis wins;
+    a model without such axes, or a bit count out of range, is a clear SpecError."""
+    space = Space([Axis("a.width", "channels", 8, step=2), Axis("a.wbits", "bits", 8, min_size=2),
+                   Axis("a.abits", "bits", 8, min_size=2), Axis("b.wbits", "bits", 8, min_size=2),
+                   Axis("b.abits", "bits", 8, min_size=2)])
+    spec = parse_spec("bits=2,abits=4", space)
+    assert {n: spec.size(n, space) for n in spec.names() if "bits" in n} == {
+        "a.wbits": 2, "b.wbits": 2, "a.abits": 4, "b.abits": 4}
+    assert spec.size("a.width", space) == 8
+    spec = parse_spec("wbits=3,b.wbits=5,channels=0.5", space)
+    assert [spec.size(n, space) for n in ("a.wbits", "b.wbits", "a.abits", "a.width")] == [3, 5, 8, 4]
+    assert parse_spec("wbits=4,abits=4", space) == parse_spec("bits=4", space)
+    with pytest.raises(SpecError, match=r"abits=9.*whole number of bits in 2\.\.8"):
+        parse_spec("abits=9", space)
+    with pytest.raises(SpecError, match=r"abits=1.*2\.\.8"):
+        parse_spec("abits=1", space)
+    plain = Space([Axis("a.width", "channels", 8, step=2)])
+    with pytest.raises(SpecError, match="no wbits axes.*nests channels"):
+        parse_spec("wbits=2", plain)

@@ -42,6 +42,9 @@ KINDS: tuple[str, ...] = ("bits", "neurons", "channels", "paths", "layers")
 
 SPEC_FORMAT = "fn3.spec"
 SPEC_VERSION = 1
+#: The two roles of a bits axis, by the suffix of its name (``<layer>.wbits``: the stored weight's
+#: bit-planes; ``<layer>.abits``: the layer's quantized input), as ``parse_spec`` keys.
+BIT_ROLES: tuple[str, ...] = ("wbits", "abits")
 #: The most blocks a spec read without its space may keep on one axis (bounds what a file can ask).
 MAX_BLOCKS = 1 << 20
 
@@ -480,13 +483,19 @@ def parse_spec(text: str, space: Space) -> Spec:
     """Read a spec as users write it on the command line.
 
     Accepted forms: ``largest``, ``smallest``; ``kind=value,...`` (a kept fraction per kind, bits as a
-    bit count, e.g. ``channels=0.5,bits=4``); ``axis=units,...`` (e.g. ``fc1.width=64``), which may be
-    mixed with kinds (axes override kinds); or the path of a spec JSON file.
+    bit count, e.g. ``channels=0.5,bits=4``); ``wbits=c`` / ``abits=c``: the bits of every weight
+    (every ``<layer>.wbits`` axis) or every quantized activation (``<layer>.abits``) alone, over
+    ``bits``, e.g. ``bits=2,abits=4``: 2-bit weights (the 2-bit file's size) on 4-bit activations;
+    ``axis=units,...`` (e.g. ``fc1.width=64``), which may be mixed with kinds (axes override kinds and
+    roles); or the path of a spec JSON file.
 
     Example:
-        >>> space = Space([Axis("fc1.width", "neurons", 64, step=16), Axis("fc1.wbits", "bits", 8)])
+        >>> space = Space([Axis("fc1.width", "neurons", 64, step=16), Axis("fc1.wbits", "bits", 8),
+        ...                Axis("fc1.abits", "bits", 8)])
         >>> parse_spec("neurons=0.5,bits=4", space)
-        Spec(fc1.wbits=4, fc1.width=2)
+        Spec(fc1.abits=4, fc1.wbits=4, fc1.width=2)
+        >>> parse_spec("bits=2,abits=4", space)
+        Spec(fc1.abits=4, fc1.wbits=2, fc1.width=4)
     """
     from pathlib import Path
 
@@ -511,6 +520,7 @@ def parse_spec(text: str, space: Space) -> Spec:
             ) from None
         return Spec.from_json(content, space)
     kinds: dict[str, float] = {}
+    roles: dict[str, int] = {}  # "wbits" / "abits": every bits axis of that role
     axes: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
@@ -531,16 +541,32 @@ def parse_spec(text: str, space: Space) -> Spec:
                     f"{', '.join(space.kinds())}"
                 )
             kinds[key] = number
+        elif key in BIT_ROLES and key not in space:
+            of_role = [a for a in space.of_kind("bits") if a.name.endswith(f".{key}")]
+            if not of_role:
+                raise SpecError(
+                    f"spec entry {part!r}: the model has no {key} axes (no <layer>.{key}); "
+                    + ("it nests bits under other names: give its axes (see `fn3 info RUN`)"
+                       if "bits" in space.kinds() else f"it nests {', '.join(space.kinds())}")
+                )
+            low, top = max(a.min_size for a in of_role), min(a.size for a in of_role)
+            if not number.is_integer() or not low <= number <= top:
+                raise SpecError(f"spec entry {part!r}: give a whole number of bits in {low}..{top}")
+            roles[key] = int(number)
         elif key in space:
             if not number.is_integer():
                 raise SpecError(f"spec entry {part!r}: an axis takes a whole number of units")
             axes[key] = int(number)
         else:
             raise SpecError(
-                f"spec entry {part!r}: {key!r} is neither a kind ({', '.join(KINDS)}) "
-                "nor an axis of the model (see `fn3 info RUN`)"
+                f"spec entry {part!r}: {key!r} is neither a kind ({', '.join(KINDS)}), "
+                f"{' nor '.join(BIT_ROLES)}, nor an axis of the model (see `fn3 info RUN`)"
             )
     base = space.uniform(kinds)
+    for role, bits in roles.items():  # over the kinds, under the axes named one by one
+        for a in space.of_kind("bits"):
+            if a.name.endswith(f".{role}") and a.name not in axes:
+                axes[a.name] = bits
     if not axes:
         return base
     sized = space.spec(**axes)

@@ -468,3 +468,24 @@ def test_weight_clip_flag_trains_resumes_and_exports_on_its_range(tmp_path):
     assert clips(zero) == {0.0} and read_config(zero).weight_clip == 0.0
     assert main(["train", *common, "--weight-clip", "-1", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_export_with_weight_and_activation_bits_set_apart(run_dir, tmp_path, capsys):
+    """``--spec bits=2,abits=4``: the 2-bit file (the same stored bytes as ``bits=2``) run on 4-bit
+    activations, a sub-model the nested model gives without training it apart."""
+    from safetensors import safe_open
+
+    for spec, name in (("bits=2", "b2"), ("bits=2,abits=4", "w2a4"), ("bits=4", "b4")):
+        assert main(["export", str(run_dir), "--spec", spec, "--out", str(tmp_path / name)]) == 0
+
+    def codes(name: str):  # the bit-packed weight codes of the exported file
+        with safe_open(str(tmp_path / name / "model.safetensors"), "pt") as f:
+            return f.get_tensor("codes")
+
+    assert codes("w2a4").equal(codes("b2")) and codes("b2").numel() < codes("b4").numel()
+    assert main(["eval", str(run_dir), "--spec", "bits=2", "--spec", "bits=2,abits=4"]) == 0
+    out = capsys.readouterr().out
+    assert "bits=2,abits=4" in out
+    assert main(["eval", str(run_dir), "--spec", "abits=9"]) == 2  # a user error: no traceback
+    err = capsys.readouterr().err
+    assert "abits=9" in err and "whole number of bits in 2..8" in err and "Traceback" not in err

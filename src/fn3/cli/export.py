@@ -22,7 +22,8 @@ from fn3.errors import ConfigError
 SpecOpt = Annotated[
     str | None,
     typer.Option(
-        help="largest, smallest, kind=value pairs (channels=0.5,bits=4), axis=units, or a spec JSON."
+        help="largest, smallest, kind=value pairs (channels=0.5,bits=4; wbits= / abits= set the weights' / "
+        "activations' bits alone: bits=2,abits=4), axis=units, or a spec JSON."
     ),
 ]
 

@@ -293,7 +293,8 @@ def eval_(
     spec: Annotated[
         list[str] | None,
         typer.Option(
-            help="largest, smallest, kind=value pairs (channels=0.5,bits=4), axis=units, or a spec JSON file."
+            help="largest, smallest, kind=value pairs (channels=0.5,bits=4; wbits= / abits= set the "
+            "weights' / activations' bits alone: bits=2,abits=4), axis=units, or a spec JSON file."
         ),
     ] = None,
     split: Annotated[str, typer.Option(help="test or val.")] = "test",
