@@ -145,8 +145,10 @@ def render(measured: dict[str, Any]) -> str:
         mean.append(sum(_w2a4_drop(r) for r in measured.values()) / len(measured))
         lines.append("| mean | " + " | ".join(f"{v * 100:.2f}" for v in mean) + " |")
     lines += ["", "The last column: 2-bit weights (the 2-bit file's size) run on 4-bit activations, a "
-              "sub-model of the same nested model (`fn3 search` and `fn3 export` take any mix of the "
-              "`.wbits` and `.abits` axes)."]
+              "sub-model of the same nested model (`fn3 export RUN --spec bits=2,abits=4`; `fn3 search` "
+              "takes any mix of the `.wbits` and `.abits` axes). The grid trains weights and "
+              "activations at the same bit-width, so every pair off the diagonal below is one the "
+              "family gives without having trained it."]
     for run, r in measured.items():
         bits = sorted({int(k[1:].split("a")[0]) for k in r["grid"]}, reverse=True)
         lines += ["", f"## {run}: accuracy (%) by weight bits (rows) and activation bits (columns)", "",
