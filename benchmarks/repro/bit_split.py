@@ -32,28 +32,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import arms  # the page's own calibration batches (same folder)
 import torch
-from heldout import paired
-from runner import RESULTS, ROOT, Context, Experiment, at_seed, experiment_data, weight_range
+from heldout import correct, page_checked, paired, scoring_data
+from runner import RESULTS, ROOT, Experiment, at_seed, weight_range
 
-import fn3
 from fn3._io import atomic_write_text
-from fn3.data import batches, load_dataset
-from fn3.data.registry import first_per_class_mask
-from fn3.errors import ConfigError
-from fn3.evaluate import bn_recalibrated, predict
 from fn3.run import load_run
-from fn3.spec import Spec
 
 #: The weight and activation bit-widths read, widest first (6 bits sits within noise of 8 on every run).
 BITS = (8, 4, 3, 2)
 #: The arm scored: fn3 train's default for a family nested in bits alone (config version 12).
 ARM = weight_range(3.0).name
-#: ``--quick`` (a test of the script) scores this many held-out images per class.
-QUICK_HELDOUT_PER_CLASS = 50
-#: The page subset must be reproduced this closely (same model, batches and order: exactly).
-PAGE_TOLERANCE = 1e-9
 
 
 def experiments() -> list[Experiment]:
@@ -63,55 +52,25 @@ def experiments() -> list[Experiment]:
     return [exp5_bits.experiment(), exp5_bits.longer(), exp5_bits.longer(36)]
 
 
-def split_spec(model: torch.nn.Module, wbits: int, abits: int) -> Spec:
-    """The sub-model of ``model`` with every weight at ``wbits`` and every quantized activation at
-    ``abits`` (all its other axes whole), e.g. ``split_spec(m, 2, 8)``: 2-bit weights, 8-bit inputs."""
-    space = fn3.space(model)
-    sizes: dict[str, int] = {}
-    for axis in space.axes:
-        if axis.kind != "bits":
-            continue
-        if axis.name.endswith(".wbits"):
-            sizes[axis.name] = wbits
-        elif axis.name.endswith(".abits"):
-            sizes[axis.name] = abits
-        else:
-            raise ConfigError(f"bits axis {axis.name!r} is neither a weight (.wbits) nor an activation "
-                              "(.abits) axis: this script reads models built by fn3's model builder")
-    if not any(n.endswith(".wbits") for n in sizes) or not any(n.endswith(".abits") for n in sizes):
-        raise ConfigError("the model has no weight and activation bit axes to set apart")
-    return space.spec(**sizes)
-
-
-def _correct(model: torch.nn.Module, spec: Spec, calib: list, test: list) -> torch.Tensor:
-    """Per-image correctness (N,) bool of ``spec`` on ``test``, BatchNorm re-estimated on ``calib``."""
-    with bn_recalibrated(model, spec, calib, len(calib)):
-        pred, y = predict(model, test, spec)
-    return pred == y
+def split_text(wbits: int, abits: int) -> str:
+    """The spec, as ``fn3.parse_spec`` reads it, of every weight at ``wbits`` and every quantized
+    activation at ``abits`` (all other axes whole): ``split_text(2, 8)`` is 2-bit weights, 8-bit inputs."""
+    return f"wbits={wbits},abits={abits}"
 
 
 def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> dict[str, Any]:
-    """Every (weight, activation) pair of ``BITS`` for the default's model of ``exp``."""
-    cfg, train, val, _ = experiment_data(exp, quick=quick)
-    full = load_dataset(cfg.data, "test", cfg.data_dir)
-    page_mask = first_per_class_mask(full, exp.quick_test_limit if quick else exp.test_limit)
-    page, rest = full.subset(page_mask), full.subset(~page_mask)
-    if quick:
-        rest = rest.subset(first_per_class_mask(rest, QUICK_HELDOUT_PER_CLASS))
-    ctx = Context(exp, cfg, train, val, page, Path("."), quick, results)
-    page_b, rest_b = (list(batches(d, 256, shuffle=False, mean=cfg.mean, std=cfg.std)) for d in (page, rest))
-    calib = arms._calib_batches(ctx, augmented=True)
+    """Every (weight, activation) pair of ``BITS`` for the default's model of ``exp``, scored as
+    ``heldout.py`` scores a budget (the same data, calibration batches and page check)."""
+    ctx, page_b, rest_b = scoring_data(exp, results, quick)
     arm = results["arms"][ARM]
     model = load_run(arm["runs"]["model"]["run_dir"]).model
     for b in BITS[0], BITS[-1]:  # the page's 8- and 2-bit readings, reproduced exactly
-        got = float(_correct(model, split_spec(model, b, b), calib, page_b).float().mean())
-        recorded = arm["accuracy"]["bn_aug"][f"{b} bits"]
-        if abs(got - recorded) > PAGE_TOLERANCE:
-            raise SystemExit(f"[{exp.key}] {b} bits: {got:.6f} on the page subset, the page says "
-                             f"{recorded:.6f}: the model on disk is not the page's (retrained since?)")
-    hits = {(w, a): _correct(model, split_spec(model, w, a), calib, rest_b) for w in BITS for a in BITS}
+        label = f"{b} bits"
+        page_checked(exp, ARM, label, arm["accuracy"]["bn_aug"][label],
+                     correct(model, ctx, split_text(b, b), page_b))
+    hits = {(w, a): correct(model, ctx, split_text(w, a), rest_b) for w in BITS for a in BITS}
     top, low = BITS[0], BITS[-1]
-    out: dict[str, Any] = {"arm": ARM, "heldout_images": len(rest),
+    out: dict[str, Any] = {"arm": ARM, "heldout_images": len(hits[(top, top)]),
                            "grid": {f"w{w}a{a}": float(h.float().mean()) for (w, a), h in hits.items()}}
     for label, pair in (("weights", (low, top)), ("activations", (top, low)), ("both", (low, low))):
         d, se = paired(hits[pair], hits[(top, top)])  # 8/8 minus the narrower one: a drop, > 0

@@ -170,7 +170,10 @@ def paired(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     return float(d.mean()), float(d.std(unbiased=True) / math.sqrt(n)) if n > 1 else 0.0
 
 
-def _page_checked(exp: Experiment, name: str, label: str, recorded: float, hit_page: torch.Tensor) -> float:
+def page_checked(exp: Experiment, name: str, label: str, recorded: float, hit_page: torch.Tensor) -> float:
+    """The accuracy of ``hit_page`` (per-image correctness on the page's images), which must be the
+    page's ``recorded`` reading of arm ``name`` at budget ``label``: otherwise the model on disk (or
+    the protocol) is not the one the page scored, and a held-out reading of it would pair wrongly."""
     got = float(hit_page.float().mean())
     if abs(got - recorded) > PAGE_TOLERANCE:
         raise ConfigError(f"{exp.key} {name} {label}: {got:.4f} on the page's images, the "
@@ -251,9 +254,9 @@ def carried_over(new: dict[str, Any], earlier: dict[str, Any] | None,
     return out
 
 
-def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> dict[str, Any]:
-    """Both arms of ``exp`` (and its independent twins, when kept) on the page's test subset and on the
-    held-out rest (``quick``: of the experiment's ``--quick`` run)."""
+def scoring_data(exp: Experiment, results: dict[str, Any], quick: bool = False) -> tuple[Context, list, list]:
+    """The page's context of ``exp`` (its calibration batches come from it: :func:`correct`) and the
+    normalised test batches of the page's images and of the held-out rest (``quick``: a few of them)."""
     cfg, train, val, _ = experiment_data(exp, quick=quick)
     full = load_dataset(cfg.data, "test", cfg.data_dir)
     page_mask = first_per_class_mask(full, exp.quick_test_limit if quick else exp.test_limit)
@@ -262,7 +265,15 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
         rest = rest.subset(first_per_class_mask(rest, QUICK_HELDOUT_PER_CLASS))
     ctx = Context(exp, cfg, train, val, page, Path("."), quick, results)
     page_b, rest_b = (list(batches(d, 256, shuffle=False, mean=cfg.mean, std=cfg.std)) for d in (page, rest))
-    out: dict[str, Any] = {"page_images": len(page), "heldout_images": len(rest), "budgets": {}}
+    return ctx, page_b, rest_b
+
+
+def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> dict[str, Any]:
+    """Both arms of ``exp`` (and its independent twins, when kept) on the page's test subset and on the
+    held-out rest (``quick``: of the experiment's ``--quick`` run)."""
+    ctx, page_b, rest_b = scoring_data(exp, results, quick)
+    out: dict[str, Any] = {"page_images": len(ctx.test), "heldout_images": sum(len(y) for _, y in rest_b),
+                           "budgets": {}}
     # both losses where both ran; an experiment that ran only one of them (the default of its family,
     # norm or, for paths alone since config version 8, shared) scores that one alone
     models = {name: load_run(results["arms"][name]["runs"]["model"]["run_dir"]).model
@@ -281,13 +292,13 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
             if b.label in dirs:
                 scored[name] = load_run(dirs[b.label]).model
         for name, model in scored.items():
-            got = _page_checked(exp, name, b.label, results["arms"][name]["accuracy"]["bn_aug"][b.label],
+            got = page_checked(exp, name, b.label, results["arms"][name]["accuracy"]["bn_aug"][b.label],
                                 correct(model, ctx, b.spec, page_b))
             hit_rest = hits[name] = correct(model, ctx, b.spec, rest_b)
             row[name] = {"page": got, "heldout": float(hit_rest.float().mean())}
         text = f"[{exp.key}] {b.label}: " + ", ".join(
             f"{short} {row[name]['heldout'] * 100:.2f}%" for short, name in _losses(hits))
-        text += f" on {len(rest):,} held-out images"
+        text += f" on {out['heldout_images']:,} held-out images"
         if ARMS[0] in hits and ARMS[1] in hits:
             diff, se = paired(hits[ARMS[0]], hits[ARMS[1]])
             row["norm_minus_shared"] = {"heldout": diff, "se": se}

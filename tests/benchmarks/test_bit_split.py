@@ -4,20 +4,12 @@ reproduced exactly, the drops set apart consistent with the grid they come from.
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from repro_import import load as _load
 
-REPRO = Path(__file__).resolve().parents[2] / "benchmarks" / "repro"
-
-
-def _load(name: str):
-    if str(REPRO) not in sys.path:
-        sys.path.insert(0, str(REPRO))
-    return importlib.import_module(name)
+import fn3
 
 
 def test_bit_split_reads_weights_and_activations_apart(tmp_path, data_root):
@@ -44,20 +36,18 @@ def test_bit_split_reads_weights_and_activations_apart(tmp_path, data_root):
     results = json.loads((tmp_path / f"{exp.key}.json").read_text())
     results["arms"][split.ARM]["accuracy"]["bn_aug"]["8 bits"] += 0.01
     (tmp_path / f"{exp.key}.json").write_text(json.dumps(results))
-    with pytest.raises(SystemExit, match="not the page's"):
+    with pytest.raises(fn3.errors.ConfigError, match="not the model or protocol the page scored"):
         split.main([*quick, "--only", exp.key, "--out", str(out)])
 
 
-def test_split_spec_sets_weight_and_activation_axes_apart():
-    import fn3
-
+def test_split_text_sets_weight_and_activation_axes_apart():
     split = _load("bit_split")
     model = fn3.create_model("resnet20", levels=("bits",))
     space = fn3.space(model)
-    spec = split.split_spec(model, 2, 8)
+    spec = fn3.parse_spec(split.split_text(2, 8), space)
     w = [a.name for a in space.axes if a.name.endswith(".wbits")]
     a = [a.name for a in space.axes if a.name.endswith(".abits")]
     assert w and a
     assert {spec.size(n, space) for n in w} == {2} and {spec.size(n, space) for n in a} == {8}
-    with pytest.raises(fn3.errors.ConfigError, match="no weight and activation bit axes"):
-        split.split_spec(fn3.create_model("resnet20", levels=("channels",)), 2, 8)
+    with pytest.raises(fn3.SpecError, match="the model has no wbits axes"):
+        fn3.parse_spec(split.split_text(2, 8), fn3.space(fn3.create_model("resnet20", levels=("channels",))))

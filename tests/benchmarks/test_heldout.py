@@ -4,23 +4,14 @@ give the page's numbers: the script refuses otherwise) and on the held-out rest 
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from repro_import import load as _load
 
 import fn3
-
-REPRO = Path(__file__).resolve().parents[2] / "benchmarks" / "repro"
-
-
-def _load(name: str):
-    if str(REPRO) not in sys.path:
-        sys.path.insert(0, str(REPRO))
-    return importlib.import_module(name)
 
 
 def test_heldout_scores_both_arms_and_checks_the_page(tmp_path, data_root):

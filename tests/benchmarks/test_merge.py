@@ -3,22 +3,13 @@ their models, without losing the arms already there; a file of other settings is
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from repro_import import load as _load
 
 from fn3.run import load_run
-
-REPRO = Path(__file__).resolve().parents[2] / "benchmarks" / "repro"
-
-
-def _load(name: str):
-    if str(REPRO) not in sys.path:
-        sys.path.insert(0, str(REPRO))
-    return importlib.import_module(name)
 
 
 def test_merge_adds_scratch_arms_with_their_models(tmp_path, data_root, capsys):

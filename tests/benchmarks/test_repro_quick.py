@@ -7,28 +7,21 @@ Runs in-process (one torch import) into a temp dir; nothing is written to benchm
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from repro_import import load as _load
 
 import fn3
 
 ROOT = Path(__file__).resolve().parents[2]
-REPRO = ROOT / "benchmarks" / "repro"
 SCRIPTS = ("exp1_neurons", "exp2_channels", "exp3_layers", "exp4_paths", "exp5_bits",
            "exp6_all_levels")
 
 
-def _load(name: str):
-    """Import a module of the script folder as the scripts themselves do (``from runner import``)."""
-    if str(REPRO) not in sys.path:
-        sys.path.insert(0, str(REPRO))
-    return importlib.import_module(name)
 
 
 def _experiments(mod):
