@@ -232,6 +232,44 @@ def test_the_default_is_read_at_every_seed_with_its_own_arm_twins_and_held_out_g
     assert second[6] == "met / met"
 
 
+def _held(loss: str, gaps: dict[str, float], drop: float | None = None) -> dict:
+    out: dict = {"budgets": {lb: {f"{loss}_minus_independent": {"heldout": g, "se": 0.004}}
+                             for lb, g in gaps.items()}}
+    if drop is not None:
+        out[f"{loss}_bit_drop"] = {"heldout": drop, "se": 0.004}
+    return out
+
+
+def test_the_default_is_read_on_the_seeds_mean_held_out_gaps():
+    """pooled_default_row: the held-out gaps of the seeds that scored the *same* default arm, averaged
+    per budget; the verdict reads the means (a miss at one seed of three can be met on the mean) and
+    counts the seeds that met both targets alone; a seed whose default was an older arm, or a seed
+    without held-out gaps, is left out; fewer than two seeds give no row. pooled_bit_drop: the 2-bit
+    drop at every seed that scored it, twins or not."""
+    ranged, clip = targets.RANGE_ARM, targets.CLIP_ARM
+
+    def seed(n: int, arm: str, held: dict | None) -> dict:
+        r = _res("bits", **{arm: NEW, "independent (one per bit-width)": OLD})
+        r["settings"]["train"] = {"seed": n}
+        r["_heldout"] = held or {}
+        return r
+
+    page = seed(0, ranged, _held("range3", {"8 bits": -0.005, "2 bits": 0.01}, drop=0.02))
+    page["_seeds"] = {1: seed(1, ranged, _held("range3", {"8 bits": -0.035, "2 bits": 0.03}, drop=0.036)),
+                      2: seed(2, ranged, _held("range3", {"8 bits": 0.005, "2 bits": -0.005}, drop=0.031)),
+                      3: seed(3, clip, _held("clip", {"8 bits": -0.20, "2 bits": -0.20}, drop=0.5)),
+                      4: seed(4, ranged, None)}
+    key, arm, seeds, per_budget, worst, full, verdict = targets.pooled_default_row(page)
+    assert (key, arm, seeds) == ("exp5_bits", ranged, "0 / 1 / 2")  # not seed 3's clip arm, nor seed 4
+    assert per_budget == "8 bits -1.17, 2 bits +1.17"  # (-0.5 - 3.5 + 0.5) / 3, (1 + 3 - 0.5) / 3
+    # sd of (-0.5, -3.5, 0.5) is 2.08; over sqrt(3): 1.20
+    assert worst == "-1.17 (8 bits; s.e. over seeds 1.20; seeds -3.50 to +0.50)" and full == "-1.17"
+    assert verdict == "met / missed (both met at 2 of 3 seeds alone)"  # seed 1 misses alone
+    assert targets.pooled_bit_drop(page) == ("exp5_bits", ranged, {0: 0.02, 1: 0.036, 2: 0.031})
+    page["_seeds"] = {3: page["_seeds"][3]}  # one seed of the same arm: nothing to pool
+    assert targets.pooled_default_row(page) is None and targets.pooled_bit_drop(page) is None
+
+
 def test_a_bits_family_is_held_to_the_targets_by_the_weight_range_arm_against_the_plain_twins():
     """Config version 12: on bits alone the default is the clip arm on a weight range of 3 rms where it
     ran, else the clip arm. Every arm, the default too, is held against the networks trained alone on
