@@ -15,6 +15,11 @@ Only the *stored* weights must nest as bit-plane prefixes; activations are quant
 a deployment may pair narrow weights (the file's size) with wider activations. This table says what
 that buys.
 
+Is the 2-bit activation loss a badly learned clipping level? For every quantized input at 2 bits the
+script also finds the level that minimises the quantization error of that input's activations on the
+calibration (training) batches, and scores the model with those levels in place of the learned ones:
+if the learned levels were far from right, the error-minimising ones would score better.
+
     python benchmarks/repro/bit_split.py                      # every kept run of the default
     python benchmarks/repro/bit_split.py --seed 2 --only exp5_bits_36ep
 
@@ -25,6 +30,7 @@ command replaces only the entries it measured) and ``docs/benchmarks/bit_split.m
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -32,15 +38,27 @@ import time
 from pathlib import Path
 from typing import Any
 
+import arms  # the page's own calibration batches (same folder)
 import torch
 from heldout import correct, page_checked, paired, scoring_data
-from runner import RESULTS, ROOT, Experiment, at_seed, weight_range
+from runner import RESULTS, ROOT, Context, Experiment, at_seed, weight_range
 
+import fn3
 from fn3._io import atomic_write_text
+from fn3.evaluate import bn_recalibrated
+from fn3.nn.base import NestedActQuant
+from fn3.nn.functional import top_code
 from fn3.run import load_run
+from fn3.spec import parse_spec
 
 #: The weight and activation bit-widths read, widest first (6 bits sits within noise of 8 on every run).
 BITS = (8, 4, 3, 2)
+#: Candidate clipping levels of the error search, as multiples of the learned one.
+LEVEL_FACTORS = tuple(0.4 + 0.02 * i for i in range(81))  # 0.4x .. 2.0x
+#: Every how many activations one is kept for the error search (a 1/7 sample: ~10^6 values a layer).
+SAMPLE_EVERY = 7
+#: Calibration batches whose activations the error search reads (of the page's 10).
+SEARCH_BATCHES = 4
 #: The arm scored: fn3 train's default for a family nested in bits alone (config version 12).
 ARM = weight_range(3.0).name
 
@@ -77,7 +95,64 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
         out[f"{label}_drop"] = {"heldout": d, "se": se}
     for (w, a), h in hits.items():
         print(f"[{exp.key}] w{w} a{a}: {float(h.float().mean()) * 100:.2f}%", flush=True)
+    levels, tuned = error_levels(model, ctx, low)
+    out["levels"] = levels
+    with torch.no_grad():
+        for name, m in tuned.named_modules():
+            if name in levels:
+                m.alpha_bits[low - 1] = levels[name]["best"]
+    hit = correct(tuned, ctx, split_text(low, low), rest_b)
+    d, se = paired(hits[(low, low)], hit)  # error-minimising levels minus learned ones: a gain, > 0
+    out["error_levels"] = {"accuracy": float(hit.float().mean()), "gain": d, "se": se}
     return out
+
+
+def quant_error(x: torch.Tensor, level: float, bits: int, signed: bool) -> float:
+    """Mean squared error of ``bits``-bit activations ``x`` (any shape) clipped at ``level``, as fn3's
+    quantizer rounds them (the forward value of :func:`fn3.nn.functional.fake_quant_act` on the
+    ``c``-bit grid), against what an unquantized layer passes on (``x``, or ``relu(x)`` unsigned).
+
+    Example:
+        >>> quant_error(torch.tensor([0.0, 1.0, 2.0, 3.0]), 3.0, 2, False)   # on the grid: exact
+        0.0
+    """
+    step = level / top_code(bits, signed)
+    q = x.clamp(-level if signed else 0.0, level).div(step).round().mul(step)
+    return float((q - (x if signed else x.clamp(min=0.0))).pow(2).mean())
+
+
+def error_levels(model: torch.nn.Module, ctx: Context, bits: int) -> tuple[dict[str, Any], torch.nn.Module]:
+    """Each quantized input's learned ``bits``-bit clipping level and the one (of ``LEVEL_FACTORS``
+    times it) that minimises the mean squared quantization error of its activations at ``bits`` bits,
+    on the page's augmented calibration batches (training images: no test image chooses a level), with
+    BatchNorm re-estimated for that sub-model first; and a copy of ``model`` to set them on.
+    ``{layer: {"learned", "best", "mse_learned", "mse_best", "power"}}`` (``power``: the mean square of
+    the activations the quantizer keeps, so ``mse / power`` is the relative error)."""
+    spec = parse_spec(split_text(bits, bits), fn3.space(model))
+    calib = arms._calib_batches(ctx, augmented=True)
+    quantizers = {n: m for n, m in model.named_modules()
+                  if isinstance(m, NestedActQuant) and m.alpha_bits is not None}
+    seen: dict[str, list[torch.Tensor]] = {n: [] for n in quantizers}
+    with bn_recalibrated(model, spec, calib, len(calib)), fn3.active(model, spec), torch.no_grad():
+        # hooked after the re-estimation: the activations of the deployed sub-model (running statistics)
+        hooks = [m.register_forward_hook(lambda m, inp, out, n=n: seen[n].append(
+            inp[0].detach().reshape(-1)[::SAMPLE_EVERY].clone())) for n, m in quantizers.items()]
+        try:
+            for x, _ in calib[:SEARCH_BATCHES]:
+                model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+    out: dict[str, Any] = {}
+    for n, m in quantizers.items():
+        x = torch.cat(seen[n])  # (samples,): the quantizer's inputs
+        learned = float(m.clip_level(bits).detach().abs())
+        errors = {f * learned: quant_error(x, f * learned, bits, m.signed) for f in LEVEL_FACTORS}
+        best = min(errors, key=errors.__getitem__)
+        power = float((x if m.signed else x.clamp(min=0.0)).pow(2).mean())
+        out[n] = {"learned": learned, "best": best, "mse_learned": quant_error(x, learned, bits, m.signed),
+                  "mse_best": errors[best], "power": power}
+    return out, copy.deepcopy(model)
 
 
 def render(measured: dict[str, Any]) -> str:
@@ -108,6 +183,7 @@ def render(measured: dict[str, Any]) -> str:
               "takes any mix of the `.wbits` and `.abits` axes). The grid trains weights and "
               "activations at the same bit-width, so every pair off the diagonal below is one the "
               "family gives without having trained it."]
+    lines += _level_lines(measured)
     for run, r in measured.items():
         bits = sorted({int(k[1:].split("a")[0]) for k in r["grid"]}, reverse=True)
         lines += ["", f"## {run}: accuracy (%) by weight bits (rows) and activation bits (columns)", "",
@@ -116,6 +192,32 @@ def render(measured: dict[str, Any]) -> str:
         for w in bits:
             lines.append(f"| {w} | " + " | ".join(f"{r['grid'][f'w{w}a{a}'] * 100:.2f}" for a in bits) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _level_lines(measured: dict[str, Any]) -> list[str]:
+    """The 2-bit clipping levels against the error-minimising ones, per run that measured them."""
+    runs = {run: r for run, r in measured.items() if "levels" in r}
+    if not runs:
+        return []
+    lines = ["", "## The 2-bit clipping levels: learned or error-minimising", "",
+             "Each quantized input's learned 2-bit clipping level against the level (0.4x to 2x of it) "
+             "that minimises the mean squared quantization error of its activations on the calibration "
+             "batches (training images), and the 2-bit model scored with those levels in place of the "
+             "learned ones. The errors are relative to the mean square of the activations kept (mean "
+             "over layers).", "",
+             "| run | relative error, learned | error-minimising | worst layer: learned / minimum error "
+             "| 2 bits, learned | error-minimising levels | gain (2 s.e.) |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    for run, r in runs.items():
+        lv = r["levels"]
+        rel = [sum(v[k] / v["power"] for v in lv.values()) / len(lv) for k in ("mse_learned", "mse_best")]
+        worst = max(lv, key=lambda n: lv[n]["mse_learned"] / lv[n]["mse_best"])
+        w, e = lv[worst], r["error_levels"]
+        lines.append(f"| {run} | {rel[0] * 100:.1f}% | {rel[1] * 100:.1f}% | {worst} "
+                     f"{w['mse_learned'] / w['mse_best']:.2f}x (level {w['learned']:.2f}, minimum at "
+                     f"{w['best']:.2f}) | {r['grid']['w2a2'] * 100:.2f} | {e['accuracy'] * 100:.2f} | "
+                     f"{e['gain'] * 100:+.2f} ({2 * e['se'] * 100:.2f}) |")
+    return lines
 
 
 def _w2a4_drop(r: dict[str, Any]) -> float:

@@ -28,9 +28,18 @@ def test_bit_split_reads_weights_and_activations_apart(tmp_path, data_root):
         assert saved[f"{label}_drop"]["heldout"] == pytest.approx(grid["w8a8"] - grid[f"w{w}a{a}"], abs=1e-6)
         assert saved[f"{label}_drop"]["se"] >= 0
     assert len({round(v, 6) for v in grid.values()}) > 1  # the bit-widths really change the model
+    # every quantized input's 2-bit level against the error-minimising one: never a larger error, and
+    # the model scored with those levels is another model than the learned one's 2/2 reading
+    levels = saved["levels"]
+    assert levels and all(v["mse_best"] <= v["mse_learned"] + 1e-12 and v["power"] > 0
+                          for v in levels.values())
+    assert any(abs(v["best"] - v["learned"]) > 1e-6 for v in levels.values())
+    tuned = saved["error_levels"]
+    assert tuned["gain"] == pytest.approx(tuned["accuracy"] - grid["w2a2"], abs=1e-6)
     text = out.read_text()
     assert f"| {exp.key}, seed {exp.base.seed} |" in text
     assert "| weights \\ activations | 8 | 4 | 3 | 2 |" in text
+    assert "## The 2-bit clipping levels: learned or error-minimising" in text
 
     # A model that is not the page's (retrained, or another model on its run directory) is refused.
     results = json.loads((tmp_path / f"{exp.key}.json").read_text())
@@ -38,6 +47,24 @@ def test_bit_split_reads_weights_and_activations_apart(tmp_path, data_root):
     (tmp_path / f"{exp.key}.json").write_text(json.dumps(results))
     with pytest.raises(fn3.errors.ConfigError, match="not the model or protocol the page scored"):
         split.main([*quick, "--only", exp.key, "--out", str(out)])
+
+
+def test_quant_error_is_the_quantizers_own_rounding():
+    """quant_error reads fn3's activation quantizer: zero on its grid, the clipped part above the level,
+    and the values of fake_quant_act's forward pass at the same level."""
+    split = _load("bit_split")
+    import torch
+
+    from fn3.nn.functional import fake_quant_act
+
+    assert split.quant_error(torch.tensor([0.0, 1.0, 2.0, 3.0]), 3.0, 2, False) == 0.0
+    assert split.quant_error(torch.tensor([5.0]), 3.0, 2, False) == pytest.approx(4.0)  # clipped at 3
+    assert split.quant_error(torch.tensor([-1.0]), 3.0, 2, False) == 0.0  # the ReLU's zero is exact
+    x = torch.randn(1000) * 2
+    q = fake_quant_act(x, torch.tensor(2.5), 8, 2, False, learn="lsq")
+    assert split.quant_error(x, 2.5, 2, False) == pytest.approx(float((q - x.clamp(min=0)).pow(2).mean()))
+    q = fake_quant_act(x, torch.tensor(2.5), 8, 3, True, learn="lsq")
+    assert split.quant_error(x, 2.5, 3, True) == pytest.approx(float((q - x).pow(2).mean()))
 
 
 def test_split_text_sets_weight_and_activation_axes_apart():
