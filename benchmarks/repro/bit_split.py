@@ -101,6 +101,7 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
         for name, m in tuned.named_modules():
             if name in levels:
                 m.alpha_bits[low - 1] = levels[name]["best"]
+                levels[name]["set"] = float(m.clip_level(low).abs())  # what the 2-bit model now reads
     hit = correct(tuned, ctx, split_text(low, low), rest_b)
     d, se = paired(hits[(low, low)], hit)  # error-minimising levels minus learned ones: a gain, > 0
     out["error_levels"] = {"accuracy": float(hit.float().mean()), "gain": d, "se": se}

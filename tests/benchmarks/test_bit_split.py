@@ -34,6 +34,7 @@ def test_bit_split_reads_weights_and_activations_apart(tmp_path, data_root):
     assert levels and all(v["mse_best"] <= v["mse_learned"] + 1e-12 and v["power"] > 0
                           for v in levels.values())
     assert any(abs(v["best"] - v["learned"]) > 1e-6 for v in levels.values())
+    assert all(v["set"] == pytest.approx(v["best"]) for v in levels.values())  # the 2-bit level moved
     tuned = saved["error_levels"]
     assert tuned["gain"] == pytest.approx(tuned["accuracy"] - grid["w2a2"], abs=1e-6)
     text = out.read_text()
