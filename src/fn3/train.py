@@ -342,7 +342,7 @@ def _every_depth_listing(sp: Space, grid: list[Spec], cfg: TrainConfig) -> Liste
     (seed 0) and 45.00 / 44.30 / 43.90 / 43.45 / 39.80 against 39.95 / 39.45 / 39.15 / 38.25 / 36.55
     (seed 1), above the grid at every depth; at 18 epochs +1.3 / +1.1 / +0.8 / +0.5 / +2.1 pt on
     average over three seeds (held-out), worst gap -3.2 / -2.5 / -3.85; at 36 epochs level with version
-    10, both targets met (held-out worst gap -1.16 / -0.94 pt at seeds 0 / 1). Step for step it costs
+    10, both targets met (held-out worst gap -1.16 / -1.44 pt at seeds 0 / 1). Step for step it costs
     0.63-0.68x of training the networks alone (version 10: 0.80-0.81x; two measurements,
     ``benchmarks/family_cost.py``). It still misses the 2-pt target at 6 and 18 epochs.
     """
