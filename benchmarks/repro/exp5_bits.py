@@ -363,8 +363,8 @@ NOTES: dict[int, str] = {
          "2.25 / 1.96 pt (2 s.e. about 0.7): most of the drop is the 2-bit activations, which no file "
          "stores; the 2-bit file on 4-bit activations (--spec bits=2,abits=4) is 1.07 / 0.96 / 0.73 pt "
          "below the 8-bit model. The learned 2-bit clipping levels are not what loses it: the levels that "
-         "minimise each input's quantization error on training batches score 0.36 pt below them at seed 0 "
-         "(2 s.e. 0.82; at 18 epochs 1.98 below, bit_split.md)."),
+         "minimise each input's quantization error on training batches score 0.36 / 1.13 / 1.17 pt below "
+         "them at seeds 0-2 (2 s.e. about 0.82; at 18 epochs 1.98 below at seed 0, bit_split.md)."),
 }
 
 
