@@ -47,7 +47,7 @@ import fn3
 from fn3._io import atomic_write_text
 from fn3.evaluate import bn_recalibrated
 from fn3.nn.base import NestedActQuant
-from fn3.nn.functional import top_code
+from fn3.nn.functional import act_values, clip_act
 from fn3.run import load_run
 from fn3.spec import parse_spec
 
@@ -95,8 +95,8 @@ def run_one(exp: Experiment, results: dict[str, Any], quick: bool = False) -> di
         out[f"{label}_drop"] = {"heldout": d, "se": se}
     for (w, a), h in hits.items():
         print(f"[{exp.key}] w{w} a{a}: {float(h.float().mean()) * 100:.2f}%", flush=True)
-    levels, tuned = error_levels(model, ctx, low)
-    out["levels"] = levels
+    out["levels"] = levels = error_levels(model, ctx, low)
+    tuned = copy.deepcopy(model)  # the same model, its 2-bit levels swapped for the error-minimising ones
     with torch.no_grad():
         for name, m in tuned.named_modules():
             if name in levels:
@@ -117,16 +117,16 @@ def quant_error(x: torch.Tensor, level: float, bits: int, signed: bool) -> float
         >>> quant_error(torch.tensor([0.0, 1.0, 2.0, 3.0]), 3.0, 2, False)   # on the grid: exact
         0.0
     """
-    step = level / top_code(bits, signed)
-    q = x.clamp(-level if signed else 0.0, level).div(step).round().mul(step)
+    alpha = torch.tensor(level)
+    q = act_values(clip_act(x, alpha, signed), alpha, bits, bits, signed)  # fn3's rounding, c = bits
     return float((q - (x if signed else x.clamp(min=0.0))).pow(2).mean())
 
 
-def error_levels(model: torch.nn.Module, ctx: Context, bits: int) -> tuple[dict[str, Any], torch.nn.Module]:
+def error_levels(model: torch.nn.Module, ctx: Context, bits: int) -> dict[str, Any]:
     """Each quantized input's learned ``bits``-bit clipping level and the one (of ``LEVEL_FACTORS``
     times it) that minimises the mean squared quantization error of its activations at ``bits`` bits,
     on the page's augmented calibration batches (training images: no test image chooses a level), with
-    BatchNorm re-estimated for that sub-model first; and a copy of ``model`` to set them on.
+    BatchNorm re-estimated for that sub-model first.
     ``{layer: {"learned", "best", "mse_learned", "mse_best", "power"}}`` (``power``: the mean square of
     the activations the quantizer keeps, so ``mse / power`` is the relative error)."""
     spec = parse_spec(split_text(bits, bits), fn3.space(model))
@@ -153,7 +153,7 @@ def error_levels(model: torch.nn.Module, ctx: Context, bits: int) -> tuple[dict[
         power = float((x if m.signed else x.clamp(min=0.0)).pow(2).mean())
         out[n] = {"learned": learned, "best": best, "mse_learned": quant_error(x, learned, bits, m.signed),
                   "mse_best": errors[best], "power": power}
-    return out, copy.deepcopy(model)
+    return out
 
 
 def render(measured: dict[str, Any]) -> str:

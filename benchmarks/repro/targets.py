@@ -523,8 +523,7 @@ def default_seed_rows(res: Mapping[str, Any]) -> list[tuple[str, int, str, str, 
     page's seed alone; a gap can move by more than its own noise from one training seed to the next,
     so every seed's verdict is kept in one place."""
     out = []
-    own = res["settings"]["train"]["seed"]
-    for seed, r in sorted({own: res, **res.get("_seeds", {})}.items()):
+    for seed, r in _by_seed(res):
         which, _ = default_arms(r)
         found, indep = _find(r, which), twins_of(r)
         if not found or not indep:
@@ -564,18 +563,12 @@ def pooled_default_row(res: Mapping[str, Any]) -> tuple[str, str, str, str, str,
     the means in points with the seed-to-seed standard error of the worst one (``sd / sqrt(n)``), and
     the verdict on the means with how many seeds met both targets on their own.
     """
-    own = res["settings"]["train"]["seed"]
-    found = _find(res, default_arms(res)[0])
-    if not found:
+    same = _default_heldout(res)
+    if same is None:
         return None
-    name, loss = found[0], HELDOUT_LOSS.get(found[0], "")
-    per_seed: dict[int, dict[str, float]] = {}
-    for seed, r in sorted({own: res, **res.get("_seeds", {})}.items()):
-        mine = _find(r, default_arms(r)[0])
-        if mine and mine[0] == name:  # a seed that ran only an older default is not pooled with it
-            gaps = heldout_gaps(r.get("_heldout") or {}, loss)
-            if gaps:
-                per_seed[seed] = {lb: g["heldout"] for lb, g in gaps.items()}
+    name, loss, held = same
+    per_seed = {seed: {lb: g["heldout"] for lb, g in gaps.items()}
+                for seed, h in held.items() if (gaps := heldout_gaps(h, loss))}
     labels = [b["label"] for b in res["budgets"] if all(b["label"] in g for g in per_seed.values())]
     if len(per_seed) < 2 or not labels or labels[0] != res["budgets"][0]["label"]:
         return None
@@ -598,18 +591,30 @@ def pooled_bit_drop(res: Mapping[str, Any]) -> tuple[str, str, dict[int, float]]
     """The default's held-out 2-bit drop (8 bits minus 2 bits, a fraction) at every training seed
     ``heldout.py`` scored it, twins or not: ``(experiment, arm, {seed: drop})``, or ``None`` where it
     was scored at fewer than two seeds (a family not nested in bits has none)."""
-    own = res["settings"]["train"]["seed"]
+    same = _default_heldout(res)
+    if same is None:
+        return None
+    name, loss, held = same
+    drops = {seed: h[f"{loss}_bit_drop"]["heldout"] for seed, h in held.items() if h.get(f"{loss}_bit_drop")}
+    return (res["experiment"], name, drops) if len(drops) >= 2 else None
+
+
+def _by_seed(res: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
+    """``(seed, results)`` of the page's training seed and of every other seed run (``res["_seeds"]``,
+    the runner's ``--seed N``), in seed order."""
+    return sorted({res["settings"]["train"]["seed"]: res, **res.get("_seeds", {})}.items())
+
+
+def _default_heldout(res: Mapping[str, Any]) -> tuple[str, str, dict[int, Mapping[str, Any]]] | None:
+    """``(arm, heldout.py's short name of it, {seed: that seed's held-out record})`` of the page's
+    default arm at every seed run; ``None`` where the default has not run. Readings are keyed by the
+    short name (``<name>_minus_independent``, ``<name>_bit_drop``), so a seed that scored only an older
+    default has none under this one's name and is not pooled with it."""
     found = _find(res, default_arms(res)[0])
     if not found:
         return None
-    name, loss = found[0], HELDOUT_LOSS.get(found[0], "")
-    drops = {}
-    for seed, r in sorted({own: res, **res.get("_seeds", {})}.items()):
-        mine = _find(r, default_arms(r)[0])
-        drop = (r.get("_heldout") or {}).get(f"{loss}_bit_drop")
-        if mine and mine[0] == name and drop:
-            drops[seed] = drop["heldout"]
-    return (res["experiment"], name, drops) if len(drops) >= 2 else None
+    held = {seed: r.get("_heldout") or {} for seed, r in _by_seed(res)}
+    return found[0], HELDOUT_LOSS.get(found[0], ""), held
 
 
 def _default_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
