@@ -189,7 +189,8 @@ def longer(epochs: int = 18) -> Experiment:
     short = experiment()
     twins = "independent (one per bit-width)"
     if epochs != 18:  # the default (since config version 12: the range of 3 rms) and its own networks
-        arms = (*(a for a in short.arms if a.name == twins), weight_range(3.0))
+        arms = (*(a for a in short.arms if a.name == twins), weight_range(3.0),
+                weight_range(3.0, AUTO_NORM_CLIP_CORNERS))  # half the twins' cost: issue 11's cost target
     else:
         arms = tuple(a for a in short.arms if a.name in (
             twins, AUTO_NORM_CLIP.name, AUTO_NORM.name, SANDWICH_CORNERS.name, AUTO_NORM_CLIP_HALF.name)) + (
