@@ -252,3 +252,27 @@ def test_heldout_page_lists_the_drop_of_an_arm_scored_without_its_twins():
                       "(2 s.e. 0.81; target <= 3).") == 1
     measured["exp5_bits_36ep"].pop("range3_bit_drop")
     assert "2-bit drops of arms scored without" not in heldout.render(measured, seed=2)
+
+
+def test_an_arm_scored_after_its_twins_models_are_gone_gets_an_unpaired_gap():
+    """The twins' models are gone (a new machine) but their earlier held-out reading stayed: an arm
+    scored now is set against it, unpaired, with the s.e. of two independent proportions; a paired
+    gap already there is kept as it is, and the page says which is which."""
+    heldout = _load("heldout")
+    twins = "independent (one per bit-width)"
+    corners, default = heldout.SHORT_NAMES["corners-range3"], heldout.SHORT_NAMES["range3"]
+    paired = {"heldout": -0.001, "se": 0.004}
+    row = {twins: {"page": 0.70, "heldout": 0.70}, corners: {"page": 0.69, "heldout": 0.68},
+           default: {"page": 0.70, "heldout": 0.699}, "range3_minus_independent": dict(paired)}
+    res = {"page_images": 2000, "heldout_images": 8000, "independent": twins, "command": "c",
+           "command_seconds": 1.0, "budgets": {"8 bits": row, "2 bits": {corners: row[corners]}}}
+    heldout.unpaired_twin_gaps(res)
+    gap = row["corners-range3_minus_independent"]
+    assert gap["paired"] is False
+    assert gap["heldout"] == pytest.approx(-0.02)
+    assert gap["se"] == pytest.approx(((0.68 * 0.32 + 0.70 * 0.30) / 8000) ** 0.5)
+    assert row["range3_minus_independent"] == paired  # the paired reading is not replaced
+    assert "corners-range3_minus_independent" not in res["budgets"]["2 bits"]  # no twin reading there
+    page = heldout.render({"exp5_bits_36ep": res}, seed=2)
+    assert "8 bits -2.00 (1.46, unpaired)" in page
+    assert "8 bits -0.10 (0.80)" in page
