@@ -112,7 +112,8 @@ def experiments() -> list[tuple[object, list]]:
     return [(exp2_channels.experiment(), [exp2_channels.longer()]),
             (exp3_layers.experiment(20), [exp3_layers.longer()]),
             (exp3_layers.experiment(32), [exp3_layers.deeper(18), exp3_layers.deeper(36)]),
-            (exp4_paths.experiment(), [exp4_paths.longer()]), (exp5_bits.experiment(), [exp5_bits.longer()])]
+            (exp4_paths.experiment(), [exp4_paths.longer()]),
+            (exp5_bits.experiment(), [exp5_bits.longer(), exp5_bits.longer(36)])]
 
 
 def _model(cfg: TrainConfig) -> torch.nn.Module:

@@ -256,10 +256,11 @@ def carried_over(new: dict[str, Any], earlier: dict[str, Any] | None,
     return out
 
 
-def unpaired_twin_gaps(res: dict[str, Any]) -> dict[str, Any]:
+def unpaired_twin_gaps(res: dict[str, Any], scored: set[str]) -> dict[str, Any]:
     """``res`` (one experiment's record, after :func:`carried_over`) with a gap to the twins for every
-    scored arm that has none because the twins' models are gone but their earlier held-out readings
-    stayed: the arm's held-out accuracy minus theirs, ``"paired": False``, its s.e. that of two
+    arm in ``scored`` (the arms this command scored; not the twins, whose models are gone but whose
+    earlier held-out readings stayed) that has none: the arm's held-out accuracy minus theirs,
+    ``"paired": False``, its s.e. that of two
     independent proportions, ``sqrt(a(1-a)/n + b(1-b)/n)`` (about 0.72 pt at 70% on 8,000 images,
     against 0.4-0.5 pt paired: the images both models get right or wrong cancel only when both are
     scored together). Run directories are not kept across machines, so a new arm is often scored
@@ -271,7 +272,7 @@ def unpaired_twin_gaps(res: dict[str, Any]) -> dict[str, Any]:
             continue
         b = row[twins]["heldout"]
         for short, name in SHORT_NAMES.items():
-            if name in row and f"{short}_minus_independent" not in row:
+            if name in scored and name in row and f"{short}_minus_independent" not in row:
                 a = row[name]["heldout"]
                 row[f"{short}_minus_independent"] = {
                     "heldout": a - b, "se": math.sqrt((a * (1 - a) + b * (1 - b)) / n), "paired": False}
@@ -560,7 +561,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{exp.key}] {name}: its model is not on disk; its earlier reading (if any) is kept",
                   flush=True)
         now = {**run_one(exp, results, args.quick), "command": command}
-        measured[exp.key] = unpaired_twin_gaps(carried_over(now, measured.get(exp.key), results))
+        measured[exp.key] = carried_over(now, measured.get(exp.key), results)
+        if "independent" not in now:  # the twins' models are gone: their earlier reading, unpaired
+            unpaired_twin_gaps(measured[exp.key], set(on_disk))
         mine.append(exp.key)
     for key in mine:  # the whole command's time, on every experiment it measured
         measured[key]["command_seconds"] = time.perf_counter() - start

@@ -20,7 +20,7 @@ def test_quick_family_cost_runs(tmp_path, benchmark_script):
     assert keys == {"exp2_channels", "exp2_channels_18ep", "exp3_layers_resnet20",
                     "exp3_layers_resnet20_18ep", "exp3_layers_resnet32", "exp3_layers_resnet32_18ep",
                     "exp3_layers_resnet32_36ep", "exp4_paths", "exp4_paths_18ep", "exp5_bits",
-                    "exp5_bits_18ep"}
+                    "exp5_bits_18ep", "exp5_bits_36ep"}
     for key in keys:
         mine = {r[1]: float(r[3].rstrip("x")) for r in rows if r[0] == key}
         shares = [v for k, v in mine.items() if k.startswith("twin ")]

@@ -266,13 +266,16 @@ def test_an_arm_scored_after_its_twins_models_are_gone_gets_an_unpaired_gap():
            default: {"page": 0.70, "heldout": 0.699}, "range3_minus_independent": dict(paired)}
     res = {"page_images": 2000, "heldout_images": 8000, "independent": twins, "command": "c",
            "command_seconds": 1.0, "budgets": {"8 bits": row, "2 bits": {corners: row[corners]}}}
-    heldout.unpaired_twin_gaps(res)
+    heldout.unpaired_twin_gaps(res, {corners, default})
     gap = row["corners-range3_minus_independent"]
     assert gap["paired"] is False
     assert gap["heldout"] == pytest.approx(-0.02)
     assert gap["se"] == pytest.approx(((0.68 * 0.32 + 0.70 * 0.30) / 8000) ** 0.5)
     assert row["range3_minus_independent"] == paired  # the paired reading is not replaced
     assert "corners-range3_minus_independent" not in res["budgets"]["2 bits"]  # no twin reading there
+    res["budgets"]["8 bits"][heldout.SHORT_NAMES["clip"]] = {"page": 0.7, "heldout": 0.69}
+    heldout.unpaired_twin_gaps(res, {corners, default})  # an arm this command did not score: none
+    assert "clip_minus_independent" not in res["budgets"]["8 bits"]
     page = heldout.render({"exp5_bits_36ep": res}, seed=2)
     assert "8 bits -2.00 (1.46, unpaired)" in page
     assert "8 bits -0.10 (0.80)" in page

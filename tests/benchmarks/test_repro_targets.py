@@ -270,6 +270,40 @@ def test_the_default_is_read_on_the_seeds_mean_held_out_gaps():
     assert targets.pooled_default_row(page) is None and targets.pooled_bit_drop(page) is None
 
 
+def test_the_rules_at_half_the_cost_are_read_on_their_seeds_mean_with_the_cost_verdict():
+    """half_cost_rows: every arm whose step costs at most 0.55x of the networks alone and that has
+    held-out gaps, averaged over the seeds that read it (one is enough), with its mean 2-bit drop;
+    the verdict names the cost target (0.5x). An arm above 0.55x, or one heldout.py never scored,
+    is not listed."""
+    corners, cheap_unscored = "corners arm", "cheap arm never scored"
+    short_of = {corners: "corners-range3", targets.RANGE_ARM: "range3"}
+
+    def seed(n: int, held: dict) -> dict:
+        r = _res("bits", **{corners: NEW, targets.RANGE_ARM: NEW, cheap_unscored: NEW,
+                            "independent (one per bit-width)": OLD})
+        r["settings"]["train"] = {"seed": n}
+        r["_heldout"] = held
+        return r
+
+    page = seed(0, _held("corners-range3", {"8 bits": -0.0125, "2 bits": 0.017}, drop=0.021))
+    page["_heldout"]["budgets"]["8 bits"]["range3_minus_independent"] = {"heldout": 0.0, "se": 0.004}
+    page["_seeds"] = {2: seed(2, _held("corners-range3", {"8 bits": -0.0131, "2 bits": 0.0066}, drop=0.019))}
+    page["_step_cost"] = {corners: 0.48, targets.RANGE_ARM: 0.76, cheap_unscored: 0.39}
+    (row,) = targets.half_cost_rows(page, short_of)
+    key, arm, cost, seeds, per_budget, worst, full, drop, verdict = row
+    assert (key, arm, cost, seeds) == ("exp5_bits", corners, "0.48x", "0 / 2")
+    assert per_budget == "8 bits -1.28, 2 bits +1.18" and full == "-1.28"
+    assert worst == "-1.28 (8 bits; s.e. over seeds 0.03; seeds -1.31 to -1.25)"
+    assert drop == "2.00 (2.10 / 1.90)"
+    assert verdict == "met / missed (both met at 0 of 2 seeds alone); cost met"
+    page["_step_cost"][corners] = 0.54  # listed beside the target, and the cost read as missed
+    assert targets.half_cost_rows(page, short_of)[0][-1].endswith("; cost missed")
+    page["_seeds"] = {}  # one seed: no s.e. over seeds
+    assert "s.e. over seeds -;" in targets.half_cost_rows(page, short_of)[0][5]
+    page["_step_cost"][corners] = 0.6
+    assert targets.half_cost_rows(page, short_of) == []
+
+
 def test_a_bits_family_is_held_to_the_targets_by_the_weight_range_arm_against_the_plain_twins():
     """Config version 12: on bits alone the default is the clip arm on a weight range of 3 rms where it
     ran, else the clip arm. Every arm, the default too, is held against the networks trained alone on
