@@ -313,7 +313,15 @@ _DEEPER_NOTES = {
         "68.85 / 69.65 / 67.90 / 64.80%, within 1.1 pt of its Dec 6 run; a 2-epoch run of its settings "
         "gives the same weights at both commits, so the cause is not found), and the page holds the new "
         "run: held-out +0.35 / -1.43 / -1.17 / -0.83 / -0.68 pt against the networks alone (paired), "
-        "both targets met at both seeds. " + _DEFAULT_NOTE,
+        "both targets met at both seeds. The corners rotation at about half the twins' cost, seed 1 "
+        "(Dec 7, `python benchmarks/repro/exp3_layers.py --only exp3_layers_resnet32_36ep --seed 1`, "
+        "its arm alone; the twins' models were gone, so its held-out gaps are set against their "
+        "earlier reading, unpaired, 2 s.e. about 1.45): 68.50 / 68.20 / 67.65 / 65.55 / 65.10% on the "
+        "page, held-out -0.64 / -2.65 / -2.85 / -2.55 / -0.27 pt at 5..1 blocks: missed again, by "
+        "0.55-0.85 pt at the three middle depths (seed 0: 4 blocks -2.70), which it trains on one "
+        "step in six each; 2639 s of CPU beside another run (0.54x of the twins step against step). "
+        "At half the cost a 5-block family keeps its ends and loses about 2.5 pt in the middle at "
+        "this length. " + _DEFAULT_NOTE,
 }
 
 
