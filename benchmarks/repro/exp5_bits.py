@@ -366,7 +366,7 @@ NOTES: dict[int, str] = {
          "stores; the 2-bit file on 4-bit activations (--spec bits=2,abits=4) is 1.07 / 0.96 / 0.73 pt "
          "below the 8-bit model. The learned 2-bit clipping levels are not what loses it: the levels that "
          "minimise each input's quantization error on training batches score 0.36 / 1.13 / 1.17 pt below "
-         "them at seeds 0-2 (2 s.e. about 0.82; at 18 epochs 1.98 below at seed 0, bit_split.md)."
+         "them at seeds 0-2 (2 s.e. about 0.82; at 18 epochs 1.98 below at seed 0, bit_split.md). "
          "At half the twins' cost (issue 11's cost target; Dec 7, seeds 0-2, `python benchmarks/repro/"
          "exp5_bits.py --only exp5_bits_36ep [--seed N] --arms 'fn3 auto grid, norm-matched sum, clip per "
          "bit-width, corners every step, middle every other, weight range 3 rms'`): 8 and 2 bits every "

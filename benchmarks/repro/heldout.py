@@ -260,11 +260,11 @@ def unpaired_twin_gaps(res: dict[str, Any], scored: set[str]) -> dict[str, Any]:
     """``res`` (one experiment's record, after :func:`carried_over`) with a gap to the twins for every
     arm in ``scored`` (the arms this command scored; not the twins, whose models are gone but whose
     earlier held-out readings stayed) that has none: the arm's held-out accuracy minus theirs,
-    ``"paired": False``, its s.e. that of two
-    independent proportions, ``sqrt(a(1-a)/n + b(1-b)/n)`` (about 0.72 pt at 70% on 8,000 images,
-    against 0.4-0.5 pt paired: the images both models get right or wrong cancel only when both are
-    scored together). Run directories are not kept across machines, so a new arm is often scored
-    after its twins' models are gone; a paired gap already there is never replaced."""
+    ``"paired": False``, its s.e. that of two independent proportions, ``sqrt(a(1-a)/n + b(1-b)/n)``
+    (about 0.72 pt at 70% on 8,000 images, against 0.4-0.5 pt paired: the images both models get
+    right or wrong cancel only when both are scored together). Run directories are not kept across
+    machines, so a new arm is often scored after its twins' models are gone; a paired gap already
+    there is never replaced."""
     twins = res.get("independent")
     n = res["heldout_images"]
     for row in res["budgets"].values():

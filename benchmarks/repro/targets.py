@@ -566,20 +566,16 @@ def pooled_default_row(res: Mapping[str, Any]) -> tuple[str, str, str, str, str,
     same = _default_heldout(res)
     if same is None:
         return None
-    name, loss, held = same
-    return pooled_arm_row(res, name, loss, held, min_seeds=2)
+    return pooled_arm_row(res, *same, min_seeds=2)
 
 
 def pooled_arm_row(res: Mapping[str, Any], name: str, loss: str,
-                   held: Mapping[int, Mapping[str, Any]] | None = None,
                    min_seeds: int = 1) -> tuple[str, str, str, str, str, str, str] | None:
-    """:func:`pooled_default_row` for any arm ``name`` (``loss``: ``heldout.py``'s short name of it;
-    ``held``: ``{seed: held-out record}``, every seed run when not given), over the seeds where its
-    held-out gaps to the twins were read (at least ``min_seeds``); ``None`` where fewer were. With one
-    seed the s.e. over seeds is not defined and reads '-'."""
-    held = {seed: r.get("_heldout") or {} for seed, r in _by_seed(res)} if held is None else held
+    """:func:`pooled_default_row` for any arm ``name`` (``loss``: ``heldout.py``'s short name of it),
+    over the seeds where its held-out gaps to the twins were read (at least ``min_seeds``); ``None``
+    where fewer were. With one seed the s.e. over seeds is not defined and reads '-'."""
     per_seed = {seed: {lb: g["heldout"] for lb, g in gaps.items()}
-                for seed, h in held.items() if (gaps := heldout_gaps(h, loss))}
+                for seed, h in _heldout_by_seed(res).items() if (gaps := heldout_gaps(h, loss))}
     labels = [b["label"] for b in res["budgets"] if all(b["label"] in g for g in per_seed.values())]
     if len(per_seed) < max(1, min_seeds) or not labels or labels[0] != res["budgets"][0]["label"]:
         return None
@@ -624,8 +620,7 @@ def half_cost_rows(res: Mapping[str, Any], short_of: Mapping[str, str]
         loss = short_of.get(name)
         if ratio > HALF_COST_SHOWN or not loss or not (row := pooled_arm_row(res, name, loss)):
             continue
-        drops = [d["heldout"] for _, r in _by_seed(res)
-                 if (d := (r.get("_heldout") or {}).get(f"{loss}_bit_drop"))]
+        drops = list(_bit_drops(res, loss).values())
         drop = "-" if not drops else (f"{sum(drops) / len(drops) * 100:.2f} "
                                       f"({' / '.join(f'{v * 100:.2f}' for v in drops)})")
         cost = "met" if ratio <= COST_TARGET else "missed"
@@ -640,8 +635,8 @@ def pooled_bit_drop(res: Mapping[str, Any]) -> tuple[str, str, dict[int, float]]
     same = _default_heldout(res)
     if same is None:
         return None
-    name, loss, held = same
-    drops = {seed: h[f"{loss}_bit_drop"]["heldout"] for seed, h in held.items() if h.get(f"{loss}_bit_drop")}
+    name, loss = same
+    drops = _bit_drops(res, loss)
     return (res["experiment"], name, drops) if len(drops) >= 2 else None
 
 
@@ -651,16 +646,26 @@ def _by_seed(res: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
     return sorted({res["settings"]["train"]["seed"]: res, **res.get("_seeds", {})}.items())
 
 
-def _default_heldout(res: Mapping[str, Any]) -> tuple[str, str, dict[int, Mapping[str, Any]]] | None:
-    """``(arm, heldout.py's short name of it, {seed: that seed's held-out record})`` of the page's
-    default arm at every seed run; ``None`` where the default has not run. Readings are keyed by the
-    short name (``<name>_minus_independent``, ``<name>_bit_drop``), so a seed that scored only an older
-    default has none under this one's name and is not pooled with it."""
+def _heldout_by_seed(res: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
+    """``{seed: heldout.py's record of the experiment at that seed}`` (``{}`` where none was made)."""
+    return {seed: r.get("_heldout") or {} for seed, r in _by_seed(res)}
+
+
+def _bit_drops(res: Mapping[str, Any], loss: str) -> dict[int, float]:
+    """``{seed: held-out 2-bit drop}`` of the arm ``heldout.py`` calls ``loss``, at every seed it was
+    scored (twins or not)."""
+    return {seed: h[f"{loss}_bit_drop"]["heldout"] for seed, h in _heldout_by_seed(res).items()
+            if h.get(f"{loss}_bit_drop")}
+
+
+def _default_heldout(res: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(arm, heldout.py's short name of it)`` of the page's default arm; ``None`` where it has not
+    run. Readings are keyed by the short name (``<name>_minus_independent``, ``<name>_bit_drop``), so a
+    seed that scored only an older default has none under this one's name and is not pooled with it."""
     found = _find(res, default_arms(res)[0])
     if not found:
         return None
-    held = {seed: r.get("_heldout") or {} for seed, r in _by_seed(res)}
-    return found[0], HELDOUT_LOSS.get(found[0], ""), held
+    return found[0], HELDOUT_LOSS.get(found[0], "")
 
 
 def _default_rows(res: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
